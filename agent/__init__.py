@@ -1,0 +1,1 @@
+"""The device runtime: sessions, recorder, sealing, journal (and later sync)."""

@@ -1,0 +1,115 @@
+"""The ``unbroken`` command: one CLI, with a subcommand for each user.
+
+    unbroken sim session --seconds N --data DIR [--badge B]
+    unbroken verify DIR [--pubkey FILE] [--json]
+    unbroken demo [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from agent.config import ConfigError, load_config
+from agent.evidence_dir import EvidenceDirError, verify_dir
+from agent.session import Category, SessionError
+from agent.watermark import FontError
+from evidence.report import format_report
+
+
+class CliError(Exception):
+    """A user error: printed as one line, exit code 2."""
+
+
+def _data_dir(path: Path) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise CliError(f"data directory {path} is not writable: {e.strerror}") from None
+    return path
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    try:
+        report = verify_dir(args.dir, args.pubkey)
+    except EvidenceDirError as e:
+        raise CliError(str(e)) from None
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
+    else:
+        print(format_report(report, str(args.dir)))
+    return 0 if report.ok else 1
+
+
+def cmd_sim_session(args: argparse.Namespace) -> int:
+    from simulator.session import record_session
+
+    config = load_config(args.config)
+    summary = record_session(
+        _data_dir(args.data), config, args.seconds, badges=args.badge or None,
+        category=args.category, realtime=args.realtime,
+    )
+    print(summary)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from simulator.demo import run_demo
+
+    return run_demo(_data_dir(args.out))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="unbroken", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    v = sub.add_parser("verify", help="check an evidence directory offline")
+    v.add_argument("dir", type=Path)
+    v.add_argument("--pubkey", type=Path, help="the device's public key to pin (hex file)")
+    v.add_argument("--json", action="store_true", help="machine-readable report")
+    v.set_defaults(func=cmd_verify)
+
+    sim = sub.add_parser("sim", help="drive simulated hardware").add_subparsers(
+        dest="sim_command", required=True
+    )
+    s = sim.add_parser("session", help="record one simulated session and leave its evidence")
+    s.add_argument("--seconds", type=float, required=True, help="session length")
+    s.add_argument("--data", type=Path, required=True, help="evidence/data directory")
+    s.add_argument("--badge", action="append", help="officer badge number (repeatable)")
+    s.add_argument(
+        "--category", choices=[c.value for c in Category], default=None,
+        help="enforcement category (default: from config)",
+    )
+    s.add_argument("--config", type=Path, help="device.toml")
+    s.add_argument("--realtime", action="store_true", help="pace frames in real time")
+    s.set_defaults(func=cmd_sim_session)
+
+    d = sub.add_parser("demo", help="the whole job end to end on simulated hardware")
+    d.add_argument("--out", type=Path, default=Path("out/demo"))
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except (CliError, ConfigError, FontError, SessionError) as e:
+        print(f"unbroken: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Device configuration: strict, self-documenting models loaded from TOML.
+
+Unknown keys are errors (a misspelt ``prebufer_seconds`` must not silently fall back to a
+default on evidence equipment). Every field says what it is for.
+
+Example ``device.toml``::
+
+    [recording]
+    prebuffer_seconds = 30
+    segment_seconds = 2
+
+    [watermark.labels]
+    badge = "警号"
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from agent.session import Category
+
+
+class ConfigError(ValueError):
+    """A configuration file is missing, not TOML, or has a wrong or unknown field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Recording(_Strict):
+    width: int = Field(1280, ge=64, le=3840, description="Picture width in pixels (even).")
+    height: int = Field(720, ge=64, le=2160, description="Picture height in pixels (even).")
+    fps: int = Field(30, ge=1, le=60, description="Frames per second.")
+    segment_seconds: int = Field(
+        2, ge=1, le=60, description="Length of a sealed segment; a multiple of the keyframe one."
+    )
+    keyframe_seconds: int = Field(1, ge=1, le=10, description="Keyframe (and fragment) interval.")
+    prebuffer_seconds: int = Field(
+        30, ge=0, le=120, description="Footage kept before a session opens, with audio (0: off)."
+    )
+    video_bitrate: int = Field(2_000_000, ge=100_000, description="H.264 target bits per second.")
+    encoder_preset: str = Field("ultrafast", description="x264 preset (software encoder only).")
+    encoder_threads: int = Field(1, ge=0, le=16, description="x264 threads (0: automatic).")
+    audio_rate: int = Field(48000, description="Microphone sample rate in Hz.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Recording:
+        if self.width % 2 or self.height % 2:
+            raise ValueError("width and height must be even for H.264 4:2:0")
+        if self.segment_seconds % self.keyframe_seconds:
+            raise ValueError("segment_seconds must be a multiple of keyframe_seconds")
+        if self.audio_rate % self.fps:
+            raise ValueError("audio_rate must be a multiple of fps (whole samples per frame)")
+        return self
+
+
+class Labels(_Strict):
+    badge: str = Field("BADGE", description="Label before the badge numbers, e.g. 警号.")
+    device: str = Field("DEV", description="Label before the device id, e.g. 设备.")
+    no_fix: str = Field("NO FIX", description="Shown instead of a position without a fix.")
+    unsynced: str = Field("CLOCK UNSYNCED", description="Shown when the clock is not synced.")
+
+
+class Watermark(_Strict):
+    font: Path | None = Field(
+        None, description="TrueType/OpenType font with CJK glyphs; None: search the system."
+    )
+    labels: Labels = Labels()
+
+
+class Controls(_Strict):
+    record_pin: int = Field(17, description="BCM pin of the record button (to ground).")
+    marker_pin: int = Field(27, description="BCM pin of the marker button.")
+    record_led_pin: int = Field(22, description="BCM pin of the red recording LED.")
+    buzzer_pin: int = Field(23, description="BCM pin of the buzzer.")
+    hold_seconds: float = Field(2.0, gt=0, description="A press this long closes a session.")
+    confirm_seconds: float = Field(
+        3.0, gt=0, description="A second press within this window confirms a close."
+    )
+    marker_type: str = Field(
+        "credential_shown", description="Marker dropped by the marker button."
+    )
+
+
+class Gnss(_Strict):
+    backend: Literal["replay", "gpsd", "none"] = "replay"
+    route: Path | None = Field(None, description="NMEA file to replay; None: the shipped route.")
+    gpsd_host: str = "127.0.0.1"
+    gpsd_port: int = 2947
+
+
+class Session(_Strict):
+    category: Category = Field(Category.INSPECTION, description="Default enforcement category.")
+    badges: list[str] = Field(default_factory=list, description="Officers carrying this device.")
+
+
+class DeviceConfig(_Strict):
+    device_id: str | None = Field(None, description="Set by provisioning; None: derived.")
+    recording: Recording = Recording()
+    watermark: Watermark = Watermark()
+    controls: Controls = Controls()
+    gnss: Gnss = Gnss()
+    session: Session = Session()
+
+
+def load_config(path: Path | None) -> DeviceConfig:
+    """Read a TOML file into a DeviceConfig; None gives the defaults."""
+    if path is None:
+        return DeviceConfig()
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such configuration file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    try:
+        return DeviceConfig.model_validate(data)
+    except ValidationError as e:
+        lines = [
+            f"  {'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}"
+            for err in e.errors()
+        ]
+        raise ConfigError(f"{path}: invalid configuration\n" + "\n".join(lines)) from None

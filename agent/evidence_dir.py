@@ -1,0 +1,117 @@
+"""The on-disk evidence directory: where each file lives, and reading it back for checks.
+
+Layout (see docs/evidence-format.md)::
+
+    DIR/device.pub                      the device's Ed25519 public key (hex)
+    DIR/chain/0000000001.json           one signed entry per file, by sequence number
+    DIR/segments/<session>/000000.mp4   sealed media, named by session and index
+    DIR/journal.db                      the device's index (SQLite); not needed to verify
+    DIR/private/                        the device key (0600); never part of evidence
+    DIR/spool/                          the pre-event buffer and the segment being written
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nacl.exceptions
+import nacl.signing
+
+from agent.media import probe
+from evidence.seal import Entry, SealError
+from evidence.verify import MediaFacts, Report, verify_chain
+
+PUBKEY = "device.pub"
+CHAIN = "chain"
+SEGMENTS = "segments"
+SPOOL = "spool"
+PRIVATE = "private"
+
+
+class EvidenceDirError(RuntimeError):
+    """The directory cannot be read as evidence at all (absent, no chain, bad key file)."""
+
+
+def entry_name(seq: int) -> str:
+    return f"{CHAIN}/{seq:010d}.json"
+
+
+def segment_name(session: str, index: int) -> str:
+    return f"{SEGMENTS}/{session}/{index:06d}.mp4"
+
+
+def read_public_key(path: Path) -> nacl.signing.VerifyKey:
+    try:
+        text = path.read_text(encoding="ascii").strip()
+        return nacl.signing.VerifyKey(bytes.fromhex(text))
+    except FileNotFoundError:
+        raise EvidenceDirError(f"{path}: public key file not found") from None
+    except (ValueError, UnicodeDecodeError, nacl.exceptions.CryptoError):
+        raise EvidenceDirError(f"{path}: not an Ed25519 public key (64 hex digits)") from None
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write via a temporary file, fsync, rename, fsync the directory: never half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def load_chain(root: Path) -> list[tuple[str, Entry | SealError]]:
+    chain = root / CHAIN
+    if not chain.is_dir():
+        raise EvidenceDirError(f"{root}: no {CHAIN}/ directory, not an evidence directory")
+    out: list[tuple[str, Entry | SealError]] = []
+    for p in sorted(chain.iterdir()):
+        name = f"{CHAIN}/{p.name}"
+        try:
+            out.append((name, Entry.from_json(p.read_bytes())))
+        except SealError as e:
+            out.append((name, e))
+        except OSError as e:
+            out.append((name, SealError(f"unreadable: {e.strerror}")))
+    return out
+
+
+def verify_dir(root: Path, pubkey: Path | None) -> Report:
+    """Read and check an evidence directory; decoding every segment it seals."""
+    root = Path(root)
+    if not root.is_dir():
+        raise EvidenceDirError(f"{root}: no such directory")
+    key = read_public_key(pubkey if pubkey else root / PUBKEY)
+    entries = load_chain(root)
+    referenced = {
+        str(e.body.get("file"))
+        for _, e in entries
+        if isinstance(e, Entry) and e.kind == "segment"
+    }
+    media: dict[str, MediaFacts | None] = {}
+    for rel in sorted(referenced):
+        p = root / rel
+        # A manifest must not point outside the directory (a foreign manifest might).
+        inside = p.resolve().is_relative_to(root.resolve())
+        media[rel] = probe(p) if inside and p.is_file() else None
+    present = (
+        {str(p.relative_to(root)) for p in (root / SEGMENTS).rglob("*") if p.is_file()}
+        if (root / SEGMENTS).is_dir()
+        else set()
+    )
+    return verify_chain(
+        entries, key, media, pinned=pubkey is not None,
+        unexpected_files=sorted(present - referenced),
+    )

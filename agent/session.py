@@ -1,0 +1,131 @@
+"""The session state machine: idle → buffering → recording → closing. Pure, no I/O.
+
+Opening is easy (one press, an API call) because a missed start loses evidence. Closing
+needs a deliberate act — a long press, or a press confirmed by a second press within a
+window — so that a bump against a door frame does not end a recording.
+
+The machine only decides; the recorder carries out the returned actions.
+
+Example::
+
+    m = SessionMachine(prebuffer=True, confirm_window=3.0)
+    m.start()                        # -> [] ; state "buffering"
+    m.press(now=10.0)                # -> [Action.OPEN]
+    m.press(now=20.0)                # -> [Action.ARM_CLOSE]   (LED blinks)
+    m.press(now=21.0)                # -> [Action.CLOSE]       (confirmed)
+    m.closed()                       # state back to "buffering"
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class State(enum.StrEnum):
+    IDLE = "idle"  # camera not capturing (no pre-event buffer configured)
+    BUFFERING = "buffering"  # capturing into the pre-event buffer, no session
+    RECORDING = "recording"  # a session is open
+    CLOSING = "closing"  # the last segment is being sealed
+
+
+class Action(enum.StrEnum):
+    OPEN = "open"
+    ARM_CLOSE = "arm_close"  # first press while recording: ask for confirmation
+    DISARM_CLOSE = "disarm_close"  # confirmation window passed: keep recording
+    CLOSE = "close"
+
+
+class Category(enum.StrEnum):
+    """Enforcement categories of R-Art 2."""
+
+    PENALTY = "penalty"
+    COERCIVE_MEASURE = "coercive_measure"
+    INSPECTION = "inspection"
+    EXPROPRIATION = "expropriation"
+    LICENSING = "licensing"
+
+
+class MarkerType(enum.StrEnum):
+    """Acts of R-Art 7-10 that an officer or the case system drops on the timeline."""
+
+    CREDENTIAL_SHOWN = "credential_shown"
+    RIGHTS_NOTIFIED = "rights_notified"
+    EVIDENCE_COLLECTED = "evidence_collected"
+    COERCIVE_MEASURE = "coercive_measure"
+    DOCUMENT_SERVED = "document_served"
+
+
+class SessionError(RuntimeError):
+    """A request that does not fit the session state (e.g. a marker with no session open)."""
+
+
+@dataclass
+class SessionMachine:
+    prebuffer: bool
+    confirm_window: float = 3.0
+    state: State = State.IDLE
+    _armed_at: float | None = None
+
+    def start(self) -> None:
+        """The device is on duty: capture into the pre-event buffer if there is one."""
+        if self.state == State.IDLE and self.prebuffer:
+            self.state = State.BUFFERING
+
+    @property
+    def close_armed(self) -> bool:
+        return self._armed_at is not None
+
+    def press(self, now: float) -> list[Action]:
+        """A short press of the record button."""
+        if self.state in (State.IDLE, State.BUFFERING):
+            return self._open()
+        if self.state == State.RECORDING:
+            if self._armed_at is not None and now - self._armed_at <= self.confirm_window:
+                return self._close()
+            self._armed_at = now
+            return [Action.ARM_CLOSE]
+        return []
+
+    def hold(self, now: float) -> list[Action]:
+        """A long press: opens when not recording, closes when recording."""
+        if self.state == State.RECORDING:
+            return self._close()
+        return self.press(now)
+
+    def tick(self, now: float) -> list[Action]:
+        """Time passes: an unconfirmed close request lapses."""
+        if self._armed_at is not None and now - self._armed_at > self.confirm_window:
+            self._armed_at = None
+            return [Action.DISARM_CLOSE]
+        return []
+
+    def open(self) -> list[Action]:
+        """Open by API or command (no confirmation needed)."""
+        if self.state == State.RECORDING:
+            raise SessionError("a session is already open")
+        if self.state == State.CLOSING:
+            raise SessionError("the previous session is still closing")
+        return self._open()
+
+    def close(self) -> list[Action]:
+        """Close by API or command: a deliberate act by definition."""
+        if self.state != State.RECORDING:
+            raise SessionError(f"no session is open (state {self.state})")
+        return self._close()
+
+    def closed(self) -> None:
+        """The recorder has sealed the close."""
+        if self.state != State.CLOSING:
+            raise SessionError(f"closed() in state {self.state}")
+        self.state = State.BUFFERING if self.prebuffer else State.IDLE
+
+    def _open(self) -> list[Action]:
+        self.state = State.RECORDING
+        self._armed_at = None
+        return [Action.OPEN]
+
+    def _close(self) -> list[Action]:
+        self.state = State.CLOSING
+        self._armed_at = None
+        return [Action.CLOSE]

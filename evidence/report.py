@@ -1,0 +1,40 @@
+"""A verification report as people read it. Pure formatting."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from evidence.verify import Report
+
+
+def _when(wall: float | None) -> str:
+    if wall is None:
+        return "-"
+    return dt.datetime.fromtimestamp(wall, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def format_report(r: Report, source: str) -> str:
+    lines = [f"Evidence: {source}", f"Device:   {r.device or '(unknown)'}"]
+    key = f"key {r.key_id}"
+    lines.append(f"Key:      {key}" + ("" if r.pinned else "  (NOT PINNED: taken from the directory)"))
+    lines.append(f"Entries:  {r.entries}")
+    for s in r.sessions:
+        lines += [
+            "",
+            f"Session {s.id}  [{s.state}]",
+            f"  category  {s.category}   badges {', '.join(s.badges) or '-'}",
+            f"  opened    {_when(s.opened)}   closed {_when(s.closed)}",
+            f"  segments  {s.segments}   duration {s.duration:.1f} s   "
+            f"pre-event {s.prebuffer:.1f} s",
+        ]
+        for m in s.markers:
+            lines.append(f"  marker    {_when(m['wall'])}  {m['type']}")
+        for p in s.problems:
+            lines.append(f"  PROBLEM   {p.code}: {p.where}: {p.message}")
+    unattached = [p for p in r.problems if p.session is None]
+    if unattached:
+        lines.append("")
+        for p in unattached:
+            lines.append(f"PROBLEM {p.code}: {p.where}: {p.message}")
+    lines += ["", "RESULT: OK" if r.ok else f"RESULT: FAILED ({len(r.problems)} problems)"]
+    return "\n".join(lines)

@@ -1,0 +1,196 @@
+"""Chain entries: canonical encoding, hashing, Ed25519 seals.
+
+Every segment manifest and every event of a device is an *entry* in one per-device chain.
+An entry's payload names its predecessor's hash, so a deleted, altered or reordered entry
+breaks the chain for anyone holding the device's public key (R1).
+
+Example::
+
+    key = nacl.signing.SigningKey.generate()
+    sealer = Sealer(key, device_id="bwc-1", last=None)
+    entry = sealer.seal("boot", {"reason": "power_on"}, at=Moment(wall=1.7e9, mono=5.0, synced=True))
+    check_signature(entry, key.verify_key)   # raises SealError if forged
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import nacl.exceptions
+import nacl.signing
+import rfc8785
+
+FORMAT_VERSION = 1
+GENESIS = "0" * 64
+
+# Every kind of entry the chain knows. Unknown kinds are refused by the verifier, so a
+# foreign file cannot pass for evidence.
+KINDS = frozenset(
+    {
+        "boot",  # the agent started (reason, software version)
+        "config",  # effective recording settings changed
+        "session_open",
+        "segment",  # a sealed media segment: the manifest
+        "marker",  # a typed act on the timeline (R2)
+        "session_close",
+    }
+)
+
+
+class SealError(ValueError):
+    """An entry is malformed or its signature does not verify."""
+
+
+@dataclass(frozen=True)
+class Moment:
+    """When something happened: wall clock (shown to people) and monotonic (for order)."""
+
+    wall: float
+    mono: float
+    synced: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"wall": round(self.wall, 6), "mono": round(self.mono, 6), "synced": self.synced}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A signed chain entry as stored and transmitted."""
+
+    payload: dict[str, Any]
+    signature: bytes
+
+    @property
+    def seq(self) -> int:
+        return int(self.payload["seq"])
+
+    @property
+    def kind(self) -> str:
+        return str(self.payload["kind"])
+
+    @property
+    def session(self) -> str | None:
+        s = self.payload.get("session")
+        return None if s is None else str(s)
+
+    @property
+    def body(self) -> dict[str, Any]:
+        body = self.payload["body"]
+        assert isinstance(body, dict)
+        return body
+
+    @property
+    def hash(self) -> str:
+        return entry_hash(self.payload)
+
+    def to_json(self) -> bytes:
+        doc = {"payload": self.payload, "signature": base64.b64encode(self.signature).decode()}
+        return canonical(doc)
+
+    @staticmethod
+    def from_json(data: bytes) -> Entry:
+        """Parse a stored entry; raises SealError naming what is wrong."""
+        try:
+            doc = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise SealError(f"not a chain entry (invalid JSON: {e})") from None
+        if not isinstance(doc, dict) or set(doc) != {"payload", "signature"}:
+            raise SealError("not a chain entry (expected exactly 'payload' and 'signature')")
+        payload, sig = doc["payload"], doc["signature"]
+        _check_payload_shape(payload)
+        try:
+            signature = base64.b64decode(sig, validate=True)
+        except (ValueError, TypeError):
+            raise SealError("signature is not base64") from None
+        if len(signature) != 64:
+            raise SealError("signature is not 64 bytes")
+        return Entry(payload=payload, signature=signature)
+
+
+def canonical(obj: Any) -> bytes:
+    """RFC 8785 JSON canonical form: the bytes that are hashed and signed."""
+    return bytes(rfc8785.dumps(obj))
+
+
+def entry_hash(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical(payload)).hexdigest()
+
+
+def key_id(verify_key: nacl.signing.VerifyKey) -> str:
+    """A short stable name for a public key: the first 16 hex digits of its SHA-256."""
+    return hashlib.sha256(bytes(verify_key)).hexdigest()[:16]
+
+
+def check_signature(entry: Entry, verify_key: nacl.signing.VerifyKey) -> None:
+    try:
+        verify_key.verify(canonical(entry.payload), entry.signature)
+    except nacl.exceptions.BadSignatureError:
+        raise SealError("signature does not verify with the device key") from None
+
+
+class Sealer:
+    """Appends entries to a device's chain. Holds only the chain head; the journal persists.
+
+    ``last`` is the newest entry already in the chain (None for a new device), so a
+    restarted agent continues the same chain.
+    """
+
+    def __init__(
+        self, signing_key: nacl.signing.SigningKey, device_id: str, last: Entry | None
+    ) -> None:
+        self._key = signing_key
+        self.device_id = device_id
+        self.key_id = key_id(signing_key.verify_key)
+        self._seq = last.seq if last else 0
+        self._prev = last.hash if last else GENESIS
+
+    @property
+    def head(self) -> tuple[int, str]:
+        return self._seq, self._prev
+
+    def seal(
+        self, kind: str, body: dict[str, Any], at: Moment, session: str | None = None
+    ) -> Entry:
+        if kind not in KINDS:
+            raise SealError(f"unknown entry kind {kind!r}")
+        payload = {
+            "v": FORMAT_VERSION,
+            "device": self.device_id,
+            "key": self.key_id,
+            "seq": self._seq + 1,
+            "prev": self._prev,
+            "kind": kind,
+            "session": session,
+            "at": at.as_dict(),
+            "body": body,
+        }
+        signature = self._key.sign(canonical(payload)).signature
+        entry = Entry(payload=payload, signature=signature)
+        self._seq, self._prev = entry.seq, entry.hash
+        return entry
+
+
+_FIELDS = {"v", "device", "key", "seq", "prev", "kind", "session", "at", "body"}
+
+
+def _check_payload_shape(p: Any) -> None:
+    if not isinstance(p, dict):
+        raise SealError("payload is not an object")
+    missing, extra = _FIELDS - set(p), set(p) - _FIELDS
+    if missing or extra:
+        raise SealError(f"payload fields wrong (missing {sorted(missing)}, extra {sorted(extra)})")
+    if p["v"] != FORMAT_VERSION:
+        raise SealError(f"unsupported format version {p['v']!r}")
+    if not isinstance(p["seq"], int) or isinstance(p["seq"], bool) or p["seq"] < 1:
+        raise SealError("seq is not a positive integer")
+    if p["kind"] not in KINDS:
+        raise SealError(f"unknown entry kind {p['kind']!r}")
+    if not isinstance(p["body"], dict) or not isinstance(p["at"], dict):
+        raise SealError("body and at must be objects")
+    for f in ("wall", "mono"):
+        if not isinstance(p["at"].get(f), int | float):
+            raise SealError(f"at.{f} is not a number")

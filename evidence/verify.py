@@ -1,0 +1,325 @@
+"""Offline verification of a device chain and its media: every check, no I/O.
+
+The caller (``unbroken verify``, the store) reads files and decodes media; this module
+decides. Each problem has a stable ``code`` so that tools and tests can tell a flipped
+byte from a deleted segment from a foreign manifest.
+
+Example::
+
+    report = verify_chain(entries, verify_key, media={"segments/s/000000.mp4": facts})
+    if not report.ok:
+        for p in report.problems:
+            print(p.code, p.where, p.message)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import nacl.signing
+
+from evidence.seal import GENESIS, Entry, SealError, check_signature, key_id
+
+# code -> what it means; docs/evidence-format.md lists the same.
+PROBLEMS = {
+    "malformed_entry": "a file in the chain is not a valid entry (corrupt or foreign)",
+    "bad_signature": "an entry's signature does not verify with the device key",
+    "wrong_key": "the chain was signed by a different key than the pinned one",
+    "foreign_device": "an entry names another device than the chain",
+    "duplicate_sequence": "two entries claim the same sequence number",
+    "sequence_gap": "entries are missing from the chain (deleted)",
+    "chain_break": "an entry does not name its predecessor's hash (altered or reordered)",
+    "time_order": "monotonic time goes backwards within one boot",
+    "foreign_session": "an entry belongs to a session that is not open at that point",
+    "segment_gap": "a session's segment numbering skips (segment deleted)",
+    "missing_segment": "a segment's media file is absent",
+    "truncated_segment": "a segment's media file is shorter than sealed",
+    "hash_mismatch": "a segment's media bytes differ from the sealed hash",
+    "swapped_segment": "a segment's file holds the bytes sealed for another segment",
+    "undecodable": "a segment's media does not decode",
+    "frame_count": "a segment decodes to a different number of frames than sealed",
+    "no_audio": "a segment that was sealed with audio has none",
+    "timestamp_discontinuity": "media timestamps do not continue across segments",
+    "unexpected_file": "a file in the evidence directory is not referenced by the chain",
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    code: str
+    where: str  # which entry or file
+    message: str
+    session: str | None = None
+
+
+@dataclass(frozen=True)
+class MediaFacts:
+    """What the I/O shell found in one media file."""
+
+    size: int
+    sha256: str
+    video_frames: int = 0
+    video_start: float | None = None  # seconds, first frame's presentation time
+    video_end: float | None = None  # seconds, last frame's time plus one frame
+    audio_samples: int = 0
+    decode_error: str | None = None
+
+
+@dataclass
+class SessionReport:
+    id: str
+    category: str | None = None
+    badges: list[str] = field(default_factory=list)
+    opened: float | None = None  # wall clock
+    closed: float | None = None
+    segments: int = 0
+    duration: float = 0.0  # seconds of sealed media
+    prebuffer: float = 0.0  # seconds recorded before the session opened
+    markers: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def state(self) -> str:
+        return "closed" if self.closed is not None else "open"
+
+
+@dataclass
+class Report:
+    device: str | None
+    key_id: str
+    pinned: bool
+    entries: int = 0
+    sessions: list[SessionReport] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "device": self.device,
+            "key_id": self.key_id,
+            "key_pinned": self.pinned,
+            "entries": self.entries,
+            "sessions": [
+                {**asdict(s), "state": s.state, "problems": [asdict(p) for p in s.problems]}
+                for s in self.sessions
+            ],
+            "problems": [asdict(p) for p in self.problems],
+        }
+
+
+def verify_chain(
+    entries: Sequence[tuple[str, Entry | SealError]],
+    verify_key: nacl.signing.VerifyKey,
+    media: Mapping[str, MediaFacts | None],
+    pinned: bool = True,
+    unexpected_files: Sequence[str] = (),
+) -> Report:
+    """Check a device chain and the media it seals.
+
+    ``entries`` are (name, parsed entry or the parse error) in any order; ``media`` maps
+    every file a manifest names to what was found there (None: absent).
+    """
+    report = Report(device=None, key_id=key_id(verify_key), pinned=pinned)
+    _Checker(report, verify_key, media).run(entries)
+    for name in unexpected_files:
+        report.problems.append(Problem("unexpected_file", name, "not referenced by any entry"))
+    return report
+
+
+class _Checker:
+    def __init__(
+        self,
+        report: Report,
+        verify_key: nacl.signing.VerifyKey,
+        media: Mapping[str, MediaFacts | None],
+    ) -> None:
+        self.r = report
+        self.key = verify_key
+        self.media = media
+        self.sessions: dict[str, SessionReport] = {}
+        self.open: set[str] = set()
+        self.last_segment: dict[str, tuple[int, MediaFacts | None]] = {}
+        self.mismatched: list[tuple[str, str, str]] = []  # (file, actual sha256, session)
+
+    def problem(self, code: str, where: str, message: str, session: str | None = None) -> None:
+        p = Problem(code, where, message, session)
+        self.r.problems.append(p)
+        if session in self.sessions:
+            self.sessions[session].problems.append(p)
+
+    def run(self, named: Sequence[tuple[str, Entry | SealError]]) -> None:
+        good: list[tuple[str, Entry]] = []
+        for name, e in named:
+            if isinstance(e, SealError):
+                self.problem("malformed_entry", name, str(e))
+            else:
+                good.append((name, e))
+        good.sort(key=lambda ne: ne[1].seq)
+        self.r.entries = len(good)
+        self._signatures(good)
+        self.r.device = _majority([e.payload["device"] for _, e in good])
+        seen_hash: dict[int, str] = {}
+        prev: Entry | None = None
+        for name, e in good:
+            where = f"entry {e.seq} ({name})"
+            if e.payload["device"] != self.r.device:
+                self.problem("foreign_device", where, f"names device {e.payload['device']!r}")
+            if e.seq in seen_hash:
+                self.problem("duplicate_sequence", where, f"sequence {e.seq} appears twice")
+                continue
+            seen_hash[e.seq] = e.hash
+            self._link(prev, e, where)
+            self._apply(e, where)
+            prev = e
+        self._sealed_media_hashes(good)
+
+    def _signatures(self, good: list[tuple[str, Entry]]) -> None:
+        bad = []
+        for name, e in good:
+            try:
+                check_signature(e, self.key)
+            except SealError:
+                bad.append((name, e))
+        if good and len(bad) == len(good):
+            signer = good[0][1].payload.get("key")
+            self.problem(
+                "wrong_key",
+                "chain",
+                f"no entry verifies with key {self.r.key_id}; entries name key {signer}",
+            )
+            return
+        for name, e in bad:
+            self.problem(
+                "bad_signature", f"entry {e.seq} ({name})", "signature does not verify", e.session
+            )
+
+    def _link(self, prev: Entry | None, e: Entry, where: str) -> None:
+        expected_seq = prev.seq + 1 if prev else 1
+        if e.seq > expected_seq:
+            self.problem(
+                "sequence_gap",
+                where,
+                f"entries {expected_seq}..{e.seq - 1} are missing",
+                e.session,
+            )
+            return  # the predecessor is gone, so its hash cannot be checked
+        expected_prev = prev.hash if prev else GENESIS
+        if e.payload["prev"] != expected_prev:
+            self.problem(
+                "chain_break", where, "does not name the hash of the entry before it", e.session
+            )
+        if prev and e.kind != "boot" and e.payload["at"]["mono"] < prev.payload["at"]["mono"]:
+            self.problem("time_order", where, "monotonic time went backwards", e.session)
+
+    def _apply(self, e: Entry, where: str) -> None:
+        sid, body = e.session, e.body
+        if e.kind == "session_open" and sid is not None:
+            s = self.sessions.setdefault(sid, SessionReport(id=sid))
+            s.category, s.badges = body.get("category"), list(body.get("badges", []))
+            s.opened = float(e.payload["at"]["wall"])
+            self.open.add(sid)
+            self.r.sessions.append(s)
+            return
+        if e.kind not in ("segment", "marker", "session_close"):
+            return
+        if sid is None or sid not in self.open:
+            self.problem(
+                "foreign_session", where, f"{e.kind} for session {sid!r}, which is not open", sid
+            )
+            return
+        s = self.sessions[sid]
+        if e.kind == "marker":
+            s.markers.append({"type": body.get("type"), "wall": e.payload["at"]["wall"]})
+        elif e.kind == "session_close":
+            s.closed = float(e.payload["at"]["wall"])
+            self.open.discard(sid)
+        else:
+            self._segment(s, e, where)
+
+    def _segment(self, s: SessionReport, e: Entry, where: str) -> None:
+        body = e.body
+        index = int(body["index"])
+        last_index, last_facts = self.last_segment.get(s.id, (-1, None))
+        if index != last_index + 1:
+            self.problem(
+                "segment_gap", where, f"segment {index} follows segment {last_index}", s.id
+            )
+        duration = float(body["end"]["mono"]) - float(body["start"]["mono"])
+        s.segments += 1
+        s.duration += duration
+        if body.get("prebuffer"):
+            s.prebuffer += max(0.0, min(duration, float(body["prebuffer_seconds"])))
+        facts = self._media(s, body, where)
+        if facts and last_facts and index == last_index + 1:
+            fps = float(body["media"]["video"]["fps"])
+            if (
+                facts.video_start is not None
+                and last_facts.video_end is not None
+                and abs(facts.video_start - last_facts.video_end) > 0.5 / fps
+            ):
+                self.problem(
+                    "timestamp_discontinuity",
+                    where,
+                    f"media starts at {facts.video_start:.3f}s, previous ended at "
+                    f"{last_facts.video_end:.3f}s",
+                    s.id,
+                )
+        self.last_segment[s.id] = (index, facts)
+
+    def _media(self, s: SessionReport, body: dict[str, Any], where: str) -> MediaFacts | None:
+        file = str(body["file"])
+        facts = self.media.get(file)
+        if facts is None:
+            self.problem("missing_segment", file, f"sealed by {where} but absent", s.id)
+            return None
+        if facts.sha256 != body["sha256"]:
+            # Swaps are named in _sealed_media_hashes once all manifests are known.
+            if facts.size < int(body["size"]):
+                self.problem(
+                    "truncated_segment",
+                    file,
+                    f"{facts.size} bytes, sealed with {body['size']}",
+                    s.id,
+                )
+            else:
+                self.mismatched.append((file, facts.sha256, s.id))
+            return None
+        if facts.decode_error:
+            self.problem("undecodable", file, facts.decode_error, s.id)
+            return None
+        video = body["media"]["video"]
+        if facts.video_frames != int(video["frames"]):
+            self.problem(
+                "frame_count",
+                file,
+                f"decodes to {facts.video_frames} frames, sealed with {video['frames']}",
+                s.id,
+            )
+        if body["media"].get("audio") and facts.audio_samples == 0:
+            self.problem("no_audio", file, "sealed with audio, decodes to none", s.id)
+        return facts
+
+    def _sealed_media_hashes(self, good: list[tuple[str, Entry]]) -> None:
+        sealed = {
+            str(e.body["sha256"]): str(e.body["file"]) for _, e in good if e.kind == "segment"
+        }
+        for file, actual, sid in self.mismatched:
+            other = sealed.get(actual)
+            if other and other != file:
+                self.problem(
+                    "swapped_segment", file, f"holds the bytes sealed for {other}", sid
+                )
+            else:
+                self.problem("hash_mismatch", file, "bytes differ from the sealed SHA-256", sid)
+
+
+def _majority(values: Sequence[Any]) -> Any:
+    if not values:
+        return None
+    return max(set(values), key=list(values).count)

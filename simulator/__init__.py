@@ -1,0 +1,1 @@
+"""The hardware simulator: real agents on simulated hardware, for testers and tests."""

@@ -1,0 +1,103 @@
+"""A simulated body-worn recorder: the real :class:`~agent.recorder.Recorder` on simulated
+camera, microphone, GNSS route, battery and gpiozero mock pins.
+
+Time runs *fast* by default: the simulator advances a :class:`~device.clock.SimClock` one
+frame interval per frame, so a session of N seconds takes as long as encoding N seconds of
+video. ``realtime=True`` paces frames against the wall clock instead.
+
+Example::
+
+    dev = SimDevice(Path("/tmp/bwc"), config)
+    dev.start()
+    dev.press_record()               # drives the mock pin low, then high
+    dev.run(10)                      # ten seconds of footage
+    dev.press_record(); dev.press_record()   # press, then confirm: closes
+    dev.run(0.2)
+    dev.stop()
+"""
+
+from __future__ import annotations
+
+import time
+from importlib import resources
+from pathlib import Path
+
+from gpiozero.pins.mock import MockFactory
+
+from agent.config import DeviceConfig
+from agent.recorder import Hardware, Recorder
+from device.camera import SimCamera
+from device.clock import SimClock
+from device.controls import Controls
+from device.gnss import NmeaReplay
+from device.microphone import SimMicrophone
+from device.power import SimBattery
+
+
+def shipped_route() -> Path:
+    return Path(str(resources.files("simulator") / "routes" / "hefei-foot-patrol.nmea"))
+
+
+class SimDevice:
+    def __init__(
+        self,
+        root: Path,
+        config: DeviceConfig,
+        clock: SimClock | None = None,
+        realtime: bool = False,
+    ) -> None:
+        self.clock = clock or SimClock()
+        self.config = config
+        self.realtime = realtime
+        rec = config.recording
+        self.camera = SimCamera(rec.width, rec.height, rec.fps, self.clock)
+        self.microphone = SimMicrophone(rec.audio_rate)
+        route = config.gnss.route or shipped_route()
+        self.gnss = NmeaReplay(route, self.clock, loop=True)
+        self.battery = SimBattery(self.clock)
+        self.pins = MockFactory()
+        self.recorder = Recorder(
+            root, config, Hardware(self.camera, self.microphone, self.gnss), self.clock
+        )
+        self.controls = Controls(config.controls, self.recorder.post, pin_factory=self.pins)
+
+    def start(self) -> None:
+        self.recorder.start()
+
+    def stop(self) -> None:
+        self.recorder.stop()
+        self.controls.close()
+        self.gnss.close()
+
+    # -- what a tester does with the hardware ----------------------------------------
+
+    def press(self, pin: int, seconds: float = 0.05) -> None:
+        """Press and release a button wired to ``pin`` (active low, as on the board)."""
+        p = self.pins.pin(pin)
+        p.drive_low()
+        if seconds > 0.05:
+            time.sleep(seconds)  # gpiozero's hold timer runs on real time
+        p.drive_high()
+
+    def press_record(self, seconds: float = 0.05) -> None:
+        self.press(self.config.controls.record_pin, seconds)
+
+    def press_marker(self) -> None:
+        self.press(self.config.controls.marker_pin)
+
+    def led(self) -> bool:
+        return bool(self.pins.pin(self.config.controls.record_led_pin).state)
+
+    def run(self, seconds: float) -> None:
+        """Record ``seconds`` of device time, one frame at a time."""
+        fps = self.config.recording.fps
+        frames = round(seconds * fps)
+        t0 = time.monotonic()
+        for i in range(frames):
+            self.recorder.step()
+            self.controls.show(self.recorder.led)
+            if self.realtime:
+                delay = t0 + (i + 1) / fps - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            self.clock.advance(1 / fps)
