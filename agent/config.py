@@ -100,7 +100,6 @@ class Session(_Strict):
 
 
 class DeviceConfig(_Strict):
-    device_id: str | None = Field(None, description="Set by provisioning; None: derived.")
     recording: Recording = Recording()
     watermark: Watermark = Watermark()
     controls: Controls = Controls()

@@ -35,6 +35,7 @@ from typing import Any
 
 from agent.config import DeviceConfig
 from agent.evidence_dir import SEGMENTS, SPOOL, fsync_dir, segment_name
+from agent.identity import load_or_create_identity
 from agent.journal import Journal
 from agent.keys import load_or_create_key
 from agent.media import AUDIO_CODEC, VIDEO_CODEC, SegmentWriter, WrittenSegment
@@ -105,10 +106,8 @@ class Recorder:
             (self.root / d).mkdir(parents=True, exist_ok=True)
         self.journal = Journal(self.root)
         key = load_or_create_key(self.root)
-        self.sealer = Sealer(
-            key, config.device_id or f"bwc-{hashlib.sha256(bytes(key.verify_key)).hexdigest()[:8]}",
-            self.journal.last(),
-        )
+        identity = load_or_create_identity(self.root, key.verify_key)
+        self.sealer = Sealer(key, identity.device_id, self.journal.last())
         self.device_id = self.sealer.device_id
         self.machine = SessionMachine(
             prebuffer=rec.prebuffer_seconds > 0, confirm_window=config.controls.confirm_seconds

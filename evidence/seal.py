@@ -37,6 +37,9 @@ KINDS = frozenset(
         "segment",  # a sealed media segment: the manifest
         "marker",  # a typed act on the timeline (R2)
         "session_close",
+        "install",  # a provisioning bundle was installed (provenance starts here)
+        "assignment",  # an agency-signed assignment (officer badges, room) took effect
+        "key_rotation",  # signed by the old key, names the new key that signs what follows
     }
 )
 
@@ -171,6 +174,17 @@ class Sealer:
         signature = self._key.sign(canonical(payload)).signature
         entry = Entry(payload=payload, signature=signature)
         self._seq, self._prev = entry.seq, entry.hash
+        return entry
+
+    def rotate(self, new_key: nacl.signing.SigningKey, at: Moment) -> Entry:
+        """Hand the chain to a new key: the rotation entry is signed by the old key and names
+        the new one, so a verifier pinned to the old key can follow."""
+        body = {
+            "new_key": bytes(new_key.verify_key).hex(),
+            "new_key_id": key_id(new_key.verify_key),
+        }
+        entry = self.seal("key_rotation", body, at)
+        self._key, self.key_id = new_key, key_id(new_key.verify_key)
         return entry
 
 

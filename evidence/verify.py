@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import nacl.exceptions
 import nacl.signing
 
 from evidence.seal import GENESIS, Entry, SealError, check_signature, key_id
@@ -33,6 +34,7 @@ PROBLEMS = {
     "chain_break": "an entry does not name its predecessor's hash (altered or reordered)",
     "time_order": "monotonic time goes backwards within one boot",
     "foreign_session": "an entry belongs to a session that is not open at that point",
+    "misplaced_entry": "an entry file holds another sequence number than its name says",
     "segment_gap": "a session's segment numbering skips (segment deleted)",
     "missing_segment": "a segment's media file is absent",
     "truncated_segment": "a segment's media file is shorter than sealed",
@@ -145,7 +147,10 @@ class _Checker:
         self.sessions: dict[str, SessionReport] = {}
         self.open: set[str] = set()
         self.last_segment: dict[str, tuple[int, MediaFacts | None]] = {}
-        self.mismatched: list[tuple[str, str, str]] = []  # (file, actual sha256, session)
+        # (file, what was found, sealed size, session)
+        self.mismatched: list[tuple[str, MediaFacts, int, str]] = []
+        self.misplaced: list[tuple[str, int, Entry]] = []  # (file, seq its name says, entry)
+        self.open_at: dict[int, frozenset[str]] = {}  # sessions open after each entry
 
     def problem(self, code: str, where: str, message: str, session: str | None = None) -> None:
         p = Problem(code, where, message, session)
@@ -161,6 +166,7 @@ class _Checker:
             else:
                 good.append((name, e))
         good.sort(key=lambda ne: ne[1].seq)
+        good = self._placement(good)
         self.r.entries = len(good)
         self._signatures(good)
         self.r.device = _majority([e.payload["device"] for _, e in good])
@@ -176,16 +182,59 @@ class _Checker:
             seen_hash[e.seq] = e.hash
             self._link(prev, e, where)
             self._apply(e, where)
+            self.open_at[e.seq] = frozenset(self.open)
             prev = e
         self._sealed_media_hashes(good)
+        self._name_misplaced()
+
+    def _placement(self, good: list[tuple[str, Entry]]) -> list[tuple[str, Entry]]:
+        """Set aside entries filed under another sequence number than their own (a copied
+        or substituted file); an identical copy of an entry counts once."""
+        kept: list[tuple[str, Entry]] = []
+        for name, e in good:
+            named = _seq_from_name(name)
+            if named is not None and named != e.seq:
+                self.misplaced.append((name, named, e))
+            else:
+                kept.append((name, e))
+        hashes = {e.seq: e.hash for _, e in kept}
+        for name, _named, e in self.misplaced:
+            if e.seq not in hashes:  # the only copy of its entry: check it in its own place
+                kept.append((name, e))
+                hashes[e.seq] = e.hash
+        kept.sort(key=lambda ne: ne[1].seq)
+        return kept
+
+    def _name_misplaced(self) -> None:
+        for name, named, e in self.misplaced:
+            there = self.open_at.get(named - 1, frozenset())
+            if e.session is not None and e.session not in there:
+                self.problem(
+                    "foreign_session",
+                    name,
+                    f"holds entry {e.seq} of session {e.session} in place of entry {named}, "
+                    f"where {', '.join(sorted(there)) or 'no session'} was open",
+                    next(iter(there), None),
+                )
+            else:
+                self.problem("misplaced_entry", name, f"holds entry {e.seq}, not {named}")
 
     def _signatures(self, good: list[tuple[str, Entry]]) -> None:
+        """Check each entry against the key in force at its place in the chain: the pinned
+        key, then whichever key a verified key_rotation entry hands over to."""
+        key = self.key
         bad = []
         for name, e in good:
             try:
-                check_signature(e, self.key)
+                check_signature(e, key)
             except SealError:
                 bad.append((name, e))
+                continue
+            if e.kind == "key_rotation":
+                try:
+                    key = nacl.signing.VerifyKey(bytes.fromhex(str(e.body["new_key"])))
+                except (KeyError, ValueError, nacl.exceptions.CryptoError):
+                    self.problem("malformed_entry", f"entry {e.seq} ({name})", "bad new_key")
         if good and len(bad) == len(good):
             signer = good[0][1].payload.get("key")
             self.problem(
@@ -279,16 +328,8 @@ class _Checker:
             self.problem("missing_segment", file, f"sealed by {where} but absent", s.id)
             return None
         if facts.sha256 != body["sha256"]:
-            # Swaps are named in _sealed_media_hashes once all manifests are known.
-            if facts.size < int(body["size"]):
-                self.problem(
-                    "truncated_segment",
-                    file,
-                    f"{facts.size} bytes, sealed with {body['size']}",
-                    s.id,
-                )
-            else:
-                self.mismatched.append((file, facts.sha256, s.id))
+            # Named once all manifests are known: a swap shows only against the others.
+            self.mismatched.append((file, facts, int(body["size"]), s.id))
             return None
         if facts.decode_error:
             self.problem("undecodable", file, facts.decode_error, s.id)
@@ -309,14 +350,21 @@ class _Checker:
         sealed = {
             str(e.body["sha256"]): str(e.body["file"]) for _, e in good if e.kind == "segment"
         }
-        for file, actual, sid in self.mismatched:
-            other = sealed.get(actual)
+        for file, found, sealed_size, sid in self.mismatched:
+            other = sealed.get(found.sha256)
             if other and other != file:
+                self.problem("swapped_segment", file, f"holds the bytes sealed for {other}", sid)
+            elif found.size < sealed_size:
                 self.problem(
-                    "swapped_segment", file, f"holds the bytes sealed for {other}", sid
+                    "truncated_segment", file, f"{found.size} bytes, sealed with {sealed_size}", sid
                 )
             else:
                 self.problem("hash_mismatch", file, "bytes differ from the sealed SHA-256", sid)
+
+
+def _seq_from_name(name: str) -> int | None:
+    stem = name.rsplit("/", 1)[-1].removesuffix(".json")
+    return int(stem) if stem.isdigit() else None
 
 
 def _majority(values: Sequence[Any]) -> Any:

@@ -1,0 +1,51 @@
+# Unbroken: `make demo` runs the main job end to end, `make test` runs every check.
+# Both work from a fresh clone on Debian/Ubuntu with Python 3.11: they install what is
+# missing (system packages through apt, Python packages into .venv).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Debian packages the project needs at run or test time, and a file each one installs.
+APT_NEEDS := mosquitto:/usr/sbin/mosquitto \
+             fonts-wqy-microhei:/usr/share/fonts/truetype/wqy/wqy-microhei.ttc
+
+.PHONY: demo test lint typecheck pytest bench system clean
+
+demo: $(BIN)/.installed
+	$(BIN)/unbroken demo --out out/demo
+
+test: lint typecheck pytest
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(BIN)/.installed
+	$(BIN)/mypy
+
+pytest: $(BIN)/.installed
+	$(BIN)/python -m pytest -q
+
+bench: $(BIN)/.installed
+	$(BIN)/python -m bench
+
+system:
+	@missing=""; for need in $(APT_NEEDS); do \
+	  pkg=$${need%%:*}; file=$${need#*:}; [ -e "$$file" ] || missing="$$missing $$pkg"; \
+	done; \
+	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing with apt:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+$(BIN)/.installed: pyproject.toml | system
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) out .mypy_cache .ruff_cache .pytest_cache *.egg-info

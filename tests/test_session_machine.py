@@ -1,0 +1,68 @@
+"""The session state machine, without threads, sockets or disks."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.session import Action, SessionError, SessionMachine, State
+
+
+def test_starts_buffering_with_a_prebuffer_and_idle_without() -> None:
+    with_buffer, without = SessionMachine(prebuffer=True), SessionMachine(prebuffer=False)
+    with_buffer.start()
+    without.start()
+    assert with_buffer.state == State.BUFFERING
+    assert without.state == State.IDLE
+
+
+def test_one_press_opens() -> None:
+    m = SessionMachine(prebuffer=True)
+    m.start()
+    assert m.press(now=1.0) == [Action.OPEN]
+    assert m.state == State.RECORDING
+
+
+def test_a_single_press_while_recording_does_not_close() -> None:
+    m = SessionMachine(prebuffer=True, confirm_window=3.0)
+    m.start()
+    m.press(now=0.0)
+    assert m.press(now=10.0) == [Action.ARM_CLOSE]
+    assert m.state == State.RECORDING and m.close_armed
+    assert m.tick(now=13.5) == [Action.DISARM_CLOSE]
+    assert m.state == State.RECORDING and not m.close_armed
+    # a press after the window lapsed arms again instead of closing
+    assert m.press(now=14.0) == [Action.ARM_CLOSE]
+
+
+def test_press_and_confirm_closes() -> None:
+    m = SessionMachine(prebuffer=True, confirm_window=3.0)
+    m.start()
+    m.press(now=0.0)
+    m.press(now=10.0)
+    assert m.press(now=12.9) == [Action.CLOSE]
+    assert m.state == State.CLOSING
+    assert m.press(now=13.0) == []  # presses while closing do nothing
+    m.closed()
+    assert m.state == State.BUFFERING
+
+
+def test_hold_closes_at_once_and_opens_when_not_recording() -> None:
+    m = SessionMachine(prebuffer=False)
+    m.start()
+    assert m.hold(now=0.0) == [Action.OPEN]
+    assert m.hold(now=5.0) == [Action.CLOSE]
+    m.closed()
+    assert m.state == State.IDLE
+
+
+def test_api_open_and_close_refuse_what_does_not_fit() -> None:
+    m = SessionMachine(prebuffer=True)
+    m.start()
+    with pytest.raises(SessionError, match="no session is open"):
+        m.close()
+    assert m.open() == [Action.OPEN]
+    with pytest.raises(SessionError, match="already open"):
+        m.open()
+    assert m.close() == [Action.CLOSE]
+    with pytest.raises(SessionError, match="still closing"):
+        m.open()

@@ -1,0 +1,123 @@
+"""Chain verification as a pure function: each problem gets its own name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import nacl.signing
+
+from evidence.seal import Entry, Moment, Sealer
+from evidence.verify import MediaFacts, verify_chain
+
+FPS = 10
+
+
+def _chain(key: nacl.signing.SigningKey, segments: int = 3) -> tuple[list[Entry], dict]:
+    s = Sealer(key, "bwc-1", None)
+    t = [0.0]
+
+    def at() -> Moment:
+        t[0] += 1
+        return Moment(1_700_000_000 + t[0], t[0], True)
+
+    entries = [s.seal("boot", {}, at()), s.seal("session_open", {"category": "penalty"}, at(), "s1")]
+    media: dict[str, MediaFacts | None] = {}
+    for i in range(segments):
+        file = f"segments/s1/{i:06d}.mp4"
+        sha = f"{i:064x}"
+        media[file] = MediaFacts(1000 + i, sha, 20, 2.0 * i, 2.0 * (i + 1), 32000)
+        body: dict[str, Any] = {
+            "index": i, "file": file, "sha256": sha, "size": 1000 + i,
+            "start": {"wall": 0, "mono": 2.0 * i, "synced": True},
+            "end": {"wall": 0, "mono": 2.0 * (i + 1), "synced": True},
+            "media": {"video": {"fps": FPS, "frames": 20}, "audio": {"samples": 32000}},
+            "prebuffer": False, "prebuffer_seconds": 0,
+        }
+        entries.append(s.seal("segment", body, at(), "s1"))
+    entries.append(s.seal("marker", {"type": "rights_notified"}, at(), "s1"))
+    entries.append(s.seal("session_close", {}, at(), "s1"))
+    return entries, media
+
+
+def _named(entries: list[Entry]) -> list[tuple[str, Entry]]:
+    return [(f"chain/{e.seq:010d}.json", e) for e in entries]
+
+
+def _codes(entries: list[Entry], media: dict, key: nacl.signing.SigningKey) -> set[str]:
+    return {p.code for p in verify_chain(_named(entries), key.verify_key, media).problems}
+
+
+KEY = nacl.signing.SigningKey.generate()
+
+
+def test_intact_chain_verifies_with_a_session_summary() -> None:
+    entries, media = _chain(KEY)
+    r = verify_chain(_named(entries), KEY.verify_key, media)
+    assert r.ok, r.problems
+    (s,) = r.sessions
+    assert (s.segments, s.duration, s.state) == (3, 6.0, "closed")
+    assert [m["type"] for m in s.markers] == ["rights_notified"]
+
+
+def test_deleted_entry_is_a_sequence_gap() -> None:
+    entries, media = _chain(KEY)
+    del entries[3]
+    assert {"sequence_gap", "segment_gap"} <= _codes(entries, media, KEY)
+
+
+def test_an_entry_moved_to_another_place_fails_its_signature() -> None:
+    entries, media = _chain(KEY)
+    a, b = entries[2], entries[3]
+    # b re-numbered into a's place: the signature covers the sequence number
+    entries[2] = Entry({**b.payload, "seq": a.seq}, b.signature)
+    assert "bad_signature" in _codes(entries, media, KEY)
+
+
+def test_wrong_key_is_named_once() -> None:
+    entries, media = _chain(KEY)
+    r = verify_chain(_named(entries), nacl.signing.SigningKey.generate().verify_key, media)
+    assert [p.code for p in r.problems] == ["wrong_key"]
+
+
+def test_media_problems() -> None:
+    entries, media = _chain(KEY)
+    f0, f1, f2 = sorted(media)
+    media[f0], media[f1] = media[f1], media[f0]  # swapped
+    media[f2] = None  # deleted
+    codes = _codes(entries, media, KEY)
+    assert {"swapped_segment", "missing_segment"} <= codes
+    entries, media = _chain(KEY)
+    m = media[f1]
+    assert m
+    media[f1] = MediaFacts(m.size - 10, "f" * 64)
+    media[f2] = MediaFacts(m.size + 10, "e" * 64)
+    assert {"truncated_segment", "hash_mismatch"} <= _codes(entries, media, KEY)
+
+
+def test_decoded_media_must_match_the_manifest() -> None:
+    entries, media = _chain(KEY)
+    f0, f1, f2 = sorted(media)
+    m0, m1, m2 = media[f0], media[f1], media[f2]
+    assert m0 and m1 and m2
+    media[f0] = MediaFacts(m0.size, m0.sha256, decode_error="invalid data")
+    media[f1] = MediaFacts(m1.size, m1.sha256, 19, 2.0, 3.9, 0)
+    media[f2] = MediaFacts(m2.size, m2.sha256, 20, 4.5, 6.5, 32000)
+    codes = _codes(entries, media, KEY)
+    assert {"undecodable", "frame_count", "no_audio", "timestamp_discontinuity"} <= codes
+
+
+def test_segment_outside_an_open_session_is_foreign() -> None:
+    s = Sealer(KEY, "bwc-1", None)
+    at = Moment(1.0, 1.0, True)
+    entries = [s.seal("marker", {"type": "rights_notified"}, at, "ghost")]
+    assert _codes(entries, {}, KEY) == {"foreign_session"}
+
+
+def test_unexpected_files_and_malformed_entries_are_named() -> None:
+    from evidence.seal import SealError
+
+    entries, media = _chain(KEY)
+    named: list[tuple[str, Entry | SealError]] = list(_named(entries))
+    named.append(("chain/notes.txt", SealError("not a chain entry")))
+    r = verify_chain(named, KEY.verify_key, media, unexpected_files=["segments/x.mp4"])
+    assert {p.code for p in r.problems} == {"malformed_entry", "unexpected_file"}
