@@ -52,6 +52,31 @@ class WrittenSegment:
     sha256: str
 
 
+class _HashingSink:
+    """The file a segment is muxed into, hashed as it is written.
+
+    It has no ``seek``, so the muxer writes strictly in order (as fragmented MP4 allows) and
+    the running SHA-256 is the file's: sealing needs no second read of the segment.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._f = open(path, "wb", buffering=0)  # noqa: SIM115  (closed in close())
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        self.size += len(data)
+        return self._f.write(data) or 0
+
+    def flush(self) -> None:
+        pass
+
+    def close_and_sync(self) -> None:
+        os.fsync(self._f.fileno())
+        self._f.close()
+
+
 class SegmentWriter:
     """Encodes frames and audio into one fragmented MP4 file."""
 
@@ -62,7 +87,8 @@ class SegmentWriter:
         self.audio_samples = 0
         self._rec = rec
         self._spf = rec.audio_rate // rec.fps  # audio samples per video frame
-        self._out: Any = av.open(str(path), "w", format="mp4", options=_MUX_OPTIONS)
+        self._sink = _HashingSink(path)
+        self._out: Any = av.open(self._sink, "w", format="mp4", options=_MUX_OPTIONS)
         gop = rec.fps * rec.keyframe_seconds
         v = self._out.add_stream("libx264", rate=rec.fps)
         v.width, v.height, v.pix_fmt = rec.width, rec.height, "yuv420p"
@@ -102,11 +128,10 @@ class SegmentWriter:
         self._out.mux(self._v.encode(None))
         self._out.mux(self._a.encode(None))
         self._out.close()
-        with open(self.path, "rb") as f:
-            os.fsync(f.fileno())
-        size, digest = hash_file(self.path)
+        self._sink.close_and_sync()
         return WrittenSegment(
-            self.path, self.first_frame, self.frames, self.audio_samples, size, digest
+            self.path, self.first_frame, self.frames, self.audio_samples,
+            self._sink.size, self._sink.sha.hexdigest(),
         )
 
     def abandon(self) -> None:
@@ -115,6 +140,7 @@ class SegmentWriter:
             self._out.close()
         except (av.FFmpegError, OSError, ValueError):
             pass
+        self._sink.close_and_sync()
 
 
 def hash_file(path: Path) -> tuple[int, str]:

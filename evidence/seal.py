@@ -15,11 +15,13 @@ Example::
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
 
+import nacl.bindings
 import nacl.exceptions
 import nacl.signing
 import rfc8785
@@ -86,7 +88,7 @@ class Entry:
         assert isinstance(body, dict)
         return body
 
-    @property
+    @functools.cached_property
     def hash(self) -> str:
         return entry_hash(self.payload)
 
@@ -115,8 +117,50 @@ class Entry:
 
 
 def canonical(obj: Any) -> bytes:
-    """RFC 8785 JSON canonical form: the bytes that are hashed and signed."""
-    return bytes(rfc8785.dumps(obj))
+    """RFC 8785 JSON canonical form: the bytes that are hashed and signed.
+
+    For our payloads (ASCII keys, strings, integers, floats between 1e-4 and 1e16) the
+    sorted, compact output of the json module is byte-for-byte RFC 8785 once integral
+    floats are written as integers, and several times faster than a general
+    implementation; anything else goes through the rfc8785 package.
+    """
+    try:
+        plain = _plain(obj)
+    except _NotPlain:
+        return bytes(rfc8785.dumps(obj))
+    return json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class _NotPlain(Exception):
+    pass
+
+
+def _plain(obj: Any) -> Any:
+    """``obj`` as json.dumps must see it to write RFC 8785, or _NotPlain. Dispatches on the
+    exact type: this runs for every entry sealed and every entry verified."""
+    t = type(obj)
+    if t is str or t is bool or obj is None:
+        return obj
+    if t is int:
+        if -(2**53) <= obj <= 2**53:
+            return obj
+        raise _NotPlain
+    if t is float:
+        if obj.is_integer() and abs(obj) <= 2**53:
+            return int(obj)  # RFC 8785 writes 2.0 as 2
+        if 1e-4 <= abs(obj) < 1e16:  # where Python does not switch to exponent form
+            return obj
+        raise _NotPlain
+    if t is dict:
+        out = {}
+        for k, v in obj.items():
+            if type(k) is not str or not k.isascii():
+                raise _NotPlain  # RFC 8785 sorts by UTF-16 units, Python by code points
+            out[k] = _plain(v)
+        return out
+    if t is list or t is tuple:
+        return [_plain(v) for v in obj]
+    raise _NotPlain
 
 
 def entry_hash(payload: dict[str, Any]) -> str:
@@ -146,6 +190,7 @@ class Sealer:
         self, signing_key: nacl.signing.SigningKey, device_id: str, last: Entry | None
     ) -> None:
         self._key = signing_key
+        self._raw_key = signing_key._signing_key  # libsodium's 64-byte secret key
         self.device_id = device_id
         self.key_id = key_id(signing_key.verify_key)
         self._seq = last.seq if last else 0
@@ -171,8 +216,11 @@ class Sealer:
             "at": at.as_dict(),
             "body": body,
         }
-        signature = self._key.sign(canonical(payload)).signature
+        data = canonical(payload)
+        # the binding directly: SigningKey.sign wraps the same call in objects we don't need
+        signature = nacl.bindings.crypto_sign(data, self._raw_key)[:64]
         entry = Entry(payload=payload, signature=signature)
+        entry.__dict__["hash"] = hashlib.sha256(data).hexdigest()  # fill the cache: hash once
         self._seq, self._prev = entry.seq, entry.hash
         return entry
 
@@ -185,6 +233,7 @@ class Sealer:
         }
         entry = self.seal("key_rotation", body, at)
         self._key, self.key_id = new_key, key_id(new_key.verify_key)
+        self._raw_key = new_key._signing_key
         return entry
 
 

@@ -69,3 +69,17 @@ def test_rotation_entry_is_signed_by_the_old_key_and_names_the_new() -> None:
     assert rot.body["new_key"] == bytes(new.verify_key).hex()
     after = s.seal("boot", {}, AT)
     check_signature(after, new.verify_key)
+
+
+def test_fast_canonical_form_is_rfc8785() -> None:
+    import rfc8785
+
+    samples = [
+        {"wall": 1_773_451_800.123456, "mono": 1000.0666667, "lat": 31.820603, "n": -17},
+        {"s": "警号 \"quoted\" \u2028 \x01", "nested": [{"b": None, "a": True}], "z": 0.0},
+        {"tiny": 0.00001, "big": 1e16, "neg": -0.00001},  # the slow path
+        {"é": 1, "e": 2, "\ud7ff": 3, "\U0001f600": 5, "\uffee": 6, "A": 4},
+        {"whole": 2.0, "zero": 0.0, "wall": 1_773_451_800.0, "neg": -3.5e-3},
+    ]
+    for obj in samples:
+        assert canonical(obj) == bytes(rfc8785.dumps(obj))

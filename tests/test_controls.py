@@ -1,0 +1,76 @@
+"""Buttons and the LED on gpiozero's MockFactory: the tests read like wiring."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from agent.config import Controls as ControlsConfig
+from agent.evidence_dir import load_chain
+from evidence.seal import Entry
+from simulator.device import SimDevice
+from tests.conftest import small_config
+
+
+def _device(tmp_path: Path, hold: float = 2.0) -> SimDevice:
+    cfg = small_config(prebuffer_seconds=2)
+    cfg = cfg.model_copy(update={"controls": ControlsConfig(hold_seconds=hold)})
+    dev = SimDevice(tmp_path / "dev", cfg)
+    dev.start()
+    return dev
+
+
+def test_press_opens_and_a_bump_does_not_close(tmp_path: Path) -> None:
+    dev = _device(tmp_path)
+    dev.run(1)
+    dev.press_record()
+    dev.run(0.2)
+    assert dev.recorder.status()["state"] == "recording"
+    assert dev.led()
+    dev.press_record()  # a bump: arms, does not close
+    dev.run(0.2)
+    assert dev.recorder.status()["close_armed"]
+    dev.run(3.5)  # the confirmation window lapses
+    assert dev.recorder.status()["state"] == "recording"
+    assert not dev.recorder.status()["close_armed"]
+    dev.press_record()
+    dev.press_record()  # press and confirm
+    dev.run(0.2)
+    assert dev.recorder.status()["state"] == "buffering"
+    assert not dev.led()
+    dev.stop()
+
+
+def test_long_press_closes(tmp_path: Path) -> None:
+    dev = _device(tmp_path, hold=0.15)
+    dev.press_record()
+    dev.run(0.5)
+    assert dev.recorder.session
+    dev.press_record(seconds=0.4)  # held past hold_seconds (gpiozero's timer: real time)
+    deadline = time.monotonic() + 5
+    while dev.recorder.session and time.monotonic() < deadline:
+        dev.run(0.1)
+    assert dev.recorder.session is None
+    kinds = [e.kind for _, e in load_chain(dev.recorder.root) if isinstance(e, Entry)]
+    assert kinds.count("session_open") == kinds.count("session_close") == 1
+    dev.stop()
+
+
+def test_marker_button_drops_a_marker_and_without_session_recording_goes_on(
+    tmp_path: Path,
+) -> None:
+    dev = _device(tmp_path)
+    dev.press_marker()  # no session: refused with a reason, nothing stops
+    dev.run(0.5)
+    assert "needs one" in (dev.recorder.last_error or "")
+    dev.press_record()
+    dev.run(0.5)
+    dev.press_marker()
+    dev.run(0.5)
+    dev.recorder.close_session()
+    dev.stop()
+    markers = [
+        e.body["type"] for _, e in load_chain(dev.recorder.root)
+        if isinstance(e, Entry) and e.kind == "marker"
+    ]
+    assert markers == ["credential_shown"]
