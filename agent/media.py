@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from dataclasses import dataclass
@@ -136,10 +137,8 @@ class SegmentWriter:
 
     def abandon(self) -> None:
         """Close without flushing (the encoder failed); what was written stays readable."""
-        try:
+        with contextlib.suppress(av.FFmpegError, OSError, ValueError):
             self._out.close()
-        except (av.FFmpegError, OSError, ValueError):
-            pass
         self._sink.close_and_sync()
 
 
@@ -167,6 +166,8 @@ def probe(path: Path) -> MediaFacts:
             vs = c.streams.video[0]
             frame_dur = 1 / float(vs.average_rate or vs.guessed_rate or 30)
             for frame in c.decode(video=0):
+                if frame.pts is None or frame.time_base is None:
+                    return MediaFacts(size, digest, frames, decode_error="frame without timestamp")
                 t = float(frame.pts * frame.time_base)
                 first = t if first is None else min(first, t)
                 last = t if last is None else max(last, t)
@@ -184,4 +185,4 @@ def probe(path: Path) -> MediaFacts:
 def decode_frames(path: Path) -> list[np.ndarray[Any, np.dtype[np.uint8]]]:
     """Every video frame of a segment as RGB arrays (for tests and previews)."""
     with av.open(str(path)) as c:
-        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+        return [np.asarray(f.to_ndarray(format="rgb24"), np.uint8) for f in c.decode(video=0)]

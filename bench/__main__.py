@@ -22,7 +22,6 @@ import numpy as np
 
 from agent.config import DeviceConfig, Recording
 from agent.evidence_dir import load_chain
-from agent.media import hash_file
 from agent.watermark import Watermark, find_font
 from evidence.seal import Entry, Moment, Sealer
 from simulator.device import SimDevice

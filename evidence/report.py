@@ -16,7 +16,8 @@ def _when(wall: float | None) -> str:
 def format_report(r: Report, source: str) -> str:
     lines = [f"Evidence: {source}", f"Device:   {r.device or '(unknown)'}"]
     key = f"key {r.key_id}"
-    lines.append(f"Key:      {key}" + ("" if r.pinned else "  (NOT PINNED: taken from the directory)"))
+    pin = "" if r.pinned else "  (NOT PINNED: taken from the directory)"
+    lines.append(f"Key:      {key}{pin}")
     lines.append(f"Entries:  {r.entries}")
     for s in r.sessions:
         lines += [

@@ -8,7 +8,7 @@ Example::
 
     key = nacl.signing.SigningKey.generate()
     sealer = Sealer(key, device_id="bwc-1", last=None)
-    entry = sealer.seal("boot", {"reason": "power_on"}, at=Moment(wall=1.7e9, mono=5.0, synced=True))
+    entry = sealer.seal("boot", {"reason": "power_on"}, Moment(1.7e9, 5.0, synced=True))
     check_signature(entry, key.verify_key)   # raises SealError if forged
 """
 

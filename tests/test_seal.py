@@ -7,7 +7,7 @@ import json
 import nacl.signing
 import pytest
 
-from evidence.seal import GENESIS, Entry, Moment, SealError, Sealer, canonical, check_signature
+from evidence.seal import GENESIS, Entry, Moment, Sealer, SealError, canonical, check_signature
 
 AT = Moment(wall=1_773_451_800.5, mono=12.25, synced=True)
 

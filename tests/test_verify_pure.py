@@ -20,7 +20,8 @@ def _chain(key: nacl.signing.SigningKey, segments: int = 3) -> tuple[list[Entry]
         t[0] += 1
         return Moment(1_700_000_000 + t[0], t[0], True)
 
-    entries = [s.seal("boot", {}, at()), s.seal("session_open", {"category": "penalty"}, at(), "s1")]
+    entries = [s.seal("boot", {}, at())]
+    entries.append(s.seal("session_open", {"category": "penalty"}, at(), "s1"))
     media: dict[str, MediaFacts | None] = {}
     for i in range(segments):
         file = f"segments/s1/{i:06d}.mp4"

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import ImageFont
 
-from agent.config import DeviceConfig, Labels, Watermark as WatermarkConfig
+from agent.config import DeviceConfig, Labels
+from agent.config import Watermark as WatermarkConfig
 from agent.media import decode_frames
 from agent.watermark import FontError, Watermark, find_font, watermark_text
 from device.clock import SimClock
