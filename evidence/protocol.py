@@ -1,0 +1,200 @@
+"""The sync protocol between a device and the agency store: messages and rules, no I/O.
+
+See docs/protocol.md. Everything here is shared by the device's uploader
+(:mod:`agent.sync`) and the store (:mod:`store`), so both sides parse and decide alike.
+
+Example::
+
+    init = BlobInit(sha256="ab"*32, size=600_000, chunk_size=262_144, seq=17, chunks=(...))
+    chunk_offsets(init)                    # -> [0, 262144, 524288]
+    missing(init, received={0})            # -> [262144, 524288]
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+HOUR = 3600.0
+DEADLINE_SECONDS = 24 * HOUR  # R-Art 17: stored at the agency within 24 hours
+MAX_CHUNK = 4 * 1024 * 1024  # a chunk larger than this is refused (bounded memory)
+MAX_JSON = 256 * 1024  # a control message or entry larger than this is refused
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ProtocolError(ValueError):
+    """A message that does not follow the protocol; the text says what is wrong."""
+
+
+def parse_json(payload: bytes, what: str) -> dict[str, Any]:
+    if len(payload) > MAX_JSON:
+        raise ProtocolError(f"{what}: {len(payload)} bytes, more than {MAX_JSON}")
+    try:
+        doc = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ProtocolError(f"{what}: not JSON ({e})") from None
+    if not isinstance(doc, dict):
+        raise ProtocolError(f"{what}: not a JSON object")
+    return doc
+
+
+def dumps(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def check_sha256(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not _HEX64.match(value):
+        raise ProtocolError(f"{what}: not a lowercase hex SHA-256")
+    return value
+
+
+def _int(doc: dict[str, Any], key: str, what: str, low: int = 0, high: int = 2**53) -> int:
+    v = doc.get(key)
+    if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high:
+        raise ProtocolError(f"{what}: {key} must be an integer in [{low}, {high}]")
+    return v
+
+
+@dataclass(frozen=True)
+class BlobInit:
+    """Announces a blob: its hash, size, chunking, the SHA-256 of each chunk (so a chunk
+    altered in transit is refused on arrival, not at the end) and the manifest entry that
+    seals the blob."""
+
+    sha256: str
+    size: int
+    chunk_size: int
+    seq: int
+    chunks: tuple[str, ...]
+
+    @staticmethod
+    def parse(payload: bytes) -> BlobInit:
+        doc = parse_json(payload, "blob init")
+        init = BlobInit(
+            sha256=check_sha256(doc.get("sha256"), "blob init"),
+            size=_int(doc, "size", "blob init", 1),
+            chunk_size=_int(doc, "chunk_size", "blob init", 1024, MAX_CHUNK),
+            seq=_int(doc, "seq", "blob init", 1),
+            chunks=tuple(check_sha256(c, "blob init chunk") for c in doc.get("chunks") or []),
+        )
+        if len(init.chunks) != len(chunk_offsets(init)):
+            raise ProtocolError(f"blob init: {len(init.chunks)} chunk hashes for "
+                                f"{len(chunk_offsets(init))} chunks")
+        return init
+
+    def to_bytes(self) -> bytes:
+        return dumps({**asdict(self), "chunks": list(self.chunks)})
+
+    def chunk_hash(self, offset: int) -> str:
+        return self.chunks[offset // self.chunk_size]
+
+
+def chunk_offsets(init: BlobInit) -> list[int]:
+    return list(range(0, init.size, init.chunk_size))
+
+
+def chunk_length(init: BlobInit, offset: int) -> int:
+    """The only length a chunk at ``offset`` may have; ProtocolError if out of range."""
+    if offset < 0 or offset >= init.size or offset % init.chunk_size:
+        raise ProtocolError(
+            f"chunk offset {offset} is not a multiple of {init.chunk_size} below {init.size}"
+        )
+    return min(init.chunk_size, init.size - offset)
+
+
+def missing(init: BlobInit, received: set[int]) -> list[int]:
+    """Offsets of chunks the store still lacks, in order."""
+    return [o for o in chunk_offsets(init) if o not in received]
+
+
+@dataclass(frozen=True)
+class Missing:
+    """The store's answer to an init or a finish: what it still lacks (empty: complete)."""
+
+    sha256: str
+    offsets: list[int]
+    reason: str = ""
+
+    @staticmethod
+    def parse(payload: bytes) -> Missing:
+        doc = parse_json(payload, "missing")
+        offsets = doc.get("offsets")
+        if not isinstance(offsets, list) or not all(isinstance(o, int) for o in offsets):
+            raise ProtocolError("missing: offsets must be a list of integers")
+        return Missing(check_sha256(doc.get("sha256"), "missing"), offsets,
+                       str(doc.get("reason", "")))
+
+    def to_bytes(self) -> bytes:
+        return dumps(asdict(self))
+
+
+@dataclass(frozen=True)
+class Ack:
+    """The store's answer to a chain entry: accepted (ok) or refused with a reason."""
+
+    seq: int
+    ok: bool
+    reason: str = ""
+
+    @staticmethod
+    def parse(payload: bytes) -> Ack:
+        doc = parse_json(payload, "ack")
+        return Ack(_int(doc, "seq", "ack", 1), bool(doc.get("ok")), str(doc.get("reason", "")))
+
+    def to_bytes(self) -> bytes:
+        return dumps(asdict(self))
+
+
+def deadline(end_wall: float) -> float:
+    """When a recording must be stored at the agency (R7)."""
+    return end_wall + DEADLINE_SECONDS
+
+
+def deadline_level(
+    now: float, oldest_unsynced_end: float | None, warn_hours: tuple[float, float] = (12, 20)
+) -> str:
+    """``ok``, ``warn`` (past the first threshold), ``urgent`` (past the second) or
+    ``overdue`` (past 24 h), from the age of the oldest recording not yet receipted."""
+    if oldest_unsynced_end is None:
+        return "ok"
+    age = now - oldest_unsynced_end
+    if age >= DEADLINE_SECONDS:
+        return "overdue"
+    if age >= warn_hours[1] * HOUR:
+        return "urgent"
+    if age >= warn_hours[0] * HOUR:
+        return "warn"
+    return "ok"
+
+
+# -- topics -------------------------------------------------------------------------
+# The device id in every topic equals the TLS certificate's subject: the broker's ACL lets a
+# device publish only under its own id, and the store checks the id against every entry.
+
+PREFIX = "unbroken"
+
+
+def up(device: str, *parts: str) -> str:
+    """Device → store: ``unbroken/d/<device>/...`` (entry, blob/init, blob/<sha>/<offset>,
+    blob/finish, status)."""
+    return "/".join((PREFIX, "d", device, *parts))
+
+
+def reply(device: str, *parts: str) -> str:
+    """Store → device: ``unbroken/r/<device>/...`` (ack, missing, receipt, rejected)."""
+    return "/".join((PREFIX, "r", device, *parts))
+
+
+def command(device: str, name: str) -> str:
+    """Agency → device: ``unbroken/c/<device>/<name>``, agency-signed."""
+    return "/".join((PREFIX, "c", device, name))
+
+
+def parse_up(topic: str) -> tuple[str, list[str]]:
+    """``unbroken/d/<device>/rest...`` → (device, rest); ProtocolError otherwise."""
+    parts = topic.split("/")
+    if len(parts) < 4 or parts[0] != PREFIX or parts[1] != "d" or not parts[2]:
+        raise ProtocolError(f"topic {topic!r} is not under {PREFIX}/d/<device>/")
+    return parts[2], parts[3:]

@@ -1,0 +1,58 @@
+"""Content-addressed blob files: ``BLOBS/ab/abcdef….mp4``, assembled from chunks.
+
+Chunks of a blob being received are written at their offsets into ``BLOBS/partial/<sha>``
+(``pwrite``: idempotent, and safe when two workers write different chunks). A complete blob
+is hashed, fsynced and renamed into place before any receipt names it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+
+class BlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        (root / "partial").mkdir(parents=True, exist_ok=True)
+
+    def path(self, sha256: str) -> Path:
+        return self.root / sha256[:2] / f"{sha256}.mp4"
+
+    def partial(self, sha256: str) -> Path:
+        return self.root / "partial" / sha256
+
+    def has(self, sha256: str) -> bool:
+        return self.path(sha256).is_file()
+
+    def write_chunk(self, sha256: str, offset: int, data: bytes) -> None:
+        fd = os.open(self.partial(sha256), os.O_WRONLY | os.O_CREAT, 0o640)
+        try:
+            os.pwrite(fd, data, offset)
+        finally:
+            os.close(fd)
+
+    def complete(self, sha256: str, size: int) -> bool:
+        """Hash the assembled blob; if it is the one announced, fsync it into place."""
+        part = self.partial(sha256)
+        h = hashlib.sha256()
+        with open(part, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+            os.fsync(f.fileno())
+        if h.hexdigest() != sha256 or part.stat().st_size != size:
+            return False
+        dest = self.path(sha256)
+        dest.parent.mkdir(exist_ok=True)
+        os.replace(part, dest)
+        for d in (dest.parent, part.parent):
+            fd = os.open(d, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        return True
+
+    def discard(self, sha256: str) -> None:
+        self.partial(sha256).unlink(missing_ok=True)

@@ -1,0 +1,95 @@
+"""The store's metadata database: SQLite (default, WAL, through sqlite-utils) or PostgreSQL.
+
+One small wrapper so the store's SQL is written once: ``?`` placeholders everywhere
+(translated for psycopg), portable types, ``ON CONFLICT`` for idempotent inserts.
+
+Example::
+
+    db = Database.connect("sqlite:///var/lib/unbroken/store.db")
+    db.execute("insert into receipts values (?, ?, ?, ?, ?) on conflict do nothing", row)
+    db.query("select * from receipts where device = ?", ("bwc-1",))
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+SCHEMA = [
+    """create table if not exists entries (
+        device text not null, seq bigint not null, hash text not null, prev text not null,
+        kind text not null, session text, wall double precision not null,
+        entry text not null, received double precision not null, flag text,
+        primary key (device, seq))""",
+    """create table if not exists chain_problems (
+        device text not null, seq bigint not null, code text not null, detail text not null,
+        at double precision not null, primary key (device, seq, code))""",
+    """create table if not exists blobs (
+        sha256 text primary key, device text not null, seq bigint not null,
+        size bigint not null, chunk_size bigint not null, chunks text not null,
+        complete double precision)""",
+    """create table if not exists chunks (
+        sha256 text not null, off bigint not null, primary key (sha256, off))""",
+    """create table if not exists receipts (
+        sha256 text primary key, device text not null, seq bigint not null,
+        stored_at double precision not null, receipt text not null)""",
+    """create table if not exists rejections (
+        device text not null, topic text not null, reason text not null,
+        at double precision not null)""",
+    """create table if not exists statuses (
+        device text primary key, status text not null, at double precision not null)""",
+]
+
+
+class Database:
+    def __init__(self, conn: Any, postgres: bool) -> None:
+        self.conn = conn
+        self.postgres = postgres
+        with self.transaction():
+            for stmt in SCHEMA:
+                self.execute(stmt)
+
+    @staticmethod
+    def connect(url: str) -> Database:
+        """``postgresql://...`` or ``sqlite:///path`` (or a plain path)."""
+        if url.startswith(("postgresql://", "postgres://")):
+            import psycopg
+
+            return Database(psycopg.connect(url), postgres=True)
+        path = Path(url.removeprefix("sqlite:///").removeprefix("sqlite://"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        sqlite_utils.Database(conn)  # the stack's SQLite layer; we keep its connection
+        return Database(conn, postgres=False)
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.postgres else sql
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        cur = self.conn.execute(self._sql(sql), tuple(params))
+        return int(cur.rowcount or 0)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        cur = self.conn.execute(self._sql(sql), tuple(params))
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        try:
+            yield
+            self.conn.commit()
+        except BaseException:
+            self.conn.rollback()
+            raise
+
+    def close(self) -> None:
+        self.conn.close()

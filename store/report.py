@@ -1,0 +1,128 @@
+"""``unbroken store report``: per device and per session, what the agency holds.
+
+Synced (entries and receipted media), backlog (from the device's last status), uploads
+that took longer than 24 hours or are overdue (R7), and the chain's state: gaps, forks,
+breaks — never silently accepted (R1).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from evidence.protocol import DEADLINE_SECONDS
+from store.db import Database
+
+
+def build_report(db: Database, now: float) -> dict[str, Any]:
+    devices = sorted(
+        {r["device"] for r in db.query("select distinct device from entries")}
+        | {r["device"] for r in db.query("select device from statuses")}
+    )
+    return {"generated": now, "devices": [_device(db, d, now) for d in devices]}
+
+
+def _device(db: Database, device: str, now: float) -> dict[str, Any]:
+    seqs = [int(r["seq"]) for r in db.query(
+        "select seq from entries where device = ? order by seq", (device,))]
+    gaps = _gaps(seqs)
+    problems = db.query(
+        "select seq, code, detail from chain_problems where device = ? order by seq", (device,)
+    )
+    status_rows = db.query("select status, at from statuses where device = ?", (device,))
+    status = json.loads(status_rows[0]["status"]) if status_rows else None
+    rejected = db.query("select count(*) as n from rejections where device = ?", (device,))[0]["n"]
+    flagged = db.query(
+        "select count(*) as n from entries where device = ? and flag is not null", (device,)
+    )[0]["n"]
+    receipts = {
+        r["sha256"]: float(r["stored_at"])
+        for r in db.query("select sha256, stored_at from receipts where device = ?", (device,))
+    }
+    sessions: dict[str, dict[str, Any]] = {}
+    for r in db.query(
+        "select kind, session, entry from entries where device = ? and session is not null"
+        " order by seq", (device,)
+    ):
+        payload = json.loads(r["entry"])["payload"]
+        s = sessions.setdefault(r["session"], {
+            "session": r["session"], "category": None, "badges": [], "opened": None,
+            "closed": None, "segments": 0, "receipted": 0, "late": 0, "overdue": 0,
+        })
+        if r["kind"] == "session_open":
+            s["category"] = payload["body"].get("category")
+            s["badges"] = payload["body"].get("badges", [])
+            s["opened"] = payload["at"]["wall"]
+        elif r["kind"] == "session_close":
+            s["closed"] = payload["at"]["wall"]
+        elif r["kind"] == "segment":
+            body = payload["body"]
+            s["segments"] += 1
+            end = float(body["end"]["wall"])
+            stored = receipts.get(body["sha256"])
+            if stored is not None:
+                s["receipted"] += 1
+                s["late"] += stored - end > DEADLINE_SECONDS
+            elif now - end > DEADLINE_SECONDS:
+                s["overdue"] += 1
+    chain = "ok" if not gaps and not problems else "problems"
+    return {
+        "device": device,
+        "entries": len(seqs),
+        "last_seq": seqs[-1] if seqs else None,
+        "chain": chain,
+        "gaps": gaps,
+        "problems": problems,
+        "rejected_messages": rejected,
+        "flagged_entries": flagged,
+        "status": status,
+        "sessions": list(sessions.values()),
+    }
+
+
+def _gaps(seqs: list[int]) -> list[list[int]]:
+    """Missing sequence ranges [first, last], counting from 1."""
+    out, expected = [], 1
+    for s in seqs:
+        if s > expected:
+            out.append([expected, s - 1])
+        expected = s + 1
+    return out
+
+
+def _when(t: float | None) -> str:
+    if t is None:
+        return "-"
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def format_report(report: dict[str, Any]) -> str:
+    lines = [f"Store report, {_when(report['generated'])}"]
+    if not report["devices"]:
+        lines.append("  no devices have synced yet")
+    for d in report["devices"]:
+        st = d["status"] or {}
+        backlog = st.get("backlog") or {}
+        lines += [
+            "",
+            f"Device {d['device']}: chain {d['chain']}, {d['entries']} entries "
+            f"(last {d['last_seq']}), {d['rejected_messages']} refused messages"
+            + (f", {d['flagged_entries']} flagged" if d["flagged_entries"] else ""),
+            f"  status: {'online' if st.get('online') else 'offline or unknown'}, "
+            f"backlog {backlog.get('blobs', '?')} segments / {backlog.get('bytes', '?')} B, "
+            f"deadline {st.get('deadline', '?')}",
+        ]
+        for g in d["gaps"]:
+            lines.append(f"  GAP: entries {g[0]}..{g[1]} not received")
+        for p in d["problems"]:
+            lines.append(f"  PROBLEM at entry {p['seq']}: {p['code']}: {p['detail']}")
+        for s in d["sessions"]:
+            lines.append(
+                f"  session {s['session']} [{s['category']}] badges {','.join(s['badges'])}"
+                f" opened {_when(s['opened'])} closed {_when(s['closed'])}: "
+                f"{s['receipted']}/{s['segments']} segments stored"
+                + (f", {s['late']} stored after 24 h" if s["late"] else "")
+                + (f", {s['overdue']} OVERDUE" if s["overdue"] else "")
+            )
+    return "\n".join(lines)

@@ -1,0 +1,67 @@
+"""A store worker: the MQTT shell around :class:`store.ingest.Ingest`.
+
+It subscribes with an MQTT v5 shared subscription (``$share/<group>/unbroken/d/#``), so
+several workers split a fleet; each message is handled on paho's network thread, in
+order, and its replies published at QoS 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from agent.transport import tls_client
+from evidence import protocol as p
+from store.config import StoreConfig
+from store.ingest import Ingest
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    def __init__(self, config: StoreConfig, ingest: Ingest) -> None:
+        self.config = config
+        self.ingest = ingest
+        self.ready = threading.Event()
+        self.handled = 0
+        b = config.broker
+        c = tls_client(config.name, b.ca, b.cert, b.key)
+        c.max_inflight_messages_set(64)
+        c.reconnect_delay_set(min_delay=1, max_delay=10)
+        c.on_connect = self._on_connect
+        c.on_message = self._on_message
+        c.on_disconnect = lambda *_a: self.ready.clear()
+        self.client = c
+
+    def _on_connect(
+        self, c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Properties | None
+    ) -> None:
+        if rc.is_failure:
+            log.error("broker refused the store: %s", rc)
+            return
+        c.subscribe(f"$share/{self.config.group}/{p.PREFIX}/d/#", qos=1)
+        self.ready.set()
+
+    def _on_message(self, c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            replies = self.ingest.handle(msg.topic, bytes(msg.payload), time.time())
+        except Exception:  # one bad message must not stop the worker
+            log.exception("failed on %s", msg.topic)
+            return
+        self.handled += 1
+        for topic, payload in replies:
+            c.publish(topic, payload, qos=1)
+
+    def start(self) -> None:
+        self.client.connect_async(self.config.broker.host, self.config.broker.port, keepalive=15)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()

@@ -1,0 +1,238 @@
+"""The store's rules, without a broker: every message in, the replies out."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import nacl.signing
+import pytest
+
+from agent.evidence_dir import load_chain
+from evidence import protocol as p
+from evidence.receipt import check_receipt
+from evidence.seal import Entry, Moment, Sealer, key_id
+from simulator.session import record_session
+from store.blobs import BlobStore
+from store.db import Database
+from store.ingest import Ingest, RegisteredKey
+from store.report import build_report
+from tests.conftest import small_config
+
+PG = os.environ.get("UNBROKEN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+NOW = 1_773_500_000.0
+
+
+class Directory:
+    """The registry's answers, as a table: which keys a device has, when it was revoked."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, list[RegisteredKey]] = {}
+        self.revoked: dict[str, float] = {}
+
+    def add(self, device: str, key: nacl.signing.VerifyKey) -> None:
+        self.keys.setdefault(device, []).append(RegisteredKey(key_id(key), key, 0.0, None))
+
+    def device_keys(self, device: str) -> list[RegisteredKey]:
+        return self.keys.get(device, [])
+
+    def revoked_at(self, device: str) -> float | None:
+        return self.revoked.get(device)
+
+
+def _postgres_url() -> str:
+    import psycopg
+
+    schema = f"t{uuid.uuid4().hex[:10]}"
+    try:
+        with psycopg.connect(PG, connect_timeout=3, autocommit=True) as c:
+            c.execute(f"create schema {schema}")
+    except psycopg.OperationalError as e:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"no PostgreSQL at {PG} ({e}); CI requires one")
+    return f"{PG}?options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    url = str(tmp_path / "store.db") if request.param == "sqlite" else _postgres_url()
+    database = Database.connect(url)
+    yield database
+    database.close()
+
+
+@pytest.fixture(scope="module")
+def device(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("dev") / "bwc"
+    record_session(root, small_config(prebuffer_seconds=2), 3)
+    return root
+
+
+def _setup(db: Database, tmp_path: Path, device: Path) -> tuple[Ingest, Directory, str,
+                                                                 nacl.signing.SigningKey]:
+    directory = Directory()
+    pub = nacl.signing.VerifyKey(bytes.fromhex((device / "device.pub").read_text().strip()))
+    dev_id = json.loads((device / "identity.json").read_text())["device_id"]
+    directory.add(dev_id, pub)
+    agency = nacl.signing.SigningKey.generate()
+    return Ingest(db, BlobStore(tmp_path / "blobs"), directory, agency, "store-t"), directory, \
+        dev_id, agency
+
+
+def _entries(device: Path) -> list[Entry]:
+    return [e for _, e in load_chain(device) if isinstance(e, Entry)]
+
+
+def _upload(ingest: Ingest, dev: str, root: Path, e: Entry, chunk: int = 65536) -> list:
+    data = (root / e.body["file"]).read_bytes()
+    hashes = tuple(hashlib.sha256(data[o:o + chunk]).hexdigest()
+                   for o in range(0, len(data), chunk))
+    init = p.BlobInit(e.body["sha256"], len(data), chunk, e.seq, hashes)
+    out = ingest.handle(p.up(dev, "blob", "init"), init.to_bytes(), NOW)
+    (topic, payload), = out
+    if topic.endswith("/receipt"):  # already stored: the init is answered with the receipt
+        return out
+    for off in p.Missing.parse(payload).offsets:
+        ingest.handle(p.up(dev, "blob", init.sha256, str(off)), data[off:off + chunk], NOW)
+    return ingest.handle(p.up(dev, "blob", "finish"), p.dumps({"sha256": init.sha256}), NOW)
+
+
+def test_session_synced_with_verified_receipts(db: Database, tmp_path: Path,
+                                               device: Path) -> None:
+    ingest, _, dev, agency = _setup(db, tmp_path, device)
+    entries = _entries(device)
+    for e in entries:
+        (topic, payload), = ingest.handle(p.up(dev, "entry"), e.to_json(), NOW)
+        assert topic == p.reply(dev, "ack") and p.Ack.parse(payload).ok
+    segments = [e for e in entries if e.kind == "segment"]
+    for e in segments:
+        (topic, payload), = _upload(ingest, dev, device, e)
+        assert topic == p.reply(dev, "receipt")
+        r = check_receipt(payload, agency.verify_key, device=dev, sha256=e.body["sha256"])
+        assert r["entry_hash"] == e.hash and r["size"] == e.body["size"]
+        assert ingest.blobs.path(e.body["sha256"]).read_bytes() == \
+            (device / e.body["file"]).read_bytes()
+    report = build_report(db, NOW)
+    (d,) = report["devices"]
+    assert d["chain"] == "ok" and d["entries"] == len(entries)
+    (s,) = d["sessions"]
+    assert s["receipted"] == s["segments"] == len(segments)
+    # idempotent: the same entry again is a duplicate, the same blob gets the same receipt
+    (_, again), = ingest.handle(p.up(dev, "entry"), entries[0].to_json(), NOW)
+    assert p.Ack.parse(again) == p.Ack(entries[0].seq, True, "duplicate")
+    (_, first_receipt), = _upload(ingest, dev, device, segments[0])
+    assert check_receipt(first_receipt, agency.verify_key, device=dev)["stored_at"] == NOW
+
+
+def test_altered_chunk_is_refused_and_resent(db: Database, tmp_path: Path, device: Path) -> None:
+    ingest, _, dev, _ = _setup(db, tmp_path, device)
+    for e in _entries(device):
+        ingest.handle(p.up(dev, "entry"), e.to_json(), NOW)
+    seg = next(e for e in _entries(device) if e.kind == "segment")
+    data = (device / seg.body["file"]).read_bytes()
+    chunk = 65536
+    hashes = tuple(hashlib.sha256(data[o:o + chunk]).hexdigest()
+                   for o in range(0, len(data), chunk))
+    init = p.BlobInit(seg.body["sha256"], len(data), chunk, seg.seq, hashes)
+    ingest.handle(p.up(dev, "blob", "init"), init.to_bytes(), NOW)
+    altered = bytearray(data[:chunk])
+    altered[100] ^= 1
+    (topic, payload), = ingest.handle(p.up(dev, "blob", init.sha256, "0"), bytes(altered), NOW)
+    assert topic == p.reply(dev, "rejected") and b"altered in transit" in payload
+    for off in range(0, len(data), chunk):
+        if off:
+            ingest.handle(p.up(dev, "blob", init.sha256, str(off)), data[off:off + chunk], NOW)
+    (topic, payload), = ingest.handle(p.up(dev, "blob", "finish"),
+                                      p.dumps({"sha256": init.sha256}), NOW)
+    assert topic == p.reply(dev, "missing") and p.Missing.parse(payload).offsets == [0]
+    ingest.handle(p.up(dev, "blob", init.sha256, "0"), data[:chunk], NOW)
+    (topic, _), = ingest.handle(p.up(dev, "blob", "finish"), p.dumps({"sha256": init.sha256}),
+                                NOW)
+    assert topic == p.reply(dev, "receipt")
+
+
+@pytest.mark.parametrize(
+    "topic,payload,reason",
+    [
+        ("unbroken/d/{dev}/entry", b"\xff garbage", "not a chain entry"),
+        ("unbroken/d/{dev}/blob/init", b"{}", "not a lowercase hex SHA-256"),
+        ("unbroken/d/{dev}/blob/" + "a" * 64 + "/0", b"x", "unknown blob"),
+        ("unbroken/d/{dev}/blob/finish", b"[1]", "not a JSON object"),
+        ("unbroken/d/{dev}/selfdestruct", b"", "unknown message type"),
+        ("unbroken/d/{dev}/entry", b"{" + b" " * (p.MAX_JSON + 1) + b"}", "larger than"),
+    ],
+)
+def test_bad_messages_are_refused_with_a_reason(
+    db: Database, tmp_path: Path, device: Path, topic: str, payload: bytes, reason: str
+) -> None:
+    ingest, _, dev, _ = _setup(db, tmp_path, device)
+    (reply_topic, reply), = ingest.handle(topic.format(dev=dev), payload, NOW)
+    assert reply_topic == p.reply(dev, "rejected")
+    assert reason in json.loads(reply)["reason"]
+    assert db.query("select reason from rejections")[0]["reason"].count(reason)
+
+
+def test_out_of_range_chunk(db: Database, tmp_path: Path, device: Path) -> None:
+    ingest, _, dev, _ = _setup(db, tmp_path, device)
+    init = p.BlobInit("b" * 64, 3000, 1024, 5, ("c" * 64,) * 3)
+    ingest.handle(p.up(dev, "blob", "init"), init.to_bytes(), NOW)
+    for off, data, reason in [(4096, b"x" * 10, "not a multiple"),
+                              (1000, b"x", "not a multiple"), (2048, b"x" * 5, "expected 952")]:
+        (_, reply), = ingest.handle(p.up(dev, "blob", "b" * 64, str(off)), data, NOW)
+        assert reason in json.loads(reply)["reason"]
+
+
+def test_identity_and_key_checks(db: Database, tmp_path: Path, device: Path) -> None:
+    ingest, directory, dev, _ = _setup(db, tmp_path, device)
+    e = _entries(device)[0]
+    # a device uploading under another's topic (the broker would refuse it first)
+    (_, ack), = ingest.handle(p.up("bwc-other", "entry"), e.to_json(), NOW)
+    assert "topic says" in p.Ack.parse(ack).reason
+    # a manifest signed by another device's key, claiming this device
+    other = Sealer(nacl.signing.SigningKey.generate(), dev, None).seal(
+        "boot", {}, Moment(NOW, 1.0, True))
+    (_, ack), = ingest.handle(p.up(dev, "entry"), other.to_json(), NOW)
+    assert "not registered" in p.Ack.parse(ack).reason
+    # unknown device
+    stranger = Sealer(nacl.signing.SigningKey.generate(), "bwc-x", None).seal(
+        "boot", {}, Moment(NOW, 1.0, True))
+    (_, ack), = ingest.handle(p.up("bwc-x", "entry"), stranger.to_json(), NOW)
+    assert "unknown device" in p.Ack.parse(ack).reason
+
+
+def test_revocation_refuses_later_and_flags_earlier(db: Database, tmp_path: Path,
+                                                    device: Path) -> None:
+    ingest, directory, dev, _ = _setup(db, tmp_path, device)
+    entries = _entries(device)
+    cut = float(entries[3].payload["at"]["wall"])
+    directory.revoked[dev] = cut
+    acks = [p.Ack.parse(ingest.handle(p.up(dev, "entry"), e.to_json(), NOW)[0][1])
+            for e in entries]
+    for e, ack in zip(entries, acks, strict=True):
+        assert ack.ok == (float(e.payload["at"]["wall"]) <= cut)
+    assert not acks[-1].ok and "revoked" in acks[-1].reason
+    assert build_report(db, NOW)["devices"][0]["flagged_entries"] == 4
+
+
+def test_gaps_and_forks_are_reported(db: Database, tmp_path: Path, device: Path) -> None:
+    ingest, directory, dev, _ = _setup(db, tmp_path, device)
+    key = nacl.signing.SigningKey.generate()
+    directory.add("bwc-f", key.verify_key)
+    s = Sealer(key, "bwc-f", None)
+    at = Moment(NOW, 1.0, True)
+    e1, e2, e3 = (s.seal("boot", {"n": i}, at) for i in range(3))
+    fork = Sealer(key, "bwc-f", e1).seal("boot", {"n": "fork"}, at)  # another entry 2
+    for e in (e1, e3):
+        ingest.handle(p.up("bwc-f", "entry"), e.to_json(), NOW)
+    d = build_report(db, NOW)["devices"][0]
+    assert d["gaps"] == [[2, 2]] and d["chain"] == "problems"
+    ingest.handle(p.up("bwc-f", "entry"), e2.to_json(), NOW)
+    (_, ack), = ingest.handle(p.up("bwc-f", "entry"), fork.to_json(), NOW)
+    assert not p.Ack.parse(ack).ok and "fork" in p.Ack.parse(ack).reason
+    d = build_report(db, NOW)["devices"][0]
+    assert d["gaps"] == [] and [x["code"] for x in d["problems"]] == ["fork"]
