@@ -1,8 +1,8 @@
 """The ``unbroken`` command: one CLI, with a subcommand for each user.
 
-    unbroken sim session --seconds N --data DIR [--badge B]
-    unbroken verify DIR [--pubkey FILE] [--json]
-    unbroken demo [--out DIR]
+unbroken sim session --seconds N --data DIR [--badge B]
+unbroken verify DIR [--pubkey FILE] [--json]
+unbroken demo [--out DIR]
 """
 
 from __future__ import annotations
@@ -53,8 +53,12 @@ def cmd_sim_session(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     summary = record_session(
-        _data_dir(args.data), config, args.seconds, badges=args.badge or None,
-        category=args.category, realtime=args.realtime,
+        _data_dir(args.data),
+        config,
+        args.seconds,
+        badges=args.badge or None,
+        category=args.category,
+        realtime=args.realtime,
     )
     print(summary)
     return 0
@@ -85,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", type=Path, required=True, help="evidence/data directory")
     s.add_argument("--badge", action="append", help="officer badge number (repeatable)")
     s.add_argument(
-        "--category", choices=[c.value for c in Category], default=None,
+        "--category",
+        choices=[c.value for c in Category],
+        default=None,
         help="enforcement category (default: from config)",
     )
     s.add_argument("--config", type=Path, help="device.toml")

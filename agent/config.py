@@ -82,9 +82,7 @@ class Controls(_Strict):
     confirm_seconds: float = Field(
         3.0, gt=0, description="A second press within this window confirms a close."
     )
-    marker_type: str = Field(
-        "credential_shown", description="Marker dropped by the marker button."
-    )
+    marker_type: str = Field("credential_shown", description="Marker dropped by the marker button.")
 
 
 class Gnss(_Strict):

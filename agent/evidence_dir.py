@@ -96,9 +96,7 @@ def verify_dir(root: Path, pubkey: Path | None) -> Report:
     key = read_public_key(pubkey if pubkey else root / PUBKEY)
     entries = load_chain(root)
     referenced = {
-        str(e.body.get("file"))
-        for _, e in entries
-        if isinstance(e, Entry) and e.kind == "segment"
+        str(e.body.get("file")) for _, e in entries if isinstance(e, Entry) and e.kind == "segment"
     }
     media: dict[str, MediaFacts | None] = {}
     for rel in sorted(referenced):
@@ -112,6 +110,9 @@ def verify_dir(root: Path, pubkey: Path | None) -> Report:
         else set()
     )
     return verify_chain(
-        entries, key, media, pinned=pubkey is not None,
+        entries,
+        key,
+        media,
+        pinned=pubkey is not None,
         unexpected_files=sorted(present - referenced),
     )

@@ -31,8 +31,15 @@ class Journal:
         self._entries = self.db.table("entries")
         if not self._entries.exists():
             self._entries.create(
-                {"seq": int, "hash": str, "kind": str, "session": str, "file": str,
-                 "wall": float, "entry": str},
+                {
+                    "seq": int,
+                    "hash": str,
+                    "kind": str,
+                    "session": str,
+                    "file": str,
+                    "wall": float,
+                    "entry": str,
+                },
                 pk="seq",
             )
             self._entries.create_index(["session"])

@@ -131,8 +131,12 @@ class SegmentWriter:
         self._out.close()
         self._sink.close_and_sync()
         return WrittenSegment(
-            self.path, self.first_frame, self.frames, self.audio_samples,
-            self._sink.size, self._sink.sha.hexdigest(),
+            self.path,
+            self.first_frame,
+            self.frames,
+            self.audio_samples,
+            self._sink.size,
+            self._sink.sha.hexdigest(),
         )
 
     def abandon(self) -> None:

@@ -92,9 +92,7 @@ class _Session:
 
 
 class Recorder:
-    def __init__(
-        self, root: Path, config: DeviceConfig, hardware: Hardware, clock: Clock
-    ) -> None:
+    def __init__(self, root: Path, config: DeviceConfig, hardware: Hardware, clock: Clock) -> None:
         self.root = Path(root)
         self.config = config
         self.hw = hardware
@@ -200,8 +198,14 @@ class Recorder:
         self.watermark.apply(
             frame.image,
             watermark_text(
-                wall, self.clock.utc_offset(), self.clock.synced(), gnss, frame.captured,
-                self.badges, self.device_id, self.config.watermark.labels,
+                wall,
+                self.clock.utc_offset(),
+                self.clock.synced(),
+                gnss,
+                frame.captured,
+                self.badges,
+                self.device_id,
+                self.config.watermark.labels,
             ),
         )
         try:
@@ -249,8 +253,11 @@ class Recorder:
         sid = str(uuid.uuid4())
         self._seal(
             "session_open",
-            {"category": category.value, "badges": self.badges,
-             "prebuffer_seconds": self.config.recording.prebuffer_seconds},
+            {
+                "category": category.value,
+                "badges": self.badges,
+                "prebuffer_seconds": self.config.recording.prebuffer_seconds,
+            },
             sid,
         )
         self.session = _Session(sid, category, list(self.badges), at)
@@ -329,14 +336,23 @@ class Recorder:
             "media": {
                 "container": "mp4/fragmented",
                 "video": {
-                    "codec": VIDEO_CODEC, "width": rec.width, "height": rec.height,
-                    "fps": rec.fps, "keyframe_seconds": rec.keyframe_seconds,
-                    "frames": w.frames, "first_frame": w.first_frame,
+                    "codec": VIDEO_CODEC,
+                    "width": rec.width,
+                    "height": rec.height,
+                    "fps": rec.fps,
+                    "keyframe_seconds": rec.keyframe_seconds,
+                    "frames": w.frames,
+                    "first_frame": w.first_frame,
                 },
                 "audio": (
-                    {"codec": AUDIO_CODEC, "rate": rec.audio_rate, "channels": 1,
-                     "samples": w.audio_samples}
-                    if audio_ok and w.audio_samples else None
+                    {
+                        "codec": AUDIO_CODEC,
+                        "rate": rec.audio_rate,
+                        "channels": 1,
+                        "samples": w.audio_samples,
+                    }
+                    if audio_ok and w.audio_samples
+                    else None
                 ),
             },
             "prebuffer": before_open > 0,

@@ -356,17 +356,20 @@ class Uploader:
                 path = self.root / str(b["file"])
                 if not path.is_file():
                     continue
-                init = p.BlobInit(str(b["sha256"]), int(b["size"]), self.settings.chunk_size,
-                                  int(b["seq"]), _chunk_hashes(path, self.settings.chunk_size))
+                init = p.BlobInit(
+                    str(b["sha256"]),
+                    int(b["size"]),
+                    self.settings.chunk_size,
+                    int(b["seq"]),
+                    _chunk_hashes(path, self.settings.chunk_size),
+                )
                 self._transfers[init.sha256] = _Transfer(init.sha256, init.seq, path, init)
         for t in list(self._transfers.values()):
             self._advance(t, now)
         self._publish_status(ledger)
 
     def _advance(self, t: _Transfer, now: float) -> None:
-        if t.asked_at == 0.0 or (
-            not t.to_send and now - t.asked_at > self.settings.retry_seconds
-        ):
+        if t.asked_at == 0.0 or (not t.to_send and now - t.asked_at > self.settings.retry_seconds):
             # New, or the store went quiet: ask what it lacks (idempotent).
             self._publish(p.up(self.device_id, "blob", "init"), t.init.to_bytes())
             t.asked_at, t.finished = now, False
@@ -383,8 +386,7 @@ class Uploader:
                 self._publish(p.up(self.device_id, "blob", t.sha256, str(offset)), chunk)
                 t.to_send.pop(0)
         if not t.to_send:
-            self._publish(p.up(self.device_id, "blob", "finish"),
-                          p.dumps({"sha256": t.sha256}))
+            self._publish(p.up(self.device_id, "blob", "finish"), p.dumps({"sha256": t.sha256}))
             t.finished, t.asked_at = True, now
 
     def _room(self) -> bool:

@@ -3,6 +3,7 @@ TCP_NODELAY. Used by the device's uploader, the store's workers and the tools.""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,5 @@ def tls_client(client_id: str, ca: Path, cert: Path | None, key: Path | None) ->
 
 def _nodelay(_c: mqtt.Client, _u: Any, sock: Any) -> None:
     # Without TCP_NODELAY, Nagle's algorithm holds back small TLS records and uploads crawl.
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except (OSError, AttributeError):
-        pass

@@ -61,8 +61,13 @@ def trigger_latency(tmp: Path) -> None:
     dev.stop()
     p50, p99 = statistics.median(samples) * 1e3, max(samples) * 1e3
     frame = statistics.median(frame_times) * 1e3
-    line("trigger to recording (p50/max)", f"{p50:.1f}/{p99:.1f} ms",
-         f"one frame's pipeline {frame:.1f} ms", "<= 50 ms", p99 <= 50)
+    line(
+        "trigger to recording (p50/max)",
+        f"{p50:.1f}/{p99:.1f} ms",
+        f"one frame's pipeline {frame:.1f} ms",
+        "<= 50 ms",
+        p99 <= 50,
+    )
 
 
 def prebuffer_coverage(tmp: Path) -> None:
@@ -79,17 +84,20 @@ def prebuffer_coverage(tmp: Path) -> None:
         e for _, e in load_chain(dev.recorder.root) if isinstance(e, Entry) and e.kind == "segment"
     )
     covered = opened - first.body["start"]["mono"]
-    line("pre-buffer coverage", f"{covered:.1f} s before trigger", "configured 30 s",
-         ">= 30 s", covered >= 30)
+    line(
+        "pre-buffer coverage",
+        f"{covered:.1f} s before trigger",
+        "configured 30 s",
+        ">= 30 s",
+        covered >= 30,
+    )
 
 
 def sealing(tmp: Path) -> None:
     """Sealing a segment: its SHA-256 (computed as the muxer writes it) plus the signed
     manifest, against plain SHA-256 of the same bytes."""
     root = tmp / "prebuffer"
-    manifest = next(
-        e for _, e in load_chain(root) if isinstance(e, Entry) and e.kind == "segment"
-    )
+    manifest = next(e for _, e in load_chain(root) if isinstance(e, Entry) and e.kind == "segment")
     data = (root / manifest.body["file"]).read_bytes()
     chunks = [data[i : i + 65536] for i in range(0, len(data), 65536)]
     sealer = Sealer(nacl.signing.SigningKey.generate(), "bwc-bench", None)
@@ -107,17 +115,29 @@ def sealing(tmp: Path) -> None:
     n = 300
     base, cost = min(_timeit(plain, n) for _ in range(5)), min(_timeit(seal, n) for _ in range(5))
     ratio = base / cost
-    line("seal per segment", f"{cost * 1e3:.3f} ms ({len(data) // 1024} KiB)",
-         f"sha256 alone {base * 1e3:.3f} ms", "", True)
-    line("sealing throughput / sha256", f"{ratio:.2f}x", "plain SHA-256 = 1.00x", ">= 0.8x",
-         ratio >= 0.8)
+    line(
+        "seal per segment",
+        f"{cost * 1e3:.3f} ms ({len(data) // 1024} KiB)",
+        f"sha256 alone {base * 1e3:.3f} ms",
+        "",
+        True,
+    )
+    line(
+        "sealing throughput / sha256",
+        f"{ratio:.2f}x",
+        "plain SHA-256 = 1.00x",
+        ">= 0.8x",
+        ratio >= 0.8,
+    )
 
 
 def watermark_cost() -> None:
     wm = Watermark(1280, 720, find_font(None))
     frame = np.zeros((720, 1280, 3), np.uint8)
-    texts = [f"2026-03-14 09:30:{s:02d} UTC+08:00  31.820603N 117.227213E  警号 012345  设备 bwc-1"
-             for s in range(60)]
+    texts = [
+        f"2026-03-14 09:30:{s:02d} UTC+08:00  31.820603N 117.227213E  警号 012345  设备 bwc-1"
+        for s in range(60)
+    ]
     n = [0]
 
     def apply() -> None:  # a new text every 30 frames, as at 30 fps
@@ -129,15 +149,21 @@ def watermark_cost() -> None:
 
     cost = min(_timeit(apply, 900) for _ in range(3))
     base = min(_timeit(copy, 900) for _ in range(3))
-    line("watermark per 1280x720 frame", f"{cost * 1e3:.3f} ms", f"strip copy {base * 1e3:.3f} ms",
-         "<= 0.5 ms", cost <= 0.5e-3)
+    line(
+        "watermark per 1280x720 frame",
+        f"{cost * 1e3:.3f} ms",
+        f"strip copy {base * 1e3:.3f} ms",
+        "<= 0.5 ms",
+        cost <= 0.5e-3,
+    )
 
 
 def pipeline(tmp: Path) -> None:
     """Simulated camera + watermark + x264/AAC + sealing, pinned to one core."""
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-    cfg = DeviceConfig(recording=Recording(width=1280, height=720, fps=30, prebuffer_seconds=0,
-                                           encoder_threads=1))
+    cfg = DeviceConfig(
+        recording=Recording(width=1280, height=720, fps=30, prebuffer_seconds=0, encoder_threads=1)
+    )
     dev = SimDevice(tmp / "pipeline", cfg)
     dev.start()
     dev.recorder.open_session()
@@ -148,28 +174,53 @@ def pipeline(tmp: Path) -> None:
     dev.recorder.close_session()
     dev.stop()
     speed = seconds / elapsed
-    line("pipeline 1280x720@30, one core", f"{speed:.2f}x real time",
-         f"{seconds} s of footage in {elapsed:.1f} s", ">= 2x", speed >= 2)
+    line(
+        "pipeline 1280x720@30, one core",
+        f"{speed:.2f}x real time",
+        f"{seconds} s of footage in {elapsed:.1f} s",
+        ">= 2x",
+        speed >= 2,
+    )
 
 
 def peak_rss(tmp: Path) -> None:
     """A whole recording agent process: `unbroken sim session` at 1280x720@30, 20 s."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     subprocess.run(
-        [sys.executable, "-m", "agent.cli", "sim", "session", "--seconds", "20",
-         "--data", str(tmp / "rss")],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "agent.cli",
+            "sim",
+            "session",
+            "--seconds",
+            "20",
+            "--data",
+            str(tmp / "rss"),
+        ],
+        check=True,
+        capture_output=True,
     )
     rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     idle = subprocess.run(
-        [sys.executable, "-c",
-         "import resource, agent.recorder, av, numpy;"
-         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"],
-        check=True, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import resource, agent.recorder, av, numpy;"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     base = int(idle.stdout) / 1024
-    line("peak RSS of recording agent", f"{rss:.0f} MB", f"imports alone {base:.0f} MB",
-         "<= 150 MB", rss <= 150 and before >= 0)
+    line(
+        "peak RSS of recording agent",
+        f"{rss:.0f} MB",
+        f"imports alone {base:.0f} MB",
+        "<= 150 MB",
+        rss <= 150 and before >= 0,
+    )
 
 
 def main() -> None:

@@ -102,14 +102,27 @@ class SimCamera:
 def _digit_atlas(w: int, h: int) -> list[Image]:
     """Seven-segment digits, drawn once, white on black."""
     segs = {
-        0: "abcdef", 1: "bc", 2: "abdeg", 3: "abcdg", 4: "bcfg",
-        5: "acdfg", 6: "acdefg", 7: "abc", 8: "abcdefg", 9: "abcdfg",
+        0: "abcdef",
+        1: "bc",
+        2: "abdeg",
+        3: "abcdg",
+        4: "bcfg",
+        5: "acdfg",
+        6: "acdefg",
+        7: "abc",
+        8: "abcdefg",
+        9: "abcdfg",
     }
     t = 2
     m = h // 2
     boxes = {
-        "a": (0, t, 0, w), "g": (m - 1, m + 1, 0, w), "d": (h - t, h, 0, w),
-        "f": (0, m, 0, t), "b": (0, m, w - t, w), "e": (m, h, 0, t), "c": (m, h, w - t, w),
+        "a": (0, t, 0, w),
+        "g": (m - 1, m + 1, 0, w),
+        "d": (h - t, h, 0, w),
+        "f": (0, m, 0, t),
+        "b": (0, m, w - t, w),
+        "e": (m, h, 0, t),
+        "c": (m, h, w - t, w),
     }
     atlas = []
     for d in range(10):

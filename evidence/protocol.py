@@ -80,8 +80,9 @@ class BlobInit:
             chunks=tuple(check_sha256(c, "blob init chunk") for c in doc.get("chunks") or []),
         )
         if len(init.chunks) != len(chunk_offsets(init)):
-            raise ProtocolError(f"blob init: {len(init.chunks)} chunk hashes for "
-                                f"{len(chunk_offsets(init))} chunks")
+            raise ProtocolError(
+                f"blob init: {len(init.chunks)} chunk hashes for {len(chunk_offsets(init))} chunks"
+            )
         return init
 
     def to_bytes(self) -> bytes:
@@ -123,8 +124,9 @@ class Missing:
         offsets = doc.get("offsets")
         if not isinstance(offsets, list) or not all(isinstance(o, int) for o in offsets):
             raise ProtocolError("missing: offsets must be a list of integers")
-        return Missing(check_sha256(doc.get("sha256"), "missing"), offsets,
-                       str(doc.get("reason", "")))
+        return Missing(
+            check_sha256(doc.get("sha256"), "missing"), offsets, str(doc.get("reason", ""))
+        )
 
     def to_bytes(self) -> bytes:
         return dumps(asdict(self))

@@ -59,12 +59,21 @@ def load_store_config(path: Path) -> StoreConfig:
         cfg = StoreConfig.model_validate(data)
     except ValidationError as e:
         lines = [f"  {'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors()]
-        raise StoreConfigError(f"{path}: invalid store configuration\n" + "\n".join(lines)) from None
+        raise StoreConfigError(
+            f"{path}: invalid store configuration\n" + "\n".join(lines)
+        ) from None
     base = Path(path).parent
     # relative paths are relative to the configuration file
-    return cfg.model_copy(update={
-        "blobs": base / cfg.blobs, "agency": base / cfg.agency,
-        "broker": cfg.broker.model_copy(update={
-            "ca": base / cfg.broker.ca, "cert": base / cfg.broker.cert,
-            "key": base / cfg.broker.key}),
-    })
+    return cfg.model_copy(
+        update={
+            "blobs": base / cfg.blobs,
+            "agency": base / cfg.agency,
+            "broker": cfg.broker.model_copy(
+                update={
+                    "ca": base / cfg.broker.ca,
+                    "cert": base / cfg.broker.cert,
+                    "key": base / cfg.broker.key,
+                }
+            ),
+        }
+    )

@@ -106,15 +106,17 @@ class Ingest:
 
     def _accept(self, device: str, e: Entry, now: float) -> p.Ack:
         if e.payload["device"] != device:
-            return self._refuse_entry(device, e, now, f"entry names device "
-                                      f"{e.payload['device']!r}, topic says {device!r}")
+            return self._refuse_entry(
+                device, e, now, f"entry names device {e.payload['device']!r}, topic says {device!r}"
+            )
         keys = {k.key_id: k for k in self.directory.device_keys(device)}
         if not keys:
             return self._refuse_entry(device, e, now, f"unknown device {device!r}")
         key = keys.get(str(e.payload["key"]))
         if key is None:
-            return self._refuse_entry(device, e, now, f"key {e.payload['key']} is not "
-                                      f"registered for {device}")
+            return self._refuse_entry(
+                device, e, now, f"key {e.payload['key']} is not registered for {device}"
+            )
         try:
             check_signature(e, key.verify_key)
         except SealError as err:
@@ -133,27 +135,48 @@ class Ingest:
             if existing:
                 if existing[0]["hash"] == e.hash:
                     return p.Ack(e.seq, True, "duplicate")
-                self._problem(device, e.seq, "fork", f"a second entry {e.hash[:16]} claims "
-                              f"seq {e.seq}", now)
+                self._problem(
+                    device, e.seq, "fork", f"a second entry {e.hash[:16]} claims seq {e.seq}", now
+                )
                 return p.Ack(e.seq, False, f"fork: seq {e.seq} already holds another entry")
             self.db.execute(
                 "insert into entries values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (device, e.seq, e.hash, e.payload["prev"], e.kind, e.session, wall,
-                 e.to_json().decode(), now, flag),
+                (
+                    device,
+                    e.seq,
+                    e.hash,
+                    e.payload["prev"],
+                    e.kind,
+                    e.session,
+                    wall,
+                    e.to_json().decode(),
+                    now,
+                    flag,
+                ),
             )
             # Continuity both ways: entries may arrive out of order across workers.
             before = self.db.query(
                 "select hash from entries where device = ? and seq = ?", (device, e.seq - 1)
             )
             if before and before[0]["hash"] != e.payload["prev"]:
-                self._problem(device, e.seq, "chain_break",
-                              "does not name the hash of the entry before it", now)
+                self._problem(
+                    device,
+                    e.seq,
+                    "chain_break",
+                    "does not name the hash of the entry before it",
+                    now,
+                )
             after = self.db.query(
                 "select seq, prev from entries where device = ? and seq = ?", (device, e.seq + 1)
             )
             if after and after[0]["prev"] != e.hash:
-                self._problem(device, e.seq + 1, "chain_break",
-                              "does not name the hash of the entry before it", now)
+                self._problem(
+                    device,
+                    e.seq + 1,
+                    "chain_break",
+                    "does not name the hash of the entry before it",
+                    now,
+                )
         return p.Ack(e.seq, True)
 
     def _refuse_entry(self, device: str, e: Entry, now: float, reason: str) -> p.Ack:
@@ -180,12 +203,19 @@ class Ingest:
         b = rows[0]
         if b["device"] != device:
             raise Refused(f"blob {sha256[:16]} belongs to another device")
-        return p.BlobInit(sha256, int(b["size"]), int(b["chunk_size"]), int(b["seq"]),
-                          tuple(json.loads(b["chunks"])))
+        return p.BlobInit(
+            sha256,
+            int(b["size"]),
+            int(b["chunk_size"]),
+            int(b["seq"]),
+            tuple(json.loads(b["chunks"])),
+        )
 
     def _received(self, sha256: str) -> set[int]:
-        return {int(r["off"]) for r in self.db.query(
-            "select off from chunks where sha256 = ?", (sha256,))}
+        return {
+            int(r["off"])
+            for r in self.db.query("select off from chunks where sha256 = ?", (sha256,))
+        }
 
     def _init(self, device: str, payload: bytes) -> list[Reply]:
         init = p.BlobInit.parse(payload)
@@ -195,20 +225,34 @@ class Ingest:
         with self.db.transaction():
             self.db.execute(
                 "insert into blobs values (?, ?, ?, ?, ?, ?, null) on conflict do nothing",
-                (init.sha256, device, init.seq, init.size, init.chunk_size,
-                 json.dumps(list(init.chunks))),
+                (
+                    init.sha256,
+                    device,
+                    init.seq,
+                    init.size,
+                    init.chunk_size,
+                    json.dumps(list(init.chunks)),
+                ),
             )
         known = self._blob(device, init.sha256)
-        if (known.size, known.chunk_size, known.chunks) != (init.size, init.chunk_size,
-                                                             init.chunks):
+        if (known.size, known.chunk_size, known.chunks) != (
+            init.size,
+            init.chunk_size,
+            init.chunks,
+        ):
             # A device restarted with another chunk size: start the blob over.
             with self.db.transaction():
                 self.db.execute("delete from chunks where sha256 = ?", (init.sha256,))
                 self.db.execute(
                     "update blobs set size = ?, chunk_size = ?, chunks = ?, seq = ?"
                     " where sha256 = ?",
-                    (init.size, init.chunk_size, json.dumps(list(init.chunks)), init.seq,
-                     init.sha256),
+                    (
+                        init.size,
+                        init.chunk_size,
+                        json.dumps(list(init.chunks)),
+                        init.seq,
+                        init.sha256,
+                    ),
                 )
             self.blobs.discard(init.sha256)
         lacking = p.missing(init, self._received(init.sha256))
@@ -224,8 +268,10 @@ class Ingest:
         if len(data) != expected:
             raise Refused(f"chunk at {offset} has {len(data)} bytes, expected {expected}")
         if hashlib.sha256(data).hexdigest() != init.chunk_hash(offset):
-            raise Refused(f"chunk at {offset} of {sha256[:16]} does not match its hash "
-                          "(altered in transit): send it again")
+            raise Refused(
+                f"chunk at {offset} of {sha256[:16]} does not match its hash "
+                "(altered in transit): send it again"
+            )
         self.blobs.write_chunk(sha256, offset, data)
         with self.db.transaction():
             self.db.execute(
@@ -241,15 +287,20 @@ class Ingest:
         init = self._blob(device, sha256)
         lacking = p.missing(init, self._received(sha256))
         if lacking:
-            return [(p.reply(device, "missing"),
-                     p.Missing(sha256, lacking, "incomplete").to_bytes())]
+            return [
+                (p.reply(device, "missing"), p.Missing(sha256, lacking, "incomplete").to_bytes())
+            ]
         manifest = self.db.query(
             "select hash, session, entry from entries where device = ? and seq = ?",
             (device, init.seq),
         )
         if not manifest:
-            return [(p.reply(device, "missing"),
-                     p.Missing(sha256, [], f"manifest entry {init.seq} not received").to_bytes())]
+            return [
+                (
+                    p.reply(device, "missing"),
+                    p.Missing(sha256, [], f"manifest entry {init.seq} not received").to_bytes(),
+                )
+            ]
         body = json.loads(manifest[0]["entry"])["payload"]["body"]
         if body.get("sha256") != sha256 or int(body.get("size", -1)) != init.size:
             raise Refused(f"entry {init.seq} does not seal blob {sha256[:16]} of {init.size} B")
@@ -257,12 +308,24 @@ class Ingest:
             with self.db.transaction():
                 self.db.execute("delete from chunks where sha256 = ?", (sha256,))
             self.blobs.discard(sha256)
-            return [(p.reply(device, "missing"), p.Missing(
-                sha256, p.chunk_offsets(init), "assembled blob does not match: resend").to_bytes())]
+            return [
+                (
+                    p.reply(device, "missing"),
+                    p.Missing(
+                        sha256, p.chunk_offsets(init), "assembled blob does not match: resend"
+                    ).to_bytes(),
+                )
+            ]
         data = make_receipt(
-            self.agency_key, device=device, sha256=sha256, size=init.size,
-            entry_seq=init.seq, entry_hash=manifest[0]["hash"], session=manifest[0]["session"],
-            stored_at=now, store=self.name,
+            self.agency_key,
+            device=device,
+            sha256=sha256,
+            size=init.size,
+            entry_seq=init.seq,
+            entry_hash=manifest[0]["hash"],
+            session=manifest[0]["session"],
+            stored_at=now,
+            store=self.name,
         )
         with self.db.transaction():
             self.db.execute(

@@ -24,8 +24,10 @@ def build_report(db: Database, now: float) -> dict[str, Any]:
 
 
 def _device(db: Database, device: str, now: float) -> dict[str, Any]:
-    seqs = [int(r["seq"]) for r in db.query(
-        "select seq from entries where device = ? order by seq", (device,))]
+    seqs = [
+        int(r["seq"])
+        for r in db.query("select seq from entries where device = ? order by seq", (device,))
+    ]
     gaps = _gaps(seqs)
     problems = db.query(
         "select seq, code, detail from chain_problems where device = ? order by seq", (device,)
@@ -43,13 +45,24 @@ def _device(db: Database, device: str, now: float) -> dict[str, Any]:
     sessions: dict[str, dict[str, Any]] = {}
     for r in db.query(
         "select kind, session, entry from entries where device = ? and session is not null"
-        " order by seq", (device,)
+        " order by seq",
+        (device,),
     ):
         payload = json.loads(r["entry"])["payload"]
-        s = sessions.setdefault(r["session"], {
-            "session": r["session"], "category": None, "badges": [], "opened": None,
-            "closed": None, "segments": 0, "receipted": 0, "late": 0, "overdue": 0,
-        })
+        s = sessions.setdefault(
+            r["session"],
+            {
+                "session": r["session"],
+                "category": None,
+                "badges": [],
+                "opened": None,
+                "closed": None,
+                "segments": 0,
+                "receipted": 0,
+                "late": 0,
+                "overdue": 0,
+            },
+        )
         if r["kind"] == "session_open":
             s["category"] = payload["body"].get("category")
             s["badges"] = payload["body"].get("badges", [])

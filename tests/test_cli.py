@@ -18,16 +18,42 @@ def test_sim_session_then_verify_as_documented(tmp_path: Path) -> None:
     cfg.write_text("[recording]\nwidth = 320\nheight = 180\nfps = 10\nprebuffer_seconds = 2\n")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
     run = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "sim", "session", "--seconds", "3",
-         "--data", str(data), "--badge", "012345", "--config", str(cfg)],
-        capture_output=True, text=True, env=env, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "agent.cli",
+            "sim",
+            "session",
+            "--seconds",
+            "3",
+            "--data",
+            str(data),
+            "--badge",
+            "012345",
+            "--config",
+            str(cfg),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert run.returncode == 0, run.stderr
     assert (data / "device.pub").exists()
     verify = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "verify", str(data), "--pubkey",
-         str(data / "device.pub")],
-        capture_output=True, text=True, env=env, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "agent.cli",
+            "verify",
+            str(data),
+            "--pubkey",
+            str(data / "device.pub"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert verify.returncode == 0, verify.stdout
     assert "RESULT: OK" in verify.stdout and "012345" in verify.stdout
@@ -39,8 +65,10 @@ def test_sim_session_then_verify_as_documented(tmp_path: Path) -> None:
         (["verify", "/nonexistent/evidence"], "no such directory"),
         (["verify", "{tmp}"], "public key file not found"),
         (["verify", "{tmp}", "--pubkey", "{tmp}/garbage.pub"], "not an Ed25519 public key"),
-        (["sim", "session", "--seconds", "1", "--data", "{tmp}/d", "--config", "{tmp}/bad.toml"],
-         "unknown_key: Extra inputs are not permitted"),
+        (
+            ["sim", "session", "--seconds", "1", "--data", "{tmp}/d", "--config", "{tmp}/bad.toml"],
+            "unknown_key: Extra inputs are not permitted",
+        ),
     ],
 )
 def test_bad_input_is_one_clear_error(

@@ -70,7 +70,8 @@ def test_marker_button_drops_a_marker_and_without_session_recording_goes_on(
     dev.recorder.close_session()
     dev.stop()
     markers = [
-        e.body["type"] for _, e in load_chain(dev.recorder.root)
+        e.body["type"]
+        for _, e in load_chain(dev.recorder.root)
         if isinstance(e, Entry) and e.kind == "marker"
     ]
     assert markers == ["credential_shown"]

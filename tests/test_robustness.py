@@ -77,7 +77,9 @@ def test_config_errors_name_the_field(tmp_path: Path) -> None:
         load_config(bad)
     with pytest.raises(ConfigError, match="no such configuration file"):
         load_config(tmp_path / "absent.toml")
-    bad.write_text('[watermark.labels]\nbadge = "警号"\n[recording]\nsegment_seconds = 3\n'
-                   "keyframe_seconds = 2\n")
+    bad.write_text(
+        '[watermark.labels]\nbadge = "警号"\n[recording]\nsegment_seconds = 3\n'
+        "keyframe_seconds = 2\n"
+    )
     with pytest.raises(ConfigError, match="multiple of keyframe_seconds"):
         load_config(bad)

@@ -47,8 +47,10 @@ def test_round_trip_and_malformed_files() -> None:
     for data, message in [
         (b"\x00\xff garbage", "invalid JSON"),
         (b'{"payload": {}}', "exactly 'payload' and 'signature'"),
-        (json.dumps({"payload": {**e.payload, "kind": "delete"}, "signature": "AA=="}).encode(),
-         "unknown entry kind"),
+        (
+            json.dumps({"payload": {**e.payload, "kind": "delete"}, "signature": "AA=="}).encode(),
+            "unknown entry kind",
+        ),
         (json.dumps({"payload": e.payload, "signature": "AA=="}).encode(), "64 bytes"),
     ]:
         with pytest.raises(SealError, match=message):
@@ -76,7 +78,7 @@ def test_fast_canonical_form_is_rfc8785() -> None:
 
     samples = [
         {"wall": 1_773_451_800.123456, "mono": 1000.0666667, "lat": 31.820603, "n": -17},
-        {"s": "警号 \"quoted\" \u2028 \x01", "nested": [{"b": None, "a": True}], "z": 0.0},
+        {"s": '警号 "quoted" \u2028 \x01', "nested": [{"b": None, "a": True}], "z": 0.0},
         {"tiny": 0.00001, "big": 1e16, "neg": -0.00001},  # the slow path
         {"é": 1, "e": 2, "\ud7ff": 3, "\U0001f600": 5, "\uffee": 6, "A": 4},
         {"whole": 2.0, "zero": 0.0, "wall": 1_773_451_800.0, "neg": -3.5e-3},

@@ -73,15 +73,20 @@ def device(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _setup(db: Database, tmp_path: Path, device: Path) -> tuple[Ingest, Directory, str,
-                                                                 nacl.signing.SigningKey]:
+def _setup(
+    db: Database, tmp_path: Path, device: Path
+) -> tuple[Ingest, Directory, str, nacl.signing.SigningKey]:
     directory = Directory()
     pub = nacl.signing.VerifyKey(bytes.fromhex((device / "device.pub").read_text().strip()))
     dev_id = json.loads((device / "identity.json").read_text())["device_id"]
     directory.add(dev_id, pub)
     agency = nacl.signing.SigningKey.generate()
-    return Ingest(db, BlobStore(tmp_path / "blobs"), directory, agency, "store-t"), directory, \
-        dev_id, agency
+    return (
+        Ingest(db, BlobStore(tmp_path / "blobs"), directory, agency, "store-t"),
+        directory,
+        dev_id,
+        agency,
+    )
 
 
 def _entries(device: Path) -> list[Entry]:
@@ -90,42 +95,44 @@ def _entries(device: Path) -> list[Entry]:
 
 def _upload(ingest: Ingest, dev: str, root: Path, e: Entry, chunk: int = 65536) -> list:
     data = (root / e.body["file"]).read_bytes()
-    hashes = tuple(hashlib.sha256(data[o:o + chunk]).hexdigest()
-                   for o in range(0, len(data), chunk))
+    hashes = tuple(
+        hashlib.sha256(data[o : o + chunk]).hexdigest() for o in range(0, len(data), chunk)
+    )
     init = p.BlobInit(e.body["sha256"], len(data), chunk, e.seq, hashes)
     out = ingest.handle(p.up(dev, "blob", "init"), init.to_bytes(), NOW)
-    (topic, payload), = out
+    ((topic, payload),) = out
     if topic.endswith("/receipt"):  # already stored: the init is answered with the receipt
         return out
     for off in p.Missing.parse(payload).offsets:
-        ingest.handle(p.up(dev, "blob", init.sha256, str(off)), data[off:off + chunk], NOW)
+        ingest.handle(p.up(dev, "blob", init.sha256, str(off)), data[off : off + chunk], NOW)
     return ingest.handle(p.up(dev, "blob", "finish"), p.dumps({"sha256": init.sha256}), NOW)
 
 
-def test_session_synced_with_verified_receipts(db: Database, tmp_path: Path,
-                                               device: Path) -> None:
+def test_session_synced_with_verified_receipts(db: Database, tmp_path: Path, device: Path) -> None:
     ingest, _, dev, agency = _setup(db, tmp_path, device)
     entries = _entries(device)
     for e in entries:
-        (topic, payload), = ingest.handle(p.up(dev, "entry"), e.to_json(), NOW)
+        ((topic, payload),) = ingest.handle(p.up(dev, "entry"), e.to_json(), NOW)
         assert topic == p.reply(dev, "ack") and p.Ack.parse(payload).ok
     segments = [e for e in entries if e.kind == "segment"]
     for e in segments:
-        (topic, payload), = _upload(ingest, dev, device, e)
+        ((topic, payload),) = _upload(ingest, dev, device, e)
         assert topic == p.reply(dev, "receipt")
         r = check_receipt(payload, agency.verify_key, device=dev, sha256=e.body["sha256"])
         assert r["entry_hash"] == e.hash and r["size"] == e.body["size"]
-        assert ingest.blobs.path(e.body["sha256"]).read_bytes() == \
-            (device / e.body["file"]).read_bytes()
+        assert (
+            ingest.blobs.path(e.body["sha256"]).read_bytes()
+            == (device / e.body["file"]).read_bytes()
+        )
     report = build_report(db, NOW)
     (d,) = report["devices"]
     assert d["chain"] == "ok" and d["entries"] == len(entries)
     (s,) = d["sessions"]
     assert s["receipted"] == s["segments"] == len(segments)
     # idempotent: the same entry again is a duplicate, the same blob gets the same receipt
-    (_, again), = ingest.handle(p.up(dev, "entry"), entries[0].to_json(), NOW)
+    ((_, again),) = ingest.handle(p.up(dev, "entry"), entries[0].to_json(), NOW)
     assert p.Ack.parse(again) == p.Ack(entries[0].seq, True, "duplicate")
-    (_, first_receipt), = _upload(ingest, dev, device, segments[0])
+    ((_, first_receipt),) = _upload(ingest, dev, device, segments[0])
     assert check_receipt(first_receipt, agency.verify_key, device=dev)["stored_at"] == NOW
 
 
@@ -136,23 +143,26 @@ def test_altered_chunk_is_refused_and_resent(db: Database, tmp_path: Path, devic
     seg = next(e for e in _entries(device) if e.kind == "segment")
     data = (device / seg.body["file"]).read_bytes()
     chunk = 65536
-    hashes = tuple(hashlib.sha256(data[o:o + chunk]).hexdigest()
-                   for o in range(0, len(data), chunk))
+    hashes = tuple(
+        hashlib.sha256(data[o : o + chunk]).hexdigest() for o in range(0, len(data), chunk)
+    )
     init = p.BlobInit(seg.body["sha256"], len(data), chunk, seg.seq, hashes)
     ingest.handle(p.up(dev, "blob", "init"), init.to_bytes(), NOW)
     altered = bytearray(data[:chunk])
     altered[100] ^= 1
-    (topic, payload), = ingest.handle(p.up(dev, "blob", init.sha256, "0"), bytes(altered), NOW)
+    ((topic, payload),) = ingest.handle(p.up(dev, "blob", init.sha256, "0"), bytes(altered), NOW)
     assert topic == p.reply(dev, "rejected") and b"altered in transit" in payload
     for off in range(0, len(data), chunk):
         if off:
-            ingest.handle(p.up(dev, "blob", init.sha256, str(off)), data[off:off + chunk], NOW)
-    (topic, payload), = ingest.handle(p.up(dev, "blob", "finish"),
-                                      p.dumps({"sha256": init.sha256}), NOW)
+            ingest.handle(p.up(dev, "blob", init.sha256, str(off)), data[off : off + chunk], NOW)
+    ((topic, payload),) = ingest.handle(
+        p.up(dev, "blob", "finish"), p.dumps({"sha256": init.sha256}), NOW
+    )
     assert topic == p.reply(dev, "missing") and p.Missing.parse(payload).offsets == [0]
     ingest.handle(p.up(dev, "blob", init.sha256, "0"), data[:chunk], NOW)
-    (topic, _), = ingest.handle(p.up(dev, "blob", "finish"), p.dumps({"sha256": init.sha256}),
-                                NOW)
+    ((topic, _),) = ingest.handle(
+        p.up(dev, "blob", "finish"), p.dumps({"sha256": init.sha256}), NOW
+    )
     assert topic == p.reply(dev, "receipt")
 
 
@@ -171,7 +181,7 @@ def test_bad_messages_are_refused_with_a_reason(
     db: Database, tmp_path: Path, device: Path, topic: str, payload: bytes, reason: str
 ) -> None:
     ingest, _, dev, _ = _setup(db, tmp_path, device)
-    (reply_topic, reply), = ingest.handle(topic.format(dev=dev), payload, NOW)
+    ((reply_topic, reply),) = ingest.handle(topic.format(dev=dev), payload, NOW)
     assert reply_topic == p.reply(dev, "rejected")
     assert reason in json.loads(reply)["reason"]
     assert db.query("select reason from rejections")[0]["reason"].count(reason)
@@ -181,38 +191,43 @@ def test_out_of_range_chunk(db: Database, tmp_path: Path, device: Path) -> None:
     ingest, _, dev, _ = _setup(db, tmp_path, device)
     init = p.BlobInit("b" * 64, 3000, 1024, 5, ("c" * 64,) * 3)
     ingest.handle(p.up(dev, "blob", "init"), init.to_bytes(), NOW)
-    for off, data, reason in [(4096, b"x" * 10, "not a multiple"),
-                              (1000, b"x", "not a multiple"), (2048, b"x" * 5, "expected 952")]:
-        (_, reply), = ingest.handle(p.up(dev, "blob", "b" * 64, str(off)), data, NOW)
+    for off, data, reason in [
+        (4096, b"x" * 10, "not a multiple"),
+        (1000, b"x", "not a multiple"),
+        (2048, b"x" * 5, "expected 952"),
+    ]:
+        ((_, reply),) = ingest.handle(p.up(dev, "blob", "b" * 64, str(off)), data, NOW)
         assert reason in json.loads(reply)["reason"]
 
 
 def test_identity_and_key_checks(db: Database, tmp_path: Path, device: Path) -> None:
-    ingest, directory, dev, _ = _setup(db, tmp_path, device)
+    ingest, _directory, dev, _ = _setup(db, tmp_path, device)
     e = _entries(device)[0]
     # a device uploading under another's topic (the broker would refuse it first)
-    (_, ack), = ingest.handle(p.up("bwc-other", "entry"), e.to_json(), NOW)
+    ((_, ack),) = ingest.handle(p.up("bwc-other", "entry"), e.to_json(), NOW)
     assert "topic says" in p.Ack.parse(ack).reason
     # a manifest signed by another device's key, claiming this device
     other = Sealer(nacl.signing.SigningKey.generate(), dev, None).seal(
-        "boot", {}, Moment(NOW, 1.0, True))
-    (_, ack), = ingest.handle(p.up(dev, "entry"), other.to_json(), NOW)
+        "boot", {}, Moment(NOW, 1.0, True)
+    )
+    ((_, ack),) = ingest.handle(p.up(dev, "entry"), other.to_json(), NOW)
     assert "not registered" in p.Ack.parse(ack).reason
     # unknown device
     stranger = Sealer(nacl.signing.SigningKey.generate(), "bwc-x", None).seal(
-        "boot", {}, Moment(NOW, 1.0, True))
-    (_, ack), = ingest.handle(p.up("bwc-x", "entry"), stranger.to_json(), NOW)
+        "boot", {}, Moment(NOW, 1.0, True)
+    )
+    ((_, ack),) = ingest.handle(p.up("bwc-x", "entry"), stranger.to_json(), NOW)
     assert "unknown device" in p.Ack.parse(ack).reason
 
 
-def test_revocation_refuses_later_and_flags_earlier(db: Database, tmp_path: Path,
-                                                    device: Path) -> None:
+def test_revocation_refuses_later_and_flags_earlier(
+    db: Database, tmp_path: Path, device: Path
+) -> None:
     ingest, directory, dev, _ = _setup(db, tmp_path, device)
     entries = _entries(device)
     cut = float(entries[3].payload["at"]["wall"])
     directory.revoked[dev] = cut
-    acks = [p.Ack.parse(ingest.handle(p.up(dev, "entry"), e.to_json(), NOW)[0][1])
-            for e in entries]
+    acks = [p.Ack.parse(ingest.handle(p.up(dev, "entry"), e.to_json(), NOW)[0][1]) for e in entries]
     for e, ack in zip(entries, acks, strict=True):
         assert ack.ok == (float(e.payload["at"]["wall"]) <= cut)
     assert not acks[-1].ok and "revoked" in acks[-1].reason
@@ -220,7 +235,7 @@ def test_revocation_refuses_later_and_flags_earlier(db: Database, tmp_path: Path
 
 
 def test_gaps_and_forks_are_reported(db: Database, tmp_path: Path, device: Path) -> None:
-    ingest, directory, dev, _ = _setup(db, tmp_path, device)
+    ingest, directory, _dev, _ = _setup(db, tmp_path, device)
     key = nacl.signing.SigningKey.generate()
     directory.add("bwc-f", key.verify_key)
     s = Sealer(key, "bwc-f", None)
@@ -232,7 +247,7 @@ def test_gaps_and_forks_are_reported(db: Database, tmp_path: Path, device: Path)
     d = build_report(db, NOW)["devices"][0]
     assert d["gaps"] == [[2, 2]] and d["chain"] == "problems"
     ingest.handle(p.up("bwc-f", "entry"), e2.to_json(), NOW)
-    (_, ack), = ingest.handle(p.up("bwc-f", "entry"), fork.to_json(), NOW)
+    ((_, ack),) = ingest.handle(p.up("bwc-f", "entry"), fork.to_json(), NOW)
     assert not p.Ack.parse(ack).ok and "fork" in p.Ack.parse(ack).reason
     d = build_report(db, NOW)["devices"][0]
     assert d["gaps"] == [] and [x["code"] for x in d["problems"]] == ["fork"]

@@ -28,11 +28,15 @@ def _chain(key: nacl.signing.SigningKey, segments: int = 3) -> tuple[list[Entry]
         sha = f"{i:064x}"
         media[file] = MediaFacts(1000 + i, sha, 20, 2.0 * i, 2.0 * (i + 1), 32000)
         body: dict[str, Any] = {
-            "index": i, "file": file, "sha256": sha, "size": 1000 + i,
+            "index": i,
+            "file": file,
+            "sha256": sha,
+            "size": 1000 + i,
             "start": {"wall": 0, "mono": 2.0 * i, "synced": True},
             "end": {"wall": 0, "mono": 2.0 * (i + 1), "synced": True},
             "media": {"video": {"fps": FPS, "frames": 20}, "audio": {"samples": 32000}},
-            "prebuffer": False, "prebuffer_seconds": 0,
+            "prebuffer": False,
+            "prebuffer_seconds": 0,
         }
         entries.append(s.seal("segment", body, at(), "s1"))
     entries.append(s.seal("marker", {"type": "rights_notified"}, at(), "s1"))

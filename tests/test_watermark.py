@@ -31,8 +31,9 @@ def _expected_text(dev: SimDevice, mono: float, badges: list[str]) -> str:
     gnss = NmeaReplay(shipped_route(), clock, loop=True)
     clock.advance(mono - clock.monotonic())
     wall = clock.wall()
-    return watermark_text(wall, 8 * 3600, True, gnss.state(), mono, badges,
-                          dev.recorder.device_id, CJK)
+    return watermark_text(
+        wall, 8 * 3600, True, gnss.state(), mono, badges, dev.recorder.device_id, CJK
+    )
 
 
 def _diff(a: np.ndarray, b: np.ndarray) -> float:
@@ -79,8 +80,9 @@ def test_position_and_time_change_the_strip(two_badges: tuple[SimDevice, list[Pa
 
 
 def test_text_says_no_fix_with_its_age_and_an_unsynced_clock() -> None:
-    text = watermark_text(1_773_451_800, 8 * 3600, False, GnssState(None, False), 0.0,
-                          ["012345"], "bwc-1", CJK)
+    text = watermark_text(
+        1_773_451_800, 8 * 3600, False, GnssState(None, False), 0.0, ["012345"], "bwc-1", CJK
+    )
     assert text == "2026-03-14 09:30:00 UTC+08:00  时钟未同步  无定位  警号 012345  设备 bwc-1"
 
 
