@@ -38,7 +38,7 @@ def _data_dir(path: Path) -> Path:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     try:
-        report = verify_dir(args.dir, args.pubkey)
+        report = verify_dir(args.dir, args.pubkey, strict=args.strict)
     except EvidenceDirError as e:
         raise CliError(str(e)) from None
     if args.json:
@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("dir", type=Path)
     v.add_argument("--pubkey", type=Path, help="the device's public key to pin (hex file)")
     v.add_argument("--json", action="store_true", help="machine-readable report")
+    v.add_argument("--strict", action="store_true", help="an unexplained gap is a failure")
     v.set_defaults(func=cmd_verify)
 
     sim = sub.add_parser("sim", help="drive simulated hardware").add_subparsers(

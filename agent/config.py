@@ -123,3 +123,31 @@ def load_config(path: Path | None) -> DeviceConfig:
             for err in e.errors()
         ]
         raise ConfigError(f"{path}: invalid configuration\n" + "\n".join(lines)) from None
+
+
+DEVICE_TOML = "device.toml"  # settings installed from the provisioning bundle
+ASSIGNMENT = "assignment.json"  # the officers (badges) or room this device serves
+
+
+def device_config(root: Path, explicit: Path | None = None) -> DeviceConfig:
+    """An explicit file, else the settings provisioning installed in ``root``, else defaults."""
+    if explicit is not None:
+        return load_config(explicit)
+    installed = root / DEVICE_TOML
+    return load_config(installed) if installed.exists() else DeviceConfig()
+
+
+def assigned_badges(root: Path) -> list[str] | None:
+    """Badges from the last agency-signed assignment applied on this device, if any."""
+    import json
+
+    path = root / ASSIGNMENT
+    if not path.exists():
+        return None
+    try:
+        badges = json.loads(path.read_text(encoding="utf-8")).get("badges")
+    except ValueError:
+        raise ConfigError(f"{path}: not valid JSON") from None
+    if not isinstance(badges, list) or not all(isinstance(b, str) for b in badges):
+        raise ConfigError(f"{path}: badges must be a list of strings")
+    return badges

@@ -19,6 +19,7 @@ import nacl.exceptions
 import nacl.signing
 
 from agent.media import probe
+from evidence.receipt import ReceiptError, check_receipt
 from evidence.seal import Entry, SealError
 from evidence.verify import MediaFacts, Report, verify_chain
 
@@ -88,7 +89,32 @@ def load_chain(root: Path) -> list[tuple[str, Entry | SealError]]:
     return out
 
 
-def verify_dir(root: Path, pubkey: Path | None) -> Report:
+def _archived(
+    root: Path, absent: set[str], entries: list[tuple[str, Entry | SealError]]
+) -> frozenset[str]:
+    """SHA-256s of absent segments for which a receipt verifies with the agency key the
+    device was provisioned with (``DATA/provision/agency.pub``)."""
+    agency_pub = root / "provision" / "agency.pub"
+    if not absent or not agency_pub.is_file():
+        return frozenset()
+    agency = read_public_key(agency_pub)
+    out = set()
+    for _, e in entries:
+        if isinstance(e, Entry) and e.kind == "segment" and e.body.get("file") in absent:
+            sha = str(e.body["sha256"])
+            receipt = root / "receipts" / f"{sha}.json"
+            try:
+                r = check_receipt(
+                    receipt.read_bytes(), agency, device=e.payload["device"], sha256=sha
+                )
+            except (OSError, ReceiptError):
+                continue
+            if r.get("entry_hash") == e.hash:
+                out.add(sha)
+    return frozenset(out)
+
+
+def verify_dir(root: Path, pubkey: Path | None, strict: bool = False) -> Report:
     """Read and check an evidence directory; decoding every segment it seals."""
     root = Path(root)
     if not root.is_dir():
@@ -114,5 +140,7 @@ def verify_dir(root: Path, pubkey: Path | None) -> Report:
         key,
         media,
         pinned=pubkey is not None,
+        strict=strict,
         unexpected_files=sorted(present - referenced),
+        archived=_archived(root, {f for f, m in media.items() if m is None}, entries),
     )

@@ -29,11 +29,12 @@ import os
 import queue
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.config import DeviceConfig
+from agent.config import DeviceConfig, assigned_badges
 from agent.evidence_dir import SEGMENTS, SPOOL, fsync_dir, segment_name
 from agent.identity import load_or_create_identity
 from agent.journal import Journal
@@ -111,9 +112,9 @@ class Recorder:
             prebuffer=rec.prebuffer_seconds > 0, confirm_window=config.controls.confirm_seconds
         )
         self.watermark = Watermark(rec.width, rec.height, find_font(config.watermark.font))
-        self.badges: list[str] = list(config.session.badges)
+        self.badges: list[str] = assigned_badges(self.root) or list(config.session.badges)
         self.session: _Session | None = None
-        self._events: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._events: queue.SimpleQueue[str | Callable[[], object]] = queue.SimpleQueue()
         self._segment: _Segment | None = None
         self._buffer: deque[_Buffered] = deque()
         self._frame_no = 0  # frames since capture started: the media timeline
@@ -148,8 +149,9 @@ class Recorder:
 
     # -- requests (API, buttons) ----------------------------------------------------
 
-    def post(self, event: str) -> None:
-        """Thread-safe: queue a control event; handled before the next frame."""
+    def post(self, event: str | Callable[[], object]) -> None:
+        """Thread-safe: queue a control event (or a call, e.g. a verified command);
+        handled on the recording thread before the next frame."""
         self._events.put(event)
 
     def open_session(
@@ -223,10 +225,12 @@ class Recorder:
 
     # -- internals -------------------------------------------------------------------
 
-    def _handle(self, event: str) -> None:
+    def _handle(self, event: str | Callable[[], object]) -> None:
         now = self.clock.monotonic()
         try:
-            if event == RECORD_PRESS:
+            if callable(event):
+                event()
+            elif event == RECORD_PRESS:
                 self._act(self.machine.press(now))
             elif event == RECORD_HOLD:
                 self._act(self.machine.hold(now))
@@ -234,7 +238,7 @@ class Recorder:
                 self.mark(self.config.controls.marker_type)
             else:
                 raise SessionError(f"unknown control event {event!r}")
-        except SessionError as e:
+        except (SessionError, ValueError) as e:
             self._error(str(e))
 
     def _act(self, actions: list[Action], category: Category | None = None) -> None:

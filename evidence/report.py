@@ -26,10 +26,26 @@ def format_report(r: Report, source: str) -> str:
             f"  category  {s.category}   badges {', '.join(s.badges) or '-'}",
             f"  opened    {_when(s.opened)}   closed {_when(s.closed)}",
             f"  segments  {s.segments}   duration {s.duration:.1f} s   "
-            f"pre-event {s.prebuffer:.1f} s",
+            f"pre-event {s.prebuffer:.1f} s"
+            + (f"   {s.archived} at the agency only (receipted)" if s.archived else ""),
         ]
         for m in s.markers:
             lines.append(f"  marker    {_when(m['wall'])}  {m['type']}")
+        lines.append(
+            "  recording continuous"
+            if s.continuous
+            else f"  recording has {len(s.gaps)} gap(s):"
+        )
+        for g in s.gaps:
+            length = "never resumed" if g["length"] is None else f"{g['length']:.1f} s"
+            how = g["explanation"] or "UNEXPLAINED"
+            if g["explanation"] == "written" and g["statement"]:
+                officers = ", ".join(a["badge"] for a in g["statement"]["attestations"])
+                how = f"written statement by {officers}"
+            lines.append(
+                f"  gap       {_when(g['start'])}  {g['cause']} ({', '.join(g['affects'])}), "
+                f"{length}; explanation: {how}"
+            )
         for p in s.problems:
             lines.append(f"  PROBLEM   {p.code}: {p.where}: {p.message}")
     unattached = [p for p in r.problems if p.session is None]

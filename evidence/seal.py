@@ -42,6 +42,11 @@ KINDS = frozenset(
         "install",  # a provisioning bundle was installed (provenance starts here)
         "assignment",  # an agency-signed assignment (officer badges, room) took effect
         "key_rotation",  # signed by the old key, names the new key that signs what follows
+        "interruption",  # a gap in recording inside a session: cause, start, (end), affects
+        "interruption_end",  # the gap closed: recording resumed
+        "explanation",  # a gap explained: a voice clip, or a statement by two officers (R6)
+        "event",  # something worth knowing that is not a gap (GNSS fix lost, disk warning)
+        "shutdown",  # a clean stop: its absence before a boot means power was lost
     }
 )
 

@@ -14,13 +14,14 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import nacl.exceptions
 import nacl.signing
 
+from evidence.gaps import session_gaps, silent_gaps
 from evidence.seal import GENESIS, Entry, SealError, check_signature, key_id
 
 # code -> what it means; docs/evidence-format.md lists the same.
@@ -45,6 +46,9 @@ PROBLEMS = {
     "no_audio": "a segment that was sealed with audio has none",
     "timestamp_discontinuity": "media timestamps do not continue across segments",
     "unexpected_file": "a file in the evidence directory is not referenced by the chain",
+    "silent_gap": "a hole in a session's recording that no interruption entry explains",
+    "bad_statement": "a written statement that does not count (too few distinct officers)",
+    "unexplained_gap": "an interruption with no explanation (a problem only with --strict)",
 }
 
 
@@ -79,12 +83,18 @@ class SessionReport:
     segments: int = 0
     duration: float = 0.0  # seconds of sealed media
     prebuffer: float = 0.0  # seconds recorded before the session opened
+    archived: int = 0  # segments deleted locally after the agency's receipt
+    gaps: list[dict[str, Any]] = field(default_factory=list)  # every interruption, explained?
     markers: list[dict[str, Any]] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
 
     @property
     def state(self) -> str:
         return "closed" if self.closed is not None else "open"
+
+    @property
+    def continuous(self) -> bool:
+        return not self.gaps
 
 
 @dataclass
@@ -108,7 +118,12 @@ class Report:
             "key_pinned": self.pinned,
             "entries": self.entries,
             "sessions": [
-                {**asdict(s), "state": s.state, "problems": [asdict(p) for p in s.problems]}
+                {
+                    **asdict(s),
+                    "state": s.state,
+                    "continuous": s.continuous,
+                    "problems": [asdict(p) for p in s.problems],
+                }
                 for s in self.sessions
             ],
             "problems": [asdict(p) for p in self.problems],
@@ -121,14 +136,20 @@ def verify_chain(
     media: Mapping[str, MediaFacts | None],
     pinned: bool = True,
     unexpected_files: Sequence[str] = (),
+    archived: Set[str] = frozenset(),
+    strict: bool = False,
 ) -> Report:
     """Check a device chain and the media it seals.
 
     ``entries`` are (name, parsed entry or the parse error) in any order; ``media`` maps
-    every file a manifest names to what was found there (None: absent).
+    every file a manifest names to what was found there (None: absent). ``archived``
+    names SHA-256s for which the agency's signed receipt was verified: media absent after
+    such a receipt was deleted lawfully (R9), not lost.
     """
     report = Report(device=None, key_id=key_id(verify_key), pinned=pinned)
-    _Checker(report, verify_key, media).run(entries)
+    checker = _Checker(report, verify_key, media, archived)
+    checker.run(entries)
+    checker.gaps(strict)
     for name in unexpected_files:
         report.problems.append(Problem("unexpected_file", name, "not referenced by any entry"))
     return report
@@ -140,7 +161,10 @@ class _Checker:
         report: Report,
         verify_key: nacl.signing.VerifyKey,
         media: Mapping[str, MediaFacts | None],
+        archived: Set[str] = frozenset(),
     ) -> None:
+        self.archived = archived
+        self.in_order: list[Entry] = []
         self.r = report
         self.key = verify_key
         self.media = media
@@ -182,10 +206,41 @@ class _Checker:
             seen_hash[e.seq] = e.hash
             self._link(prev, e, where)
             self._apply(e, where)
+            self.in_order.append(e)
             self.open_at[e.seq] = frozenset(self.open)
             prev = e
         self._sealed_media_hashes(good)
         self._name_misplaced()
+
+    def gaps(self, strict: bool) -> None:
+        """Every interruption per session, its explanation, and holes nobody logged."""
+        gaps, problems = session_gaps(self.in_order)
+        for seq, why in problems.bad_statements:
+            self.problem("bad_statement", f"entry {seq}", why)
+        for g in gaps:
+            s = self.sessions.get(g.session)
+            if s is None:
+                continue
+            s.gaps.append(g.as_dict())
+            if strict and g.explanation is None:
+                self.problem(
+                    "unexplained_gap", f"entry {g.seq}", f"{g.cause} gap has no explanation", s.id
+                )
+        for sid, s in self.sessions.items():
+            spans = [
+                (float(e.body["start"]["wall"]), float(e.body["end"]["wall"]))
+                for e in self.in_order
+                if e.kind == "segment" and e.session == sid
+            ]
+            mine = [g for g in gaps if g.session == sid]
+            for start, end in silent_gaps(spans, mine, tolerance=0.5):
+                self.problem(
+                    "silent_gap",
+                    f"session {sid}",
+                    f"no recording and no interruption from {start:.3f} to {end:.3f} "
+                    f"({end - start:.1f} s)",
+                    sid,
+                )
 
     def _placement(self, good: list[tuple[str, Entry]]) -> list[tuple[str, Entry]]:
         """Set aside entries filed under another sequence number than their own (a copied
@@ -275,14 +330,19 @@ class _Checker:
             self.open.add(sid)
             self.r.sessions.append(s)
             return
-        if e.kind not in ("segment", "marker", "session_close"):
+        if e.kind not in ("segment", "marker", "session_close", "interruption",
+                          "interruption_end", "explanation"):
             return
+        if e.kind == "explanation" and sid in self.sessions:
+            return  # a written statement may come after the session closed
         if sid is None or sid not in self.open:
             self.problem(
                 "foreign_session", where, f"{e.kind} for session {sid!r}, which is not open", sid
             )
             return
         s = self.sessions[sid]
+        if e.kind in ("interruption", "interruption_end", "explanation"):
+            return  # collected by gaps() once the whole chain is read
         if e.kind == "marker":
             s.markers.append({"type": body.get("type"), "wall": e.payload["at"]["wall"]})
         elif e.kind == "session_close":
@@ -324,6 +384,9 @@ class _Checker:
     def _media(self, s: SessionReport, body: dict[str, Any], where: str) -> MediaFacts | None:
         file = str(body["file"])
         facts = self.media.get(file)
+        if facts is None and body["sha256"] in self.archived:
+            s.archived += 1
+            return None
         if facts is None:
             self.problem("missing_segment", file, f"sealed by {where} but absent", s.id)
             return None

@@ -1,0 +1,123 @@
+"""Gaps in a session and their explanations (R-Art 16): derived from the chain, pure.
+
+Every interruption the device logged becomes a :class:`Gap` with its cause, bounds, what it
+affected and how it was explained. A hole in a session's media timeline that no
+interruption covers is a *silent gap*: the one thing the regulation forbids outright.
+
+Example::
+
+    gaps = session_gaps(entries_of_one_session)
+    [g.explanation for g in gaps]        # ["voice", None, "written"]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from evidence.seal import Entry
+
+CAUSES = (
+    "camera",  # camera or encoder failure or stall
+    "microphone",
+    "storage_full",
+    "write_error",
+    "battery",  # battery critical or shutdown
+    "power_loss",  # found at the next boot from the journal
+    "clock_jump",  # the wall clock jumped; monotonic time is unaffected
+    "officer_stop",  # recording stopped while the session stayed open
+)
+
+MIN_ATTESTERS = 2  # a written statement needs at least two distinct officers
+
+
+@dataclass
+class Gap:
+    id: str
+    session: str
+    cause: str
+    start: float  # wall clock
+    end: float | None  # None: recording never resumed
+    affects: list[str]
+    explanation: str | None = None  # "voice", "written" or None
+    detail: str = ""
+    statement: dict[str, Any] | None = None
+    seq: int = 0
+
+    @property
+    def length(self) -> float | None:
+        return None if self.end is None else max(0.0, self.end - self.start)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["length"] = self.length
+        return d
+
+
+@dataclass
+class GapProblems:
+    silent: list[tuple[str, float, float]] = field(default_factory=list)  # (session, from, to)
+    bad_statements: list[tuple[int, str]] = field(default_factory=list)  # (seq, why)
+
+
+def written_statement_problem(statement: dict[str, Any]) -> str | None:
+    """Why a written statement does not count, or None. Attestations are checked for
+    authenticity by whoever accepts them (device or store); here: enough distinct officers."""
+    reason = str(statement.get("reason", "")).strip()
+    if not reason:
+        return "a written statement needs a reason"
+    badges = {str(a.get("badge")) for a in statement.get("attestations", []) if a.get("badge")}
+    if len(badges) < MIN_ATTESTERS:
+        return f"a written statement needs {MIN_ATTESTERS} distinct officers, has {len(badges)}"
+    return None
+
+
+def session_gaps(entries: Iterable[Entry]) -> tuple[list[Gap], GapProblems]:
+    """The gaps of the sessions in ``entries`` (chain order), and what is wrong with them."""
+    gaps: dict[str, Gap] = {}
+    problems = GapProblems()
+    for e in entries:
+        b = e.body
+        if e.kind == "interruption":
+            gaps[str(b["id"])] = Gap(
+                id=str(b["id"]),
+                session=str(e.session),
+                cause=str(b["cause"]),
+                start=float(b["start"]["wall"]),
+                end=float(b["end"]["wall"]) if b.get("end") else None,
+                affects=list(b.get("affects", [])),
+                detail=str(b.get("detail", "")),
+                seq=e.seq,
+            )
+        elif e.kind == "interruption_end" and str(b.get("id")) in gaps:
+            gaps[str(b["id"])].end = float(b["end"]["wall"])
+        elif e.kind == "explanation" and str(b.get("interruption")) in gaps:
+            g = gaps[str(b["interruption"])]
+            if b.get("kind") == "voice":
+                g.explanation = "voice"
+            elif b.get("kind") == "written":
+                why = written_statement_problem(b.get("statement", {}))
+                if why:
+                    problems.bad_statements.append((e.seq, why))
+                else:
+                    g.explanation, g.statement = "written", b["statement"]
+    return list(gaps.values()), problems
+
+
+def silent_gaps(
+    segments: list[tuple[float, float]], gaps: list[Gap], tolerance: float
+) -> list[tuple[float, float]]:
+    """Holes between consecutive segments (wall start, wall end, in order) longer than
+    ``tolerance`` that no interruption covers."""
+    out = []
+    for (_, prev_end), (start, _) in zip(segments, segments[1:], strict=False):
+        if start - prev_end <= tolerance:
+            continue
+        covered = any(
+            g.start <= prev_end + tolerance and (g.end is None or g.end >= start - tolerance)
+            for g in gaps
+        )
+        if not covered:
+            out.append((prev_end, start))
+    return out
