@@ -97,12 +97,57 @@ class Session(_Strict):
     badges: list[str] = Field(default_factory=list, description="Officers carrying this device.")
 
 
+class Continuity(_Strict):
+    """How gaps are explained (R-Art 16)."""
+
+    explain_mode: Literal["auto", "button"] = Field(
+        "auto",
+        description="auto: the first explain_seconds after resuming are the spoken "
+        "explanation; button: the officer presses the explain (marker) control first.",
+    )
+    explain_seconds: float = Field(10.0, gt=0, description="Length of the explanation clip.")
+    explain_timeout: float = Field(
+        120.0, gt=0, description="button mode: a gap not explained by then stays unexplained."
+    )
+    clock_jump_seconds: float = Field(
+        2.0, gt=0, description="A wall-clock step larger than this is logged."
+    )
+
+
+class Power(_Strict):
+    critical_percent: float = Field(
+        3.0, ge=0, le=50, description="At or below this the device seals and shuts down."
+    )
+
+
+class StorageLimits(_Strict):
+    warn_fraction: float = Field(0.9, gt=0, le=1, description="Warn when this full.")
+    min_free_bytes: int = Field(
+        64 * 1024 * 1024, ge=0, description="Below this, media is not written (storage_full)."
+    )
+
+
+class Sync(_Strict):
+    chunk_size: int = Field(256 * 1024, ge=1024, le=4 * 1024 * 1024, description="Blob chunk.")
+    bandwidth: int | None = Field(None, ge=1000, description="Upload cap, bytes/s; None: none.")
+    keep_after_receipt_hours: float | None = Field(
+        None, ge=0, description="Delete local media this long after its receipt; None: keep."
+    )
+    warn_hours: tuple[float, float] = Field(
+        (12.0, 20.0), description="Deadline warnings (hours after recording) before 24 h."
+    )
+
+
 class DeviceConfig(_Strict):
     recording: Recording = Recording()
     watermark: Watermark = Watermark()
     controls: Controls = Controls()
     gnss: Gnss = Gnss()
     session: Session = Session()
+    continuity: Continuity = Continuity()
+    power: Power = Power()
+    storage: StorageLimits = StorageLimits()
+    sync: Sync = Sync()
 
 
 def load_config(path: Path | None) -> DeviceConfig:

@@ -22,6 +22,7 @@ Example::
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -34,19 +35,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from agent.config import DeviceConfig, assigned_badges
 from agent.evidence_dir import SEGMENTS, SPOOL, fsync_dir, segment_name
 from agent.identity import load_or_create_identity
 from agent.journal import Journal
 from agent.keys import load_or_create_key
-from agent.media import AUDIO_CODEC, VIDEO_CODEC, SegmentWriter, WrittenSegment
+from agent.interruptions import InterruptionTracker, Started, _Pending
+from agent.media import AUDIO_CODEC, VIDEO_CODEC, SegmentWriter, WrittenSegment, probe
+from agent.recovery import read_sidecar, sidecar, truncate_to_fragments, write_sidecar
 from agent.session import Action, Category, MarkerType, SessionError, SessionMachine, State
 from agent.watermark import Watermark, find_font, watermark_text
-from device.camera import Camera, CameraError
+from device.camera import Camera, CameraError, VideoFrame
 from device.clock import Clock
 from device.controls import MARKER_PRESS, RECORD_HOLD, RECORD_PRESS
 from device.gnss import Gnss, GnssState
 from device.microphone import Microphone, MicrophoneError
+from device.power import Battery
+from device.storage import Storage
 from evidence.seal import Entry, Moment, Sealer
 
 log = logging.getLogger(__name__)
@@ -59,6 +66,8 @@ class Hardware:
     camera: Camera
     microphone: Microphone
     gnss: Gnss
+    battery: Battery | None = None
+    storage: Storage | None = None
 
 
 @dataclass
@@ -120,6 +129,15 @@ class Recorder:
         self._frame_no = 0  # frames since capture started: the media timeline
         self.led = "off"
         self.last_error: str | None = None
+        c = config.continuity
+        self.gaps = InterruptionTracker(c.explain_seconds, c.explain_mode, c.explain_timeout)
+        self.powered_off = False
+        self._wall_offset: float | None = None
+        self._frames_since_check = 0
+        self._storage_full = False
+        self._storage_warned = False
+        self._silence = np.zeros(self._spf, np.int16)
+        self._black = np.zeros((rec.height, rec.width, 3), np.uint8)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -130,22 +148,28 @@ class Recorder:
         last_config = next(reversed(list(self.journal.entries("config"))), None)
         if last_config is None or last_config.body.get("sha256") != digest:
             self._seal("config", {"sha256": digest, "settings": settings})
-        if not self._session_left_open():
-            self._clean_spool()
+        self._recover()
         self.hw.camera.start()
         self.machine.start()
 
-    def stop(self) -> None:
-        """Power down cleanly: a session still open is closed first."""
-        if self.machine.state == State.RECORDING:
+    def stop(self, reason: str = "stop", close_session: bool = True) -> None:
+        """Power down cleanly. A session still open is closed first, unless the device is
+        shutting down inside it (battery): then the gap stays open until the next boot."""
+        if self.machine.state == State.RECORDING and close_session:
             self._close()
         if self._segment:
-            self._segment.writer.abandon()
-            self._segment.writer.path.unlink(missing_ok=True)
-            self._segment = None
-        self._clean_spool()
+            if self.session:
+                self._end_segment()  # keep every frame of an open session
+            else:
+                self._segment.writer.abandon()
+                self._discard(self._segment.writer.path)
+                self._segment = None
+        self._seal("shutdown", {"reason": reason})
+        if not self.session:
+            self._clean_spool()
         self.hw.camera.stop()
         self.journal.close()
+        self.powered_off = True
 
     # -- requests (API, buttons) ----------------------------------------------------
 
@@ -183,45 +207,262 @@ class Recorder:
     # -- the frame loop ------------------------------------------------------------
 
     def step(self) -> None:
-        """Handle queued events, then capture, watermark and encode one frame."""
+        """Handle queued events, then capture, watermark and encode one frame.
+
+        Faults never stop the loop: a failed camera is replaced by black frames (the
+        audio goes on), a failed microphone by silence, a full disk pauses writing; each
+        is an interruption of the open session, ended when the fault clears."""
+        if self.powered_off:
+            return
         while not self._events.empty():
             self._handle(self._events.get())
         now = self.clock.monotonic()
         self._act(self.machine.tick(now))
+        for ex in self.gaps.tick(self._moment()):
+            self._seal_explanation(ex.id, ex.start, ex.end)
         if self.machine.state == State.IDLE:
             return
+        self._check_clock()
+        self._frames_since_check += 1
+        if self._frames_since_check >= self.config.recording.fps:
+            self._frames_since_check = 0
+            self._check_power()
+            if self.powered_off:
+                return
+            self._check_storage()
+        fault = ""
         try:
             frame = self.hw.camera.read()
+            self._clear("camera")
         except CameraError as e:
-            self._error(f"camera: {e}")
+            self._fault("camera", ["video"], str(e))
+            frame = VideoFrame(self._black.copy(), now, -1)
+            fault = "  CAMERA FAULT"
+        try:
+            samples = self.hw.microphone.read(self._spf)
+            self._clear("microphone")
+        except MicrophoneError as e:
+            self._fault("microphone", ["audio"], str(e))
+            samples = None
+        if self._storage_full:
+            self._frame_no += 1  # the timeline goes on; the gap is logged
             return
         gnss = self.hw.gnss.state()
         wall = self.clock.wall() - (self.clock.monotonic() - frame.captured)
-        self.watermark.apply(
-            frame.image,
-            watermark_text(
-                wall,
-                self.clock.utc_offset(),
-                self.clock.synced(),
-                gnss,
-                frame.captured,
-                self.badges,
-                self.device_id,
-                self.config.watermark.labels,
-            ),
+        text = watermark_text(
+            wall,
+            self.clock.utc_offset(),
+            self.clock.synced(),
+            gnss,
+            frame.captured,
+            self.badges,
+            self.device_id,
+            self.config.watermark.labels,
         )
+        self.watermark.apply(frame.image, text + fault)
         try:
-            samples = self.hw.microphone.read(self._spf)
-        except MicrophoneError as e:
-            self._error(f"microphone: {e}")
-            samples = None
-        seg = self._segment or self._begin_segment(frame.captured, wall)
-        seg.writer.add(frame.image, samples)
+            seg = self._segment or self._begin_segment(frame.captured, wall)
+            seg.writer.add(frame.image, self._silence if samples is None else samples)
+            self._clear("write_error")
+        except OSError as e:
+            self._write_failed(e)
+            return
         seg.audio_ok &= samples is not None
         self._note_position(seg, gnss, frame.captured)
         self._frame_no += 1
         if seg.writer.frames >= self._segment_frames:
-            self._end_segment()
+            try:
+                self._end_segment()
+            except OSError as e:
+                self._write_failed(e)
+
+    def explain(self) -> bool:
+        """The explain control: the oldest gap awaiting a spoken explanation gets one,
+        starting now (button mode)."""
+        return self.gaps.explain_pressed(self._moment())
+
+    # -- continuity ----------------------------------------------------------------
+
+    def _fault(self, cause: str, affects: list[str], detail: str = "") -> None:
+        self._error(f"{cause}: {detail}" if detail else cause)
+        if self.session is None:
+            return  # outside a session nothing is owed; a fault still present at open counts
+        started = self.gaps.fault(cause, self._moment(), affects, detail)
+        if started:
+            self._seal_interruption(started)
+
+    def _clear(self, cause: str) -> None:
+        if cause not in self.gaps.active:
+            return
+        ended = self.gaps.clear(cause, self._moment())
+        if ended and self.session:
+            self._seal(
+                "interruption_end", {"id": ended.id, "end": ended.end.as_dict()}, self.session.id
+            )
+
+    def _seal_interruption(self, s: Started, end: Moment | None = None) -> None:
+        assert self.session
+        body = {
+            "id": s.id,
+            "cause": s.cause,
+            "affects": s.affects,
+            "start": s.start.as_dict(),
+            "end": end.as_dict() if end else None,
+            "detail": s.detail,
+        }
+        self._seal("interruption", body, self.session.id)
+
+    def _seal_explanation(self, gap: str, start: Moment, end: Moment) -> None:
+        if self.session is None:
+            return
+        body = {
+            "interruption": gap,
+            "kind": "voice",
+            "clip": {"start": start.as_dict(), "end": end.as_dict()},
+        }
+        self._seal("explanation", body, self.session.id)
+
+    def _write_failed(self, e: OSError) -> None:
+        cause = "storage_full" if e.errno == errno.ENOSPC else "write_error"
+        self._fault(cause, ["video", "audio"], e.strerror or str(e))
+        if self._segment:
+            self._segment.writer.abandon()
+            self._segment = None  # what reached the disk stays in the spool for recovery
+        self._frame_no += 1
+
+    def _check_clock(self) -> None:
+        offset = self.clock.wall() - self.clock.monotonic()
+        previous, self._wall_offset = self._wall_offset, offset
+        if previous is None or abs(offset - previous) <= self.config.continuity.clock_jump_seconds:
+            return
+        jump = offset - previous
+        self._error(f"wall clock jumped {jump:+.1f} s")
+        if self.session:
+            at = self._moment()
+            started = Started(str(uuid.uuid4()), "clock_jump", at, ["time"], f"{jump:+.3f} s")
+            self._seal_interruption(started, end=at)
+            self.gaps.resumed_after(started, at)
+
+    def _check_power(self) -> None:
+        battery = self.hw.battery
+        if battery is None or battery.external_power():
+            return
+        if battery.percent() <= self.config.power.critical_percent:
+            self._error("battery critical: shutting down")
+            if self.session:
+                self._fault("battery", ["video", "audio", "location"], "battery critical")
+            self.stop(reason="battery", close_session=False)
+
+    def _check_storage(self) -> None:
+        storage = self.hw.storage
+        if storage is None:
+            return
+        usage = storage.usage()
+        limits = self.config.storage
+        if usage.fraction_used >= limits.warn_fraction and not self._storage_warned:
+            self._storage_warned = True
+            self._seal("event", {"type": "storage_warning", "used": round(usage.fraction_used, 3)})
+        self._storage_full = usage.free < limits.min_free_bytes
+        if self._storage_full:
+            self._fault("storage_full", ["video", "audio"], f"{usage.free} bytes free")
+            if self._segment:
+                try:
+                    self._end_segment()  # seal what was written before the disk filled
+                except OSError as e:
+                    self._write_failed(e)
+        else:
+            self._clear("storage_full")
+
+    # -- power-cut recovery ----------------------------------------------------------
+
+    def _recover(self) -> None:
+        """At boot: if the last boot ended inside a session, keep and seal what reached the
+        disk, log the gap, and resume recording in the same session."""
+        opened = self._session_left_open()
+        if opened is None:
+            self._clean_spool()
+            return
+        sid = str(opened.session)
+        body = opened.body
+        sealed = [e for e in self.journal.entries("segment") if e.session == sid]
+        self.session = _Session(
+            sid,
+            Category(body.get("category", self.config.session.category)),
+            list(body.get("badges", [])),
+            Moment(**opened.payload["at"]),
+            next_index=len(sealed),
+        )
+        last_end = max((float(e.body["end"]["wall"]) for e in sealed), default=None)
+        for path in sorted((self.root / SPOOL).glob("*.mp4")):
+            info = read_sidecar(path)
+            if info is None or info.get("session") != sid:
+                self._discard(path)
+                continue
+            end = self._seal_recovered(path, info)
+            if end is not None:
+                last_end = max(last_end or end, end)
+        self._clean_spool()
+        now = self._moment()
+        open_gap = self._open_interruption(sid)
+        if open_gap is not None:
+            # sealed before a clean shutdown inside the session (battery): it ends now
+            self._seal("interruption_end", {"id": open_gap, "end": now.as_dict()}, sid)
+            self.gaps.pending.append(_Pending(open_gap, now, now if self._auto() else None))
+        else:
+            last = self.journal.last()
+            start_wall = last_end if last_end is not None else float(opened.payload["at"]["wall"])
+            if last is not None and last.kind != "shutdown":
+                start_wall = max(start_wall, min(float(last.payload["at"]["wall"]), now.wall))
+            started = Started(
+                str(uuid.uuid4()),
+                "power_loss",
+                Moment(start_wall, now.mono, False),
+                ["video", "audio", "location"],
+                "found at boot: the device lost power inside the session",
+            )
+            self._seal_interruption(started, end=now)
+            self.gaps.resumed_after(started, now)
+        self.machine.state = State.RECORDING
+        self.led = "on"
+
+    def _auto(self) -> bool:
+        return self.config.continuity.explain_mode == "auto"
+
+    def _seal_recovered(self, path: Path, info: dict[str, Any]) -> float | None:
+        """Seal a spooled segment cut by the power loss; returns its end (wall)."""
+        if truncate_to_fragments(path) == 0:
+            self._discard(path)
+            return None
+        facts = probe(path)
+        if facts.video_frames == 0 or facts.decode_error:
+            self._discard(path)
+            return None
+        fps = self.config.recording.fps
+        start = Moment(**info["start"])
+        end = Moment(
+            start.wall + facts.video_frames / fps,
+            start.mono + facts.video_frames / fps,
+            start.synced,
+        )
+        written = WrittenSegment(
+            path,
+            int(info["first_frame"]),
+            facts.video_frames,
+            facts.audio_samples,
+            facts.size,
+            facts.sha256,
+        )
+        location = {"fix": "unknown", "start": None, "end": None, "max_fix_age": None}
+        self._seal_segment(written, start, end, location, facts.audio_samples > 0, recovered=True)
+        return end.wall
+
+    def _open_interruption(self, sid: str) -> str | None:
+        """An interruption of this session sealed without an end and never ended."""
+        ended = {str(e.body["id"]) for e in self.journal.entries("interruption_end")}
+        for e in self.journal.entries("interruption"):
+            if e.session == sid and e.body.get("end") is None and str(e.body["id"]) not in ended:
+                return str(e.body["id"])
+        return None
 
     # -- internals -------------------------------------------------------------------
 
@@ -271,17 +512,21 @@ class Recorder:
             if b.end.mono > at.mono - window:
                 self._seal_segment(b.written, b.start, b.end, b.location, b.audio_ok)
             else:
-                b.written.path.unlink(missing_ok=True)
+                self._discard(b.written.path)
         self._buffer.clear()
         if self._segment is None:
             # From idle (no buffer): start now, and fast, so the trigger is on record.
             self._begin_segment(at.mono, at.wall)
+        else:
+            self._write_sidecar(self._segment)  # the open segment now belongs to the session
         self.led = "on"
 
     def _close(self) -> None:
         assert self.session
         if self._segment and self._segment.writer.frames:
             self._end_segment()
+        for ex in self.gaps.session_closing(self._moment()):
+            self._seal_explanation(ex.id, ex.start, ex.end)
         self._seal("session_close", {"segments": self.session.next_index}, self.session.id)
         self.session = None
         self.machine.closed()
@@ -291,7 +536,22 @@ class Recorder:
         path = self.root / SPOOL / f"{self._frame_no:012d}.mp4"
         writer = SegmentWriter(path, self.config.recording, first_frame=self._frame_no)
         self._segment = _Segment(writer, Moment(wall, mono, self.clock.synced()))
+        self._write_sidecar(self._segment)
         return self._segment
+
+    def _write_sidecar(self, seg: _Segment) -> None:
+        write_sidecar(
+            seg.writer.path,
+            {
+                "first_frame": seg.writer.first_frame,
+                "start": seg.start.as_dict(),
+                "session": self.session.id if self.session else None,
+            },
+        )
+
+    def _discard(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+        sidecar(path).unlink(missing_ok=True)
 
     def _end_segment(self) -> None:
         seg = self._segment
@@ -311,7 +571,7 @@ class Recorder:
         self._buffer.append(_Buffered(written, seg.start, end, location, seg.audio_ok))
         window = self.config.recording.prebuffer_seconds
         while self._buffer and self._buffer[0].end.mono <= end.mono - window:
-            self._buffer.popleft().written.path.unlink(missing_ok=True)
+            self._discard(self._buffer.popleft().written.path)
 
     def _seal_segment(
         self,
@@ -320,6 +580,7 @@ class Recorder:
         end: Moment,
         location: dict[str, Any],
         audio_ok: bool,
+        recovered: bool = False,
     ) -> None:
         s = self.session
         assert s
@@ -328,6 +589,7 @@ class Recorder:
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(w.path, dest)
         fsync_dir(dest.parent)
+        sidecar(w.path).unlink(missing_ok=True)
         rec = self.config.recording
         before_open = max(0.0, s.opened.mono - start.mono)
         body = {
@@ -364,6 +626,8 @@ class Recorder:
             "location": location,
             "badges": s.badges,
         }
+        if recovered:  # cut by a power loss and sealed at the next boot
+            body["recovered"] = True
         s.next_index += 1
         self._seal("segment", body, s.id)
 
@@ -400,18 +664,27 @@ class Recorder:
     def _clean_spool(self) -> None:
         # Spooled footage outside any session is not evidence and may go.
         for p in (self.root / SPOOL).glob("*.mp4"):
-            p.unlink(missing_ok=True)
+            self._discard(p)
 
-    def _session_left_open(self) -> bool:
-        """Whether the last boot ended inside a session (power cut): then the spool holds
-        evidence of that session and must be kept for recovery."""
+    def _session_left_open(self) -> Entry | None:
+        """The session_open entry of a session the last boot left open (power cut or
+        battery shutdown), if any."""
         rows = list(
             self.journal.db.query(
-                "select kind from entries where kind in ('session_open', 'session_close') "
-                "order by seq desc limit 1"
+                "select kind, entry from entries where kind in ('session_open', 'session_close')"
+                " order by seq desc limit 1"
             )
         )
-        return bool(rows) and rows[0]["kind"] == "session_open"
+        if rows and rows[0]["kind"] == "session_open":
+            return Entry.from_json(rows[0]["entry"].encode())
+        return None
+
+    @property
+    def indicator(self) -> str:
+        """What the recording LED shows: off, on, blink (close armed), prompt (explain)."""
+        if self.session and self.gaps.prompting and self.led == "on":
+            return "prompt"
+        return self.led
 
     def status(self) -> dict[str, Any]:
         return {
@@ -423,6 +696,9 @@ class Recorder:
             "badges": self.badges,
             "chain_head": self.sealer.head[0],
             "last_error": self.last_error,
+            "interrupted": sorted(self.gaps.active),
+            "explain_prompt": self.gaps.prompting,
+            "unexplained": list(self.gaps.unexplained),
         }
 
 

@@ -61,7 +61,8 @@ class Controls:
         self._held = False
 
     def show(self, led: str) -> None:
-        """Recording LED: "on" while recording, "blink" while a close awaits confirmation."""
+        """Recording LED: "on" while recording, "blink" while a close awaits confirmation,
+        "prompt" (fast blink and three beeps) when a gap must be explained."""
         if led == self._led_state:
             return
         self._led_state = led
@@ -69,6 +70,9 @@ class Controls:
             self.led.on()
         elif led == "blink":
             self.led.blink(on_time=0.2, off_time=0.2)
+        elif led == "prompt":  # recording resumed after a gap: say why, now
+            self.led.blink(on_time=0.05, off_time=0.05)
+            self.beep(3)
         else:
             self.led.off()
 

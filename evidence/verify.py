@@ -165,6 +165,7 @@ class _Checker:
     ) -> None:
         self.archived = archived
         self.in_order: list[Entry] = []
+        self.interrupted: set[str] = set()
         self.r = report
         self.key = verify_key
         self.media = media
@@ -342,6 +343,7 @@ class _Checker:
             return
         s = self.sessions[sid]
         if e.kind in ("interruption", "interruption_end", "explanation"):
+            self.interrupted.add(str(sid))  # media need not continue across a gap
             return  # collected by gaps() once the whole chain is read
         if e.kind == "marker":
             s.markers.append({"type": body.get("type"), "wall": e.payload["at"]["wall"]})
@@ -365,6 +367,9 @@ class _Checker:
         if body.get("prebuffer"):
             s.prebuffer += max(0.0, min(duration, float(body["prebuffer_seconds"])))
         facts = self._media(s, body, where)
+        if s.id in self.interrupted:
+            self.interrupted.discard(s.id)
+            last_facts = None
         if facts and last_facts and index == last_index + 1:
             fps = float(body["media"]["video"]["fps"])
             if (

@@ -32,6 +32,7 @@ from device.controls import Controls
 from device.gnss import NmeaReplay
 from device.microphone import SimMicrophone
 from device.power import SimBattery
+from device.storage import SimStorage
 
 
 def shipped_route() -> Path:
@@ -55,17 +56,18 @@ class SimDevice:
         route = config.gnss.route or shipped_route()
         self.gnss = NmeaReplay(route, self.clock, loop=True)
         self.battery = SimBattery(self.clock)
+        self.storage = SimStorage(Path(root), capacity=64 * 1024**3)
         self.pins = MockFactory()
-        self.recorder = Recorder(
-            root, config, Hardware(self.camera, self.microphone, self.gnss), self.clock
-        )
+        hardware = Hardware(self.camera, self.microphone, self.gnss, self.battery, self.storage)
+        self.recorder = Recorder(root, config, hardware, self.clock)
         self.controls = Controls(config.controls, self.recorder.post, pin_factory=self.pins)
 
     def start(self) -> None:
         self.recorder.start()
 
     def stop(self) -> None:
-        self.recorder.stop()
+        if not self.recorder.powered_off:
+            self.recorder.stop()
         self.controls.close()
         self.gnss.close()
 
@@ -95,7 +97,7 @@ class SimDevice:
         t0 = time.monotonic()
         for i in range(frames):
             self.recorder.step()
-            self.controls.show(self.recorder.led)
+            self.controls.show(self.recorder.indicator)
             if self.realtime:
                 delay = t0 + (i + 1) / fps - time.monotonic()
                 if delay > 0:
