@@ -113,6 +113,7 @@ class Recorder:
         for d in (SEGMENTS, SPOOL):
             (self.root / d).mkdir(parents=True, exist_ok=True)
         self.journal = Journal(self.root)
+        self._last_before_boot = self.journal.last()
         key = load_or_create_key(self.root)
         identity = load_or_create_identity(self.root, key.verify_key)
         self.sealer = Sealer(key, identity.device_id, self.journal.last())
@@ -156,7 +157,7 @@ class Recorder:
         """Power down cleanly. A session still open is closed first, unless the device is
         shutting down inside it (battery): then the gap stays open until the next boot."""
         if self.machine.state == State.RECORDING and close_session:
-            self._close()
+            self._act(self.machine.close())
         if self._segment:
             if self.session:
                 self._end_segment()  # keep every frame of an open session
@@ -409,10 +410,11 @@ class Recorder:
             self._seal("interruption_end", {"id": open_gap, "end": now.as_dict()}, sid)
             self.gaps.pending.append(_Pending(open_gap, now, now if self._auto() else None))
         else:
-            last = self.journal.last()
-            start_wall = last_end if last_end is not None else float(opened.payload["at"]["wall"])
-            if last is not None and last.kind != "shutdown":
-                start_wall = max(start_wall, min(float(last.payload["at"]["wall"]), now.wall))
+            # The gap starts where the footage on record ends (none: at the last entry).
+            start_wall = last_end
+            if start_wall is None:
+                last = self._last_before_boot
+                start_wall = float((last or opened).payload["at"]["wall"])
             started = Started(
                 str(uuid.uuid4()),
                 "power_loss",

@@ -105,14 +105,29 @@ def session_gaps(entries: Iterable[Entry]) -> tuple[list[Gap], GapProblems]:
     return list(gaps.values()), problems
 
 
+@dataclass(frozen=True)
+class Span:
+    """A segment's extent: wall clock (for people, across boots) and monotonic (within one
+    boot, immune to wall-clock jumps)."""
+
+    wall_start: float
+    wall_end: float
+    mono_start: float
+    mono_end: float
+
+
 def silent_gaps(
-    segments: list[tuple[float, float]], gaps: list[Gap], tolerance: float
+    segments: list[Span], gaps: list[Gap], tolerance: float
 ) -> list[tuple[float, float]]:
-    """Holes between consecutive segments (wall start, wall end, in order) longer than
-    ``tolerance`` that no interruption covers."""
+    """Holes between consecutive segments (in order) longer than ``tolerance`` that no
+    interruption covers, as (wall from, wall to)."""
     out = []
-    for (_, prev_end), (start, _) in zip(segments, segments[1:], strict=False):
-        if start - prev_end <= tolerance:
+    for prev, cur in zip(segments, segments[1:], strict=False):
+        prev_end, start = prev.wall_end, cur.wall_start
+        # Same boot (monotonic time goes on): measure on it, so a clock jump is no hole.
+        same_boot = cur.mono_start >= prev.mono_end - tolerance
+        hole = cur.mono_start - prev.mono_end if same_boot else start - prev_end
+        if hole <= tolerance:
             continue
         covered = any(
             g.start <= prev_end + tolerance and (g.end is None or g.end >= start - tolerance)

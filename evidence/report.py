@@ -32,9 +32,7 @@ def format_report(r: Report, source: str) -> str:
         for m in s.markers:
             lines.append(f"  marker    {_when(m['wall'])}  {m['type']}")
         lines.append(
-            "  recording continuous"
-            if s.continuous
-            else f"  recording has {len(s.gaps)} gap(s):"
+            "  recording continuous" if s.continuous else f"  recording has {len(s.gaps)} gap(s):"
         )
         for g in s.gaps:
             length = "never resumed" if g["length"] is None else f"{g['length']:.1f} s"

@@ -21,7 +21,7 @@ from typing import Any
 import nacl.exceptions
 import nacl.signing
 
-from evidence.gaps import session_gaps, silent_gaps
+from evidence.gaps import Span, session_gaps, silent_gaps
 from evidence.seal import GENESIS, Entry, SealError, check_signature, key_id
 
 # code -> what it means; docs/evidence-format.md lists the same.
@@ -229,7 +229,12 @@ class _Checker:
                 )
         for sid, s in self.sessions.items():
             spans = [
-                (float(e.body["start"]["wall"]), float(e.body["end"]["wall"]))
+                Span(
+                    float(e.body["start"]["wall"]),
+                    float(e.body["end"]["wall"]),
+                    float(e.body["start"]["mono"]),
+                    float(e.body["end"]["mono"]),
+                )
                 for e in self.in_order
                 if e.kind == "segment" and e.session == sid
             ]
@@ -331,8 +336,14 @@ class _Checker:
             self.open.add(sid)
             self.r.sessions.append(s)
             return
-        if e.kind not in ("segment", "marker", "session_close", "interruption",
-                          "interruption_end", "explanation"):
+        if e.kind not in (
+            "segment",
+            "marker",
+            "session_close",
+            "interruption",
+            "interruption_end",
+            "explanation",
+        ):
             return
         if e.kind == "explanation" and sid in self.sessions:
             return  # a written statement may come after the session closed

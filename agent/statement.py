@@ -1,0 +1,146 @@
+"""Written statements for gaps that never resumed (R-Art 16): reason text plus attestations
+by at least two distinct officers, each authenticated.
+
+An attestation names a badge, a method and a proof. The method checked here is ``pin``:
+the officer's PIN against a salted scrypt digest in the agency-signed credential list
+(``DATA/officers.json``). The interface is the :class:`CredentialChecker`; a stronger
+method (an officer's own signing key) plugs in beside it without changing statements.
+
+Example::
+
+    checker = PinCredentials.load(root / "officers.json", agency_key)
+    add_statement(recorder_root, gap_id, "battery died in the rain",
+                  [Attestation("340102", "pin", "4711"), Attestation("340117", "pin", "0815")],
+                  checker)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import nacl.exceptions
+import nacl.signing
+
+from evidence.gaps import MIN_ATTESTERS, written_statement_problem
+from evidence.seal import Entry, Moment, Sealer, canonical, key_id
+
+
+class StatementError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Attestation:
+    badge: str
+    method: str
+    proof: str
+
+
+class CredentialChecker(Protocol):
+    def check(self, a: Attestation) -> bool: ...
+
+
+def pin_digest(pin: str, salt: bytes) -> str:
+    return hashlib.scrypt(pin.encode(), salt=salt, n=2**14, r=8, p=1).hex()
+
+
+def officer_credentials(agency_key: nacl.signing.SigningKey, pins: dict[str, str]) -> bytes:
+    """The agency-signed credential list for officers (badge → salted PIN digest)."""
+    officers = []
+    for badge, pin in sorted(pins.items()):
+        salt = os.urandom(16)
+        officers.append({"badge": badge, "salt": salt.hex(), "scrypt": pin_digest(pin, salt)})
+    payload = {"type": "officers", "agency": key_id(agency_key.verify_key), "officers": officers}
+    sig = agency_key.sign(canonical(payload)).signature
+    return json.dumps({"payload": payload, "signature": sig.hex()}, indent=1).encode()
+
+
+class PinCredentials:
+    def __init__(self, officers: dict[str, dict[str, str]]) -> None:
+        self._officers = officers
+
+    @staticmethod
+    def load(path: Path, agency_key: nacl.signing.VerifyKey) -> PinCredentials:
+        try:
+            doc = json.loads(path.read_bytes())
+            agency_key.verify(canonical(doc["payload"]), bytes.fromhex(doc["signature"]))
+        except FileNotFoundError:
+            raise StatementError(f"{path}: no officer credentials on this device") from None
+        except (ValueError, KeyError, TypeError, nacl.exceptions.BadSignatureError):
+            raise StatementError(f"{path}: not an agency-signed officer list") from None
+        return PinCredentials({o["badge"]: o for o in doc["payload"]["officers"]})
+
+    def check(self, a: Attestation) -> bool:
+        o = self._officers.get(a.badge)
+        if a.method != "pin" or o is None:
+            return False
+        return hmac.compare_digest(pin_digest(a.proof, bytes.fromhex(o["salt"])), o["scrypt"])
+
+
+def statement_body(
+    gap_id: str, reason: str, attestations: list[Attestation], checker: CredentialChecker
+) -> dict[str, Any]:
+    """Check every attestation and build the explanation entry's body; StatementError
+    names the first problem (a wrong credential, one officer twice, too few)."""
+    for a in attestations:
+        if not checker.check(a):
+            raise StatementError(f"officer {a.badge}: credential not accepted")
+    statement = {
+        "reason": reason.strip(),
+        # the proof (PIN) is never written down: only who attested, and how
+        "attestations": [{"badge": a.badge, "method": a.method} for a in attestations],
+    }
+    why = written_statement_problem(statement)
+    if why:
+        raise StatementError(why)
+    return {"interruption": gap_id, "kind": "written", "statement": statement}
+
+
+__all__ = [
+    "MIN_ATTESTERS",
+    "Attestation",
+    "CredentialChecker",
+    "PinCredentials",
+    "StatementError",
+    "officer_credentials",
+    "statement_body",
+]
+
+
+def seal_statement(
+    root: Path,
+    gap_id: str,
+    reason: str,
+    attestations: list[Attestation],
+    checker: CredentialChecker,
+    at: Moment,
+) -> Entry:
+    """Add a written statement to a device's chain (the recorder not running)."""
+    from agent.identity import load_identity
+    from agent.journal import Journal
+    from agent.keys import load_or_create_key
+
+    journal = Journal(root)
+    try:
+        gaps = {str(e.body["id"]): e for e in journal.entries("interruption")}
+        if gap_id not in gaps:
+            raise StatementError(f"no interruption {gap_id!r} in this device's chain")
+        body = statement_body(gap_id, reason, attestations, checker)
+        identity = load_identity(root)
+        if identity is None:
+            raise StatementError(f"{root}: no device identity")
+        sealer = Sealer(load_or_create_key(root), identity.device_id, journal.last())
+        # every process that writes the chain opens with a boot entry: its monotonic
+        # clock is its own
+        journal.append(sealer.seal("boot", {"software": "unbroken", "tool": "explain"}, at))
+        entry = sealer.seal("explanation", body, at, gaps[gap_id].session)
+        journal.append(entry)
+        return entry
+    finally:
+        journal.close()

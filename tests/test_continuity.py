@@ -1,0 +1,225 @@
+"""No silent gap: every interruption is logged, bounded, and explained or shown unexplained."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from agent.cli import main
+from agent.config import Continuity, DeviceConfig, StorageLimits
+from agent.evidence_dir import load_chain, verify_dir
+from evidence.seal import Entry
+from device.clock import SimClock
+from simulator.device import SimDevice
+from tests.conftest import small_config
+
+
+def _device(root: Path, clock: SimClock | None = None, **continuity: object) -> SimDevice:
+    cfg: DeviceConfig = small_config(prebuffer_seconds=0)
+    cfg = cfg.model_copy(
+        update={
+            "continuity": Continuity(**{"explain_seconds": 3, **continuity}),  # type: ignore[arg-type]
+            "storage": StorageLimits(min_free_bytes=1_000_000),
+        }
+    )
+    dev = SimDevice(root, cfg, clock=clock)
+    dev.start()
+    return dev
+
+
+def _gaps(root: Path) -> list[dict]:
+    report = verify_dir(root, root / "device.pub")
+    assert report.ok, report.problems
+    (s,) = report.sessions
+    return s.gaps
+
+
+def _kinds(root: Path) -> list[str]:
+    return [e.kind for _, e in load_chain(root) if isinstance(e, Entry)]
+
+
+def test_camera_stall_is_a_gap_explained_by_voice(tmp_path: Path) -> None:
+    dev = _device(tmp_path / "d")
+    dev.recorder.open_session()
+    dev.run(2)
+    dev.camera.fail()
+    dev.run(1.5)
+    assert dev.recorder.status()["interrupted"] == ["camera"]
+    dev.camera.fail(False)
+    dev.run(0.2)
+    assert dev.recorder.indicator == "prompt", "the officer is prompted to explain"
+    dev.run(4)  # the first 3 s after resuming are the spoken explanation
+    assert dev.recorder.indicator == "on"
+    dev.recorder.close_session()
+    dev.stop()
+    (g,) = _gaps(dev.recorder.root)
+    assert (g["cause"], g["affects"], g["explanation"]) == ("camera", ["video"], "voice")
+    assert g["length"] == pytest.approx(1.5, abs=0.15)
+    # audio went on through the camera fault: black frames, real sound
+    segs = [
+        e for _, e in load_chain(dev.recorder.root) if isinstance(e, Entry) and e.kind == "segment"
+    ]
+    assert all(e.body["media"]["audio"] for e in segs)
+
+
+def test_unexplained_gap_verifies_but_fails_strict(tmp_path: Path) -> None:
+    dev = _device(tmp_path / "d", explain_mode="button", explain_timeout=2)
+    dev.recorder.open_session()
+    dev.run(1)
+    dev.microphone.fail()
+    dev.run(1)
+    dev.microphone.fail(False)
+    dev.run(3)  # no press of the explain control within 2 s
+    assert dev.recorder.status()["unexplained"]
+    dev.recorder.close_session()
+    dev.stop()
+    root = dev.recorder.root
+    (g,) = _gaps(root)
+    assert (g["cause"], g["affects"], g["explanation"]) == ("microphone", ["audio"], None)
+    assert main(["verify", str(root)]) == 0
+    assert main(["verify", str(root), "--strict"]) == 1
+
+
+def test_explain_button_starts_the_clip(tmp_path: Path) -> None:
+    dev = _device(tmp_path / "d", explain_mode="button")
+    dev.recorder.open_session()
+    dev.run(1)
+    dev.camera.fail()
+    dev.run(1)
+    dev.camera.fail(False)
+    dev.run(1)
+    assert dev.recorder.explain()
+    dev.run(3.5)
+    dev.recorder.close_session()
+    dev.stop()
+    (g,) = _gaps(dev.recorder.root)
+    assert g["explanation"] == "voice"
+
+
+def test_full_disk_pauses_writing_and_loses_nothing_sealed(tmp_path: Path) -> None:
+    dev = _device(tmp_path / "d")
+    dev.recorder.open_session()
+    dev.run(3)
+    before = {
+        e.body["file"]
+        for _, e in load_chain(dev.recorder.root)
+        if isinstance(e, Entry) and e.kind == "segment"
+    }
+    dev.storage.filler = dev.storage.capacity  # the card is full
+    dev.run(3)
+    assert "storage_full" in dev.recorder.status()["interrupted"]
+    dev.storage.filler = 0
+    dev.run(4)
+    dev.recorder.close_session()
+    dev.stop()
+    root = dev.recorder.root
+    assert all((root / f).exists() for f in before), "sealed evidence is never deleted"
+    (g,) = _gaps(root)
+    assert g["cause"] == "storage_full" and g["explanation"] == "voice"
+    assert "event" in _kinds(root)  # the early warning
+
+
+def test_clock_jump_is_logged(tmp_path: Path) -> None:
+    dev = _device(tmp_path / "d")
+    dev.recorder.open_session()
+    dev.run(1)
+    dev.clock.jump_wall(3600)
+    dev.run(4)
+    dev.recorder.close_session()
+    dev.stop()
+    (g,) = _gaps(dev.recorder.root)
+    assert g["cause"] == "clock_jump" and g["length"] == 0 and "+3600" in g["detail"]
+
+
+def test_power_cut_recovers_resumes_and_prompts(tmp_path: Path) -> None:
+    dev = _device(tmp_path / "d")
+    sid = dev.recorder.open_session()
+    dev.run(3.6)  # 1 s fragments: 3 s sealed or flushed, 0.6 s in the air
+    cut_wall = dev.clock.wall()
+    after_cut = tmp_path / "after-cut"
+    shutil.copytree(dev.recorder.root, after_cut)  # the disk as the power cut left it
+    dev.stop()
+
+    again = _device(after_cut, clock=SimClock(wall_start=cut_wall + 20))  # boot takes a while
+    assert again.recorder.session and again.recorder.session.id == sid, "same session resumes"
+    assert again.recorder.indicator == "prompt"
+    again.run(4)
+    again.recorder.close_session()
+    again.stop()
+    entries = [e for _, e in load_chain(after_cut) if isinstance(e, Entry)]
+    recovered = [e for e in entries if e.kind == "segment" and e.body.get("recovered")]
+    assert len(recovered) == 1
+    (g,) = _gaps(after_cut)
+    assert g["cause"] == "power_loss" and g["explanation"] == "voice"
+    lost = cut_wall - g["start"]
+    assert 0 <= lost <= 1.0 + 1 / 15, f"{lost:.2f} s of footage lost"
+
+
+def test_battery_shutdown_inside_a_session_resumes_at_next_boot(tmp_path: Path) -> None:
+    dev = _device(tmp_path / "d")
+    dev.recorder.open_session()
+    dev.run(2)
+    dev.battery.set(2.0)
+    dev.run(1.5)
+    assert dev.recorder.powered_off
+    dev.stop()
+    again = _device(tmp_path / "d", clock=SimClock(wall_start=dev.clock.wall() + 600))
+    assert again.recorder.session
+    again.run(4)
+    again.recorder.close_session()
+    again.stop()
+    (g,) = _gaps(again.recorder.root)
+    assert g["cause"] == "battery" and g["end"] is not None and g["explanation"] == "voice"
+    assert "shutdown" in _kinds(again.recorder.root)
+
+
+def test_written_statement_needs_two_distinct_authenticated_officers(tmp_path: Path) -> None:
+    import nacl.signing
+
+    from agent.statement import (
+        Attestation,
+        PinCredentials,
+        StatementError,
+        officer_credentials,
+        seal_statement,
+    )
+    from evidence.seal import Moment
+
+    dev = _device(tmp_path / "d")
+    dev.recorder.open_session()
+    dev.run(1)
+    dev.camera.fail()
+    dev.run(1)
+    dev.recorder.close_session()  # the camera never came back
+    dev.stop()
+    root = dev.recorder.root
+    (g,) = _gaps(root)
+    assert g["end"] is None and g["explanation"] is None
+
+    agency = nacl.signing.SigningKey.generate()
+    creds_file = tmp_path / "officers.json"
+    creds_file.write_bytes(officer_credentials(agency, {"340102": "4711", "340117": "0815"}))
+    creds = PinCredentials.load(creds_file, agency.verify_key)
+    at = Moment(dev.clock.wall() + 3600, 5.0, True)
+    reason = "camera destroyed in the struggle; recording could not resume"
+    with pytest.raises(StatementError, match="2 distinct officers, has 1"):
+        seal_statement(root, g["id"], reason,
+                       [Attestation("340102", "pin", "4711"), Attestation("340102", "pin", "4711")],
+                       creds, at)
+    with pytest.raises(StatementError, match="340117: credential not accepted"):
+        seal_statement(root, g["id"], reason,
+                       [Attestation("340102", "pin", "4711"), Attestation("340117", "pin", "0000")],
+                       creds, at)
+    forged = tmp_path / "forged.json"
+    forged.write_bytes(officer_credentials(nacl.signing.SigningKey.generate(), {"1": "1"}))
+    with pytest.raises(StatementError, match="not an agency-signed officer list"):
+        PinCredentials.load(forged, agency.verify_key)
+    seal_statement(root, g["id"], reason,
+                   [Attestation("340102", "pin", "4711"), Attestation("340117", "pin", "0815")],
+                   creds, at)
+    (g,) = _gaps(root)
+    assert g["explanation"] == "written"
+    assert [a["badge"] for a in g["statement"]["attestations"]] == ["340102", "340117"]
+    assert main(["verify", str(root), "--strict"]) == 0
