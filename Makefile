@@ -10,7 +10,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_NEEDS := mosquitto:/usr/sbin/mosquitto \
              fonts-wqy-microhei:/usr/share/fonts/truetype/wqy/wqy-microhei.ttc
 
-.PHONY: demo test lint typecheck pytest bench system clean
+.PHONY: demo test lint typecheck pytest bench soak system clean
 
 demo: $(BIN)/.installed
 	$(BIN)/unbroken demo --out out/demo
@@ -29,6 +29,10 @@ pytest: $(BIN)/.installed
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m bench
+
+# 200 random power cuts (SIGKILL) while recording; `make test` runs 30.
+soak: $(BIN)/.installed
+	UNBROKEN_POWER_CUTS=200 $(BIN)/python -m pytest -q -s tests/test_power_cuts.py
 
 system:
 	@missing=""; for need in $(APT_NEEDS); do \

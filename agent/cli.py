@@ -64,6 +64,53 @@ def cmd_sim_session(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_agent_run(args: argparse.Namespace) -> int:
+    from agent.config import device_config
+    from agent.run import HardwareError, run_agent
+
+    data = _data_dir(args.data)
+    try:
+        return run_agent(
+            data,
+            device_config(data, args.config),
+            sim=args.sim,
+            open_session=args.open,
+            seconds=args.seconds,
+        )
+    except HardwareError as e:
+        raise CliError(str(e)) from None
+
+
+def cmd_agent_explain(args: argparse.Namespace) -> int:
+    from agent.evidence_dir import read_public_key
+    from agent.statement import Attestation, PinCredentials, StatementError, seal_statement
+    from device.clock import SystemClock
+    from evidence.seal import Moment
+
+    attestations = []
+    for a in args.attest:
+        badge, sep, pin = a.partition(":")
+        if not sep or not badge or not pin:
+            raise CliError(f"--attest {a!r}: expected BADGE:PIN")
+        attestations.append(Attestation(badge, "pin", pin))
+    try:
+        agency = read_public_key(args.data / "provision" / "agency.pub")
+        creds = PinCredentials.load(args.credentials or args.data / "officers.json", agency)
+        clock = SystemClock()
+        entry = seal_statement(
+            args.data,
+            args.gap,
+            args.reason,
+            attestations,
+            creds,
+            Moment(clock.wall(), clock.monotonic(), clock.synced()),
+        )
+    except (StatementError, EvidenceDirError) as e:
+        raise CliError(str(e)) from None
+    print(f"written statement sealed as entry {entry.seq} for gap {args.gap}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from simulator.demo import run_demo
 
@@ -98,6 +145,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", type=Path, help="device.toml")
     s.add_argument("--realtime", action="store_true", help="pace frames in real time")
     s.set_defaults(func=cmd_sim_session)
+
+    agent = sub.add_parser("agent", help="the device agent").add_subparsers(
+        dest="agent_command", required=True
+    )
+    r = agent.add_parser("run", help="record (and sync, once provisioned) until stopped")
+    r.add_argument("--data", type=Path, required=True, help="the device's data directory")
+    r.add_argument("--config", type=Path, help="device.toml (default: DATA/device.toml)")
+    r.add_argument("--sim", action="store_true", help="simulated hardware, real time")
+    r.add_argument("--open", action="store_true", help="open a session at start")
+    r.add_argument("--seconds", type=float, help="stop after this long")
+    r.set_defaults(func=cmd_agent_run)
+    x = agent.add_parser("explain", help="add a written statement for a gap (R-Art 16)")
+    x.add_argument("--data", type=Path, required=True)
+    x.add_argument("--gap", required=True, help="the interruption id (from verify --json)")
+    x.add_argument("--reason", required=True, help="why recording could not resume")
+    x.add_argument(
+        "--attest",
+        action="append",
+        default=[],
+        metavar="BADGE:PIN",
+        help="an officer's attestation; at least two distinct officers",
+    )
+    x.add_argument("--credentials", type=Path, help="agency-signed officer list")
+    x.set_defaults(func=cmd_agent_explain)
 
     d = sub.add_parser("demo", help="the whole job end to end on simulated hardware")
     d.add_argument("--out", type=Path, default=Path("out/demo"))

@@ -1,0 +1,99 @@
+"""``unbroken agent run``: the device process — recorder in real time, plus sync when the
+device is provisioned.
+
+With ``--sim`` it runs on simulated hardware (camera, microphone, GNSS route, battery,
+gpiozero mock pins) against the real clock, which is what the simulator's fleets and the
+power-cut tests start and kill. Without it, it runs on the Pi's hardware.
+
+SIGTERM or SIGINT stops it cleanly (the open session is closed); SIGKILL is a power cut:
+the next start recovers and resumes the session.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from agent.config import DeviceConfig
+from agent.recorder import Hardware, Recorder
+from device.camera import SimCamera
+from device.clock import SystemClock
+from device.gnss import NmeaReplay
+from device.microphone import SimMicrophone
+from device.power import SimBattery
+from device.storage import DiskStorage
+
+log = logging.getLogger(__name__)
+
+
+class HardwareError(RuntimeError):
+    pass
+
+
+def sim_hardware(config: DeviceConfig, root: Path, clock: SystemClock) -> Hardware:
+    from simulator.device import shipped_route
+
+    rec = config.recording
+    return Hardware(
+        camera=SimCamera(rec.width, rec.height, rec.fps, clock),
+        microphone=SimMicrophone(rec.audio_rate),
+        gnss=NmeaReplay(config.gnss.route or shipped_route(), clock, loop=True),
+        battery=SimBattery(clock, drain_per_hour=0),
+        storage=DiskStorage(root),
+    )
+
+
+def pi_hardware(config: DeviceConfig, root: Path, clock: SystemClock) -> Hardware:
+    raise HardwareError(
+        "real hardware needs a microphone backend, which is not written yet: "
+        "run with --sim (the Pi camera, GPIO and gpsd backends exist: device/picamera.py, "
+        "device/controls.py, device/gnss.py)"
+    )
+
+
+def run_agent(
+    root: Path,
+    config: DeviceConfig,
+    sim: bool,
+    open_session: bool = False,
+    seconds: float | None = None,
+    sync: Any = None,
+) -> int:
+    clock = SystemClock()
+    hardware = (sim_hardware if sim else pi_hardware)(config, root, clock)
+    recorder = Recorder(root, config, hardware, clock)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    recorder.start()
+    if sync is not None:
+        sync.status_source = recorder.status
+        sync.start()
+    if open_session and recorder.session is None:
+        recorder.open_session()
+    print(
+        f"recording: {recorder.status()['state']} session {recorder.status()['session']}",
+        flush=True,
+    )
+    fps = config.recording.fps
+    t0 = time.monotonic()
+    n = 0
+    try:
+        while not stop.is_set() and not recorder.powered_off:
+            if seconds is not None and time.monotonic() - t0 >= seconds:
+                break
+            recorder.step()
+            n += 1
+            delay = t0 + n / fps - time.monotonic()
+            if delay > 0:
+                stop.wait(delay)
+    finally:
+        if not recorder.powered_off:
+            recorder.stop()
+        if sync is not None:
+            sync.stop()
+    return 0

@@ -1,0 +1,88 @@
+"""Agency → device commands: signed, short-lived, for one device, with a nonce.
+
+Today a command travels as a file (``provision assign --out``, ``agent apply``); with sync
+it is published on ``unbroken/c/<device>/<command>``. The device refuses a command that is
+forged, for another device, expired, already applied (nonce seen) or older than the one in
+force (superseded).
+
+Example::
+
+    data = make_command(agency_key, "bwc-1", "assign", {"badges": ["012345"]}, now, ttl=86400)
+    cmd = check_command(data, agency_key.verify_key, "bwc-1", now)
+    cmd.command, cmd.args.badges, cmd.nonce
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from typing import Any, Literal
+
+import nacl.signing
+from pydantic import Field, field_validator
+
+from evidence.seal import key_id
+from provisioning import signed
+from provisioning.models import Strict, validate
+
+Name = Literal["assign", "unassign"]
+_BADGE = re.compile(r"^[^\x00-\x1f\x7f]{1,32}$")
+
+
+class AssignmentArgs(Strict):
+    """Who carries the device (badges, name, unit), or which room a controller serves."""
+
+    badges: list[str] = Field(default_factory=list, max_length=8)
+    name: str | None = Field(None, max_length=100)
+    unit: str | None = Field(None, max_length=100)
+    room: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+    @field_validator("badges")
+    @classmethod
+    def _printable(cls, badges: list[str]) -> list[str]:
+        for b in badges:
+            if not _BADGE.match(b):
+                raise ValueError(f"badge {b!r} is not 1-32 printable characters")
+        return badges
+
+
+class Command(Strict):
+    type: Literal["command"]
+    v: Literal[1]
+    agency: str
+    command: Name
+    device: str
+    nonce: str = Field(pattern=r"^[0-9a-f]{32}$")
+    issued: float
+    expires: float
+    args: AssignmentArgs
+
+
+def make_command(
+    agency_key: nacl.signing.SigningKey,
+    device: str,
+    command: Name,
+    args: dict[str, Any],
+    now: float,
+    ttl: float,
+) -> tuple[bytes, Command]:
+    payload = {
+        "type": "command",
+        "v": 1,
+        "agency": key_id(agency_key.verify_key),
+        "command": command,
+        "device": device,
+        "nonce": secrets.token_hex(16),
+        "issued": now,
+        "expires": now + ttl,
+        "args": args,
+    }
+    cmd = validate(Command, payload, "command")
+    return signed.sign(agency_key, payload), cmd
+
+
+def check_command(
+    data: bytes, agency: nacl.signing.VerifyKey, device: str, now: float
+) -> Command:
+    raw = signed.open_agency_doc(data, agency, kind="command", now=now, device=device)
+    return validate(Command, raw, "command")
