@@ -12,6 +12,8 @@ import json
 from typing import Any
 
 from evidence.protocol import DEADLINE_SECONDS
+from evidence.gaps import session_gaps
+from evidence.seal import Entry
 from store.db import Database
 
 
@@ -61,6 +63,7 @@ def _device(db: Database, device: str, now: float) -> dict[str, Any]:
                 "receipted": 0,
                 "late": 0,
                 "overdue": 0,
+                "gaps": [],
             },
         )
         if r["kind"] == "session_open":
@@ -79,6 +82,18 @@ def _device(db: Database, device: str, now: float) -> dict[str, Any]:
                 s["late"] += stored - end > DEADLINE_SECONDS
             elif now - end > DEADLINE_SECONDS:
                 s["overdue"] += 1
+    entries = [
+        Entry.from_json(r["entry"].encode())
+        for r in db.query(
+            "select entry from entries where device = ? and kind in"
+            " ('interruption', 'interruption_end', 'explanation') order by seq",
+            (device,),
+        )
+    ]
+    interruptions, _ = session_gaps(entries)
+    for g in interruptions:
+        if g.session in sessions:
+            sessions[g.session]["gaps"].append(g.as_dict())
     chain = "ok" if not gaps and not problems else "problems"
     return {
         "device": device,
@@ -138,4 +153,12 @@ def format_report(report: dict[str, Any]) -> str:
                 + (f", {s['late']} stored after 24 h" if s["late"] else "")
                 + (f", {s['overdue']} OVERDUE" if s["overdue"] else "")
             )
+            if not s["gaps"]:
+                lines.append("    recording continuous")
+            for g in s["gaps"]:
+                length = "never resumed" if g["length"] is None else f"{g['length']:.1f} s"
+                lines.append(
+                    f"    gap {_when(g['start'])} {g['cause']} ({', '.join(g['affects'])}), "
+                    f"{length}: {g['explanation'] or 'UNEXPLAINED'}"
+                )
     return "\n".join(lines)
