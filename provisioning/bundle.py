@@ -81,7 +81,9 @@ def check_settings(settings: dict[str, Any], what: str = "settings") -> DeviceCo
         config = DeviceConfig.model_validate(settings)
         round_trip = tomllib.loads(tomli_w.dumps(settings))
     except ValidationError as e:
-        raise ProvisionError(f"{what} are not a valid device configuration: {describe(e)}") from None
+        raise ProvisionError(
+            f"{what} are not a valid device configuration: {describe(e)}"
+        ) from None
     except (TypeError, ValueError) as e:
         raise ProvisionError(f"{what} cannot be written as TOML: {e}") from None
     if round_trip != settings:
@@ -151,8 +153,9 @@ def check_bundle(
             f"key is {device.public_key[:16]}…)"
         )
     if b.device_id != device.device_id:
-        raise ProvisionError(f"bundle is for device {b.device_id!r}, this device is "
-                             f"{device.device_id!r}")
+        raise ProvisionError(
+            f"bundle is for device {b.device_id!r}, this device is {device.device_id!r}"
+        )
     if b.role != device.role:
         raise ProvisionError(f"bundle is for a {b.role}, this device is a {device.role}")
     ca = pki.load_cert(b.ca_cert, "bundle ca_cert")

@@ -81,8 +81,6 @@ def make_command(
     return signed.sign(agency_key, payload), cmd
 
 
-def check_command(
-    data: bytes, agency: nacl.signing.VerifyKey, device: str, now: float
-) -> Command:
+def check_command(data: bytes, agency: nacl.signing.VerifyKey, device: str, now: float) -> Command:
     raw = signed.open_agency_doc(data, agency, kind="command", now=now, device=device)
     return validate(Command, raw, "command")

@@ -29,8 +29,7 @@ class ProvisionError(Exception):
 def check_name(value: object, what: str) -> str:
     if not isinstance(value, str) or not _NAME.match(value):
         raise ProvisionError(
-            f"{what} {value!r} is not valid: 1-63 of a-z 0-9 . _ -, starting with a letter "
-            "or digit"
+            f"{what} {value!r} is not valid: 1-63 of a-z 0-9 . _ -, starting with a letter or digit"
         )
     return value
 

@@ -88,8 +88,7 @@ def check_request(data: bytes, now: float) -> Enrolment:
         raw,
         signature,
         key,
-        "enrolment request signature does not verify with its public key (altered after "
-        "keygen)",
+        "enrolment request signature does not verify with its public key (altered after keygen)",
     )
     if req.created > now + SKEW_SECONDS:
         raise ProvisionError(f"enrolment request is dated in the future ({iso(req.created)})")
@@ -137,7 +136,10 @@ def make_rotation_request(
         "device_id": entry.payload["device"],
         "old_key": bytes(old_key.verify_key).hex(),
         "new_key": bytes(new_key.verify_key).hex(),
-        "entry": {"payload": entry.payload, "signature": base64.b64encode(entry.signature).decode()},
+        "entry": {
+            "payload": entry.payload,
+            "signature": base64.b64encode(entry.signature).decode(),
+        },
         "proof": base64.b64encode(new_key.sign(canonical(entry.payload)).signature).decode(),
         "created": now,
     }

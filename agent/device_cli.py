@@ -1,0 +1,138 @@
+"""``unbroken agent ...``: the device's provisioning commands (docs/provisioning.md).
+
+    unbroken agent keygen --data DEVDIR --out REQUEST [--serial S] [--role R] [--device-id D]
+    unbroken agent install BUNDLE --data DEVDIR [--agency-key FILE]
+    unbroken agent apply COMMAND --data DEVDIR
+    unbroken agent rotate-key --data DEVDIR --out REQUEST
+    unbroken agent status --data DEVDIR
+
+Run them while the recorder is stopped (they append to the chain). Handlers raise
+ProvisionError for user errors, leaving DEVDIR unchanged when they refuse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from agent import enrolment
+from agent.evidence_dir import EvidenceDirError, read_public_key
+from evidence.seal import key_id
+from provisioning import pki
+from provisioning.cli import user_errors
+from provisioning.common import ProvisionError, iso
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ProvisionError(f"{path}: no such {what}") from None
+
+
+@user_errors
+def cmd_keygen(args: argparse.Namespace) -> int:
+    identity = enrolment.keygen(
+        args.data,
+        args.out,
+        time.time(),
+        device_id=args.device_id,
+        serial=args.serial,
+        role=args.role,
+        model=args.model,
+    )
+    print(f"device {identity.device_id} ({identity.role}, {identity.model})")
+    print(f"  enrolment request {args.out}: take it to the agency (`provision enroll`)")
+    return 0
+
+
+@user_errors
+def cmd_install(args: argparse.Namespace) -> int:
+    pinned = None
+    if args.agency_key:
+        try:
+            pinned = read_public_key(args.agency_key)
+        except EvidenceDirError as e:
+            raise ProvisionError(str(e)) from None
+    first = not (args.data / enrolment.PROVISION / "agency.pub").exists()
+    entry = enrolment.install(args.data, _read(args.bundle, "bundle"), time.time(), pinned)
+    b = entry.body
+    note = " (first install: trusting the agency key it carries)" if first and not pinned else ""
+    print(f"installed bundle {b['bundle_sha256'][:16]}… from agency {b['agency_key_id']}{note}")
+    print(f"  broker {b['broker']['host']}:{b['broker']['port']}; chain entry {entry.seq}")
+    return 0
+
+
+@user_errors
+def cmd_apply(args: argparse.Namespace) -> int:
+    entry = enrolment.apply_command(args.data, _read(args.command, "command"), time.time())
+    b = entry.body
+    who = ", ".join(b["badges"]) or (f"room {b['room']}" if b["room"] else "nobody")
+    print(f"applied {b['command']}: {who}; chain entry {entry.seq}")
+    return 0
+
+
+@user_errors
+def cmd_rotate_key(args: argparse.Namespace) -> int:
+    entry = enrolment.rotate_key(args.data, args.out, time.time())
+    print(f"key {entry.payload['key']} → {entry.body['new_key_id']}; chain entry {entry.seq}")
+    print(f"  rotation request {args.out}: import it at the agency (`provision rotate`)")
+    return 0
+
+
+@user_errors
+def cmd_status(args: argparse.Namespace) -> int:
+    root: Path = args.data
+    identity = enrolment._identity(root)
+    key = enrolment._device_key(root)
+    out: dict[str, object] = {
+        "device_id": identity.device_id,
+        "role": identity.role,
+        "key_id": key_id(key.verify_key),
+        "provisioned": (root / enrolment.PROVISION / "bundle.json").exists(),
+        "assignment": enrolment.current_assignment(root),
+    }
+    if out["provisioned"]:
+        bundle = json.loads((root / enrolment.PROVISION / "bundle.json").read_bytes())["payload"]
+        client = pki.load_cert((root / enrolment.PROVISION / "client.pem").read_bytes(), "cert")
+        out["agency_key_id"] = bundle["agency"]
+        out["broker"] = bundle["broker"]
+        out["certificate_expires"] = iso(client.not_valid_after_utc.timestamp())
+    print(json.dumps(out, indent=2, ensure_ascii=False))
+    return 0
+
+
+def add_agent_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("agent", help="device: key, enrolment request, bundle, commands")
+    ps = p.add_subparsers(dest="agent_command", required=True)
+
+    q = ps.add_parser("keygen", help="make the device key and write an enrolment request")
+    q.add_argument("--data", type=Path, required=True, help="device data directory")
+    q.add_argument("--out", type=Path, required=True, help="enrolment request to write")
+    q.add_argument("--device-id", help="device id (default: from the key)")
+    q.add_argument("--serial", help="hardware serial (default: the board's)")
+    q.add_argument("--role", choices=["body_recorder", "room_controller"])
+    q.add_argument("--model", help="hardware model")
+    q.set_defaults(func=cmd_keygen)
+
+    q = ps.add_parser("install", help="check and install a provisioning bundle")
+    q.add_argument("bundle", type=Path)
+    q.add_argument("--data", type=Path, required=True)
+    q.add_argument("--agency-key", type=Path, help="agency public key to require (hex file)")
+    q.set_defaults(func=cmd_install)
+
+    q = ps.add_parser("apply", help="check and apply an agency-signed command")
+    q.add_argument("command", type=Path)
+    q.add_argument("--data", type=Path, required=True)
+    q.set_defaults(func=cmd_apply)
+
+    q = ps.add_parser("rotate-key", help="replace the device key; write a rotation request")
+    q.add_argument("--data", type=Path, required=True)
+    q.add_argument("--out", type=Path, required=True, help="rotation request to write")
+    q.set_defaults(func=cmd_rotate_key)
+
+    q = ps.add_parser("status", help="identity, provisioning and assignment of this device")
+    q.add_argument("--data", type=Path, required=True)
+    q.set_defaults(func=cmd_status)

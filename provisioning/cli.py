@@ -1,0 +1,273 @@
+"""``unbroken provision ...``: the administrator's commands (docs/provisioning.md).
+
+    unbroken provision init-agency --dir AGENCY [--name NAME] [--broker HOST:PORT]
+    unbroken provision enroll REQUEST --agency AGENCY --out BUNDLE [--settings FILE.toml]
+    unbroken provision assign --device D --badge B [--name N] [--unit U] [--room R]
+    unbroken provision unassign --device D
+    unbroken provision revoke D --reason R
+    unbroken provision rotate REQUEST
+    unbroken provision broker-config --agency AGENCY --out DIR --port PORT
+    unbroken provision enroll-panel --room R --out DIR
+    unbroken provision enroll-store --name N --out DIR
+    unbroken provision devices
+
+``--agency`` defaults to $UNBROKEN_AGENCY. Handlers raise ProvisionError for user errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import time
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from provisioning.agency import Agency, init_agency
+from provisioning.broker import crl_expiry_note, write_broker_config
+from provisioning.bundle import Broker
+from provisioning.common import ProvisionError, iso
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def user_errors(fn: Handler) -> Handler:
+    """File-system errors are user errors too: name the file, no traceback."""
+
+    @functools.wraps(fn)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return fn(args)
+        except OSError as e:
+            where = f"{e.filename}: " if e.filename else ""
+            raise ProvisionError(f"{where}{e.strerror or e}") from None
+
+    return run
+
+
+def parse_broker(value: str) -> Broker:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT")
+    return Broker(host=host.strip("[]"), port=int(port))
+
+
+def _agency(args: argparse.Namespace) -> Agency:
+    root = args.agency or os.environ.get("UNBROKEN_AGENCY")
+    if not root:
+        raise ProvisionError("no agency directory: pass --agency AGENCY or set UNBROKEN_AGENCY")
+    return Agency(Path(root))
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ProvisionError(f"{path}: no such {what}") from None
+
+
+def _outbox(agency: Agency, device: str, command: str, now: float) -> Path:
+    """Where a command goes when no --out is given: AGENCY/outbox/<device>/."""
+    folder = agency.root / "outbox" / device
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(now))}-{command}.json"
+
+
+@user_errors
+def cmd_init(args: argparse.Namespace) -> int:
+    agency = init_agency(args.dir, args.name, args.broker, time.time())
+    print(f"agency {agency.config.name!r} created in {args.dir}")
+    print(f"  agency key {agency.root / 'agency.pub'}; CA {agency.root / 'ca.pem'}")
+    print(f"  devices will be told the broker is at {args.broker.host}:{args.broker.port}")
+    return 0
+
+
+@user_errors
+def cmd_enroll(args: argparse.Namespace) -> int:
+    agency = _agency(args)
+    settings: dict[str, Any] = {}
+    if args.settings:
+        try:
+            settings = tomllib.loads(_read(args.settings, "settings file").decode())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ProvisionError(f"{args.settings}: not valid TOML: {e}") from None
+    request = _read(args.request, "enrolment request")
+    done = agency.enroll(request, args.out, time.time(), settings=settings, broker=args.broker)
+    print(f"enrolled {done.device_id} ({done.role}), certificate {done.certificate_serial}")
+    print(f"  bundle {args.out} (sha256 {done.bundle_sha256[:16]}…): install it on the device")
+    return 0
+
+
+@user_errors
+def cmd_assign(args: argparse.Namespace) -> int:
+    agency, now = _agency(args), time.time()
+    out = args.out or _outbox(agency, args.device, "assign", now)
+    cmd = agency.assign(args.device, out, now, args.badge, args.name, args.unit, args.room)
+    who = ", ".join(cmd.args.badges) or f"room {cmd.args.room}"
+    print(f"assigned {args.device} to {who}; command {out} valid until {iso(cmd.expires)}")
+    if cmd.args.room:
+        print("  rerun broker-config and reload the broker: the room's ACL changed")
+    return 0
+
+
+@user_errors
+def cmd_unassign(args: argparse.Namespace) -> int:
+    agency, now = _agency(args), time.time()
+    out = args.out or _outbox(agency, args.device, "unassign", now)
+    cmd = agency.unassign(args.device, out, now)
+    print(f"unassigned {args.device}; command {out} valid until {iso(cmd.expires)}")
+    return 0
+
+
+@user_errors
+def cmd_revoke(args: argparse.Namespace) -> int:
+    agency, now = _agency(args), time.time()
+    count = agency.revoke(args.subject, args.reason, now)
+    print(f"revoked {args.subject} at {iso(now)}: {count} certificate(s) in {agency.root}/crl.pem")
+    print("  rerun broker-config and reload the broker so that it refuses them")
+    return 0
+
+
+@user_errors
+def cmd_rotate(args: argparse.Namespace) -> int:
+    agency = _agency(args)
+    device, old, new = agency.rotate(_read(args.request, "rotation request"), time.time())
+    print(f"{device}: key {old} retired, key {new} registered")
+    return 0
+
+
+@user_errors
+def cmd_broker_config(args: argparse.Namespace) -> int:
+    agency, now = _agency(args), time.time()
+    files = write_broker_config(
+        agency, args.out, args.port, now, bind=args.bind, run_as=args.run_as, names=args.name
+    )
+    print(f"mosquitto configuration in {args.out}: mosquitto -c {files[0]}")
+    print(f"  {crl_expiry_note(agency, now)}")
+    return 0
+
+
+@user_errors
+def cmd_enroll_panel(args: argparse.Namespace) -> int:
+    cn = _agency(args).enroll_panel(args.room, args.out, time.time())
+    print(f"{cn}: key, certificate and CA (DER) in {args.out}; copy them to the panel")
+    print("  rerun broker-config and reload the broker: the room's ACL changed")
+    return 0
+
+
+@user_errors
+def cmd_enroll_store(args: argparse.Namespace) -> int:
+    cn = _agency(args).enroll_store(args.name, args.out, time.time())
+    print(f"{cn}: key and certificate in {args.out} (see broker.toml there)")
+    print("  rerun broker-config and reload the broker: the ACL changed")
+    return 0
+
+
+@user_errors
+def cmd_devices(args: argparse.Namespace) -> int:
+    reg = _agency(args).registry
+    rows = [
+        {
+            **d,
+            "keys": [
+                {"key_id": k.key_id, "valid_from": k.valid_from, "valid_until": k.valid_until}
+                for k in reg.device_keys(d["device_id"])
+            ],
+            "assignment": reg.assignment(d["device_id"]),
+        }
+        for d in reg.devices()
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    for r in rows:
+        state = f"revoked {iso(r['revoked_at'])}" if r["revoked_at"] else "active"
+        a = r["assignment"]
+        who = (", ".join(a["badges"]) or f"room {a['room']}") if a else "unassigned"
+        print(f"{r['device_id']:<20} {r['role']:<16} {r['serial']:<16} {state:<28} {who}")
+    return 0
+
+
+def add_provision_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("provision", help="agency: keys, CA, device registry, broker config")
+    ps = p.add_subparsers(dest="provision_command", required=True)
+
+    def agency_opt(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--agency", type=Path, help="agency directory (default $UNBROKEN_AGENCY)")
+
+    q = ps.add_parser("init-agency", help="create the agency keys, CA and registry")
+    q.add_argument("--dir", type=Path, required=True, help="agency directory to create")
+    q.add_argument("--name", default="Unbroken agency", help="agency name (CA subject)")
+    q.add_argument(
+        "--broker",
+        type=parse_broker,
+        default=Broker(host="127.0.0.1", port=8883),
+        help="HOST:PORT devices connect to (default 127.0.0.1:8883)",
+    )
+    q.set_defaults(func=cmd_init)
+
+    q = ps.add_parser("enroll", help="register a device from its request; write its bundle")
+    q.add_argument("request", type=Path, help="enrolment request from `agent keygen`")
+    agency_opt(q)
+    q.add_argument("--out", type=Path, required=True, help="bundle to write")
+    q.add_argument("--settings", type=Path, help="recording settings (a device.toml)")
+    q.add_argument("--broker", type=parse_broker, help="HOST:PORT, instead of the agency's")
+    q.set_defaults(func=cmd_enroll)
+
+    q = ps.add_parser("assign", help="assign a device to officers (or a room controller)")
+    agency_opt(q)
+    q.add_argument("--device", required=True)
+    q.add_argument("--badge", action="append", help="officer badge number (repeatable)")
+    q.add_argument("--name", help="officer name")
+    q.add_argument("--unit", help="unit")
+    q.add_argument("--room", help="room a room controller serves")
+    q.add_argument("--out", type=Path, help="signed command file (default AGENCY/outbox/)")
+    q.set_defaults(func=cmd_assign)
+
+    q = ps.add_parser("unassign", help="end a device's assignment")
+    agency_opt(q)
+    q.add_argument("--device", required=True)
+    q.add_argument("--out", type=Path, help="signed command file (default AGENCY/outbox/)")
+    q.set_defaults(func=cmd_unassign)
+
+    q = ps.add_parser("revoke", help="revoke a device (or panel-R, store-N); rewrite the CRL")
+    q.add_argument("subject", help="device id, panel-ROOM or store-NAME")
+    agency_opt(q)
+    q.add_argument("--reason", required=True)
+    q.set_defaults(func=cmd_revoke)
+
+    q = ps.add_parser("rotate", help="import a device's key rotation request")
+    q.add_argument("request", type=Path)
+    agency_opt(q)
+    q.set_defaults(func=cmd_rotate)
+
+    q = ps.add_parser("broker-config", help="write a Mosquitto configuration for the fleet")
+    agency_opt(q)
+    q.add_argument("--out", type=Path, required=True, help="directory to write")
+    q.add_argument("--port", type=int, required=True, help="TLS port")
+    q.add_argument("--bind", default="127.0.0.1", help="address to listen on")
+    q.add_argument("--run-as", help="user mosquitto runs as (default: the current user)")
+    q.add_argument(
+        "--name", action="append", default=[], help="extra DNS name or IP for the server cert"
+    )
+    q.set_defaults(func=cmd_broker_config)
+
+    q = ps.add_parser("enroll-panel", help="P-256 key and certificate (DER) for a room panel")
+    agency_opt(q)
+    q.add_argument("--room", required=True)
+    q.add_argument("--out", type=Path, required=True, help="directory to write")
+    q.set_defaults(func=cmd_enroll_panel)
+
+    q = ps.add_parser("enroll-store", help="client certificate for a store worker")
+    agency_opt(q)
+    q.add_argument("--name", required=True, help="store name (certificate CN store-NAME)")
+    q.add_argument("--out", type=Path, required=True, help="directory to write")
+    q.set_defaults(func=cmd_enroll_store)
+
+    q = ps.add_parser("devices", help="list the registry's devices")
+    agency_opt(q)
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_devices)

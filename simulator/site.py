@@ -1,0 +1,156 @@
+"""A whole agency on one machine: agency keys and registry, a real Mosquitto with the
+provisioned TLS configuration on a free loopback port, store workers, and provisioned
+devices — what the demo, the simulator's scenarios, the sync tests and the benchmarks run.
+
+Example::
+
+    with LocalSite(workdir) as site:
+        site.start_broker()
+        site.start_store()
+        data = site.provision_device("bwc-0001")
+        ...                                   # record with SimDevice(data), sync with
+        up = site.uploader(data, clock)       # the device's real uploader
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import tomllib
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import tomli_w
+
+from agent import enrolment
+from agent.identity import load_identity
+from agent.sync import SyncSettings, Uploader
+from device.clock import Clock
+from provisioning.agency import REGISTRY, Agency, init_agency
+from provisioning.broker import write_broker_config
+from provisioning.bundle import Broker
+from simulator.broker import Mosquitto, free_port
+from store.blobs import BlobStore
+from store.config import StoreConfig, load_store_config
+from store.db import Database
+from store.directory import RegistryDirectory
+from store.ingest import Ingest
+from store.worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+class LocalSite:
+    def __init__(self, workdir: Path, port: int | None = None, database: str | None = None):
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.database = database or f"sqlite:///{workdir / 'store' / 'store.db'}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        agency_dir = workdir / "agency"
+        if (agency_dir / "agency.toml").exists():
+            self.agency = Agency(agency_dir)
+        else:
+            self.agency = init_agency(agency_dir, "Local agency",
+                                      Broker(host="127.0.0.1", port=self.port), time.time())
+        self.broker: Mosquitto | None = None
+        self.workers: list[Worker] = []
+        self._store_configs: dict[str, Path] = {}
+
+    # -- the agency side ------------------------------------------------------------
+
+    def store_config(self, name: str = "1") -> Path:
+        """Enrol a store worker certificate and write its store.toml (once per name)."""
+        if name in self._store_configs:
+            return self._store_configs[name]
+        out = self.workdir / "store" / f"worker-{name}"
+        self.agency.enroll_store(name, out, time.time())
+        snippet = tomllib.loads((out / "broker.toml").read_text())
+        config = {
+            "name": f"store-{name}",
+            "database": self.database,
+            "blobs": str(self.workdir / "store" / "blobs"),
+            "agency": str(self.agency.root),
+            "broker": {**snippet["broker"], "port": self.port},
+        }
+        path = out / "store.toml"
+        path.write_text(tomli_w.dumps(config))
+        self._store_configs[name] = path
+        return path
+
+    def start_broker(self) -> Mosquitto:
+        conf_dir = self.workdir / "broker"
+        write_broker_config(self.agency, conf_dir, self.port, time.time())
+        if self.broker is None:
+            self.broker = Mosquitto(conf_dir / "mosquitto.conf", self.port).start()
+        else:
+            self.broker.reload()
+        return self.broker
+
+    def stop_broker(self) -> None:
+        if self.broker:
+            self.broker.stop()
+            self.broker = None
+
+    def start_store(self, workers: int = 1) -> list[Worker]:
+        for i in range(workers):
+            config = load_store_config(self.store_config(str(len(self.workers) + 1 + i)))
+            self.workers.append(start_worker(config))
+        if self.broker:
+            self.start_broker()  # the ACL now names the new store certificates
+        for w in self.workers:
+            w.ready.wait(10)
+        return self.workers
+
+    def stop_store(self) -> None:
+        for w in self.workers:
+            w.stop()
+            w.ingest.db.close()
+        self.workers = []
+
+    # -- devices ----------------------------------------------------------------------
+
+    def provision_device(self, device_id: str, settings: dict[str, Any] | None = None) -> Path:
+        data = self.workdir / "devices" / device_id
+        request = self.workdir / "requests" / f"{device_id}.json"
+        request.parent.mkdir(parents=True, exist_ok=True)
+        enrolment.keygen(data, request, time.time(), device_id=device_id, serial=device_id)
+        bundle = self.workdir / "bundles" / f"{device_id}.bundle"
+        bundle.parent.mkdir(parents=True, exist_ok=True)
+        self.agency.enroll(request.read_bytes(), bundle, time.time(), settings=settings)
+        enrolment.install(data, bundle.read_bytes(), time.time())
+        return data
+
+    def uploader(
+        self, data: Path, clock: Clock, settings: SyncSettings | None = None
+    ) -> Uploader:
+        identity = load_identity(data)
+        assert identity
+        return Uploader(data, identity.device_id, enrolment.link(data), clock, settings)
+
+    def db(self) -> Database:
+        return Database.connect(self.database)
+
+    def close(self) -> None:
+        self.stop_store()
+        self.stop_broker()
+        self.agency.close()
+
+    def __enter__(self) -> LocalSite:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, v: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def start_worker(config: StoreConfig) -> Worker:
+    """A store worker on its own connection to the database and the agency registry."""
+    agency = Agency(config.agency)
+    ingest = Ingest(Database.connect(config.database), BlobStore(config.blobs),
+                    RegistryDirectory(config.agency / REGISTRY), agency.signing_key,
+                    config.name)
+    worker = Worker(config, ingest)
+    worker.start()
+    return worker
