@@ -13,7 +13,7 @@ APT_NEEDS := mosquitto:/usr/sbin/mosquitto \
 .PHONY: demo test lint typecheck pytest bench soak system clean
 
 demo: $(BIN)/.installed
-	$(BIN)/unbroken demo --out out/demo
+	$(BIN)/unbroken demo --workdir out/demo
 
 test: lint typecheck pytest
 

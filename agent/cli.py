@@ -1,8 +1,11 @@
 """The ``unbroken`` command: one CLI, with a subcommand for each user.
 
-unbroken sim session --seconds N --data DIR [--badge B]
-unbroken verify DIR [--pubkey FILE] [--json]
-unbroken demo [--out DIR]
+- ``unbroken agent run|explain|keygen|install|apply|rotate-key|status`` (the device)
+- ``unbroken provision init-agency|enroll|assign|revoke|broker-config ...`` (the admin)
+- ``unbroken store run|report --config store.toml`` (the agency)
+- ``unbroken sim session --seconds N --data DIR [--badge B]`` (testers)
+- ``unbroken verify DIR [--pubkey FILE] [--json] [--strict]`` (anyone)
+- ``unbroken demo [--workdir DIR]``
 """
 
 from __future__ import annotations
@@ -15,10 +18,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from agent.config import ConfigError, load_config
+from agent.device_cli import add_agent_commands
 from agent.evidence_dir import EvidenceDirError, verify_dir
+from agent.recorder import RecorderBusy
 from agent.session import Category, SessionError
 from agent.watermark import FontError
 from evidence.report import format_report
+from provisioning.cli import add_provision_parser
+from provisioning.common import ProvisionError
+from simulator.broker import BrokerError
+from store.cli import StoreConfigError, add_store_parser
 
 
 class CliError(Exception):
@@ -76,6 +85,7 @@ def cmd_agent_run(args: argparse.Namespace) -> int:
             sim=args.sim,
             open_session=args.open,
             seconds=args.seconds,
+            sync=not args.no_sync,
         )
     except HardwareError as e:
         raise CliError(str(e)) from None
@@ -114,7 +124,7 @@ def cmd_agent_explain(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from simulator.demo import run_demo
 
-    return run_demo(_data_dir(args.out))
+    return run_demo(args.workdir)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--sim", action="store_true", help="simulated hardware, real time")
     r.add_argument("--open", action="store_true", help="open a session at start")
     r.add_argument("--seconds", type=float, help="stop after this long")
+    r.add_argument("--no-sync", action="store_true", help="do not upload, even if provisioned")
     r.set_defaults(func=cmd_agent_run)
     x = agent.add_parser("explain", help="add a written statement for a gap (R-Art 16)")
     x.add_argument("--data", type=Path, required=True)
@@ -169,9 +180,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     x.add_argument("--credentials", type=Path, help="agency-signed officer list")
     x.set_defaults(func=cmd_agent_explain)
+    add_agent_commands(agent)  # keygen, install, apply, rotate-key, status
+    add_provision_parser(sub)
+    add_store_parser(sub)
 
     d = sub.add_parser("demo", help="the whole job end to end on simulated hardware")
-    d.add_argument("--out", type=Path, default=Path("out/demo"))
+    d.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("out/demo"),
+        help="where the agency, broker, store and device live (recreated)",
+    )
     d.set_defaults(func=cmd_demo)
     return p
 
@@ -184,7 +203,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args))
-    except (CliError, ConfigError, FontError, SessionError) as e:
+    except (
+        CliError,
+        ConfigError,
+        FontError,
+        SessionError,
+        RecorderBusy,
+        ProvisionError,
+        StoreConfigError,
+        BrokerError,
+    ) as e:
         print(f"unbroken: error: {e}", file=sys.stderr)
         return 2
 

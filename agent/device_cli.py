@@ -85,8 +85,8 @@ def cmd_rotate_key(args: argparse.Namespace) -> int:
 @user_errors
 def cmd_status(args: argparse.Namespace) -> int:
     root: Path = args.data
-    identity = enrolment._identity(root)
-    key = enrolment._device_key(root)
+    identity = enrolment.read_identity(root)
+    key = enrolment.read_device_key(root)
     out: dict[str, object] = {
         "device_id": identity.device_id,
         "role": identity.role,
@@ -105,9 +105,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def add_agent_parser(sub: argparse._SubParsersAction) -> None:
+    """A standalone ``agent`` command holding only the provisioning subcommands."""
     p = sub.add_parser("agent", help="device: key, enrolment request, bundle, commands")
-    ps = p.add_subparsers(dest="agent_command", required=True)
+    add_agent_commands(p.add_subparsers(dest="agent_command", required=True))
 
+
+def add_agent_commands(ps: argparse._SubParsersAction) -> None:
+    """Add keygen, install, apply, rotate-key and status to an ``agent`` subcommand tree."""
     q = ps.add_parser("keygen", help="make the device key and write an enrolment request")
     q.add_argument("--data", type=Path, required=True, help="device data directory")
     q.add_argument("--out", type=Path, required=True, help="enrolment request to write")

@@ -30,7 +30,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ import tomli_w
 from agent.config import ASSIGNMENT, DEVICE_TOML
 from agent.evidence_dir import (
     CHAIN,
+    KEYS,
     PRIVATE,
     PUBKEY,
     EvidenceDirError,
@@ -60,7 +61,6 @@ from provisioning.common import ProvisionError, check_device_id, iso
 from provisioning.requests import make_request, make_rotation_request
 
 PROVISION = "provision"
-KEYS = "keys"
 TLS_KEY = "tls.key"
 DEVICE_KEY = "device.key"
 NEXT_KEY = "device.key.next"  # a rotation in progress (see finish_rotation)
@@ -70,7 +70,7 @@ LOCK = "agent.lock"
 # -- reading the device's own state (never writes) ----------------------------------------
 
 
-def _device_key(root: Path) -> nacl.signing.SigningKey:
+def read_device_key(root: Path) -> nacl.signing.SigningKey:
     path = root / PRIVATE / DEVICE_KEY
     try:
         key = nacl.signing.SigningKey(path.read_bytes().strip(), nacl.encoding.HexEncoder)
@@ -86,7 +86,7 @@ def _device_key(root: Path) -> nacl.signing.SigningKey:
     return key
 
 
-def _identity(root: Path) -> Identity:
+def read_identity(root: Path) -> Identity:
     try:
         identity = load_identity(root)
     except ValueError as e:
@@ -119,6 +119,7 @@ def agency_key(root: Path) -> nacl.signing.VerifyKey:
 
 def link(root: Path) -> Link:
     """How the uploader reaches the broker, from the installed bundle."""
+    agency = agency_key(root)
     bundle = json.loads((root / PROVISION / "bundle.json").read_bytes())["payload"]
     return Link(
         host=str(bundle["broker"]["host"]),
@@ -126,7 +127,7 @@ def link(root: Path) -> Link:
         ca=root / PROVISION / "ca.pem",
         cert=root / PROVISION / "client.pem",
         key=root / PRIVATE / TLS_KEY,
-        agency_key=agency_key(root),
+        agency_key=agency,
     )
 
 
@@ -196,19 +197,14 @@ def _remember_key(root: Path, key: nacl.signing.VerifyKey) -> None:
 
 def detect_serial() -> str | None:
     """The board's serial number (Raspberry Pi), if this is one."""
-    for path in (Path("/sys/firmware/devicetree/base/serial-number"),):
-        try:
-            serial = path.read_bytes().strip(b"\x00\n ").decode()
-        except (OSError, UnicodeDecodeError):
-            continue
-        if serial:
-            return serial.lstrip("0") or serial
-    try:
+    with suppress(OSError, UnicodeDecodeError):
+        serial = Path("/sys/firmware/devicetree/base/serial-number").read_bytes()
+        if serial.strip(b"\x00\n "):
+            return serial.strip(b"\x00\n ").decode()
+    with suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("Serial") and ":" in line:
-                return line.split(":", 1)[1].strip().lstrip("0") or None
-    except OSError:
-        pass
+                return line.split(":", 1)[1].strip() or None
     return None
 
 
@@ -233,9 +229,9 @@ def keygen(
         raise ProvisionError(f"{out.parent}: no such directory for the request")
     root.mkdir(parents=True, exist_ok=True)
     with _locked(root):
-        existing = _identity(root) if (root / "identity.json").exists() else None
+        existing = read_identity(root) if (root / "identity.json").exists() else None
         if existing is not None or _chain_started(root):
-            _device_key(root)  # an identity or chain without a key: refuse, do not re-key
+            read_device_key(root)  # an identity or chain without a key: refuse, do not re-key
         key = load_or_create_key(root)
         started = _chain_started(root) or (root / PROVISION).exists()
         wanted = role or (existing.role if existing else "body_recorder")
@@ -274,8 +270,8 @@ def install(
     clock: Clock | None = None,
 ) -> Entry:
     """Check the bundle completely, then install it and seal an ``install`` entry."""
-    identity = _identity(root)
-    key = _device_key(root)
+    identity = read_identity(root)
+    key = read_device_key(root)
     facts = DeviceFacts(
         identity.device_id,
         identity.role,
@@ -360,12 +356,12 @@ def current_assignment(root: Path) -> dict[str, Any] | None:
 def apply_command(root: Path, data: bytes, now: float, clock: Clock | None = None) -> Entry:
     """Verify an agency command for this device and apply it: write assignment.json and
     seal an ``assignment`` entry. Refused: forged, foreign, expired, replayed, superseded."""
-    identity = _identity(root)
+    identity = read_identity(root)
     cmd = check_command(data, agency_key(root), identity.device_id, now)
     a = cmd.args
     if a.room is not None and identity.role != "room_controller":
         raise ProvisionError("command names a room, but this device is a body recorder")
-    key = _device_key(root)
+    key = read_device_key(root)
     with _locked(root):
         journal = Journal(root)
         try:
@@ -404,12 +400,12 @@ def apply_command(root: Path, data: bytes, now: float, clock: Clock | None = Non
 def rotate_key(root: Path, out: Path, now: float, clock: Clock | None = None) -> Entry:
     """A new device key; the ``key_rotation`` entry is signed by the old one. The old
     private key is destroyed; its public key stays in DATA/keys/ and the registry."""
-    identity = _identity(root)
+    identity = read_identity(root)
     agency_key(root)  # only a provisioned device has an agency to tell
     if not out.parent.is_dir():
         raise ProvisionError(f"{out.parent}: no such directory for the request")
     with _locked(root):
-        old = _device_key(root)
+        old = read_device_key(root)
         new = nacl.signing.SigningKey.generate()
         write_atomic(root / PRIVATE / NEXT_KEY, new.encode(nacl.encoding.HexEncoder) + b"\n", 0o600)
         journal = Journal(root)
@@ -451,16 +447,3 @@ def finish_rotation(root: Path) -> None:
         write_atomic(root / PUBKEY, bytes(new.verify_key).hex().encode() + b"\n")
     else:
         pending.unlink()
-
-
-__all__ = [
-    "agency_key",
-    "apply_command",
-    "current_assignment",
-    "detect_serial",
-    "finish_rotation",
-    "install",
-    "keygen",
-    "link",
-    "rotate_key",
-]

@@ -28,6 +28,7 @@ CHAIN = "chain"
 SEGMENTS = "segments"
 SPOOL = "spool"
 PRIVATE = "private"
+KEYS = "keys"  # every public key the device has had, by key id
 
 
 class EvidenceDirError(RuntimeError):
@@ -114,13 +115,24 @@ def _archived(
     return frozenset(out)
 
 
+def _first_key(root: Path, entries: list[tuple[str, Entry | SealError]]) -> Path:
+    """Unpinned, the chain is checked from the key that signed its first entry: after a
+    rotation DATA/device.pub is the newest key, and DATA/keys/ keeps every earlier one."""
+    first = min((e for _, e in entries if isinstance(e, Entry)), key=lambda e: e.seq, default=None)
+    if first is not None:
+        old = root / KEYS / f"{first.payload['key']}.pub"
+        if old.is_file():
+            return old
+    return root / PUBKEY
+
+
 def verify_dir(root: Path, pubkey: Path | None, strict: bool = False) -> Report:
     """Read and check an evidence directory; decoding every segment it seals."""
     root = Path(root)
     if not root.is_dir():
         raise EvidenceDirError(f"{root}: no such directory")
-    key = read_public_key(pubkey if pubkey else root / PUBKEY)
     entries = load_chain(root)
+    key = read_public_key(pubkey if pubkey else _first_key(root, entries))
     referenced = {
         str(e.body.get("file")) for _, e in entries if isinstance(e, Entry) and e.kind == "segment"
     }

@@ -23,6 +23,7 @@ Example::
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import json
 import logging
@@ -38,11 +39,12 @@ from typing import Any
 import numpy as np
 
 from agent.config import DeviceConfig, assigned_badges
-from agent.evidence_dir import SEGMENTS, SPOOL, fsync_dir, segment_name
+from agent.enrolment import LOCK, finish_rotation
+from agent.evidence_dir import PRIVATE, SEGMENTS, SPOOL, fsync_dir, segment_name
 from agent.identity import load_or_create_identity
+from agent.interruptions import InterruptionTracker, Started, _Pending
 from agent.journal import Journal
 from agent.keys import load_or_create_key
-from agent.interruptions import InterruptionTracker, Started, _Pending
 from agent.media import AUDIO_CODEC, VIDEO_CODEC, SegmentWriter, WrittenSegment, probe
 from agent.recovery import read_sidecar, sidecar, truncate_to_fragments, write_sidecar
 from agent.session import Action, Category, MarkerType, SessionError, SessionMachine, State
@@ -112,6 +114,8 @@ class Recorder:
         self._spf = rec.audio_rate // rec.fps
         for d in (SEGMENTS, SPOOL):
             (self.root / d).mkdir(parents=True, exist_ok=True)
+        self._lock = _hold_lock(self.root)  # one sealer per chain: a second would fork it
+        finish_rotation(self.root)
         self.journal = Journal(self.root)
         self._last_before_boot = self.journal.last()
         key = load_or_create_key(self.root)
@@ -171,6 +175,7 @@ class Recorder:
         self.hw.camera.stop()
         self.journal.close()
         self.powered_off = True
+        os.close(self._lock)
 
     # -- requests (API, buttons) ----------------------------------------------------
 
@@ -702,6 +707,21 @@ class Recorder:
             "explain_prompt": self.gaps.prompting,
             "unexplained": list(self.gaps.unexplained),
         }
+
+
+class RecorderBusy(RuntimeError):
+    """Another process (a recorder, or an agent command) is writing this device's chain."""
+
+
+def _hold_lock(root: Path) -> int:
+    (root / PRIVATE).mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(root / PRIVATE / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RecorderBusy(f"{root} is in use by another agent process") from None
+    return fd
 
 
 def _location_summary(seg: _Segment) -> dict[str, Any]:

@@ -16,12 +16,12 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 from agent.config import DeviceConfig
 from agent.recorder import Hardware, Recorder
+from agent.sync import SyncSettings, Uploader
 from device.camera import SimCamera
-from device.clock import SystemClock
+from device.clock import Clock, SystemClock
 from device.gnss import NmeaReplay
 from device.microphone import SimMicrophone
 from device.power import SimBattery
@@ -55,24 +55,53 @@ def pi_hardware(config: DeviceConfig, root: Path, clock: SystemClock) -> Hardwar
     )
 
 
+def sync_settings(config: DeviceConfig) -> SyncSettings:
+    s = config.sync
+    return SyncSettings(
+        chunk_size=s.chunk_size,
+        bandwidth=s.bandwidth,
+        keep_after_receipt_hours=s.keep_after_receipt_hours,
+        warn_hours=s.warn_hours,
+    )
+
+
+def make_uploader(
+    root: Path, recorder: Recorder, config: DeviceConfig, clock: Clock
+) -> Uploader | None:
+    """The uploader, once the device is provisioned (None before: nothing to sync to)."""
+    from agent.enrolment import PROVISION, link
+
+    if not (root / PROVISION / "bundle.json").exists():
+        log.warning("not provisioned: recording without sync")
+        return None
+    return Uploader(
+        root,
+        recorder.device_id,
+        link(root),
+        clock,
+        sync_settings(config),
+        status_source=recorder.status,
+    )
+
+
 def run_agent(
     root: Path,
     config: DeviceConfig,
     sim: bool,
     open_session: bool = False,
     seconds: float | None = None,
-    sync: Any = None,
+    sync: bool = True,
 ) -> int:
     clock = SystemClock()
     hardware = (sim_hardware if sim else pi_hardware)(config, root, clock)
     recorder = Recorder(root, config, hardware, clock)
+    uploader = make_uploader(root, recorder, config, clock) if sync else None
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     recorder.start()
-    if sync is not None:
-        sync.status_source = recorder.status
-        sync.start()
+    if uploader is not None:
+        uploader.start()
     if open_session and recorder.session is None:
         recorder.open_session()
     print(
@@ -94,6 +123,6 @@ def run_agent(
     finally:
         if not recorder.powered_off:
             recorder.stop()
-        if sync is not None:
-            sync.stop()
+        if uploader is not None:
+            uploader.stop()
     return 0

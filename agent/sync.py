@@ -68,6 +68,7 @@ class SyncSettings:
     retry_seconds: float = 10.0  # re-ask the store when it has not answered
     keep_after_receipt_hours: float | None = None  # None: keep local copies
     status_seconds: float = 10.0
+    warn_hours: tuple[float, float] = (12.0, 20.0)  # deadline warnings before 24 h
 
 
 @dataclass
@@ -211,6 +212,16 @@ class Uploader:
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=10)
+        if self.connected.is_set():  # a clean stop sends no will: say offline ourselves
+            ledger = SyncLedger(self.root)
+            try:
+                doc = self._status_doc(ledger, online=False)
+            finally:
+                ledger.close()
+            info = self.client.publish(
+                p.up(self.device_id, "status"), p.dumps(doc), qos=1, retain=True
+            )
+            info.wait_for_publish(timeout=5)
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -419,18 +430,21 @@ class Uploader:
         if not force and now - self._last_status < self.settings.status_seconds:
             return
         self._last_status = now
+        status = self._status_doc(ledger, online=True)
+        self._publish(p.up(self.device_id, "status"), p.dumps(status), retain=True)
+
+    def _status_doc(self, ledger: SyncLedger, online: bool) -> dict[str, Any]:
         backlog = ledger.backlog()
         oldest = backlog["oldest_unsynced_end"]
         wall = self.clock.wall()
-        status = {
+        return {
             "device": self.device_id,
-            "online": True,
-            **self.status_source(),
+            "online": online,
+            **(self.status_source() if online else {}),
             "backlog": backlog,
             "oldest_unsynced_age": None if oldest is None else round(wall - oldest, 1),
-            "deadline": p.deadline_level(wall, oldest),
+            "deadline": p.deadline_level(wall, oldest, self.settings.warn_hours),
         }
-        self._publish(p.up(self.device_id, "status"), p.dumps(status), retain=True)
 
     def _sweep(self, ledger: SyncLedger) -> None:
         keep = self.settings.keep_after_receipt_hours

@@ -243,8 +243,19 @@ def power_cuts(tmp: Path, cuts: int = 12) -> None:
     rng = random.Random(7)
     data, config = tmp / "cuts", tmp / "cuts.toml"
     config.write_text(POWER_CUT_CONFIG)
-    cmd = [sys.executable, "-m", "agent.cli", "agent", "run", "--data", str(data), "--sim",
-           "--open", "--config", str(config)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "agent.cli",
+        "agent",
+        "run",
+        "--data",
+        str(data),
+        "--sim",
+        "--open",
+        "--config",
+        str(config),
+    ]
     kills, restarts = [], []
     for _ in range(cuts):
         t = time.perf_counter()
@@ -263,13 +274,24 @@ def power_cuts(tmp: Path, cuts: int = 12) -> None:
     report = verify_dir(data, data / "device.pub")
     cuts_found = [g for g in report.sessions[0].gaps if g["cause"] == "power_loss"]
     resumed = [0.0] + [g["end"] for g in cuts_found[:-1]]
-    lost = sorted(k - max(g["start"], r) for k, g, r in zip(kills, cuts_found, resumed,
-                                                             strict=True))
-    line("footage lost per power cut", f"median {lost[len(lost) // 2]:.2f} s",
-         f"worst {lost[-1]:.2f} s over {cuts} cuts", "<= ~1 s", lost[-1] <= 1.25)
+    lost = sorted(
+        k - max(g["start"], r) for k, g, r in zip(kills, cuts_found, resumed, strict=True)
+    )
+    line(
+        "footage lost per power cut",
+        f"median {lost[len(lost) // 2]:.2f} s",
+        f"worst {lost[-1]:.2f} s over {cuts} cuts",
+        "<= ~1 s",
+        lost[-1] <= 1.25,
+    )
     restart = statistics.median(restarts)
-    line("restart to recording after a cut", f"{restart:.2f} s (median)",
-         f"python + imports alone {imports:.2f} s", "", report.ok)
+    line(
+        "restart to recording after a cut",
+        f"{restart:.2f} s (median)",
+        f"python + imports alone {imports:.2f} s",
+        "",
+        report.ok,
+    )
     prompt_latency(tmp)
 
 
@@ -291,8 +313,13 @@ def prompt_latency(tmp: Path) -> None:
     prompted = again.recorder.indicator == "prompt"
     elapsed = time.perf_counter() - t
     again.stop()
-    line("power-on to explanation prompt", f"{elapsed * 1e3:.0f} ms",
-         f"one frame interval {1000 / 15:.0f} ms", "", prompted)
+    line(
+        "power-on to explanation prompt",
+        f"{elapsed * 1e3:.0f} ms",
+        f"one frame interval {1000 / 15:.0f} ms",
+        "",
+        prompted,
+    )
 
 
 def main() -> None:

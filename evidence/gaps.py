@@ -12,6 +12,7 @@ Example::
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -122,7 +123,7 @@ def silent_gaps(
     """Holes between consecutive segments (in order) longer than ``tolerance`` that no
     interruption covers, as (wall from, wall to)."""
     out = []
-    for prev, cur in zip(segments, segments[1:], strict=False):
+    for prev, cur in itertools.pairwise(segments):
         prev_end, start = prev.wall_end, cur.wall_start
         # Same boot (monotonic time goes on): measure on it, so a clock jump is no hole.
         same_boot = cur.mono_start >= prev.mono_end - tolerance

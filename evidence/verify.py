@@ -227,7 +227,7 @@ class _Checker:
                 self.problem(
                     "unexplained_gap", f"entry {g.seq}", f"{g.cause} gap has no explanation", s.id
                 )
-        for sid, s in self.sessions.items():
+        for sid in self.sessions:
             spans = [
                 Span(
                     float(e.body["start"]["wall"]),

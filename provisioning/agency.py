@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import shutil
+import sqlite3
 import tempfile
 import tomllib
 from collections.abc import Iterator
@@ -151,7 +152,13 @@ class Agency:
 
     @cached_property
     def registry(self) -> Registry:
-        return Registry(self.root / REGISTRY)
+        path = self.root / REGISTRY
+        if not path.is_file():
+            raise ProvisionError(f"{path}: the registry is missing")
+        try:
+            return Registry(path)
+        except sqlite3.DatabaseError as e:
+            raise ProvisionError(f"{path}: not a registry database ({e})") from None
 
     def close(self) -> None:
         if "registry" in self.__dict__:
@@ -278,6 +285,7 @@ class Agency:
                     "role": p.role,
                     "enrolled_at": now,
                     "request_sha256": req.sha256,
+                    "settings": json.dumps(settings),
                     "revoked_at": None,
                     "revoke_reason": None,
                 }
@@ -290,6 +298,56 @@ class Agency:
             reg.audit(now, "enroll", p.device_id, serial=p.serial, certificate=row["serial"])
             files.append((out, bundle, 0o644))
         return Enrolled(p.device_id, p.role, row["serial"], hashlib.sha256(bundle).hexdigest())
+
+    def reissue(
+        self,
+        device_id: str,
+        out: Path,
+        now: float,
+        settings: dict[str, Any] | None = None,
+        broker: Broker | None = None,
+    ) -> Enrolled:
+        """A fresh bundle for an enrolled device: new settings, a renewed certificate (same
+        TLS key), its current device key (after a rotation), or just a bundle that expired
+        before it was installed. The previous certificate stays valid until it expires."""
+        if settings is not None:
+            check_settings(settings)
+        pki.check_valid(self.ca, now, "agency CA certificate")
+        reg = self.registry
+        with self.change() as files:
+            device = self._live_device(device_id)
+            key, old = reg.current_key(device_id), reg.device_certificate(device_id)
+            if key is None or old is None:
+                raise ProvisionError(f"device {device_id!r} has no current key or certificate")
+            tls_key = pki.load_cert(old["pem"], "registered certificate").public_key()
+            cert = pki.issue(
+                self.ca_key, self.ca, tls_key, device_id, "client", now, self.config.cert_days
+            )
+            if settings is None:
+                settings = json.loads(device["settings"] or "{}")
+            else:
+                reg.set_settings(device_id, settings)
+            bundle = make_bundle(
+                self.signing_key,
+                device_id=device_id,
+                role=device["role"],
+                model=device["model"],
+                serial=device["serial"],
+                device_public_key=key["public_key"],
+                broker=broker or self.config.broker,
+                ca=self.ca,
+                client=cert,
+                settings=settings or {},
+                now=now,
+                days=self.config.bundle_days,
+            )
+            row = self.certificate_row(cert, "device", now, device_id=device_id)
+            reg.add_certificate(row)
+            reg.audit(now, "reissue", device_id, certificate=row["serial"])
+            files.append((out, bundle, 0o644))
+        return Enrolled(
+            device_id, device["role"], row["serial"], hashlib.sha256(bundle).hexdigest()
+        )
 
     def enroll_panel(self, room: str, out: Path, now: float) -> str:
         """A P-256 key and certificate in DER for a MicroPython room panel (CN panel-ROOM)."""

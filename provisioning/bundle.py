@@ -135,6 +135,8 @@ def check_bundle(
     ``pinned`` is the agency key the device already trusts (from an earlier install, or
     given at install time); None trusts the key the bundle carries (first use)."""
     raw, _ = signed.parse(data, "bundle")
+    if raw.get("type") != "bundle":
+        raise ProvisionError(f"not a bundle (type {raw.get('type')!r})")
     carried = signed.parse_public_key(raw.get("agency_public_key"), "bundle agency_public_key")
     if raw.get("agency") != key_id(carried):
         raise ProvisionError(

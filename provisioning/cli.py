@@ -2,6 +2,7 @@
 
     unbroken provision init-agency --dir AGENCY [--name NAME] [--broker HOST:PORT]
     unbroken provision enroll REQUEST --agency AGENCY --out BUNDLE [--settings FILE.toml]
+    unbroken provision reissue --device D --out BUNDLE [--settings FILE.toml]
     unbroken provision assign --device D --badge B [--name N] [--unit U] [--room R]
     unbroken provision unassign --device D
     unbroken provision revoke D --reason R
@@ -88,16 +89,30 @@ def cmd_init(args: argparse.Namespace) -> int:
 @user_errors
 def cmd_enroll(args: argparse.Namespace) -> int:
     agency = _agency(args)
-    settings: dict[str, Any] = {}
-    if args.settings:
-        try:
-            settings = tomllib.loads(_read(args.settings, "settings file").decode())
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise ProvisionError(f"{args.settings}: not valid TOML: {e}") from None
+    settings = _settings(args.settings) or {}
     request = _read(args.request, "enrolment request")
     done = agency.enroll(request, args.out, time.time(), settings=settings, broker=args.broker)
     print(f"enrolled {done.device_id} ({done.role}), certificate {done.certificate_serial}")
     print(f"  bundle {args.out} (sha256 {done.bundle_sha256[:16]}…): install it on the device")
+    return 0
+
+
+def _settings(path: Path | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    try:
+        return tomllib.loads(_read(path, "settings file").decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ProvisionError(f"{path}: not valid TOML: {e}") from None
+
+
+@user_errors
+def cmd_reissue(args: argparse.Namespace) -> int:
+    agency = _agency(args)
+    done = agency.reissue(
+        args.device, args.out, time.time(), settings=_settings(args.settings), broker=args.broker
+    )
+    print(f"new bundle for {done.device_id}, certificate {done.certificate_serial}: {args.out}")
     return 0
 
 
@@ -216,6 +231,14 @@ def add_provision_parser(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--settings", type=Path, help="recording settings (a device.toml)")
     q.add_argument("--broker", type=parse_broker, help="HOST:PORT, instead of the agency's")
     q.set_defaults(func=cmd_enroll)
+
+    q = ps.add_parser("reissue", help="a new bundle for an enrolled device (renewal, settings)")
+    agency_opt(q)
+    q.add_argument("--device", required=True)
+    q.add_argument("--out", type=Path, required=True, help="bundle to write")
+    q.add_argument("--settings", type=Path, help="new recording settings (a device.toml)")
+    q.add_argument("--broker", type=parse_broker, help="HOST:PORT, instead of the agency's")
+    q.set_defaults(func=cmd_reissue)
 
     q = ps.add_parser("assign", help="assign a device to officers (or a room controller)")
     agency_opt(q)

@@ -181,7 +181,7 @@ def issue(
                 content_commitment=False,
                 key_encipherment=False,
                 data_encipherment=False,
-                key_agreement=usage == "server",
+                key_agreement=False,
                 key_cert_sign=False,
                 crl_sign=False,
                 encipher_only=False,

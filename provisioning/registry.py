@@ -39,6 +39,7 @@ _SCHEMA: dict[str, tuple[dict[str, Any], str]] = {
             "role": str,
             "enrolled_at": float,
             "request_sha256": str,
+            "settings": str,  # JSON: the recording settings its bundles carry
             "revoked_at": float,
             "revoke_reason": str,
         },
@@ -91,7 +92,9 @@ _SCHEMA: dict[str, tuple[dict[str, Any], str]] = {
 
 class Registry:
     def __init__(self, path: Path) -> None:
-        conn = sqlite3.connect(path, isolation_level=None)  # transactions: db.atomic()
+        # isolation_level None: transactions are explicit (transaction()). Not tied to a thread:
+        # the store reads it from its MQTT network thread.
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout=10000")
         conn.execute("PRAGMA foreign_keys=ON")
         self.db = sqlite_utils.Database(conn)
@@ -114,10 +117,11 @@ class Registry:
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self
+            self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if self.db.conn.in_transaction:
+                self.db.execute("ROLLBACK")
             raise
-        self.db.execute("COMMIT")
 
     def _one(self, sql: str, args: tuple[Any, ...] = ()) -> dict[str, Any] | None:
         rows = list(self.db.query(sql, args))
@@ -130,6 +134,20 @@ class Registry:
 
     def devices(self) -> list[dict[str, Any]]:
         return list(self.db.query("select * from devices order by device_id"))
+
+    def device_certificate(self, device_id: str) -> dict[str, Any] | None:
+        """The device's newest live client certificate."""
+        return self._one(
+            "select * from certificates where device_id = ? and revoked_at is null "
+            "order by issued_at desc limit 1",
+            (device_id,),
+        )
+
+    def set_settings(self, device_id: str, settings: dict[str, Any]) -> None:
+        self.db.execute(
+            "update devices set settings = ? where device_id = ?",
+            (json.dumps(settings), device_id),
+        )
 
     def devices_with_serial(self, serial: str) -> list[dict[str, Any]]:
         return list(self.db.query("select * from devices where serial = ?", (serial,)))

@@ -31,8 +31,10 @@ def mosquitto_binary() -> str:
     for candidate in (shutil.which("mosquitto"), "/usr/sbin/mosquitto"):
         if candidate and Path(candidate).exists():
             return candidate
-    raise BrokerError("mosquitto is not installed: run `make test` (it installs it with apt) "
-                      "or `apt install mosquitto`")
+    raise BrokerError(
+        "mosquitto is not installed: run `make test` (it installs it with apt) "
+        "or `apt install mosquitto`"
+    )
 
 
 class Mosquitto:

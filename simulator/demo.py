@@ -1,56 +1,124 @@
-"""``unbroken demo``: the main job, end to end, on simulated hardware.
+"""``unbroken demo --workdir DIR``: the main job, end to end, on one machine.
 
-An officer arrives with a buffering body camera, presses record, shows the credential,
-and closes the session with press-and-confirm; the evidence is then verified offline with
-the device's public key, and a tampered copy is shown to fail.
+An agency is set up (keys, CA, registry), its own Mosquitto runs with the provisioned TLS
+configuration on a free loopback port, a store worker subscribes, and a body recorder is
+provisioned (keygen → enroll → install) and assigned to an officer by an agency-signed
+command. The officer arrives (the device has been buffering), presses record, shows the
+credential; the camera fails for a moment and the officer explains the gap on resuming;
+the session is closed with press-and-confirm. Everything syncs as it is sealed. The demo
+exits 0 only when every recorded segment has a receipt that verifies with the agency key,
+then verifies the device's evidence offline, shows tampering being caught, and prints the
+store's report.
 """
 
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
-from agent.config import DeviceConfig, Labels, Recording, Session, Watermark
-from agent.evidence_dir import PUBKEY, verify_dir
-from evidence.report import format_report
-from simulator.session import record_session
+from agent import enrolment
+from agent.config import DeviceConfig, Labels, Recording, Watermark
+from agent.evidence_dir import PUBKEY, load_chain, verify_dir
+from agent.session import MarkerType
+from agent.sync import SyncLedger
+from device.clock import SimClock
+from evidence.receipt import ReceiptError, check_receipt
+from evidence.report import format_report as format_verify
+from evidence.seal import Entry
+from simulator.device import SimDevice
+from simulator.site import LocalSite
+from store.report import build_report, format_report
+
+DEVICE = "bwc-hf-0001"
+BADGE = "340102"
 
 
-def demo_config() -> DeviceConfig:
+def demo_settings() -> dict[str, object]:
+    """What the agency installs on the device with its bundle."""
     return DeviceConfig(
         recording=Recording(width=1280, height=720, fps=30, prebuffer_seconds=10),
         watermark=Watermark(labels=Labels(badge="警号", device="设备", no_fix="无定位")),
-        session=Session(badges=["340102"]),
-    )
+    ).model_dump(mode="json", exclude_defaults=True)
 
 
-def run_demo(out: Path) -> int:
-    device = out / "bwc"
-    if device.exists():
-        shutil.rmtree(device)
-    print("== 1. A body-worn recorder records a session (simulated hardware, 1280x720@30)")
-    print(record_session(device, demo_config(), 12, badges=["340102", "340117"]))
+def run_demo(workdir: Path) -> int:
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    with LocalSite(workdir) as site:
+        print(
+            f"== 1. Agency in {site.agency.root}; Mosquitto (TLS, client certificates, ACL) "
+            f"on 127.0.0.1:{site.port}; a store worker"
+        )
+        site.start_broker()
+        site.start_store()
 
-    print("\n== 2. Verify the evidence offline, pinning the device's public key")
-    report = verify_dir(device, device / PUBKEY)
-    print(format_report(report, str(device)))
-    if not report.ok:
-        return 1
+        print(f"\n== 2. Provision body recorder {DEVICE}: keygen, enroll, install; assign {BADGE}")
+        data = site.provision_device(DEVICE, settings=demo_settings())
+        command = workdir / "assign.cmd"
+        site.agency.assign(DEVICE, command, time.time(), badges=[BADGE], name="Officer Wang")
+        enrolment.apply_command(data, command.read_bytes(), time.time())
 
-    print("\n== 3. Tamper with a copy (flip one byte of one segment) and verify again")
-    tampered = out / "bwc-tampered"
-    if tampered.exists():
-        shutil.rmtree(tampered)
-    shutil.copytree(device, tampered)
-    victim = sorted((tampered / "segments").rglob("*.mp4"))[3]
-    data = bytearray(victim.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    victim.write_bytes(bytes(data))
-    bad = verify_dir(tampered, device / PUBKEY)
-    for p in bad.problems:
-        print(f"  caught: {p.code}: {p.where}: {p.message}")
-    if bad.ok:
-        print("  tampering was NOT caught")
-        return 1
-    print(f"\nDemo complete. Evidence: {device}")
-    return 0
+        print("\n== 3. Record a session (simulated hardware, 1280x720@30), syncing as it goes")
+        clock = SimClock(wall_start=time.time())  # simulated time, starting now
+        dev = SimDevice(data, DeviceConfig.model_validate(demo_settings()), clock=clock)
+        uploader = site.uploader(data, dev.clock)
+        dev.start()
+        uploader.status_source = dev.recorder.status
+        uploader.start()
+        dev.run(10)  # arrival: the pre-event buffer fills
+        dev.press_record()
+        dev.run(3)
+        dev.recorder.mark(MarkerType.CREDENTIAL_SHOWN, "showed 执法证")
+        dev.run(2)
+        dev.camera.fail()  # the lens is knocked: black frames, the sound goes on
+        dev.run(1.5)
+        dev.camera.fail(False)
+        dev.run(11)  # the first 10 s after resuming are the spoken explanation
+        dev.press_record()
+        dev.press_record()  # press and confirm: closed
+        dev.run(0.5)
+        dev.stop()
+        synced = uploader.wait_idle(120)
+        uploader.stop()
+        backlog = SyncLedger(data).backlog()
+        print(
+            f"   synced: {synced}; backlog {backlog['blobs']} segments, {backlog['entries']} "
+            "entries"
+        )
+
+        print("\n== 4. Every segment has a receipt signed by the agency")
+        segments = [e for _, e in load_chain(data) if isinstance(e, Entry) and e.kind == "segment"]
+        verified = 0
+        for e in segments:
+            try:
+                receipt = (data / "receipts" / f"{e.body['sha256']}.json").read_bytes()
+                r = check_receipt(
+                    receipt, site.agency.verify_key, device=DEVICE, sha256=e.body["sha256"]
+                )
+                verified += r["entry_hash"] == e.hash
+            except (OSError, ReceiptError) as err:
+                print(f"   segment {e.body['index']}: no valid receipt ({err})")
+        print(f"   {verified}/{len(segments)} segments receipted and verified")
+
+        print("\n== 5. Verify the device's evidence offline, pinning its public key")
+        report = verify_dir(data, data / PUBKEY, strict=True)
+        print(format_verify(report, str(data)))
+
+        print("\n== 6. Flip one byte of one segment in a copy, and verify again")
+        tampered = workdir / "tampered"
+        shutil.copytree(data, tampered, ignore=shutil.ignore_patterns("private"))
+        victim = tampered / segments[3].body["file"]
+        raw = bytearray(victim.read_bytes())
+        raw[len(raw) // 2] ^= 0xFF
+        victim.write_bytes(bytes(raw))
+        for p in verify_dir(tampered, data / PUBKEY).problems:
+            print(f"   caught: {p.code}: {p.where}: {p.message}")
+
+        print("\n== 7. The store's report")
+        db = site.db()
+        print(format_report(build_report(db, time.time())))
+        db.close()
+        ok = synced and verified == len(segments) > 0 and report.ok
+        print(f"\nDemo {'complete' if ok else 'FAILED'}: workdir {workdir}")
+        return 0 if ok else 1

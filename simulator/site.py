@@ -24,19 +24,18 @@ from typing import Any
 import tomli_w
 
 from agent import enrolment
+from agent.config import device_config
 from agent.identity import load_identity
+from agent.run import sync_settings
 from agent.sync import SyncSettings, Uploader
 from device.clock import Clock
-from provisioning.agency import REGISTRY, Agency, init_agency
+from provisioning.agency import Agency, init_agency
 from provisioning.broker import write_broker_config
 from provisioning.bundle import Broker
 from simulator.broker import Mosquitto, free_port
-from store.blobs import BlobStore
-from store.config import StoreConfig, load_store_config
+from store.config import load_store_config
 from store.db import Database
-from store.directory import RegistryDirectory
-from store.ingest import Ingest
-from store.worker import Worker
+from store.worker import Worker, start_worker
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +50,9 @@ class LocalSite:
         if (agency_dir / "agency.toml").exists():
             self.agency = Agency(agency_dir)
         else:
-            self.agency = init_agency(agency_dir, "Local agency",
-                                      Broker(host="127.0.0.1", port=self.port), time.time())
+            self.agency = init_agency(
+                agency_dir, "Local agency", Broker(host="127.0.0.1", port=self.port), time.time()
+            )
         self.broker: Mosquitto | None = None
         self.workers: list[Worker] = []
         self._store_configs: dict[str, Path] = {}
@@ -121,12 +121,16 @@ class LocalSite:
         enrolment.install(data, bundle.read_bytes(), time.time())
         return data
 
-    def uploader(
-        self, data: Path, clock: Clock, settings: SyncSettings | None = None
-    ) -> Uploader:
+    def uploader(self, data: Path, clock: Clock, settings: SyncSettings | None = None) -> Uploader:
         identity = load_identity(data)
         assert identity
-        return Uploader(data, identity.device_id, enrolment.link(data), clock, settings)
+        return Uploader(
+            data,
+            identity.device_id,
+            enrolment.link(data),
+            clock,
+            settings or sync_settings(device_config(data)),
+        )
 
     def db(self) -> Database:
         return Database.connect(self.database)
@@ -143,14 +147,3 @@ class LocalSite:
         self, t: type[BaseException] | None, v: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-
-def start_worker(config: StoreConfig) -> Worker:
-    """A store worker on its own connection to the database and the agency registry."""
-    agency = Agency(config.agency)
-    ingest = Ingest(Database.connect(config.database), BlobStore(config.blobs),
-                    RegistryDirectory(config.agency / REGISTRY), agency.signing_key,
-                    config.name)
-    worker = Worker(config, ingest)
-    worker.start()
-    return worker

@@ -11,8 +11,8 @@ import datetime as dt
 import json
 from typing import Any
 
-from evidence.protocol import DEADLINE_SECONDS
 from evidence.gaps import session_gaps
+from evidence.protocol import DEADLINE_SECONDS
 from evidence.seal import Entry
 from store.db import Database
 
@@ -137,7 +137,7 @@ def format_report(report: dict[str, Any]) -> str:
             f"Device {d['device']}: chain {d['chain']}, {d['entries']} entries "
             f"(last {d['last_seq']}), {d['rejected_messages']} refused messages"
             + (f", {d['flagged_entries']} flagged" if d["flagged_entries"] else ""),
-            f"  status: {'online' if st.get('online') else 'offline or unknown'}, "
+            f"  status: {'unknown' if not st else 'online' if st.get('online') else 'offline'}, "
             f"backlog {backlog.get('blobs', '?')} segments / {backlog.get('bytes', '?')} B, "
             f"deadline {st.get('deadline', '?')}",
         ]

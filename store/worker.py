@@ -18,7 +18,10 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.transport import tls_client
 from evidence import protocol as p
+from store.blobs import BlobStore
 from store.config import StoreConfig
+from store.db import Database
+from store.directory import RegistryDirectory
 from store.ingest import Ingest
 
 log = logging.getLogger(__name__)
@@ -65,3 +68,20 @@ class Worker:
     def stop(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def start_worker(config: StoreConfig) -> Worker:
+    """A worker with its own database connection and view of the agency registry."""
+    from provisioning.agency import REGISTRY, Agency
+
+    agency = Agency(config.agency)
+    ingest = Ingest(
+        Database.connect(config.database),
+        BlobStore(config.blobs),
+        RegistryDirectory(config.agency / REGISTRY),
+        agency.signing_key,
+        config.name,
+    )
+    worker = Worker(config, ingest)
+    worker.start()
+    return worker

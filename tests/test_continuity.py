@@ -10,8 +10,8 @@ import pytest
 from agent.cli import main
 from agent.config import Continuity, DeviceConfig, StorageLimits
 from agent.evidence_dir import load_chain, verify_dir
-from evidence.seal import Entry
 from device.clock import SimClock
+from evidence.seal import Entry
 from simulator.device import SimDevice
 from tests.conftest import small_config
 
@@ -205,20 +205,35 @@ def test_written_statement_needs_two_distinct_authenticated_officers(tmp_path: P
     at = Moment(dev.clock.wall() + 3600, 5.0, True)
     reason = "camera destroyed in the struggle; recording could not resume"
     with pytest.raises(StatementError, match="2 distinct officers, has 1"):
-        seal_statement(root, g["id"], reason,
-                       [Attestation("340102", "pin", "4711"), Attestation("340102", "pin", "4711")],
-                       creds, at)
+        seal_statement(
+            root,
+            g["id"],
+            reason,
+            [Attestation("340102", "pin", "4711"), Attestation("340102", "pin", "4711")],
+            creds,
+            at,
+        )
     with pytest.raises(StatementError, match="340117: credential not accepted"):
-        seal_statement(root, g["id"], reason,
-                       [Attestation("340102", "pin", "4711"), Attestation("340117", "pin", "0000")],
-                       creds, at)
+        seal_statement(
+            root,
+            g["id"],
+            reason,
+            [Attestation("340102", "pin", "4711"), Attestation("340117", "pin", "0000")],
+            creds,
+            at,
+        )
     forged = tmp_path / "forged.json"
     forged.write_bytes(officer_credentials(nacl.signing.SigningKey.generate(), {"1": "1"}))
     with pytest.raises(StatementError, match="not an agency-signed officer list"):
         PinCredentials.load(forged, agency.verify_key)
-    seal_statement(root, g["id"], reason,
-                   [Attestation("340102", "pin", "4711"), Attestation("340117", "pin", "0815")],
-                   creds, at)
+    seal_statement(
+        root,
+        g["id"],
+        reason,
+        [Attestation("340102", "pin", "4711"), Attestation("340117", "pin", "0815")],
+        creds,
+        at,
+    )
     (g,) = _gaps(root)
     assert g["explanation"] == "written"
     assert [a["badge"] for a in g["statement"]["attestations"]] == ["340102", "340117"]

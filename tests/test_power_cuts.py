@@ -38,13 +38,29 @@ explain_seconds = 1.0
 def _start(data: Path, config: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agent.cli", "agent", "run", "--data", str(data), "--sim",
-         "--open", "--config", str(config)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "agent.cli",
+            "agent",
+            "run",
+            "--data",
+            str(data),
+            "--sim",
+            "--open",
+            "--config",
+            str(config),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     assert proc.stdout
     line = proc.stdout.readline()  # printed once recording runs (after any recovery)
-    assert line.startswith("recording: recording"), line + (proc.stderr.read() if proc.stderr else "")
+    assert line.startswith("recording: recording"), line + (
+        proc.stderr.read() if proc.stderr else ""
+    )
     return proc
 
 
@@ -81,5 +97,7 @@ def test_random_power_cuts_keep_every_invariant(tmp_path: Path) -> None:
     resumed = [0.0] + [g["end"] for g in cuts[:-1]]
     lost = [k - max(g["start"], r) for k, g, r in zip(kills, cuts, resumed, strict=True)]
     assert max(lost) <= 1.25, f"worst loss {max(lost):.2f} s"
-    print(f"{CUTS} cuts: footage lost median {sorted(lost)[len(lost) // 2]:.2f} s, "
-          f"worst {max(lost):.2f} s")
+    print(
+        f"{CUTS} cuts: footage lost median {sorted(lost)[len(lost) // 2]:.2f} s, "
+        f"worst {max(lost):.2f} s"
+    )
