@@ -29,7 +29,7 @@ import fcntl
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -355,42 +355,63 @@ def current_assignment(root: Path) -> dict[str, Any] | None:
 
 def apply_command(root: Path, data: bytes, now: float, clock: Clock | None = None) -> Entry:
     """Verify an agency command for this device and apply it: write assignment.json and
-    seal an ``assignment`` entry. Refused: forged, foreign, expired, replayed, superseded."""
+    seal an ``assignment`` entry. Refused: forged, foreign, expired, replayed, superseded.
+    For a device whose recorder is not running; a running recorder applies commands that
+    arrive over MQTT itself (:meth:`agent.recorder.Recorder.apply_command`)."""
+    identity = read_identity(root)
+    key = read_device_key(root)
+    with _locked(root):
+        journal = Journal(root)
+        try:
+
+            def seal(body: dict[str, Any]) -> Entry:
+                last = journal.last()
+                entry = Sealer(key, identity.device_id, last).seal(
+                    "assignment", body, _moment(clock or SystemClock(), last)
+                )
+                journal.append(entry)
+                return entry
+
+            return accept_command(root, journal, data, now, seal)
+        finally:
+            journal.close()
+
+
+def accept_command(
+    root: Path,
+    journal: Journal,
+    data: bytes,
+    now: float,
+    seal: Callable[[dict[str, Any]], Entry],
+) -> Entry:
+    """Every check of an agency command, then its effect: ``assignment.json`` written and
+    the ``assignment`` entry sealed by ``seal`` (the caller's sealer: there is one per
+    chain). The caller holds the device lock."""
     identity = read_identity(root)
     cmd = check_command(data, agency_key(root), identity.device_id, now)
     a = cmd.args
     if a.room is not None and identity.role != "room_controller":
         raise ProvisionError("command names a room, but this device is a body recorder")
-    key = read_device_key(root)
-    with _locked(root):
-        journal = Journal(root)
-        try:
-            if _seen(journal, cmd.nonce):
-                raise ProvisionError(f"command {cmd.nonce} was already applied: replay refused")
-            current = current_assignment(root)
-            if current and float(current.get("issued", 0)) > cmd.issued:
-                raise ProvisionError(
-                    f"command issued {iso(cmd.issued)} is older than the assignment in force "
-                    f"(issued {iso(float(current['issued']))}): superseded"
-                )
-            doc = {
-                "command": cmd.command,
-                "badges": a.badges,
-                "name": a.name,
-                "unit": a.unit,
-                "room": a.room,
-                "nonce": cmd.nonce,
-                "issued": cmd.issued,
-            }
-            write_atomic(root / ASSIGNMENT, json.dumps(doc, indent=2, ensure_ascii=False).encode())
-            last = journal.last()
-            body = {**doc, "agency": cmd.agency, "expires": cmd.expires}
-            sealer = Sealer(key, identity.device_id, last)
-            entry = sealer.seal("assignment", body, _moment(clock or SystemClock(), last))
-            journal.append(entry)
-            _remember(journal, cmd, entry.seq, now)
-        finally:
-            journal.close()
+    if _seen(journal, cmd.nonce):
+        raise ProvisionError(f"command {cmd.nonce} was already applied: replay refused")
+    current = current_assignment(root)
+    if current and float(current.get("issued", 0)) > cmd.issued:
+        raise ProvisionError(
+            f"command issued {iso(cmd.issued)} is older than the assignment in force "
+            f"(issued {iso(float(current['issued']))}): superseded"
+        )
+    doc = {
+        "command": cmd.command,
+        "badges": a.badges,
+        "name": a.name,
+        "unit": a.unit,
+        "room": a.room,
+        "nonce": cmd.nonce,
+        "issued": cmd.issued,
+    }
+    write_atomic(root / ASSIGNMENT, json.dumps(doc, indent=2, ensure_ascii=False).encode())
+    entry = seal({**doc, "agency": cmd.agency, "expires": cmd.expires})
+    _remember(journal, cmd, entry.seq, now)
     return entry
 
 

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from agent.config import DeviceConfig, assigned_badges
-from agent.enrolment import LOCK, finish_rotation
+from agent.enrolment import LOCK, accept_command, finish_rotation
 from agent.evidence_dir import PRIVATE, SEGMENTS, SPOOL, fsync_dir, segment_name
 from agent.identity import load_or_create_identity
 from agent.interruptions import InterruptionTracker, Started, _Pending
@@ -57,6 +57,7 @@ from device.microphone import Microphone, MicrophoneError
 from device.power import Battery
 from device.storage import Storage
 from evidence.seal import Entry, Moment, Sealer
+from provisioning.common import ProvisionError
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +194,24 @@ class Recorder:
         self._act(self.machine.open(), category)
         assert self.session
         return self.session.id
+
+    def apply_command(self, data: bytes) -> Entry | None:
+        """An agency-signed command that arrived over MQTT (assignment): verified and
+        sealed on the recording thread, by this recorder's sealer. A forged, foreign,
+        expired or replayed command is ignored and logged; recording goes on."""
+        try:
+            entry = accept_command(
+                self.root,
+                self.journal,
+                data,
+                self.clock.wall(),
+                lambda body: self._seal("assignment", body),
+            )
+        except ProvisionError as e:
+            self._error(f"command refused: {e}")
+            return None
+        self.badges = list(entry.body.get("badges") or [])
+        return entry
 
     def close_session(self) -> None:
         self._act(self.machine.close())
@@ -631,7 +650,7 @@ class Recorder:
             "prebuffer": before_open > 0,
             "prebuffer_seconds": round(before_open, 6),
             "location": location,
-            "badges": s.badges,
+            "badges": list(self.badges),  # as burned into the picture now
         }
         if recovered:  # cut by a power loss and sealed at the next boot
             body["recovered"] = True

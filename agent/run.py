@@ -81,6 +81,7 @@ def make_uploader(
         clock,
         sync_settings(config),
         status_source=recorder.status,
+        on_command=lambda data: recorder.post(lambda: recorder.apply_command(data)),
     )
 
 

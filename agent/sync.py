@@ -179,6 +179,7 @@ class Uploader:
         clock: Clock,
         settings: SyncSettings | None = None,
         status_source: Callable[[], dict[str, Any]] | None = None,
+        on_command: Callable[[bytes], None] | None = None,
     ) -> None:
         self.root = root
         self.device_id = device_id
@@ -186,6 +187,9 @@ class Uploader:
         self.clock = clock
         self.settings = settings or SyncSettings()
         self.status_source = status_source or dict
+        # Agency commands are handed on unverified: the recorder checks and applies them
+        # on its own thread (one sealer per chain).
+        self.on_command = on_command
         self.connected = threading.Event()
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._stop = threading.Event()
@@ -265,6 +269,7 @@ class Uploader:
             self.refusals.append(f"connect: {rc}")
             return
         c.subscribe(p.reply(self.device_id, "#"), qos=1)
+        c.subscribe(p.command(self.device_id, "#"), qos=1)
         self._inbox.put(("connected", None))
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
@@ -319,6 +324,12 @@ class Uploader:
     def _on_reply(self, ledger: SyncLedger, msg: mqtt.MQTTMessage) -> None:
         what = msg.topic.rsplit("/", 1)[-1]
         payload = bytes(msg.payload)
+        if msg.topic.startswith(p.command(self.device_id, "")):
+            if self.on_command is None:
+                log.warning("no recorder to apply the command on %s", msg.topic)
+            else:
+                self.on_command(payload)
+            return
         if what == "ack":
             ack = p.Ack.parse(payload)
             self._sent_entries.pop(ack.seq, None)

@@ -28,6 +28,8 @@ from agent.config import device_config
 from agent.identity import load_identity
 from agent.run import sync_settings
 from agent.sync import SyncSettings, Uploader
+from agent.transport import tls_client
+from evidence import protocol as topics
 from device.clock import Clock
 from provisioning.agency import Agency, init_agency
 from provisioning.broker import write_broker_config
@@ -131,6 +133,19 @@ class LocalSite:
             clock,
             settings or sync_settings(device_config(data)),
         )
+
+    def send_command(self, device: str, name: str, data: bytes) -> None:
+        """Publish an agency-signed command to a device, as the store's client would."""
+        config = load_store_config(self.store_config("1"))
+        b = config.broker
+        client = tls_client(f"{config.name}-commands", b.ca, b.cert, b.key)
+        client.connect(b.host, self.port)
+        client.loop_start()
+        try:
+            client.publish(topics.command(device, name), data, qos=1).wait_for_publish(10)
+        finally:
+            client.disconnect()
+            client.loop_stop()
 
     def db(self) -> Database:
         return Database.connect(self.database)

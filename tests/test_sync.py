@@ -13,6 +13,7 @@ from agent.evidence_dir import load_chain
 from agent.sync import SyncLedger, SyncSettings
 from evidence.receipt import check_receipt
 from evidence.seal import Entry
+from device.clock import SimClock
 from simulator.device import SimDevice
 from simulator.site import LocalSite
 from store.report import build_report
@@ -134,3 +135,53 @@ def test_two_workers_share_the_load(site: LocalSite) -> None:
     assert db.query("select count(*) as n from receipts")[0]["n"] == expected
     report = build_report(db, time.time())
     assert all(d["chain"] == "ok" for d in report["devices"])
+
+
+def test_commands_over_mqtt_forged_and_replayed_are_ignored(
+    site: LocalSite, tmp_path: Path
+) -> None:
+    site.start_store()
+    data = site.provision_device("bwc-0009")
+    dev = SimDevice(data, small_config(prebuffer_seconds=0), clock=SimClock(wall_start=time.time()))
+    dev.start()
+    rec = dev.recorder
+    up = site.uploader(data, dev.clock)
+    up.on_command = lambda payload: rec.post(lambda: rec.apply_command(payload))
+    up.start()
+    assert up.connected.wait(10)
+    rec.open_session()
+
+    def run_until(cond: object, timeout: float = 15) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            dev.run(0.2)
+            if callable(cond) and cond():
+                return True
+            time.sleep(0.02)
+        return False
+
+    cmd = tmp_path / "assign.cmd"
+    site.agency.assign("bwc-0009", cmd, time.time(), badges=["777001"])
+    good = cmd.read_bytes()
+    site.send_command("bwc-0009", "assign", good)
+    assert run_until(lambda: rec.badges == ["777001"]), rec.last_error
+    site.send_command("bwc-0009", "assign", good)  # replayed
+    assert run_until(lambda: "replay refused" in (rec.last_error or ""))
+    forged = good.replace(b"777001", b"666666")  # altered after signing
+    site.send_command("bwc-0009", "assign", forged)
+    assert run_until(
+        lambda: (
+            "command refused" in (rec.last_error or "") and "replay" not in (rec.last_error or "")
+        )
+    )
+    site.send_command("bwc-0009", "assign", b"\x00garbage")
+    assert run_until(lambda: "not valid JSON" in (rec.last_error or ""))
+    rec.close_session()
+    up.stop()
+    dev.stop()
+    assignments = [
+        e for _, e in load_chain(data) if isinstance(e, Entry) and e.kind == "assignment"
+    ]
+    assert [e.body["badges"] for e in assignments] == [["777001"]]
+    segs = _segments(data)
+    assert segs[-1].body["badges"] == ["777001"], "the new badge is in the manifests"
