@@ -29,8 +29,8 @@ from agent.identity import load_identity
 from agent.run import sync_settings
 from agent.sync import SyncSettings, Uploader
 from agent.transport import tls_client
-from evidence import protocol as topics
 from device.clock import Clock
+from evidence import protocol as topics
 from provisioning.agency import Agency, init_agency
 from provisioning.broker import write_broker_config
 from provisioning.bundle import Broker

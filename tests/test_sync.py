@@ -11,9 +11,9 @@ import pytest
 
 from agent.evidence_dir import load_chain
 from agent.sync import SyncLedger, SyncSettings
+from device.clock import SimClock
 from evidence.receipt import check_receipt
 from evidence.seal import Entry
-from device.clock import SimClock
 from simulator.device import SimDevice
 from simulator.site import LocalSite
 from store.report import build_report
