@@ -23,6 +23,7 @@ import numpy as np
 from agent.config import DeviceConfig, Recording
 from agent.evidence_dir import load_chain
 from agent.watermark import Watermark, find_font
+from bench import sync as sync_bench
 from evidence.seal import Entry, Moment, Sealer
 from simulator.device import SimDevice
 
@@ -332,6 +333,7 @@ def main() -> None:
         watermark_cost()
         peak_rss(tmp)
         power_cuts(tmp)
+        sync_bench.run(tmp, line)
         pipeline(tmp)  # last: it pins this process to one core
 
 

@@ -1,6 +1,7 @@
 """Content-addressed blob files: ``BLOBS/ab/abcdef….mp4``, assembled from chunks.
 
-Chunks of a blob being received are written at their offsets into ``BLOBS/partial/<sha>``
+Chunks of a blob being received are written at their offsets into
+``BLOBS/partial/<device>.<sha>``
 (``pwrite``: idempotent, and safe when two workers write different chunks). A complete blob
 is hashed, fsynced and renamed into place before any receipt names it.
 """
@@ -20,22 +21,23 @@ class BlobStore:
     def path(self, sha256: str) -> Path:
         return self.root / sha256[:2] / f"{sha256}.mp4"
 
-    def partial(self, sha256: str) -> Path:
-        return self.root / "partial" / sha256
+    def partial(self, device: str, sha256: str) -> Path:
+        return self.root / "partial" / f"{device}.{sha256}"
 
     def has(self, sha256: str) -> bool:
         return self.path(sha256).is_file()
 
-    def write_chunk(self, sha256: str, offset: int, data: bytes) -> None:
-        fd = os.open(self.partial(sha256), os.O_WRONLY | os.O_CREAT, 0o640)
+    def write_chunk(self, device: str, sha256: str, offset: int, data: bytes) -> None:
+        fd = os.open(self.partial(device, sha256), os.O_WRONLY | os.O_CREAT, 0o640)
         try:
             os.pwrite(fd, data, offset)
         finally:
             os.close(fd)
 
-    def complete(self, sha256: str, size: int) -> bool:
-        """Hash the assembled blob; if it is the one announced, fsync it into place."""
-        part = self.partial(sha256)
+    def complete(self, device: str, sha256: str, size: int) -> bool:
+        """Hash the assembled blob; if it is the one announced, fsync it into place (or, if
+        those bytes are stored already, keep the one copy)."""
+        part = self.partial(device, sha256)
         h = hashlib.sha256()
         with open(part, "rb") as f:
             while chunk := f.read(1 << 20):
@@ -44,6 +46,9 @@ class BlobStore:
         if h.hexdigest() != sha256 or part.stat().st_size != size:
             return False
         dest = self.path(sha256)
+        if dest.is_file():
+            part.unlink()
+            return True
         dest.parent.mkdir(exist_ok=True)
         os.replace(part, dest)
         for d in (dest.parent, part.parent):
@@ -54,5 +59,5 @@ class BlobStore:
                 os.close(fd)
         return True
 
-    def discard(self, sha256: str) -> None:
-        self.partial(sha256).unlink(missing_ok=True)
+    def discard(self, device: str, sha256: str) -> None:
+        self.partial(device, sha256).unlink(missing_ok=True)

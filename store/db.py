@@ -29,15 +29,18 @@ SCHEMA = [
     """create table if not exists chain_problems (
         device text not null, seq bigint not null, code text not null, detail text not null,
         at double precision not null, primary key (device, seq, code))""",
+    # Per device: two devices may upload identical bytes (stored once, receipted twice).
     """create table if not exists blobs (
-        sha256 text primary key, device text not null, seq bigint not null,
+        device text not null, sha256 text not null, seq bigint not null,
         size bigint not null, chunk_size bigint not null, chunks text not null,
-        complete double precision)""",
+        complete double precision, primary key (device, sha256))""",
     """create table if not exists chunks (
-        sha256 text not null, off bigint not null, primary key (sha256, off))""",
+        device text not null, sha256 text not null, off bigint not null,
+        primary key (device, sha256, off))""",
     """create table if not exists receipts (
-        sha256 text primary key, device text not null, seq bigint not null,
-        stored_at double precision not null, receipt text not null)""",
+        device text not null, sha256 text not null, seq bigint not null,
+        stored_at double precision not null, receipt text not null,
+        primary key (device, sha256))""",
     """create table if not exists rejections (
         device text not null, topic text not null, reason text not null,
         at double precision not null)""",

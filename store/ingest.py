@@ -197,12 +197,12 @@ class Ingest:
     # -- blobs -------------------------------------------------------------------
 
     def _blob(self, device: str, sha256: str) -> p.BlobInit:
-        rows = self.db.query("select * from blobs where sha256 = ?", (sha256,))
+        rows = self.db.query(
+            "select * from blobs where device = ? and sha256 = ?", (device, sha256)
+        )
         if not rows:
             raise Refused(f"chunk or finish for unknown blob {sha256[:16]}: send init first")
         b = rows[0]
-        if b["device"] != device:
-            raise Refused(f"blob {sha256[:16]} belongs to another device")
         return p.BlobInit(
             sha256,
             int(b["size"]),
@@ -211,28 +211,27 @@ class Ingest:
             tuple(json.loads(b["chunks"])),
         )
 
-    def _received(self, sha256: str) -> set[int]:
-        return {
-            int(r["off"])
-            for r in self.db.query("select off from chunks where sha256 = ?", (sha256,))
-        }
+    def _received(self, device: str, sha256: str) -> set[int]:
+        rows = self.db.query(
+            "select off from chunks where device = ? and sha256 = ?", (device, sha256)
+        )
+        return {int(r["off"]) for r in rows}
+
+    def _receipt(self, device: str, sha256: str) -> list[Reply]:
+        rows = self.db.query(
+            "select receipt from receipts where device = ? and sha256 = ?", (device, sha256)
+        )
+        return [(p.reply(device, "receipt"), rows[0]["receipt"].encode())] if rows else []
 
     def _init(self, device: str, payload: bytes) -> list[Reply]:
         init = p.BlobInit.parse(payload)
-        receipt = self.db.query("select receipt from receipts where sha256 = ?", (init.sha256,))
-        if receipt:  # already stored: the device lost our receipt, send it again
-            return [(p.reply(device, "receipt"), receipt[0]["receipt"].encode())]
+        if receipt := self._receipt(device, init.sha256):
+            return receipt  # already stored: the device lost our receipt, send it again
+        chunks = json.dumps(list(init.chunks))
         with self.db.transaction():
             self.db.execute(
                 "insert into blobs values (?, ?, ?, ?, ?, ?, null) on conflict do nothing",
-                (
-                    init.sha256,
-                    device,
-                    init.seq,
-                    init.size,
-                    init.chunk_size,
-                    json.dumps(list(init.chunks)),
-                ),
+                (device, init.sha256, init.seq, init.size, init.chunk_size, chunks),
             )
         known = self._blob(device, init.sha256)
         if (known.size, known.chunk_size, known.chunks) != (
@@ -242,20 +241,16 @@ class Ingest:
         ):
             # A device restarted with another chunk size: start the blob over.
             with self.db.transaction():
-                self.db.execute("delete from chunks where sha256 = ?", (init.sha256,))
+                self.db.execute(
+                    "delete from chunks where device = ? and sha256 = ?", (device, init.sha256)
+                )
                 self.db.execute(
                     "update blobs set size = ?, chunk_size = ?, chunks = ?, seq = ?"
-                    " where sha256 = ?",
-                    (
-                        init.size,
-                        init.chunk_size,
-                        json.dumps(list(init.chunks)),
-                        init.seq,
-                        init.sha256,
-                    ),
+                    " where device = ? and sha256 = ?",
+                    (init.size, init.chunk_size, chunks, init.seq, device, init.sha256),
                 )
-            self.blobs.discard(init.sha256)
-        lacking = p.missing(init, self._received(init.sha256))
+            self.blobs.discard(device, init.sha256)
+        lacking = p.missing(init, self._received(device, init.sha256))
         return [(p.reply(device, "missing"), p.Missing(init.sha256, lacking).to_bytes())]
 
     def _chunk(self, device: str, sha256: str, offset_text: str, data: bytes) -> list[Reply]:
@@ -272,20 +267,20 @@ class Ingest:
                 f"chunk at {offset} of {sha256[:16]} does not match its hash "
                 "(altered in transit): send it again"
             )
-        self.blobs.write_chunk(sha256, offset, data)
+        self.blobs.write_chunk(device, sha256, offset, data)
         with self.db.transaction():
             self.db.execute(
-                "insert into chunks values (?, ?) on conflict do nothing", (sha256, offset)
+                "insert into chunks values (?, ?, ?) on conflict do nothing",
+                (device, sha256, offset),
             )
         return []
 
     def _finish(self, device: str, payload: bytes, now: float) -> list[Reply]:
         sha256 = p.check_sha256(p.parse_json(payload, "finish").get("sha256"), "finish")
-        receipt = self.db.query("select receipt from receipts where sha256 = ?", (sha256,))
-        if receipt:
-            return [(p.reply(device, "receipt"), receipt[0]["receipt"].encode())]
+        if receipt := self._receipt(device, sha256):
+            return receipt
         init = self._blob(device, sha256)
-        lacking = p.missing(init, self._received(sha256))
+        lacking = p.missing(init, self._received(device, sha256))
         if lacking:
             return [
                 (p.reply(device, "missing"), p.Missing(sha256, lacking, "incomplete").to_bytes())
@@ -295,25 +290,22 @@ class Ingest:
             (device, init.seq),
         )
         if not manifest:
-            return [
-                (
-                    p.reply(device, "missing"),
-                    p.Missing(sha256, [], f"manifest entry {init.seq} not received").to_bytes(),
-                )
-            ]
+            reason = f"manifest entry {init.seq} not received"
+            return [(p.reply(device, "missing"), p.Missing(sha256, [], reason).to_bytes())]
         body = json.loads(manifest[0]["entry"])["payload"]["body"]
         if body.get("sha256") != sha256 or int(body.get("size", -1)) != init.size:
             raise Refused(f"entry {init.seq} does not seal blob {sha256[:16]} of {init.size} B")
-        if not self.blobs.has(sha256) and not self.blobs.complete(sha256, init.size):
+        if not self.blobs.complete(device, sha256, init.size):
             with self.db.transaction():
-                self.db.execute("delete from chunks where sha256 = ?", (sha256,))
-            self.blobs.discard(sha256)
+                self.db.execute(
+                    "delete from chunks where device = ? and sha256 = ?", (device, sha256)
+                )
+            self.blobs.discard(device, sha256)
+            reason = "assembled blob does not match: resend"
             return [
                 (
                     p.reply(device, "missing"),
-                    p.Missing(
-                        sha256, p.chunk_offsets(init), "assembled blob does not match: resend"
-                    ).to_bytes(),
+                    p.Missing(sha256, p.chunk_offsets(init), reason).to_bytes(),
                 )
             ]
         data = make_receipt(
@@ -330,12 +322,14 @@ class Ingest:
         with self.db.transaction():
             self.db.execute(
                 "insert into receipts values (?, ?, ?, ?, ?) on conflict do nothing",
-                (sha256, device, init.seq, now, data.decode()),
+                (device, sha256, init.seq, now, data.decode()),
             )
-            self.db.execute("update blobs set complete = ? where sha256 = ?", (now, sha256))
-            self.db.execute("delete from chunks where sha256 = ?", (sha256,))
-        stored = self.db.query("select receipt from receipts where sha256 = ?", (sha256,))
-        return [(p.reply(device, "receipt"), stored[0]["receipt"].encode())]
+            self.db.execute(
+                "update blobs set complete = ? where device = ? and sha256 = ?",
+                (now, device, sha256),
+            )
+            self.db.execute("delete from chunks where device = ? and sha256 = ?", (device, sha256))
+        return self._receipt(device, sha256)  # the one stored, if two workers raced
 
     def _status(self, device: str, payload: bytes, now: float) -> list[Reply]:
         doc = p.parse_json(payload, "status")

@@ -251,3 +251,20 @@ def test_gaps_and_forks_are_reported(db: Database, tmp_path: Path, device: Path)
     assert not p.Ack.parse(ack).ok and "fork" in p.Ack.parse(ack).reason
     d = build_report(db, NOW)["devices"][0]
     assert d["gaps"] == [] and [x["code"] for x in d["problems"]] == ["fork"]
+
+
+def test_identical_bytes_from_two_devices_are_kept_once_and_receipted_to_each(
+    db: Database, tmp_path: Path, device: Path
+) -> None:
+    ingest, directory, dev, agency = _setup(db, tmp_path, device)
+    seg = next(e for e in _entries(device) if e.kind == "segment")
+    other_key = nacl.signing.SigningKey.generate()
+    directory.add("bwc-twin", other_key.verify_key)
+    twin = Sealer(other_key, "bwc-twin", None).seal("segment", seg.body, Moment(NOW, 1.0, True))
+    for d, e in ((dev, seg), ("bwc-twin", twin)):
+        ingest.handle(p.up(d, "entry"), e.to_json(), NOW)
+    for d, e in ((dev, seg), ("bwc-twin", twin)):
+        ((topic, payload),) = _upload(ingest, d, device, e)
+        assert topic == p.reply(d, "receipt")
+        assert check_receipt(payload, agency.verify_key, device=d)["entry_hash"] == e.hash
+    assert len(list((tmp_path / "blobs").rglob("*.mp4"))) == 1
