@@ -64,7 +64,8 @@ class Link:
 class SyncSettings:
     chunk_size: int = 256 * 1024
     bandwidth: int | None = None  # bytes per second; None: as fast as the link goes
-    window: int = 32  # QoS 1 publishes in flight
+    window: int = 64  # QoS 1 publishes in flight
+    parallel_blobs: int = 16  # blobs being transferred at once
     retry_seconds: float = 10.0  # re-ask the store when it has not answered
     keep_after_receipt_hours: float | None = None  # None: keep local copies
     status_seconds: float = 10.0
@@ -279,6 +280,7 @@ class Uploader:
     def _on_publish(self, _c: mqtt.Client, _u: Any, _mid: int, rc: ReasonCode, _p: Any) -> None:
         with self._inflight_lock:
             self._inflight = max(0, self._inflight - 1)
+        self._inbox.put(("room", None))  # wake the uploader: the window has room again
         if rc.is_failure:  # e.g. 135 Not authorized: the ACL refused the topic
             self.refusals.append(f"publish: {rc}")
 
@@ -312,6 +314,8 @@ class Uploader:
                 self._inflight = 0
             self.connected.set()
             self._publish_status(ledger, force=True)
+        elif kind == "room":
+            pass
         elif kind == "disconnected":
             self._transfers.clear()
             self._sent_entries.clear()
@@ -371,10 +375,12 @@ class Uploader:
             self._publish(p.up(self.device_id, "entry"), e.to_json())
             self._sent_entries[e.seq] = now
         # 2. media, oldest first, a few blobs at a time
-        if len(self._transfers) < 4:
+        if len(self._transfers) < self.settings.parallel_blobs:
             for b in ledger.pending_blobs():
-                if b["sha256"] in self._transfers or len(self._transfers) >= 4:
+                if b["sha256"] in self._transfers:
                     continue
+                if len(self._transfers) >= self.settings.parallel_blobs:
+                    break
                 path = self.root / str(b["file"])
                 if not path.is_file():
                     continue

@@ -75,20 +75,20 @@ def plain_publish(site: LocalSite, files: list[Path], chunk: int) -> float:
     return elapsed
 
 
-def throughput(site: LocalSite, line: Line) -> None:
+def throughput(site: LocalSite, line: Line, source: Path, backlog_mb: int = 20) -> None:
+    """A connected device whose journal suddenly holds a backlog (sealed at once), to
+    stored-and-receipted; against publishing the same bytes with plain paho."""
     data = site.provision_device("bwc-bench-tp")
-    dev = _record(data, 40)
-    dev.stop()
-    files = _backlog_bytes(data)
-    size = sum(f.stat().st_size for f in files)
     settings = SyncSettings()
-    base = plain_publish(site, files, settings.chunk_size)
-    up = site.uploader(data, dev.clock, settings)
-    t = time.perf_counter()
+    up = site.uploader(data, SimClock(wall_start=time.time()), settings)
     up.start()
+    assert up.connected.wait(10)
+    size = _clone_backlog(source, data, backlog_mb * 1_000_000)
+    t = time.perf_counter()
     done = up.wait_idle(300)
     elapsed = time.perf_counter() - t
     up.stop()
+    base = plain_publish(site, _backlog_bytes(data), settings.chunk_size)
     ratio = base / elapsed
     mb = size / 1e6
     line(
@@ -173,9 +173,7 @@ def _clone_backlog(source: Path, data: Path, target_bytes: int) -> int:
     return total
 
 
-def fleet(site: LocalSite, line: Line, devices: int, backlog_mb: int) -> None:
-    source = site.provision_device("bwc-bench-src")
-    _record(source, 30).stop()
+def fleet(site: LocalSite, line: Line, source: Path, devices: int, backlog_mb: int) -> None:
     datas = [site.provision_device(f"bwc-fleet-{n:03d}") for n in range(devices)]
     site.start_broker()  # reload the ACL with the new devices
     total = sum(_clone_backlog(source, d, backlog_mb * 1_000_000) for d in datas)
@@ -221,6 +219,13 @@ def run(tmp: Path, line: Line) -> None:
     with LocalSite(tmp / "site") as site:
         site.start_broker()
         site.start_store()
-        throughput(site, line)
+        source = site.provision_device("bwc-bench-src")
+        dev = SimDevice(source, DeviceConfig())  # 1280x720@30: real segment sizes
+        dev.start()
+        dev.recorder.open_session()
+        dev.run(30)
+        dev.recorder.close_session()
+        dev.stop()
+        throughput(site, line, source)
         latency(site, line)
-        fleet(site, line, devices, backlog)
+        fleet(site, line, source, devices, backlog)

@@ -86,10 +86,18 @@ class Database:
         return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self, durable: bool = True) -> Iterator[None]:
+        """A transaction; ``durable=False`` for what may be lost in a crash without harm
+        (a chunk's bookkeeping: the device sends it again), which spares an fsync."""
+        if not durable and self.postgres:
+            self.execute("set local synchronous_commit to off")
+        elif not durable:
+            self.conn.execute("PRAGMA synchronous=NORMAL")  # outside a transaction: allowed
         try:
             yield
             self.conn.commit()
+            if not durable and not self.postgres:
+                self.conn.execute("PRAGMA synchronous=FULL")
         except BaseException:
             self.conn.rollback()
             raise

@@ -228,7 +228,7 @@ class Ingest:
         if receipt := self._receipt(device, init.sha256):
             return receipt  # already stored: the device lost our receipt, send it again
         chunks = json.dumps(list(init.chunks))
-        with self.db.transaction():
+        with self.db.transaction(durable=False):
             self.db.execute(
                 "insert into blobs values (?, ?, ?, ?, ?, ?, null) on conflict do nothing",
                 (device, init.sha256, init.seq, init.size, init.chunk_size, chunks),
@@ -268,7 +268,7 @@ class Ingest:
                 "(altered in transit): send it again"
             )
         self.blobs.write_chunk(device, sha256, offset, data)
-        with self.db.transaction():
+        with self.db.transaction(durable=False):
             self.db.execute(
                 "insert into chunks values (?, ?, ?) on conflict do nothing",
                 (device, sha256, offset),
@@ -335,7 +335,7 @@ class Ingest:
         doc = p.parse_json(payload, "status")
         if doc.get("device") != device:
             raise Refused("status names another device")
-        with self.db.transaction():
+        with self.db.transaction(durable=False):
             self.db.execute(
                 "insert into statuses values (?, ?, ?) on conflict (device) do update"
                 " set status = excluded.status, at = excluded.at",
