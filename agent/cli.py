@@ -27,7 +27,7 @@ from evidence.report import format_report
 from provisioning.cli import add_provision_parser
 from provisioning.common import ProvisionError
 from simulator.broker import BrokerError
-from store.cli import StoreConfigError, add_store_parser
+from store.cli import add_store_parser
 
 
 class CliError(Exception):
@@ -210,7 +210,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         SessionError,
         RecorderBusy,
         ProvisionError,
-        StoreConfigError,
         BrokerError,
     ) as e:
         print(f"unbroken: error: {e}", file=sys.stderr)

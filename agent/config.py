@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -152,8 +152,14 @@ class DeviceConfig(_Strict):
 
 def load_config(path: Path | None) -> DeviceConfig:
     """Read a TOML file into a DeviceConfig; None gives the defaults."""
-    if path is None:
-        return DeviceConfig()
+    return DeviceConfig() if path is None else load_toml(path, DeviceConfig)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_toml(path: Path, model: type[M], what: str = "configuration") -> M:
+    """A TOML file validated into ``model``; ConfigError names the file and each field."""
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -161,13 +167,13 @@ def load_config(path: Path | None) -> DeviceConfig:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
     try:
-        return DeviceConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as e:
         lines = [
             f"  {'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}"
             for err in e.errors()
         ]
-        raise ConfigError(f"{path}: invalid configuration\n" + "\n".join(lines)) from None
+        raise ConfigError(f"{path}: invalid {what}\n" + "\n".join(lines)) from None
 
 
 DEVICE_TOML = "device.toml"  # settings installed from the provisioning bundle

@@ -55,7 +55,7 @@ class Mosquitto:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise BrokerError(
-                    f"mosquitto exited ({self.proc.returncode}): {self.log.read_text()[-800:]}"
+                    f"mosquitto exited ({self.proc.returncode}): {self.log_text()[-800:]}"
                 )
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
@@ -65,10 +65,22 @@ class Mosquitto:
         self.stop()
         raise BrokerError(f"mosquitto did not listen on port {self.port} within {timeout} s")
 
-    def reload(self) -> None:
-        """SIGHUP: re-read the ACL and CRL (after an enrolment or a revocation)."""
-        if self.proc:
-            self.proc.send_signal(signal.SIGHUP)
+    def reload(self, timeout: float = 5.0) -> None:
+        """SIGHUP: re-read the ACL, certificates and CRL (after an enrolment or a
+        revocation); returns once Mosquitto says it did."""
+        if not self.proc:
+            return
+        before = self.log_text().count("Reloading config")
+        self.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while self.log_text().count("Reloading config") <= before:
+            if time.monotonic() > deadline:
+                raise BrokerError(f"mosquitto did not reload within {timeout} s")
+            time.sleep(0.05)
+        time.sleep(0.2)  # the log line comes first; give the reload itself a moment
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

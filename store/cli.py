@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from store.config import StoreConfigError, load_store_config
+from store.config import load_store_config
 from store.db import Database
 from store.report import build_report, format_report
 from store.worker import start_worker
@@ -59,6 +59,3 @@ def add_store_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, required=True, help="store.toml")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_report)
-
-
-__all__ = ["StoreConfigError", "add_store_parser"]

@@ -17,14 +17,11 @@ Example::
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-
-class StoreConfigError(ValueError):
-    pass
+from agent.config import load_toml
 
 
 class _Strict(BaseModel):
@@ -49,19 +46,7 @@ class StoreConfig(_Strict):
 
 
 def load_store_config(path: Path) -> StoreConfig:
-    try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise StoreConfigError(f"{path}: no such configuration file") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise StoreConfigError(f"{path}: not valid TOML: {e}") from None
-    try:
-        cfg = StoreConfig.model_validate(data)
-    except ValidationError as e:
-        lines = [f"  {'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors()]
-        raise StoreConfigError(
-            f"{path}: invalid store configuration\n" + "\n".join(lines)
-        ) from None
+    cfg = load_toml(path, StoreConfig, "store configuration")
     base = Path(path).parent
     # relative paths are relative to the configuration file
     return cfg.model_copy(

@@ -11,11 +11,7 @@ import argparse
 import json
 import queue
 import shlex
-import shutil
-import signal
-import socket
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -36,6 +32,7 @@ from agent.transport import tls_client
 from provisioning import pki
 from provisioning.agency import Agency
 from provisioning.cli import add_provision_parser
+from simulator.broker import Mosquitto, free_port, mosquitto_binary
 
 TIMEOUT = 5.0
 NOT_AUTHORIZED = 135
@@ -48,23 +45,6 @@ def run(command: str) -> None:
     add_agent_parser(sub)
     args = parser.parse_args(shlex.split(command))
     assert args.func(args) == 0
-
-
-def mosquitto_binary() -> str:
-    for candidate in (shutil.which("mosquitto"), "/usr/sbin/mosquitto"):
-        if candidate and Path(candidate).exists():
-            return candidate
-    pytest.fail(
-        "mosquitto is not installed: these tests need the real broker. Run `make test` "
-        "(it installs it) or `sudo apt install mosquitto`.",
-        pytrace=False,
-    )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -154,64 +134,11 @@ def _der_to_pem(d: Path) -> None:
     )
 
 
-class Broker:
-    """``mosquitto -c DIR/mosquitto.conf``, up once it completes TLS handshakes."""
-
-    def __init__(self, fleet: Fleet) -> None:
-        self.fleet = fleet
-        self.log = fleet.root / "mosquitto.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Broker:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [mosquitto_binary(), "-c", str(self.fleet.broker_dir / "mosquitto.conf")],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"mosquitto exited ({self.proc.returncode}):\n{self.log_text()}")
-            if self._tls_ready():
-                return self
-            time.sleep(0.05)
-        self.stop()
-        pytest.fail(f"mosquitto did not accept TLS within 10 s:\n{self.log_text()}")
-
-    def _tls_ready(self) -> bool:
-        store = self.fleet.store()
-        ctx = ssl.create_default_context(cafile=str(self.fleet.ca))
-        ctx.load_cert_chain(str(store.cert), str(store.key))
-        try:
-            with (
-                socket.create_connection(("127.0.0.1", self.fleet.port), timeout=1) as s,
-                ctx.wrap_socket(s, server_hostname="127.0.0.1"),
-            ):
-                return True
-        except OSError:
-            return False
-
-    def reload(self) -> None:
-        """SIGHUP: Mosquitto 2.0 rereads the ACL, the certificates and the CRL."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + TIMEOUT
-        while "Reloading config" not in self.log_text() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.2)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
+def Broker(fleet: Fleet) -> Mosquitto:
+    """``mosquitto -c DIR/mosquitto.conf`` exactly as ``provision broker-config`` wrote it."""
+    return Mosquitto(
+        fleet.broker_dir / "mosquitto.conf", fleet.port, log=fleet.root / "mosquitto.log"
+    )
 
 
 class Client:
