@@ -46,6 +46,7 @@ from evidence.seal import Entry
 log = logging.getLogger(__name__)
 
 RECEIPTS = "receipts"  # DATA/receipts/<sha256>.json: kept, verifiable, never deleted
+SCAN_SECONDS = 0.1  # how often the journal is read for newly sealed entries
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,8 @@ class _Transfer:
     file: Path
     init: p.BlobInit
     to_send: list[int] = field(default_factory=list)
-    finished: bool = False
+    answered: bool = False  # the store said what it lacks since we last asked
+    finished: bool = False  # finish sent (or nothing to do but wait): awaiting the store
     asked_at: float = 0.0
 
 
@@ -123,6 +125,9 @@ class SyncLedger:
             " (select sha256 from receipts) order by seq"
         ).fetchall()
         return [dict(r) for r in rows]
+
+    def head(self) -> int:
+        return int(self.db.execute("select coalesce(max(seq), 0) from entries").fetchone()[0])
 
     def ack(self, seq: int) -> None:
         with self.db:
@@ -202,6 +207,10 @@ class Uploader:
         self._tokens = 0.0
         self._token_time = time.monotonic()
         self._last_status = 0.0
+        self._rescan = True
+        self._next_scan = 0.0
+        self._last_reply = 0.0
+        self._journal_head = 0  # the newest entry seen: new ones are worth a scan
         self.refusals: list[str] = []  # what the store or broker refused, for status/tests
         self.client = self._make_client()
 
@@ -306,6 +315,9 @@ class Uploader:
             ledger.close()
 
     def _handle(self, ledger: SyncLedger, kind: str, data: Any) -> None:
+        if kind in ("message", "connected"):
+            self._rescan = True  # an ack or a receipt frees a place for what comes next
+            self._last_reply = time.monotonic()
         if kind == "connected":
             # Nothing is assumed delivered across a reconnect: ask again.
             self._transfers.clear()
@@ -348,7 +360,10 @@ class Uploader:
             t = self._transfers.get(m.sha256)
             if t:
                 t.to_send = list(m.offsets)
-                t.finished = False
+                t.answered = True
+                # Nothing lacking but a reason (the manifest has not arrived): wait, then
+                # ask again; nothing lacking and no reason: send finish.
+                t.finished = not m.offsets and bool(m.reason)
                 t.asked_at = time.monotonic()
                 if m.reason:
                     log.info("store asks again for %s: %s", m.sha256[:12], m.reason)
@@ -365,12 +380,29 @@ class Uploader:
 
     def _pump(self, ledger: SyncLedger) -> None:
         now = time.monotonic()
+        # Reading the journal is the costly part: do it when something was acknowledged or
+        # receipted, or a moment has passed (the recorder seals on its own thread).
+        if not self._rescan and now >= self._next_scan:
+            self._next_scan = now + SCAN_SECONDS
+            head = ledger.head()
+            waiting = bool(self._sent_entries) and self._quiet(0.0, now)
+            self._rescan = head != self._journal_head or waiting
+            self._journal_head = head
+        if self._rescan:
+            self._rescan = False
+            self._scan(ledger, now)
+        for t in list(self._transfers.values()):
+            self._advance(t, now)
+        self._publish_status(ledger)
+
+    def _scan(self, ledger: SyncLedger, now: float) -> None:
         # 1. chain entries, in order, before the media they seal
         for e in ledger.unacked(self.settings.window * 4):
             sent = self._sent_entries.get(e.seq)
-            if sent is not None and now - sent < self.settings.retry_seconds:
+            if sent is not None and not self._quiet(sent, now):
                 continue
             if not self._room():
+                self._rescan = True  # the rest when the window has room
                 return
             self._publish(p.up(self.device_id, "entry"), e.to_json())
             self._sent_entries[e.seq] = now
@@ -392,17 +424,15 @@ class Uploader:
                     _chunk_hashes(path, self.settings.chunk_size),
                 )
                 self._transfers[init.sha256] = _Transfer(init.sha256, init.seq, path, init)
-        for t in list(self._transfers.values()):
-            self._advance(t, now)
-        self._publish_status(ledger)
 
     def _advance(self, t: _Transfer, now: float) -> None:
-        if t.asked_at == 0.0 or (not t.to_send and now - t.asked_at > self.settings.retry_seconds):
+        waiting = not t.answered or t.finished
+        if t.asked_at == 0.0 or (waiting and self._quiet(t.asked_at, now)):
             # New, or the store went quiet: ask what it lacks (idempotent).
             self._publish(p.up(self.device_id, "blob", "init"), t.init.to_bytes())
-            t.asked_at, t.finished = now, False
+            t.asked_at, t.answered, t.finished = now, False, False
             return
-        if not t.to_send or t.finished:
+        if waiting:
             return
         with open(t.file, "rb") as f:
             while t.to_send and self._room():
@@ -416,6 +446,12 @@ class Uploader:
         if not t.to_send:
             self._publish(p.up(self.device_id, "blob", "finish"), p.dumps({"sha256": t.sha256}))
             t.finished, t.asked_at = True, now
+
+    def _quiet(self, since: float, now: float) -> bool:
+        """Whether the store has said nothing for ``retry_seconds`` since ``since``: then
+        ask again. While it answers anything, it is busy, not deaf: resending would only
+        add to its queue."""
+        return now - max(since, self._last_reply) > self.settings.retry_seconds
 
     def _room(self) -> bool:
         with self._inflight_lock:

@@ -56,7 +56,7 @@ def plain_publish(site: LocalSite, files: list[Path], chunk: int) -> float:
     config = load_store_config(site.store_config("1"))
     b = config.broker
     client = tls_client("bench-baseline", b.ca, b.cert, b.key)
-    client.max_inflight_messages_set(32)
+    client.max_inflight_messages_set(SyncSettings().window)  # as the uploader
     client.connect(b.host, site.port)
     client.loop_start()
     t = time.perf_counter()
@@ -218,7 +218,7 @@ def run(tmp: Path, line: Line) -> None:
     backlog = int(os.environ.get("UNBROKEN_BENCH_BACKLOG_MB", "20"))
     with LocalSite(tmp / "site") as site:
         site.start_broker()
-        site.start_store()
+        site.start_store_processes(2)
         source = site.provision_device("bwc-bench-src")
         dev = SimDevice(source, DeviceConfig())  # 1280x720@30: real segment sizes
         dev.start()

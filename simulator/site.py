@@ -15,6 +15,8 @@ Example::
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import time
 import tomllib
 from pathlib import Path
@@ -57,6 +59,7 @@ class LocalSite:
             )
         self.broker: Mosquitto | None = None
         self.workers: list[Worker] = []
+        self.processes: list[subprocess.Popen[bytes]] = []
         self._store_configs: dict[str, Path] = {}
 
     # -- the agency side ------------------------------------------------------------
@@ -104,7 +107,27 @@ class LocalSite:
             w.ready.wait(10)
         return self.workers
 
+    def start_store_processes(self, workers: int = 2) -> list[subprocess.Popen[bytes]]:
+        """Store workers as their own processes (``unbroken store run``), as an agency
+        would run them: the devices' threads here then do not share their interpreter."""
+        configs = [self.store_config(str(len(self.workers) + 1 + i)) for i in range(workers)]
+        self.start_broker()
+        for config in configs:
+            log = open(config.with_suffix(".log"), "ab")  # noqa: SIM115  (the child owns it)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "agent.cli", "store", "run", "--config", str(config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            log.close()
+            self.processes.append(proc)
+        return self.processes
+
     def stop_store(self) -> None:
+        for proc in self.processes:
+            proc.terminate()
+            proc.wait(timeout=10)
+        self.processes = []
         for w in self.workers:
             w.stop()
             w.ingest.db.close()
