@@ -138,6 +138,8 @@ class Recorder:
         c = config.continuity
         self.gaps = InterruptionTracker(c.explain_seconds, c.explain_mode, c.explain_timeout)
         self.powered_off = False
+        self.paused = False
+        self._had_fix: bool | None = None
         self._wall_offset: float | None = None
         self._frames_since_check = 0
         self._storage_full = False
@@ -269,10 +271,11 @@ class Recorder:
         except MicrophoneError as e:
             self._fault("microphone", ["audio"], str(e))
             samples = None
-        if self._storage_full:
+        gnss = self.hw.gnss.state()
+        self._note_fix(gnss.has_fix)
+        if self._storage_full or self.paused:
             self._frame_no += 1  # the timeline goes on; the gap is logged
             return
-        gnss = self.hw.gnss.state()
         wall = self.clock.wall() - (self.clock.monotonic() - frame.captured)
         text = watermark_text(
             wall,
@@ -300,6 +303,27 @@ class Recorder:
                 self._end_segment()
             except OSError as e:
                 self._write_failed(e)
+
+    def pause(self, reason: str = "") -> None:
+        """The officer stops recording while the session stays open: an interruption
+        (``officer_stop``) until :meth:`resume`, explained like any other."""
+        if self.session is None:
+            raise SessionError("no session is open: nothing to pause")
+        self.paused = True
+        if self._segment:
+            self._end_segment()
+        self._fault("officer_stop", ["video", "audio"], reason)
+
+    def resume(self) -> None:
+        self.paused = False
+        self._clear("officer_stop")
+
+    def _note_fix(self, has_fix: bool) -> None:
+        """Losing the GNSS fix is an event, not a gap: the footage goes on."""
+        if self._had_fix is not None and has_fix != self._had_fix and self.session:
+            kind = "gnss_regained" if has_fix else "gnss_lost"
+            self._seal("event", {"type": kind}, self.session.id)
+        self._had_fix = has_fix
 
     def explain(self) -> bool:
         """The explain control: the oldest gap awaiting a spoken explanation gets one,
@@ -532,6 +556,7 @@ class Recorder:
             sid,
         )
         self.session = _Session(sid, category, list(self.badges), at)
+        self.paused = False
         # Pre-event footage becomes the session's first segments, so arrival is on record.
         window = self.config.recording.prebuffer_seconds
         for b in self._buffer:

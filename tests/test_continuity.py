@@ -238,3 +238,42 @@ def test_written_statement_needs_two_distinct_authenticated_officers(tmp_path: P
     assert g["explanation"] == "written"
     assert [a["badge"] for a in g["statement"]["attestations"]] == ["340102", "340117"]
     assert main(["verify", str(root), "--strict"]) == 0
+
+
+def test_officer_stop_inside_a_session_is_a_gap(tmp_path: Path) -> None:
+    dev = _device(tmp_path / "d")
+    dev.recorder.open_session()
+    dev.run(2)
+    dev.recorder.pause("private conversation with a victim")
+    dev.run(2)
+    dev.recorder.resume()
+    dev.run(4)
+    dev.recorder.close_session()
+    dev.stop()
+    (g,) = _gaps(dev.recorder.root)
+    assert (g["cause"], g["explanation"]) == ("officer_stop", "voice")
+    assert g["length"] == pytest.approx(2.0, abs=0.15)
+
+
+def test_gnss_fix_loss_is_an_event_not_a_gap(tmp_path: Path) -> None:
+    from agent.config import Gnss
+    from simulator.device import shipped_route
+
+    lines = shipped_route().read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if "013457.00" in line)
+    route = tmp_path / "underpass.nmea"
+    route.write_text("\n".join(lines[start : start + 70]) + "\n")  # 3 s fix, 25 s none, fix
+    cfg = small_config(prebuffer_seconds=0).model_copy(update={"gnss": Gnss(route=route)})
+    dev = SimDevice(tmp_path / "d", cfg)
+    dev.start()
+    dev.recorder.open_session()
+    dev.run(32)
+    dev.recorder.close_session()
+    dev.stop()
+    events = [
+        e.body["type"]
+        for _, e in load_chain(dev.recorder.root)
+        if isinstance(e, Entry) and e.kind == "event"
+    ]
+    assert events == ["gnss_lost", "gnss_regained"]
+    assert _gaps(dev.recorder.root) == []
