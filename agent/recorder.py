@@ -140,6 +140,7 @@ class Recorder:
         self.powered_off = False
         self.paused = False
         self._had_fix: bool | None = None
+        self.sync_deadline = "ok"  # set by the uploader's thread: the 24-hour rule
         self._wall_offset: float | None = None
         self._frames_since_check = 0
         self._storage_full = False
@@ -732,9 +733,12 @@ class Recorder:
 
     @property
     def indicator(self) -> str:
-        """What the recording LED shows: off, on, blink (close armed), prompt (explain)."""
+        """What the recording LED shows: off, on, blink (close armed), prompt (explain),
+        deadline (not recording, and a recording nears or passed its 24 hours unsynced)."""
         if self.session and self.gaps.prompting and self.led == "on":
             return "prompt"
+        if self.session is None and self.sync_deadline in ("warn", "urgent", "overdue"):
+            return "deadline"
         return self.led
 
     def status(self) -> dict[str, Any]:

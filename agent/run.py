@@ -117,6 +117,8 @@ def run_agent(
             if seconds is not None and time.monotonic() - t0 >= seconds:
                 break
             recorder.step()
+            if uploader is not None:
+                recorder.sync_deadline = uploader.deadline_level
             n += 1
             delay = t0 + n / fps - time.monotonic()
             if delay > 0:

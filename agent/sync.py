@@ -211,6 +211,7 @@ class Uploader:
         self._next_scan = 0.0
         self._last_reply = 0.0
         self._journal_head = 0  # the newest entry seen: new ones are worth a scan
+        self.deadline_level = "ok"  # of the oldest recording without a receipt (R7)
         self.refusals: list[str] = []  # what the store or broker refused, for status/tests
         self.client = self._make_client()
 
@@ -490,13 +491,14 @@ class Uploader:
         backlog = ledger.backlog()
         oldest = backlog["oldest_unsynced_end"]
         wall = self.clock.wall()
+        self.deadline_level = p.deadline_level(wall, oldest, self.settings.warn_hours)
         return {
             "device": self.device_id,
             "online": online,
             **(self.status_source() if online else {}),
             "backlog": backlog,
             "oldest_unsynced_age": None if oldest is None else round(wall - oldest, 1),
-            "deadline": p.deadline_level(wall, oldest, self.settings.warn_hours),
+            "deadline": self.deadline_level,
         }
 
     def _sweep(self, ledger: SyncLedger) -> None:

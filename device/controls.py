@@ -73,6 +73,9 @@ class Controls:
         elif led == "prompt":  # recording resumed after a gap: say why, now
             self.led.blink(on_time=0.05, off_time=0.05)
             self.beep(3)
+        elif led == "deadline":  # footage nears its 24 hours without reaching the agency
+            self.led.blink(on_time=1.0, off_time=1.0)
+            self.beep(2)
         else:
             self.led.off()
 

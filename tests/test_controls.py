@@ -75,3 +75,18 @@ def test_marker_button_drops_a_marker_and_without_session_recording_goes_on(
         if isinstance(e, Entry) and e.kind == "marker"
     ]
     assert markers == ["credential_shown"]
+
+
+def test_led_warns_of_the_24_hour_deadline_when_not_recording(tmp_path: Path) -> None:
+    dev = _device(tmp_path)
+    dev.recorder.sync_deadline = "urgent"  # as the uploader reports it
+    dev.run(0.2)
+    assert dev.recorder.indicator == "deadline"
+    dev.press_record()
+    dev.run(0.2)
+    assert dev.recorder.indicator == "on", "recording shows as recording"
+    dev.recorder.close_session()
+    dev.recorder.sync_deadline = "ok"
+    dev.run(0.2)
+    assert dev.recorder.indicator == "off"
+    dev.stop()
