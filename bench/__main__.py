@@ -237,47 +237,28 @@ def power_cuts(tmp: Path, cuts: int = 12) -> None:
     """Kill `unbroken agent run --sim` with SIGKILL at random moments (issue 5): footage
     lost per cut, restart-to-recording time, and boot-to-prompt time."""
     import random
-    import signal
 
     from agent.evidence_dir import verify_dir
+    from simulator.powercut import cut, footage_lost, start_agent
 
     rng = random.Random(7)
     data, config = tmp / "cuts", tmp / "cuts.toml"
     config.write_text(POWER_CUT_CONFIG)
-    cmd = [
-        sys.executable,
-        "-m",
-        "agent.cli",
-        "agent",
-        "run",
-        "--data",
-        str(data),
-        "--sim",
-        "--open",
-        "--config",
-        str(config),
-    ]
     kills, restarts = [], []
     for _ in range(cuts):
         t = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        assert proc.stdout
-        proc.stdout.readline()
+        proc = start_agent(data, config)
         restarts.append(time.perf_counter() - t)
         time.sleep(rng.uniform(0.5, 2.5))
-        kills.append(time.time())
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        kills.append(cut(proc))
     t = time.perf_counter()
     subprocess.run([sys.executable, "-c", "import agent.recorder, av"], check=True)
     imports = time.perf_counter() - t
-    subprocess.run([*cmd, "--seconds", "0.5"], check=True, capture_output=True)
+    last = start_agent(data, config)  # a last boot seals the last cut's gap
+    last.terminate()
+    last.wait(timeout=30)
     report = verify_dir(data, data / "device.pub")
-    cuts_found = [g for g in report.sessions[0].gaps if g["cause"] == "power_loss"]
-    resumed = [0.0] + [g["end"] for g in cuts_found[:-1]]
-    lost = sorted(
-        k - max(g["start"], r) for k, g, r in zip(kills, cuts_found, resumed, strict=True)
-    )
+    lost = sorted(footage_lost(report.sessions[0].gaps, kills))
     line(
         "footage lost per power cut",
         f"median {lost[len(lost) // 2]:.2f} s",

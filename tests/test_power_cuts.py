@@ -12,14 +12,13 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from agent.evidence_dir import load_chain, verify_dir
 from agent.media import hash_file
 from evidence.seal import Entry
+from simulator.powercut import cut, footage_lost, start_agent
 
 CUTS = int(os.environ.get("UNBROKEN_POWER_CUTS", "30"))
 SEED = 20260314
@@ -35,35 +34,6 @@ explain_seconds = 1.0
 """
 
 
-def _start(data: Path, config: Path) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "agent.cli",
-            "agent",
-            "run",
-            "--data",
-            str(data),
-            "--sim",
-            "--open",
-            "--config",
-            str(config),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    assert proc.stdout
-    line = proc.stdout.readline()  # printed once recording runs (after any recovery)
-    assert line.startswith("recording: recording"), line + (
-        proc.stderr.read() if proc.stderr else ""
-    )
-    return proc
-
-
 def test_random_power_cuts_keep_every_invariant(tmp_path: Path) -> None:
     rng = random.Random(SEED)
     data, config = tmp_path / "bwc", tmp_path / "device.toml"
@@ -71,15 +41,13 @@ def test_random_power_cuts_keep_every_invariant(tmp_path: Path) -> None:
     kills: list[float] = []
     sealed: dict[str, str] = {}  # file -> sha256, as sealed before each cut
     for _ in range(CUTS):
-        proc = _start(data, config)
+        proc = start_agent(data, config)
         time.sleep(rng.uniform(0.3, 2.5))
-        kills.append(time.time())
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
+        kills.append(cut(proc))
         for _, e in load_chain(data):
             if isinstance(e, Entry) and e.kind == "segment":
                 sealed.setdefault(e.body["file"], e.body["sha256"])
-    last = _start(data, config)
+    last = start_agent(data, config)
     time.sleep(1.5)
     last.send_signal(signal.SIGTERM)
     assert last.wait(timeout=30) == 0
@@ -93,9 +61,7 @@ def test_random_power_cuts_keep_every_invariant(tmp_path: Path) -> None:
     # no sealed segment lost or changed by a later cut
     for file, sha in sealed.items():
         assert hash_file(data / file)[1] == sha, file
-    # footage lost per cut: from the last footage kept (or the resume) to the kill
-    resumed = [0.0] + [g["end"] for g in cuts[:-1]]
-    lost = [k - max(g["start"], r) for k, g, r in zip(kills, cuts, resumed, strict=True)]
+    lost = footage_lost(session.gaps, kills)
     assert max(lost) <= 1.25, f"worst loss {max(lost):.2f} s"
     print(
         f"{CUTS} cuts: footage lost median {sorted(lost)[len(lost) // 2]:.2f} s, "
