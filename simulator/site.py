@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 class LocalSite:
     def __init__(self, workdir: Path, port: int | None = None, database: str | None = None):
-        self.workdir = workdir
+        self.workdir = workdir.resolve()  # store.toml paths must not depend on the cwd
         self.port = port or free_port()
         self.database = database or f"sqlite:///{workdir / 'store' / 'store.db'}"
         workdir.mkdir(parents=True, exist_ok=True)
