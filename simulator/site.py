@@ -48,9 +48,9 @@ class LocalSite:
     def __init__(self, workdir: Path, port: int | None = None, database: str | None = None):
         self.workdir = workdir.resolve()  # store.toml paths must not depend on the cwd
         self.port = port or free_port()
-        self.database = database or f"sqlite:///{workdir / 'store' / 'store.db'}"
-        workdir.mkdir(parents=True, exist_ok=True)
-        agency_dir = workdir / "agency"
+        self.database = database or f"sqlite:///{self.workdir / 'store' / 'store.db'}"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        agency_dir = self.workdir / "agency"
         if (agency_dir / "agency.toml").exists():
             self.agency = Agency(agency_dir)
         else:
