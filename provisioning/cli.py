@@ -182,6 +182,22 @@ def cmd_enroll_store(args: argparse.Namespace) -> int:
 
 
 @user_errors
+def cmd_officers(args: argparse.Namespace) -> int:
+    from agent.statement import officer_credentials
+
+    pins: dict[str, str] = {}
+    for item in args.officer:
+        badge, sep, pin = item.partition(":")
+        if not sep or not badge or len(pin) < 4:
+            raise ProvisionError(f"--officer {badge or item!r}: expected BADGE:PIN, PIN of 4+")
+        pins[badge] = pin
+    args.out.write_bytes(officer_credentials(_agency(args).signing_key, pins))
+    print(f"officer list for {len(pins)} officers in {args.out}, signed by the agency;")
+    print("  devices check written statements against it (`agent explain --credentials`)")
+    return 0
+
+
+@user_errors
 def cmd_devices(args: argparse.Namespace) -> int:
     reg = _agency(args).registry
     rows = [
@@ -289,6 +305,12 @@ def add_provision_parser(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--name", required=True, help="store name (certificate CN store-NAME)")
     q.add_argument("--out", type=Path, required=True, help="directory to write")
     q.set_defaults(func=cmd_enroll_store)
+
+    q = ps.add_parser("officers", help="agency-signed officer list (badge + PIN digest)")
+    agency_opt(q)
+    q.add_argument("--officer", action="append", required=True, metavar="BADGE:PIN")
+    q.add_argument("--out", type=Path, required=True, help="officer list to write")
+    q.set_defaults(func=cmd_officers)
 
     q = ps.add_parser("devices", help="list the registry's devices")
     agency_opt(q)

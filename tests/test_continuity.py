@@ -277,3 +277,58 @@ def test_gnss_fix_loss_is_an_event_not_a_gap(tmp_path: Path) -> None:
     ]
     assert events == ["gnss_lost", "gnss_regained"]
     assert _gaps(dev.recorder.root) == []
+
+
+def test_written_statement_through_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from simulator.site import LocalSite
+
+    site = LocalSite(tmp_path / "site")  # an agency; no broker needed here
+    data = site.provision_device("bwc-0042")
+    dev = SimDevice(data, small_config(prebuffer_seconds=0))
+    dev.start()
+    dev.recorder.open_session()
+    dev.run(1)
+    dev.camera.fail()
+    dev.run(1)
+    dev.recorder.close_session()
+    dev.stop()
+    (g,) = _gaps(data)
+    officers = tmp_path / "officers.json"
+    agency = str(site.agency.root)
+    assert (
+        main(
+            [
+                "provision",
+                "officers",
+                "--agency",
+                agency,
+                "--officer",
+                "340102:4711",
+                "--officer",
+                "340117:0815",
+                "--out",
+                str(officers),
+            ]
+        )
+        == 0
+    )
+    base = [
+        "agent",
+        "explain",
+        "--data",
+        str(data),
+        "--gap",
+        g["id"],
+        "--reason",
+        "camera smashed",
+        "--credentials",
+        str(officers),
+    ]
+    assert main([*base, "--attest", "340102:4711"]) == 2
+    assert "2 distinct officers, has 1" in capsys.readouterr().err
+    assert main([*base, "--attest", "340102:4711", "--attest", "340117:0815"]) == 0
+    (g,) = _gaps(data)
+    assert g["explanation"] == "written"
+    site.close()
