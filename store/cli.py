@@ -48,6 +48,41 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from agent.cli import CliError
+    from agent.statement import Attestation, PinCredentials, StatementError
+    from provisioning.agency import Agency
+    from store.statements import add_statement
+
+    config = load_store_config(args.config)
+    agency = Agency(config.agency)
+    attestations = []
+    for a in args.attest:
+        badge, sep, pin = a.partition(":")
+        if not sep or not badge or not pin:
+            raise CliError(f"--attest {a!r}: expected BADGE:PIN")
+        attestations.append(Attestation(badge, "pin", pin))
+    db = Database.connect(config.database)
+    try:
+        creds = PinCredentials.load(args.credentials, agency.verify_key)
+        add_statement(
+            db,
+            agency.signing_key,
+            args.device,
+            args.gap,
+            args.reason,
+            attestations,
+            creds,
+            time.time(),
+        )
+    except StatementError as e:
+        raise CliError(str(e)) from None
+    finally:
+        db.close()
+    print(f"written statement for gap {args.gap} of {args.device}, signed by the agency")
+    return 0
+
+
 def add_store_parser(sub: argparse._SubParsersAction) -> None:
     store = sub.add_parser("store", help="the agency store").add_subparsers(
         dest="store_command", required=True
@@ -59,3 +94,11 @@ def add_store_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, required=True, help="store.toml")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_report)
+    x = store.add_parser("explain", help="a written statement for a gap, at the agency")
+    x.add_argument("--config", type=Path, required=True, help="store.toml")
+    x.add_argument("--device", required=True)
+    x.add_argument("--gap", required=True, help="the interruption id")
+    x.add_argument("--reason", required=True)
+    x.add_argument("--attest", action="append", default=[], metavar="BADGE:PIN")
+    x.add_argument("--credentials", type=Path, required=True, help="agency officer list")
+    x.set_defaults(func=cmd_explain)

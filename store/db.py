@@ -44,6 +44,9 @@ SCHEMA = [
     """create table if not exists rejections (
         device text not null, topic text not null, reason text not null,
         at double precision not null)""",
+    """create table if not exists statements (
+        device text not null, gap text not null, at double precision not null,
+        doc text not null, primary key (device, gap))""",
     """create table if not exists statuses (
         device text primary key, status text not null, at double precision not null)""",
 ]

@@ -15,6 +15,7 @@ from evidence.gaps import session_gaps
 from evidence.protocol import DEADLINE_SECONDS
 from evidence.seal import Entry
 from store.db import Database
+from store.statements import statements_of
 
 
 def build_report(db: Database, now: float) -> dict[str, Any]:
@@ -91,7 +92,11 @@ def _device(db: Database, device: str, now: float) -> dict[str, Any]:
         )
     ]
     interruptions, _ = session_gaps(entries)
+    written = statements_of(db, device)
     for g in interruptions:
+        if g.explanation is None and g.id in written:
+            g.explanation, g.statement = "written", written[g.id]["statement"]
+            g.detail = (g.detail + " (statement added at the agency)").strip()
         if g.session in sessions:
             sessions[g.session]["gaps"].append(g.as_dict())
     chain = "ok" if not gaps and not problems else "problems"

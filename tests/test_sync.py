@@ -185,3 +185,66 @@ def test_commands_over_mqtt_forged_and_replayed_are_ignored(
     assert [e.body["badges"] for e in assignments] == [["777001"]]
     segs = _segments(data)
     assert segs[-1].body["badges"] == ["777001"], "the new badge is in the manifests"
+
+
+def test_written_statement_added_at_the_agency(
+    site: LocalSite, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agent.cli import main
+
+    site.start_store()
+    data = site.provision_device("bwc-0010")
+    dev = SimDevice(data, small_config(prebuffer_seconds=0))
+    dev.start()
+    dev.recorder.open_session()
+    dev.run(1)
+    dev.camera.fail()  # and it never comes back: the device is handed in broken
+    dev.run(1)
+    dev.recorder.close_session()
+    up = site.uploader(data, dev.clock)
+    up.start()
+    assert up.wait_idle(60)
+    up.stop()
+    dev.stop()
+    (gap,) = build_report(site.db(), time.time())["devices"][0]["sessions"][0]["gaps"]
+    assert gap["explanation"] is None and gap["end"] is None
+    officers = tmp_path / "officers.json"
+    assert (
+        main(
+            [
+                "provision",
+                "officers",
+                "--agency",
+                str(site.agency.root),
+                "--officer",
+                "340102:4711",
+                "--officer",
+                "340117:0815",
+                "--out",
+                str(officers),
+            ]
+        )
+        == 0
+    )
+    store_toml = str(site.store_config("1"))
+    base = [
+        "store",
+        "explain",
+        "--config",
+        store_toml,
+        "--device",
+        "bwc-0010",
+        "--gap",
+        gap["id"],
+        "--reason",
+        "camera destroyed",
+        "--credentials",
+        str(officers),
+    ]
+    assert main([*base, "--attest", "340102:4711", "--attest", "340102:4711"]) == 2
+    assert "2 distinct officers, has 1" in capsys.readouterr().err
+    assert main([*base, "--attest", "340102:4711", "--attest", "340117:9999"]) == 2
+    assert main([*base, "--attest", "340102:4711", "--attest", "340117:0815"]) == 0
+    (gap,) = build_report(site.db(), time.time())["devices"][0]["sessions"][0]["gaps"]
+    assert gap["explanation"] == "written"
+    assert [a["badge"] for a in gap["statement"]["attestations"]] == ["340102", "340117"]
