@@ -122,6 +122,12 @@ class Power(_Strict):
 
 class StorageLimits(_Strict):
     warn_fraction: float = Field(0.9, gt=0, le=1, description="Warn when this full.")
+    degrade_fraction: float | None = Field(
+        None, gt=0, le=1, description="From this full, record at degrade_bitrate (None: never)."
+    )
+    degrade_bitrate: int = Field(
+        600_000, ge=100_000, description="H.264 bits per second while degraded."
+    )
     min_free_bytes: int = Field(
         64 * 1024 * 1024, ge=0, description="Below this, media is not written (storage_full)."
     )

@@ -51,6 +51,7 @@ class WrittenSegment:
     audio_samples: int
     size: int
     sha256: str
+    bitrate: int  # the H.264 target it was encoded at
 
 
 class _HashingSink:
@@ -84,6 +85,7 @@ class SegmentWriter:
     def __init__(self, path: Path, rec: Recording, first_frame: int) -> None:
         self.path = path
         self.first_frame = first_frame
+        self.bitrate = rec.video_bitrate
         self.frames = 0
         self.audio_samples = 0
         self._rec = rec
@@ -137,6 +139,7 @@ class SegmentWriter:
             self.audio_samples,
             self._sink.size,
             self._sink.sha.hexdigest(),
+            self.bitrate,
         )
 
     def abandon(self) -> None:

@@ -145,6 +145,7 @@ class Recorder:
         self._frames_since_check = 0
         self._storage_full = False
         self._storage_warned = False
+        self._degraded = False  # lower bitrate: the disk is nearly full
         self._silence = np.zeros(self._spf, np.int16)
         self._black = np.zeros((rec.height, rec.width, 3), np.uint8)
 
@@ -412,6 +413,17 @@ class Recorder:
         if usage.fraction_used >= limits.warn_fraction and not self._storage_warned:
             self._storage_warned = True
             self._seal("event", {"type": "storage_warning", "used": round(usage.fraction_used, 3)})
+        degrade = (
+            limits.degrade_fraction is not None and usage.fraction_used >= limits.degrade_fraction
+        )
+        if degrade != self._degraded:
+            self._degraded = degrade
+            kind = "storage_degraded" if degrade else "storage_restored"
+            self._seal(
+                "event",
+                {"type": kind, "used": round(usage.fraction_used, 3)},
+                self.session.id if self.session else None,
+            )
         self._storage_full = usage.free < limits.min_free_bytes
         if self._storage_full:
             self._fault("storage_full", ["video", "audio"], f"{usage.free} bytes free")
@@ -502,6 +514,7 @@ class Recorder:
             facts.audio_samples,
             facts.size,
             facts.sha256,
+            int(info.get("bitrate", self.config.recording.video_bitrate)),
         )
         location = {"fix": "unknown", "start": None, "end": None, "max_fix_age": None}
         self._seal_segment(written, start, end, location, facts.audio_samples > 0, recovered=True)
@@ -586,7 +599,10 @@ class Recorder:
 
     def _begin_segment(self, mono: float, wall: float) -> _Segment:
         path = self.root / SPOOL / f"{self._frame_no:012d}.mp4"
-        writer = SegmentWriter(path, self.config.recording, first_frame=self._frame_no)
+        rec = self.config.recording
+        if self._degraded:  # stretch the space left rather than stop recording
+            rec = rec.model_copy(update={"video_bitrate": self.config.storage.degrade_bitrate})
+        writer = SegmentWriter(path, rec, first_frame=self._frame_no)
         self._segment = _Segment(writer, Moment(wall, mono, self.clock.synced()))
         self._write_sidecar(self._segment)
         return self._segment
@@ -596,6 +612,7 @@ class Recorder:
             seg.writer.path,
             {
                 "first_frame": seg.writer.first_frame,
+                "bitrate": seg.writer.bitrate,
                 "start": seg.start.as_dict(),
                 "session": self.session.id if self.session else None,
             },
@@ -659,6 +676,7 @@ class Recorder:
                     "height": rec.height,
                     "fps": rec.fps,
                     "keyframe_seconds": rec.keyframe_seconds,
+                    "bitrate": w.bitrate,
                     "frames": w.frames,
                     "first_frame": w.first_frame,
                 },

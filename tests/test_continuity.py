@@ -332,3 +332,27 @@ def test_written_statement_through_the_command_line(
     (g,) = _gaps(data)
     assert g["explanation"] == "written"
     site.close()
+
+
+def test_nearly_full_disk_lowers_the_bitrate_instead_of_stopping(tmp_path: Path) -> None:
+    cfg = small_config(prebuffer_seconds=0).model_copy(
+        update={
+            "storage": StorageLimits(
+                min_free_bytes=1_000, degrade_fraction=0.95, degrade_bitrate=200_000
+            )
+        }
+    )
+    dev = SimDevice(tmp_path / "d", cfg)
+    dev.start()
+    dev.recorder.open_session()
+    dev.run(2)
+    dev.storage.filler = int(dev.storage.capacity * 0.96)
+    dev.run(5)
+    dev.recorder.close_session()
+    dev.stop()
+    root = dev.recorder.root
+    entries = [e for _, e in load_chain(root) if isinstance(e, Entry)]
+    rates = [e.body["media"]["video"]["bitrate"] for e in entries if e.kind == "segment"]
+    assert rates[0] == cfg.recording.video_bitrate and rates[-1] == 200_000
+    assert "storage_degraded" in [e.body["type"] for e in entries if e.kind == "event"]
+    assert _gaps(root) == [], "degrading is not a gap: recording went on"
