@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
 
 from agent.config import DeviceConfig, assigned_badges
@@ -294,8 +295,14 @@ class Recorder:
             seg = self._segment or self._begin_segment(frame.captured, wall)
             seg.writer.add(frame.image, self._silence if samples is None else samples)
             self._clear("write_error")
+            self._clear("encoder")
         except OSError as e:
             self._write_failed(e)
+            return
+        except av.FFmpegError as e:  # the encoder failed: a fresh one starts next frame
+            lost = self._abandon_segment()
+            self._fault("encoder", ["video", "audio"], str(e), since=lost)
+            self._frame_no += 1
             return
         seg.audio_ok &= samples is not None
         self._note_position(seg, gnss, frame.captured)
@@ -334,11 +341,14 @@ class Recorder:
 
     # -- continuity ----------------------------------------------------------------
 
-    def _fault(self, cause: str, affects: list[str], detail: str = "") -> None:
+    def _fault(
+        self, cause: str, affects: list[str], detail: str = "", since: Moment | None = None
+    ) -> None:
+        """A fault is present; ``since``: when footage stopped being kept, if earlier."""
         self._error(f"{cause}: {detail}" if detail else cause)
         if self.session is None:
             return  # outside a session nothing is owed; a fault still present at open counts
-        started = self.gaps.fault(cause, self._moment(), affects, detail)
+        started = self.gaps.fault(cause, since or self._moment(), affects, detail)
         if started:
             self._seal_interruption(started)
 
@@ -375,11 +385,19 @@ class Recorder:
 
     def _write_failed(self, e: OSError) -> None:
         cause = "storage_full" if e.errno == errno.ENOSPC else "write_error"
-        self._fault(cause, ["video", "audio"], e.strerror or str(e))
-        if self._segment:
-            self._segment.writer.abandon()
-            self._segment = None  # what reached the disk stays in the spool for recovery
+        lost = self._abandon_segment()
+        self._fault(cause, ["video", "audio"], e.strerror or str(e), since=lost)
         self._frame_no += 1
+
+    def _abandon_segment(self) -> Moment | None:
+        """Give up the segment being written; returns when its footage began (the gap
+        starts there: what it held is not sealed)."""
+        seg, self._segment = self._segment, None
+        if seg is None:
+            return None
+        seg.writer.abandon()
+        self._discard(seg.writer.path)
+        return seg.start
 
     def _check_clock(self) -> None:
         offset = self.clock.wall() - self.clock.monotonic()

@@ -20,7 +20,8 @@ from typing import Any
 from evidence.seal import Entry
 
 CAUSES = (
-    "camera",  # camera or encoder failure or stall
+    "camera",  # camera failure or stall
+    "encoder",  # the video/audio encoder failed
     "microphone",
     "storage_full",
     "write_error",

@@ -356,3 +356,31 @@ def test_nearly_full_disk_lowers_the_bitrate_instead_of_stopping(tmp_path: Path)
     assert rates[0] == cfg.recording.video_bitrate and rates[-1] == 200_000
     assert "storage_degraded" in [e.body["type"] for e in entries if e.kind == "event"]
     assert _gaps(root) == [], "degrading is not a gap: recording went on"
+
+
+def test_encoder_failure_is_a_gap_and_recording_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import av
+
+    from agent.media import SegmentWriter
+
+    dev = _device(tmp_path / "d")
+    dev.recorder.open_session()
+    dev.run(3)
+    real_add = SegmentWriter.add
+    failures = iter(range(10))
+
+    def broken(self: SegmentWriter, image: object, samples: object) -> None:
+        if next(failures, None) is not None:
+            raise av.error.InvalidDataError(1094995529, "encoder broke")
+        real_add(self, image, samples)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SegmentWriter, "add", broken)
+    dev.run(1)
+    monkeypatch.setattr(SegmentWriter, "add", real_add)
+    dev.run(4)
+    dev.recorder.close_session()
+    dev.stop()
+    (g,) = _gaps(dev.recorder.root)  # verifies: no silent hole around the lost footage
+    assert (g["cause"], g["explanation"]) == ("encoder", "voice")
