@@ -93,16 +93,19 @@ def cmd_agent_run(args: argparse.Namespace) -> int:
 
 def cmd_agent_explain(args: argparse.Namespace) -> int:
     from agent.evidence_dir import read_public_key
-    from agent.statement import Attestation, PinCredentials, StatementError, seal_statement
+    from agent.statement import (
+        PinCredentials,
+        StatementError,
+        pin_attestations,
+        seal_statement,
+    )
     from device.clock import SystemClock
     from evidence.seal import Moment
 
-    attestations = []
-    for a in args.attest:
-        badge, sep, pin = a.partition(":")
-        if not sep or not badge or not pin:
-            raise CliError(f"--attest {a!r}: expected BADGE:PIN")
-        attestations.append(Attestation(badge, "pin", pin))
+    try:
+        attestations = pin_attestations(args.attest)
+    except StatementError as e:
+        raise CliError(str(e)) from None
     try:
         agency = read_public_key(args.data / "provision" / "agency.pub")
         creds = PinCredentials.load(args.credentials or args.data / "officers.json", agency)

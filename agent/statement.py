@@ -46,6 +46,17 @@ class CredentialChecker(Protocol):
     def check(self, a: Attestation) -> bool: ...
 
 
+def pin_attestations(items: list[str]) -> list[Attestation]:
+    """``BADGE:PIN`` strings, as typed on the command line, as attestations."""
+    out = []
+    for item in items:
+        badge, sep, pin = item.partition(":")
+        if not sep or not badge or not pin:
+            raise StatementError(f"attestation {badge or item!r}: expected BADGE:PIN")
+        out.append(Attestation(badge, "pin", pin))
+    return out
+
+
 def pin_digest(pin: str, salt: bytes) -> str:
     return hashlib.scrypt(pin.encode(), salt=salt, n=2**14, r=8, p=1).hex()
 

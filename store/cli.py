@@ -50,18 +50,16 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     from agent.cli import CliError
-    from agent.statement import Attestation, PinCredentials, StatementError
+    from agent.statement import PinCredentials, StatementError, pin_attestations
     from provisioning.agency import Agency
     from store.statements import add_statement
 
     config = load_store_config(args.config)
     agency = Agency(config.agency)
-    attestations = []
-    for a in args.attest:
-        badge, sep, pin = a.partition(":")
-        if not sep or not badge or not pin:
-            raise CliError(f"--attest {a!r}: expected BADGE:PIN")
-        attestations.append(Attestation(badge, "pin", pin))
+    try:
+        attestations = pin_attestations(args.attest)
+    except StatementError as e:
+        raise CliError(str(e)) from None
     db = Database.connect(config.database)
     try:
         creds = PinCredentials.load(args.credentials, agency.verify_key)
