@@ -32,7 +32,7 @@ bench: $(BIN)/.installed
 
 # 200 random power cuts (SIGKILL) while recording; `make test` runs 30.
 soak: $(BIN)/.installed
-	UNBROKEN_POWER_CUTS=200 $(BIN)/python -m pytest -q -s tests/test_power_cuts.py
+	UNBROKEN_POWER_CUTS=200 $(BIN)/python -m pytest -q -s --timeout=3600 tests/test_power_cuts.py
 
 system:
 	@missing=""; for need in $(APT_NEEDS); do \
