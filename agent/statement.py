@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,8 @@ import nacl.exceptions
 import nacl.signing
 
 from evidence.gaps import MIN_ATTESTERS, written_statement_problem
-from evidence.seal import Entry, Moment, Sealer, canonical, key_id
+from evidence.seal import Entry, Moment, Sealer, key_id
+from provisioning import signed
 
 
 class StatementError(ValueError):
@@ -68,8 +68,7 @@ def officer_credentials(agency_key: nacl.signing.SigningKey, pins: dict[str, str
         salt = os.urandom(16)
         officers.append({"badge": badge, "salt": salt.hex(), "scrypt": pin_digest(pin, salt)})
     payload = {"type": "officers", "agency": key_id(agency_key.verify_key), "officers": officers}
-    sig = agency_key.sign(canonical(payload)).signature
-    return json.dumps({"payload": payload, "signature": sig.hex()}, indent=1).encode()
+    return signed.sign(agency_key, payload)
 
 
 class PinCredentials:
@@ -79,13 +78,14 @@ class PinCredentials:
     @staticmethod
     def load(path: Path, agency_key: nacl.signing.VerifyKey) -> PinCredentials:
         try:
-            doc = json.loads(path.read_bytes())
-            agency_key.verify(canonical(doc["payload"]), bytes.fromhex(doc["signature"]))
+            payload, sig = signed.parse(path.read_bytes(), "officer list")
+            signed.verify(payload, sig, agency_key, "officer list")
+            officers = payload["officers"]
+            return PinCredentials({str(o["badge"]): o for o in officers})
         except FileNotFoundError:
             raise StatementError(f"{path}: no officer credentials on this device") from None
-        except (ValueError, KeyError, TypeError, nacl.exceptions.BadSignatureError):
+        except (signed.SignedError, KeyError, TypeError):
             raise StatementError(f"{path}: not an agency-signed officer list") from None
-        return PinCredentials({o["badge"]: o for o in doc["payload"]["officers"]})
 
     def check(self, a: Attestation) -> bool:
         o = self._officers.get(a.badge)

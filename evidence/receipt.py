@@ -12,14 +12,12 @@ Example::
 
 from __future__ import annotations
 
-import base64
-import json
 from typing import Any
 
-import nacl.exceptions
 import nacl.signing
 
-from evidence.seal import canonical, key_id
+from evidence.seal import key_id
+from provisioning import signed
 
 
 class ReceiptError(ValueError):
@@ -51,8 +49,7 @@ def make_receipt(
         "stored_at": stored_at,
         "store": store,
     }
-    sig = agency_key.sign(canonical(payload)).signature
-    return canonical({"payload": payload, "signature": base64.b64encode(sig).decode()})
+    return signed.sign(agency_key, payload)
 
 
 def check_receipt(
@@ -60,18 +57,16 @@ def check_receipt(
 ) -> dict[str, Any]:
     """The receipt's payload if it is the agency's and about this device (and blob)."""
     try:
-        doc = json.loads(data)
-        payload, sig = doc["payload"], base64.b64decode(doc["signature"], validate=True)
-        agency_key.verify(canonical(payload), sig)
-    except (ValueError, KeyError, TypeError):
-        raise ReceiptError("receipt is not a signed document") from None
-    except nacl.exceptions.BadSignatureError:
-        raise ReceiptError("receipt signature does not verify with the agency key") from None
+        payload, sig = signed.parse(data, "receipt")
+        signed.verify(
+            payload, sig, agency_key, "receipt signature does not verify with the agency key"
+        )
+    except signed.SignedError as e:
+        raise ReceiptError(str(e)) from None
     if payload.get("type") != "receipt":
         raise ReceiptError("not a receipt")
     if payload.get("device") != device:
         raise ReceiptError(f"receipt is for device {payload.get('device')!r}, not {device!r}")
     if sha256 is not None and payload.get("sha256") != sha256:
         raise ReceiptError("receipt names another blob")
-    assert isinstance(payload, dict)
     return payload
