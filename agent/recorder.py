@@ -149,6 +149,8 @@ class Recorder:
         self._degraded = False  # lower bitrate: the disk is nearly full
         self._silence = np.zeros(self._spf, np.int16)
         self._black = np.zeros((rec.height, rec.width, 3), np.uint8)
+        # The last watermarked picture of each track, for a live preview (simulator panel).
+        self.pictures: dict[str, np.ndarray] = {}
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -291,6 +293,7 @@ class Recorder:
             self.config.watermark.labels,
         )
         self.watermark.apply(frame.image, text + fault)
+        self.pictures["main"] = frame.image
         try:
             seg = self._segment or self._begin_segment(frame.captured, wall)
             seg.writer.add(frame.image, self._silence if samples is None else samples)
