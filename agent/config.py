@@ -22,6 +22,7 @@ from typing import Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agent.session import Category
+from evidence.verify import MAIN_TRACK as MAIN_TRACK
 
 
 class ConfigError(ValueError):
@@ -62,6 +63,7 @@ class Recording(_Strict):
 class Labels(_Strict):
     badge: str = Field("BADGE", description="Label before the badge numbers, e.g. 警号.")
     device: str = Field("DEV", description="Label before the device id, e.g. 设备.")
+    room: str = Field("ROOM", description="Label before an interview room's name, e.g. 审讯室.")
     no_fix: str = Field("NO FIX", description="Shown instead of a position without a fix.")
     unsynced: str = Field("CLOCK UNSYNCED", description="Shown when the clock is not synced.")
 
@@ -144,6 +146,59 @@ class Sync(_Strict):
     )
 
 
+TRACK = r"^[a-z][a-z0-9_]{0,15}$"
+
+
+class PictureInPicture(_Strict):
+    """A composite track: the close-up inset into the room view, watermarked."""
+
+    track: str = Field("pip", pattern=TRACK, description="Name of the composite track.")
+    main: str = Field("room", pattern=TRACK, description="Camera track filling the picture.")
+    inset: str = Field("subject", pattern=TRACK, description="Camera track in the inset.")
+    divisor: int = Field(3, ge=2, le=8, description="The inset is 1/divisor of the picture.")
+    corner: Literal["top_left", "top_right", "bottom_left", "bottom_right"] = "bottom_right"
+
+
+class Room(_Strict):
+    """An interview-room controller: several cameras, sessions opened by the case system or
+    the room panel, a RECORDING lamp outside the door (R3)."""
+
+    cameras: list[str] = Field(
+        ["subject", "room"],
+        min_length=2,
+        max_length=6,
+        description="One track per camera, e.g. the person interviewed and the whole room.",
+    )
+    pip: PictureInPicture | None = Field(
+        PictureInPicture(), description="Picture-in-picture composite track (None: none)."
+    )
+    triggers: list[Literal["command", "key", "door"]] = Field(
+        ["command", "key", "door"],
+        description="What opens and closes a session: the case system's signed command, "
+        "the panel's key switch, or the door closing confirmed by the key.",
+    )
+    confirm_seconds: float = Field(
+        60.0, gt=0, description="After the door closes, how long the key has to confirm."
+    )
+    lamp_pin: int = Field(24, description="BCM pin of the RECORDING lamp (if wired here).")
+
+    @model_validator(mode="after")
+    def _tracks(self) -> Room:
+        if len(set(self.cameras)) != len(self.cameras):
+            raise ValueError("camera track names must differ")
+        if self.pip:
+            for t in (self.pip.main, self.pip.inset):
+                if t not in self.cameras:
+                    raise ValueError(f"pip uses track {t!r}, which is not among the cameras")
+            if self.pip.track in self.cameras:
+                raise ValueError(f"pip track {self.pip.track!r} is also a camera track")
+        return self
+
+    @property
+    def tracks(self) -> list[str]:
+        return self.cameras + ([self.pip.track] if self.pip else [])
+
+
 class DeviceConfig(_Strict):
     recording: Recording = Recording()
     watermark: Watermark = Watermark()
@@ -154,6 +209,12 @@ class DeviceConfig(_Strict):
     power: Power = Power()
     storage: StorageLimits = StorageLimits()
     sync: Sync = Sync()
+    room: Room | None = Field(None, description="Set on an interview-room controller.")
+
+    @property
+    def tracks(self) -> list[str]:
+        """The tracks every segment of a session is recorded on."""
+        return self.room.tracks if self.room else [MAIN_TRACK]
 
 
 def load_config(path: Path | None) -> DeviceConfig:
@@ -187,24 +248,58 @@ ASSIGNMENT = "assignment.json"  # the officers (badges) or room this device serv
 
 
 def device_config(root: Path, explicit: Path | None = None) -> DeviceConfig:
-    """An explicit file, else the settings provisioning installed in ``root``, else defaults."""
+    """An explicit file, else the settings provisioning installed in ``root``, else defaults;
+    a room controller without a ``[room]`` section gets the default room."""
     if explicit is not None:
-        return load_config(explicit)
-    installed = root / DEVICE_TOML
-    return load_config(installed) if installed.exists() else DeviceConfig()
+        config = load_config(explicit)
+    else:
+        installed = root / DEVICE_TOML
+        config = load_config(installed) if installed.exists() else DeviceConfig()
+    if config.room is None and _role(root) == "room_controller":
+        config = config.model_copy(update={"room": Room()})  # a room records every camera
+    return config
 
 
-def assigned_badges(root: Path) -> list[str] | None:
-    """Badges from the last agency-signed assignment applied on this device, if any."""
+def _role(root: Path) -> str | None:
+    import json
+
+    from agent.identity import IDENTITY
+
+    try:
+        role = json.loads((root / IDENTITY).read_text(encoding="utf-8")).get("role")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return role if isinstance(role, str) else None
+
+
+def _assignment(root: Path) -> dict[str, object]:
+    """The last agency-signed assignment applied on this device ({} if none)."""
     import json
 
     path = root / ASSIGNMENT
     if not path.exists():
-        return None
+        return {}
     try:
-        badges = json.loads(path.read_text(encoding="utf-8")).get("badges")
+        doc = json.loads(path.read_text(encoding="utf-8"))
     except ValueError:
         raise ConfigError(f"{path}: not valid JSON") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: not a JSON object")
+    return doc
+
+
+def assigned_badges(root: Path) -> list[str] | None:
+    """Badges from the last agency-signed assignment applied on this device, if any."""
+    doc = _assignment(root)
+    if not doc:
+        return None
+    badges = doc.get("badges")
     if not isinstance(badges, list) or not all(isinstance(b, str) for b in badges):
-        raise ConfigError(f"{path}: badges must be a list of strings")
+        raise ConfigError(f"{root / ASSIGNMENT}: badges must be a list of strings")
     return badges
+
+
+def assigned_room(root: Path) -> str | None:
+    """The room a room controller serves, from its last assignment, if any."""
+    room = _assignment(root).get("room")
+    return room if isinstance(room, str) else None

@@ -56,7 +56,7 @@ from device.clock import Clock, SystemClock
 from evidence.seal import Entry, Moment, Sealer, key_id
 from provisioning import pki
 from provisioning.bundle import DeviceFacts, check_bundle
-from provisioning.commands import Command, check_command
+from provisioning.commands import SESSION_COMMANDS, AssignmentArgs, Command, check_command
 from provisioning.common import ProvisionError, check_device_id, iso
 from provisioning.requests import make_request, make_rotation_request
 
@@ -326,10 +326,16 @@ def _seen(journal: Journal, nonce: str) -> bool:
     ):
         return True
     # the chain is the record: a command sealed just before a crash counts as applied
-    return any(e.body.get("nonce") == nonce for e in journal.entries("assignment"))
+    if any(e.body.get("nonce") == nonce for e in journal.entries("assignment")):
+        return True
+    return any(
+        (e.body.get("command") or {}).get("nonce") == nonce
+        for kind in ("session_open", "session_close")
+        for e in journal.entries(kind)
+    )
 
 
-def _remember(journal: Journal, cmd: Command, seq: int, now: float) -> None:
+def remember_command(journal: Journal, cmd: Command, seq: int, now: float) -> None:
     row = {
         "nonce": cmd.nonce,
         "command": cmd.command,
@@ -372,28 +378,42 @@ def apply_command(root: Path, data: bytes, now: float, clock: Clock | None = Non
                 journal.append(entry)
                 return entry
 
-            return accept_command(root, journal, data, now, seal)
+            cmd = checked_command(root, journal, data, now)
+            if cmd.command in SESSION_COMMANDS:
+                raise ProvisionError(
+                    f"{cmd.command} is for a running room controller: deliver it with "
+                    "`unbroken store send`"
+                )
+            return apply_assignment(root, journal, cmd, data, now, seal)
         finally:
             journal.close()
 
 
-def accept_command(
+def checked_command(root: Path, journal: Journal, data: bytes, now: float) -> Command:
+    """Every check of an agency command: signature, this device, validity, role, replay.
+    The caller holds the device lock (one sealer per chain)."""
+    identity = read_identity(root)
+    cmd = check_command(data, agency_key(root), identity.device_id, now)
+    room = cmd.command in SESSION_COMMANDS or getattr(cmd.args, "room", None) is not None
+    if room and identity.role != "room_controller":
+        raise ProvisionError(f"{cmd.command} is for a room, but this device is a body recorder")
+    if _seen(journal, cmd.nonce):
+        raise ProvisionError(f"command {cmd.nonce} was already applied: replay refused")
+    return cmd
+
+
+def apply_assignment(
     root: Path,
     journal: Journal,
+    cmd: Command,
     data: bytes,
     now: float,
     seal: Callable[[dict[str, Any]], Entry],
 ) -> Entry:
-    """Every check of an agency command, then its effect: ``assignment.json`` written and
-    the ``assignment`` entry sealed by ``seal`` (the caller's sealer: there is one per
-    chain). The caller holds the device lock."""
-    identity = read_identity(root)
-    cmd = check_command(data, agency_key(root), identity.device_id, now)
+    """A checked assign/unassign command's effect: ``assignment.json`` written and the
+    ``assignment`` entry sealed by ``seal`` (the caller's sealer)."""
     a = cmd.args
-    if a.room is not None and identity.role != "room_controller":
-        raise ProvisionError("command names a room, but this device is a body recorder")
-    if _seen(journal, cmd.nonce):
-        raise ProvisionError(f"command {cmd.nonce} was already applied: replay refused")
+    assert isinstance(a, AssignmentArgs)
     current = current_assignment(root)
     if current and float(current.get("issued", 0)) > cmd.issued:
         raise ProvisionError(
@@ -411,7 +431,7 @@ def accept_command(
     }
     write_atomic(root / ASSIGNMENT, json.dumps(doc, indent=2, ensure_ascii=False).encode())
     entry = seal({**doc, "agency": cmd.agency, "expires": cmd.expires})
-    _remember(journal, cmd, entry.seq, now)
+    remember_command(journal, cmd, entry.seq, now)
     return entry
 
 

@@ -21,7 +21,7 @@ import nacl.signing
 from agent.media import probe
 from evidence.receipt import ReceiptError, check_receipt
 from evidence.seal import Entry, SealError
-from evidence.verify import MediaFacts, Report, verify_chain
+from evidence.verify import MAIN_TRACK, MediaFacts, Report, verify_chain
 
 PUBKEY = "device.pub"
 CHAIN = "chain"
@@ -39,8 +39,12 @@ def entry_name(seq: int) -> str:
     return f"{CHAIN}/{seq:010d}.json"
 
 
-def segment_name(session: str, index: int) -> str:
-    return f"{SEGMENTS}/{session}/{index:06d}.mp4"
+def segment_name(session: str, index: int, track: str = MAIN_TRACK) -> str:
+    """A body recorder's one track sits in the session's folder; a room's tracks each in
+    a folder of their own."""
+    if track == MAIN_TRACK:
+        return f"{SEGMENTS}/{session}/{index:06d}.mp4"
+    return f"{SEGMENTS}/{session}/{track}/{index:06d}.mp4"
 
 
 def read_public_key(path: Path) -> nacl.signing.VerifyKey:

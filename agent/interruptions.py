@@ -30,6 +30,12 @@ class Started:
     start: Moment
     affects: list[str]
     detail: str = ""
+    tracks: tuple[str, ...] = ()  # the tracks interrupted; none named: all
+
+
+def fault_key(cause: str, tracks: tuple[str, ...] = ()) -> str:
+    """One active interruption per cause and tracks: a room's two cameras fail apart."""
+    return f"{cause}@{','.join(tracks)}" if tracks else cause
 
 
 @dataclass(frozen=True)
@@ -58,21 +64,29 @@ class InterruptionTracker:
     explain_seconds: float = 10.0
     mode: Literal["auto", "button"] = "auto"
     explain_timeout: float = 120.0
-    active: dict[str, Started] = field(default_factory=dict)  # by cause
+    active: dict[str, Started] = field(default_factory=dict)  # by fault_key
     pending: list[_Pending] = field(default_factory=list)  # resumed, awaiting explanation
     unexplained: list[str] = field(default_factory=list)  # ids whose chance passed
 
-    def fault(self, cause: str, at: Moment, affects: list[str], detail: str = "") -> Started | None:
-        """A fault is present; a new interruption if this cause was not already active."""
-        if cause in self.active:
+    def fault(
+        self,
+        cause: str,
+        at: Moment,
+        affects: list[str],
+        detail: str = "",
+        tracks: tuple[str, ...] = (),
+    ) -> Started | None:
+        """A fault is present; a new interruption if it was not already active."""
+        key = fault_key(cause, tracks)
+        if key in self.active:
             return None
-        s = Started(str(uuid.uuid4()), cause, at, affects, detail)
-        self.active[cause] = s
+        s = Started(str(uuid.uuid4()), cause, at, affects, detail, tracks)
+        self.active[key] = s
         return s
 
-    def clear(self, cause: str, at: Moment) -> Ended | None:
+    def clear(self, cause: str, at: Moment, tracks: tuple[str, ...] = ()) -> Ended | None:
         """The fault is gone and recording resumed: the gap ends, its explanation is due."""
-        s = self.active.pop(cause, None)
+        s = self.active.pop(fault_key(cause, tracks), None)
         if s is None:
             return None
         p = _Pending(s.id, at)
@@ -83,8 +97,8 @@ class InterruptionTracker:
 
     def resumed_after(self, started: Started, at: Moment) -> Ended:
         """A gap that was found already over (power loss found at boot): due now."""
-        self.active[started.cause] = started
-        ended = self.clear(started.cause, at)
+        self.active[fault_key(started.cause, started.tracks)] = started
+        ended = self.clear(started.cause, at, started.tracks)
         assert ended
         return ended
 

@@ -31,7 +31,7 @@ import os
 import queue
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,15 +39,31 @@ from typing import Any
 import av
 import numpy as np
 
-from agent.config import DeviceConfig, assigned_badges
-from agent.enrolment import LOCK, accept_command, finish_rotation
+from agent.config import MAIN_TRACK, DeviceConfig, assigned_badges, assigned_room
+from agent.enrolment import (
+    LOCK,
+    apply_assignment,
+    checked_command,
+    finish_rotation,
+    remember_command,
+)
 from agent.evidence_dir import PRIVATE, SEGMENTS, SPOOL, fsync_dir, segment_name
 from agent.identity import load_or_create_identity
-from agent.interruptions import InterruptionTracker, Started, _Pending
+from agent.interruptions import InterruptionTracker, Started, _Pending, fault_key
 from agent.journal import Journal
 from agent.keys import load_or_create_key
 from agent.media import AUDIO_CODEC, VIDEO_CODEC, SegmentWriter, WrittenSegment, probe
 from agent.recovery import read_sidecar, sidecar, truncate_to_fragments, write_sidecar
+from agent.room import (
+    Close,
+    Open,
+    Prompt,
+    Refused,
+    RoomAction,
+    RoomTriggers,
+    compose_pip,
+    panel_state,
+)
 from agent.session import Action, Category, MarkerType, SessionError, SessionMachine, State
 from agent.watermark import Watermark, find_font, watermark_text
 from device.camera import Camera, CameraError, VideoFrame
@@ -58,6 +74,7 @@ from device.microphone import Microphone, MicrophoneError
 from device.power import Battery
 from device.storage import Storage
 from evidence.seal import Entry, Moment, Sealer
+from provisioning.commands import Command, SessionArgs
 from provisioning.common import ProvisionError
 
 log = logging.getLogger(__name__)
@@ -67,7 +84,10 @@ SOFTWARE = "unbroken 0.1.0"
 
 @dataclass
 class Hardware:
-    camera: Camera
+    """What the recorder records from. ``cameras``: one per camera track, by track name —
+    ``{"main": camera}`` on a body recorder, the room's cameras on a room controller."""
+
+    cameras: Mapping[str, Camera]
     microphone: Microphone
     gnss: Gnss
     battery: Battery | None = None
@@ -76,20 +96,25 @@ class Hardware:
 
 @dataclass
 class _Segment:
-    """The segment being written, and what the manifest will need to say about it."""
+    """The segment being written — one file per track, cut at the same frame — and what
+    the manifests will need to say about it."""
 
-    writer: SegmentWriter
+    writers: dict[str, SegmentWriter]
     start: Moment
     positions: list[tuple[float, float] | None] = field(default_factory=list)
     max_fix_age: float | None = None
     audio_ok: bool = True
+
+    @property
+    def frames(self) -> int:
+        return next(iter(self.writers.values())).frames
 
 
 @dataclass
 class _Buffered:
     """A closed pre-event segment waiting in the spool: sealed if a session opens in time."""
 
-    written: WrittenSegment
+    written: dict[str, WrittenSegment]
     start: Moment
     end: Moment
     location: dict[str, Any]
@@ -102,7 +127,7 @@ class _Session:
     category: Category
     badges: list[str]
     opened: Moment
-    next_index: int = 0
+    next_index: dict[str, int] = field(default_factory=dict)  # by track
 
 
 class Recorder:
@@ -127,7 +152,16 @@ class Recorder:
         self.machine = SessionMachine(
             prebuffer=rec.prebuffer_seconds > 0, confirm_window=config.controls.confirm_seconds
         )
-        self.watermark = Watermark(rec.width, rec.height, find_font(config.watermark.font))
+        self.tracks = config.tracks
+        cameras = config.room.cameras if config.room else [MAIN_TRACK]
+        if sorted(hardware.cameras) != sorted(cameras):
+            raise ValueError(f"cameras {sorted(hardware.cameras)} do not match tracks {cameras}")
+        font = find_font(config.watermark.font)
+        self.watermarks = {t: Watermark(rec.width, rec.height, font) for t in self.tracks}
+        self.room = (
+            RoomTriggers(config.room.triggers, config.room.confirm_seconds) if config.room else None
+        )
+        self.room_id = assigned_room(self.root)
         self.badges: list[str] = assigned_badges(self.root) or list(config.session.badges)
         self.session: _Session | None = None
         self._events: queue.SimpleQueue[str | Callable[[], object]] = queue.SimpleQueue()
@@ -138,6 +172,7 @@ class Recorder:
         self.last_error: str | None = None
         c = config.continuity
         self.gaps = InterruptionTracker(c.explain_seconds, c.explain_mode, c.explain_timeout)
+        self.faults: set[str] = set()  # present now, in a session or not
         self.powered_off = False
         self.paused = False
         self._had_fix: bool | None = None
@@ -162,7 +197,8 @@ class Recorder:
         if last_config is None or last_config.body.get("sha256") != digest:
             self._seal("config", {"sha256": digest, "settings": settings})
         self._recover()
-        self.hw.camera.start()
+        for camera in self.hw.cameras.values():
+            camera.start()
         self.machine.start()
 
     def stop(self, reason: str = "stop", close_session: bool = True) -> None:
@@ -174,13 +210,12 @@ class Recorder:
             if self.session:
                 self._end_segment()  # keep every frame of an open session
             else:
-                self._segment.writer.abandon()
-                self._discard(self._segment.writer.path)
-                self._segment = None
+                self._abandon_segment()
         self._seal("shutdown", {"reason": reason})
         if not self.session:
             self._clean_spool()
-        self.hw.camera.stop()
+        for camera in self.hw.cameras.values():
+            camera.stop()
         self.journal.close()
         self.powered_off = True
         os.close(self._lock)
@@ -203,21 +238,102 @@ class Recorder:
         return self.session.id
 
     def apply_command(self, data: bytes) -> Entry | None:
-        """An agency-signed command that arrived over MQTT (assignment): verified and
-        sealed on the recording thread, by this recorder's sealer. A forged, foreign,
-        expired or replayed command is ignored and logged; recording goes on."""
+        """An agency-signed command that arrived over MQTT (an assignment, or the case
+        system opening or closing a room session): verified and sealed on the recording
+        thread, by this recorder's sealer. A forged, foreign, expired or replayed command
+        is ignored and logged; recording goes on."""
+        now = self.clock.wall()
         try:
-            entry = accept_command(
-                self.root,
-                self.journal,
-                data,
-                self.clock.wall(),
-                lambda body: self._seal("assignment", body),
-            )
-        except ProvisionError as e:
+            cmd = checked_command(self.root, self.journal, data, now)
+            if isinstance(cmd.args, SessionArgs):
+                entry = self._case_command(cmd, cmd.args)
+            else:
+                entry = apply_assignment(
+                    self.root,
+                    self.journal,
+                    cmd,
+                    data,
+                    now,
+                    lambda body: self._seal("assignment", body),
+                )
+                self.badges = list(entry.body.get("badges") or [])
+                self.room_id = assigned_room(self.root)
+        except (ProvisionError, SessionError) as e:
             self._error(f"command refused: {e}")
             return None
-        self.badges = list(entry.body.get("badges") or [])
+        if entry is not None:
+            remember_command(self.journal, cmd, entry.seq, now)
+        return entry
+
+    # -- the interview room ------------------------------------------------------------
+
+    def room_input(self, what: str, payload: bytes) -> None:
+        """Thread-safe: the room panel said something (``door`` open/closed, ``key``
+        start/stop); decided on the recording thread. Anything else is refused and logged."""
+        self.post(lambda: self._room_input(what, payload))
+
+    @property
+    def panel_state(self) -> str:
+        """What the room panel shows; its RECORDING lamp is lit exactly on ``recording``."""
+        return panel_state(
+            self.session is not None, bool(self.room and self.room.awaiting), bool(self.faults)
+        )
+
+    def _room_input(self, what: str, payload: bytes) -> None:
+        if self.room is None:
+            raise SessionError(f"panel input {what!r} on a body recorder: ignored")
+        value = payload.decode("utf-8", "replace").strip()
+        now = self.clock.monotonic()
+        if what == "door" and value in ("open", "closed"):
+            actions = self.room.door(value == "closed", now)
+        elif what == "key" and value in ("start", "stop"):
+            actions = self.room.key(value == "start", now)
+        else:
+            raise SessionError(f"panel sent {what}={value[:40]!r}: not a door or key state")
+        self._room_act(actions, {})
+
+    def _case_command(self, cmd: Command, args: SessionArgs) -> Entry | None:
+        if self.room is None:
+            raise SessionError(f"{cmd.command}: this device serves no room")
+        opening = cmd.command == "session_open"
+        actions = self.room.command(opening)
+        facts = {
+            "case": args.case,
+            "person": args.person,
+            "command": {"nonce": cmd.nonce, "issued": cmd.issued, "agency": cmd.agency},
+        }
+        if opening:
+            if args.badges:
+                self.badges = list(args.badges)
+            if self.session is not None:  # opened at the panel: the case system names it
+                return self._seal("event", {"type": "case", **facts}, self.session.id)
+            if args.category:
+                facts["category"] = Category(args.category).value
+        elif self.session is None:
+            raise SessionError(f"session_close for case {args.case}: no session is open")
+        return self._room_act(actions, facts, Category(args.category) if args.category else None)
+
+    def _room_act(
+        self,
+        actions: list[RoomAction],
+        facts: dict[str, Any],
+        category: Category | None = None,
+    ) -> Entry | None:
+        """Carry out the room's decisions; returns the session entry sealed, if any."""
+        entry = None
+        for a in actions:
+            if isinstance(a, Open):
+                self._act(self.machine.open(), category, {**facts, "trigger": a.trigger})
+                assert self.room
+                self.room.opened(a.trigger)
+                entry = self.journal.last()
+            elif isinstance(a, Close):
+                self._act(self.machine.close(), extra={**facts, "trigger": a.trigger})
+                entry = self.journal.last()
+            elif isinstance(a, Refused):
+                self._error(a.why)
+            elif isinstance(a, Prompt):
+                log.info("door closed: waiting for the key to confirm")
         return entry
 
     def close_session(self) -> None:
@@ -262,14 +378,17 @@ class Recorder:
             if self.powered_off:
                 return
             self._check_storage()
-        fault = ""
-        try:
-            frame = self.hw.camera.read()
-            self._clear("camera")
-        except CameraError as e:
-            self._fault("camera", ["video"], str(e))
-            frame = VideoFrame(self._black.copy(), now, -1)
-            fault = "  CAMERA FAULT"
+        frames: dict[str, VideoFrame] = {}
+        faults: dict[str, str] = {}
+        for name, camera in self.hw.cameras.items():
+            try:
+                frames[name] = camera.read()
+                self._clear("camera", self._fed_by(name))
+            except CameraError as e:
+                self._fault("camera", ["video"], str(e), tracks=self._fed_by(name))
+                frames[name] = VideoFrame(self._black.copy(), now, -1)
+                faults[name] = "  CAMERA FAULT"
+        frame = next(iter(frames.values()))  # its capture time stands for all tracks
         try:
             samples = self.hw.microphone.read(self._spf)
             self._clear("microphone")
@@ -291,12 +410,16 @@ class Recorder:
             self.badges,
             self.device_id,
             self.config.watermark.labels,
+            place=f"{self.config.watermark.labels.room} {self.room_id or '-'}"
+            if self.room
+            else None,
         )
-        self.watermark.apply(frame.image, text + fault)
-        self.pictures["main"] = frame.image
+        images = self._pictures(frames, faults, text)
         try:
             seg = self._segment or self._begin_segment(frame.captured, wall)
-            seg.writer.add(frame.image, self._silence if samples is None else samples)
+            audio = self._silence if samples is None else samples
+            for track, writer in seg.writers.items():
+                writer.add(images[track], audio)
             self._clear("write_error")
             self._clear("encoder")
         except OSError as e:
@@ -310,11 +433,42 @@ class Recorder:
         seg.audio_ok &= samples is not None
         self._note_position(seg, gnss, frame.captured)
         self._frame_no += 1
-        if seg.writer.frames >= self._segment_frames:
+        if seg.frames >= self._segment_frames:
             try:
                 self._end_segment()
             except OSError as e:
                 self._write_failed(e)
+
+    def _pictures(
+        self, frames: dict[str, VideoFrame], faults: dict[str, str], text: str
+    ) -> dict[str, np.ndarray]:
+        """Each track's watermarked picture: the cameras', and the composite if any."""
+        images = {name: f.image for name, f in frames.items()}
+        room = self.config.room
+        if room and room.pip:
+            pip = room.pip
+            images[pip.track] = compose_pip(
+                images[pip.main],
+                images[pip.inset],
+                pip.divisor,
+                pip.corner,
+                top=self.watermarks[pip.track].strip_height,
+            )
+            faults[pip.track] = faults.get(pip.main) or faults.get(pip.inset) or ""
+        for track, image in images.items():
+            self.watermarks[track].apply(image, text + faults.get(track, ""))
+        self.pictures = images
+        return images
+
+    def _fed_by(self, camera: str) -> tuple[str, ...]:
+        """The tracks a camera feeds: itself, and the composite it is part of. A body
+        recorder's one camera feeds everything: its interruptions name no track."""
+        room = self.config.room
+        if room is None:
+            return ()
+        if room.pip and camera in (room.pip.main, room.pip.inset):
+            return (camera, room.pip.track)
+        return (camera,)
 
     def pause(self, reason: str = "") -> None:
         """The officer stops recording while the session stays open: an interruption
@@ -345,20 +499,29 @@ class Recorder:
     # -- continuity ----------------------------------------------------------------
 
     def _fault(
-        self, cause: str, affects: list[str], detail: str = "", since: Moment | None = None
+        self,
+        cause: str,
+        affects: list[str],
+        detail: str = "",
+        since: Moment | None = None,
+        tracks: tuple[str, ...] = (),
     ) -> None:
-        """A fault is present; ``since``: when footage stopped being kept, if earlier."""
-        self._error(f"{cause}: {detail}" if detail else cause)
+        """A fault is present; ``since``: when footage stopped being kept, if earlier;
+        ``tracks``: the tracks it interrupts (none named: all of them)."""
+        where = f"{cause} ({', '.join(tracks)})" if tracks else cause
+        self._error(f"{where}: {detail}" if detail else where)
+        self.faults.add(fault_key(cause, tracks))
         if self.session is None:
             return  # outside a session nothing is owed; a fault still present at open counts
-        started = self.gaps.fault(cause, since or self._moment(), affects, detail)
+        started = self.gaps.fault(cause, since or self._moment(), affects, detail, tracks)
         if started:
             self._seal_interruption(started)
 
-    def _clear(self, cause: str) -> None:
-        if cause not in self.gaps.active:
+    def _clear(self, cause: str, tracks: tuple[str, ...] = ()) -> None:
+        self.faults.discard(fault_key(cause, tracks))
+        if fault_key(cause, tracks) not in self.gaps.active:
             return
-        ended = self.gaps.clear(cause, self._moment())
+        ended = self.gaps.clear(cause, self._moment(), tracks)
         if ended and self.session:
             self._seal(
                 "interruption_end", {"id": ended.id, "end": ended.end.as_dict()}, self.session.id
@@ -374,6 +537,8 @@ class Recorder:
             "end": end.as_dict() if end else None,
             "detail": s.detail,
         }
+        if s.tracks:
+            body["tracks"] = list(s.tracks)
         self._seal("interruption", body, self.session.id)
 
     def _seal_explanation(self, gap: str, start: Moment, end: Moment) -> None:
@@ -398,8 +563,9 @@ class Recorder:
         seg, self._segment = self._segment, None
         if seg is None:
             return None
-        seg.writer.abandon()
-        self._discard(seg.writer.path)
+        for writer in seg.writers.values():
+            writer.abandon()
+            self._discard(writer.path)
         return seg.start
 
     def _check_clock(self) -> None:
@@ -468,13 +634,19 @@ class Recorder:
         sid = str(opened.session)
         body = opened.body
         sealed = [e for e in self.journal.entries("segment") if e.session == sid]
+        counts: dict[str, int] = {}
+        for e in sealed:
+            track = str(e.body.get("track", MAIN_TRACK))
+            counts[track] = counts.get(track, 0) + 1
         self.session = _Session(
             sid,
             Category(body.get("category", self.config.session.category)),
             list(body.get("badges", [])),
             Moment(**opened.payload["at"]),
-            next_index=len(sealed),
+            next_index=counts,
         )
+        if self.room:
+            self.room.opened(body.get("trigger", "command"))
         last_end = max((float(e.body["end"]["wall"]) for e in sealed), default=None)
         for path in sorted((self.root / SPOOL).glob("*.mp4")):
             info = read_sidecar(path)
@@ -538,7 +710,13 @@ class Recorder:
             int(info.get("bitrate", self.config.recording.video_bitrate)),
         )
         location = {"fix": "unknown", "start": None, "end": None, "max_fix_age": None}
-        self._seal_segment(written, start, end, location, facts.audio_samples > 0, recovered=True)
+        track = str(info.get("track", MAIN_TRACK))
+        if track not in self.tracks:
+            self._discard(path)
+            return None
+        self._seal_segment(
+            written, start, end, location, facts.audio_samples > 0, track, recovered=True
+        )
         return end.wall
 
     def _open_interruption(self, sid: str) -> str | None:
@@ -567,38 +745,44 @@ class Recorder:
         except (SessionError, ValueError) as e:
             self._error(str(e))
 
-    def _act(self, actions: list[Action], category: Category | None = None) -> None:
+    def _act(
+        self,
+        actions: list[Action],
+        category: Category | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         for a in actions:
             if a == Action.OPEN:
-                self._open(category or self.config.session.category)
+                self._open(category or self.config.session.category, extra)
             elif a == Action.CLOSE:
-                self._close()
+                self._close(extra)
             elif a == Action.ARM_CLOSE:
                 self.led = "blink"
             elif a == Action.DISARM_CLOSE:
                 self.led = "on"
 
-    def _open(self, category: Category) -> None:
+    def _open(self, category: Category, extra: dict[str, Any] | None = None) -> None:
         at = self._moment()
         sid = str(uuid.uuid4())
-        self._seal(
-            "session_open",
-            {
-                "category": category.value,
-                "badges": self.badges,
-                "prebuffer_seconds": self.config.recording.prebuffer_seconds,
-            },
-            sid,
-        )
+        body: dict[str, Any] = {
+            "category": category.value,
+            "badges": self.badges,
+            "prebuffer_seconds": self.config.recording.prebuffer_seconds,
+            "tracks": self.tracks,
+        }
+        if self.room:
+            body["room"] = self.room_id
+        self._seal("session_open", {**body, **(extra or {})}, sid)
         self.session = _Session(sid, category, list(self.badges), at)
         self.paused = False
         # Pre-event footage becomes the session's first segments, so arrival is on record.
         window = self.config.recording.prebuffer_seconds
         for b in self._buffer:
-            if b.end.mono > at.mono - window:
-                self._seal_segment(b.written, b.start, b.end, b.location, b.audio_ok)
-            else:
-                self._discard(b.written.path)
+            for track, written in b.written.items():
+                if b.end.mono > at.mono - window:
+                    self._seal_segment(written, b.start, b.end, b.location, b.audio_ok, track)
+                else:
+                    self._discard(written.path)
         self._buffer.clear()
         if self._segment is None:
             # From idle (no buffer): start now, and fast, so the trigger is on record.
@@ -607,37 +791,58 @@ class Recorder:
             self._write_sidecar(self._segment)  # the open segment now belongs to the session
         self.led = "on"
 
-    def _close(self) -> None:
+    def _close(self, extra: dict[str, Any] | None = None) -> None:
         assert self.session
-        if self._segment and self._segment.writer.frames:
+        if self._segment and self._segment.frames:
             self._end_segment()
         for ex in self.gaps.session_closing(self._moment()):
             self._seal_explanation(ex.id, ex.start, ex.end)
-        self._seal("session_close", {"segments": self.session.next_index}, self.session.id)
+        counts = self.session.next_index
+        self._seal(
+            "session_close",
+            {
+                "segments": sum(counts.values()),
+                "tracks": {t: counts.get(t, 0) for t in self.tracks},
+                **(extra or {}),
+            },
+            self.session.id,
+        )
         self.session = None
+        if self.room:
+            self.room.closed()
         self.machine.closed()
         self.led = "off"
 
     def _begin_segment(self, mono: float, wall: float) -> _Segment:
-        path = self.root / SPOOL / f"{self._frame_no:012d}.mp4"
         rec = self.config.recording
         if self._degraded:  # stretch the space left rather than stop recording
             rec = rec.model_copy(update={"video_bitrate": self.config.storage.degrade_bitrate})
-        writer = SegmentWriter(path, rec, first_frame=self._frame_no)
-        self._segment = _Segment(writer, Moment(wall, mono, self.clock.synced()))
+        writers: dict[str, SegmentWriter] = {}
+        try:
+            for track in self.tracks:
+                path = self.root / SPOOL / f"{self._frame_no:012d}-{track}.mp4"
+                writers[track] = SegmentWriter(path, rec, first_frame=self._frame_no)
+        except BaseException:
+            for w in writers.values():
+                w.abandon()
+                self._discard(w.path)
+            raise
+        self._segment = _Segment(writers, Moment(wall, mono, self.clock.synced()))
         self._write_sidecar(self._segment)
         return self._segment
 
     def _write_sidecar(self, seg: _Segment) -> None:
-        write_sidecar(
-            seg.writer.path,
-            {
-                "first_frame": seg.writer.first_frame,
-                "bitrate": seg.writer.bitrate,
-                "start": seg.start.as_dict(),
-                "session": self.session.id if self.session else None,
-            },
-        )
+        for track, writer in seg.writers.items():
+            write_sidecar(
+                writer.path,
+                {
+                    "track": track,
+                    "first_frame": writer.first_frame,
+                    "bitrate": writer.bitrate,
+                    "start": seg.start.as_dict(),
+                    "session": self.session.id if self.session else None,
+                },
+            )
 
     def _discard(self, path: Path) -> None:
         path.unlink(missing_ok=True)
@@ -647,21 +852,24 @@ class Recorder:
         seg = self._segment
         assert seg
         self._segment = None
-        written = seg.writer.close()
+        written = {track: w.close() for track, w in seg.writers.items()}
+        frames = next(iter(written.values())).frames
         fps = self.config.recording.fps
         end = Moment(
-            seg.start.wall + written.frames / fps,
-            seg.start.mono + written.frames / fps,
+            seg.start.wall + frames / fps,
+            seg.start.mono + frames / fps,
             self.clock.synced(),
         )
         location = _location_summary(seg)
         if self.session:
-            self._seal_segment(written, seg.start, end, location, seg.audio_ok)
+            for track, w in written.items():
+                self._seal_segment(w, seg.start, end, location, seg.audio_ok, track)
             return
         self._buffer.append(_Buffered(written, seg.start, end, location, seg.audio_ok))
         window = self.config.recording.prebuffer_seconds
         while self._buffer and self._buffer[0].end.mono <= end.mono - window:
-            self._discard(self._buffer.popleft().written.path)
+            for w in self._buffer.popleft().written.values():
+                self._discard(w.path)
 
     def _seal_segment(
         self,
@@ -670,11 +878,13 @@ class Recorder:
         end: Moment,
         location: dict[str, Any],
         audio_ok: bool,
+        track: str = MAIN_TRACK,
         recovered: bool = False,
     ) -> None:
         s = self.session
         assert s
-        rel = segment_name(s.id, s.next_index)
+        index = s.next_index.get(track, 0)
+        rel = segment_name(s.id, index, track)
         dest = self.root / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(w.path, dest)
@@ -683,7 +893,8 @@ class Recorder:
         rec = self.config.recording
         before_open = max(0.0, s.opened.mono - start.mono)
         body = {
-            "index": s.next_index,
+            "track": track,
+            "index": index,
             "file": rel,
             "sha256": w.sha256,
             "size": w.size,
@@ -719,7 +930,7 @@ class Recorder:
         }
         if recovered:  # cut by a power loss and sealed at the next boot
             body["recovered"] = True
-        s.next_index += 1
+        s.next_index[track] = index + 1
         self._seal("segment", body, s.id)
 
     def _seal(self, kind: str, body: dict[str, Any], session: str | None = None) -> Entry:
@@ -791,6 +1002,9 @@ class Recorder:
             "chain_head": self.sealer.head[0],
             "last_error": self.last_error,
             "interrupted": sorted(self.gaps.active),
+            "tracks": self.tracks,
+            "room": self.room_id if self.room else None,
+            "panel": self.panel_state if self.room else None,
             "explain_prompt": self.gaps.prompting,
             "unexplained": list(self.gaps.unexplained),
         }

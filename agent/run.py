@@ -20,8 +20,8 @@ from pathlib import Path
 from agent.config import DeviceConfig
 from agent.recorder import Hardware, Recorder
 from agent.sync import SyncSettings, Uploader
-from device.camera import SimCamera
 from device.clock import Clock, SystemClock
+from device.controls import RecordingLamp
 from device.gnss import NmeaReplay
 from device.microphone import SimMicrophone
 from device.power import SimBattery
@@ -35,11 +35,11 @@ class HardwareError(RuntimeError):
 
 
 def sim_hardware(config: DeviceConfig, root: Path, clock: SystemClock) -> Hardware:
-    from simulator.device import shipped_route
+    from simulator.device import shipped_route, sim_cameras
 
     rec = config.recording
     return Hardware(
-        camera=SimCamera(rec.width, rec.height, rec.fps, clock),
+        cameras=sim_cameras(config, clock),
         microphone=SimMicrophone(rec.audio_rate),
         gnss=NmeaReplay(config.gnss.route or shipped_route(), clock, loop=True),
         battery=SimBattery(clock, drain_per_hour=0),
@@ -53,6 +53,28 @@ def pi_hardware(config: DeviceConfig, root: Path, clock: SystemClock) -> Hardwar
         "run with --sim (the Pi camera, GPIO and gpsd backends exist: device/picamera.py, "
         "device/controls.py, device/gnss.py)"
     )
+
+
+def show_state(
+    recorder: Recorder, uploader: Uploader | None, lamp: RecordingLamp | None = None
+) -> None:
+    """After each frame: the room's RECORDING lamp and panel follow the session; the
+    recorder learns the 24-hour deadline level from the uploader."""
+    if lamp is not None:
+        lamp.show(recorder.session is not None)
+    if uploader is not None:
+        recorder.sync_deadline = uploader.deadline_level
+        if recorder.room:
+            uploader.show_on_panel(recorder.panel_state)
+
+
+def room_lamp(config: DeviceConfig, sim: bool) -> RecordingLamp | None:
+    """A room controller's RECORDING lamp (on a mock pin when simulated)."""
+    if config.room is None:
+        return None
+    from gpiozero.pins.mock import MockFactory
+
+    return RecordingLamp(config.room.lamp_pin, pin_factory=MockFactory() if sim else None)
 
 
 def sync_settings(config: DeviceConfig) -> SyncSettings:
@@ -82,6 +104,8 @@ def make_uploader(
         sync_settings(config),
         status_source=recorder.status,
         on_command=lambda data: recorder.post(lambda: recorder.apply_command(data)),
+        room=recorder.room_id if recorder.room else None,
+        on_panel=recorder.room_input,
     )
 
 
@@ -97,6 +121,7 @@ def run_agent(
     hardware = (sim_hardware if sim else pi_hardware)(config, root, clock)
     recorder = Recorder(root, config, hardware, clock)
     uploader = make_uploader(root, recorder, config, clock) if sync else None
+    lamp = room_lamp(config, sim)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -117,8 +142,7 @@ def run_agent(
             if seconds is not None and time.monotonic() - t0 >= seconds:
                 break
             recorder.step()
-            if uploader is not None:
-                recorder.sync_deadline = uploader.deadline_level
+            show_state(recorder, uploader, lamp)
             n += 1
             delay = t0 + n / fps - time.monotonic()
             if delay > 0:
@@ -126,6 +150,9 @@ def run_agent(
     finally:
         if not recorder.powered_off:
             recorder.stop()
+        show_state(recorder, uploader, lamp)
         if uploader is not None:
             uploader.stop()
+        if lamp is not None:
+            lamp.close()
     return 0

@@ -186,6 +186,8 @@ class Uploader:
         settings: SyncSettings | None = None,
         status_source: Callable[[], dict[str, Any]] | None = None,
         on_command: Callable[[bytes], None] | None = None,
+        room: str | None = None,
+        on_panel: Callable[[str, bytes], None] | None = None,
     ) -> None:
         self.root = root
         self.device_id = device_id
@@ -196,6 +198,10 @@ class Uploader:
         # Agency commands are handed on unverified: the recorder checks and applies them
         # on its own thread (one sealer per chain).
         self.on_command = on_command
+        # A room controller also talks with its room's panel, on the same connection.
+        self.room = room
+        self.on_panel = on_panel
+        self.panel_state: str | None = None  # the last state shown; resent on reconnect
         self.connected = threading.Event()
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._stop = threading.Event()
@@ -268,7 +274,7 @@ class Uploader:
         c.reconnect_delay_set(min_delay=1, max_delay=15)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
-        c.on_message = lambda _c, _u, msg: self._inbox.put(("message", msg))
+        c.on_message = self._on_message
         c.on_publish = self._on_publish
         return c
 
@@ -281,7 +287,32 @@ class Uploader:
             return
         c.subscribe(p.reply(self.device_id, "#"), qos=1)
         c.subscribe(p.command(self.device_id, "#"), qos=1)
+        if self.room:
+            c.subscribe(p.panel(self.room, "door"), qos=1)
+            c.subscribe(p.panel(self.room, "key"), qos=1)
+            if self.panel_state is not None:
+                self._publish_panel(self.panel_state)
         self._inbox.put(("connected", None))
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        if self.room and msg.topic.startswith(p.panel(self.room, "")):
+            if self.on_panel is not None:  # the recorder decides, on its own thread
+                self.on_panel(msg.topic.rsplit("/", 1)[-1], bytes(msg.payload))
+            return
+        self._inbox.put(("message", msg))
+
+    def show_on_panel(self, state: str) -> None:
+        """Thread-safe: what the room panel shows (retained: a panel that reconnects reads
+        it at once). Called whenever it changes; resent after every reconnect."""
+        if state == self.panel_state:
+            return
+        self.panel_state = state
+        if self.connected.is_set():
+            self._publish_panel(state)
+
+    def _publish_panel(self, state: str) -> None:
+        assert self.room
+        self.client.publish(p.panel(self.room, "state"), state.encode(), qos=1, retain=True)
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
         self.connected.clear()

@@ -59,15 +59,17 @@ def watermark_text(
     badges: Sequence[str],
     device_id: str,
     labels: Labels,
+    place: str | None = None,
 ) -> str:
-    """The line burned into the picture. Pure, so tests can render the expected strip."""
+    """The line burned into the picture. Pure, so tests can render the expected strip.
+    ``place``: shown instead of the position (an interview room's name)."""
     tz = dt.timezone(dt.timedelta(seconds=utc_offset))
     stamp = dt.datetime.fromtimestamp(int(wall), tz).strftime("%Y-%m-%d %H:%M:%S UTC%z")
     stamp = stamp[:-2] + ":" + stamp[-2:]  # UTC+0800 -> UTC+08:00
     parts = [stamp]
     if not synced:
         parts.append(labels.unsynced)
-    parts.append(format_position(gnss, now_mono, labels.no_fix))
+    parts.append(place or format_position(gnss, now_mono, labels.no_fix))
     if badges:
         parts.append(f"{labels.badge} {','.join(badges)}")
     parts.append(f"{labels.device} {device_id}")

@@ -58,7 +58,7 @@ class SimCamera:
 
     _DIGIT_W, _DIGIT_H = 12, 20
 
-    def __init__(self, width: int, height: int, fps: int, clock: Clock) -> None:
+    def __init__(self, width: int, height: int, fps: int, clock: Clock, tint: int = 0) -> None:
         self.width, self.height, self.fps = width, height, fps
         self._clock = clock
         self._index = 0
@@ -68,7 +68,7 @@ class SimCamera:
         bg[..., 0] = (xx * 255 // (width * 2)).astype(np.uint8)
         bg[..., 1] = (yy * 255 // max(1, height)).astype(np.uint8)
         bg[..., 2] = (((xx // 40) + (yy // 40)) % 2 * 120 + 60).astype(np.uint8)
-        self._background = bg
+        self._background = np.roll(bg, tint, axis=2)  # ``tint``: tell several cameras apart
         self._digits = _digit_atlas(self._DIGIT_W, self._DIGIT_H)
 
     def start(self) -> None:

@@ -85,3 +85,18 @@ class Controls:
     def close(self) -> None:
         for dev in (self.record, self.marker, self.led, self.buzzer):
             dev.close()
+
+
+class RecordingLamp:
+    """The RECORDING lamp outside an interview room's door, wired to the controller: lit
+    exactly while the room records (the room panel's lamp follows the same state)."""
+
+    def __init__(self, pin: int, pin_factory: Any = None) -> None:
+        self.led = LED(pin, pin_factory=pin_factory)
+
+    def show(self, recording: bool) -> None:
+        if recording != self.led.is_lit:
+            self.led.value = recording
+
+    def close(self) -> None:
+        self.led.close()

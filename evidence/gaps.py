@@ -46,6 +46,10 @@ class Gap:
     detail: str = ""
     statement: dict[str, Any] | None = None
     seq: int = 0
+    tracks: list[str] = field(default_factory=list)  # the tracks interrupted; empty: all
+
+    def covers(self, track: str) -> bool:
+        return not self.tracks or track in self.tracks
 
     @property
     def length(self) -> float | None:
@@ -91,6 +95,7 @@ def session_gaps(entries: Iterable[Entry]) -> tuple[list[Gap], GapProblems]:
                 affects=list(b.get("affects", [])),
                 detail=str(b.get("detail", "")),
                 seq=e.seq,
+                tracks=[str(t) for t in b.get("tracks", [])],
             )
         elif e.kind == "interruption_end" and str(b.get("id")) in gaps:
             gaps[str(b["id"])].end = float(b["end"]["wall"])

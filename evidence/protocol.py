@@ -194,6 +194,12 @@ def command(device: str, name: str) -> str:
     return "/".join((PREFIX, "c", device, name))
 
 
+def panel(room: str, *parts: str) -> str:
+    """Room panel ⇄ room controller: ``unbroken/p/<room>/...`` — ``door``, ``key`` and
+    ``panel`` from the panel, ``state`` (retained) from the controller."""
+    return "/".join((PREFIX, "p", room, *parts))
+
+
 def parse_up(topic: str) -> tuple[str, list[str]]:
     """``unbroken/d/<device>/rest...`` → (device, rest); ProtocolError otherwise."""
     parts = topic.split("/")

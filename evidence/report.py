@@ -25,10 +25,16 @@ def format_report(r: Report, source: str) -> str:
             f"Session {s.id}  [{s.state}]",
             f"  category  {s.category}   badges {', '.join(s.badges) or '-'}",
             f"  opened    {_when(s.opened)}   closed {_when(s.closed)}",
+            *([f"  room      {s.room}   case {s.case or '-'}"] if s.room or s.case else []),
             f"  segments  {s.segments}   duration {s.duration:.1f} s   "
             f"pre-event {s.prebuffer:.1f} s"
             + (f"   {s.archived} at the agency only (receipted)" if s.archived else ""),
         ]
+        if len(s.tracks) > 1:
+            lines += [
+                f"  track     {name}: {t['segments']} segments, {t['duration']:.1f} s"
+                for name, t in s.tracks.items()
+            ]
         for m in s.markers:
             lines.append(f"  marker    {_when(m['wall'])}  {m['type']}")
         lines.append(
@@ -40,8 +46,9 @@ def format_report(r: Report, source: str) -> str:
             if g["explanation"] == "written" and g["statement"]:
                 officers = ", ".join(a["badge"] for a in g["statement"]["attestations"])
                 how = f"written statement by {officers}"
+            on = f" on {', '.join(g['tracks'])}" if g.get("tracks") else ""
             lines.append(
-                f"  gap       {_when(g['start'])}  {g['cause']} ({', '.join(g['affects'])}), "
+                f"  gap       {_when(g['start'])}  {g['cause']} ({', '.join(g['affects'])}){on}, "
                 f"{length}; explanation: {how}"
             )
         for p in s.problems:

@@ -24,6 +24,8 @@ import nacl.signing
 from evidence.gaps import Span, session_gaps, silent_gaps
 from evidence.seal import GENESIS, Entry, SealError, check_signature, key_id
 
+MAIN_TRACK = "main"  # a body recorder's one track (segments sealed before tracks say none)
+
 # code -> what it means; docs/evidence-format.md lists the same.
 PROBLEMS = {
     "malformed_entry": "a file in the chain is not a valid entry (corrupt or foreign)",
@@ -80,13 +82,17 @@ class SessionReport:
     badges: list[str] = field(default_factory=list)
     opened: float | None = None  # wall clock
     closed: float | None = None
-    segments: int = 0
-    duration: float = 0.0  # seconds of sealed media
+    segments: int = 0  # on all tracks
+    duration: float = 0.0  # seconds of sealed media (the longest track)
+    tracks: dict[str, dict[str, Any]] = field(default_factory=dict)  # segments, duration
     prebuffer: float = 0.0  # seconds recorded before the session opened
     archived: int = 0  # segments deleted locally after the agency's receipt
     gaps: list[dict[str, Any]] = field(default_factory=list)  # every interruption, explained?
     markers: list[dict[str, Any]] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    room: str | None = None  # an interview room's session
+    case: str | None = None
+    first_track: str = MAIN_TRACK  # whose pre-event footage is counted
 
     @property
     def state(self) -> str:
@@ -165,13 +171,16 @@ class _Checker:
     ) -> None:
         self.archived = archived
         self.in_order: list[Entry] = []
-        self.interrupted: set[str] = set()
+        # interruptions so far, per session and per (session, track): media need not
+        # continue across one
+        self.breaks: dict[str | tuple[str, str], int] = {}
         self.r = report
         self.key = verify_key
         self.media = media
         self.sessions: dict[str, SessionReport] = {}
         self.open: set[str] = set()
-        self.last_segment: dict[str, tuple[int, MediaFacts | None]] = {}
+        # per (session, track): last index, its media, the interruptions seen by then
+        self.last_segment: dict[tuple[str, str], tuple[int, MediaFacts | None, int]] = {}
         # (file, what was found, sealed size, session)
         self.mismatched: list[tuple[str, MediaFacts, int, str]] = []
         self.misplaced: list[tuple[str, int, Entry]] = []  # (file, seq its name says, entry)
@@ -227,23 +236,25 @@ class _Checker:
                 self.problem(
                     "unexplained_gap", f"entry {g.seq}", f"{g.cause} gap has no explanation", s.id
                 )
-        for sid in self.sessions:
-            spans = [
-                Span(
-                    float(e.body["start"]["wall"]),
-                    float(e.body["end"]["wall"]),
-                    float(e.body["start"]["mono"]),
-                    float(e.body["end"]["mono"]),
+        spans: dict[tuple[str, str], list[Span]] = {}
+        for e in self.in_order:
+            if e.kind == "segment" and e.session in self.sessions:
+                spans.setdefault((str(e.session), _track(e.body)), []).append(
+                    Span(
+                        float(e.body["start"]["wall"]),
+                        float(e.body["end"]["wall"]),
+                        float(e.body["start"]["mono"]),
+                        float(e.body["end"]["mono"]),
+                    )
                 )
-                for e in self.in_order
-                if e.kind == "segment" and e.session == sid
-            ]
-            mine = [g for g in gaps if g.session == sid]
-            for start, end in silent_gaps(spans, mine, tolerance=0.5):
+        for (sid, track), track_spans in spans.items():
+            mine = [g for g in gaps if g.session == sid and g.covers(track)]
+            for start, end in silent_gaps(track_spans, mine, tolerance=0.5):
+                on = "" if track == MAIN_TRACK else f" on track {track}"
                 self.problem(
                     "silent_gap",
                     f"session {sid}",
-                    f"no recording and no interruption from {start:.3f} to {end:.3f} "
+                    f"no recording{on} and no interruption from {start:.3f} to {end:.3f} "
                     f"({end - start:.1f} s)",
                     sid,
                 )
@@ -332,6 +343,8 @@ class _Checker:
         if e.kind == "session_open" and sid is not None:
             s = self.sessions.setdefault(sid, SessionReport(id=sid))
             s.category, s.badges = body.get("category"), list(body.get("badges", []))
+            s.room, s.case = body.get("room"), body.get("case")
+            s.first_track = str((body.get("tracks") or [MAIN_TRACK])[0])
             s.opened = float(e.payload["at"]["wall"])
             self.open.add(sid)
             self.r.sessions.append(s)
@@ -354,7 +367,9 @@ class _Checker:
             return
         s = self.sessions[sid]
         if e.kind in ("interruption", "interruption_end", "explanation"):
-            self.interrupted.add(str(sid))  # media need not continue across a gap
+            tracks = body.get("tracks") if e.kind == "interruption" else None
+            for key in [(sid, str(t)) for t in tracks] if tracks else [sid]:
+                self.breaks[key] = self.breaks.get(key, 0) + 1
             return  # collected by gaps() once the whole chain is read
         if e.kind == "marker":
             s.markers.append({"type": body.get("type"), "wall": e.payload["at"]["wall"]})
@@ -366,20 +381,25 @@ class _Checker:
 
     def _segment(self, s: SessionReport, e: Entry, where: str) -> None:
         body = e.body
+        track = _track(body)
         index = int(body["index"])
-        last_index, last_facts = self.last_segment.get(s.id, (-1, None))
+        last_index, last_facts, breaks_then = self.last_segment.get((s.id, track), (-1, None, 0))
         if index != last_index + 1:
+            on = "" if track == MAIN_TRACK else f" of track {track}"
             self.problem(
-                "segment_gap", where, f"segment {index} follows segment {last_index}", s.id
+                "segment_gap", where, f"segment {index}{on} follows segment {last_index}", s.id
             )
         duration = float(body["end"]["mono"]) - float(body["start"]["mono"])
         s.segments += 1
-        s.duration += duration
-        if body.get("prebuffer"):
+        t = s.tracks.setdefault(track, {"segments": 0, "duration": 0.0})
+        t["segments"] += 1
+        t["duration"] += duration
+        s.duration = max(float(x["duration"]) for x in s.tracks.values())
+        if body.get("prebuffer") and track == s.first_track:
             s.prebuffer += max(0.0, min(duration, float(body["prebuffer_seconds"])))
         facts = self._media(s, body, where)
-        if s.id in self.interrupted:
-            self.interrupted.discard(s.id)
+        breaks = self.breaks.get(s.id, 0) + self.breaks.get((s.id, track), 0)
+        if breaks != breaks_then:
             last_facts = None
         if facts and last_facts and index == last_index + 1:
             fps = float(body["media"]["video"]["fps"])
@@ -395,7 +415,7 @@ class _Checker:
                     f"{last_facts.video_end:.3f}s",
                     s.id,
                 )
-        self.last_segment[s.id] = (index, facts)
+        self.last_segment[(s.id, track)] = (index, facts, breaks)
 
     def _media(self, s: SessionReport, body: dict[str, Any], where: str) -> MediaFacts | None:
         file = str(body["file"])
@@ -439,6 +459,10 @@ class _Checker:
                 )
             else:
                 self.problem("hash_mismatch", file, "bytes differ from the sealed SHA-256", sid)
+
+
+def _track(body: dict[str, Any]) -> str:
+    return str(body.get("track", MAIN_TRACK))
 
 
 def _seq_from_name(name: str) -> int | None:

@@ -32,7 +32,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import nacl.encoding
 import nacl.signing
@@ -449,6 +449,26 @@ class Agency:
                 raise ProvisionError(f"device {device_id!r} has no assignment")
             args: dict[str, Any] = {"badges": [], "name": None, "unit": None, "room": None}
             return self._command(device_id, "unassign", args, out, now, files)
+
+    def session_command(
+        self,
+        device_id: str,
+        name: Literal["session_open", "session_close"],
+        args: dict[str, Any],
+        out: Path,
+        now: float,
+        ttl: float = 600.0,
+    ) -> Command:
+        """The case system opens or closes an interview-room session: a command signed by
+        the agency, for one room controller, valid ``ttl`` seconds (short: it acts now)."""
+        with self.change() as files:
+            device = self._live_device(device_id)
+            if device["role"] != "room_controller":
+                raise ProvisionError(f"{device_id} is a body recorder: sessions open by button")
+            data, cmd = make_command(self.signing_key, device_id, name, args, now, ttl)
+            self.registry.audit(now, name, device_id, **args, nonce=cmd.nonce)
+            files.append((out, data, 0o644))
+            return cmd
 
     def _command(
         self,

@@ -5,6 +5,8 @@
     unbroken provision reissue --device D --out BUNDLE [--settings FILE.toml]
     unbroken provision assign --device D --badge B [--name N] [--unit U] [--room R]
     unbroken provision unassign --device D
+    unbroken provision open-session --device ROOM-CTRL --case C --badge B [--person P]
+    unbroken provision close-session --device ROOM-CTRL --case C
     unbroken provision revoke D --reason R
     unbroken provision rotate REQUEST
     unbroken provision broker-config --agency AGENCY --out DIR --port PORT
@@ -25,11 +27,12 @@ import time
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from provisioning.agency import Agency, init_agency
 from provisioning.broker import crl_expiry_note, write_broker_config
 from provisioning.bundle import Broker
+from provisioning.commands import AssignmentArgs
 from provisioning.common import ProvisionError, iso
 
 Handler = Callable[[argparse.Namespace], int]
@@ -121,6 +124,7 @@ def cmd_assign(args: argparse.Namespace) -> int:
     agency, now = _agency(args), time.time()
     out = args.out or _outbox(agency, args.device, "assign", now)
     cmd = agency.assign(args.device, out, now, args.badge, args.name, args.unit, args.room)
+    assert isinstance(cmd.args, AssignmentArgs)
     who = ", ".join(cmd.args.badges) or f"room {cmd.args.room}"
     print(f"assigned {args.device} to {who}; command {out} valid until {iso(cmd.expires)}")
     if cmd.args.room:
@@ -134,6 +138,23 @@ def cmd_unassign(args: argparse.Namespace) -> int:
     out = args.out or _outbox(agency, args.device, "unassign", now)
     cmd = agency.unassign(args.device, out, now)
     print(f"unassigned {args.device}; command {out} valid until {iso(cmd.expires)}")
+    return 0
+
+
+@user_errors
+def cmd_session(args: argparse.Namespace) -> int:
+    """The case system's session-open / session-close command for an interview room."""
+    agency, now = _agency(args), time.time()
+    name: Literal["session_open", "session_close"] = (
+        "session_open" if args.provision_command == "open-session" else "session_close"
+    )
+    out = args.out or _outbox(agency, args.device, name, now)
+    fields = {"case": args.case, "badges": args.badge or [], "person": args.person}
+    if name == "session_open":
+        fields["category"] = args.category
+    cmd = agency.session_command(args.device, name, fields, out, now, ttl=args.ttl)
+    print(f"{name} for {args.device}, case {args.case}: {out} valid until {iso(cmd.expires)}")
+    print("  deliver it with: unbroken store send --config STORE.toml " + str(out))
     return 0
 
 
@@ -271,6 +292,19 @@ def add_provision_parser(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--device", required=True)
     q.add_argument("--out", type=Path, help="signed command file (default AGENCY/outbox/)")
     q.set_defaults(func=cmd_unassign)
+
+    for verb, what in (("open-session", "opens"), ("close-session", "closes")):
+        q = ps.add_parser(verb, help=f"signed command that {what} an interview-room session")
+        agency_opt(q)
+        q.add_argument("--device", required=True, help="the room controller")
+        q.add_argument("--case", required=True, help="case number")
+        q.add_argument("--badge", action="append", help="officer badge number (repeatable)")
+        q.add_argument("--person", help="the person interviewed")
+        if verb == "open-session":
+            q.add_argument("--category", help="enforcement category")
+        q.add_argument("--ttl", type=float, default=600.0, help="seconds the command is valid")
+        q.add_argument("--out", type=Path, help="signed command file (default AGENCY/outbox/)")
+        q.set_defaults(func=cmd_session)
 
     q = ps.add_parser("revoke", help="revoke a device (or panel-R, store-N); rewrite the CRL")
     q.add_argument("subject", help="device id, panel-ROOM or store-NAME")

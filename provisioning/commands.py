@@ -1,9 +1,11 @@
 """Agency → device commands: signed, short-lived, for one device, with a nonce.
 
-Today a command travels as a file (``provision assign --out``, ``agent apply``); with sync
-it is published on ``unbroken/c/<device>/<command>``. The device refuses a command that is
+A command travels as a file (``provision assign --out``, ``agent apply``) or is published
+on ``unbroken/c/<device>/<command>`` (``store send``). The device refuses a command that is
 forged, for another device, expired, already applied (nonce seen) or older than the one in
-force (superseded).
+force (superseded). ``assign``/``unassign`` say who carries a device or which room a
+controller serves; ``session_open``/``session_close`` are the case system opening and
+closing an interview-room session (case, officers, person interviewed).
 
 Example::
 
@@ -19,14 +21,22 @@ import secrets
 from typing import Any, Literal
 
 import nacl.signing
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from evidence.seal import key_id
 from provisioning import signed
 from provisioning.models import Strict, validate
 
-Name = Literal["assign", "unassign"]
+Name = Literal["assign", "unassign", "session_open", "session_close"]
+SESSION_COMMANDS = ("session_open", "session_close")
 _BADGE = re.compile(r"^[^\x00-\x1f\x7f]{1,32}$")
+
+
+def _printable_badges(badges: list[str]) -> list[str]:
+    for b in badges:
+        if not _BADGE.match(b):
+            raise ValueError(f"badge {b!r} is not 1-32 printable characters")
+    return badges
 
 
 class AssignmentArgs(Strict):
@@ -37,13 +47,19 @@ class AssignmentArgs(Strict):
     unit: str | None = Field(None, max_length=100)
     room: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
-    @field_validator("badges")
-    @classmethod
-    def _printable(cls, badges: list[str]) -> list[str]:
-        for b in badges:
-            if not _BADGE.match(b):
-                raise ValueError(f"badge {b!r} is not 1-32 printable characters")
-        return badges
+    _badges = field_validator("badges")(_printable_badges)
+
+
+class SessionArgs(Strict):
+    """An interview-room session as the case system opens (or closes) it."""
+
+    case: str = Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")
+    badges: list[str] = Field(default_factory=list, max_length=8)
+    person: str | None = Field(None, max_length=100, description="the person interviewed")
+    category: str | None = Field(None, max_length=32)
+    note: str | None = Field(None, max_length=200)
+
+    _badges = field_validator("badges")(_printable_badges)
 
 
 class Command(Strict):
@@ -55,7 +71,14 @@ class Command(Strict):
     nonce: str = Field(pattern=r"^[0-9a-f]{32}$")
     issued: float
     expires: float
-    args: AssignmentArgs
+    args: AssignmentArgs | SessionArgs
+
+    @model_validator(mode="after")
+    def _args_fit(self) -> Command:
+        want = SessionArgs if self.command in SESSION_COMMANDS else AssignmentArgs
+        if not isinstance(self.args, want):
+            raise ValueError(f"{self.command} takes {want.__name__} arguments")
+        return self
 
 
 def make_command(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Literal
 
 from cryptography import x509
@@ -70,6 +71,19 @@ def cert_pem(cert: x509.Certificate) -> bytes:
 
 def cert_der(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.DER)
+
+
+def panel_pem(panel_dir: Path) -> tuple[Path, Path]:
+    """PEM copies (certificate, key) of a room panel's DER files, for CPython clients
+    (paho loads PEM; MicroPython wants DER). Written next to them; returns their paths."""
+    cert = x509.load_der_x509_certificate((panel_dir / "panel.crt.der").read_bytes())
+    key = serialization.load_der_private_key((panel_dir / "panel.key.der").read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    cert_path, key_path = panel_dir / "panel.pem", panel_dir / "panel.key.pem"
+    cert_path.write_bytes(cert_pem(cert))
+    key_path.touch(mode=0o600)
+    key_path.write_bytes(key_pem(key))
+    return cert_path, key_path
 
 
 def load_cert(data: bytes | str, what: str) -> x509.Certificate:

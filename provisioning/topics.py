@@ -16,7 +16,7 @@ Example::
 
 from __future__ import annotations
 
-from evidence.protocol import PREFIX, command, reply, up
+from evidence.protocol import PREFIX, command, panel, reply, up
 
 __all__ = [
     "PREFIX",
@@ -57,10 +57,6 @@ def store_writes() -> list[str]:
 def store_subscription(group: str) -> str:
     """The store workers' shared subscription: the broker splits devices among them."""
     return f"$share/{group}/{store_reads()}"
-
-
-def panel(room: str, *parts: str) -> str:
-    return "/".join((PANELS, room, *parts))
 
 
 def panel_filter(room: str) -> str:

@@ -21,8 +21,9 @@ import time
 import tomllib
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
+import paho.mqtt.client as mqtt
 import tomli_w
 
 from agent import enrolment
@@ -32,11 +33,12 @@ from agent.run import sync_settings
 from agent.sync import SyncSettings, Uploader
 from agent.transport import tls_client
 from device.clock import Clock
-from evidence import protocol as topics
+from provisioning import pki
 from provisioning.agency import Agency, init_agency
 from provisioning.broker import write_broker_config
 from provisioning.bundle import Broker
 from simulator.broker import Mosquitto, free_port
+from store.commands import publish_command
 from store.config import load_store_config
 from store.db import Database
 from store.worker import Worker, start_worker
@@ -135,16 +137,59 @@ class LocalSite:
 
     # -- devices ----------------------------------------------------------------------
 
-    def provision_device(self, device_id: str, settings: dict[str, Any] | None = None) -> Path:
+    def provision_device(
+        self, device_id: str, settings: dict[str, Any] | None = None, room: str | None = None
+    ) -> Path:
+        """Keys, enrolment and install for a body recorder, or (``room``) a room
+        controller assigned to that room; the broker, if running, learns the new ACL."""
         data = self.workdir / "devices" / device_id
         request = self.workdir / "requests" / f"{device_id}.json"
         request.parent.mkdir(parents=True, exist_ok=True)
-        enrolment.keygen(data, request, time.time(), device_id=device_id, serial=device_id)
+        role = "room_controller" if room else "body_recorder"
+        enrolment.keygen(
+            data, request, time.time(), device_id=device_id, serial=device_id, role=role
+        )
         bundle = self.workdir / "bundles" / f"{device_id}.bundle"
         bundle.parent.mkdir(parents=True, exist_ok=True)
         self.agency.enroll(request.read_bytes(), bundle, time.time(), settings=settings)
         enrolment.install(data, bundle.read_bytes(), time.time())
+        if room:
+            command = self.workdir / "outbox" / f"{device_id}-assign.cmd"
+            command.parent.mkdir(parents=True, exist_ok=True)
+            self.agency.assign(device_id, command, time.time(), room=room)
+            enrolment.apply_command(data, command.read_bytes(), time.time())
+            if self.broker:
+                self.start_broker()  # the controller may now use its room's topics
         return data
+
+    def enroll_panel(self, room: str) -> Path:
+        """A room panel's P-256 key, certificate and panel.json, as an admin makes them."""
+        out = self.workdir / "panels" / room
+        self.agency.enroll_panel(room, out, time.time())
+        if self.broker:
+            self.start_broker()
+        return out
+
+    def panel_client(self, room: str) -> mqtt.Client:
+        """A connected MQTT client with room ``room``'s panel certificate (enrolled first
+        if need be): what the panel firmware speaks, from CPython."""
+        d = self.workdir / "panels" / room
+        if not (d / "panel.json").exists():
+            self.enroll_panel(room)
+        cert, key = pki.panel_pem(d)
+        client = tls_client(f"panel-{room}", self.agency.root / "ca.pem", cert, key)
+        client.connect("127.0.0.1", self.port)
+        client.loop_start()
+        return client
+
+    def session_command(
+        self, device_id: str, name: Literal["session_open", "session_close"], **args: Any
+    ) -> bytes:
+        """The case system's signed command opening or closing a room session."""
+        out = self.workdir / "outbox" / f"{device_id}-{name}-{time.time_ns()}.cmd"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        self.agency.session_command(device_id, name, args, out, time.time())
+        return out.read_bytes()
 
     def uploader(self, data: Path, clock: Clock, settings: SyncSettings | None = None) -> Uploader:
         identity = load_identity(data)
@@ -158,17 +203,9 @@ class LocalSite:
         )
 
     def send_command(self, device: str, name: str, data: bytes) -> None:
-        """Publish an agency-signed command to a device, as the store's client would."""
-        config = load_store_config(self.store_config("1"))
-        b = config.broker
-        client = tls_client(f"{config.name}-commands", b.ca, b.cert, b.key)
-        client.connect(b.host, self.port)
-        client.loop_start()
-        try:
-            client.publish(topics.command(device, name), data, qos=1).wait_for_publish(10)
-        finally:
-            client.disconnect()
-            client.loop_stop()
+        """Publish a command to a device as the store's client, unchecked (tests send
+        forgeries; ``store send`` checks first)."""
+        publish_command(load_store_config(self.store_config("1")), device, name, data)
 
     def db(self) -> Database:
         return Database.connect(self.database)

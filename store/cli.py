@@ -1,4 +1,4 @@
-"""``unbroken store run|report``: the agency store's commands."""
+"""``unbroken store run|report|explain|send``: the agency store's commands."""
 
 from __future__ import annotations
 
@@ -81,6 +81,24 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_send(args: argparse.Namespace) -> int:
+    from agent.cli import CliError
+    from provisioning.common import ProvisionError
+    from store.commands import SignedError, send_command
+
+    config = load_store_config(args.config)
+    try:
+        data = args.command.read_bytes()
+    except OSError as e:
+        raise CliError(f"{args.command}: {e.strerror}") from None
+    try:
+        cmd = send_command(config, data, time.time())
+    except (SignedError, ProvisionError, OSError) as e:
+        raise CliError(f"{args.command}: {e}") from None
+    print(f"sent {cmd.command} to {cmd.device} (nonce {cmd.nonce})")
+    return 0
+
+
 def add_store_parser(sub: argparse._SubParsersAction) -> None:
     store = sub.add_parser("store", help="the agency store").add_subparsers(
         dest="store_command", required=True
@@ -100,3 +118,7 @@ def add_store_parser(sub: argparse._SubParsersAction) -> None:
     x.add_argument("--attest", action="append", default=[], metavar="BADGE:PIN")
     x.add_argument("--credentials", type=Path, required=True, help="agency officer list")
     x.set_defaults(func=cmd_explain)
+    c = store.add_parser("send", help="deliver an agency-signed command file to its device")
+    c.add_argument("--config", type=Path, required=True, help="store.toml")
+    c.add_argument("command", type=Path, help="signed command (provision assign/open-session)")
+    c.set_defaults(func=cmd_send)

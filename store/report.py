@@ -65,12 +65,17 @@ def _device(db: Database, device: str, now: float) -> dict[str, Any]:
                 "late": 0,
                 "overdue": 0,
                 "gaps": [],
+                "room": None,
+                "case": None,
+                "tracks": [],
             },
         )
         if r["kind"] == "session_open":
             s["category"] = payload["body"].get("category")
             s["badges"] = payload["body"].get("badges", [])
             s["opened"] = payload["at"]["wall"]
+            s["room"], s["case"] = payload["body"].get("room"), payload["body"].get("case")
+            s["tracks"] = payload["body"].get("tracks", [])
         elif r["kind"] == "session_close":
             s["closed"] = payload["at"]["wall"]
         elif r["kind"] == "segment":
@@ -155,6 +160,8 @@ def format_report(report: dict[str, Any]) -> str:
                 f"  session {s['session']} [{s['category']}] badges {','.join(s['badges'])}"
                 f" opened {_when(s['opened'])} closed {_when(s['closed'])}: "
                 f"{s['receipted']}/{s['segments']} segments stored"
+                + (f", room {s['room']} case {s['case'] or '-'}" if s["room"] else "")
+                + (f", tracks {','.join(s['tracks'])}" if len(s["tracks"]) > 1 else "")
                 + (f", {s['late']} stored after 24 h" if s["late"] else "")
                 + (f", {s['overdue']} OVERDUE" if s["overdue"] else "")
             )
@@ -162,8 +169,9 @@ def format_report(report: dict[str, Any]) -> str:
                 lines.append("    recording continuous")
             for g in s["gaps"]:
                 length = "never resumed" if g["length"] is None else f"{g['length']:.1f} s"
+                on = f" on {','.join(g['tracks'])}" if g.get("tracks") else ""
                 lines.append(
-                    f"    gap {_when(g['start'])} {g['cause']} ({', '.join(g['affects'])}), "
+                    f"    gap {_when(g['start'])} {g['cause']} ({', '.join(g['affects'])}){on}, "
                     f"{length}: {g['explanation'] or 'UNEXPLAINED'}"
                 )
     return "\n".join(lines)

@@ -21,8 +21,6 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -115,23 +113,9 @@ def build_fleet(root: Path) -> Fleet:
     for room in ("101", "102"):
         d = root / f"panel-{room}"
         run(f"provision enroll-panel --agency {a} --room {room} --out {d}")
-        _der_to_pem(d)
+        pki.panel_pem(d)
     fleet.broker_config()
     return fleet
-
-
-def _der_to_pem(d: Path) -> None:
-    """paho loads PEM; the panel's files are DER (as MicroPython wants them)."""
-    cert = x509.load_der_x509_certificate((d / "panel.crt.der").read_bytes())
-    key = serialization.load_der_private_key((d / "panel.key.der").read_bytes(), None)
-    (d / "panel.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (d / "panel.key.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
 
 
 def Broker(fleet: Fleet) -> Mosquitto:

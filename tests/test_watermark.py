@@ -58,7 +58,7 @@ def two_badges(tmp_path_factory: pytest.TempPathFactory) -> tuple[SimDevice, lis
 
 def test_strip_matches_the_expected_rendering(two_badges: tuple[SimDevice, list[Path]]) -> None:
     dev, files = two_badges
-    wm = dev.recorder.watermark
+    wm = dev.recorder.watermarks["main"]
     start = 1000.0  # SimClock's monotonic start; the session opened at once
     for seg, badges in ((0, ["012345"]), (1, ["678901", "警A123"])):
         frames = decode_frames(files[seg])

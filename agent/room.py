@@ -1,0 +1,147 @@
+"""An interview room's triggers and its picture-in-picture: decisions only, no I/O.
+
+A room records as soon as a session opens there, with no one pressing record (R3). What
+opens it is configured: the case system's signed command, the room panel's key switch, or
+the door closing confirmed by the key within ``confirm_seconds``. A session the case
+system opened is closed by the case system (a key turned to stop is refused, so a session
+on the record cannot be ended from the corridor); one opened at the panel closes at the
+panel. The panel shows what :func:`panel_state` says; its RECORDING lamp is lit exactly
+while the state is ``recording``.
+
+Example::
+
+    t = RoomTriggers(["key", "door"], confirm_seconds=60)
+    t.door(closed=True, now=0.0)        # -> [Prompt()]           panel blinks: confirm?
+    t.key(start=True, now=5.0)          # -> [Open("door")]
+    t.opened("door")                    # the recorder opened it
+    t.key(start=False, now=900.0)       # -> [Close("key")]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from device.camera import Image
+
+Trigger = Literal["command", "key", "door"]
+PanelState = Literal["idle", "recording", "confirm", "fault"]
+
+
+@dataclass(frozen=True)
+class Open:
+    trigger: Trigger
+
+
+@dataclass(frozen=True)
+class Close:
+    trigger: Trigger
+
+
+@dataclass(frozen=True)
+class Refused:
+    why: str
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """Ask the panel for the key's confirmation (door closed)."""
+
+
+RoomAction = Open | Close | Refused | Prompt
+
+
+class RoomTriggers:
+    def __init__(self, triggers: Sequence[Trigger], confirm_seconds: float) -> None:
+        self.triggers = set(triggers)
+        self.confirm_seconds = confirm_seconds
+        self.door_closed: bool | None = None  # None: the panel has not said yet
+        self.awaiting_since: float | None = None  # door closed, key not yet turned
+        self.opened_by: Trigger | None = None  # the open session's trigger
+
+    @property
+    def awaiting(self) -> bool:
+        return self.awaiting_since is not None
+
+    def opened(self, trigger: Trigger) -> None:
+        self.opened_by, self.awaiting_since = trigger, None
+
+    def closed(self) -> None:
+        self.opened_by = None
+
+    def door(self, closed: bool, now: float) -> list[RoomAction]:
+        was, self.door_closed = self.door_closed, closed
+        if "door" not in self.triggers or was == closed:
+            return []
+        if closed and self.opened_by is None:
+            self.awaiting_since = now
+            return [Prompt()]
+        self.awaiting_since = None
+        return []
+
+    def key(self, start: bool, now: float) -> list[RoomAction]:
+        if start:
+            if self.opened_by is not None:
+                return []  # already recording
+            if self.awaiting:
+                return [Open("door")]
+            if "key" in self.triggers:
+                return [Open("key")]
+            why = "the key opens a session only after the door closes"
+            return [Refused(why if "door" in self.triggers else "the key is not a trigger here")]
+        if self.opened_by is None:
+            self.awaiting_since = None  # the key says no: withdraw the prompt
+            return []
+        if self.opened_by == "command":
+            return [Refused("the case system opened this session: it closes it")]
+        return [Close("key")]
+
+    def command(self, open_: bool) -> list[RoomAction]:
+        if "command" not in self.triggers:
+            return [Refused("session commands are not a trigger in this room")]
+        if open_:
+            return [Open("command")]
+        return [Close("command")] if self.opened_by is not None else []
+
+    def tick(self, now: float) -> list[RoomAction]:
+        if self.awaiting_since is not None and now - self.awaiting_since > self.confirm_seconds:
+            self.awaiting_since = None
+        return []
+
+
+def panel_state(recording: bool, awaiting: bool, fault: bool) -> PanelState:
+    """What the panel shows. The lamp means recording and nothing else, so a fault while
+    recording still shows ``recording`` (the other cameras go on)."""
+    if recording:
+        return "recording"
+    if fault:
+        return "fault"
+    return "confirm" if awaiting else "idle"
+
+
+_CORNERS = {
+    "top_left": (0, 0),
+    "top_right": (0, 1),
+    "bottom_left": (1, 0),
+    "bottom_right": (1, 1),
+}
+
+
+def compose_pip(main: Image, inset: Image, divisor: int, corner: str, top: int = 0) -> Image:
+    """The main picture with ``inset`` shrunk to 1/``divisor`` (every divisor-th pixel:
+    cheap enough for every frame) in a corner, framed by a white border; a new image.
+    ``top``: rows kept clear at the top edge (the watermark strip)."""
+    out = main.copy()
+    small = inset[::divisor, ::divisor]
+    h, w = small.shape[:2]
+    H, W = out.shape[:2]
+    margin = max(4, H // 60)
+    down, right = _CORNERS[corner]
+    y = H - h - margin if down else max(margin, top + margin)
+    x = W - w - margin if right else margin
+    out[y - 2 : y + h + 2, x - 2 : x + w + 2] = 255
+    out[y : y + h, x : x + w] = small
+    return np.ascontiguousarray(out)

@@ -1,0 +1,338 @@
+"""Interview rooms (R3): several tracks, sessions opened by the case system, the panel's
+key or the door plus the key; a camera failing mid-interview; the RECORDING lamp."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import av
+import nacl.signing
+import numpy as np
+import pytest
+
+from agent.config import DeviceConfig, PictureInPicture, Recording, Room, device_config
+from agent.evidence_dir import load_chain, verify_dir
+from agent.room import Close, Open, Prompt, Refused, RoomTriggers, compose_pip, panel_state
+from agent.run import make_uploader
+from device.clock import SimClock
+from evidence.receipt import check_receipt
+from evidence.seal import Entry
+from provisioning.commands import make_command
+from simulator.device import SimDevice
+from simulator.site import LocalSite
+
+SMALL = {"width": 320, "height": 180, "fps": 10, "prebuffer_seconds": 2}
+
+
+def room_config(**room: object) -> DeviceConfig:
+    return DeviceConfig(recording=Recording(**SMALL), room=Room(**room))  # type: ignore[arg-type]
+
+
+def entries(data: Path, kind: str | None = None) -> list[Entry]:
+    return [e for _, e in load_chain(data) if isinstance(e, Entry) and kind in (None, e.kind)]
+
+
+# -- the decisions, pure ------------------------------------------------------------------
+
+
+def test_door_then_key_opens_and_key_closes() -> None:
+    t = RoomTriggers(["door"], confirm_seconds=60)
+    assert t.key(start=True, now=0) == [
+        Refused("the key opens a session only after the door closes")
+    ]
+    assert t.door(closed=True, now=1) == [Prompt()]
+    assert panel_state(False, t.awaiting, False) == "confirm"
+    assert t.key(start=True, now=5) == [Open("door")]
+    t.opened("door")
+    assert t.key(start=False, now=900) == [Close("key")]
+
+
+def test_confirmation_lapses_and_door_opening_withdraws_it() -> None:
+    t = RoomTriggers(["door"], confirm_seconds=30)
+    t.door(closed=True, now=0)
+    t.tick(now=31)
+    assert not t.awaiting
+    assert t.key(start=True, now=32) != [Open("door")]
+    t.door(closed=False, now=40)
+    t.door(closed=True, now=41)
+    t.door(closed=False, now=42)
+    assert t.key(start=True, now=43) != [Open("door")]
+
+
+def test_case_system_session_is_closed_by_the_case_system_only() -> None:
+    t = RoomTriggers(["command", "key", "door"], confirm_seconds=60)
+    assert t.command(open_=True) == [Open("command")]
+    t.opened("command")
+    assert t.key(start=False, now=10) == [
+        Refused("the case system opened this session: it closes it")
+    ]
+    assert t.door(closed=True, now=11) == []  # already recording: nothing to confirm
+    assert t.command(open_=False) == [Close("command")]
+    t.closed()
+    assert t.command(open_=False) == []
+
+
+def test_triggers_not_configured_are_refused() -> None:
+    t = RoomTriggers(["key"], confirm_seconds=60)
+    assert isinstance(t.command(open_=True)[0], Refused)
+    assert t.door(closed=True, now=0) == []
+    assert t.key(start=True, now=1) == [Open("key")]
+
+
+def test_panel_lamp_means_recording_only() -> None:
+    assert panel_state(True, False, True) == "recording"  # one camera down: still recording
+    assert panel_state(False, False, True) == "fault"
+    assert panel_state(False, True, False) == "confirm"
+    assert panel_state(False, False, False) == "idle"
+
+
+def test_picture_in_picture_puts_the_close_up_in_its_corner() -> None:
+    room = np.zeros((180, 320, 3), np.uint8)
+    face = np.full((180, 320, 3), 200, np.uint8)
+    out = compose_pip(room, face, divisor=4, corner="bottom_right")
+    assert out.shape == room.shape and not room.any()  # the source is untouched
+    h, w = 45, 80
+    inset = out[180 - h - 4 : 180 - 4, 320 - w - 4 : 320 - 4]
+    assert (inset == 200).all()
+    assert out[:90, :160].sum() == 0  # the rest is the room view
+    assert (out[180 - h - 6, 320 - w - 6 : 320 - 2] == 255).all()  # the frame around it
+
+
+def test_room_config_is_checked() -> None:
+    with pytest.raises(ValueError, match="not among the cameras"):
+        Room(cameras=["a", "b"], pip=PictureInPicture(main="a", inset="c"))
+    with pytest.raises(ValueError, match="at least 2"):
+        Room(cameras=["a"], pip=None)
+    assert room_config().tracks == ["subject", "room", "pip"]
+
+
+# -- a room on simulated hardware ---------------------------------------------------------
+
+
+@pytest.fixture
+def room(tmp_path: Path) -> Iterator[SimDevice]:
+    dev = SimDevice(tmp_path / "room", room_config())
+    dev.start()
+    dev.run(1)
+    yield dev
+    dev.stop()
+
+
+def test_door_and_key_record_every_track_and_the_lamp_follows(room: SimDevice) -> None:
+    rec = room.recorder
+    assert not room.lamp_lit() and rec.panel_state == "idle"
+    rec.room_input("door", b"closed")
+    room.run(0.5)
+    assert rec.panel_state == "confirm" and not room.lamp_lit()
+    rec.room_input("key", b"start")
+    room.run(0.1)
+    assert rec.session is not None and room.lamp_lit() and rec.panel_state == "recording"
+    room.run(4)
+    rec.room_input("key", b"stop")
+    room.run(0.1)
+    assert rec.session is None and not room.lamp_lit() and rec.panel_state == "idle"
+    opened = entries(room.recorder.root, "session_open")[-1]
+    assert opened.body["trigger"] == "door"
+    assert opened.body["tracks"] == ["subject", "room", "pip"]
+    closed = entries(room.recorder.root, "session_close")[-1]
+    assert closed.body["trigger"] == "key"
+    segs = entries(room.recorder.root, "segment")
+    by_track = {t: [e for e in segs if e.body["track"] == t] for t in opened.body["tracks"]}
+    assert {t: len(v) for t, v in by_track.items()} == {"subject": 3, "room": 3, "pip": 3}
+    for a, b, c in zip(*by_track.values(), strict=True):  # cut at the same frames
+        assert a.body["start"] == b.body["start"] == c.body["start"]
+    for e in segs:  # every file decodes to the frames sealed, with the room's sound
+        with av.open(str(room.recorder.root / e.body["file"])) as f:
+            frames = sum(1 for _ in f.decode(video=0))
+        assert frames == e.body["media"]["video"]["frames"]
+        assert e.body["media"]["audio"]
+    assert verify_dir(room.recorder.root, None).ok
+
+
+def test_composite_track_shows_the_close_up_inset(room: SimDevice) -> None:
+    rec = room.recorder
+    rec.open_session()
+    room.run(0.5)
+    pip, subject, whole = (rec.pictures[t] for t in ("pip", "subject", "room"))
+    small = subject[::3, ::3]  # the close-up, shrunk (rows under its own watermark aside)
+    h, w, m = small.shape[0], small.shape[1], 4
+    inset = pip[180 - h - m : 180 - m, 320 - w - m : 320 - m].astype(int)
+    below = rec.watermarks["subject"].strip_height // 3 + 1
+    assert np.abs(inset[below:] - small[below:]).mean() < 1
+    assert np.abs(pip[40:100, :100].astype(int) - whole[40:100, :100]).mean() < 1
+    strip = rec.watermarks["pip"].strip_height
+    assert (pip[:strip] == whole[:strip]).all()  # the same watermark on every track
+    rec.close_session()
+
+
+def test_a_camera_failing_mid_interview_interrupts_its_tracks_only(room: SimDevice) -> None:
+    rec = room.recorder
+    rec.room_input("key", b"start")
+    room.run(2)
+    room.cameras["subject"].fail()
+    room.run(2)
+    assert rec.session is not None and room.lamp_lit()  # the room still records
+    room.cameras["subject"].fail(False)
+    room.run(12)  # the spoken explanation after resuming (10 s)
+    rec.room_input("key", b"stop")
+    room.run(0.1)
+    gap = entries(rec.root, "interruption")[-1]
+    assert gap.body["cause"] == "camera" and gap.body["tracks"] == ["subject", "pip"]
+    assert entries(rec.root, "explanation")[-1].body["interruption"] == gap.body["id"]
+    report = verify_dir(rec.root, None)
+    assert report.ok, report.problems
+    s = report.sessions[-1]
+    assert [g["tracks"] for g in s.gaps] == [["subject", "pip"]]
+    assert set(s.tracks) == {"subject", "room", "pip"}
+    assert s.tracks["room"]["duration"] == pytest.approx(s.duration)
+
+
+def test_a_deleted_segment_of_one_track_is_caught(room: SimDevice, tmp_path: Path) -> None:
+    rec = room.recorder
+    rec.open_session()
+    room.run(5)
+    rec.close_session()
+    copy = tmp_path / "copy"
+    room.stop()
+    shutil.copytree(rec.root, copy)
+    victim = next(e for e in entries(copy, "segment") if e.body["track"] == "room")
+    (copy / victim.body["file"]).unlink()
+    problems = {p.code for p in verify_dir(copy, None).problems}
+    assert "missing_segment" in problems
+
+
+def test_silent_gap_on_one_track_is_named() -> None:
+    from evidence.gaps import Gap, Span, silent_gaps
+
+    spans = [Span(0, 2, 0, 2), Span(6, 8, 6, 8)]
+    other_track = Gap("g", "s", "camera", 2, 6, ["video"], tracks=["subject"])
+    assert silent_gaps(spans, [g for g in [other_track] if g.covers("room")], 0.5) == [(2, 6)]
+    assert silent_gaps(spans, [g for g in [other_track] if g.covers("subject")], 0.5) == []
+
+
+# -- over MQTT, with the case system and the store ----------------------------------------
+
+
+class RoomSite:
+    """A room controller provisioned for room 101, recording in real time with its real
+    uploader, on a LocalSite with broker and store."""
+
+    def __init__(self, site: LocalSite) -> None:
+        self.site = site
+        self.data = site.provision_device("room-0101", settings={"recording": SMALL}, room="101")
+        config = device_config(self.data)
+        self.dev = SimDevice(
+            self.data, config, clock=SimClock(wall_start=time.time()), realtime=True
+        )
+        self.uploader = make_uploader(self.data, self.dev.recorder, config, self.dev.clock)
+        assert self.uploader is not None
+        self.dev.uploader = self.uploader
+        self.dev.start()
+        self.uploader.start()
+        assert self.uploader.connected.wait(10)
+
+    def run_until(self, done: Callable[[], bool], timeout: float = 10) -> float:
+        t0 = time.monotonic()
+        while not done():
+            assert time.monotonic() - t0 < timeout, "timed out"
+            self.dev.run(0.1)
+        return time.monotonic() - t0
+
+    def command(self, name: str, data: bytes) -> None:
+        self.site.send_command("room-0101", name, data)
+
+
+@pytest.fixture
+def room_site(tmp_path: Path) -> Iterator[RoomSite]:
+    with LocalSite(tmp_path / "site") as site:
+        site.start_broker()
+        site.start_store()
+        rs = RoomSite(site)
+        yield rs
+        rs.dev.stop()
+        rs.uploader.stop()
+
+
+def test_case_system_opens_and_closes_and_everything_reaches_the_agency(
+    room_site: RoomSite,
+) -> None:
+    rs, rec = room_site, room_site.dev.recorder
+    rs.dev.run(1)
+    opening = rs.site.session_command(
+        "room-0101", "session_open", case="A-2026-17", badges=["012345", "054321"], person="张三"
+    )
+    rs.command("session_open", opening)
+    rs.run_until(lambda: rec.session is not None)
+    assert rs.dev.lamp_lit()
+    rs.run_until(lambda: rs.uploader.panel_state == "recording")
+    rs.dev.run(3)
+    rs.command("session_open", opening)  # replayed: ignored, recording goes on
+    rs.dev.run(0.5)
+    assert "replay refused" in str(rec.last_error)
+    closing = rs.site.session_command("room-0101", "session_close", case="A-2026-17")
+    rs.command("session_close", closing)
+    rs.run_until(lambda: rec.session is None)
+    assert not rs.dev.lamp_lit()
+    opened = entries(rs.data, "session_open")[-1]
+    assert opened.body["case"] == "A-2026-17" and opened.body["person"] == "张三"
+    assert opened.body["trigger"] == "command" and opened.body["room"] == "101"
+    assert opened.body["badges"] == ["012345", "054321"]
+    assert entries(rs.data, "session_close")[-1].body["trigger"] == "command"
+    assert rs.uploader.wait_idle(30)
+    segs = entries(rs.data, "segment")
+    assert {e.body["track"] for e in segs} == {"subject", "room", "pip"}
+    for e in segs:  # every track's every segment is at the agency, receipted
+        receipt = (rs.data / "receipts" / f"{e.body['sha256']}.json").read_bytes()
+        check_receipt(
+            receipt, rs.site.agency.verify_key, device="room-0101", sha256=e.body["sha256"]
+        )
+    assert verify_dir(rs.data, None).ok
+
+
+def test_forged_and_foreign_session_commands_are_ignored(room_site: RoomSite) -> None:
+    rs, rec = room_site, room_site.dev.recorder
+    now = time.time()
+    forger = nacl.signing.SigningKey.generate()
+    forged, _ = make_command(forger, "room-0101", "session_open", {"case": "X-1"}, now, 600)
+    rs.command("session_open", forged)
+    rs.command("session_open", b"\xff not a command")
+    for_other = rs.site.session_command("room-0101", "session_open", case="X-2")
+    tampered = for_other.replace(b"X-2", b"X-3")
+    rs.command("session_open", tampered)
+    rs.run_until(lambda: "command refused" in str(rec.last_error))
+    rs.dev.run(1)
+    assert rec.session is None and not rs.dev.lamp_lit()
+    assert not entries(rs.data, "session_open")
+
+
+def test_panel_key_over_mqtt_opens_the_room(room_site: RoomSite) -> None:
+    """The panel's messages as the broker delivers them (the firmware itself is tested in
+    test_panel.py); the ACL lets only panel-101 and the controller use room 101's topics."""
+    rs, rec = room_site, room_site.dev.recorder
+    panel = rs.site.panel_client("101")
+    try:
+        states: list[bytes] = []
+        panel.on_message = lambda _c, _u, m: states.append(bytes(m.payload))
+        panel.subscribe("unbroken/p/101/state", qos=1)
+        rs.run_until(lambda: b"idle" in states)
+        panel.publish("unbroken/p/101/door", b"closed", qos=1, retain=True)
+        rs.run_until(lambda: rec.panel_state == "confirm")
+        rs.run_until(lambda: states[-1:] == [b"confirm"])
+        panel.publish("unbroken/p/101/key", b"start", qos=1)
+        rs.run_until(lambda: rec.session is not None)
+        rs.run_until(lambda: states[-1:] == [b"recording"])
+        panel.publish("unbroken/p/101/key", b"sideways", qos=1)  # malformed: refused
+        rs.run_until(lambda: "not a door or key state" in str(rec.last_error))
+        assert rec.session is not None
+        rs.dev.run(2)
+        panel.publish("unbroken/p/101/key", b"stop", qos=1)
+        rs.run_until(lambda: rec.session is None)
+        rs.run_until(lambda: states[-1:] == [b"idle"])
+    finally:
+        panel.disconnect()
+        panel.loop_stop()
+    opened = entries(rs.data, "session_open")[-1]
+    assert opened.body["trigger"] == "door"
