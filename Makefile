@@ -8,7 +8,12 @@ BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the project needs at run or test time, and a file each one installs.
 APT_NEEDS := mosquitto:/usr/sbin/mosquitto \
-             fonts-wqy-microhei:/usr/share/fonts/truetype/wqy/wqy-microhei.ttc
+             fonts-wqy-microhei:/usr/share/fonts/truetype/wqy/wqy-microhei.ttc \
+             chromium:/usr/bin/chromium \
+             nodejs:/usr/bin/node \
+             npm:/usr/bin/npm
+# playwright-core for the browser test of `unbroken sim panel` (driving Debian's chromium)
+BROWSER := tests/browser
 
 .PHONY: demo test lint typecheck pytest bench soak system clean
 
@@ -24,7 +29,7 @@ lint: $(BIN)/.installed
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy
 
-pytest: $(BIN)/.installed
+pytest: $(BIN)/.installed $(BROWSER)/node_modules/.installed
 	$(BIN)/python -m pytest -q
 
 bench: $(BIN)/.installed
@@ -51,5 +56,9 @@ $(BIN)/.installed: pyproject.toml | system
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
+$(BROWSER)/node_modules/.installed: $(BROWSER)/package.json $(BROWSER)/package-lock.json | system
+	cd $(BROWSER) && npm ci --no-audit --no-fund
+	touch $@
+
 clean:
-	rm -rf $(VENV) out .mypy_cache .ruff_cache .pytest_cache *.egg-info
+	rm -rf $(VENV) out .mypy_cache .ruff_cache .pytest_cache *.egg-info $(BROWSER)/node_modules

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import simulator.web
 from agent.config import ConfigError, load_config
 from agent.device_cli import add_agent_commands
 from agent.evidence_dir import EvidenceDirError, verify_dir
@@ -158,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", type=Path, help="device.toml")
     s.add_argument("--realtime", action="store_true", help="pace frames in real time")
     s.set_defaults(func=cmd_sim_session)
+    simulator.web.add_parser(sim)
 
     agent = sub.add_parser("agent", help="the device agent").add_subparsers(
         dest="agent_command", required=True
