@@ -233,7 +233,10 @@ class Recorder:
         category = Category(category) if category else self.config.session.category
         if badges is not None:
             self.badges = list(badges)
-        self._act(self.machine.open(), category)
+        if self.room:  # opened on the controller itself (API, `agent run --open`)
+            self._room_act([Open("api")], {}, category)
+        else:
+            self._act(self.machine.open(), category)
         assert self.session
         return self.session.id
 

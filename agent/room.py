@@ -27,7 +27,7 @@ import numpy as np
 
 from device.camera import Image
 
-Trigger = Literal["command", "key", "door"]
+Trigger = Literal["command", "key", "door", "api"]  # api: on the controller itself
 PanelState = Literal["idle", "recording", "confirm", "fault"]
 
 

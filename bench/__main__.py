@@ -1,5 +1,6 @@
 """Recording benchmarks (issue 2): trigger latency, pre-buffer coverage, sealing throughput,
-watermark cost, pipeline speed on one core, and the recording agent's peak memory.
+watermark cost, pipeline speed on one core, and the recording agent's peak memory; sync
+(issue 4, bench/sync.py); interview rooms (issue 6, bench/room.py).
 
 Each line prints the figure, its baseline from this same run, and the target.
 """
@@ -23,6 +24,7 @@ import numpy as np
 from agent.config import DeviceConfig, Recording
 from agent.evidence_dir import load_chain
 from agent.watermark import Watermark, find_font
+from bench import room as room_bench
 from bench import sync as sync_bench
 from evidence.seal import Entry, Moment, Sealer
 from simulator.device import SimDevice
@@ -315,6 +317,7 @@ def main() -> None:
         peak_rss(tmp)
         power_cuts(tmp)
         sync_bench.run(tmp, line)
+        room_bench.run(tmp, line)
         pipeline(tmp)  # last: it pins this process to one core
 
 

@@ -5,21 +5,26 @@ configuration on a free loopback port, a store worker subscribes, and a body rec
 provisioned (keygen → enroll → install) and assigned to an officer by an agency-signed
 command. The officer arrives (the device has been buffering), presses record, shows the
 credential; the camera fails for a moment and the officer explains the gap on resuming;
-the session is closed with press-and-confirm. Everything syncs as it is sealed. The demo
-exits 0 only when every recorded segment has a receipt that verifies with the agency key,
-then verifies the device's evidence offline, shows tampering being caught, and prints the
-store's report.
+the session is closed with press-and-confirm. Everything syncs as it is sealed. Then an
+interview room: its controller is provisioned for room 101, the case system opens a
+session by a signed command over MQTT, three tracks record (the person interviewed, the
+room, and the picture-in-picture), the close-up camera fails for a moment, and the case
+system closes the session. The demo exits 0 only when every recorded segment of both
+devices has a receipt that verifies with the agency key and both verify offline; it shows
+tampering being caught, and prints the store's report.
 """
 
 from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from agent import enrolment
-from agent.config import DeviceConfig, Labels, Recording, Watermark
+from agent.config import DeviceConfig, Labels, Recording, Watermark, device_config
 from agent.evidence_dir import PUBKEY, load_chain, verify_dir
+from agent.run import make_uploader
 from agent.session import MarkerType
 from agent.sync import SyncLedger
 from device.clock import SimClock
@@ -32,6 +37,8 @@ from store.report import build_report, format_report
 
 DEVICE = "bwc-hf-0001"
 BADGE = "340102"
+ROOM_DEVICE = "room-hf-0101"
+ROOM = "101"
 
 
 def demo_settings() -> dict[str, object]:
@@ -40,6 +47,88 @@ def demo_settings() -> dict[str, object]:
         recording=Recording(width=1280, height=720, fps=30, prebuffer_seconds=10),
         watermark=Watermark(labels=Labels(badge="警号", device="设备", no_fix="无定位")),
     ).model_dump(mode="json", exclude_defaults=True)
+
+
+def room_settings() -> dict[str, object]:
+    return DeviceConfig(
+        recording=Recording(width=640, height=360, fps=25, prebuffer_seconds=5),
+        watermark=Watermark(labels=Labels(badge="警号", device="设备", room="审讯室")),
+    ).model_dump(mode="json", exclude_defaults=True)
+
+
+def interview_room(site: LocalSite) -> bool:
+    """Room 101 records a session the case system opens and closes; True if all of it is
+    receipted and verifies."""
+    print(f"\n== 7. Interview room {ROOM}: controller {ROOM_DEVICE}, panel, case system")
+    data = site.provision_device(ROOM_DEVICE, settings=room_settings(), room=ROOM)
+    config = device_config(data)
+    dev = SimDevice(data, config, clock=SimClock(wall_start=time.time()))
+    uploader = make_uploader(data, dev.recorder, config, dev.clock)
+    assert uploader is not None
+    dev.uploader = uploader
+    dev.start()
+    uploader.start()
+    uploader.connected.wait(10)
+    panel = site.panel_client(ROOM)  # stands in for the MicroPython panel (device/panel/)
+    lamp: list[str] = []
+    panel.on_message = lambda _c, _u, m: lamp.append(m.payload.decode())
+    panel.subscribe(f"unbroken/p/{ROOM}/state", qos=1)
+
+    def until(done: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 15
+        while not done() and time.monotonic() < deadline:
+            dev.run(0.1)
+
+    dev.run(5)
+    opening = site.session_command(
+        ROOM_DEVICE,
+        "session_open",
+        case="皖公(刑)2026-0117",
+        badges=[BADGE, "340177"],
+        person="李某",
+    )
+    site.send_command(ROOM_DEVICE, "session_open", opening)
+    until(lambda: dev.recorder.session is not None)
+    until(lambda: lamp[-1:] == ["recording"])
+    print(
+        f"   case system opened the session; RECORDING lamp: {'lit' if dev.lamp_lit() else 'off'}"
+    )
+    dev.run(4)
+    dev.cameras["subject"].fail()  # the close-up camera fails; the room camera goes on
+    dev.run(2)
+    dev.cameras["subject"].fail(False)
+    dev.run(11)
+    closing = site.session_command(ROOM_DEVICE, "session_close", case="皖公(刑)2026-0117")
+    site.send_command(ROOM_DEVICE, "session_close", closing)
+    until(lambda: dev.recorder.session is None)
+    until(lambda: lamp[-1:] == ["idle"])
+    print(f"   case system closed it; RECORDING lamp: {'lit' if dev.lamp_lit() else 'off'}")
+    told = [s for i, s in enumerate(lamp) if i == 0 or lamp[i - 1] != s]
+    print(f"   the panel was told: {' -> '.join(told)}")
+    panel.disconnect()
+    panel.loop_stop()
+    dev.stop()
+    synced = uploader.wait_idle(120)
+    uploader.stop()
+    segments = [e for _, e in load_chain(data) if isinstance(e, Entry) and e.kind == "segment"]
+    verified = sum(
+        check_receipt(
+            (data / "receipts" / f"{e.body['sha256']}.json").read_bytes(),
+            site.agency.verify_key,
+            device=ROOM_DEVICE,
+            sha256=e.body["sha256"],
+        )["entry_hash"]
+        == e.hash
+        for e in segments
+        if (data / "receipts" / f"{e.body['sha256']}.json").exists()
+    )
+    tracks = sorted({str(e.body["track"]) for e in segments})
+    print(f"   {verified}/{len(segments)} segments on tracks {', '.join(tracks)} receipted")
+
+    print("\n== 8. Verify the room's evidence offline")
+    report = verify_dir(data, data / PUBKEY, strict=True)
+    print(format_verify(report, str(data)))
+    return synced and verified == len(segments) > 0 and len(tracks) == 3 and report.ok
 
 
 def run_demo(workdir: Path) -> int:
@@ -115,10 +204,12 @@ def run_demo(workdir: Path) -> int:
         for p in verify_dir(tampered, data / PUBKEY).problems:
             print(f"   caught: {p.code}: {p.where}: {p.message}")
 
-        print("\n== 7. The store's report")
+        room_ok = interview_room(site)
+
+        print("\n== 9. The store's report")
         db = site.db()
         print(format_report(build_report(db, time.time())))
         db.close()
-        ok = synced and verified == len(segments) > 0 and report.ok
+        ok = synced and verified == len(segments) > 0 and report.ok and room_ok
         print(f"\nDemo {'complete' if ok else 'FAILED'}: workdir {workdir}")
         return 0 if ok else 1

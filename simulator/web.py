@@ -52,6 +52,7 @@ import numpy as np
 from PIL import Image
 
 from agent.config import DeviceConfig, Recording, load_config
+from agent.run import show_state
 from agent.sync import SyncLedger, Uploader
 from device.clock import SimClock
 from device.gnss import Gnss, GnssState
@@ -166,8 +167,7 @@ class LiveDevice:
             while not self._stop.is_set() and not rec.powered_off:
                 rec.step()
                 dev.controls.show(rec.indicator)
-                if self.uploader is not None:
-                    rec.sync_deadline = self.uploader.deadline_level
+                show_state(rec, self.uploader, dev.lamp)
                 n += 1
                 self._frames = n
                 self._take_snapshot(storage=n % fps == 0)

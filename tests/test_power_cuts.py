@@ -67,3 +67,32 @@ def test_random_power_cuts_keep_every_invariant(tmp_path: Path) -> None:
         f"{CUTS} cuts: footage lost median {sorted(lost)[len(lost) // 2]:.2f} s, "
         f"worst {max(lost):.2f} s"
     )
+
+
+def test_power_cuts_in_an_interview_room_keep_every_track(tmp_path: Path) -> None:
+    """A room controller cut three times mid-interview: every track's footage up to about
+    a second before each cut is sealed (recovered from the spool), the session resumes on
+    every track, and each cut is one gap of the whole room."""
+    data, config = tmp_path / "room", tmp_path / "room.toml"
+    config.write_text(CONFIG + "\n[room]\ncameras = ['subject', 'room']\n")
+    rng = random.Random(SEED + 1)
+    kills = []
+    for _ in range(3):
+        proc = start_agent(data, config)
+        time.sleep(rng.uniform(1.2, 2.5))
+        kills.append(cut(proc))
+    last = start_agent(data, config)
+    time.sleep(1.5)
+    last.send_signal(signal.SIGTERM)
+    assert last.wait(timeout=30) == 0
+    report = verify_dir(data, data / "device.pub")
+    assert report.ok, report.problems[:5]
+    (session,) = report.sessions
+    assert set(session.tracks) == {"subject", "room", "pip"}
+    cuts = [g for g in session.gaps if g["cause"] == "power_loss"]
+    assert len(cuts) == 3 and all(not g["tracks"] for g in cuts)
+    recovered = [
+        e for _, e in load_chain(data) if isinstance(e, Entry) and e.body.get("recovered")
+    ]
+    assert {e.body["track"] for e in recovered} == {"subject", "room", "pip"}
+    assert max(footage_lost(session.gaps, kills)) <= 1.1
