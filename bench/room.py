@@ -19,9 +19,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from agent.config import device_config
-from agent.run import make_uploader
-from device.clock import SimClock
 from simulator.device import SimDevice
 from simulator.site import LocalSite
 
@@ -48,17 +45,14 @@ def run(tmp: Path, line: Line, triggers: int = 20) -> None:
         site.start_store()
         for prebuffer in (30, 0):
             name = f"room-{prebuffer:02d}"
-            data = site.provision_device(
-                name, settings={"recording": {**ROOM, "prebuffer_seconds": prebuffer}}, room=name
+            dev = site.start_device(
+                name,
+                settings={"recording": {**ROOM, "prebuffer_seconds": prebuffer}},
+                room=name,
+                realtime=True,
             )
-            config = device_config(data)
-            dev = SimDevice(data, config, clock=SimClock(wall_start=time.time()), realtime=True)
-            up = make_uploader(data, dev.recorder, config, dev.clock)
+            up = dev.uploader
             assert up is not None
-            dev.uploader = up
-            dev.start()
-            up.start()
-            up.connected.wait(10)
             panel = site.panel_client(name)
             samples: dict[str, list[float]] = {"panel key": [], "case command": []}
             frame: list[float] = []

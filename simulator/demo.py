@@ -22,9 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agent import enrolment
-from agent.config import DeviceConfig, Labels, Recording, Watermark, device_config
+from agent.config import DeviceConfig, Labels, Recording, Watermark
 from agent.evidence_dir import PUBKEY, load_chain, verify_dir
-from agent.run import make_uploader
 from agent.session import MarkerType
 from agent.sync import SyncLedger
 from device.clock import SimClock
@@ -60,15 +59,9 @@ def interview_room(site: LocalSite) -> bool:
     """Room 101 records a session the case system opens and closes; True if all of it is
     receipted and verifies."""
     print(f"\n== 7. Interview room {ROOM}: controller {ROOM_DEVICE}, panel, case system")
-    data = site.provision_device(ROOM_DEVICE, settings=room_settings(), room=ROOM)
-    config = device_config(data)
-    dev = SimDevice(data, config, clock=SimClock(wall_start=time.time()))
-    uploader = make_uploader(data, dev.recorder, config, dev.clock)
+    dev = site.start_device(ROOM_DEVICE, settings=room_settings(), room=ROOM)
+    data, uploader = dev.recorder.root, dev.uploader
     assert uploader is not None
-    dev.uploader = uploader
-    dev.start()
-    uploader.start()
-    uploader.connected.wait(10)
     panel = site.panel_client(ROOM)  # stands in for the MicroPython panel (device/panel/)
     lamp: list[str] = []
     panel.on_message = lambda _c, _u, m: lamp.append(m.payload.decode())

@@ -21,7 +21,7 @@ import time
 import tomllib
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import paho.mqtt.client as mqtt
 import tomli_w
@@ -29,10 +29,10 @@ import tomli_w
 from agent import enrolment
 from agent.config import device_config
 from agent.identity import load_identity
-from agent.run import sync_settings
+from agent.run import make_uploader, sync_settings
 from agent.sync import SyncSettings, Uploader
 from agent.transport import tls_client
-from device.clock import Clock
+from device.clock import Clock, SimClock
 from provisioning import pki
 from provisioning.agency import Agency, init_agency
 from provisioning.broker import write_broker_config
@@ -42,6 +42,9 @@ from store.commands import publish_command
 from store.config import load_store_config
 from store.db import Database
 from store.worker import Worker, start_worker
+
+if TYPE_CHECKING:
+    from simulator.device import SimDevice
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +164,30 @@ class LocalSite:
             if self.broker:
                 self.start_broker()  # the controller may now use its room's topics
         return data
+
+    def start_device(
+        self,
+        device_id: str,
+        settings: dict[str, Any] | None = None,
+        room: str | None = None,
+        realtime: bool = False,
+    ) -> SimDevice:
+        """A provisioned device (a room controller with ``room``) recording on simulated
+        hardware from now, with its real uploader attached, started and connected
+        (``dev.uploader``: stop it after ``dev.stop()`` and ``wait_idle``)."""
+        from simulator.device import SimDevice
+
+        data = self.provision_device(device_id, settings, room)
+        config = device_config(data)
+        dev = SimDevice(data, config, clock=SimClock(wall_start=time.time()), realtime=realtime)
+        uploader = make_uploader(data, dev.recorder, config, dev.clock)
+        assert uploader is not None
+        dev.uploader = uploader
+        dev.start()
+        uploader.start()
+        if not uploader.connected.wait(10):
+            raise RuntimeError(f"{device_id} did not connect to the broker")
+        return dev
 
     def enroll_panel(self, room: str) -> Path:
         """A room panel's P-256 key, certificate and panel.json, as an admin makes them."""

@@ -91,8 +91,6 @@ def test_power_cuts_in_an_interview_room_keep_every_track(tmp_path: Path) -> Non
     assert set(session.tracks) == {"subject", "room", "pip"}
     cuts = [g for g in session.gaps if g["cause"] == "power_loss"]
     assert len(cuts) == 3 and all(not g["tracks"] for g in cuts)
-    recovered = [
-        e for _, e in load_chain(data) if isinstance(e, Entry) and e.body.get("recovered")
-    ]
+    recovered = [e for _, e in load_chain(data) if isinstance(e, Entry) and e.body.get("recovered")]
     assert {e.body["track"] for e in recovered} == {"subject", "room", "pip"}
     assert max(footage_lost(session.gaps, kills)) <= 1.1

@@ -13,16 +13,17 @@ import nacl.signing
 import numpy as np
 import pytest
 
-from agent.config import DeviceConfig, PictureInPicture, Recording, Room, device_config
+from agent.config import DeviceConfig, PictureInPicture, Recording, Room
 from agent.evidence_dir import load_chain, verify_dir
 from agent.room import Close, Open, Prompt, Refused, RoomTriggers, compose_pip, panel_state
-from agent.run import make_uploader
-from device.clock import SimClock
 from evidence.receipt import check_receipt
 from evidence.seal import Entry
 from provisioning.commands import make_command
 from simulator.device import SimDevice
 from simulator.site import LocalSite
+from tests.test_panel import BOARD, Panel, launch_firmware, umqtt
+
+__all__ = ["umqtt"]  # the fixture fetching umqtt.simple, shared with test_panel
 
 SMALL = {"width": 320, "height": 180, "fps": 10, "prebuffer_seconds": 2}
 
@@ -222,17 +223,12 @@ class RoomSite:
 
     def __init__(self, site: LocalSite) -> None:
         self.site = site
-        self.data = site.provision_device("room-0101", settings={"recording": SMALL}, room="101")
-        config = device_config(self.data)
-        self.dev = SimDevice(
-            self.data, config, clock=SimClock(wall_start=time.time()), realtime=True
+        self.dev = site.start_device(
+            "room-0101", settings={"recording": SMALL}, room="101", realtime=True
         )
-        self.uploader = make_uploader(self.data, self.dev.recorder, config, self.dev.clock)
-        assert self.uploader is not None
-        self.dev.uploader = self.uploader
-        self.dev.start()
-        self.uploader.start()
-        assert self.uploader.connected.wait(10)
+        self.data = self.dev.recorder.root
+        assert self.dev.uploader is not None
+        self.uploader = self.dev.uploader
 
     def run_until(self, done: Callable[[], bool], timeout: float = 10) -> float:
         t0 = time.monotonic()
@@ -336,3 +332,43 @@ def test_panel_key_over_mqtt_opens_the_room(room_site: RoomSite) -> None:
         panel.loop_stop()
     opened = entries(rs.data, "session_open")[-1]
     assert opened.body["trigger"] == "door"
+
+
+def test_the_panel_firmware_opens_the_room_and_lights_its_lamp(
+    room_site: RoomSite, umqtt: Path, tmp_path: Path
+) -> None:
+    """The MicroPython firmware on the unix port (pins are files), against the real room
+    controller: door closed, the status LED asks for confirmation, the key confirms, every
+    track records and both lamps light; the key turned back closes and both go dark."""
+    rs, rec = room_site, room_site.dev.recorder
+    enrolled = rs.site.enroll_panel("101")
+    panel = launch_firmware(enrolled, tmp_path / "panel", umqtt, board=BOARD)
+    try:
+        panel.set("door", 1)  # open
+        panel.set("key", 1)  # stop
+        rs.run_until(lambda: rec.room is not None and rec.room.door_closed is False, 20)
+        assert panel.get("lamp") == 0
+        panel.set("door", 0)  # the door closes
+        rs.run_until(lambda: rec.panel_state == "confirm")
+        rs.run_until(lambda: _blinking(panel, "led"))
+        assert rec.session is None and panel.get("lamp") == 0
+        panel.set("key", 0)  # the key confirms
+        rs.run_until(lambda: rec.session is not None)
+        rs.run_until(lambda: panel.get("lamp") == 1)
+        assert rs.dev.lamp_lit()
+        rs.dev.run(3)
+        panel.set("key", 1)
+        rs.run_until(lambda: rec.session is None)
+        rs.run_until(lambda: panel.get("lamp") == 0)
+        assert not rs.dev.lamp_lit()
+    finally:
+        panel.proc.kill()
+        panel.proc.wait()
+    opened = entries(rs.data, "session_open")[-1]
+    assert opened.body["trigger"] == "door"
+    assert {e.body["track"] for e in entries(rs.data, "segment")} == {"subject", "room", "pip"}
+    assert verify_dir(rs.data, None).ok
+
+
+def _blinking(panel: Panel, pin: str) -> bool:
+    return {0, 1} <= panel.levels(pin, 1.2)
