@@ -372,3 +372,28 @@ def test_the_panel_firmware_opens_the_room_and_lights_its_lamp(
 
 def _blinking(panel: Panel, pin: str) -> bool:
     return {0, 1} <= panel.levels(pin, 1.2)
+
+
+def test_case_system_from_the_command_line(
+    room_site: RoomSite, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`provision open-session` signs, `store send` checks and delivers; a command for a
+    body recorder is refused at the agency, a tampered file by `store send`."""
+    from agent.cli import main
+
+    rs, rec = room_site, room_site.dev.recorder
+    agency, store = str(rs.site.agency.root), str(rs.site.store_config("1"))
+    opening = tmp_path / "open.cmd"
+    argv = ["provision", "open-session", "--agency", agency, "--device", "room-0101"]
+    assert main([*argv, "--case", "C-9", "--badge", "340102", "--out", str(opening)]) == 0
+    bad = tmp_path / "bad.cmd"
+    bad.write_bytes(opening.read_bytes().replace(b"C-9", b"C-8"))
+    assert main(["store", "send", "--config", store, str(bad)]) == 2
+    assert "signature" in capsys.readouterr().err
+    assert main(["store", "send", "--config", store, str(opening)]) == 0
+    rs.run_until(lambda: rec.session is not None)
+    assert entries(rs.data, "session_open")[-1].body["case"] == "C-9"
+    rs.site.provision_device("bwc-0042")
+    body = ["provision", "open-session", "--agency", agency, "--device", "bwc-0042"]
+    assert main([*body, "--case", "C-10", "--out", str(tmp_path / "x.cmd")]) == 2
+    assert "body recorder" in capsys.readouterr().err
