@@ -176,6 +176,9 @@ class SyncLedger:
         self.db.close()
 
 
+PANEL_REPEAT = 5.0  # seconds between repeats of a room panel's state
+
+
 class Uploader:
     def __init__(
         self,
@@ -202,6 +205,7 @@ class Uploader:
         self.room = room
         self.on_panel = on_panel
         self.panel_state: str | None = None  # the last state shown; resent on reconnect
+        self._panel_sent = 0.0
         self.connected = threading.Event()
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._stop = threading.Event()
@@ -303,11 +307,15 @@ class Uploader:
 
     def show_on_panel(self, state: str) -> None:
         """Thread-safe: what the room panel shows (retained: a panel that reconnects reads
-        it at once). Called whenever it changes; resent after every reconnect."""
-        if state == self.panel_state:
+        it at once). Called after every frame; sent when it changes, after a reconnect,
+        and every PANEL_REPEAT seconds — a panel stops believing a state not repeated, so
+        a controller that died does not leave the RECORDING lamp lit."""
+        now = time.monotonic()
+        if state == self.panel_state and now - self._panel_sent < PANEL_REPEAT:
             return
         self.panel_state = state
         if self.connected.is_set():
+            self._panel_sent = now
             self._publish_panel(state)
 
     def _publish_panel(self, state: str) -> None:

@@ -388,6 +388,25 @@ def test_lamp_and_status_led_follow_the_controller_state(
     assert panel.get("lamp") == 0
 
 
+def test_lamp_goes_dark_when_the_controller_stops_repeating_its_state(
+    controller: Controller, start_panel: Callable[..., Panel]
+) -> None:
+    """A controller that died leaves `recording` retained at the broker; the panel must
+    not keep the lamp lit on it once the repeats stop."""
+    panel = start_panel(state_stale=2)
+    controller.expect("panel", b"online")
+    controller.retain("state", b"recording")
+    panel.wait_level("lamp", 1)
+    for _ in range(3):  # repeated in time: stays lit
+        time.sleep(1)
+        controller.retain("state", b"recording")
+        assert panel.get("lamp") == 1
+    panel.wait_level("lamp", 0)  # no repeat for 2 s
+    panel.wait_blinking("led")
+    controller.retain("state", b"recording")
+    panel.wait_level("lamp", 1)
+
+
 def test_a_bounce_shorter_than_the_debounce_time_publishes_nothing(
     controller: Controller, start_panel: Callable[..., Panel]
 ) -> None:

@@ -11,9 +11,11 @@ Topics, all under unbroken/p/<room>/:
   panel  panel -> controller  online | offline  retained; offline is the last will
   state  controller -> panel  idle | recording | confirm | fault   (retained)
 
-The lamp is lit exactly while connected and the last state was `recording`. Status LED:
-steady = connected, idle or recording; slow blink = confirm; fast blink = disconnected,
-fault or no state yet.
+The lamp is lit exactly while connected and the last state was `recording`, received
+within `state_stale` seconds: the controller repeats its state every 5 s, so a controller
+that died (its retained `recording` still at the broker) does not keep the lamp lit.
+Status LED: steady = connected, idle or recording; slow blink = confirm; fast blink =
+disconnected, fault, no state yet, or a stale one.
 """
 
 import json
@@ -43,6 +45,7 @@ BOARD = {
     "debounce_ms": 50,  # an input must hold a new level this long to count
     "keepalive": 30,  # s: ping every half of it; no byte from the broker for this long = dead
     "backoff_max": 30,  # s: reconnection delay doubles from 1 s up to this
+    "state_stale": 20,  # s: a state not repeated for this long is not believed
     "wifi": None,  # {"ssid": "...", "password": "..."} on a board with Wi-Fi
     "ntp": None,  # NTP server for the clock (certificate dates), else ntptime's default
 }
@@ -154,7 +157,8 @@ class Panel:
         self.ka_ms = board["keepalive"] * 1000
         self.backoff, self.backoff_max = 1000, board["backoff_max"] * 1000
         self.up, self.state = False, None
-        self.retry = self.ping_at = self.wifi_at = self.clock_at = time.ticks_ms()
+        self.stale_ms = board["state_stale"] * 1000
+        self.retry = self.state_at = self.ping_at = self.wifi_at = self.clock_at = time.ticks_ms()
         self.clock_ok = False
         self.wlan = None
         if network and board["wifi"]:
@@ -180,8 +184,10 @@ class Panel:
 
     def on_message(self, topic, msg):
         if topic == self.t_state:
+            if msg != self.state:
+                log("state", msg)
             self.state = msg if msg in STATES else None
-            log("state", self.state)
+            self.state_at = time.ticks_ms()
 
     # -- the connection -----------------------------------------------------------------
 
@@ -285,6 +291,8 @@ class Panel:
 
     def show(self, now):
         state = self.state if self.up else None
+        if state and time.ticks_diff(now, self.state_at) > self.stale_ms:
+            state = None  # the controller stopped saying it: it may be gone
         if state in (b"idle", b"recording"):
             led = 1
         else:
