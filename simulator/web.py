@@ -1,37 +1,52 @@
 """``unbroken sim panel``: a page in the browser for a simulated fleet.
 
 Each device is a :class:`~simulator.device.SimDevice` stepping frames in real time on its
-own thread. The page shows, for each one, its record, marker and explain buttons, the
-recording LED (the gpiozero mock pin, and the pattern the recorder asks for), battery,
-storage, GPS, state and session, a live preview of the watermarked picture, the chain's
-latest entries and the sync backlog; buttons for a tester break the camera or the GPS.
-A click on record drives the record button's mock pin, exactly as the switch would.
+own thread. The page shows, for each body recorder, its record, marker and explain
+buttons, the recording LED (the gpiozero mock pin, and the pattern the recorder asks for),
+battery, storage, GPS, state and session, a live preview of the watermarked picture, the
+chain's latest entries and the sync backlog; buttons for a tester break the camera or the
+GPS. A click on record drives the record button's mock pin, exactly as the switch would.
+
+An interview room (``--rooms``) is a room controller with its room panel (:class:`SimPanel`:
+door contact and key switch) and, with sync, the agency's case system (:class:`CaseSystem`:
+signed ``session_open``/``session_close`` commands). Its card shows the RECORDING lamp (the
+controller's mock pin), the panel's state (``idle``, ``confirm``, ``recording``, ``fault``),
+a preview of every track (the picture-in-picture large, the cameras small), a fault
+button per camera, the event log and the sync backlog.
 
 With sync (the default when Mosquitto is installed) a :class:`~simulator.site.LocalSite`
-runs its broker and a store worker, every device is provisioned and runs its real
-uploader, and the backlog shows segments sealed against receipted. Without it, everything
-stays unsynced.
+runs its broker and a store worker, every device is provisioned (a room controller for its
+room) and runs its real uploader, the panel speaks MQTT with its own certificate as the
+firmware does, and the backlog shows segments sealed against receipted. Without it,
+everything stays unsynced, a room has no room assigned and no case system, and the panel
+goes straight to ``recorder.room_input``.
 
 The server is the standard library's: ``GET /`` the page, ``GET /static/<file>`` its
 script and style, ``GET /api/fleet`` everything the page shows as JSON,
-``GET /devices/<id>/preview.jpg`` the last watermarked picture,
-``POST /api/devices/<id>/<action>`` with action ``record``, ``marker``, ``explain``,
-``camera-fault``, ``camera-ok``, ``gps-lost`` or ``gps-ok``.
+``GET /devices/<id>/preview.jpg`` the last watermarked picture (a room's composite),
+``GET /devices/<id>/tracks/<track>.jpg`` one track's, and
+``POST /api/devices/<id>/<action>``: on a body recorder ``record``, ``marker``,
+``explain``, ``camera-fault``, ``camera-ok``, ``gps-lost`` or ``gps-ok``; on a room
+``door-close``, ``door-open``, ``key-start``, ``key-stop``, ``case-open`` and
+``case-close`` (with sync; an optional JSON body ``{"case", "badges", "person"}``),
+``explain``, and ``camera-fault``/``camera-ok`` with ``?camera=<track>``.
 
 Example::
 
-    $ unbroken sim panel --devices 2
-    panel: http://127.0.0.1:41235/  (2 devices, sync on; Ctrl-C stops)
+    $ unbroken sim panel --devices 2 --rooms 1
+    panel: http://127.0.0.1:41235/  (2 devices, 1 room, sync on; Ctrl-C stops)
 
     # in-process, as the tests do
-    with Fleet(workdir, devices=1, config=config, sync=False) as fleet:
+    with Fleet(workdir, devices=1, config=config, sync=False, rooms=1) as fleet:
         with PanelServer(fleet) as server:
             print(server.url)        # open it; fleet.devices[0].dev.recorder records
+            fleet.rooms[0].act("door-close")    # as the page's buttons do
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import logging
@@ -41,24 +56,29 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 from PIL import Image
 
-from agent.config import DeviceConfig, Recording, load_config
-from agent.run import show_state
+from agent.config import DeviceConfig, Recording, Room, load_config
+from agent.recorder import Recorder
+from agent.run import make_uploader, show_state
 from agent.sync import SyncLedger, Uploader
 from device.clock import SimClock
 from device.gnss import Gnss, GnssState
+from provisioning.common import ProvisionError
 from simulator.device import SimDevice
 
 if TYPE_CHECKING:
+    import paho.mqtt.client as mqtt
+
     from simulator.site import LocalSite
 
 log = logging.getLogger(__name__)
@@ -70,7 +90,12 @@ STATIC_TYPES = {
     "style.css": "text/css; charset=utf-8",
 }
 EVENTS_SHOWN = 12  # chain entries per device in /api/fleet
+ROOM_EVENTS_SHOWN = 18  # per room: each segment is one entry per track
 PREVIEW_WIDTH = 640  # larger pictures are scaled down for the page
+CAMERA_PREVIEW_WIDTH = 320  # a room's cameras, shown small beside the composite
+FIRST_ROOM = 101  # rooms are numbered from here: 101, 102, ...
+CASE_BADGES = ("340102", "340177")  # the case system's officers, when the config names none
+CASE_PERSON = "李某"  # the person interviewed, when the page names none
 SYNC_GRACE_SECONDS = 10.0  # at stop: time given to the uploaders to send the last entries
 
 
@@ -97,6 +122,15 @@ class GpsJam:
         self.inner.close()
 
 
+class ActionError(Exception):
+    """An action the device cannot take as asked: a bad argument (400), or not possible
+    here and now (409, e.g. the case system without sync)."""
+
+    def __init__(self, message: str, status: HTTPStatus = HTTPStatus.BAD_REQUEST) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class LiveDevice:
     """One simulated recorder in real time, on its own thread.
 
@@ -104,6 +138,9 @@ class LiveDevice:
     replaced whole after every frame), the mock pins, the last picture, or the journal
     through its own database connection, and acts through the mock pins or
     ``recorder.post``."""
+
+    kind = "body"
+    events_shown = EVENTS_SHOWN
 
     def __init__(self, dev: SimDevice, uploader: Uploader | None = None) -> None:
         self.dev = dev
@@ -121,7 +158,7 @@ class LiveDevice:
         self._db_lock = threading.Lock()
         self._preview_lock = threading.Lock()
         self._press_lock = threading.Lock()  # two presses at once would merge into one
-        self._preview: tuple[np.ndarray | None, bytes] = (None, b"")
+        self._previews: dict[str, tuple[np.ndarray | None, bytes]] = {}
         self._storage: dict[str, Any] = {}
         self._frames = 0
         self._fps = 0.0
@@ -190,7 +227,9 @@ class LiveDevice:
 
     # -- what the tester does --------------------------------------------------------
 
-    def act(self, action: str) -> None:
+    def act(self, action: str, args: Mapping[str, Any] | None = None) -> None:
+        """Do what a button on the page does; ``KeyError`` for an action this device does
+        not have, :class:`ActionError` for one it cannot take (``args``: none here)."""
         rec = self.dev.recorder
         actions: dict[str, Callable[[], object]] = {
             "record": self.dev.press_record,
@@ -253,7 +292,12 @@ class LiveDevice:
                 "age": None if age is None else round(age, 1),
                 "jammed": self.gps.jammed,
             },
+            **self._more_snapshot(),
         }
+
+    def _more_snapshot(self) -> dict[str, Any]:
+        """On the device thread: what a kind of device adds to :attr:`snapshot`."""
+        return {}
 
     def view(self) -> dict[str, Any]:
         """Everything the page shows for this device (any thread)."""
@@ -261,6 +305,7 @@ class LiveDevice:
         status = snap.get("status", {})
         return {
             "id": self.id,
+            "kind": self.kind,
             "state": "off" if snap.get("powered_off") else status.get("state"),
             "session": status.get("session"),
             "close_armed": status.get("close_armed"),
@@ -274,7 +319,7 @@ class LiveDevice:
             "camera_fault": self.camera_failed,
             **{k: snap.get(k) for k in ("clock", "frames", "fps", "battery", "storage", "gps")},
             "sync": self._sync(),
-            "events": self.events(),
+            "events": self.events(self.events_shown),
             "preview": f"/devices/{self.id}/preview.jpg",
         }
 
@@ -320,11 +365,24 @@ class LiveDevice:
             for r in rows
         ]
 
-    def preview_jpeg(self) -> bytes:
-        """The last watermarked picture as JPEG (encoded once per frame, on demand)."""
-        picture = self.dev.recorder.pictures.get("main")
+    @property
+    def main_track(self) -> str:
+        """The track the big preview shows."""
+        return self.dev.config.tracks[0]
+
+    def preview_width(self, track: str) -> int:
+        return PREVIEW_WIDTH
+
+    def preview_jpeg(self, track: str | None = None) -> bytes:
+        """The last watermarked picture of ``track`` (default: :attr:`main_track`) as JPEG,
+        encoded once per frame, on demand; ``KeyError`` for a track the device lacks."""
+        track = track or self.main_track
+        if track not in self.dev.config.tracks:
+            raise KeyError(track)
+        picture = self.dev.recorder.pictures.get(track)
+        width = self.preview_width(track)
         with self._preview_lock:
-            cached, data = self._preview
+            cached, data = self._previews.get(track, (None, b""))
             if picture is not None and picture is cached:
                 return data
             if picture is None:
@@ -333,12 +391,242 @@ class LiveDevice:
                 rec = self.dev.config.recording
                 picture = np.full((rec.height, rec.width, 3), 40, np.uint8)
             img = Image.fromarray(picture)
-            if img.width > PREVIEW_WIDTH:
-                img = img.resize((PREVIEW_WIDTH, img.height * PREVIEW_WIDTH // img.width))
+            if img.width > width:
+                img = img.resize((width, img.height * width // img.width))
             buf = io.BytesIO()
             img.save(buf, "JPEG", quality=75)
-            self._preview = (picture, buf.getvalue())
-            return self._preview[1]
+            self._previews[track] = (picture, buf.getvalue())
+            return self._previews[track][1]
+
+
+class SimPanel:
+    """A room's panel as a tester works it: the door contact and the key switch.
+
+    With a broker (``client``: :meth:`~simulator.site.LocalSite.panel_client`, connected
+    with the panel's own certificate) it publishes what the firmware (device/panel/main.py)
+    publishes, through the broker's ACL: ``online`` and the door, retained, on connecting;
+    the door, retained, when it moves; the key, not retained, when it turns. It reads the
+    controller's retained ``state`` as the firmware does: that is what lights the panel's
+    lamp. Without a broker the door and the key go straight to ``recorder.room_input``."""
+
+    def __init__(self, recorder: Recorder, room: str | None, client: mqtt.Client | None) -> None:
+        self.recorder = recorder
+        self.client = client
+        self.prefix = f"unbroken/p/{room}/"
+        self.door_closed = False
+        self.key: str | None = None  # "start" or "stop", once turned
+        self.shown: str | None = None  # the controller's state as the panel received it
+        self.seen: list[str] = []  # the states received, each change once, in order
+        self._lock = threading.Lock()
+        if client is None:
+            recorder.room_input("door", b"open")  # as the firmware tells on connecting
+            return
+        client.on_message = self._on_message
+        client.on_connect = self._on_connect
+        if client.is_connected():  # connected before the callback was set: say it now
+            self._on_connect(client)
+
+    @property
+    def via(self) -> str:
+        return "direct" if self.client is None else "broker"
+
+    def connected(self) -> bool:
+        return self.client is not None and self.client.is_connected()
+
+    def door(self, closed: bool) -> None:
+        with self._lock:
+            self.door_closed = closed
+            self._send("door", self._door(), retain=True)
+
+    def turn_key(self, start: bool) -> None:
+        with self._lock:
+            self.key = "start" if start else "stop"
+            self._send("key", self.key.encode(), retain=False)
+
+    def _door(self) -> bytes:
+        return b"closed" if self.door_closed else b"open"
+
+    def _send(self, what: str, payload: bytes, retain: bool) -> None:
+        if self.client is None:
+            self.recorder.room_input(what, payload)
+        else:
+            self.client.publish(self.prefix + what, payload, qos=1, retain=retain)
+
+    def _on_connect(self, client: mqtt.Client, *_: Any) -> None:
+        client.subscribe(self.prefix + "state", qos=1)
+        client.publish(self.prefix + "panel", b"online", qos=1, retain=True)
+        client.publish(self.prefix + "door", self._door(), qos=1, retain=True)
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic == self.prefix + "state":
+            state = msg.payload.decode("utf-8", "replace")
+            if state != self.shown:
+                self.seen.append(state)
+            self.shown = state
+
+    def close(self) -> None:
+        if self.client is None:
+            return
+        info = self.client.publish(self.prefix + "panel", b"offline", qos=1, retain=True)
+        with contextlib.suppress(RuntimeError, ValueError):
+            info.wait_for_publish(2)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class CaseSystem:
+    """The agency's case system, as far as the page needs it: signed ``session_open`` and
+    ``session_close`` commands for a room controller, published to it through the broker
+    as ``unbroken store send`` would. One at a time: the agency's registry has one writer."""
+
+    def __init__(self, site: LocalSite) -> None:
+        self.site = site
+        self._lock = threading.Lock()
+        self._cases = 0
+
+    def next_case(self, room: str) -> str:
+        with self._lock:
+            self._cases += 1
+            return f"SIM-{room}-{time.strftime('%Y')}-{self._cases:04d}"
+
+    def send(
+        self, device: str, name: Literal["session_open", "session_close"], **args: Any
+    ) -> None:
+        with self._lock:
+            data = self.site.session_command(device, name, **args)
+            self.site.send_command(device, name, data)
+
+
+class LiveRoom(LiveDevice):
+    """An interview-room controller in real time, with its panel and (with sync) the case
+    system: the door, the key and the case system's commands are the page's buttons, and
+    a tester breaks each camera on its own."""
+
+    kind = "room"
+    events_shown = ROOM_EVENTS_SHOWN
+
+    def __init__(
+        self,
+        dev: SimDevice,
+        uploader: Uploader | None,
+        panel: SimPanel,
+        cases: CaseSystem | None = None,
+    ) -> None:
+        super().__init__(dev, uploader)
+        assert dev.config.room, "a room controller needs a room configuration"
+        self.room = dev.config.room
+        self.panel = panel
+        self.cases = cases
+        self.case: str | None = None  # the case the page's case system opened, until closed
+        self.cameras_failed: set[str] = set()
+
+    def close(self) -> None:
+        self.panel.close()
+        super().close()
+
+    @property
+    def main_track(self) -> str:
+        return self.room.pip.track if self.room.pip else self.room.cameras[0]
+
+    def preview_width(self, track: str) -> int:
+        return PREVIEW_WIDTH if track == self.main_track else CAMERA_PREVIEW_WIDTH
+
+    def act(self, action: str, args: Mapping[str, Any] | None = None) -> None:
+        """The panel's door and key, the case system's open and close (``args``: the
+        case, badges and person, else made up), explain, and a fault on the camera
+        ``args["camera"]``."""
+        a = dict(args or {})
+        rec = self.dev.recorder
+        actions: dict[str, Callable[[], object]] = {
+            "door-close": lambda: self.panel.door(True),
+            "door-open": lambda: self.panel.door(False),
+            "key-start": lambda: self.panel.turn_key(True),
+            "key-stop": lambda: self.panel.turn_key(False),
+            "case-open": lambda: self._case(True, a),
+            "case-close": lambda: self._case(False, a),
+            "explain": lambda: rec.post(rec.explain),
+            "camera-fault": lambda: self._room_camera(a.get("camera"), True),
+            "camera-ok": lambda: self._room_camera(a.get("camera"), False),
+        }
+        if action not in actions:
+            raise KeyError(action)
+        with self._press_lock:
+            actions[action]()
+
+    def _case(self, opening: bool, args: dict[str, Any]) -> None:
+        if self.cases is None:
+            raise ActionError("no case system without sync", HTTPStatus.CONFLICT)
+        room = self.dev.recorder.room_id or "-"
+        try:
+            if opening:
+                case = str(args.get("case") or self.cases.next_case(room))
+                badges = args.get("badges")
+                if badges is None:
+                    badges = list(self.dev.config.session.badges) or list(CASE_BADGES)
+                person = args.get("person", CASE_PERSON)
+                self.cases.send(self.id, "session_open", case=case, badges=badges, person=person)
+                self.case = case
+            else:
+                case = str(args.get("case") or self.case or "")
+                if not case:
+                    raise ActionError(
+                        "the case system opened no case here: nothing for it to close",
+                        HTTPStatus.CONFLICT,
+                    )
+                self.cases.send(self.id, "session_close", case=case)
+                self.case = None
+        except (ValueError, ProvisionError) as e:  # pydantic's ValidationError is a ValueError
+            raise ActionError(f"case system: {e}") from e
+
+    def _room_camera(self, track: object, failed: bool) -> None:
+        camera = self.dev.cameras.get(str(track))
+        if camera is None:
+            names = ", ".join(self.dev.cameras)
+            raise ActionError(f"camera={track!s}: not a camera of this room ({names})")
+        if failed:
+            self.cameras_failed.add(str(track))
+        else:
+            self.cameras_failed.discard(str(track))
+        self.dev.recorder.post(lambda: camera.fail(failed))
+
+    def _more_snapshot(self) -> dict[str, Any]:
+        rec = self.dev.recorder
+        assert rec.room
+        return {
+            "room": {
+                "panel_state": rec.panel_state,
+                "door_closed": rec.room.door_closed,
+                "awaiting": rec.room.awaiting,
+                "opened_by": rec.room.opened_by,
+            }
+        }
+
+    def view(self) -> dict[str, Any]:
+        v = super().view()
+        snap = self.snapshot.get("room", {})
+        status = self.snapshot.get("status", {})
+        door = snap.get("door_closed")
+        v["room"] = {
+            "id": status.get("room"),
+            "panel_state": snap.get("panel_state"),
+            "lamp": self.dev.lamp_lit(),
+            "door": None if door is None else ("closed" if door else "open"),
+            "awaiting": snap.get("awaiting", False),
+            "opened_by": snap.get("opened_by"),
+            "key": self.panel.key,
+            "panel": {
+                "via": self.panel.via,
+                "connected": self.panel.connected(),
+                "shows": self.panel.shown,
+            },
+            "case_system": self.cases is not None,
+            "case": self.case,
+            "cameras": [{"track": t, "fault": t in self.cameras_failed} for t in self.room.cameras],
+            "tracks": self.room.tracks,
+            "main_track": self.main_track,
+        }
+        v["previews"] = {t: f"/devices/{self.id}/tracks/{t}.jpg" for t in self.room.tracks}
+        return v
 
 
 def summarize(kind: str, body: dict[str, Any]) -> str:
@@ -349,15 +637,24 @@ def summarize(kind: str, body: dict[str, Any]) -> str:
         return f"settings {str(body.get('sha256', ''))[:12]}"
     if kind == "session_open":
         badges = ", ".join(body.get("badges") or []) or "no badge"
-        return f"{body.get('category')} ({badges})"
+        parts = [f"{body.get('category')} ({badges})"]
+        if body.get("trigger"):
+            parts.insert(0, f"by {body['trigger']}")
+        if body.get("case"):
+            parts.append(f"case {body['case']}")
+        return ", ".join(parts)
     if kind == "session_close":
-        return f"{body.get('segments')} segments"
+        by = f", by {body['trigger']}" if body.get("trigger") else ""
+        return f"{body.get('segments')} segments{by}"
     if kind == "segment":
         try:
             seconds = float(body["end"]["wall"]) - float(body["start"]["wall"])
         except (KeyError, TypeError, ValueError):
             seconds = 0.0
         pre = " pre-event" if body.get("prebuffer") else ""
+        track = body.get("track")
+        if track and track != "main":
+            pre = f" {track}{pre}"
         fix = (body.get("location") or {}).get("fix", "?")
         return (
             f"#{body.get('index')}{pre} {seconds:.1f} s, {int(body.get('size', 0)) // 1024} KiB, "
@@ -372,7 +669,8 @@ def summarize(kind: str, body: dict[str, Any]) -> str:
     if kind == "explanation":
         return f"{body.get('kind')} explanation of gap {str(body.get('interruption', ''))[:8]}"
     if kind == "event":
-        return str(body.get("type", ""))
+        case = f" {body['case']}" if body.get("type") == "case" and body.get("case") else ""
+        return f"{body.get('type', '')}{case}"
     if kind == "shutdown":
         return str(body.get("reason", ""))
     if kind == "install":
@@ -384,13 +682,18 @@ def summarize(kind: str, body: dict[str, Any]) -> str:
     if kind == "key_rotation":
         return f"new key {str(body.get('new_key', ''))[:16]}"
     if kind == "assignment":
+        if body.get("room"):
+            return f"room {body['room']}"
         return ", ".join(body.get("badges") or []) or "unassigned"
     text = json.dumps(body, ensure_ascii=False, sort_keys=True)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
 class Fleet:
-    """N simulated devices in real time, with a local agency site to sync to (optional)."""
+    """N simulated body recorders and M interview rooms in real time, with a local agency
+    site to sync to (optional). A room is numbered from 101 and its controller is
+    ``room-sim-<room>``; its configuration is ``config`` with a ``[room]`` section (the
+    default room if ``config`` has none), and a body recorder's is ``config`` without."""
 
     def __init__(
         self,
@@ -398,16 +701,27 @@ class Fleet:
         devices: int = 2,
         config: DeviceConfig | None = None,
         sync: bool = False,
+        rooms: int = 0,
     ) -> None:
-        if devices < 1:
-            raise ValueError("a fleet needs at least one device")
+        if devices < 0 or rooms < 0 or devices + rooms < 1:
+            raise ValueError("a fleet needs at least one device or room")
         self.workdir = workdir.resolve()
         self.config = config or panel_config()
+        self.body_config = self.config.model_copy(update={"room": None})
+        self.room_config = (
+            self.config if self.config.room else self.config.model_copy(update={"room": Room()})
+        )
         self.sync = sync
         self.count = devices
+        self.room_count = rooms
         self.site: LocalSite | None = None
-        self.devices: list[LiveDevice] = []
+        self.cases: CaseSystem | None = None
+        self.devices: list[LiveDevice] = []  # body recorders first, then rooms
         self._started = False
+
+    @property
+    def rooms(self) -> list[LiveRoom]:
+        return [d for d in self.devices if isinstance(d, LiveRoom)]
 
     def start(self) -> Fleet:
         try:
@@ -419,26 +733,54 @@ class Fleet:
 
     def _start(self) -> None:
         self._started = True
-        settings = self.config.model_dump(mode="json", exclude_defaults=True)
+        body_ids = [f"bwc-sim-{i:02d}" for i in range(1, self.count + 1)]
+        rooms = [str(FIRST_ROOM + i) for i in range(self.room_count)]
+        site = None
         if self.sync:
             from simulator.site import LocalSite
 
-            self.site = LocalSite(self.workdir / "site")
-            self.site.start_broker()
-            self.site.start_store()
-        for i in range(1, self.count + 1):
+            site = self.site = LocalSite(self.workdir / "site")
+            site.start_broker()
+            site.start_store()
+            self.cases = CaseSystem(site)
+            # Everything enrolled before anything connects: each room and panel reloads the
+            # broker's ACL.
+            body_settings = self.body_config.model_dump(mode="json", exclude_defaults=True)
+            room_settings = self.room_config.model_dump(mode="json", exclude_defaults=True)
+            body_data = [site.provision_device(d, settings=body_settings) for d in body_ids]
+            room_data = [
+                site.provision_device(f"room-sim-{r}", settings=room_settings, room=r)
+                for r in rooms
+            ]
+            for r in rooms:
+                site.enroll_panel(r)
+        else:
+            body_data = [
+                self.workdir / "devices" / f"sim-{i:02d}" for i in range(1, self.count + 1)
+            ]
+            room_data = [self.workdir / "devices" / f"room-{r}" for r in rooms]
+        for data in body_data:
             clock = SimClock(wall_start=time.time())  # simulated time, starting now
-            uploader = None
-            if self.site is not None:
-                data = self.site.provision_device(f"bwc-sim-{i:02d}", settings=settings)
-                dev = SimDevice(data, self.config, clock=clock, realtime=True)
-                uploader = self.site.uploader(data, clock)
-            else:
-                data = self.workdir / "devices" / f"sim-{i:02d}"
-                dev = SimDevice(data, self.config, clock=clock, realtime=True)
-            live = LiveDevice(dev, uploader)
+            dev = SimDevice(data, self.body_config, clock=clock, realtime=True)
+            live = LiveDevice(dev, site.uploader(data, clock) if site else None)
             self.devices.append(live)
             live.start()
+        for room, data in zip(rooms, room_data, strict=True):
+            clock = SimClock(wall_start=time.time())
+            dev = SimDevice(data, self.room_config, clock=clock, realtime=True)
+            uploader = None
+            if site is not None:
+                # The room's uploader also talks with the panel (room topics, on_panel).
+                uploader = make_uploader(data, dev.recorder, self.room_config, dev.clock)
+                dev.uploader = uploader
+            client = site.panel_client(room) if site else None
+            panel = SimPanel(dev.recorder, room if site else None, client)
+            live_room = LiveRoom(dev, uploader, panel, self.cases)
+            self.devices.append(live_room)
+            live_room.start()
+            # The key is not retained: a turn before the controller listens would be lost.
+            if uploader is not None and not uploader.connected.wait(10):
+                log.warning("%s has not connected to the broker yet", live_room.id)
 
     def device(self, device_id: str) -> LiveDevice | None:
         return next((d for d in self.devices if d.id == device_id), None)
@@ -449,6 +791,7 @@ class Fleet:
             "sync": self.sync,
             "broker": f"127.0.0.1:{self.site.port}" if self.site else None,
             "time": time.time(),
+            "rooms": self.room_count,
             "devices": [d.view() for d in self.devices],
         }
 
@@ -482,6 +825,7 @@ class Fleet:
 
 
 _PREVIEW = re.compile(r"^/devices/([^/]+)/preview\.jpg$")
+_TRACK = re.compile(r"^/devices/([^/]+)/tracks/([^/]+)\.jpg$")
 _ACTION = re.compile(r"^/api/devices/([^/]+)/([a-z-]+)$")
 
 
@@ -497,20 +841,38 @@ class _Handler(BaseHTTPRequestHandler):
             self._static(path.removeprefix("/static/"))
         elif path == "/api/fleet":
             self._send(HTTPStatus.OK, "application/json", self.server.fleet_json())
-        elif m := _PREVIEW.match(path):
+        elif m := _PREVIEW.match(path) or _TRACK.match(path):
             dev = self.server.fleet.device(m[1])
+            track = m[2] if m.re is _TRACK else None
             if dev is None:
                 self._error(HTTPStatus.NOT_FOUND, f"no device {m[1]}")
-            else:
-                self._send(HTTPStatus.OK, "image/jpeg", dev.preview_jpeg())
+                return
+            try:
+                jpeg = dev.preview_jpeg(track)
+            except KeyError:
+                self._error(HTTPStatus.NOT_FOUND, f"{dev.id} has no track {track}")
+                return
+            self._send(HTTPStatus.OK, "image/jpeg", jpeg)
         else:
             self._error(HTTPStatus.NOT_FOUND, f"nothing at {path}")
 
     def do_POST(self) -> None:
+        """The action is in the path; its arguments in the query (``?camera=subject``)
+        and, for the case system, an optional JSON object as the body."""
         length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)  # the action is in the path; the body is ignored
-        path = self.path.split("?", 1)[0]
+        body = self.rfile.read(length) if length else b""
+        url = urlsplit(self.path)
+        path = url.path
+        args: dict[str, Any] = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        if body.strip():
+            try:
+                extra = json.loads(body)
+            except ValueError:
+                extra = None
+            if not isinstance(extra, dict):
+                self._error(HTTPStatus.BAD_REQUEST, "the body must be a JSON object")
+                return
+            args.update(extra)
         m = _ACTION.match(path)
         if not m:
             self._error(HTTPStatus.NOT_FOUND, f"nothing at {path}")
@@ -520,9 +882,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(HTTPStatus.NOT_FOUND, f"no device {m[1]}")
             return
         try:
-            dev.act(m[2])
+            dev.act(m[2], args)
         except KeyError:
-            self._error(HTTPStatus.BAD_REQUEST, f"unknown action {m[2]}")
+            self._error(HTTPStatus.BAD_REQUEST, f"unknown action {m[2]} for a {dev.kind}")
+            return
+        except ActionError as e:
+            self._error(e.status, str(e))
             return
         body = json.dumps({"ok": True, "device": dev.id, "action": m[2]}).encode()
         self._send(HTTPStatus.OK, "application/json", body)
@@ -610,8 +975,11 @@ def mosquitto_available() -> bool:
 
 
 def cmd_panel(args: argparse.Namespace) -> int:
-    if args.devices < 1:
-        print("unbroken: error: --devices must be at least 1", file=sys.stderr)
+    if args.devices < 0 or args.rooms < 0 or args.devices + args.rooms < 1:
+        print(
+            "unbroken: error: --devices and --rooms: none negative, one device or room at least",
+            file=sys.stderr,
+        )
         return 2
     sync = mosquitto_available() if args.sync is None else args.sync
     if args.workdir is None:
@@ -629,11 +997,12 @@ def cmd_panel(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     with (
-        Fleet(workdir, args.devices, config, sync) as fleet,
+        Fleet(workdir, args.devices, config, sync, rooms=args.rooms) as fleet,
         PanelServer(fleet, args.host, args.port) as server,
     ):
         print(
             f"panel: {server.url}  ({args.devices} device{'s' * (args.devices != 1)}, "
+            f"{args.rooms} room{'s' * (args.rooms != 1)}, "
             f"sync {'on' if sync else 'off'}, workdir {workdir}; Ctrl-C stops)",
             flush=True,
         )
@@ -647,7 +1016,14 @@ def add_parser(sim_subparsers: Any) -> None:
     p = sim_subparsers.add_parser(
         "panel", help="a web page for a simulated fleet: buttons, LEDs, preview, log, sync"
     )
-    p.add_argument("--devices", type=int, default=2, help="how many devices (default 2)")
+    p.add_argument("--devices", type=int, default=2, help="how many body recorders (default 2)")
+    p.add_argument(
+        "--rooms",
+        type=int,
+        default=1,
+        help=f"how many interview rooms, numbered from {FIRST_ROOM} (default 1): a room "
+        "controller with its panel, and with sync the case system",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to serve on")
     p.add_argument("--port", type=int, default=0, help="port to serve on (default: a free one)")
     p.add_argument(
@@ -662,7 +1038,11 @@ def add_parser(sim_subparsers: Any) -> None:
         help="run a local broker and store and sync every device (default: if Mosquitto "
         "is installed)",
     )
-    p.add_argument("--config", type=Path, help="device.toml for every device")
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="device.toml for every device (a room's adds the default [room] if it has none)",
+    )
     p.add_argument(
         "--explain-mode", choices=["auto", "button"], help="override continuity.explain_mode"
     )

@@ -1,9 +1,14 @@
 """``unbroken sim panel``: the page, driven in Debian's Chromium by Playwright.
 
-The panel runs in this process (one device, syncing if Mosquitto is installed); a Node
-script (tests/browser/panel.mjs, playwright-core) opens it, presses record, sees the LED
-and the preview change, and closes the session with press-and-confirm. Then the device's
-own chain must hold that session's open and close: the page really pressed the pin.
+The panel runs in this process (one body recorder and one interview room, syncing if
+Mosquitto is installed). A Node script (tests/browser/panel.mjs, playwright-core) opens
+it, presses record, sees the LED and the preview change, and closes the session with
+press-and-confirm; then the device's own chain must hold that session's open and close:
+the page really pressed the pin. A second (tests/browser/room.mjs) closes the room's door,
+sees the panel ask for the key, turns the key to start and to stop, and sees the RECORDING
+lamp and the picture-in-picture follow; then the room's chain must hold a session opened
+by the door with segments on every track (and, with sync, the panel's messages went
+through the broker).
 
 Needs node, /usr/bin/chromium and ``npm ci`` in tests/browser (``make pytest`` does all
 three): missing, the browser test is skipped, or fails under CI=true.
@@ -21,12 +26,13 @@ import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agent.evidence_dir import load_chain
 from evidence.seal import Entry
-from simulator.web import Fleet, PanelServer, mosquitto_available, summarize
+from simulator.web import Fleet, LiveRoom, PanelServer, mosquitto_available, summarize
 from tests.conftest import small_config
 
 BROWSER_DIR = Path(__file__).parent / "browser"
@@ -67,25 +73,33 @@ def _post(url: str) -> tuple[int, bytes]:
         return e.code, e.read()
 
 
+def _node(node: str, script: str, url: str, outdir: Path) -> dict[str, Any]:
+    result = subprocess.run(
+        [node, str(BROWSER_DIR / script), url, str(outdir)],
+        cwd=BROWSER_DIR,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    print(result.stdout, result.stderr)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["ok"]
+    return report
+
+
 def test_panel_in_chromium(tmp_path: Path) -> None:
     node = _browser_or_skip()
     sync = mosquitto_available()
     config = small_config(prebuffer_seconds=2)
-    with Fleet(tmp_path / "fleet", 1, config, sync=sync) as fleet:
-        (live,) = fleet.devices
+    with Fleet(tmp_path / "fleet", 1, config, sync=sync, rooms=1) as fleet:
+        live, room = fleet.devices
+        assert isinstance(room, LiveRoom)
         with PanelServer(fleet) as server:
-            result = subprocess.run(
-                [node, str(BROWSER_DIR / "panel.mjs"), server.url, str(tmp_path)],
-                cwd=BROWSER_DIR,
-                capture_output=True,
-                text=True,
-                timeout=90,
-            )
-            print(result.stdout, result.stderr)
-            assert result.returncode == 0, result.stdout + result.stderr
-            view = json.loads(_get(server.url + "api/fleet")[1])["devices"][0]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["ok"] and report["device"] == live.id
+            report = _node(node, "panel.mjs", server.url, tmp_path)
+            room_report = _node(node, "room.mjs", server.url, tmp_path)
+            view, room_view = json.loads(_get(server.url + "api/fleet")[1])["devices"]
+    assert report["device"] == live.id
     assert (tmp_path / "panel.png").stat().st_size > 10_000
     assert view["sync"]["enabled"] is sync and view["sync"]["segments_sealed"] > 0
     # The page pressed the pin: the device sealed the session's open and close.
@@ -94,6 +108,30 @@ def test_panel_in_chromium(tmp_path: Path) -> None:
     assert ("session_open", report["session"]) in kinds
     assert ("session_close", report["session"]) in kinds
     assert kinds[-1][0] == "shutdown"  # stopped cleanly
+
+    # The room: the door opened the session the key confirmed, on every track.
+    assert room_report["device"] == room.id and sorted(room_report["tracks"]) == [
+        "pip",
+        "room",
+        "subject",
+    ]
+    entries = [e for _, e in load_chain(room.root) if isinstance(e, Entry)]
+    session = room_report["session"]
+    (opened,) = [e for e in entries if e.kind == "session_open" and e.session == session]
+    assert opened.body["trigger"] == "door"
+    assert opened.body["tracks"] == ["subject", "room", "pip"]
+    (closed,) = [e for e in entries if e.kind == "session_close" and e.session == session]
+    assert closed.body["trigger"] == "key"
+    tracks = {e.body["track"] for e in entries if e.kind == "segment" and e.session == session}
+    assert tracks == {"subject", "room", "pip"}
+    assert entries[-1].kind == "shutdown"
+    assert (tmp_path / "room-recording.png").stat().st_size > 10_000
+    assert room_view["sync"]["segments_sealed"] > 0 and room_view["room"]["lamp"] is False
+    if sync:  # the panel spoke through the broker, and saw the controller's state
+        assert opened.body["room"] == room_view["room"]["id"] == "101"
+        assert room_view["room"]["panel"]["via"] == "broker"
+        seen = [s for s in room.panel.seen if s in ("confirm", "recording", "idle")]
+        assert seen[-3:] == ["confirm", "recording", "idle"]
 
 
 def test_panel_endpoints(tmp_path: Path) -> None:
@@ -135,6 +173,43 @@ def test_panel_endpoints(tmp_path: Path) -> None:
         assert not other.dev.led()
 
 
+def test_room_endpoints(tmp_path: Path) -> None:
+    """A room without sync: its tracks' pictures, the panel straight into the recorder, a
+    fault on one camera, and no case system."""
+    config = small_config(prebuffer_seconds=2)
+    with (
+        Fleet(tmp_path / "fleet", 0, config, sync=False, rooms=1) as fleet,
+        PanelServer(fleet) as server,
+    ):
+        (d,) = json.loads(_get(server.url + "api/fleet")[1])["devices"]
+        (room,) = fleet.rooms
+        assert d["kind"] == "room" and d["id"] == room.id
+        r = d["room"]
+        assert r["main_track"] == "pip" and r["tracks"] == ["subject", "room", "pip"]
+        assert r["case_system"] is False and r["panel"]["via"] == "direct"
+        for track, url in d["previews"].items():
+            status, jpeg = _get(server.url + url.lstrip("/"))
+            assert status == 200 and jpeg[:2] == b"\xff\xd8", track
+        assert _get(server.url + f"devices/{room.id}/tracks/main.jpg")[0] == 404
+        act = server.url + f"api/devices/{room.id}/"
+        assert _post(act + "record")[0] == 400  # a room has no record button
+        assert _post(act + "case-open")[0] == 409  # no case system without sync
+        assert _post(act + "camera-fault")[0] == 400  # which camera?
+        assert _post(act + "camera-fault?camera=nope")[0] == 400
+        assert _post(act + "door-close")[0] == 200
+        _wait(lambda: room.view()["room"]["panel_state"] == "confirm")
+        assert _post(act + "key-start")[0] == 200
+        _wait(lambda: room.view()["room"]["lamp"] and room.view()["session"] is not None)
+        assert _post(act + "camera-fault?camera=subject")[0] == 200
+        _wait(lambda: set(room.view()["interrupted"]) != set())
+        view = room.view()
+        assert [c["fault"] for c in view["room"]["cameras"]] == [True, False]
+        assert view["room"]["panel_state"] == "recording"  # the room camera goes on
+        assert _post(act + "camera-ok?camera=subject")[0] == 200
+        assert _post(act + "key-stop")[0] == 200
+        _wait(lambda: room.view()["session"] is None and not room.view()["room"]["lamp"])
+
+
 def _wait(condition: Callable[[], bool], seconds: float = 10) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
@@ -147,3 +222,8 @@ def test_summaries() -> None:
     assert summarize("marker", {"type": "credential_shown", "note": ""}) == "credential_shown"
     assert summarize("interruption", {"cause": "camera", "detail": ""}) == "camera"
     assert summarize("something_new", {"a": 1}) == '{"a": 1}'
+    opened = {"category": "interview", "badges": ["340102"], "trigger": "door", "case": "C-1"}
+    assert summarize("session_open", opened) == "by door, interview (340102), case C-1"
+    assert summarize("session_close", {"segments": 6, "trigger": "key"}) == "6 segments, by key"
+    assert summarize("event", {"type": "case", "case": "C-1"}) == "case C-1"
+    assert summarize("assignment", {"badges": [], "room": "101"}) == "room 101"

@@ -41,7 +41,7 @@ try {
   });
   await page.goto(url);
 
-  const card = page.locator("section.card[data-device]").first();
+  const card = page.locator("section.card.body[data-device]").first();
   await card.waitFor({timeout: STEP_MS});
   const id = await card.getAttribute("data-device");
   const sel = `section.card[data-device="${id}"]`;
