@@ -39,6 +39,15 @@ bench: $(BIN)/.installed
 soak: $(BIN)/.installed
 	UNBROKEN_POWER_CUTS=200 $(BIN)/python -m pytest -q -s --timeout=3600 tests/test_power_cuts.py
 
+# Every shipped scenario through `unbroken sim run`, in real time (pytest runs the quick
+# ones); reports in out/scenarios/<name>/report.html. Fails if any expectation fails.
+.PHONY: scenarios
+scenarios: $(BIN)/.installed
+	@fail=0; for s in simulator/scenarios/*.toml; do \
+	  name=$$(basename $$s .toml); echo "== $$name"; \
+	  $(BIN)/unbroken sim run $$s --report out/scenarios/$$name || fail=1; \
+	done; exit $$fail
+
 system:
 	@missing=""; for need in $(APT_NEEDS); do \
 	  pkg=$${need%%:*}; file=$${need#*:}; [ -e "$$file" ] || missing="$$missing $$pkg"; \

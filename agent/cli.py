@@ -17,7 +17,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import simulator.web
 from agent.config import ConfigError, load_config
 from agent.device_cli import add_agent_commands
 from agent.evidence_dir import EvidenceDirError, verify_dir
@@ -28,6 +27,7 @@ from evidence.report import format_report
 from provisioning.cli import add_provision_parser
 from provisioning.common import ProvisionError
 from simulator.broker import BrokerError
+from simulator.cli import add_sim_parsers
 from store.cli import add_store_parser
 
 
@@ -87,6 +87,9 @@ def cmd_agent_run(args: argparse.Namespace) -> int:
             open_session=args.open,
             seconds=args.seconds,
             sync=not args.no_sync,
+            control=args.control,
+            clock_offset=args.clock_offset,
+            offline=args.offline,
         )
     except HardwareError as e:
         raise CliError(str(e)) from None
@@ -159,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", type=Path, help="device.toml")
     s.add_argument("--realtime", action="store_true", help="pace frames in real time")
     s.set_defaults(func=cmd_sim_session)
-    simulator.web.add_parser(sim)
+    add_sim_parsers(sim)
 
     agent = sub.add_parser("agent", help="the device agent").add_subparsers(
         dest="agent_command", required=True
@@ -171,6 +174,24 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--open", action="store_true", help="open a session at start")
     r.add_argument("--seconds", type=float, help="stop after this long")
     r.add_argument("--no-sync", action="store_true", help="do not upload, even if provisioned")
+    r.add_argument(
+        "--control",
+        type=Path,
+        metavar="SOCKET",
+        help="--sim: a tester's control channel (JSON lines) on this Unix socket",
+    )
+    r.add_argument(
+        "--clock-offset",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="--sim: the device's wall clock is this far off (negative: behind)",
+    )
+    r.add_argument(
+        "--offline",
+        action="store_true",
+        help="--sim --control: start with the network down",
+    )
     r.set_defaults(func=cmd_agent_run)
     x = agent.add_parser("explain", help="add a written statement for a gap (R-Art 16)")
     x.add_argument("--data", type=Path, required=True)

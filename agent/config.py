@@ -16,8 +16,9 @@ Example ``device.toml``::
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -225,22 +226,34 @@ def load_config(path: Path | None) -> DeviceConfig:
 M = TypeVar("M", bound=BaseModel)
 
 
-def load_toml(path: Path, model: type[M], what: str = "configuration") -> M:
-    """A TOML file validated into ``model``; ConfigError names the file and each field."""
+def load_toml(
+    path: Path,
+    model: type[M],
+    what: str = "configuration",
+    prepare: Callable[[dict[str, Any]], None] | None = None,
+    where: Callable[[tuple[int | str, ...]], str] | None = None,
+    error: type[ConfigError] = ConfigError,
+) -> M:
+    """A TOML file validated into ``model``; ``error`` names the file and each field.
+    ``prepare`` may adjust the data first (e.g. resolve relative paths); ``where`` names a
+    field's location (default: dotted)."""
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such configuration file") from None
+        raise error(f"{path}: no such {what} file") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+        raise error(f"{path}: not valid TOML: {e}") from None
+    if prepare is not None:
+        prepare(data)
     try:
         return model.model_validate(data)
     except ValidationError as e:
+        name = where or (lambda loc: ".".join(str(p) for p in loc) or "(top)")
         lines = [
-            f"  {'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}"
+            f"  {name(err['loc'])}: {err['msg'].removeprefix('Value error, ')}"
             for err in e.errors()
         ]
-        raise ConfigError(f"{path}: invalid {what}\n" + "\n".join(lines)) from None
+        raise error(f"{path}: invalid {what}\n" + "\n".join(lines)) from None
 
 
 DEVICE_TOML = "device.toml"  # settings installed from the provisioning bundle

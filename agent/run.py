@@ -20,7 +20,7 @@ from pathlib import Path
 from agent.config import DeviceConfig
 from agent.recorder import Hardware, Recorder
 from agent.sync import SyncSettings, Uploader
-from device.clock import Clock, SystemClock
+from device.clock import Clock, OffsetClock, SystemClock
 from device.controls import RecordingLamp
 from device.gnss import NmeaReplay
 from device.microphone import SimMicrophone
@@ -116,17 +116,41 @@ def run_agent(
     open_session: bool = False,
     seconds: float | None = None,
     sync: bool = True,
+    control: Path | None = None,
+    clock_offset: float = 0.0,
+    offline: bool = False,
 ) -> int:
+    """``control``: a tester's control channel on this Unix socket (simulator/control.py);
+    ``clock_offset``: the simulated device's wall clock is this many seconds off;
+    ``offline``: start with the network down (the control channel brings it up)."""
+    if not sim and (control is not None or clock_offset or offline):
+        raise HardwareError("--control, --clock-offset and --offline need --sim")
+    if offline and control is None:
+        raise HardwareError("--offline needs --control (to bring the network up)")
+    if control is not None:
+        from simulator.control import socket_path_problem
+
+        if problem := socket_path_problem(control):
+            raise HardwareError(problem)
     clock = SystemClock()
+    if sim:
+        clock = OffsetClock(clock_offset)
     hardware = (sim_hardware if sim else pi_hardware)(config, root, clock)
     recorder = Recorder(root, config, hardware, clock)
     uploader = make_uploader(root, recorder, config, clock) if sync else None
+    channel = None
+    if control is not None:
+        from simulator.control import serve
+
+        channel = serve(control, recorder, clock, uploader, online=not offline)
     lamp = room_lamp(config, sim)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     recorder.start()
-    if uploader is not None:
+    if channel is not None:
+        channel.start()  # listening, and the uploader started if the device is online
+    elif uploader is not None:
         uploader.start()
     if open_session and recorder.session is None:
         recorder.open_session()
@@ -148,6 +172,8 @@ def run_agent(
             if delay > 0:
                 stop.wait(delay)
     finally:
+        if channel is not None:
+            channel.close()
         if not recorder.powered_off:
             recorder.stop()
         show_state(recorder, uploader, lamp)

@@ -227,11 +227,17 @@ class Uploader:
 
     # -- lifecycle -------------------------------------------------------------------
 
-    def start(self) -> None:
-        self.client.connect_async(self.link.host, self.link.port, keepalive=15)
-        self.client.loop_start()
+    def start(self, connect: bool = True) -> None:
+        """Start the uploader thread, and (``connect``) the broker connection."""
+        if connect:
+            self.connect()
         self._thread = threading.Thread(target=self._run, name="uploader", daemon=True)
         self._thread.start()
+
+    def connect(self) -> None:
+        """Open the broker connection (again, after a ``disconnect()``); paho retries."""
+        self.client.connect_async(self.link.host, self.link.port, keepalive=15)
+        self.client.loop_start()
 
     def stop(self) -> None:
         self._stop.set()
@@ -349,6 +355,10 @@ class Uploader:
                     pass
                 if self.connected.is_set():
                     self._pump(ledger)
+                elif time.monotonic() - self._last_status >= self.settings.status_seconds:
+                    # Offline the 24-hour clock still runs: the LED and buzzer must warn.
+                    self._last_status = time.monotonic()
+                    self._status_doc(ledger, online=False)
         except Exception:  # keep recording even if sync breaks: log loudly, stop syncing
             log.exception("uploader stopped")
         finally:

@@ -54,6 +54,28 @@ class SystemClock:
         return -time.altzone if time.localtime().tm_isdst > 0 else -time.timezone
 
 
+class OffsetClock(SystemClock):
+    """The machine's clocks, with the wall clock ``offset`` seconds off and able to jump,
+    as a misset RTC or a bad NTP answer would make it: what a simulated device in real
+    time runs on (one that "recorded 20 hours ago", or whose clock a tester jumps)."""
+
+    def __init__(self, offset: float = 0.0, utc_offset: int | None = None) -> None:
+        super().__init__(utc_offset)
+        self.offset = float(offset)
+
+    def wall(self) -> float:
+        return time.time() + self.offset
+
+    def jump_wall(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+class JumpingClock(Clock, Protocol):
+    """A clock whose wall time a tester can step (SimClock, OffsetClock)."""
+
+    def jump_wall(self, seconds: float) -> None: ...
+
+
 class SimClock:
     """A clock that moves only when told, so tests and fast simulation control time."""
 

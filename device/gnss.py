@@ -110,6 +110,26 @@ _OTHER = _Sentence("other")
 _DM = re.compile(r"^(\d{1,3})(\d\d(?:\.\d+)?)$")  # [d]ddmm[.mmmm]
 
 
+class GnssSwitch:
+    """A receiver a tester can blind (``lost``: no fix, the last one kept and ageing, as in
+    an underpass) or send walking along another route (``walk``)."""
+
+    def __init__(self, inner: Gnss) -> None:
+        self.inner = inner
+        self.lost = False
+
+    def state(self) -> GnssState:
+        st = self.inner.state()
+        return GnssState(st.last_fix, False) if self.lost else st
+
+    def walk(self, replay: Gnss) -> None:
+        old, self.inner = self.inner, replay
+        old.close()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 class NmeaReplay:
     """Replays an NMEA 0183 file (GGA and RMC) against a :class:`Clock`.
 

@@ -20,27 +20,36 @@ class Battery(Protocol):
 
 
 class SimBattery:
-    """Drains linearly with (simulated) time; tests can set the level or plug it in."""
+    """Drains linearly with (simulated) time; tests and testers set the level, the drain
+    rate, or plug it in."""
 
     def __init__(self, clock: Clock, percent: float = 100.0, drain_per_hour: float = 8.0) -> None:
         self._clock = clock
         self._level = percent
         self._at = clock.monotonic()
-        self._drain = drain_per_hour
+        self.drain_per_hour = drain_per_hour
         self._external = False
 
     def percent(self) -> float:
         now = self._clock.monotonic()
         if not self._external:
-            self._level = max(0.0, self._level - self._drain * (now - self._at) / 3600)
+            self._level = max(0.0, self._level - self.drain_per_hour * (now - self._at) / 3600)
         self._at = now
         return self._level
 
     def external_power(self) -> bool:
         return self._external
 
-    def set(self, percent: float, external: bool | None = None) -> None:
-        self.percent()
-        self._level = percent
+    def set(
+        self,
+        percent: float | None = None,
+        external: bool | None = None,
+        drain_per_hour: float | None = None,
+    ) -> None:
+        self.percent()  # drain up to now at the old rate
+        if percent is not None:
+            self._level = percent
         if external is not None:
             self._external = external
+        if drain_per_hour is not None:
+            self.drain_per_hour = drain_per_hour

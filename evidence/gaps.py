@@ -102,7 +102,9 @@ def session_gaps(entries: Iterable[Entry]) -> tuple[list[Gap], GapProblems]:
         elif e.kind == "explanation" and str(b.get("interruption")) in gaps:
             g = gaps[str(b["interruption"])]
             if b.get("kind") == "voice":
-                g.explanation = "voice"
+                # a clip spoken after a written statement (a device that died came back)
+                # does not replace the statement two officers signed
+                g.explanation = g.explanation or "voice"
             elif b.get("kind") == "written":
                 why = written_statement_problem(b.get("statement", {}))
                 if why:

@@ -72,7 +72,7 @@ from agent.recorder import Recorder
 from agent.run import make_uploader, show_state
 from agent.sync import SyncLedger, Uploader
 from device.clock import SimClock
-from device.gnss import Gnss, GnssState
+from device.gnss import GnssSwitch
 from provisioning.common import ProvisionError
 from simulator.device import SimDevice
 
@@ -106,22 +106,6 @@ def panel_config() -> DeviceConfig:
     )
 
 
-class GpsJam:
-    """A GNSS receiver a tester can blind: while ``jammed`` it reports no fix, keeping the
-    last one (as a receiver in an underpass does), so the watermark shows its age."""
-
-    def __init__(self, inner: Gnss) -> None:
-        self.inner = inner
-        self.jammed = False
-
-    def state(self) -> GnssState:
-        st = self.inner.state()
-        return GnssState(st.last_fix, False) if self.jammed else st
-
-    def close(self) -> None:
-        self.inner.close()
-
-
 class ActionError(Exception):
     """An action the device cannot take as asked: a bad argument (400), or not possible
     here and now (409, e.g. the case system without sync)."""
@@ -145,7 +129,7 @@ class LiveDevice:
     def __init__(self, dev: SimDevice, uploader: Uploader | None = None) -> None:
         self.dev = dev
         self.uploader = uploader
-        self.gps = GpsJam(dev.recorder.hw.gnss)
+        self.gps = GnssSwitch(dev.recorder.hw.gnss)
         dev.recorder.hw.gnss = self.gps
         self.id = dev.recorder.device_id
         self.root = dev.recorder.root
@@ -252,7 +236,7 @@ class LiveDevice:
 
     def _gps(self, lost: bool) -> None:
         def jam() -> None:
-            self.gps.jammed = lost
+            self.gps.lost = lost
 
         self.dev.recorder.post(jam)
 
@@ -290,7 +274,7 @@ class LiveDevice:
                 "lon": fix.lon if fix else None,
                 "satellites": fix.satellites if fix else None,
                 "age": None if age is None else round(age, 1),
-                "jammed": self.gps.jammed,
+                "jammed": self.gps.lost,
             },
             **self._more_snapshot(),
         }
@@ -1009,41 +993,3 @@ def cmd_panel(args: argparse.Namespace) -> int:
         stop.wait()
         print("stopping: closing sessions, stopping devices", flush=True)
     return 0
-
-
-def add_parser(sim_subparsers: Any) -> None:
-    """Register ``unbroken sim panel`` under the ``sim`` subcommands."""
-    p = sim_subparsers.add_parser(
-        "panel", help="a web page for a simulated fleet: buttons, LEDs, preview, log, sync"
-    )
-    p.add_argument("--devices", type=int, default=2, help="how many body recorders (default 2)")
-    p.add_argument(
-        "--rooms",
-        type=int,
-        default=1,
-        help=f"how many interview rooms, numbered from {FIRST_ROOM} (default 1): a room "
-        "controller with its panel, and with sync the case system",
-    )
-    p.add_argument("--host", default="127.0.0.1", help="address to serve on")
-    p.add_argument("--port", type=int, default=0, help="port to serve on (default: a free one)")
-    p.add_argument(
-        "--workdir",
-        type=Path,
-        help="where devices (and the site) live; new or empty (default: a new temporary directory)",
-    )
-    p.add_argument(
-        "--sync",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="run a local broker and store and sync every device (default: if Mosquitto "
-        "is installed)",
-    )
-    p.add_argument(
-        "--config",
-        type=Path,
-        help="device.toml for every device (a room's adds the default [room] if it has none)",
-    )
-    p.add_argument(
-        "--explain-mode", choices=["auto", "button"], help="override continuity.explain_mode"
-    )
-    p.set_defaults(func=cmd_panel)

@@ -126,3 +126,30 @@ def test_unexpected_files_and_malformed_entries_are_named() -> None:
     named.append(("chain/notes.txt", SealError("not a chain entry")))
     r = verify_chain(named, KEY.verify_key, media, unexpected_files=["segments/x.mp4"])
     assert {p.code for p in r.problems} == {"malformed_entry", "unexpected_file"}
+
+
+def test_a_voice_clip_after_a_written_statement_does_not_replace_it() -> None:
+    """A device that died (statement written by two officers) and later came back and
+    prompted for a voice explanation: the gap stays explained in writing."""
+    from evidence.gaps import session_gaps
+    from evidence.seal import Moment, Sealer
+
+    sealer = Sealer(nacl.signing.SigningKey.generate(), "bwc-1", None)
+    at = Moment(1.7e9, 1.0, True)
+    statement = {
+        "reason": "battery died",
+        "attestations": [{"badge": "340102"}, {"badge": "340177"}],
+    }
+    gap = {"id": "g1", "cause": "battery", "affects": ["video"], "start": at.as_dict()}
+    entries = [
+        sealer.seal("interruption", {**gap, "end": None, "detail": ""}, at, "s"),
+        sealer.seal(
+            "explanation",
+            {"interruption": "g1", "kind": "written", "statement": statement},
+            at,
+            "s",
+        ),
+        sealer.seal("explanation", {"interruption": "g1", "kind": "voice", "clip": {}}, at, "s"),
+    ]
+    (g,), problems = session_gaps(entries)
+    assert g.explanation == "written" and not problems.bad_statements

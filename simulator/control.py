@@ -1,0 +1,752 @@
+"""A tester's control channel into a running ``unbroken agent run --sim`` process.
+
+``unbroken agent run --sim --control PATH`` listens on a Unix socket at PATH (mode 0600).
+A client sends one JSON object per line and reads one JSON object per line back, in order:
+
+    → {"cmd": "press"}
+    ← {"ok": true, "cmd": "press", "status": {"state": "recording", "session": "…", …}}
+    → {"cmd": "camera", "track": "main", "ok": false}
+    ← {"ok": true, "cmd": "camera", "status": {…, "interrupted": ["camera"]}}
+    → {"cmd": "jump"}
+    ← {"ok": false, "error": "unknown command 'jump'; one of: press, hold, …"}
+
+Every command is carried out on the recording thread (``Recorder.post``), between two
+frames, exactly like a button press; the reply comes once it has been, with the device's
+status afterwards. Only ``network`` runs on the channel's thread (it opens or closes the
+uploader's MQTT connection, which the recording thread never touches). A malformed
+command, or one the device refuses (a marker with no session open), gets
+``{"ok": false, "error": …}`` and recording goes on untouched.
+
+The commands (see :data:`COMMANDS` and docs/testers-guide.md):
+
+``press``, ``hold``                 the record button (a press opens or arms the close; a hold
+                                    of ``hold_seconds`` closes)
+``close``                           press and confirm: the deliberate close
+``marker`` [type, note]             the marker button (no type) or a typed marker (R2)
+``open`` [category, badges]         open a session by the API
+``explain``                         the explain control (``explain_mode = "button"``)
+``pause`` [reason], ``resume``      the officer stops recording inside the session
+``camera`` track?, ok               a camera fails (``ok: false``) or recovers
+``microphone`` ok                   the microphone fails or recovers
+``gps`` ok                          the GNSS fix is lost (the last fix is kept) or back
+``walk`` route, loop?               start replaying an NMEA route now
+``battery`` percent?, drain_per_hour?, external?
+``storage`` free_bytes              the disk has this many bytes free (shrinking as the device
+                                    writes); ``null``: the real disk again
+``clock_jump`` seconds              the wall clock steps (monotonic time does not)
+``network`` up                      the uploader's MQTT connection drops (the broker sends the
+                                    device's will: the store sees it offline) or comes back
+``panel`` door | key                what the room panel would say (``door``: open/closed,
+                                    ``key``: start/stop), without the broker
+``status``                          the recorder's status, the simulated hardware and the backlog
+
+Example::
+
+    with ControlClient(Path("/tmp/bwc.sock")) as c:
+        c.send({"cmd": "press"})
+        c.send({"cmd": "battery", "percent": 10, "drain_per_hour": 3600})
+        print(c.send({"cmd": "status"})["status"]["sim"]["battery"])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+from agent.session import Category, MarkerType
+from device.camera import Camera, SimCamera
+from device.clock import Clock, JumpingClock
+from device.controls import MARKER_PRESS, RECORD_HOLD, RECORD_PRESS
+from device.gnss import GnssSwitch, NmeaReplay
+from device.microphone import Microphone, SimMicrophone
+from device.power import SimBattery
+from device.storage import DiskStorage, Storage, Usage
+
+if TYPE_CHECKING:
+    from agent.recorder import Recorder
+    from agent.sync import Uploader
+
+log = logging.getLogger(__name__)
+
+MAX_LINE = 64 * 1024  # a command is small; a longer line is refused, not buffered
+REPLY_TIMEOUT = 5.0  # seconds the recording thread has to carry a command out
+MAX_SOCKET_PATH = 100  # AF_UNIX paths are limited to 107 bytes on Linux
+
+
+class ControlError(ValueError):
+    """A command that cannot be understood or carried out; its text is the reply's error."""
+
+
+# -- the commands --------------------------------------------------------------------------
+
+
+class _Cmd(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Press(_Cmd):
+    cmd: Literal["press"]
+
+
+class Hold(_Cmd):
+    cmd: Literal["hold"]
+
+
+class Close(_Cmd):
+    cmd: Literal["close"]
+
+
+class Marker(_Cmd):
+    cmd: Literal["marker"]
+    type: MarkerType | None = None  # None: the marker button (its configured type)
+    note: str = Field("", max_length=200)
+
+
+class Open(_Cmd):
+    cmd: Literal["open"]
+    category: Category | None = None
+    badges: list[str] | None = None
+
+
+class Explain(_Cmd):
+    cmd: Literal["explain"]
+
+
+class Pause(_Cmd):
+    cmd: Literal["pause"]
+    reason: str = Field("", max_length=200)
+
+
+class Resume(_Cmd):
+    cmd: Literal["resume"]
+
+
+class CameraCmd(_Cmd):
+    cmd: Literal["camera"]
+    track: str | None = None  # None: every camera
+    ok: bool
+
+
+class MicrophoneCmd(_Cmd):
+    cmd: Literal["microphone"]
+    ok: bool
+
+
+class GpsCmd(_Cmd):
+    cmd: Literal["gps"]
+    ok: bool
+
+
+class Walk(_Cmd):
+    cmd: Literal["walk"]
+    route: str = Field(min_length=1, description="an NMEA 0183 file on the device's machine")
+    loop: bool = False
+
+
+class BatteryCmd(_Cmd):
+    cmd: Literal["battery"]
+    percent: float | None = Field(None, ge=0, le=100)
+    drain_per_hour: float | None = Field(None, ge=0, description="percent per hour")
+    external: bool | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> BatteryCmd:
+        if self.percent is None and self.drain_per_hour is None and self.external is None:
+            raise ValueError("give percent, drain_per_hour or external")
+        return self
+
+
+class StorageCmd(_Cmd):
+    cmd: Literal["storage"]
+    free_bytes: int | None = Field(ge=0)
+
+
+class ClockJump(_Cmd):
+    cmd: Literal["clock_jump"]
+    seconds: float
+
+
+class NetworkCmd(_Cmd):
+    cmd: Literal["network"]
+    up: bool
+
+
+class PanelCmd(_Cmd):
+    cmd: Literal["panel"]
+    door: Literal["open", "closed"] | None = None
+    key: Literal["start", "stop"] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> PanelCmd:
+        if (self.door is None) == (self.key is None):
+            raise ValueError("give exactly one of door (open/closed) or key (start/stop)")
+        return self
+
+
+class Status(_Cmd):
+    cmd: Literal["status"]
+
+
+Command = Annotated[
+    Press
+    | Hold
+    | Close
+    | Marker
+    | Open
+    | Explain
+    | Pause
+    | Resume
+    | CameraCmd
+    | MicrophoneCmd
+    | GpsCmd
+    | Walk
+    | BatteryCmd
+    | StorageCmd
+    | ClockJump
+    | NetworkCmd
+    | PanelCmd
+    | Status,
+    Field(discriminator="cmd"),
+]
+_ADAPTER: TypeAdapter[Command] = TypeAdapter(Command)
+COMMANDS = (
+    "press",
+    "hold",
+    "close",
+    "marker",
+    "open",
+    "explain",
+    "pause",
+    "resume",
+    "camera",
+    "microphone",
+    "gps",
+    "walk",
+    "battery",
+    "storage",
+    "clock_jump",
+    "network",
+    "panel",
+    "status",
+)
+
+
+def parse_command(line: bytes | str | Mapping[str, Any]) -> Command:
+    """One command from a JSON line (or an already decoded object); ControlError says what
+    is wrong in one line."""
+    if isinstance(line, bytes | str):
+        try:
+            obj = json.loads(line)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ControlError(f"not JSON: {e}") from None
+    else:
+        obj = dict(line)
+    if not isinstance(obj, dict):
+        raise ControlError('expected a JSON object such as {"cmd": "status"}')
+    name = obj.get("cmd")
+    if not isinstance(name, str):
+        raise ControlError(f'no "cmd" field; one of: {", ".join(COMMANDS)}')
+    if name not in COMMANDS:
+        raise ControlError(f"unknown command {name[:40]!r}; one of: {', '.join(COMMANDS)}")
+    try:
+        return _ADAPTER.validate_python(obj)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            where = ".".join(str(p) for p in err["loc"][1:])  # [0] is the tag
+            problems.append(f"{where}: {err['msg']}" if where else str(err["msg"]))
+        raise ControlError(f"{name}: {'; '.join(problems)}") from None
+
+
+# -- the simulated hardware a tester can break ----------------------------------------------
+
+
+class ControlledStorage:
+    """The real volume, unless a tester filled it: then ``free_bytes`` were free at that
+    moment, and what the device writes after comes off them."""
+
+    def __init__(self, inner: Storage, root: Path) -> None:
+        self.inner = inner
+        self.root = root
+        self.limit: int | None = None
+        self._base = 0
+
+    def fill(self, free_bytes: int | None) -> None:
+        self.limit = free_bytes
+        self._base = _tree_size(self.root)
+
+    def usage(self) -> Usage:
+        u = self.inner.usage()
+        if self.limit is None:
+            return u
+        written = max(0, _tree_size(self.root) - self._base)
+        free = max(0, self.limit - written)
+        return Usage(total=max(u.total, free), free=free)
+
+
+def _tree_size(root: Path) -> int:
+    total = 0
+    for p in root.rglob("*"):
+        with contextlib.suppress(OSError):
+            if p.is_file():
+                total += p.stat().st_size
+    return total
+
+
+class NetworkSwitch:
+    """The uploader's link. Down: its MQTT connection is closed with the will (the broker
+    tells the store the device went offline, as after a real drop) and not reopened until
+    up; the uploader keeps its journal-backed state and resumes where the store says."""
+
+    def __init__(self, uploader: Uploader, up: bool = True) -> None:
+        self.uploader = uploader
+        self.up = up
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """The uploader runs either way (offline, it still keeps the 24-hour count)."""
+        with self._lock:
+            self.uploader.start(connect=self.up)
+
+    def set(self, up: bool) -> None:
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.reasoncodes import ReasonCode
+
+        with self._lock:
+            if up == self.up:
+                return
+            self.up = up
+            client = self.uploader.client
+            if up:
+                self.uploader.connect()
+            else:
+                # reason 4, "disconnect with will message": the broker publishes the will
+                client.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT, identifier=4))
+                client.loop_stop()
+
+    def state(self) -> dict[str, Any]:
+        return {"up": self.up, "connected": self.uploader.connected.is_set()}
+
+
+# -- carrying commands out --------------------------------------------------------------------
+
+
+@dataclass
+class Pending:
+    """A command handed to the recording thread; ``reply`` once it was carried out."""
+
+    cmd: str
+    done: threading.Event = field(default_factory=threading.Event)
+    reply: dict[str, Any] = field(default_factory=dict)
+
+    def finish(self, reply: dict[str, Any]) -> None:
+        self.reply = {"cmd": self.cmd, **reply}
+        self.done.set()
+
+
+@dataclass
+class SimParts:
+    """The recorder and the simulated hardware under it that a tester reaches."""
+
+    recorder: Recorder
+    clock: JumpingClock
+    cameras: Mapping[str, Camera]
+    microphone: Microphone
+    gps: GnssSwitch
+    battery: SimBattery
+    storage: ControlledStorage
+    network: NetworkSwitch | None = None
+    route_clock: Clock | None = None  # what a new route is replayed against
+    failed_cameras: set[str] = field(default_factory=set)
+
+    @staticmethod
+    def attach(
+        recorder: Recorder,
+        clock: Clock,
+        uploader: Uploader | None = None,
+        online: bool = True,
+        battery: float = 100.0,
+    ) -> SimParts:
+        """Put controllable GNSS, battery and storage under ``recorder`` (before it starts)."""
+        if not hasattr(clock, "jump_wall"):
+            raise TypeError("the simulated device's clock must be able to jump")
+        hw = recorder.hw
+        gps = GnssSwitch(hw.gnss)
+        bat = SimBattery(clock, battery, drain_per_hour=0)
+        storage = ControlledStorage(hw.storage or DiskStorage(recorder.root), recorder.root)
+        hw.gnss, hw.battery, hw.storage = gps, bat, storage
+        return SimParts(
+            recorder=recorder,
+            clock=clock,  # type: ignore[arg-type]  # checked above
+            cameras=hw.cameras,
+            microphone=hw.microphone,
+            gps=gps,
+            battery=bat,
+            storage=storage,
+            network=NetworkSwitch(uploader, online) if uploader is not None else None,
+            route_clock=clock,
+        )
+
+    # -- on the caller's thread ----------------------------------------------------------
+
+    def submit(self, cmd: Command) -> Pending:
+        """Hand ``cmd`` to the recording thread (or, for ``network``, do it now); the
+        returned Pending completes once it was carried out."""
+        pending = Pending(cmd.cmd)
+        rec = self.recorder
+        if rec.powered_off:
+            pending.finish({"ok": False, "error": "the device is off"})
+            return pending
+        if isinstance(cmd, NetworkCmd):
+            try:
+                if self.network is None:
+                    raise ControlError("this device does not sync: no network to switch")
+                self.network.set(cmd.up)
+            except ControlError as e:
+                pending.finish({"ok": False, "error": str(e)})
+                return pending
+            rec.post(lambda: self._reply(pending, {}))
+            return pending
+        # Button events are queued as a button would queue them; the reply follows them.
+        # (A room controller has no record button: there ``close`` is the API's close.)
+        for event in [] if rec.room is not None else _button_events(cmd):
+            rec.post(event)
+        if isinstance(cmd, PanelCmd) and rec.room is not None:
+            what, value = ("door", cmd.door) if cmd.door else ("key", cmd.key)
+            rec.room_input(what, str(value).encode())  # as if from the panel, over MQTT
+        rec.post(lambda: self._carry_out(cmd, pending))
+        return pending
+
+    def run(self, cmd: Command, timeout: float = REPLY_TIMEOUT) -> dict[str, Any]:
+        """Submit and wait for the reply (the channel's threads)."""
+        pending = self.submit(cmd)
+        if not pending.done.wait(timeout):
+            state = "off" if self.recorder.powered_off else "not answering"
+            return {"ok": False, "cmd": cmd.cmd, "error": f"the device is {state}"}
+        return pending.reply
+
+    # -- on the recording thread -----------------------------------------------------------
+
+    def _carry_out(self, cmd: Command, pending: Pending) -> None:
+        try:
+            extra = self.apply(cmd) or {}
+        except Exception as e:  # never disturb recording: the tester gets the reason
+            pending.finish({"ok": False, "error": _reason(e), "status": self.status()})
+            return
+        self._reply(pending, extra)
+
+    def _reply(self, pending: Pending, extra: dict[str, Any]) -> None:
+        try:
+            pending.finish({"ok": True, **extra, "status": self.status()})
+        except Exception as e:
+            pending.finish({"ok": False, "error": _reason(e)})
+
+    def apply(self, cmd: Command) -> dict[str, Any] | None:
+        """Carry out one command on the recording thread; raises to refuse it."""
+        rec = self.recorder
+        if rec.room is not None and (
+            isinstance(cmd, Press | Hold | Close) or (isinstance(cmd, Marker) and not cmd.type)
+        ):
+            if not isinstance(cmd, Close):
+                raise ControlError(
+                    "a room controller has no buttons: use open, close or a typed marker"
+                )
+            if rec.session is None:
+                raise ControlError("no session is open")
+            rec.close_session()
+            return None
+        if isinstance(cmd, Press | Hold | Close) or (isinstance(cmd, Marker) and not cmd.type):
+            return None  # queued as button events; they ran just before this
+        if isinstance(cmd, Marker):
+            assert cmd.type is not None
+            return {"seq": rec.mark(cmd.type, cmd.note).seq}
+        if isinstance(cmd, Open):
+            if rec.session is not None:
+                raise ControlError(f"session {rec.session.id} is already open")
+            return {"session": rec.open_session(cmd.category, cmd.badges)}
+        if isinstance(cmd, Explain):
+            if not rec.explain():
+                raise ControlError("no gap is waiting for an explanation")
+        elif isinstance(cmd, Pause):
+            rec.pause(cmd.reason)
+        elif isinstance(cmd, Resume):
+            if not rec.paused:
+                raise ControlError("recording is not paused")
+            rec.resume()
+        elif isinstance(cmd, CameraCmd):
+            for name, cam in self._cameras(cmd.track).items():
+                cam.fail(not cmd.ok)
+                (self.failed_cameras.discard if cmd.ok else self.failed_cameras.add)(name)
+        elif isinstance(cmd, MicrophoneCmd):
+            mic = self.microphone
+            if not isinstance(mic, SimMicrophone):
+                raise ControlError("the microphone is not simulated")
+            mic.fail(not cmd.ok)
+        elif isinstance(cmd, GpsCmd):
+            self.gps.lost = not cmd.ok
+        elif isinstance(cmd, Walk):
+            route = Path(cmd.route)
+            if not route.is_file():
+                raise ControlError(f"route {route}: no such file")
+            self.gps.walk(NmeaReplay(route, self.route_clock or rec.clock, loop=cmd.loop))
+        elif isinstance(cmd, BatteryCmd):
+            self.battery.set(cmd.percent, cmd.external, cmd.drain_per_hour)
+        elif isinstance(cmd, StorageCmd):
+            self.storage.fill(cmd.free_bytes)
+        elif isinstance(cmd, ClockJump):
+            self.clock.jump_wall(cmd.seconds)
+        elif isinstance(cmd, PanelCmd) and rec.room is None:
+            raise ControlError("this device serves no room: no panel")
+        return None  # (a room's panel input was queued just before this)
+
+    def _cameras(self, track: str | None) -> dict[str, SimCamera]:
+        if track is not None and track not in self.cameras:
+            raise ControlError(f"no camera {track!r}; cameras: {', '.join(self.cameras)}")
+        out = {}
+        for name in [track] if track else list(self.cameras):
+            cam = self.cameras[name]
+            if not isinstance(cam, SimCamera):
+                raise ControlError(f"camera {name!r} is not simulated")
+            out[name] = cam
+        return out
+
+    def status(self) -> dict[str, Any]:
+        """The recorder's status and the simulated hardware's (on the recording thread)."""
+        rec = self.recorder
+        usage = self.storage.usage()
+        gnss = self.gps.state()
+        return {
+            **rec.status(),
+            "indicator": rec.indicator,
+            "deadline": rec.sync_deadline,
+            "powered_off": rec.powered_off,
+            "paused": rec.paused,
+            "sim": {
+                "wall": rec.clock.wall(),
+                "battery": round(self.battery.percent(), 3),
+                "drain_per_hour": self.battery.drain_per_hour,
+                "external_power": self.battery.external_power(),
+                "storage_free": usage.free,
+                "storage_filled": self.storage.limit is not None,
+                "gps_fix": gnss.has_fix,
+                "gps_lost": self.gps.lost,
+                "cameras_failed": sorted(self.failed_cameras),
+                "network": self.network.state() if self.network else None,
+            },
+        }
+
+
+def _button_events(cmd: Command) -> list[str]:
+    if isinstance(cmd, Press):
+        return [RECORD_PRESS]
+    if isinstance(cmd, Hold):
+        return [RECORD_HOLD]
+    if isinstance(cmd, Close):
+        return [RECORD_PRESS, RECORD_PRESS]  # press, then confirm within the window
+    if isinstance(cmd, Marker) and cmd.type is None:
+        return [MARKER_PRESS]
+    return []
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e) or type(e).__name__
+    return text if isinstance(e, ControlError) else f"{type(e).__name__}: {text}"
+
+
+def sync_counts(root: Path) -> dict[str, int]:
+    """Segments sealed, receipted, and entries not yet acknowledged, from the device's
+    journal (read-only: the channel's thread never writes it)."""
+    out = {"segments": 0, "receipted": 0, "unacked": 0}
+    try:
+        db = sqlite3.connect(f"file:{root / 'journal.db'}?mode=ro", uri=True, timeout=2)
+    except sqlite3.Error:
+        return out
+    try:
+        out["segments"] = db.execute(
+            "select count(*) from entries where kind = 'segment'"
+        ).fetchone()[0]
+        with contextlib.suppress(sqlite3.Error):
+            out["receipted"] = db.execute("select count(*) from receipts").fetchone()[0]
+            out["unacked"] = db.execute(
+                "select count(*) from entries where seq not in (select seq from sync_acks)"
+            ).fetchone()[0]
+    except sqlite3.Error:
+        pass
+    finally:
+        db.close()
+    return out
+
+
+# -- the channel: a Unix socket speaking JSON lines -------------------------------------------
+
+
+def socket_path_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be a control socket, or None."""
+    if len(os.fsencode(Path(path).absolute())) > MAX_SOCKET_PATH:
+        return (
+            f"control socket path {path} is longer than {MAX_SOCKET_PATH} bytes "
+            "(a Unix socket limit): choose a shorter one"
+        )
+    return None
+
+
+class ControlChannel:
+    """Serves :class:`SimParts` on a Unix socket; one thread per connected client."""
+
+    def __init__(self, path: Path, parts: SimParts, timeout: float = REPLY_TIMEOUT) -> None:
+        if problem := socket_path_problem(path):
+            raise ControlError(problem)
+        self.path = Path(path)
+        self.parts = parts
+        self.timeout = timeout
+        self._sock: socket.socket | None = None
+        self._closed = threading.Event()
+
+    def start(self) -> ControlChannel:
+        """Listen, and bring the network up if the device starts online."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.unlink(missing_ok=True)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(str(self.path))
+        os.chmod(self.path, 0o600)
+        sock.listen(8)
+        self._sock = sock
+        threading.Thread(target=self._accept, name="control", daemon=True).start()
+        if self.parts.network is not None:
+            self.parts.network.start()
+        return self
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+            self._sock.close()
+        self.path.unlink(missing_ok=True)
+
+    def handle(self, line: bytes) -> dict[str, Any]:
+        """One request line → one reply."""
+        try:
+            cmd = parse_command(line)
+        except ControlError as e:
+            return {"ok": False, "error": str(e)}
+        reply = self.parts.run(cmd, self.timeout)
+        if isinstance(cmd, Status) and reply.get("ok"):
+            reply["sync"] = sync_counts(self.parts.recorder.root)
+        return reply
+
+    def _accept(self) -> None:
+        assert self._sock is not None
+        while not self._closed.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rwb") as f:
+            while not self._closed.is_set():
+                try:
+                    line = f.readline(MAX_LINE + 1)
+                except OSError:
+                    return
+                if not line:
+                    return
+                if len(line) > MAX_LINE:
+                    reply: dict[str, Any] = {"ok": False, "error": "line too long"}
+                    _drain_line(f)
+                elif not line.strip():
+                    continue
+                else:
+                    reply = self.handle(line)
+                try:
+                    f.write(json.dumps(reply, ensure_ascii=False, default=str).encode() + b"\n")
+                    f.flush()
+                except OSError:
+                    return
+
+
+def _drain_line(f: Any) -> None:
+    while True:
+        rest = f.readline(MAX_LINE)
+        if not rest or rest.endswith(b"\n"):
+            return
+
+
+class ControlClient:
+    """The tester's end: ``send(command) -> reply``; thread-safe (one request at a time)."""
+
+    def __init__(self, path: Path, connect_timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + connect_timeout
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(str(path))
+                break
+            except OSError as e:
+                sock.close()
+                if time.monotonic() > deadline:
+                    raise ControlError(f"control socket {path}: {e.strerror or e}") from None
+                time.sleep(0.05)
+        self._sock = sock
+        self._file = sock.makefile("rwb")
+        self._lock = threading.Lock()
+
+    def send(
+        self, command: Mapping[str, Any], timeout: float = REPLY_TIMEOUT + 5
+    ) -> dict[str, Any]:
+        line = json.dumps(dict(command), ensure_ascii=False).encode() + b"\n"
+        return self.send_raw(line, timeout)
+
+    def send_raw(self, line: bytes, timeout: float = REPLY_TIMEOUT + 5) -> dict[str, Any]:
+        with self._lock:
+            self._sock.settimeout(timeout)
+            try:
+                self._file.write(line)
+                self._file.flush()
+                answer = self._file.readline()
+            except OSError as e:
+                raise ControlError(f"control channel: {e.strerror or e}") from None
+            if not answer:
+                raise ControlError("control channel closed (the agent stopped)")
+            reply: dict[str, Any] = json.loads(answer)
+            return reply
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._file.close()
+            self._sock.close()
+
+    def __enter__(self) -> ControlClient:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, v: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def serve(
+    path: Path,
+    recorder: Recorder,
+    clock: Clock,
+    uploader: Uploader | None,
+    online: bool = True,
+) -> ControlChannel:
+    """What ``agent run --sim --control PATH`` calls before the recorder starts: the
+    controllable hardware under the recorder and the channel, not yet listening."""
+    return ControlChannel(path, SimParts.attach(recorder, clock, uploader, online))

@@ -1,0 +1,318 @@
+"""The devices of a scenario run, as the runner drives them.
+
+- :class:`ProcessDevice` (real time, the default): a real ``unbroken agent run --sim``
+  process per device, syncing through the real broker to the real store, driven through
+  its control channel (:mod:`simulator.control`); a power cut is SIGKILL.
+- :class:`InProcessDevice` (``--fast``): a :class:`~simulator.device.SimDevice` in the
+  runner's process on a :class:`~device.clock.SimClock` stepped as fast as the encoder
+  goes, driven by the same commands (no network, no processes).
+
+Both keep the device clock's offset from real time by scenario second (``offsets``), so
+that the report can put device-clock readings on the scenario's time axis.
+
+Example::
+
+    dev = ProcessDevice("bwc-1", data, sockets / "bwc-1.sock", logs / "bwc-1.log")
+    dev.boot(t=0.0, offset_hours=0.0, online=True)
+    dev.command({"cmd": "press"})
+    dev.power_cut(t=12.0)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Protocol, cast
+
+from agent.config import DeviceConfig
+from device.clock import SimClock
+from simulator.control import (
+    ControlClient,
+    ControlError,
+    Pending,
+    SimParts,
+    parse_command,
+)
+from simulator.powercut import PROJECT, cut
+
+BOOT_TIMEOUT = 90.0  # seconds an agent process may take to start (20 at once on 2 cores)
+
+
+class DeviceDriver(Protocol):
+    id: str
+    data: Path
+    offset: float  # seconds, now
+    offsets: list[tuple[float, float]]
+    kills: list[tuple[float, float]]
+    online: bool
+
+    @property
+    def running(self) -> bool: ...
+
+    def boot(self, t: float, offset_hours: float | None, online: bool | None) -> None: ...
+
+    def command(self, cmd: dict[str, Any]) -> dict[str, Any]: ...
+
+    def signed_command(self, data: bytes) -> Pending: ...
+
+    def power_cut(self, t: float) -> None: ...
+
+    def power_off(self) -> None: ...
+
+    def note_jump(self, t: float, seconds: float) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _Clocked:
+    id: str
+    offset: float
+    offsets: list[tuple[float, float]]
+
+    def _set_offset(self, t: float, offset: float) -> None:
+        self.offset = offset
+        if self.offsets and abs(self.offsets[-1][1] - offset) < 1e-9:
+            return
+        self.offsets.append((t, offset))
+
+    def note_jump(self, t: float, seconds: float) -> None:
+        self._set_offset(t, self.offset + seconds)
+
+
+class ProcessDevice(_Clocked):
+    """One agent process on simulated hardware, and its control channel."""
+
+    def __init__(self, device_id: str, data: Path, sock: Path, log: Path) -> None:
+        self.id = device_id
+        self.data = data
+        self.sock = sock
+        self.log = log
+        self.offset = 0.0
+        self.offsets: list[tuple[float, float]] = []
+        self.kills: list[tuple[float, float]] = []
+        self.online = True
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.client: ControlClient | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def launch(self, t: float, offset_hours: float | None, online: bool | None) -> None:
+        """Start the agent process (not waiting for it: see :meth:`wait_ready`)."""
+        if self.running:
+            raise ControlError(f"{self.id} is already running")
+        if offset_hours is not None:
+            self._set_offset(t, offset_hours * 3600)
+        elif not self.offsets:
+            self._set_offset(t, 0.0)
+        if online is not None:
+            self.online = online
+        cmd = [
+            sys.executable,
+            "-m",
+            "agent.cli",
+            "agent",
+            "run",
+            "--data",
+            str(self.data),
+            "--sim",
+            "--control",
+            str(self.sock),
+            "--clock-offset",
+            repr(self.offset),
+        ]
+        if not self.online:
+            cmd.append("--offline")
+        env = {**os.environ, "PYTHONPATH": str(PROJECT)}
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, env=env)
+
+    def wait_ready(self, timeout: float = BOOT_TIMEOUT) -> None:
+        """Until the agent says it records (after any recovery); then connect."""
+        proc = self.proc
+        assert proc is not None and proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        line = b""
+        while not line.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([proc.stdout], [], [], max(0.0, left))
+            if not ready:
+                proc.kill()
+                raise ControlError(f"{self.id}: the agent did not start within {timeout:g} s")
+            chunk = os.read(proc.stdout.fileno(), 1)
+            if not chunk:
+                break
+            line += chunk
+        if not line.startswith(b"recording:"):
+            proc.wait(timeout=10)
+            tail = self.log.read_text(errors="replace").strip().splitlines()[-5:]
+            raise ControlError(f"{self.id}: the agent did not start: " + " | ".join(tail))
+        threading.Thread(target=self._drain, args=(proc,), daemon=True).start()
+        self.client = ControlClient(self.sock)
+
+    def _drain(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        with open(self.log, "ab") as log:
+            for line in proc.stdout:
+                log.write(line)
+
+    def boot(self, t: float, offset_hours: float | None, online: bool | None) -> None:
+        self.launch(t, offset_hours, online)
+        self.wait_ready()
+
+    def command(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        client = self.client
+        if client is None or not self.running:
+            return {"ok": False, "cmd": cmd.get("cmd"), "error": f"{self.id} is off"}
+        try:
+            reply = client.send(cmd)
+        except ControlError as e:
+            return {"ok": False, "cmd": cmd.get("cmd"), "error": str(e)}
+        if reply.get("ok") and cmd.get("cmd") == "network":
+            self.online = bool(cmd["up"])
+        return reply
+
+    def signed_command(self, data: bytes) -> Pending:
+        raise NotImplementedError("in real time the case system's commands go over MQTT")
+
+    def power_cut(self, t: float) -> None:
+        """SIGKILL, as a pulled battery: nothing is flushed."""
+        if self.proc is None or not self.running:
+            raise ControlError(f"{self.id} is already off")
+        at = cut(cast("subprocess.Popen[str]", self.proc))  # it only signals and waits
+        self.kills.append((t, at + self.offset))
+        self._disconnect()
+
+    def power_off(self) -> None:
+        """SIGTERM: the agent closes an open session and shuts down cleanly."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._disconnect()
+
+    def _disconnect(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+    def close(self) -> None:
+        self.power_off()
+
+
+class InProcessDevice(_Clocked):
+    """A SimDevice stepped by the runner on simulated time (``--fast``)."""
+
+    def __init__(self, device_id: str, data: Path, config: DeviceConfig, wall0: float) -> None:
+        from simulator.device import SimDevice
+
+        self.id = device_id
+        self.data = data
+        self.config = config
+        self.wall0 = wall0
+        self.offset = 0.0
+        self.offsets: list[tuple[float, float]] = []
+        self.kills: list[tuple[float, float]] = []
+        self.online = False
+        self.dev: SimDevice | None = None
+        self.parts: SimParts | None = None
+        self.frames = 0  # frame intervals of scenario time gone by
+        self.pending: list[tuple[Any, Pending]] = []  # (what to tell, reply to come)
+
+    @property
+    def fps(self) -> int:
+        return self.config.recording.fps
+
+    @property
+    def t(self) -> float:
+        return self.frames / self.fps
+
+    @property
+    def running(self) -> bool:
+        return self.dev is not None and not self.dev.recorder.powered_off
+
+    def boot(self, t: float, offset_hours: float | None, online: bool | None) -> None:
+        from simulator.device import SimDevice
+
+        if self.running:
+            raise ControlError(f"{self.id} is already running")
+        self._retire()
+        if offset_hours is not None:
+            self._set_offset(t, offset_hours * 3600)
+        elif not self.offsets:
+            self._set_offset(t, 0.0)
+        clock = SimClock(wall_start=self.wall0 + self.offset + t)
+        dev = SimDevice(self.data, self.config, clock=clock)
+        self.parts = SimParts.attach(dev.recorder, clock)
+        dev.start()
+        self.dev = dev
+
+    def advance_to(self, t: float) -> None:
+        """Record (or, switched off, let time pass) up to scenario second ``t``."""
+        target = round(t * self.fps)
+        n = target - self.frames
+        if n <= 0:
+            return
+        if self.dev is not None:
+            self.dev.run(n / self.fps)  # steps n frames; a dead device's clock just moves
+        self.frames = target
+
+    def command(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        """Queued for the device's next frame; the reply arrives with it (:meth:`settled`)."""
+        if self.parts is None or not self.running:
+            return {"ok": False, "cmd": cmd.get("cmd"), "error": f"{self.id} is off"}
+        try:
+            parsed = parse_command(cmd)
+        except ControlError as e:
+            return {"ok": False, "cmd": cmd.get("cmd"), "error": str(e)}
+        if parsed.cmd == "status":  # the runner's thread is the recording thread here
+            return {"ok": True, "cmd": "status", "status": self.parts.status()}
+        pending = self.parts.submit(parsed)
+        self.pending.append((cmd, pending))
+        return {"ok": True, "cmd": parsed.cmd, "queued": True, "pending": pending}
+
+    def signed_command(self, data: bytes) -> Pending:
+        """An agency-signed command, applied at the next frame as if it came over MQTT."""
+        if self.dev is None or self.parts is None or not self.running:
+            raise ControlError(f"{self.id} is off")
+        rec, parts = self.dev.recorder, self.parts
+        pending = Pending("signed command")
+
+        def apply() -> None:
+            entry = rec.apply_command(data)  # refusals are logged, never raised
+            reply = {"ok": entry is not None, "status": parts.status()}
+            pending.finish(reply if entry else {**reply, "error": rec.last_error or "refused"})
+
+        rec.post(apply)
+        return pending
+
+    def power_cut(self, t: float) -> None:
+        raise ControlError("a power cut needs real time (an agent process to kill)")
+
+    def power_off(self) -> None:
+        if self.dev is not None:
+            self.dev.stop()
+
+    def _retire(self) -> None:
+        if self.dev is not None:
+            with contextlib.suppress(Exception):
+                self.dev.stop()
+            self.dev = None
+
+    def close(self) -> None:
+        self._retire()
