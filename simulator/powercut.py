@@ -27,29 +27,16 @@ class AgentStartError(RuntimeError):
     pass
 
 
+def agent_command(data: Path, *options: str) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of ``unbroken agent run --sim`` on ``data``."""
+    cmd = [sys.executable, "-m", "agent.cli", "agent", "run", "--data", str(data), "--sim"]
+    return [*cmd, *options], {**os.environ, "PYTHONPATH": str(PROJECT)}
+
+
 def start_agent(data: Path, config: Path) -> subprocess.Popen[str]:
     """Start the agent; return once it says it is recording (after any recovery)."""
-    env = {**os.environ, "PYTHONPATH": str(PROJECT)}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "agent.cli",
-            "agent",
-            "run",
-            "--data",
-            str(data),
-            "--sim",
-            "--open",
-            "--no-sync",
-            "--config",
-            str(config),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    cmd, env = agent_command(data, "--open", "--no-sync", "--config", str(config))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     assert proc.stdout
     line = proc.stdout.readline()
     if not line.startswith("recording: recording"):

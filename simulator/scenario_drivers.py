@@ -25,7 +25,6 @@ import os
 import select
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -40,7 +39,7 @@ from simulator.control import (
     SimParts,
     parse_command,
 )
-from simulator.powercut import PROJECT, cut
+from simulator.powercut import agent_command, cut
 
 BOOT_TIMEOUT = 90.0  # seconds an agent process may take to start (20 at once on 2 cores)
 
@@ -116,23 +115,8 @@ class ProcessDevice(_Clocked):
             self._set_offset(t, 0.0)
         if online is not None:
             self.online = online
-        cmd = [
-            sys.executable,
-            "-m",
-            "agent.cli",
-            "agent",
-            "run",
-            "--data",
-            str(self.data),
-            "--sim",
-            "--control",
-            str(self.sock),
-            "--clock-offset",
-            repr(self.offset),
-        ]
-        if not self.online:
-            cmd.append("--offline")
-        env = {**os.environ, "PYTHONPATH": str(PROJECT)}
+        options = ["--control", str(self.sock), "--clock-offset", repr(self.offset)]
+        cmd, env = agent_command(self.data, *options, *([] if self.online else ["--offline"]))
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, env=env)

@@ -7,40 +7,13 @@
 //
 // Prints one line per step; exits non-zero (with the reason) on the first failure.
 // Screenshots: OUTDIR/room-recording.png, OUTDIR/room.png.
-import {createHash} from "node:crypto";
 import {join} from "node:path";
-import {chromium} from "playwright-core";
+import {args, launch, open, sha, step, STEP_MS} from "./common.mjs";
 
-const [url, outdir] = process.argv.slice(2);
-if (!url || !outdir) {
-  console.error("usage: node room.mjs URL OUTDIR");
-  process.exit(2);
-}
-const STEP_MS = 15000;
-
-const step = (what) => console.log(`step: ${what}`);
-const sha = (buf) => createHash("sha256").update(buf).digest("hex").slice(0, 16);
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  // The machine's network is closed: no background connections, no sandbox as root.
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-});
+const {url, outdir} = args("room.mjs");
+const browser = await launch();
 try {
-  const page = await browser.newPage({viewport: {width: 1100, height: 1000}});
-  page.on("pageerror", (err) => console.log(`page error: ${err}`));
-  page.on("console", (msg) => {
-    if (msg.type() === "error" || msg.type() === "warning") console.log(`console: ${msg.text()}`);
-  });
-  await page.goto(url);
+  const page = await open(browser, url);
 
   const card = page.locator("section.card.room[data-device]").first();
   await card.waitFor({timeout: STEP_MS});
