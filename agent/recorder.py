@@ -300,6 +300,12 @@ class Recorder:
             raise SessionError(f"{cmd.command}: this device serves no room")
         opening = cmd.command == "session_open"
         actions = self.room.command(opening)
+        for refused in (a for a in actions if isinstance(a, Refused)):
+            raise SessionError(refused.why)
+        try:
+            category = Category(args.category) if args.category else None
+        except ValueError:
+            raise SessionError(f"unknown category {args.category!r}") from None
         facts = {
             "case": args.case,
             "person": args.person,
@@ -310,11 +316,9 @@ class Recorder:
                 self.badges = list(args.badges)
             if self.session is not None:  # opened at the panel: the case system names it
                 return self._seal("event", {"type": "case", **facts}, self.session.id)
-            if args.category:
-                facts["category"] = Category(args.category).value
         elif self.session is None:
             raise SessionError(f"session_close for case {args.case}: no session is open")
-        return self._room_act(actions, facts, Category(args.category) if args.category else None)
+        return self._room_act(actions, facts, category)
 
     def _room_act(
         self,
