@@ -167,7 +167,9 @@ class ProcessDevice(_Clocked):
         return reply
 
     def signed_command(self, data: bytes) -> Pending:
-        raise NotImplementedError("in real time the case system's commands go over MQTT")
+        """Not this way: an agent process gets the case system's commands over MQTT, from
+        the scenario's site (the in-process driver takes them here)."""
+        raise ControlError(f"{self.id}: send signed commands through the broker")
 
     def power_cut(self, t: float) -> None:
         """SIGKILL, as a pulled battery: nothing is flushed."""
