@@ -241,6 +241,6 @@ def run(tmp: Path, line: Line) -> None:
         dev.run(30)
         dev.recorder.close_session()
         dev.stop()
-        throughput(site, line, source)
+        throughput(site, line, source, backlog_mb=200)  # long enough to measure the rate
         latency(site, line)
         fleet(site, line, source, devices, backlog)
