@@ -13,9 +13,10 @@ import nacl.signing
 import numpy as np
 import pytest
 
-from agent.config import DeviceConfig, PictureInPicture, Recording, Room
+from agent.config import DeviceConfig, PictureInPicture, Recording, Room, device_config
 from agent.evidence_dir import load_chain, verify_dir
 from agent.room import Close, Open, Prompt, Refused, RoomTriggers, compose_pip, panel_state
+from device.clock import SimClock
 from evidence.receipt import check_receipt
 from evidence.seal import Entry
 from provisioning.commands import make_command
@@ -397,3 +398,25 @@ def test_case_system_from_the_command_line(
     body = ["provision", "open-session", "--agency", agency, "--device", "bwc-0042"]
     assert main([*body, "--case", "C-10", "--out", str(tmp_path / "x.cmd")]) == 2
     assert "body recorder" in capsys.readouterr().err
+
+
+def test_a_room_that_takes_no_commands_refuses_the_case_system(tmp_path: Path) -> None:
+    """Triggers key and door only: a genuine session_open is refused and changes nothing
+    (no session, the officers on the watermark stay as they were)."""
+    with LocalSite(tmp_path / "site") as site:
+        settings = {"recording": SMALL, "room": {"triggers": ["key", "door"]}}
+        data = site.provision_device("room-0102", settings=settings, room="102")
+        dev = SimDevice(data, device_config(data), clock=SimClock(wall_start=time.time()))
+        dev.start()
+        try:
+            dev.run(0.5)
+            before = list(dev.recorder.badges)
+            cmd = site.session_command("room-0102", "session_open", case="D-1", badges=["1"])
+            assert dev.recorder.apply_command(cmd) is None
+            assert "not a trigger in this room" in str(dev.recorder.last_error)
+            assert dev.recorder.session is None and dev.recorder.badges == before
+            dev.recorder.room_input("key", b"start")  # the key still works
+            dev.run(0.2)
+            assert dev.recorder.session is not None
+        finally:
+            dev.stop()
