@@ -15,6 +15,7 @@ Example ``device.toml``::
 
 from __future__ import annotations
 
+import json
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -268,27 +269,16 @@ def device_config(root: Path, explicit: Path | None = None) -> DeviceConfig:
     else:
         installed = root / DEVICE_TOML
         config = load_config(installed) if installed.exists() else DeviceConfig()
-    if config.room is None and _role(root) == "room_controller":
+    from agent.identity import load_identity  # (identity → evidence_dir → media → config)
+
+    identity = load_identity(root)
+    if config.room is None and identity and identity.role == "room_controller":
         config = config.model_copy(update={"room": Room()})  # a room records every camera
     return config
 
 
-def _role(root: Path) -> str | None:
-    import json
-
-    from agent.identity import IDENTITY
-
-    try:
-        role = json.loads((root / IDENTITY).read_text(encoding="utf-8")).get("role")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return role if isinstance(role, str) else None
-
-
 def _assignment(root: Path) -> dict[str, object]:
     """The last agency-signed assignment applied on this device ({} if none)."""
-    import json
-
     path = root / ASSIGNMENT
     if not path.exists():
         return {}

@@ -156,6 +156,7 @@ class Recorder:
         cameras = config.room.cameras if config.room else [MAIN_TRACK]
         if sorted(hardware.cameras) != sorted(cameras):
             raise ValueError(f"cameras {sorted(hardware.cameras)} do not match tracks {cameras}")
+        self._feeds = {name: _fed_by(config, name) for name in cameras}  # camera -> tracks
         font = find_font(config.watermark.font)
         self.watermarks = {t: Watermark(rec.width, rec.height, font) for t in self.tracks}
         self.room = (
@@ -250,6 +251,8 @@ class Recorder:
             cmd = checked_command(self.root, self.journal, data, now)
             if isinstance(cmd.args, SessionArgs):
                 entry = self._case_command(cmd, cmd.args)
+                if entry is not None:
+                    remember_command(self.journal, cmd, entry.seq, now)
             else:
                 entry = apply_assignment(
                     self.root,
@@ -264,8 +267,6 @@ class Recorder:
         except (ProvisionError, SessionError) as e:
             self._error(f"command refused: {e}")
             return None
-        if entry is not None:
-            remember_command(self.journal, cmd, entry.seq, now)
         return entry
 
     # -- the interview room ------------------------------------------------------------
@@ -390,9 +391,9 @@ class Recorder:
         for name, camera in self.hw.cameras.items():
             try:
                 frames[name] = camera.read()
-                self._clear("camera", self._fed_by(name))
+                self._clear("camera", self._feeds[name])
             except CameraError as e:
-                self._fault("camera", ["video"], str(e), tracks=self._fed_by(name))
+                self._fault("camera", ["video"], str(e), tracks=self._feeds[name])
                 frames[name] = VideoFrame(self._black.copy(), now, -1)
                 faults[name] = "  CAMERA FAULT"
         frame = next(iter(frames.values()))  # its capture time stands for all tracks
@@ -466,16 +467,6 @@ class Recorder:
             self.watermarks[track].apply(image, text + faults.get(track, ""))
         self.pictures = images
         return images
-
-    def _fed_by(self, camera: str) -> tuple[str, ...]:
-        """The tracks a camera feeds: itself, and the composite it is part of. A body
-        recorder's one camera feeds everything: its interruptions name no track."""
-        room = self.config.room
-        if room is None:
-            return ()
-        if room.pip and camera in (room.pip.main, room.pip.inset):
-            return (camera, room.pip.track)
-        return (camera,)
 
     def pause(self, reason: str = "") -> None:
         """The officer stops recording while the session stays open: an interruption
@@ -1030,6 +1021,17 @@ def _hold_lock(root: Path) -> int:
         os.close(fd)
         raise RecorderBusy(f"{root} is in use by another agent process") from None
     return fd
+
+
+def _fed_by(config: DeviceConfig, camera: str) -> tuple[str, ...]:
+    """The tracks a camera feeds: itself, and the composite it is part of. A body
+    recorder's one camera feeds everything: its interruptions name no track."""
+    room = config.room
+    if room is None:
+        return ()
+    if room.pip and camera in (room.pip.main, room.pip.inset):
+        return (camera, room.pip.track)
+    return (camera,)
 
 
 def _location_summary(seg: _Segment) -> dict[str, Any]:
