@@ -19,10 +19,10 @@ from pathlib import Path
 
 from agent import enrolment
 from agent.evidence_dir import EvidenceDirError, read_public_key
+from common import pki
+from common.cli import user_errors
+from evidence.names import ProvisionError, iso
 from evidence.seal import key_id
-from provisioning import pki
-from provisioning.cli import user_errors
-from provisioning.common import ProvisionError, iso
 
 
 def _read(path: Path, what: str) -> bytes:

@@ -39,26 +39,20 @@ import nacl.signing
 import tomli_w
 
 from agent.config import ASSIGNMENT, DEVICE_TOML
-from agent.evidence_dir import (
-    CHAIN,
-    KEYS,
-    PRIVATE,
-    PUBKEY,
-    EvidenceDirError,
-    read_public_key,
-    write_atomic,
-)
-from agent.identity import Identity, Role, default_device_id, load_identity, save_identity
+from agent.evidence_dir import CHAIN, KEYS, PRIVATE, PUBKEY, EvidenceDirError, read_public_key
+from agent.identity import load_identity, save_identity
 from agent.journal import Journal
 from agent.keys import load_or_create_key
 from agent.sync import Link
+from common import pki
+from common.bundle import DeviceFacts, check_bundle
+from common.commands import SESSION_COMMANDS, AssignmentArgs, Command, check_command
+from common.files import write_atomic
+from common.identity import Identity, Role, default_device_id
+from common.requests import make_request, make_rotation_request
 from device.clock import Clock, SystemClock
+from evidence.names import ProvisionError, check_device_id, iso
 from evidence.seal import Entry, Moment, Sealer, key_id
-from provisioning import pki
-from provisioning.bundle import DeviceFacts, check_bundle
-from provisioning.commands import SESSION_COMMANDS, AssignmentArgs, Command, check_command
-from provisioning.common import ProvisionError, check_device_id, iso
-from provisioning.requests import make_request, make_rotation_request
 
 PROVISION = "provision"
 TLS_KEY = "tls.key"

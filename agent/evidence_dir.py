@@ -12,7 +12,6 @@ Layout (see docs/evidence-format.md)::
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import nacl.exceptions
@@ -55,27 +54,6 @@ def read_public_key(path: Path) -> nacl.signing.VerifyKey:
         raise EvidenceDirError(f"{path}: public key file not found") from None
     except (ValueError, UnicodeDecodeError, nacl.exceptions.CryptoError):
         raise EvidenceDirError(f"{path}: not an Ed25519 public key (64 hex digits)") from None
-
-
-def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write via a temporary file, fsync, rename, fsync the directory: never half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def load_chain(root: Path) -> list[tuple[str, Entry | SealError]]:

@@ -7,30 +7,16 @@ the device under this id and issues its TLS certificate with the id as subject.
 
 from __future__ import annotations
 
-import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Literal
 
 import nacl.signing
 
-from agent.evidence_dir import write_atomic
+from common.files import write_atomic
+from common.identity import Identity, default_device_id
 
 IDENTITY = "identity.json"
-Role = Literal["body_recorder", "room_controller"]
-
-
-@dataclass(frozen=True)
-class Identity:
-    device_id: str
-    role: Role = "body_recorder"
-    model: str = "unbroken-sim"
-
-
-def default_device_id(key: nacl.signing.VerifyKey, role: Role = "body_recorder") -> str:
-    prefix = "bwc" if role == "body_recorder" else "room"
-    return f"{prefix}-{hashlib.sha256(bytes(key)).hexdigest()[:8]}"
 
 
 def load_identity(root: Path) -> Identity | None:

@@ -16,7 +16,8 @@ from typing import Any
 
 import sqlite_utils
 
-from agent.evidence_dir import CHAIN, entry_name, load_chain, write_atomic
+from agent.evidence_dir import CHAIN, entry_name, load_chain
+from common.files import write_atomic
 from evidence.seal import Entry
 
 

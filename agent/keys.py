@@ -12,7 +12,8 @@ from pathlib import Path
 import nacl.encoding
 import nacl.signing
 
-from agent.evidence_dir import PRIVATE, PUBKEY, write_atomic
+from agent.evidence_dir import PRIVATE, PUBKEY
+from common.files import write_atomic
 
 
 def load_or_create_key(root: Path) -> nacl.signing.SigningKey:

@@ -26,7 +26,7 @@ from typing import Any
 import av
 import numpy as np
 
-from agent.config import Recording
+from common.settings import Recording
 from device.camera import Image
 from device.microphone import Samples
 from evidence.verify import MediaFacts

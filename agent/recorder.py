@@ -39,7 +39,7 @@ from typing import Any
 import av
 import numpy as np
 
-from agent.config import MAIN_TRACK, DeviceConfig, assigned_badges, assigned_room
+from agent.config import assigned_badges, assigned_room
 from agent.enrolment import (
     LOCK,
     apply_assignment,
@@ -47,7 +47,7 @@ from agent.enrolment import (
     finish_rotation,
     remember_command,
 )
-from agent.evidence_dir import PRIVATE, SEGMENTS, SPOOL, fsync_dir, segment_name
+from agent.evidence_dir import PRIVATE, SEGMENTS, SPOOL, segment_name
 from agent.identity import load_or_create_identity
 from agent.interruptions import InterruptionTracker, Started, _Pending, fault_key
 from agent.journal import Journal
@@ -64,8 +64,11 @@ from agent.room import (
     compose_pip,
     panel_state,
 )
-from agent.session import Action, Category, MarkerType, SessionError, SessionMachine, State
+from agent.session import Action, MarkerType, SessionError, SessionMachine, State
 from agent.watermark import Watermark, find_font, watermark_text
+from common.commands import Command, SessionArgs
+from common.files import fsync_dir
+from common.settings import MAIN_TRACK, Category, DeviceConfig
 from device.camera import Camera, CameraError, VideoFrame
 from device.clock import Clock
 from device.controls import MARKER_PRESS, RECORD_HOLD, RECORD_PRESS
@@ -73,9 +76,8 @@ from device.gnss import Gnss, GnssState
 from device.microphone import Microphone, MicrophoneError
 from device.power import Battery
 from device.storage import Storage
+from evidence.names import ProvisionError
 from evidence.seal import Entry, Moment, Sealer
-from provisioning.commands import Command, SessionArgs
-from provisioning.common import ProvisionError
 
 log = logging.getLogger(__name__)
 

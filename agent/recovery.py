@@ -14,7 +14,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from agent.evidence_dir import write_atomic
+from common.files import write_atomic
 
 
 def sidecar(path: Path) -> Path:

@@ -1,9 +1,9 @@
 """``unbroken agent run``: the device process — recorder in real time, plus sync when the
 device is provisioned.
 
-With ``--sim`` it runs on simulated hardware (camera, microphone, GNSS route, battery,
-gpiozero mock pins) against the real clock, which is what the simulator's fleets and the
-power-cut tests start and kill. Without it, it runs on the Pi's hardware.
+The hardware comes from the caller: the device's own (:func:`real_hardware`), or the
+simulator's (``agent run --sim``, :mod:`simulator.process`), which is what the simulator's
+fleets and the power-cut tests start and kill.
 
 SIGTERM or SIGINT stops it cleanly (the open session is closed); SIGKILL is a power cut:
 the next start recovers and resumes the session.
@@ -15,17 +15,18 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
-from agent.config import DeviceConfig
 from agent.recorder import Hardware, Recorder
 from agent.sync import SyncSettings, Uploader
-from device.clock import Clock, OffsetClock, SystemClock
+from common.settings import DeviceConfig
+from device.clock import Clock
 from device.controls import RecordingLamp
-from device.gnss import NmeaReplay
-from device.microphone import SimMicrophone
-from device.power import SimBattery
-from device.storage import DiskStorage
+
+if TYPE_CHECKING:
+    from gpiozero import Factory
 
 log = logging.getLogger(__name__)
 
@@ -34,20 +35,7 @@ class HardwareError(RuntimeError):
     pass
 
 
-def sim_hardware(config: DeviceConfig, root: Path, clock: SystemClock) -> Hardware:
-    from simulator.device import shipped_route, sim_cameras
-
-    rec = config.recording
-    return Hardware(
-        cameras=sim_cameras(config, clock),
-        microphone=SimMicrophone(rec.audio_rate),
-        gnss=NmeaReplay(config.gnss.route or shipped_route(), clock, loop=True),
-        battery=SimBattery(clock, drain_per_hour=0),
-        storage=DiskStorage(root),
-    )
-
-
-def pi_hardware(config: DeviceConfig, root: Path, clock: SystemClock) -> Hardware:
+def real_hardware(config: DeviceConfig, root: Path, clock: Clock) -> Hardware:
     raise HardwareError(
         "real hardware needs a microphone backend, which is not written yet: "
         "run with --sim (the Pi camera, GPIO and gpsd backends exist: device/picamera.py, "
@@ -68,13 +56,19 @@ def show_state(
             uploader.show_on_panel(recorder.panel_state)
 
 
-def room_lamp(config: DeviceConfig, sim: bool) -> RecordingLamp | None:
-    """A room controller's RECORDING lamp (on a mock pin when simulated)."""
+def room_lamp(config: DeviceConfig, pin_factory: Factory | None = None) -> RecordingLamp | None:
+    """A room controller's RECORDING lamp (None for a body recorder)."""
     if config.room is None:
         return None
-    from gpiozero.pins.mock import MockFactory
+    return RecordingLamp(config.room.lamp_pin, pin_factory=pin_factory)
 
-    return RecordingLamp(config.room.lamp_pin, pin_factory=MockFactory() if sim else None)
+
+class Attach(Protocol):
+    """Something started beside the recorder (the simulator's control channel)."""
+
+    def start(self) -> object: ...
+
+    def close(self) -> None: ...
 
 
 def sync_settings(config: DeviceConfig) -> SyncSettings:
@@ -112,38 +106,19 @@ def make_uploader(
 def run_agent(
     root: Path,
     config: DeviceConfig,
-    sim: bool,
+    hardware: Hardware,
+    clock: Clock,
+    lamp: RecordingLamp | None = None,
     open_session: bool = False,
     seconds: float | None = None,
     sync: bool = True,
-    control: Path | None = None,
-    clock_offset: float = 0.0,
-    offline: bool = False,
+    attach: Callable[[Recorder, Uploader | None], Attach] | None = None,
 ) -> int:
-    """``control``: a tester's control channel on this Unix socket (simulator/control.py);
-    ``clock_offset``: the simulated device's wall clock is this many seconds off;
-    ``offline``: start with the network down (the control channel brings it up)."""
-    if not sim and (control is not None or clock_offset or offline):
-        raise HardwareError("--control, --clock-offset and --offline need --sim")
-    if offline and control is None:
-        raise HardwareError("--offline needs --control (to bring the network up)")
-    if control is not None:
-        from simulator.control import socket_path_problem
-
-        if problem := socket_path_problem(control):
-            raise HardwareError(problem)
-    clock = SystemClock()
-    if sim:
-        clock = OffsetClock(clock_offset)
-    hardware = (sim_hardware if sim else pi_hardware)(config, root, clock)
+    """Record in real time on ``hardware`` until stopped. ``attach`` starts something beside
+    the recorder that takes over starting the uploader (the simulator's control channel)."""
     recorder = Recorder(root, config, hardware, clock)
     uploader = make_uploader(root, recorder, config, clock) if sync else None
-    channel = None
-    if control is not None:
-        from simulator.control import serve
-
-        channel = serve(control, recorder, clock, uploader, online=not offline)
-    lamp = room_lamp(config, sim)
+    channel = attach(recorder, uploader) if attach is not None else None
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -36,16 +36,6 @@ class Action(enum.StrEnum):
     CLOSE = "close"
 
 
-class Category(enum.StrEnum):
-    """Enforcement categories of R-Art 2."""
-
-    PENALTY = "penalty"
-    COERCIVE_MEASURE = "coercive_measure"
-    INSPECTION = "inspection"
-    EXPROPRIATION = "expropriation"
-    LICENSING = "licensing"
-
-
 class MarkerType(enum.StrEnum):
     """Acts of R-Art 7-10 that an officer or the case system drops on the timeline."""
 

@@ -37,7 +37,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent.transport import tls_client
+from common.mqtt import tls_client
 from device.clock import Clock
 from evidence import protocol as p
 from evidence.receipt import ReceiptError, check_receipt
@@ -138,7 +138,7 @@ class SyncLedger:
             self.db.execute("insert or replace into sync_refused values (?, ?)", (seq, reason))
 
     def receipt(self, sha256: str, seq: int, data: bytes, now: float) -> None:
-        from agent.evidence_dir import write_atomic
+        from common.files import write_atomic
 
         write_atomic(self.root / RECEIPTS / f"{sha256}.json", data)
         with self.db:

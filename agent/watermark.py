@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from agent.config import Labels
+from common.settings import Labels
 from device.camera import Image as Frame
 from device.gnss import GnssState, format_position
 

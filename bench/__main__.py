@@ -20,11 +20,11 @@ from pathlib import Path
 import nacl.signing
 import numpy as np
 
-from agent.config import DeviceConfig, Recording
 from agent.evidence_dir import load_chain
 from agent.watermark import Watermark, find_font
 from bench import room as room_bench
 from bench import sync as sync_bench
+from common.settings import DeviceConfig, Recording
 from evidence.seal import Entry, Moment, Sealer
 from simulator.device import SimDevice
 
@@ -201,7 +201,7 @@ def peak_rss(tmp: Path) -> None:
         line("peak RSS of recording agent", "not measured", "needs GNU time", "<= 150 MB", False)
         return
     session = ["sim", "session", "--seconds", "20", "--data", str(tmp / "rss")]
-    rss = _max_rss_mb([sys.executable, "-m", "agent.cli", *session])
+    rss = _max_rss_mb([sys.executable, "-m", "unbroken.cli", *session])
     imports = "import agent.recorder, av, numpy"
     base = _max_rss_mb([sys.executable, "-c", imports])
     line(

@@ -19,13 +19,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from agent.config import DeviceConfig, Recording
 from agent.evidence_dir import segment_name
 from agent.identity import load_identity
 from agent.journal import Journal
 from agent.keys import load_or_create_key
 from agent.sync import SyncLedger, SyncSettings
-from agent.transport import tls_client
+from common.mqtt import tls_client
+from common.settings import DeviceConfig, Recording
 from device.clock import SimClock
 from evidence.seal import Moment, Sealer
 from simulator.device import SimDevice

@@ -21,7 +21,7 @@ from typing import Any
 
 from gpiozero import LED, Button, Buzzer
 
-from agent.config import Controls as ControlsConfig
+from common.settings import Controls as ControlsConfig
 
 RECORD_PRESS = "record_press"
 RECORD_HOLD = "record_hold"

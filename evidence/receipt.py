@@ -16,8 +16,8 @@ from typing import Any
 
 import nacl.signing
 
+from evidence import signed
 from evidence.seal import key_id
-from provisioning import signed
 
 
 class ReceiptError(ValueError):

@@ -40,15 +40,15 @@ import tomli_w
 from cryptography import x509
 from pydantic import Field
 
-from agent.evidence_dir import write_atomic
+from common import pki
+from common.bundle import Broker, check_settings, make_bundle
+from common.commands import Command, Name, make_command
+from common.files import write_atomic
+from common.requests import check_request, check_rotation_request
+from evidence.models import Strict, validate
+from evidence.names import SKEW_SECONDS, ProvisionError, check_name, iso
 from evidence.seal import key_id
-from provisioning import pki
-from provisioning.bundle import Broker, check_settings, make_bundle
-from provisioning.commands import Command, Name, make_command
-from provisioning.common import SKEW_SECONDS, ProvisionError, check_name, iso
-from provisioning.models import Strict, validate
 from provisioning.registry import Registry
-from provisioning.requests import check_request, check_rotation_request
 
 CONFIG = "agency.toml"
 PUBLIC = "agency.pub"

@@ -24,9 +24,9 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from provisioning import pki, topics
+from common import pki, topics
+from evidence.names import ProvisionError, iso
 from provisioning.agency import CRL, Agency
-from provisioning.common import ProvisionError, iso
 
 FILES = ("mosquitto.conf", "acl", "ca.pem", "server.pem", "server.key", "crl.pem")
 

@@ -20,36 +20,19 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import time
 import tomllib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
+from common.bundle import Broker
+from common.cli import user_errors
+from common.commands import AssignmentArgs
+from evidence.names import ProvisionError, iso
 from provisioning.agency import Agency, init_agency
 from provisioning.broker import crl_expiry_note, write_broker_config
-from provisioning.bundle import Broker
-from provisioning.commands import AssignmentArgs
-from provisioning.common import ProvisionError, iso
-
-Handler = Callable[[argparse.Namespace], int]
-
-
-def user_errors(fn: Handler) -> Handler:
-    """File-system errors are user errors too: name the file, no traceback."""
-
-    @functools.wraps(fn)
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return fn(args)
-        except OSError as e:
-            where = f"{e.filename}: " if e.filename else ""
-            raise ProvisionError(f"{where}{e.strerror or e}") from None
-
-    return run
 
 
 def parse_broker(value: str) -> Broker:
@@ -204,7 +187,7 @@ def cmd_enroll_store(args: argparse.Namespace) -> int:
 
 @user_errors
 def cmd_officers(args: argparse.Namespace) -> int:
-    from agent.statement import officer_credentials
+    from common.statements import officer_credentials
 
     pins: dict[str, str] = {}
     for item in args.officer:

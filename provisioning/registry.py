@@ -21,13 +21,12 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import nacl.signing
 import sqlite_utils
-
-from store.ingest import RegisteredKey
 
 _SCHEMA: dict[str, tuple[dict[str, Any], str]] = {
     "meta": ({"name": str, "value": int}, "name"),
@@ -294,3 +293,11 @@ class Registry:
 
     def audit_log(self) -> list[dict[str, Any]]:
         return list(self.db.query("select * from audit order by id"))
+
+
+@dataclass(frozen=True)
+class RegisteredKey:
+    key_id: str
+    verify_key: nacl.signing.VerifyKey
+    valid_from: float
+    valid_until: float | None

@@ -66,7 +66,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from agent.session import Category, MarkerType
+from agent.session import MarkerType
+from common.settings import Category
 from device.camera import Camera, SimCamera
 from device.clock import Clock, JumpingClock
 from device.controls import MARKER_PRESS, RECORD_HOLD, RECORD_PRESS

@@ -22,10 +22,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agent import enrolment
-from agent.config import DeviceConfig, Labels, Recording, Watermark
 from agent.evidence_dir import PUBKEY, load_chain, verify_dir
 from agent.session import MarkerType
 from agent.sync import SyncLedger
+from common.settings import DeviceConfig, Labels, Recording, Watermark
 from device.clock import SimClock
 from evidence.receipt import ReceiptError, check_receipt
 from evidence.report import format_report as format_verify

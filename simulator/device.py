@@ -25,10 +25,10 @@ from pathlib import Path
 
 from gpiozero.pins.mock import MockFactory
 
-from agent.config import MAIN_TRACK, DeviceConfig
 from agent.recorder import Hardware, Recorder
 from agent.run import show_state
 from agent.sync import Uploader
+from common.settings import MAIN_TRACK, DeviceConfig
 from device.camera import SimCamera
 from device.clock import Clock, SimClock
 from device.controls import Controls, RecordingLamp

@@ -29,7 +29,7 @@ class AgentStartError(RuntimeError):
 
 def agent_command(data: Path, *options: str) -> tuple[list[str], dict[str, str]]:
     """The command line and environment of ``unbroken agent run --sim`` on ``data``."""
-    cmd = [sys.executable, "-m", "agent.cli", "agent", "run", "--data", str(data), "--sim"]
+    cmd = [sys.executable, "-m", "unbroken.cli", "agent", "run", "--data", str(data), "--sim"]
     return [*cmd, *options], {**os.environ, "PYTHONPATH": str(PROJECT)}
 
 

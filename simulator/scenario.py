@@ -166,7 +166,7 @@ class Runner:
     def _provision(self, site: LocalSite) -> None:
         officers = self.workdir / "officers.json"
         if self.pins:
-            from agent.statement import officer_credentials
+            from common.statements import officer_credentials
 
             officers.write_bytes(officer_credentials(site.agency.signing_key, self.pins))
         for dev in self.fleet.values():
@@ -388,7 +388,7 @@ class Runner:
             return False, f"no unexplained {what} of {device} at the {a.where}"
         attest = [f"--attest={b}:{self.pins[b]}" for b in a.officers]
         creds = str(self.workdir / "officers.json")
-        base = [sys.executable, "-m", "agent.cli"]
+        base = [sys.executable, "-m", "unbroken.cli"]
         if a.where == "device":
             cmd = [*base, "agent", "explain", "--data", str(drv.data), "--credentials", creds]
         else:

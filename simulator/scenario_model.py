@@ -38,8 +38,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from agent.config import ConfigError, DeviceConfig, load_toml
-from agent.session import Category, MarkerType
+from agent.session import MarkerType
+from common.files import ConfigError, load_toml
+from common.settings import Category, DeviceConfig
 from evidence.gaps import CAUSES
 
 _NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
@@ -124,7 +125,7 @@ class DeviceSpec(_Strict):
                 )
             ) from None
         if self.kind == "room" and config.room is None:
-            from agent.config import Room
+            from common.settings import Room
 
             config = config.model_copy(update={"room": Room()})
         return config

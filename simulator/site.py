@@ -31,12 +31,12 @@ from agent.config import device_config
 from agent.identity import load_identity
 from agent.run import make_uploader, sync_settings
 from agent.sync import SyncSettings, Uploader
-from agent.transport import tls_client
+from common import pki
+from common.bundle import Broker
+from common.mqtt import tls_client
 from device.clock import Clock, SimClock
-from provisioning import pki
 from provisioning.agency import Agency, init_agency
 from provisioning.broker import write_broker_config
-from provisioning.bundle import Broker
 from simulator.broker import Mosquitto, free_port
 from store.commands import publish_command
 from store.config import load_store_config
@@ -120,7 +120,7 @@ class LocalSite:
         for config in configs:
             log = open(config.with_suffix(".log"), "ab")  # noqa: SIM115  (the child owns it)
             proc = subprocess.Popen(
-                [sys.executable, "-m", "agent.cli", "store", "run", "--config", str(config)],
+                [sys.executable, "-m", "unbroken.cli", "store", "run", "--config", str(config)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

@@ -67,13 +67,14 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 from PIL import Image
 
-from agent.config import DeviceConfig, Recording, Room, load_config
+from agent.config import load_config
 from agent.recorder import Recorder
 from agent.run import make_uploader, show_state
 from agent.sync import SyncLedger, Uploader
+from common.settings import DeviceConfig, Recording, Room
 from device.clock import SimClock
 from device.gnss import GnssSwitch
-from provisioning.common import ProvisionError
+from evidence.names import ProvisionError
 from simulator.device import SimDevice
 
 if TYPE_CHECKING:

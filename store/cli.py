@@ -49,8 +49,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from agent.cli import CliError
-    from agent.statement import PinCredentials, StatementError, pin_attestations
+    from common.cli import CliError
+    from common.statements import PinCredentials, StatementError, pin_attestations
     from provisioning.agency import Agency
     from store.statements import add_statement
 
@@ -82,8 +82,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    from agent.cli import CliError
-    from provisioning.common import ProvisionError
+    from common.cli import CliError
+    from evidence.names import ProvisionError
     from store.commands import SignedError, send_command
 
     config = load_store_config(args.config)

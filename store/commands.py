@@ -13,9 +13,9 @@ Example::
 
 from __future__ import annotations
 
+from common.commands import Command, check_command
+from evidence.signed import SignedError, parse
 from provisioning.agency import Agency
-from provisioning.commands import Command, check_command
-from provisioning.signed import SignedError, parse
 from store.config import StoreConfig
 
 __all__ = ["SignedError", "publish_command", "send_command"]
@@ -37,7 +37,7 @@ def publish_command(
     config: StoreConfig, device: str, name: str, data: bytes, timeout: float = 10.0
 ) -> None:
     """Publish ``data`` as is on the device's command topic (unchecked: tests send forgeries)."""
-    from agent.transport import tls_client
+    from common.mqtt import tls_client
     from evidence import protocol as topics
 
     b = config.broker

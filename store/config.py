@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.config import load_toml
+from common.files import load_toml
 
 
 class _Strict(BaseModel):

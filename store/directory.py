@@ -10,8 +10,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from provisioning.registry import Registry
-from store.ingest import RegisteredKey
+from provisioning.registry import RegisteredKey, Registry
 
 
 class RegistryDirectory:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
 from typing import Protocol
 
 import nacl.signing
@@ -25,20 +24,13 @@ import nacl.signing
 from evidence import protocol as p
 from evidence.receipt import make_receipt
 from evidence.seal import Entry, SealError, check_signature
+from provisioning.registry import RegisteredKey
 from store.blobs import BlobStore
 from store.db import Database
 
 log = logging.getLogger(__name__)
 
 Reply = tuple[str, bytes]
-
-
-@dataclass(frozen=True)
-class RegisteredKey:
-    key_id: str
-    verify_key: nacl.signing.VerifyKey
-    valid_from: float
-    valid_until: float | None
 
 
 class DeviceDirectory(Protocol):

@@ -19,7 +19,7 @@ from typing import Any
 
 import nacl.signing
 
-from agent.statement import Attestation, CredentialChecker, StatementError, statement_body
+from common.statements import Attestation, CredentialChecker, StatementError, statement_body
 from evidence.seal import Entry, canonical, key_id
 from store.db import Database
 

@@ -16,7 +16,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent.transport import tls_client
+from common.mqtt import tls_client
 from evidence import protocol as p
 from store.blobs import BlobStore
 from store.config import StoreConfig

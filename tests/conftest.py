@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import DeviceConfig, Recording, Session
+from common.settings import DeviceConfig, Recording, Session
 from simulator.session import record_session
 
 

@@ -26,8 +26,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent import enrolment
 from agent.device_cli import add_agent_parser
-from agent.transport import tls_client
-from provisioning import pki
+from common import pki
+from common.mqtt import tls_client
 from provisioning.agency import Agency
 from provisioning.cli import add_provision_parser
 from simulator.broker import Mosquitto, free_port, mosquitto_binary

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import main
+from unbroken.cli import main
 
 
 def test_sim_session_then_verify_as_documented(tmp_path: Path) -> None:
@@ -21,7 +21,7 @@ def test_sim_session_then_verify_as_documented(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "agent.cli",
+            "unbroken.cli",
             "sim",
             "session",
             "--seconds",
@@ -44,7 +44,7 @@ def test_sim_session_then_verify_as_documented(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "agent.cli",
+            "unbroken.cli",
             "verify",
             str(data),
             "--pubkey",

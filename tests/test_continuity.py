@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import main
-from agent.config import Continuity, DeviceConfig, StorageLimits
 from agent.evidence_dir import load_chain, verify_dir
+from common.settings import Continuity, DeviceConfig, StorageLimits
 from device.clock import SimClock
 from evidence.seal import Entry
 from simulator.device import SimDevice
 from tests.conftest import small_config
+from unbroken.cli import main
 
 
 def _device(root: Path, clock: SimClock | None = None, **continuity: object) -> SimDevice:
@@ -178,13 +178,8 @@ def test_battery_shutdown_inside_a_session_resumes_at_next_boot(tmp_path: Path) 
 def test_written_statement_needs_two_distinct_authenticated_officers(tmp_path: Path) -> None:
     import nacl.signing
 
-    from agent.statement import (
-        Attestation,
-        PinCredentials,
-        StatementError,
-        officer_credentials,
-        seal_statement,
-    )
+    from agent.statement import seal_statement
+    from common.statements import Attestation, PinCredentials, StatementError, officer_credentials
     from evidence.seal import Moment
 
     dev = _device(tmp_path / "d")
@@ -256,7 +251,7 @@ def test_officer_stop_inside_a_session_is_a_gap(tmp_path: Path) -> None:
 
 
 def test_gnss_fix_loss_is_an_event_not_a_gap(tmp_path: Path) -> None:
-    from agent.config import Gnss
+    from common.settings import Gnss
     from simulator.device import shipped_route
 
     lines = shipped_route().read_text().splitlines()

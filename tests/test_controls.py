@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from agent.config import Controls as ControlsConfig
 from agent.evidence_dir import load_chain
+from common.settings import Controls as ControlsConfig
 from evidence.seal import Entry
 from simulator.device import SimDevice
 from tests.conftest import small_config

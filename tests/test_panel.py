@@ -33,7 +33,7 @@ from typing import Any
 
 import pytest
 
-from provisioning import pki
+from common import pki
 from tests.test_broker import Broker, Client, Fleet, build_fleet
 
 ROOT = Path(__file__).resolve().parents[1]

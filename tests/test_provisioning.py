@@ -26,16 +26,17 @@ from agent import enrolment
 from agent.config import assigned_badges, device_config
 from agent.device_cli import add_agent_parser
 from agent.evidence_dir import load_chain, verify_dir
-from agent.identity import Identity
+from common import pki
+from common.bundle import Broker, DeviceFacts, check_bundle, make_bundle
+from common.commands import check_command, make_command
+from common.identity import Identity
+from common.requests import check_request, make_request
+from evidence import signed
+from evidence.names import ProvisionError
 from evidence.seal import Entry, Moment, Sealer, canonical, key_id
-from provisioning import pki, signed
 from provisioning.agency import Agency
 from provisioning.broker import render_acl
-from provisioning.bundle import Broker, DeviceFacts, check_bundle, make_bundle
 from provisioning.cli import add_provision_parser
-from provisioning.commands import check_command, make_command
-from provisioning.common import ProvisionError
-from provisioning.requests import check_request, make_request
 from simulator.session import record_session
 from store.blobs import BlobStore
 from store.db import Database

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import av
 
-from agent.cli import main
 from agent.evidence_dir import load_chain, verify_dir
 from evidence.seal import Entry
+from unbroken.cli import main
 
 FPS, SEGMENT, PREBUFFER, SECONDS = 15, 2, 4, 5
 

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import ConfigError, load_config
+from agent.config import load_config
 from agent.evidence_dir import SPOOL, verify_dir
 from agent.media import probe
 from agent.session import SessionError
+from common.files import ConfigError
 from simulator.device import SimDevice
 from tests.conftest import small_config
 

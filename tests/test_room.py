@@ -13,13 +13,14 @@ import nacl.signing
 import numpy as np
 import pytest
 
-from agent.config import DeviceConfig, PictureInPicture, Recording, Room, device_config
+from agent.config import device_config
 from agent.evidence_dir import load_chain, verify_dir
 from agent.room import Close, Open, Prompt, Refused, RoomTriggers, compose_pip, panel_state
+from common.commands import make_command
+from common.settings import DeviceConfig, PictureInPicture, Recording, Room
 from device.clock import SimClock
 from evidence.receipt import check_receipt
 from evidence.seal import Entry
-from provisioning.commands import make_command
 from simulator.device import SimDevice
 from simulator.site import LocalSite
 from tests.test_panel import BOARD, Panel, launch_firmware, umqtt
@@ -380,7 +381,7 @@ def test_case_system_from_the_command_line(
 ) -> None:
     """`provision open-session` signs, `store send` checks and delivers; a command for a
     body recorder is refused at the agency, a tampered file by `store send`."""
-    from agent.cli import main
+    from unbroken.cli import main
 
     rs, rec = room_site, room_site.dev.recorder
     agency, store = str(rs.site.agency.root), str(rs.site.store_config("1"))

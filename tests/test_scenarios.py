@@ -15,15 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import main
-from agent.config import DeviceConfig, Recording
-from simulator.control import (
-    ControlChannel,
-    ControlClient,
-    ControlError,
-    SimParts,
-    parse_command,
-)
+from common.settings import DeviceConfig, Recording
+from simulator.control import ControlChannel, ControlClient, ControlError, SimParts, parse_command
 from simulator.device import SimDevice, shipped_route
 from simulator.scenario import control_command
 from simulator.scenario_facts import (
@@ -38,12 +31,8 @@ from simulator.scenario_facts import (
     check,
     scenario_time,
 )
-from simulator.scenario_model import (
-    Scenario,
-    ScenarioError,
-    load_scenario,
-    needs_real_time,
-)
+from simulator.scenario_model import Scenario, ScenarioError, load_scenario, needs_real_time
+from unbroken.cli import main
 
 SHIPPED = Path(__file__).resolve().parent.parent / "simulator" / "scenarios"
 NAMED = (  # the six the regulation asks for, and power cuts

@@ -16,10 +16,11 @@ from agent.evidence_dir import load_chain
 from evidence import protocol as p
 from evidence.receipt import check_receipt
 from evidence.seal import Entry, Moment, Sealer, key_id
+from provisioning.registry import RegisteredKey
 from simulator.session import record_session
 from store.blobs import BlobStore
 from store.db import Database
-from store.ingest import Ingest, RegisteredKey
+from store.ingest import Ingest
 from store.report import build_report
 from tests.conftest import small_config
 

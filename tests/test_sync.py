@@ -190,7 +190,7 @@ def test_commands_over_mqtt_forged_and_replayed_are_ignored(
 def test_written_statement_added_at_the_agency(
     site: LocalSite, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from agent.cli import main
+    from unbroken.cli import main
 
     site.start_store()
     data = site.provision_device("bwc-0010")

@@ -9,11 +9,11 @@ import nacl.encoding
 import nacl.signing
 import pytest
 
-from agent.cli import main
 from agent.evidence_dir import load_chain, verify_dir
 from evidence.seal import Entry
 from simulator.session import record_session
 from tests.conftest import small_config
+from unbroken.cli import main
 
 
 def _codes(root: Path, pubkey: Path | None = None) -> set[str]:

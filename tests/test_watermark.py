@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import ImageFont
 
-from agent.config import DeviceConfig, Labels
-from agent.config import Watermark as WatermarkConfig
 from agent.media import decode_frames
 from agent.watermark import FontError, Watermark, find_font, watermark_text
+from common.settings import DeviceConfig, Labels
+from common.settings import Watermark as WatermarkConfig
 from device.clock import SimClock
 from device.gnss import GnssState, NmeaReplay
 from simulator.device import SimDevice, shipped_route

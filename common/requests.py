@@ -24,11 +24,12 @@ import nacl.signing
 from cryptography import x509
 from pydantic import Field
 
-from agent.identity import Identity
+from common import pki
+from common.identity import Identity
+from evidence import signed
+from evidence.models import Strict, validate
+from evidence.names import SKEW_SECONDS, ProvisionError, check_device_id, iso
 from evidence.seal import Entry, SealError, canonical, check_signature, key_id
-from provisioning import pki, signed
-from provisioning.common import SKEW_SECONDS, ProvisionError, check_device_id, iso
-from provisioning.models import Strict, validate
 
 Role = Literal["body_recorder", "room_controller"]
 _TEXT = r"^[\x21-\x7e][\x20-\x7e]{0,63}$"  # printable ASCII, no leading space

@@ -17,22 +17,21 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from agent.config import ConfigError, load_config
+from agent.config import load_config
 from agent.device_cli import add_agent_commands
 from agent.evidence_dir import EvidenceDirError, verify_dir
 from agent.recorder import RecorderBusy
-from agent.session import Category, SessionError
+from agent.session import SessionError
 from agent.watermark import FontError
+from common.cli import CliError
+from common.files import ConfigError
+from common.settings import Category
+from evidence.names import ProvisionError
 from evidence.report import format_report
 from provisioning.cli import add_provision_parser
-from provisioning.common import ProvisionError
 from simulator.broker import BrokerError
 from simulator.cli import add_sim_parsers
 from store.cli import add_store_parser
-
-
-class CliError(Exception):
-    """A user error: printed as one line, exit code 2."""
 
 
 def _data_dir(path: Path) -> Path:
@@ -76,20 +75,37 @@ def cmd_sim_session(args: argparse.Namespace) -> int:
 
 def cmd_agent_run(args: argparse.Namespace) -> int:
     from agent.config import device_config
-    from agent.run import HardwareError, run_agent
+    from agent.run import HardwareError, real_hardware, room_lamp, run_agent
+    from device.clock import SystemClock
 
     data = _data_dir(args.data)
     try:
+        config = device_config(data, args.config)
+        if args.sim:
+            from simulator.process import run_simulated_agent
+
+            return run_simulated_agent(
+                data,
+                config,
+                open_session=args.open,
+                seconds=args.seconds,
+                sync=not args.no_sync,
+                control=args.control,
+                clock_offset=args.clock_offset,
+                offline=args.offline,
+            )
+        if args.control is not None or args.clock_offset or args.offline:
+            raise HardwareError("--control, --clock-offset and --offline need --sim")
+        clock = SystemClock()
         return run_agent(
             data,
-            device_config(data, args.config),
-            sim=args.sim,
+            config,
+            real_hardware(config, data, clock),
+            clock,
+            lamp=room_lamp(config),
             open_session=args.open,
             seconds=args.seconds,
             sync=not args.no_sync,
-            control=args.control,
-            clock_offset=args.clock_offset,
-            offline=args.offline,
         )
     except HardwareError as e:
         raise CliError(str(e)) from None
@@ -97,12 +113,8 @@ def cmd_agent_run(args: argparse.Namespace) -> int:
 
 def cmd_agent_explain(args: argparse.Namespace) -> int:
     from agent.evidence_dir import read_public_key
-    from agent.statement import (
-        PinCredentials,
-        StatementError,
-        pin_attestations,
-        seal_statement,
-    )
+    from agent.statement import seal_statement
+    from common.statements import PinCredentials, StatementError, pin_attestations
     from device.clock import SystemClock
     from evidence.seal import Moment
 

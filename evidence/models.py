@@ -6,7 +6,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from provisioning.common import ProvisionError
+from evidence.names import ProvisionError
 
 M = TypeVar("M", bound=BaseModel)
 

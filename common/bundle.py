@@ -25,12 +25,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import Field, ValidationError
 
-from agent.config import DeviceConfig
+from common import pki
+from common.requests import Role
+from common.settings import DeviceConfig
+from evidence import signed
+from evidence.models import Strict, describe, validate
+from evidence.names import ProvisionError
 from evidence.seal import key_id
-from provisioning import pki, signed
-from provisioning.common import ProvisionError
-from provisioning.models import Strict, describe, validate
-from provisioning.requests import Role
 
 
 class Broker(Strict):

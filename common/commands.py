@@ -23,9 +23,9 @@ from typing import Any, Literal
 import nacl.signing
 from pydantic import Field, field_validator, model_validator
 
+from evidence import signed
+from evidence.models import Strict, validate
 from evidence.seal import key_id
-from provisioning import signed
-from provisioning.models import Strict, validate
 
 Name = Literal["assign", "unassign", "session_open", "session_close"]
 SESSION_COMMANDS = ("session_open", "session_close")

@@ -23,8 +23,8 @@ from typing import Any
 import nacl.exceptions
 import nacl.signing
 
+from evidence.names import SKEW_SECONDS, ProvisionError, iso
 from evidence.seal import canonical, key_id
-from provisioning.common import SKEW_SECONDS, ProvisionError, iso
 
 MAX_DOCUMENT = 256 * 1024  # bundles carry two certificates and settings: a few KiB
 

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from provisioning.common import SKEW_SECONDS, ProvisionError, iso
+from evidence.names import SKEW_SECONDS, ProvisionError, iso
 
 Usage = Literal["client", "server"]
 PrivateKey = ec.EllipticCurvePrivateKey

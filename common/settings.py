@@ -1,0 +1,220 @@
+"""Device settings: strict, self-documenting models, read from TOML on the device and checked
+by the agency before it signs them into a bundle.
+
+Unknown keys are errors (a misspelt ``prebufer_seconds`` must not silently fall back to a
+default on evidence equipment). Every field says what it is for.
+
+Example ``device.toml``::
+
+    [recording]
+    prebuffer_seconds = 30
+    segment_seconds = 2
+
+    [watermark.labels]
+    badge = "警号"
+"""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from evidence.models import Strict as _Strict
+from evidence.verify import MAIN_TRACK as MAIN_TRACK
+
+
+class Category(enum.StrEnum):
+    """Enforcement categories of R-Art 2."""
+
+    PENALTY = "penalty"
+    COERCIVE_MEASURE = "coercive_measure"
+    INSPECTION = "inspection"
+    EXPROPRIATION = "expropriation"
+    LICENSING = "licensing"
+
+
+class Recording(_Strict):
+    width: int = Field(1280, ge=64, le=3840, description="Picture width in pixels (even).")
+    height: int = Field(720, ge=64, le=2160, description="Picture height in pixels (even).")
+    fps: int = Field(30, ge=1, le=60, description="Frames per second.")
+    segment_seconds: int = Field(
+        2, ge=1, le=60, description="Length of a sealed segment; a multiple of the keyframe one."
+    )
+    keyframe_seconds: int = Field(1, ge=1, le=10, description="Keyframe (and fragment) interval.")
+    prebuffer_seconds: int = Field(
+        30, ge=0, le=120, description="Footage kept before a session opens, with audio (0: off)."
+    )
+    video_bitrate: int = Field(2_000_000, ge=100_000, description="H.264 target bits per second.")
+    encoder_preset: str = Field("ultrafast", description="x264 preset (software encoder only).")
+    encoder_threads: int = Field(1, ge=0, le=16, description="x264 threads (0: automatic).")
+    audio_rate: int = Field(48000, description="Microphone sample rate in Hz.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Recording:
+        if self.width % 2 or self.height % 2:
+            raise ValueError("width and height must be even for H.264 4:2:0")
+        if self.segment_seconds % self.keyframe_seconds:
+            raise ValueError("segment_seconds must be a multiple of keyframe_seconds")
+        if self.audio_rate % self.fps:
+            raise ValueError("audio_rate must be a multiple of fps (whole samples per frame)")
+        return self
+
+
+class Labels(_Strict):
+    badge: str = Field("BADGE", description="Label before the badge numbers, e.g. 警号.")
+    device: str = Field("DEV", description="Label before the device id, e.g. 设备.")
+    room: str = Field("ROOM", description="Label before an interview room's name, e.g. 审讯室.")
+    no_fix: str = Field("NO FIX", description="Shown instead of a position without a fix.")
+    unsynced: str = Field("CLOCK UNSYNCED", description="Shown when the clock is not synced.")
+
+
+class Watermark(_Strict):
+    font: Path | None = Field(
+        None, description="TrueType/OpenType font with CJK glyphs; None: search the system."
+    )
+    labels: Labels = Labels()
+
+
+class Controls(_Strict):
+    record_pin: int = Field(17, description="BCM pin of the record button (to ground).")
+    marker_pin: int = Field(27, description="BCM pin of the marker button.")
+    record_led_pin: int = Field(22, description="BCM pin of the red recording LED.")
+    buzzer_pin: int = Field(23, description="BCM pin of the buzzer.")
+    hold_seconds: float = Field(2.0, gt=0, description="A press this long closes a session.")
+    confirm_seconds: float = Field(
+        3.0, gt=0, description="A second press within this window confirms a close."
+    )
+    marker_type: str = Field("credential_shown", description="Marker dropped by the marker button.")
+
+
+class Gnss(_Strict):
+    backend: Literal["replay", "gpsd", "none"] = "replay"
+    route: Path | None = Field(None, description="NMEA file to replay; None: the shipped route.")
+    gpsd_host: str = "127.0.0.1"
+    gpsd_port: int = 2947
+
+
+class Session(_Strict):
+    category: Category = Field(Category.INSPECTION, description="Default enforcement category.")
+    badges: list[str] = Field(default_factory=list, description="Officers carrying this device.")
+
+
+class Continuity(_Strict):
+    """How gaps are explained (R-Art 16)."""
+
+    explain_mode: Literal["auto", "button"] = Field(
+        "auto",
+        description="auto: the first explain_seconds after resuming are the spoken "
+        "explanation; button: the officer presses the explain (marker) control first.",
+    )
+    explain_seconds: float = Field(10.0, gt=0, description="Length of the explanation clip.")
+    explain_timeout: float = Field(
+        120.0, gt=0, description="button mode: a gap not explained by then stays unexplained."
+    )
+    clock_jump_seconds: float = Field(
+        2.0, gt=0, description="A wall-clock step larger than this is logged."
+    )
+
+
+class Power(_Strict):
+    critical_percent: float = Field(
+        3.0, ge=0, le=50, description="At or below this the device seals and shuts down."
+    )
+
+
+class StorageLimits(_Strict):
+    warn_fraction: float = Field(0.9, gt=0, le=1, description="Warn when this full.")
+    degrade_fraction: float | None = Field(
+        None, gt=0, le=1, description="From this full, record at degrade_bitrate (None: never)."
+    )
+    degrade_bitrate: int = Field(
+        600_000, ge=100_000, description="H.264 bits per second while degraded."
+    )
+    min_free_bytes: int = Field(
+        64 * 1024 * 1024, ge=0, description="Below this, media is not written (storage_full)."
+    )
+
+
+class Sync(_Strict):
+    chunk_size: int = Field(256 * 1024, ge=1024, le=4 * 1024 * 1024, description="Blob chunk.")
+    bandwidth: int | None = Field(None, ge=1000, description="Upload cap, bytes/s; None: none.")
+    keep_after_receipt_hours: float | None = Field(
+        None, ge=0, description="Delete local media this long after its receipt; None: keep."
+    )
+    warn_hours: tuple[float, float] = Field(
+        (12.0, 20.0), description="Deadline warnings (hours after recording) before 24 h."
+    )
+
+
+TRACK = r"^[a-z][a-z0-9_]{0,15}$"
+
+
+class PictureInPicture(_Strict):
+    """A composite track: the close-up inset into the room view, watermarked."""
+
+    track: str = Field("pip", pattern=TRACK, description="Name of the composite track.")
+    main: str = Field("room", pattern=TRACK, description="Camera track filling the picture.")
+    inset: str = Field("subject", pattern=TRACK, description="Camera track in the inset.")
+    divisor: int = Field(3, ge=2, le=8, description="The inset is 1/divisor of the picture.")
+    corner: Literal["top_left", "top_right", "bottom_left", "bottom_right"] = "bottom_right"
+
+
+class Room(_Strict):
+    """An interview-room controller: several cameras, sessions opened by the case system or
+    the room panel, a RECORDING lamp outside the door (R3)."""
+
+    cameras: list[str] = Field(
+        ["subject", "room"],
+        min_length=2,
+        max_length=6,
+        description="One track per camera, e.g. the person interviewed and the whole room.",
+    )
+    pip: PictureInPicture | None = Field(
+        PictureInPicture(), description="Picture-in-picture composite track (None: none)."
+    )
+    triggers: list[Literal["command", "key", "door"]] = Field(
+        ["command", "key", "door"],
+        description="What opens and closes a session: the case system's signed command, "
+        "the panel's key switch, or the door closing confirmed by the key.",
+    )
+    confirm_seconds: float = Field(
+        60.0, gt=0, description="After the door closes, how long the key has to confirm."
+    )
+    lamp_pin: int = Field(24, description="BCM pin of the RECORDING lamp (if wired here).")
+
+    @model_validator(mode="after")
+    def _tracks(self) -> Room:
+        if len(set(self.cameras)) != len(self.cameras):
+            raise ValueError("camera track names must differ")
+        if self.pip:
+            for t in (self.pip.main, self.pip.inset):
+                if t not in self.cameras:
+                    raise ValueError(f"pip uses track {t!r}, which is not among the cameras")
+            if self.pip.track in self.cameras:
+                raise ValueError(f"pip track {self.pip.track!r} is also a camera track")
+        return self
+
+    @property
+    def tracks(self) -> list[str]:
+        return self.cameras + ([self.pip.track] if self.pip else [])
+
+
+class DeviceConfig(_Strict):
+    recording: Recording = Recording()
+    watermark: Watermark = Watermark()
+    controls: Controls = Controls()
+    gnss: Gnss = Gnss()
+    session: Session = Session()
+    continuity: Continuity = Continuity()
+    power: Power = Power()
+    storage: StorageLimits = StorageLimits()
+    sync: Sync = Sync()
+    room: Room | None = Field(None, description="Set on an interview-room controller.")
+
+    @property
+    def tracks(self) -> list[str]:
+        """The tracks every segment of a session is recorded on."""
+        return self.room.tracks if self.room else [MAIN_TRACK]
