@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -21,6 +22,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    if worker.problem:
+        print(f"store {config.name}: {worker.problem}; retrying", file=sys.stderr, flush=True)
     if not worker.ready.wait(15):
         print(
             f"store {config.name}: waiting for the broker at "

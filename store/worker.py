@@ -16,7 +16,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from common.mqtt import tls_client
+from common.mqtt import probe, refusal_problem, tls_client
 from evidence import protocol as p
 from store.blobs import BlobStore
 from store.config import StoreConfig
@@ -33,21 +33,27 @@ class Worker:
         self.ingest = ingest
         self.ready = threading.Event()
         self.handled = 0
+        self.problem: str | None = None  # why the broker is not reached, while it is not
+        self._quiet = False  # no disconnect warnings while probing or stopping
         b = config.broker
         c = tls_client(config.name, b.ca, b.cert, b.key)
         c.max_inflight_messages_set(64)
         c.reconnect_delay_set(min_delay=1, max_delay=10)
         c.on_connect = self._on_connect
         c.on_message = self._on_message
-        c.on_disconnect = lambda *_a: self.ready.clear()
+        c.on_disconnect = self._on_disconnect
         self.client = c
 
     def _on_connect(
         self, c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Properties | None
     ) -> None:
         if rc.is_failure:
-            log.error("broker refused the store: %s", rc)
+            self.problem = refusal_problem(rc, f"store {self.config.name}")
+            log.error("%s", self.problem)
             return
+        if self.problem:
+            log.warning("connected to the broker")
+        self.problem = None
         c.subscribe(f"$share/{self.config.group}/{p.PREFIX}/d/#", qos=1)
         self.ready.set()
 
@@ -61,11 +67,25 @@ class Worker:
         for topic, payload in replies:
             c.publish(topic, payload, qos=1)
 
-    def start(self) -> None:
-        self.client.connect_async(self.config.broker.host, self.config.broker.port, keepalive=15)
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
+        self.ready.clear()
+        if rc.is_failure and not self._quiet:
+            log.warning("disconnected from the broker: %s; reconnecting", rc)
+
+    def start(self, probe_seconds: float = 10.0) -> None:
+        """The first connection is tried at once, so a wrong certificate, a refusal or an
+        unreachable broker is told now (``problem``); after that paho keeps retrying."""
+        b = self.config.broker
+        self._quiet = True
+        self.problem = probe(self.client, b.host, b.port, 15, probe_seconds)
+        self._quiet = False
+        if self.problem:
+            log.error("%s; retrying", self.problem)
+            self.client.connect_async(b.host, b.port, keepalive=15)
         self.client.loop_start()
 
     def stop(self) -> None:
+        self._quiet = True
         self.client.disconnect()
         self.client.loop_stop()
 
