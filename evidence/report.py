@@ -58,5 +58,12 @@ def format_report(r: Report, source: str) -> str:
         lines.append("")
         for p in unattached:
             lines.append(f"PROBLEM {p.code}: {p.where}: {p.message}")
-    lines += ["", "RESULT: OK" if r.ok else f"RESULT: FAILED ({len(r.problems)} problems)"]
+    lines += [
+        "",
+        "RESULT: OK" if r.ok else f"RESULT: FAILED ({_count(len(r.problems), 'problem')})",
+    ]
     return "\n".join(lines)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

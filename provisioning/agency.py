@@ -119,7 +119,7 @@ class Agency:
         if not path.is_file():
             raise ProvisionError(
                 f"{root} is not an agency directory (no {CONFIG}; create one with "
-                f"`unbroken provision init-agency --dir {root}`)"
+                f"`unbroken provision init-agency --agency {root}`)"
             )
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))

@@ -22,13 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from common.bundle import Broker
-from common.cli import user_errors
+from common.cli import Deprecated, user_errors
 from common.commands import AssignmentArgs
 from evidence.names import ProvisionError, iso
 from provisioning.agency import Agency, init_agency
@@ -65,8 +66,10 @@ def _outbox(agency: Agency, device: str, command: str, now: float) -> Path:
 
 @user_errors
 def cmd_init(args: argparse.Namespace) -> int:
-    agency = init_agency(args.dir, args.name, args.broker, time.time())
-    print(f"agency {agency.config.name!r} created in {args.dir}")
+    if args.agency is None:
+        raise ProvisionError("init-agency needs --agency DIR: the agency directory to create")
+    agency = init_agency(args.agency, args.name, args.broker, time.time())
+    print(f"agency {agency.config.name!r} created in {args.agency}")
     print(f"  agency key {agency.root / 'agency.pub'}; CA {agency.root / 'ca.pem'}")
     print(f"  devices will be told the broker is at {args.broker.host}:{args.broker.port}")
     return 0
@@ -143,9 +146,21 @@ def cmd_session(args: argparse.Namespace) -> int:
 
 @user_errors
 def cmd_revoke(args: argparse.Namespace) -> int:
+    device = args.device
+    if args.subject is not None:
+        if device is not None and device != args.subject:
+            raise ProvisionError(f"revoke names two devices: {args.subject} and {device}")
+        print(
+            "unbroken provision revoke: note: the device as a positional argument is deprecated"
+            f" and will be removed in the next release; use --device {args.subject}",
+            file=sys.stderr,
+        )
+        device = args.subject
+    if device is None:
+        raise ProvisionError("revoke needs --device ID (a device id, panel-ROOM or store-NAME)")
     agency, now = _agency(args), time.time()
-    count = agency.revoke(args.subject, args.reason, now)
-    print(f"revoked {args.subject} at {iso(now)}: {count} certificate(s) in {agency.root}/crl.pem")
+    count = agency.revoke(device, args.reason, now)
+    print(f"revoked {device} at {iso(now)}: {count} certificate(s) in {agency.root}/crl.pem")
     print("  rerun broker-config and reload the broker so that it refuses them")
     return 0
 
@@ -234,7 +249,8 @@ def add_provision_parser(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--agency", type=Path, help="agency directory (default $UNBROKEN_AGENCY)")
 
     q = ps.add_parser("init-agency", help="create the agency keys, CA and registry")
-    q.add_argument("--dir", type=Path, required=True, help="agency directory to create")
+    q.add_argument("--agency", type=Path, help="agency directory to create")
+    q.add_argument("--dir", type=Path, dest="agency", action=Deprecated, new="--agency")
     q.add_argument("--name", default="Unbroken agency", help="agency name (CA subject)")
     q.add_argument(
         "--broker",
@@ -290,7 +306,8 @@ def add_provision_parser(sub: argparse._SubParsersAction) -> None:
         q.set_defaults(func=cmd_session)
 
     q = ps.add_parser("revoke", help="revoke a device (or panel-R, store-N); rewrite the CRL")
-    q.add_argument("subject", help="device id, panel-ROOM or store-NAME")
+    q.add_argument("--device", help="device id, panel-ROOM or store-NAME")
+    q.add_argument("subject", nargs="?", help=argparse.SUPPRESS)  # the old positional spelling
     agency_opt(q)
     q.add_argument("--reason", required=True)
     q.set_defaults(func=cmd_revoke)
@@ -331,5 +348,5 @@ def add_provision_parser(sub: argparse._SubParsersAction) -> None:
 
     q = ps.add_parser("devices", help="list the registry's devices")
     agency_opt(q)
-    q.add_argument("--json", action="store_true")
+    q.add_argument("--json", action="store_true", help="machine-readable output")
     q.set_defaults(func=cmd_devices)

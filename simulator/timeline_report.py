@@ -44,7 +44,24 @@ COLOURS = {
     "warn": "#fbc02d",
     "urgent": "#f57c00",
     "overdue": "#c62828",
+    "no_fix": "#8d6e63",
 }
+
+
+def fix_losses(d: DeviceFacts, t_end: float) -> list[tuple[float, float | None]]:
+    """The spans without a GNSS fix, from the chain's ``gnss_lost``/``gnss_regained``
+    events (end None: not regained before the run ended)."""
+    spans: list[tuple[float, float | None]] = []
+    lost: float | None = None
+    for at, kind in sorted(d.events):
+        if kind == "gnss_lost" and lost is None:
+            lost = at
+        elif kind == "gnss_regained" and lost is not None:
+            spans.append((lost, at))
+            lost = None
+    if lost is not None:
+        spans.append((lost, None))
+    return [(a, b) for a, b in spans if a <= t_end]
 
 
 # -- the terminal ---------------------------------------------------------------------------------
@@ -105,6 +122,9 @@ def _device_text(d: DeviceFacts) -> list[str]:
         out.append(f"  power cut at {c.t:.1f} s ({where}): footage lost {lost}")
     for why in d.cut_problems:
         out.append(f"  power cuts: {why}")
+    for gone, back in fix_losses(d, float("inf")):
+        again = "not regained" if back is None else f"regained at {back:.1f} s"
+        out.append(f"  GNSS fix lost at {gone:.1f} s, {again}")
     for prob in d.problems[:5]:
         out.append(f"  PROBLEM {prob['code']} at {prob['where']}: {prob['message']}")
     hours = [s.upload_hours for s in d.segments if s.upload_hours is not None]
@@ -191,6 +211,7 @@ def _legend() -> str:
         ("cut", "power cut"),
         ("recording", "recording"),
         ("offline", "network down (under the state)"),
+        ("no_fix", "no GNSS fix"),
         ("receipted", "segments receipted"),
         ("sealed", "segments sealed"),
     ]
@@ -290,6 +311,17 @@ def device_svg(d: DeviceFacts, facts: RunFacts, t_lo: float, t_hi: float) -> str
         parts.append(
             f'<path d="M{cx},{y + 2} l5,7 l-5,7 l-5,-7 z" fill="#ff6f00">'
             f"{title(f'{m.t:.1f} s marker {m.type} {m.note}')}</path>"
+        )
+    y += row + pad
+    # GNSS: where the position in the watermark and manifests is "no fix"
+    labels.append((y, "GNSS fix"))
+    for lost, back in fix_losses(d, t_hi):
+        x0, x1 = x(lost), x(back if back is not None else t_hi)
+        again = "not regained" if back is None else f"regained at {back:.1f} s"
+        parts.append(
+            f'<rect x="{x0}" y="{y + 4}" width="{max(2.0, x1 - x0)}" height="{row - 8}" '
+            f'fill="{COLOURS["no_fix"]}" class="no-fix">'
+            f"{title(f'GNSS fix lost at {lost:.1f} s, {again}')}</rect>"
         )
     y += row + pad
     # tracks: segments

@@ -111,7 +111,7 @@ def add_store_parser(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(func=cmd_run)
     p = store.add_parser("report", help="per device and session: synced, late, gaps")
     p.add_argument("--config", type=Path, required=True, help="store.toml")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_report)
     x = store.add_parser("explain", help="a written statement for a gap, at the agency")
     x.add_argument("--config", type=Path, required=True, help="store.toml")

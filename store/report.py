@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from evidence.gaps import session_gaps
+from evidence.names import iso
 from evidence.protocol import DEADLINE_SECONDS
 from evidence.seal import Entry
 from store.db import Database
@@ -37,6 +38,16 @@ def _device(db: Database, device: str, now: float) -> dict[str, Any]:
     )
     status_rows = db.query("select status, at from statuses where device = ?", (device,))
     status = json.loads(status_rows[0]["status"]) if status_rows else None
+    status_at = float(status_rows[0]["at"]) if status_rows else None
+    # What the device's backlog figure may already be out of date by.
+    receipted_since = (
+        db.query(
+            "select count(*) as n from receipts where device = ? and stored_at > ?",
+            (device, status_at),
+        )[0]["n"]
+        if status_at is not None
+        else 0
+    )
     rejected = db.query("select count(*) as n from rejections where device = ?", (device,))[0]["n"]
     flagged = db.query(
         "select count(*) as n from entries where device = ? and flag is not null", (device,)
@@ -115,8 +126,24 @@ def _device(db: Database, device: str, now: float) -> dict[str, Any]:
         "rejected_messages": rejected,
         "flagged_entries": flagged,
         "status": status,
+        "status_at": status_at,
+        "receipted_since_status": receipted_since,
         "sessions": list(sessions.values()),
     }
+
+
+def _status_line(d: dict[str, Any], st: dict[str, Any], backlog: dict[str, Any]) -> str:
+    """The device's own last word, dated, and not mixed up with what the store holds."""
+    if not st:
+        return "  device status: none received yet"
+    since = d.get("receipted_since_status") or 0
+    return (
+        f"  device status as reported {iso(d['status_at'])}: "
+        f"{'online' if st.get('online') else 'offline'}, "
+        f"{backlog.get('blobs', '?')} segment(s) / {backlog.get('bytes', '?')} B not yet uploaded, "
+        f"deadline {st.get('deadline', '?')}"
+        + (f" (the store has receipted {since} segment(s) since)" if since else "")
+    )
 
 
 def _gaps(seqs: list[int]) -> list[list[int]]:
@@ -147,9 +174,7 @@ def format_report(report: dict[str, Any]) -> str:
             f"Device {d['device']}: chain {d['chain']}, {d['entries']} entries "
             f"(last {d['last_seq']}), {d['rejected_messages']} refused messages"
             + (f", {d['flagged_entries']} flagged" if d["flagged_entries"] else ""),
-            f"  status: {'unknown' if not st else 'online' if st.get('online') else 'offline'}, "
-            f"backlog {backlog.get('blobs', '?')} segments / {backlog.get('bytes', '?')} B, "
-            f"deadline {st.get('deadline', '?')}",
+            _status_line(d, st, backlog),
         ]
         for g in d["gaps"]:
             lines.append(f"  GAP: entries {g[0]}..{g[1]} not received")

@@ -11,8 +11,10 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -122,8 +124,15 @@ def cmd_agent_explain(args: argparse.Namespace) -> int:
         attestations = pin_attestations(args.attest)
     except StatementError as e:
         raise CliError(str(e)) from None
+    agency_pub = args.data / "provision" / "agency.pub"
+    if not agency_pub.exists():
+        raise CliError(
+            f"{args.data}: this device is not provisioned (no agency key): a written statement "
+            "needs the agency's officer list; install the device's bundle first "
+            "(unbroken agent install), or add the statement at the agency (unbroken store explain)"
+        )
     try:
-        agency = read_public_key(args.data / "provision" / "agency.pub")
+        agency = read_public_key(agency_pub)
         creds = PinCredentials.load(args.credentials or args.data / "officers.json", agency)
         clock = SystemClock()
         entry = seal_statement(
@@ -146,9 +155,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.workdir)
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("unbroken")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="unbroken", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     v = sub.add_parser("verify", help="check an evidence directory offline")
@@ -234,6 +251,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _run(argv)
+    except BrokenPipeError:
+        # `unbroken ... | head` closed the pipe: not an error of ours; say nothing more.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
