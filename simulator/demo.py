@@ -55,11 +55,18 @@ def room_settings() -> dict[str, object]:
     ).model_dump(mode="json", exclude_defaults=True)
 
 
+# How much simulated time each part of the demo records (its clock starts that far back).
+BODY_SECONDS = 30.0
+ROOM_SECONDS = 40.0
+
+
 def interview_room(site: LocalSite) -> bool:
     """Room 101 records a session the case system opens and closes; True if all of it is
     receipted and verifies."""
     print(f"\n== 7. Interview room {ROOM}: controller {ROOM_DEVICE}, panel, case system")
-    dev = site.start_device(ROOM_DEVICE, settings=room_settings(), room=ROOM)
+    dev = site.start_device(
+        ROOM_DEVICE, settings=room_settings(), room=ROOM, wall_start=time.time() - ROOM_SECONDS
+    )
     data, uploader = dev.recorder.root, dev.uploader
     assert uploader is not None
     panel = site.panel_client(ROOM)  # stands in for the MicroPython panel (device/panel/)
@@ -142,7 +149,9 @@ def run_demo(workdir: Path) -> int:
         enrolment.apply_command(data, command.read_bytes(), time.time())
 
         print("\n== 3. Record a session (simulated hardware, 1280x720@30), syncing as it goes")
-        clock = SimClock(wall_start=time.time())  # simulated time, starting now
+        # Simulated time runs faster than the wall clock: start it as far back as the
+        # session lasts, so that what it records is in the past of the store's report.
+        clock = SimClock(wall_start=time.time() - BODY_SECONDS)
         dev = SimDevice(data, DeviceConfig.model_validate(demo_settings()), clock=clock)
         uploader = site.uploader(data, dev.clock)
         dev.start()

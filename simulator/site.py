@@ -171,15 +171,17 @@ class LocalSite:
         settings: dict[str, Any] | None = None,
         room: str | None = None,
         realtime: bool = False,
+        wall_start: float | None = None,
     ) -> SimDevice:
         """A provisioned device (a room controller with ``room``) recording on simulated
-        hardware from now, with its real uploader attached, started and connected
-        (``dev.uploader``: stop it after ``dev.stop()`` and ``wait_idle``)."""
+        hardware from ``wall_start`` (default now), with its real uploader attached, started
+        and connected (``dev.uploader``: stop it after ``dev.stop()`` and ``wait_idle``)."""
         from simulator.device import SimDevice
 
         data = self.provision_device(device_id, settings, room)
         config = device_config(data)
-        dev = SimDevice(data, config, clock=SimClock(wall_start=time.time()), realtime=realtime)
+        start = time.time() if wall_start is None else wall_start
+        dev = SimDevice(data, config, clock=SimClock(wall_start=start), realtime=realtime)
         uploader = make_uploader(data, dev.recorder, config, dev.clock)
         assert uploader is not None
         dev.uploader = uploader
