@@ -24,6 +24,8 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from cryptography import x509
+
 from common import pki, topics
 from evidence.names import ProvisionError, iso
 from provisioning.agency import CRL, Agency
@@ -161,3 +163,27 @@ def crl_expiry_note(agency: Agency, now: float) -> str:
         f"the CRL is valid until {iso(now + agency.config.crl_days * 86400)}: rerun "
         "broker-config and reload the broker before then, or every client is refused"
     )
+
+
+def crl_valid_until(agency: Agency) -> float:
+    """When the agency's current CRL runs out (its nextUpdate)."""
+    crl = x509.load_pem_x509_crl((agency.root / CRL).read_bytes())
+    until = crl.next_update_utc
+    if until is None:
+        raise ProvisionError(f"{agency.root / CRL} has no expiry (nextUpdate): regenerate it")
+    return until.timestamp()
+
+
+def renew_crl(agency: Agency, out: Path, now: float, within_days: float) -> float | None:
+    """A fresh CRL into AGENCY/crl.pem and OUT/crl.pem if the current one runs out within
+    ``within_days``; returns the new expiry, or None if nothing was due. The registry's
+    revocations are the source, so a renewal also carries any revocation since."""
+    if not (out / "mosquitto.conf").exists():
+        raise ProvisionError(f"{out}: no broker configuration here (run broker-config first)")
+    if crl_valid_until(agency) - now > within_days * 86400:
+        return None
+    with agency.change() as files:
+        crl = agency.crl(now)
+        agency.registry.audit(now, "renew-crl", "broker", out=str(out))
+        files += [(agency.root / CRL, crl, 0o644), (out / "crl.pem", crl, 0o644)]
+    return crl_valid_until(agency)

@@ -22,6 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
+import subprocess
 import sys
 import time
 import tomllib
@@ -31,9 +33,10 @@ from typing import Any, Literal
 from common.bundle import Broker
 from common.cli import Deprecated, user_errors
 from common.commands import AssignmentArgs
+from common.requests import check_request
 from evidence.names import ProvisionError, iso
 from provisioning.agency import Agency, init_agency
-from provisioning.broker import crl_expiry_note, write_broker_config
+from provisioning.broker import crl_expiry_note, crl_valid_until, renew_crl, write_broker_config
 
 
 def parse_broker(value: str) -> Broker:
@@ -77,12 +80,32 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 @user_errors
 def cmd_enroll(args: argparse.Namespace) -> int:
-    agency = _agency(args)
+    """One request: ``--out`` is the bundle. Several: ``--out`` is a directory receiving
+    ``<device>.bundle.json`` each; every request is checked before any is enrolled."""
+    agency, now = _agency(args), time.time()
     settings = _settings(args.settings) or {}
-    request = _read(args.request, "enrolment request")
-    done = agency.enroll(request, args.out, time.time(), settings=settings, broker=args.broker)
-    print(f"enrolled {done.device_id} ({done.role}), certificate {done.certificate_serial}")
-    print(f"  bundle {args.out} (sha256 {done.bundle_sha256[:16]}…): install it on the device")
+    paths: list[Path] = args.request
+    requests = [_read(path, "enrolment request") for path in paths]
+    if len(paths) == 1:
+        outs = [args.out]
+    else:
+        ids = []
+        for path, data in zip(paths, requests, strict=True):
+            try:
+                device = check_request(data, now).payload.device_id
+            except ProvisionError as e:
+                raise ProvisionError(f"{path}: {e} (nothing enrolled)") from None
+            if device in ids:
+                raise ProvisionError(f"{path}: device {device!r} is twice in this batch")
+            if agency.registry.device(device) is not None:
+                raise ProvisionError(f"{path}: device {device!r} is already enrolled")
+            ids.append(device)
+        args.out.mkdir(parents=True, exist_ok=True)
+        outs = [args.out / f"{device}.bundle.json" for device in ids]
+    for data, out in zip(requests, outs, strict=True):
+        done = agency.enroll(data, out, now, settings=settings, broker=args.broker)
+        print(f"enrolled {done.device_id} ({done.role}), certificate {done.certificate_serial}")
+        print(f"  bundle {out} (sha256 {done.bundle_sha256[:16]}…): install it on the device")
     return 0
 
 
@@ -176,11 +199,44 @@ def cmd_rotate(args: argparse.Namespace) -> int:
 @user_errors
 def cmd_broker_config(args: argparse.Namespace) -> int:
     agency, now = _agency(args), time.time()
+    b = agency.config.broker
+    if args.port is not None and args.port != b.port:
+        raise ProvisionError(
+            f"the agency tells devices and stores the broker is at {b.host}:{b.port} "
+            f"(agency.toml [broker]); a broker on port {args.port} would be reached by none of "
+            "them: omit --port (it is taken from the agency), or change the agency's broker "
+            "address first"
+        )
     files = write_broker_config(
-        agency, args.out, args.port, now, bind=args.bind, run_as=args.run_as, names=args.name
+        agency, args.out, b.port, now, bind=args.bind, run_as=args.run_as, names=args.name
     )
     print(f"mosquitto configuration in {args.out}: mosquitto -c {files[0]}")
     print(f"  {crl_expiry_note(agency, now)}")
+    return 0
+
+
+@user_errors
+def cmd_renew_crl(args: argparse.Namespace) -> int:
+    agency, now = _agency(args), time.time()
+    until = renew_crl(agency, args.out, now, args.within_days)
+    if until is None:
+        left = (crl_valid_until(agency) - now) / 86400
+        print(f"CRL valid until {iso(crl_valid_until(agency))} ({left:.1f} days): not renewed")
+        return 0
+    print(f"CRL renewed in {agency.root / 'crl.pem'} and {args.out}: valid until {iso(until)}")
+    if args.reload:
+        try:
+            done = subprocess.run(shlex.split(args.reload), capture_output=True, text=True)
+        except OSError as e:
+            raise ProvisionError(f"reload command {args.reload!r} failed: {e.strerror}") from None
+        if done.returncode != 0:
+            raise ProvisionError(
+                f"reload command {args.reload!r} exited {done.returncode}: "
+                f"{(done.stderr or done.stdout).strip()[:300]}"
+            )
+        print(f"  broker reloaded ({args.reload})")
+    else:
+        print("  reload the broker so that it reads it (kill -HUP <mosquitto pid>)")
     return 0
 
 
@@ -261,9 +317,16 @@ def add_provision_parser(sub: argparse._SubParsersAction) -> None:
     q.set_defaults(func=cmd_init)
 
     q = ps.add_parser("enroll", help="register a device from its request; write its bundle")
-    q.add_argument("request", type=Path, help="enrolment request from `agent keygen`")
+    q.add_argument(
+        "request", type=Path, nargs="+", help="enrolment request(s) from `agent keygen`"
+    )
     agency_opt(q)
-    q.add_argument("--out", type=Path, required=True, help="bundle to write")
+    q.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="bundle to write; with several requests, a directory for DEVICE.bundle.json each",
+    )
     q.add_argument("--settings", type=Path, help="recording settings (a device.toml)")
     q.add_argument("--broker", type=parse_broker, help="HOST:PORT, instead of the agency's")
     q.set_defaults(func=cmd_enroll)
@@ -320,13 +383,31 @@ def add_provision_parser(sub: argparse._SubParsersAction) -> None:
     q = ps.add_parser("broker-config", help="write a Mosquitto configuration for the fleet")
     agency_opt(q)
     q.add_argument("--out", type=Path, required=True, help="directory to write")
-    q.add_argument("--port", type=int, required=True, help="TLS port")
+    q.add_argument(
+        "--port", type=int, help="TLS port (default, and it must be: the agency's broker port)"
+    )
     q.add_argument("--bind", default="127.0.0.1", help="address to listen on")
     q.add_argument("--run-as", help="user mosquitto runs as (default: the current user)")
     q.add_argument(
         "--name", action="append", default=[], help="extra DNS name or IP for the server cert"
     )
     q.set_defaults(func=cmd_broker_config)
+
+    q = ps.add_parser(
+        "renew-crl", help="renew the CRL before it runs out (the shipped timer runs this daily)"
+    )
+    agency_opt(q)
+    q.add_argument("--out", type=Path, required=True, help="the broker-config directory")
+    q.add_argument(
+        "--within-days",
+        type=float,
+        default=10.0,
+        help="renew when the CRL runs out within this many days (default 10)",
+    )
+    q.add_argument(
+        "--reload", help="command that reloads the broker, e.g. 'systemctl reload mosquitto'"
+    )
+    q.set_defaults(func=cmd_renew_crl)
 
     q = ps.add_parser("enroll-panel", help="P-256 key and certificate (DER) for a room panel")
     agency_opt(q)

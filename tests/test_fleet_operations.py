@@ -1,0 +1,176 @@
+"""Running a fleet without traps: the CRL is renewed before it runs out (by the shipped timer),
+the broker's port lives in one place, and the shipped units are valid systemd units. Against a
+real Mosquitto and systemd-analyze."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from common.bundle import Broker
+from common.mqtt import probe, tls_client
+from provisioning.agency import Agency, init_agency
+from provisioning.broker import crl_valid_until, renew_crl, write_broker_config
+from simulator.broker import Mosquitto, free_port
+from unbroken.cli import main
+
+DAY = 86400.0
+
+
+def _agency(root: Path, port: int, crl_days: int = 30, now: float | None = None) -> Agency:
+    agency = init_agency(root, "Test", Broker(host="127.0.0.1", port=port), now or time.time())
+    if crl_days != 30:
+        toml = root / "agency.toml"
+        toml.write_text(re.sub(r"(?m)^crl_days = \d+$", f"crl_days = {crl_days}", toml.read_text()))
+        agency = Agency(root)
+    return agency
+
+
+def _store_can_connect(agency: Agency, tmp: Path, port: int) -> str | None:
+    out = tmp / f"store-{time.monotonic_ns()}"
+    name = out.name.removeprefix("store-")[-8:]
+    agency.enroll_store(name, out, time.time())
+    client = tls_client(f"store-{name}", out / "ca.pem", out / "store.pem", out / "store.key")
+    try:
+        return probe(client, "127.0.0.1", port, 15, 10)
+    finally:
+        client.disconnect()
+
+
+def test_an_expired_crl_locks_everyone_out_until_it_is_renewed(tmp_path: Path) -> None:
+    port = free_port()
+    past = time.time() - 3 * DAY
+    agency = _agency(tmp_path / "agency", port, crl_days=1, now=past)
+    conf = tmp_path / "broker"
+    write_broker_config(agency, conf, port, past)  # a CRL that ran out two days ago
+    assert crl_valid_until(agency) < time.time()
+    with Mosquitto(conf / "mosquitto.conf", port) as broker:
+        refused = _store_can_connect(agency, tmp_path, port)
+        assert refused is not None, "a broker with an expired CRL should refuse clients"
+        marker = tmp_path / "reloaded"
+        code = main(
+            [
+                "provision", "renew-crl", "--agency", str(agency.root), "--out", str(conf),
+                "--reload", f"touch {marker}",
+            ]
+        )  # fmt: skip
+        assert code == 0 and marker.exists()
+        assert crl_valid_until(agency) > time.time() + 0.5 * DAY
+        assert (conf / "crl.pem").read_bytes() == (agency.root / "crl.pem").read_bytes()
+        broker.reload()
+        assert _store_can_connect(agency, tmp_path, port) is None
+
+
+def test_renewal_waits_until_it_is_due(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    port, now = free_port(), time.time()
+    agency = _agency(tmp_path / "agency", port)
+    conf = tmp_path / "broker"
+    write_broker_config(agency, conf, port, now)
+    before = crl_valid_until(agency)
+    assert renew_crl(agency, conf, now, within_days=10) is None  # 30 days left
+    assert crl_valid_until(agency) == before
+    later = now + 25 * DAY
+    renewed = renew_crl(agency, conf, later, within_days=10)
+    assert renewed is not None and renewed > before + 20 * DAY
+    args = ["provision", "renew-crl", "--agency", str(agency.root), "--out", str(conf)]
+    assert main([*args, "--reload", "false"]) == 0  # not due: no reload attempted
+    assert "not renewed" in capsys.readouterr().out
+    assert main([*args, "--within-days", "60", "--reload", "false"]) == 2
+    assert "reload command 'false' exited 1" in capsys.readouterr().err
+    assert (
+        main(["provision", "renew-crl", "--agency", str(agency.root), "--out", str(tmp_path)]) == 2
+    )
+    assert "no broker configuration here" in capsys.readouterr().err
+
+
+def test_the_broker_port_lives_in_the_agency(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    agency = _agency(tmp_path / "agency", 18883)
+    args = ["provision", "broker-config", "--agency", str(agency.root), "--out"]
+    assert main([*args, str(tmp_path / "b1"), "--port", "1884"]) == 2
+    err = capsys.readouterr().err
+    assert "127.0.0.1:18883" in err and "port 1884" in err
+    assert main([*args, str(tmp_path / "b2")]) == 0
+    assert "listener 18883 127.0.0.1" in (tmp_path / "b2" / "mosquitto.conf").read_text()
+    assert main([*args, str(tmp_path / "b3"), "--port", "18883"]) == 0
+    agency.enroll_store("main", tmp_path / "store", time.time())
+    assert "port = 18883" in (tmp_path / "store" / "broker.toml").read_text()
+
+
+def _units(tmp_path: Path) -> Path:
+    """The shipped units, with the install path pointed at this environment's command."""
+    out = tmp_path / "units"
+    out.mkdir()
+    here = shutil.which("unbroken") or str(Path(sys.executable).parent / "unbroken")
+    for unit in resources.files("provisioning").joinpath("units").iterdir():
+        text = unit.read_text()
+        text = text.replace("/opt/unbroken/venv/bin/unbroken", here)
+        text = text.replace("EnvironmentFile=/", "EnvironmentFile=-/")  # not installed here
+        (out / unit.name).write_text(text)
+    return out
+
+
+def _verify(units: list[Path]) -> str:
+    """What systemd-analyze has to say about the units: nothing, when they are right (it
+    exits 0 even when it ignores a line it cannot parse, so its words are the verdict)."""
+    done = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", *map(str, units)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return f"exit {done.returncode}: {done.stderr}" if done.returncode or done.stderr else ""
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+def test_the_shipped_units_verify(tmp_path: Path) -> None:
+    units = sorted(_units(tmp_path).iterdir())
+    assert {u.name for u in units} >= {"unbroken-crl-renew.service", "unbroken-crl-renew.timer"}
+    assert _verify(units) == ""
+    broken = tmp_path / "units" / "unbroken-crl-renew.service"
+    broken.write_text(broken.read_text().replace("Type=oneshot", "Type=oneshoot"))
+    assert "oneshoot" in _verify([broken]), "the check must be able to fail"
+
+
+def test_enrol_many_devices_in_one_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    agency = _agency(tmp_path / "agency", 8883)
+    requests = []
+    for i in range(3):
+        req = tmp_path / f"r{i}.json"
+        keygen = ["agent", "keygen", "--data", str(tmp_path / f"d{i}"), "--out", str(req)]
+        assert main([*keygen, "--serial", f"SN-{i}"]) == 0
+        requests.append(str(req))
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    enroll = ["provision", "enroll", "--agency", str(agency.root), "--out", str(tmp_path / "out")]
+    assert main([*enroll, *requests, str(bad)]) == 2
+    assert "bad.json" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    assert main([*enroll, requests[0], requests[0]]) == 2
+    assert "twice in this batch" in capsys.readouterr().err
+    assert main([*enroll, *requests]) == 0  # none was enrolled by the refused batches
+    bundles = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert len(bundles) == 3 and all(b.endswith(".bundle.json") for b in bundles)
+    assert capsys.readouterr().out.count("enrolled ") == 3
+    for i, bundle in enumerate(bundles):
+        data = tmp_path / f"d{i}"
+        device = bundle.removesuffix(".bundle.json")
+        install = ["agent", "install", str(tmp_path / "out" / bundle), "--data"]
+        # each bundle goes to the device whose request it answers
+        target = next(
+            d
+            for d in (tmp_path / f"d{j}" for j in range(3))
+            if device in (d / "identity.json").read_text()
+        )
+        assert main([*install, str(target)]) == 0, (data, device)
+    assert main([*enroll, requests[1]]) == 2
+    assert "already enrolled" in capsys.readouterr().err
