@@ -27,10 +27,16 @@ from pathlib import Path
 from cryptography import x509
 
 from common import pki, topics
+from evidence import protocol
 from evidence.names import ProvisionError, iso
 from provisioning.agency import CRL, Agency
 
 FILES = ("mosquitto.conf", "acl", "ca.pem", "server.pem", "server.key", "crl.pem")
+
+MESSAGE_LIMIT = protocol.MAX_CHUNK + protocol.MAX_JSON  # bytes of one message's payload
+QUEUED_BYTES = 16 * MESSAGE_LIMIT  # per client, while it is slow or away
+INFLIGHT_BYTES = 4 * MESSAGE_LIMIT  # per client, sent and not yet acknowledged
+MEMORY_LIMIT = 1024**3
 
 
 def render_acl(
@@ -80,6 +86,15 @@ log_type warning
 log_type notice
 log_type information
 connection_messages true
+
+# One device must not be able to exhaust the broker: no message larger than the largest
+# the sync protocol sends (a chunk, or a control message), bounded queues per client, and
+# a ceiling on the broker's heap (past it, new messages are refused, not the process).
+message_size_limit {MESSAGE_LIMIT}
+max_queued_messages 1000
+max_queued_bytes {QUEUED_BYTES}
+max_inflight_bytes {INFLIGHT_BYTES}
+memory_limit {MEMORY_LIMIT}
 
 listener {port} {bind}
 protocol mqtt

@@ -317,9 +317,7 @@ def add_provision_parser(sub: argparse._SubParsersAction) -> None:
     q.set_defaults(func=cmd_init)
 
     q = ps.add_parser("enroll", help="register a device from its request; write its bundle")
-    q.add_argument(
-        "request", type=Path, nargs="+", help="enrolment request(s) from `agent keygen`"
-    )
+    q.add_argument("request", type=Path, nargs="+", help="enrolment request(s) from `agent keygen`")
     agency_opt(q)
     q.add_argument(
         "--out",

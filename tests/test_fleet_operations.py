@@ -4,6 +4,7 @@ real Mosquitto and systemd-analyze."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -174,3 +175,51 @@ def test_enrol_many_devices_in_one_command(
         assert main([*install, str(target)]) == 0, (data, device)
     assert main([*enroll, requests[1]]) == 2
     assert "already enrolled" in capsys.readouterr().err
+
+
+def test_the_broker_refuses_messages_larger_than_the_protocol_sends(tmp_path: Path) -> None:
+    """A device publishing a message larger than any the sync protocol sends is cut off
+    (MQTT v5: disconnect, 149 packet too large), and the store never receives it."""
+
+    from evidence import protocol
+    from provisioning.broker import MESSAGE_LIMIT
+
+    port, now = free_port(), time.time()
+    agency = _agency(tmp_path / "agency", port)
+    req, data = tmp_path / "r.json", tmp_path / "dev"
+    assert main(["agent", "keygen", "--data", str(data), "--out", str(req), "--serial", "S"]) == 0
+    bundle = tmp_path / "b.json"
+    assert (
+        main(["provision", "enroll", str(req), "--agency", str(agency.root), "--out", str(bundle)])
+        == 0
+    )
+    assert main(["agent", "install", str(bundle), "--data", str(data)]) == 0
+    device = next(p for p in (data / "provision").iterdir() if p.name == "client.pem")
+    device_id = json.loads((data / "identity.json").read_text())["device_id"]
+    agency.enroll_store("s", tmp_path / "store", now)
+    conf = tmp_path / "broker"
+    write_broker_config(agency, conf, port, now)
+    assert f"message_size_limit {MESSAGE_LIMIT}" in (conf / "mosquitto.conf").read_text()
+    got: list[int] = []
+    with Mosquitto(conf / "mosquitto.conf", port):
+        s = tmp_path / "store"
+        store = tls_client("store-s", s / "ca.pem", s / "store.pem", s / "store.key")
+        store.on_message = lambda _c, _u, m: got.append(len(m.payload))
+        assert probe(store, "127.0.0.1", port, 15, 10) is None
+        store.subscribe("unbroken/d/#", qos=1)
+        store.loop_start()
+        key = data / "private" / "tls.key"
+        dev = tls_client(device_id, data / "provision" / "ca.pem", device, key)
+        assert probe(dev, "127.0.0.1", port, 15, 10) is None
+        dev.loop_start()
+        topic = f"unbroken/d/{device_id}/probe"
+        ok = dev.publish(topic, b"x" * protocol.MAX_CHUNK, qos=1)
+        ok.wait_for_publish(10)
+        too_big = dev.publish(topic, b"x" * (MESSAGE_LIMIT + 1), qos=1)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (got and not dev.is_connected()):
+            time.sleep(0.05)
+        dev.loop_stop()
+        store.loop_stop()
+        assert got == [protocol.MAX_CHUNK], "only the message within the limit reaches the store"
+        assert not too_big.is_published()
