@@ -111,7 +111,8 @@ def _units(tmp_path: Path) -> Path:
     out = tmp_path / "units"
     out.mkdir()
     here = shutil.which("unbroken") or str(Path(sys.executable).parent / "unbroken")
-    for unit in resources.files("provisioning").joinpath("units").iterdir():
+    shipped = [resources.files(pkg).joinpath("units") for pkg in ("agent", "provisioning")]
+    for unit in (u for folder in shipped for u in folder.iterdir()):
         text = unit.read_text()
         text = text.replace("/opt/unbroken/venv/bin/unbroken", here)
         text = text.replace("EnvironmentFile=/", "EnvironmentFile=-/")  # not installed here
@@ -134,7 +135,12 @@ def _verify(units: list[Path]) -> str:
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
 def test_the_shipped_units_verify(tmp_path: Path) -> None:
     units = sorted(_units(tmp_path).iterdir())
-    assert {u.name for u in units} >= {"unbroken-crl-renew.service", "unbroken-crl-renew.timer"}
+    names = {u.name for u in units}
+    assert names >= {
+        "unbroken-agent.service",
+        "unbroken-crl-renew.service",
+        "unbroken-crl-renew.timer",
+    }
     assert _verify(units) == ""
     broken = tmp_path / "units" / "unbroken-crl-renew.service"
     broken.write_text(broken.read_text().replace("Type=oneshot", "Type=oneshoot"))

@@ -1,0 +1,68 @@
+"""The agent as a systemd service: readiness, status and watchdog pings reach a real Unix
+datagram socket standing in for systemd's notify socket; outside systemd nothing is sent."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.service import ServiceNotifier
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
+    path = str(tmp_path / "notify")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(2)
+    yield sock, path
+    sock.close()
+
+
+def test_ready_status_and_stopping_reach_the_socket(
+    notify_socket: tuple[socket.socket, str],
+) -> None:
+    sock, path = notify_socket
+    n = ServiceNotifier.from_environment({"NOTIFY_SOCKET": path})
+    assert n.active and n.watchdog_seconds is None
+    n.ready("recording: buffering")
+    assert sock.recv(4096) == b"READY=1\nSTATUS=recording: buffering"
+    n.status("recording session s1")
+    assert sock.recv(4096) == b"STATUS=recording session s1"
+    n.stopping()
+    assert sock.recv(4096) == b"STOPPING=1"
+    n.close()
+
+
+def test_the_watchdog_is_pinged_twice_per_interval(
+    notify_socket: tuple[socket.socket, str],
+) -> None:
+    sock, path = notify_socket
+    n = ServiceNotifier.from_environment({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "10000000"})
+    assert n.watchdog_seconds == 10.0
+    pinged = [t for t in (0.0, 1.0, 4.9, 5.0, 6.0, 10.1) if n.alive(t)]
+    assert pinged == [0.0, 5.0, 10.1]
+    assert [sock.recv(64) for _ in pinged] == [b"WATCHDOG=1"] * 3
+
+
+def test_a_watchdog_meant_for_another_process_is_ignored(
+    notify_socket: tuple[socket.socket, str],
+) -> None:
+    _, path = notify_socket
+    env = {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "10000000", "WATCHDOG_PID": "1"}
+    assert ServiceNotifier.from_environment(env).watchdog_seconds is None
+
+
+def test_outside_systemd_nothing_is_sent() -> None:
+    n = ServiceNotifier.from_environment({})
+    assert not n.active and not n.alive(0.0)
+    n.ready("x")  # no socket: nothing happens, nothing raises
+
+
+def test_a_vanished_socket_never_stops_the_caller(tmp_path: Path) -> None:
+    n = ServiceNotifier.from_environment({"NOTIFY_SOCKET": str(tmp_path / "gone")})
+    n.ready()
+    n.status("still recording")
