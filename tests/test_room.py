@@ -23,9 +23,7 @@ from evidence.receipt import check_receipt
 from evidence.seal import Entry
 from simulator.device import SimDevice
 from simulator.site import LocalSite
-from tests.test_panel import BOARD, Panel, launch_firmware, umqtt
-
-__all__ = ["umqtt"]  # the fixture fetching umqtt.simple, shared with test_panel
+from tests.fixtures.panel import BOARD, Panel, launch_firmware
 
 SMALL = {"width": 320, "height": 180, "fps": 10, "prebuffer_seconds": 2}
 

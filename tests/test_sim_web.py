@@ -33,7 +33,7 @@ import pytest
 from agent.evidence_dir import load_chain
 from evidence.seal import Entry
 from simulator.web import Fleet, LiveRoom, PanelServer, mosquitto_available, summarize
-from tests.conftest import small_config
+from tests.fixtures.config import small_config
 
 BROWSER_DIR = Path(__file__).parent / "browser"
 CHROMIUM = Path("/usr/bin/chromium")
