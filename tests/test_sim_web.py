@@ -88,6 +88,7 @@ def _node(node: str, script: str, url: str, outdir: Path) -> dict[str, Any]:
     return report
 
 
+@pytest.mark.slow
 def test_panel_in_chromium(tmp_path: Path) -> None:
     node = _browser_or_skip()
     sync = mosquitto_available()

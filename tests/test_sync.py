@@ -19,6 +19,8 @@ from simulator.site import LocalSite
 from store.report import build_report
 from tests.fixtures.config import small_config
 
+pytestmark = pytest.mark.slow  # a real Mosquitto and store workers, with faults in real time
+
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[LocalSite]:
