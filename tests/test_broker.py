@@ -139,11 +139,11 @@ def test_clients_without_a_valid_certificate_are_refused(
     (tmp_path / "rogue.pem").write_bytes(pki.cert_pem(rogue))
     _refused(f, a, Creds(f.ca, tmp_path / "rogue.pem", f.device("a").key))
 
-    # an expired certificate from the agency's own CA
+    # an expired certificate from the agency's own CA: issued when the CA begins, for no days
     agency = Agency(f.agency)
-    expired = pki.issue(agency.ca_key, agency.ca, tls.public_key(), a, "client", time.time(), 0)
+    issued = agency.ca.not_valid_before_utc.timestamp()
+    expired = pki.issue(agency.ca_key, agency.ca, tls.public_key(), a, "client", issued, 0)
     (tmp_path / "expired.pem").write_bytes(pki.cert_pem(expired))
-    time.sleep(1.1)  # valid for no days: expired a second later
     assert time.time() > expired.not_valid_after_utc.timestamp()
     _refused(f, a, Creds(f.ca, tmp_path / "expired.pem", f.device("a").key))
     agency.close()
