@@ -18,9 +18,9 @@ Status LED: steady = connected, idle or recording; slow blink = confirm; fast bl
 disconnected, fault, no state yet, or a stale one.
 
 Time comes from a clock with MicroPython's ticks API (ticks_ms, ticks_add, ticks_diff):
-the `time` module on a board, one a test moves by hand elsewhere (`Panel(..., clock=)`).
-The decisions that depend on it (Debounced, Heartbeat, Indicator) take `now` and nothing
-else, so they run the same under CPython.
+the `time` module on a board; a test passes its own (`Panel(conf, board, clock)`) and
+moves it. The decisions that depend on time (Debounced, Heartbeat, Indicator) decide from
+the `now` they are given, so they also run under CPython.
 """
 
 import json
