@@ -1,4 +1,5 @@
-# Unbroken: `make demo` runs the main job end to end, `make test` runs every check.
+# Unbroken: `make demo` runs the main job end to end, `make test` runs every check, and
+# `make check` the quick tier (static checks and the tests not marked slow) while you work.
 # Both work from a fresh clone on Debian/Ubuntu with Python 3.11: they install what is
 # missing (system packages through apt, Python packages into .venv).
 
@@ -15,12 +16,16 @@ APT_NEEDS := mosquitto:/usr/sbin/mosquitto \
 # playwright-core for the browser test of `unbroken sim panel` (driving Debian's chromium)
 BROWSER := tests/browser
 
-.PHONY: demo test lint typecheck pytest bench soak system clean
+.PHONY: demo test check lint typecheck pytest bench soak system clean
 
 demo: $(BIN)/.installed
 	$(BIN)/unbroken demo --workdir out/demo
 
 test: lint typecheck pytest
+
+# Under a minute: no broker, no MicroPython, no browser, nothing in real time for seconds.
+check: lint typecheck
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

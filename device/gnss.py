@@ -322,6 +322,33 @@ def _to_float(value: object) -> float | None:
 
 _WATCH = b'?WATCH={"enable":true,"json":true};\n'
 _MAX_LINE = 64 * 1024  # gpsd reports are a few hundred bytes; anything longer is garbage
+_TICK = 0.05  # s of real time between looks at the clock while waiting to reconnect
+_RECV_BACKSTOP = 1.0  # s: a blocked read looks whether close() was called
+
+
+class Backoff:
+    """Delays between reconnection attempts: ``initial`` seconds, doubling up to ``maximum``,
+    back to ``initial`` after a session that worked.
+
+    Example::
+
+        backoff = Backoff(0.5, 2.0)
+        [backoff.next() for _ in range(4)]   # [0.5, 1.0, 2.0, 2.0]
+        backoff.reset()
+        backoff.next()                       # 0.5
+    """
+
+    def __init__(self, initial: float, maximum: float) -> None:
+        self.initial, self.maximum = initial, maximum
+        self._delay = initial
+
+    def next(self) -> float:
+        delay = self._delay
+        self._delay = min(delay * 2, self.maximum)
+        return delay
+
+    def reset(self) -> None:
+        self._delay = self.initial
 
 
 class GpsdClient:
@@ -331,9 +358,10 @@ class GpsdClient:
     TPV report (``mode`` 2 or 3 is a fix) plus satellites in use and HDOP from SKY reports.
     Malformed lines are counted in ``bad_reports`` and skipped. When the connection drops
     the client reports no fix, keeps the last one, and reconnects with exponential backoff
-    between ``retry_initial`` and ``retry_max`` seconds (wall time: this talks to a socket).
-    A fix not refreshed for ``stale_after`` clock seconds is reported as lost, because a
-    receiver that stopped talking has no fix we can vouch for.
+    (:class:`Backoff`) between ``retry_initial`` and ``retry_max`` seconds of the clock;
+    ``next_attempt`` is the clock time of the next attempt while it waits. A fix not
+    refreshed for ``stale_after`` clock seconds is reported as lost, because a receiver that
+    stopped talking has no fix we can vouch for. Timeouts on the socket itself are real time.
     """
 
     def __init__(
@@ -349,7 +377,7 @@ class GpsdClient:
     ) -> None:
         self._clock = clock
         self._address = (host, port)
-        self._retry_initial, self._retry_max = retry_initial, retry_max
+        self._backoff = Backoff(retry_initial, retry_max)
         self._stale_after = stale_after
         self._connect_timeout = connect_timeout
         self._lock = threading.Lock()
@@ -359,7 +387,9 @@ class GpsdClient:
         self._hdop: float | None = None
         self._sock: socket.socket | None = None
         self._stop = threading.Event()
+        self.attempts = 0  # connections tried
         self.connects = 0  # sessions that got as far as sending ?WATCH
+        self.next_attempt: float | None = None  # clock.monotonic() of the next attempt
         self.bad_reports = 0
         self._thread = threading.Thread(target=self._run, name=f"gpsd {host}:{port}", daemon=True)
         self._thread.start()
@@ -381,7 +411,6 @@ class GpsdClient:
         self._thread.join(timeout=self._connect_timeout + 2.0)
 
     def _run(self) -> None:
-        delay = self._retry_initial
         while not self._stop.is_set():
             try:
                 got_reports = self._session()
@@ -391,13 +420,25 @@ class GpsdClient:
             with self._lock:
                 self._has_fix = False
             if got_reports:
-                delay = self._retry_initial  # a working session resets the backoff
-            if self._stop.wait(delay):
+                self._backoff.reset()  # a working session starts the delays again
+            if self._pause(self._backoff.next()):
                 break
-            delay = min(delay * 2, self._retry_max)
+
+    def _pause(self, seconds: float) -> bool:
+        """Waits ``seconds`` of the clock (a simulated one moves only when told); True if
+        close() came first."""
+        self.next_attempt = until = self._clock.monotonic() + seconds
+        try:
+            while (left := until - self._clock.monotonic()) > 0:
+                if self._stop.wait(min(left, _TICK)):
+                    return True
+            return self._stop.is_set()
+        finally:
+            self.next_attempt = None
 
     def _session(self) -> bool:
         """One connection, until it drops or we close; returns whether anything arrived."""
+        self.attempts += 1
         try:
             sock = socket.create_connection(self._address, timeout=self._connect_timeout)
         except OSError:
@@ -411,7 +452,7 @@ class GpsdClient:
             try:
                 sock.sendall(_WATCH)
                 self.connects += 1
-                sock.settimeout(1.0)  # a backstop for noticing close(); shutdown is the norm
+                sock.settimeout(_RECV_BACKSTOP)  # shutdown() in close() is the norm
                 buffer = b""
                 while not self._stop.is_set():
                     try:

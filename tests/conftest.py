@@ -1,20 +1,21 @@
-"""Shared fixtures: a small, fast recording configuration and a recorded session."""
+"""Shared fixtures: a recorded session, a provisioned fleet on a running broker, and
+umqtt.simple for the room panel's firmware. The code behind them is in ``tests/fixtures``."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from common.settings import DeviceConfig, Recording, Session
+from simulator.broker import Mosquitto
 from simulator.session import record_session
-
-
-def small_config(**recording: int) -> DeviceConfig:
-    """640x360 at 15 fps: the real pipeline, quick enough to record many sessions."""
-    rec = {"width": 640, "height": 360, "fps": 15, "prebuffer_seconds": 4, **recording}
-    return DeviceConfig(recording=Recording(**rec), session=Session(badges=["012345"]))
+from tests.fixtures.config import small_config
+from tests.fixtures.fleet import Broker, Fleet, build_fleet
+from tests.fixtures.panel import UMQTT_PACKAGE, UMQTT_VERSION, install_umqtt
 
 
 @pytest.fixture(scope="session")
@@ -32,3 +33,29 @@ def evidence(recorded: Path, tmp_path: Path) -> Path:
     dest = tmp_path / "evidence"
     shutil.copytree(recorded, dest)
     return dest
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Fleet, Mosquitto]]:
+    """A fleet (see ``tests.fixtures.fleet``) and its broker running, one per test module."""
+    fleet = build_fleet(tmp_path_factory.mktemp("fleet"))
+    broker = Broker(fleet).start()
+    yield fleet, broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def umqtt(request: pytest.FixtureRequest) -> Path:
+    """A directory holding umqtt/simple.py, for MicroPython's path; kept in pytest's cache
+    (without it, the venv). A failed fetch skips on a workstation and fails under CI=true."""
+    cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
+    name = f"{UMQTT_PACKAGE}-{UMQTT_VERSION}"
+    root = cache.mkdir(name) if cache else Path(sys.prefix) / "micropython-lib" / name
+    try:
+        install_umqtt(root)
+    except (OSError, ValueError) as e:  # urllib errors; an index page that is not JSON
+        message = f"could not fetch {UMQTT_PACKAGE} {UMQTT_VERSION}: {e}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return root

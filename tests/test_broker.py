@@ -7,219 +7,25 @@ these tests fail (``make test`` installs it); they are never skipped.
 
 from __future__ import annotations
 
-import argparse
-import json
-import queue
-import shlex
-import ssl
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 
-from agent import enrolment
-from agent.device_cli import add_agent_parser
 from common import pki
-from common.mqtt import tls_client
 from provisioning.agency import Agency
-from provisioning.cli import add_provision_parser
-from simulator.broker import Mosquitto, free_port, mosquitto_binary
+from simulator.broker import Mosquitto
+from tests.fixtures.fleet import Broker, Client, Creds, Fleet, build_fleet, run
 
-TIMEOUT = 5.0
+pytestmark = pytest.mark.slow  # a real Mosquitto, and a fleet provisioned for it
+
 NOT_AUTHORIZED = 135
 
 
-def run(command: str) -> None:
-    parser = argparse.ArgumentParser(prog="unbroken")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_provision_parser(sub)
-    add_agent_parser(sub)
-    args = parser.parse_args(shlex.split(command))
-    assert args.func(args) == 0
-
-
-@dataclass(frozen=True)
-class Creds:
-    ca: Path
-    cert: Path | None
-    key: Path | None
-
-
-@dataclass
-class Fleet:
-    """An agency with two body recorders, a room controller serving room 101, a store,
-    panels for rooms 101 and 102, and the broker configuration for them."""
-
-    root: Path
-    port: int
-    devices: dict[str, Path] = field(default_factory=dict)
-
-    @property
-    def agency(self) -> Path:
-        return self.root / "agency"
-
-    @property
-    def broker_dir(self) -> Path:
-        return self.root / "broker"
-
-    @property
-    def ca(self) -> Path:
-        return self.broker_dir / "ca.pem"
-
-    def device_id(self, name: str) -> str:
-        return str(json.loads((self.devices[name] / "identity.json").read_text())["device_id"])
-
-    def device(self, name: str) -> Creds:
-        """The files `agent install` put on the device, as the uploader uses them."""
-        link = enrolment.link(self.devices[name])
-        return Creds(link.ca, link.cert, link.key)
-
-    def store(self) -> Creds:
-        return Creds(self.ca, self.root / "store" / "store.pem", self.root / "store" / "store.key")
-
-    def panel(self, room: str) -> Creds:
-        d = self.root / f"panel-{room}"
-        return Creds(self.ca, d / "panel.pem", d / "panel.key.pem")
-
-    def broker_config(self) -> None:
-        run(
-            f"provision broker-config --agency {self.agency} --out {self.broker_dir} "
-            f"--port {self.port}"
-        )
-
-
-def build_fleet(root: Path) -> Fleet:
-    mosquitto_binary()  # fail first, and clearly, where there is no broker
-    fleet = Fleet(root, free_port())
-    a = fleet.agency
-    run(f"provision init-agency --dir {a} --broker 127.0.0.1:{fleet.port}")
-    for name, role in (("a", "body_recorder"), ("b", "body_recorder"), ("r", "room_controller")):
-        dev, req, bundle = root / name, root / f"{name}.req", root / f"{name}.bundle"
-        run(f"agent keygen --data {dev} --out {req} --serial SN-{name} --role {role}")
-        run(f"provision enroll {req} --agency {a} --out {bundle}")
-        run(f"agent install {bundle} --data {dev}")
-        fleet.devices[name] = dev
-    cmd = root / "room.cmd"
-    run(f"provision assign --agency {a} --device {fleet.device_id('r')} --room 101 --out {cmd}")
-    run(f"agent apply {cmd} --data {fleet.devices['r']}")
-    run(f"provision enroll-store --agency {a} --name main --out {root / 'store'}")
-    for room in ("101", "102"):
-        d = root / f"panel-{room}"
-        run(f"provision enroll-panel --agency {a} --room {room} --out {d}")
-        pki.panel_pem(d)
-    fleet.broker_config()
-    return fleet
-
-
-def Broker(fleet: Fleet) -> Mosquitto:
-    """``mosquitto -c DIR/mosquitto.conf`` exactly as ``provision broker-config`` wrote it."""
-    return Mosquitto(
-        fleet.broker_dir / "mosquitto.conf", fleet.port, log=fleet.root / "mosquitto.log"
-    )
-
-
-class Client:
-    """A paho v5 client over TLS (agent.transport: TCP_NODELAY on), with bounded waits."""
-
-    def __init__(self, client_id: str, creds: Creds, port: int) -> None:
-        self.c = tls_client(client_id, creds.ca, creds.cert, creds.key)
-        self.port = port
-        self.connack: ReasonCode | None = None
-        self.closed: Any = None
-        self.ready = threading.Event()
-        self.acks: dict[int, ReasonCode] = {}
-        self.subacks: dict[int, list[ReasonCode]] = {}
-        self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
-        self.c.on_connect = self._on_connect
-        self.c.on_disconnect = self._on_disconnect
-        self.c.on_publish = self._on_publish
-        self.c.on_subscribe = self._on_subscribe
-        self.c.on_message = lambda _c, _u, m: self.messages.put((m.topic, bytes(m.payload)))
-
-    def _on_connect(
-        self, _c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Properties | None
-    ) -> None:
-        self.connack = rc
-        self.ready.set()
-
-    def _on_disconnect(
-        self, _c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Properties | None
-    ) -> None:
-        self.closed = rc
-        self.ready.set()
-
-    def _on_publish(
-        self, _c: mqtt.Client, _u: Any, mid: int, rc: ReasonCode, _p: Properties | None
-    ) -> None:
-        self.acks[mid] = rc
-
-    def _on_subscribe(
-        self, _c: mqtt.Client, _u: Any, mid: int, rcs: list[ReasonCode], _p: Properties | None
-    ) -> None:
-        self.subacks[mid] = rcs
-
-    def connect(self) -> str:
-        """'connected', or how the broker refused."""
-        try:
-            self.c.connect("127.0.0.1", self.port, keepalive=10)
-        except (ssl.SSLError, OSError) as e:
-            return f"refused during the handshake: {e}"
-        self.c.loop_start()
-        self.ready.wait(TIMEOUT)
-        if self.connack is not None and not self.connack.is_failure and self.closed is None:
-            return "connected"
-        return f"refused: connack={self.connack} disconnect={self.closed}"
-
-    def publish(self, topic: str, payload: bytes = b"x") -> int:
-        """The PUBACK reason code (QoS 1)."""
-        mid = self.c.publish(topic, payload, qos=1).mid
-        deadline = time.monotonic() + TIMEOUT
-        while mid not in self.acks:
-            assert time.monotonic() < deadline, f"no PUBACK for {topic}"
-            time.sleep(0.01)
-        return int(self.acks[mid].value)
-
-    def subscribe(self, topic: str) -> list[int]:
-        mid = self.c.subscribe(topic, qos=1)[1]
-        assert mid is not None
-        deadline = time.monotonic() + TIMEOUT
-        while mid not in self.subacks:
-            assert time.monotonic() < deadline, f"no SUBACK for {topic}"
-            time.sleep(0.01)
-        return [int(rc.value) for rc in self.subacks[mid]]
-
-    def received(self, wait: float = 1.0) -> list[tuple[str, bytes]]:
-        out = []
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            try:
-                out.append(self.messages.get(timeout=max(0.0, deadline - time.monotonic())))
-            except queue.Empty:
-                break
-        return out
-
-    def close(self) -> None:
-        self.c.disconnect()
-        self.c.loop_stop()
-
-
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Fleet, Broker]]:
-    fleet = build_fleet(tmp_path_factory.mktemp("fleet"))
-    broker = Broker(fleet).start()
-    yield fleet, broker
-    broker.stop()
-
-
 @pytest.fixture
-def connect(fleet: tuple[Fleet, Broker]) -> Iterator[Any]:
+def connect(fleet: tuple[Fleet, Mosquitto]) -> Iterator[Any]:
     """connect(client_id, creds) -> a connected Client; all closed at teardown."""
     clients: list[Client] = []
 
@@ -235,7 +41,7 @@ def connect(fleet: tuple[Fleet, Broker]) -> Iterator[Any]:
         c.close()
 
 
-def test_the_configuration_is_what_broker_config_wrote(fleet: tuple[Fleet, Broker]) -> None:
+def test_the_configuration_is_what_broker_config_wrote(fleet: tuple[Fleet, Mosquitto]) -> None:
     f, _ = fleet
     conf = (f.broker_dir / "mosquitto.conf").read_text()
     for line in (
@@ -249,7 +55,9 @@ def test_the_configuration_is_what_broker_config_wrote(fleet: tuple[Fleet, Broke
     assert (f.broker_dir / "server.key").stat().st_mode & 0o777 == 0o600
 
 
-def test_device_publishes_only_under_its_own_id(fleet: tuple[Fleet, Broker], connect: Any) -> None:
+def test_device_publishes_only_under_its_own_id(
+    fleet: tuple[Fleet, Mosquitto], connect: Any
+) -> None:
     f, _ = fleet
     a, b = f.device_id("a"), f.device_id("b")
     store = connect("store-main", f.store())
@@ -265,7 +73,7 @@ def test_device_publishes_only_under_its_own_id(fleet: tuple[Fleet, Broker], con
 
 
 def test_store_reads_every_device_and_answers_each(
-    fleet: tuple[Fleet, Broker], connect: Any
+    fleet: tuple[Fleet, Mosquitto], connect: Any
 ) -> None:
     f, _ = fleet
     a, b = f.device_id("a"), f.device_id("b")
@@ -285,7 +93,7 @@ def test_store_reads_every_device_and_answers_each(
     assert store.publish("unbroken/p/101/state") == NOT_AUTHORIZED
 
 
-def test_panel_touches_only_its_room(fleet: tuple[Fleet, Broker], connect: Any) -> None:
+def test_panel_touches_only_its_room(fleet: tuple[Fleet, Mosquitto], connect: Any) -> None:
     f, _ = fleet
     r = f.device_id("r")
     controller = connect(r, f.device("r"))  # assigned to room 101
@@ -317,7 +125,7 @@ def _refused(f: Fleet, client_id: str, creds: Creds) -> str:
 
 
 def test_clients_without_a_valid_certificate_are_refused(
-    fleet: tuple[Fleet, Broker], tmp_path: Path
+    fleet: tuple[Fleet, Mosquitto], tmp_path: Path
 ) -> None:
     f, broker = fleet
     a = f.device_id("a")
@@ -331,11 +139,11 @@ def test_clients_without_a_valid_certificate_are_refused(
     (tmp_path / "rogue.pem").write_bytes(pki.cert_pem(rogue))
     _refused(f, a, Creds(f.ca, tmp_path / "rogue.pem", f.device("a").key))
 
-    # an expired certificate from the agency's own CA
+    # an expired certificate from the agency's own CA: issued when the CA begins, for no days
     agency = Agency(f.agency)
-    expired = pki.issue(agency.ca_key, agency.ca, tls.public_key(), a, "client", time.time(), 0)
+    issued = agency.ca.not_valid_before_utc.timestamp()
+    expired = pki.issue(agency.ca_key, agency.ca, tls.public_key(), a, "client", issued, 0)
     (tmp_path / "expired.pem").write_bytes(pki.cert_pem(expired))
-    time.sleep(1.1)  # valid for no days: expired a second later
     assert time.time() > expired.not_valid_after_utc.timestamp()
     _refused(f, a, Creds(f.ca, tmp_path / "expired.pem", f.device("a").key))
     agency.close()

@@ -12,7 +12,7 @@ from common.settings import Continuity, DeviceConfig, StorageLimits
 from device.clock import SimClock
 from evidence.seal import Entry
 from simulator.device import SimDevice
-from tests.conftest import small_config
+from tests.fixtures.config import small_config
 from unbroken.cli import main
 
 

@@ -9,7 +9,7 @@ from agent.evidence_dir import load_chain
 from common.settings import Controls as ControlsConfig
 from evidence.seal import Entry
 from simulator.device import SimDevice
-from tests.conftest import small_config
+from tests.fixtures.config import small_config
 
 
 def _device(tmp_path: Path, hold: float = 2.0) -> SimDevice:

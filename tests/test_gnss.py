@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from device import gnss
 from device.clock import SimClock
-from device.gnss import Fix, GnssState, GpsdClient, NmeaReplay, format_position
+from device.gnss import Backoff, Fix, GnssState, GpsdClient, NmeaReplay, format_position
 
 ROUTE = Path(__file__).resolve().parents[1] / "simulator" / "routes" / "hefei-foot-patrol.nmea"
 T0 = datetime(2026, 3, 14, 1, 30, tzinfo=UTC).timestamp()  # the route's first timestamp
@@ -38,7 +39,8 @@ def rmc(hhmmss: str, lat: str = "3149.2362", date: str = "140326") -> str:
     return nmea(f"GPRMC,{hhmmss}.00,A,{lat},N,11713.6328,E,1.0,90.0,{date},,,A")
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 3.0) -> bool:
+def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Until a thread has done something (a bound on waiting, never a measure of speed)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
@@ -306,7 +308,9 @@ class FakeGpsd:
             self.server.close()
 
 
-def test_gpsd_client_follows_tpv_and_reconnects() -> None:
+def test_gpsd_client_follows_tpv_and_reconnects(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without the shutdown in close(), the reader would sit in recv() past close()'s join.
+    monkeypatch.setattr(gnss, "_RECV_BACKSTOP", 60.0)
     drop, release, client_gone = threading.Event(), threading.Event(), threading.Event()
     good = {
         "class": "TPV",
@@ -347,7 +351,7 @@ def test_gpsd_client_follows_tpv_and_reconnects() -> None:
 
     gpsd = FakeGpsd([first, second])
     clock = SimClock()
-    client = GpsdClient(clock, port=gpsd.port, retry_initial=0.05)
+    client = GpsdClient(clock, port=gpsd.port, retry_initial=1.0, connect_timeout=0.5)
     try:
         assert wait_for(lambda: client.state().has_fix), gpsd.errors
         fix = client.state().last_fix
@@ -360,37 +364,55 @@ def test_gpsd_client_follows_tpv_and_reconnects() -> None:
         }
 
         drop.set()  # gpsd goes away: no fix, last fix kept, and the client comes back
-        assert wait_for(lambda: len(gpsd.commands) == 2 and not client.state().has_fix)
-        assert client.state().last_fix == fix
+        assert wait_for(lambda: client.next_attempt is not None)
+        assert client.next_attempt == clock.monotonic() + 1.0
+        assert not client.state().has_fix and client.state().last_fix == fix
         assert format_position(client.state(), clock.monotonic()) == "NO FIX 0s"
+        assert client.attempts == 1  # not before the clock says so
+        clock.advance(1.0)
+        assert wait_for(lambda: len(gpsd.commands) == 2)
 
         release.set()
         assert wait_for(lambda: client.state().has_fix), gpsd.errors
         again = client.state().last_fix
         assert again is not None and (again.lat, again.lon) == (31.83, 117.23)
         assert again.fix_time == T0 + 10 and again.alt is None
-        assert client.connects == 2
+        assert (client.attempts, client.connects) == (2, 2)
 
         clock.advance(6)  # no report for longer than stale_after: not a fix any more
         stale = client.state()
         assert not stale.has_fix and stale.last_fix == again
     finally:
-        started = time.monotonic()
         client.close()
-        assert time.monotonic() - started < 0.5  # close() wakes the reader, no waiting out recv
+    assert not client._thread.is_alive()  # close() woke the reader out of recv()
     assert client_gone.wait(3.0)
     gpsd.thread.join(3.0)
     assert not gpsd.errors
 
 
-def test_gpsd_client_without_gpsd_does_not_raise() -> None:
+def test_backoff_doubles_up_to_its_maximum_and_starts_again_after_a_session() -> None:
+    backoff = Backoff(0.5, 2.0)
+    assert [backoff.next() for _ in range(4)] == [0.5, 1.0, 2.0, 2.0]
+    backoff.reset()
+    assert backoff.next() == 0.5
+
+
+def _waiting(client: GpsdClient, attempts: int) -> bool:
+    return client.next_attempt is not None and client.attempts == attempts
+
+
+def test_gpsd_client_without_gpsd_retries_on_the_clock_and_does_not_raise() -> None:
     with socket.create_server(("127.0.0.1", 0)) as probe:
         port = probe.getsockname()[1]  # closed again before the client tries it
-    client = GpsdClient(SimClock(), port=port, retry_initial=0.02, retry_max=0.05)
-    time.sleep(0.2)
-    assert client.state() == GnssState(None, False)
-    assert client.connects == 0
-    started = time.monotonic()
-    client.close()
-    assert time.monotonic() - started < 1.0
+    clock = SimClock()
+    client = GpsdClient(clock, port=port, retry_initial=1.0, retry_max=2.0)
+    try:
+        for attempt, delay in ((1, 1.0), (2, 2.0), (3, 2.0)):
+            assert wait_for(lambda: _waiting(client, attempt)), client.attempts  # noqa: B023
+            assert client.next_attempt == clock.monotonic() + delay
+            assert client.state() == GnssState(None, False)
+            assert client.connects == 0
+            clock.advance(delay)
+    finally:
+        client.close()  # while it waits for the clock: the wait ends at once
     assert not client._thread.is_alive()

@@ -1,4 +1,4 @@
-"""The picamera2 backend, against the fake picamera2 in tests/fake_picamera2.py."""
+"""The picamera2 backend, against the fake picamera2 in tests/fixtures/fake_picamera2.py."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from device import picamera
 from device.camera import CameraError
 from device.clock import SimClock
 from device.picamera import Picamera2Camera
-from tests.fake_picamera2 import BOOT_NS, Picamera2, make_module, scene
+from tests.fixtures.fake_picamera2 import BOOT_NS, Picamera2, make_module, scene
 
 # 40 px of RGB888 is 120 bytes, padded to a 128-byte stride: exercises the row padding.
 W, H, FPS = 40, 30, 30

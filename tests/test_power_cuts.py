@@ -15,10 +15,14 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from agent.evidence_dir import load_chain, verify_dir
 from agent.media import hash_file
 from evidence.seal import Entry
 from simulator.powercut import cut, footage_lost, start_agent
+
+pytestmark = pytest.mark.slow  # agent processes killed while they record, in real time
 
 CUTS = int(os.environ.get("UNBROKEN_POWER_CUTS", "30"))
 SEED = 20260314

@@ -41,7 +41,7 @@ from simulator.session import record_session
 from store.blobs import BlobStore
 from store.db import Database
 from store.ingest import Ingest
-from tests.conftest import small_config
+from tests.fixtures.config import small_config
 
 NOW = time.time()
 

@@ -13,7 +13,7 @@ from agent.media import probe
 from agent.session import SessionError
 from common.files import ConfigError
 from simulator.device import SimDevice
-from tests.conftest import small_config
+from tests.fixtures.config import small_config
 
 
 def test_malformed_requests_do_not_interrupt_recording(tmp_path: Path) -> None:

@@ -23,9 +23,7 @@ from evidence.receipt import check_receipt
 from evidence.seal import Entry
 from simulator.device import SimDevice
 from simulator.site import LocalSite
-from tests.test_panel import BOARD, Panel, launch_firmware, umqtt
-
-__all__ = ["umqtt"]  # the fixture fetching umqtt.simple, shared with test_panel
+from tests.fixtures.panel import BOARD, Panel, launch_firmware
 
 SMALL = {"width": 320, "height": 180, "fps": 10, "prebuffer_seconds": 2}
 
@@ -254,6 +252,7 @@ def room_site(tmp_path: Path) -> Iterator[RoomSite]:
         rs.uploader.stop()
 
 
+@pytest.mark.slow
 def test_case_system_opens_and_closes_and_everything_reaches_the_agency(
     room_site: RoomSite,
 ) -> None:
@@ -290,6 +289,7 @@ def test_case_system_opens_and_closes_and_everything_reaches_the_agency(
     assert verify_dir(rs.data, None).ok
 
 
+@pytest.mark.slow
 def test_forged_and_foreign_session_commands_are_ignored(room_site: RoomSite) -> None:
     rs, rec = room_site, room_site.dev.recorder
     now = time.time()
@@ -306,6 +306,7 @@ def test_forged_and_foreign_session_commands_are_ignored(room_site: RoomSite) ->
     assert not entries(rs.data, "session_open")
 
 
+@pytest.mark.slow
 def test_panel_key_over_mqtt_opens_the_room(room_site: RoomSite) -> None:
     """The panel's messages as the broker delivers them (the firmware itself is tested in
     test_panel.py); the ACL lets only panel-101 and the controller use room 101's topics."""
@@ -336,6 +337,7 @@ def test_panel_key_over_mqtt_opens_the_room(room_site: RoomSite) -> None:
     assert opened.body["trigger"] == "door"
 
 
+@pytest.mark.slow
 def test_the_panel_firmware_opens_the_room_and_lights_its_lamp(
     room_site: RoomSite, umqtt: Path, tmp_path: Path
 ) -> None:
@@ -376,6 +378,7 @@ def _blinking(panel: Panel, pin: str) -> bool:
     return {0, 1} <= panel.levels(pin, 1.2)
 
 
+@pytest.mark.slow
 def test_case_system_from_the_command_line(
     room_site: RoomSite, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -387,6 +387,7 @@ def stepping(tmp_path: Path) -> Iterator[tuple[SimDevice, SimParts]]:
     dev.stop()
 
 
+@pytest.mark.slow
 def test_control_channel_drives_a_recording_device(
     stepping: tuple[SimDevice, SimParts], tmp_path: Path
 ) -> None:
@@ -480,6 +481,7 @@ def test_device_fault_scenario_fast(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert causes == ["camera", "clock_jump", "storage_full"]
 
 
+@pytest.mark.slow
 def test_routine_stop_in_real_time(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out = _run(SHIPPED / "routine-stop.toml", tmp_path / "r", capsys)
     assert code == 0, out
@@ -488,6 +490,7 @@ def test_routine_stop_in_real_time(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "Device bwc-hf-0001" in (tmp_path / "r" / "store-report.txt").read_text()
 
 
+@pytest.mark.slow
 def test_interview_room_in_real_time(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out = _run(SHIPPED / "interview-room-camera-failure.toml", tmp_path / "r", capsys)
     assert code == 0, out

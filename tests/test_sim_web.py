@@ -33,7 +33,7 @@ import pytest
 from agent.evidence_dir import load_chain
 from evidence.seal import Entry
 from simulator.web import Fleet, LiveRoom, PanelServer, mosquitto_available, summarize
-from tests.conftest import small_config
+from tests.fixtures.config import small_config
 
 BROWSER_DIR = Path(__file__).parent / "browser"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -88,6 +88,7 @@ def _node(node: str, script: str, url: str, outdir: Path) -> dict[str, Any]:
     return report
 
 
+@pytest.mark.slow
 def test_panel_in_chromium(tmp_path: Path) -> None:
     node = _browser_or_skip()
     sync = mosquitto_available()

@@ -22,7 +22,7 @@ from store.blobs import BlobStore
 from store.db import Database
 from store.ingest import Ingest
 from store.report import build_report
-from tests.conftest import small_config
+from tests.fixtures.config import small_config
 
 PG = os.environ.get("UNBROKEN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 NOW = 1_773_500_000.0

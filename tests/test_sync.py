@@ -17,7 +17,9 @@ from evidence.seal import Entry
 from simulator.device import SimDevice
 from simulator.site import LocalSite
 from store.report import build_report
-from tests.conftest import small_config
+from tests.fixtures.config import small_config
+
+pytestmark = pytest.mark.slow  # a real Mosquitto and store workers, with faults in real time
 
 
 @pytest.fixture

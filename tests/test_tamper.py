@@ -12,7 +12,7 @@ import pytest
 from agent.evidence_dir import load_chain, verify_dir
 from evidence.seal import Entry
 from simulator.session import record_session
-from tests.conftest import small_config
+from tests.fixtures.config import small_config
 from unbroken.cli import main
 
 

@@ -15,7 +15,7 @@ from common.settings import Watermark as WatermarkConfig
 from device.clock import SimClock
 from device.gnss import GnssState, NmeaReplay
 from simulator.device import SimDevice, shipped_route
-from tests.conftest import small_config
+from tests.fixtures.config import small_config
 
 CJK = Labels(badge="警号", device="设备", no_fix="无定位", unsynced="时钟未同步")
 

@@ -16,6 +16,11 @@ within `state_stale` seconds: the controller repeats its state every 5 s, so a c
 that died (its retained `recording` still at the broker) does not keep the lamp lit.
 Status LED: steady = connected, idle or recording; slow blink = confirm; fast blink =
 disconnected, fault, no state yet, or a stale one.
+
+Time comes from a clock with MicroPython's ticks API (ticks_ms, ticks_add, ticks_diff):
+the `time` module on a board; a test passes its own (`Panel(conf, board, clock)`) and
+moves it. The decisions that depend on time (Debounced, Heartbeat, Indicator) decide from
+the `now` they are given, so they also run under CPython.
 """
 
 import json
@@ -61,26 +66,77 @@ def log(*args):
     print("panel:", *args)
 
 
-def ticks_due(now, when):
-    return time.ticks_diff(now, when) >= 0
+def ticks_due(clock, now, when):
+    return clock.ticks_diff(now, when) >= 0
 
 
 class Debounced:
     """An input pin whose `value` changes only after the level held for `ms`."""
 
-    def __init__(self, pin, ms):
-        self.pin, self.ms = pin, ms
+    def __init__(self, pin, ms, clock=time):
+        self.pin, self.ms, self.clock = pin, ms, clock
         self.value = self.raw = pin.value()
-        self.since = time.ticks_ms()
+        self.since = clock.ticks_ms()
 
     def changed(self, now):
         v = self.pin.value()
         if v != self.raw:
             self.raw, self.since = v, now
-        elif v != self.value and time.ticks_diff(now, self.since) >= self.ms:
+        elif v != self.value and self.clock.ticks_diff(now, self.since) >= self.ms:
             self.value = v
             return True
         return False
+
+
+class Heartbeat:
+    """MQTT keepalive as the panel keeps it: a PINGREQ every half `keepalive_ms`, and a
+    broker that sent no byte (not even a PINGRESP) for `keepalive_ms` is taken for dead."""
+
+    def __init__(self, keepalive_ms, clock=time):
+        self.ms, self.clock = keepalive_ms, clock
+        self.ping_at = clock.ticks_ms()
+
+    def start(self, now):
+        self.ping_at = self.clock.ticks_add(now, self.ms // 2)
+
+    def ping_due(self, now):
+        """True once per half keepalive; the next ping is then counted from `now`."""
+        if not ticks_due(self.clock, now, self.ping_at):
+            return False
+        self.start(now)
+        return True
+
+    def silent(self, now, rx):
+        """Whether nothing has come in since `rx` for longer than the keepalive."""
+        return self.clock.ticks_diff(now, rx) > self.ms
+
+
+class Indicator:
+    """The RECORDING lamp and the status LED, from the controller's last state and when it
+    came: a state not repeated within `stale_ms` is not believed."""
+
+    def __init__(self, stale_ms, clock=time):
+        self.stale_ms, self.clock = stale_ms, clock
+        self.state, self.at = None, clock.ticks_ms()
+
+    def heard(self, msg, now):
+        self.state = msg if msg in STATES else None
+        self.at = now
+
+    def forget(self):
+        self.state = None
+
+    def levels(self, now, up=True):
+        """(lamp, led) to show at `now`; `up` is whether the panel is connected."""
+        state = self.state if up else None
+        if state and self.clock.ticks_diff(now, self.at) > self.stale_ms:
+            state = None  # the controller stopped saying it: it may be gone
+        if state in (b"idle", b"recording"):
+            led = 1
+        else:
+            half = SLOW_MS if state == b"confirm" else FAST_MS
+            led = (now // half) % 2
+        return (1 if state == b"recording" else 0), led
 
 
 class Link:
@@ -88,10 +144,10 @@ class Link:
     broker gives up after `wait` ms (a dead path raises instead of hanging), and `rx` is
     when the last byte came in (PINGRESP too). The socket itself stays non-blocking."""
 
-    def __init__(self, sock, wait):
-        self.sock, self.wait = sock, wait
+    def __init__(self, sock, wait, clock=time):
+        self.sock, self.wait, self.clock = sock, wait, clock
         self.blocking = True
-        self.rx = time.ticks_ms()
+        self.rx = clock.ticks_ms()
         self.poller = select.poll()
         self.poller.register(sock, select.POLLIN)
         sock.setblocking(False)
@@ -104,19 +160,19 @@ class Link:
             data = self.sock.read(n)
         else:
             data = b""
-            deadline = time.ticks_add(time.ticks_ms(), self.wait)
+            deadline = self.clock.ticks_add(self.clock.ticks_ms(), self.wait)
             while len(data) < n:
                 part = self.sock.read(n - len(data))
                 if part == b"":
                     break  # closed by the broker
                 if part:
                     data += part
-                elif ticks_due(time.ticks_ms(), deadline):
+                elif ticks_due(self.clock, self.clock.ticks_ms(), deadline):
                     raise OSError(110)  # ETIMEDOUT
                 else:
                     self.poller.poll(LOOP_MS)
         if data:
-            self.rx = time.ticks_ms()
+            self.rx = self.clock.ticks_ms()
         return data
 
     def write(self, buf, n=None):
@@ -143,23 +199,23 @@ class Tls:
 
 
 class Panel:
-    def __init__(self, conf, board):
-        self.board = board
+    def __init__(self, conf, board, clock=time):
+        self.board, self.clock = board, clock
         room = conf["room"]
         self.prefix = "unbroken/p/" + room + "/"
         self.t_state = (self.prefix + "state").encode()
-        pin = machine.Pin
-        self.door = Debounced(pin(board["door"], pin.IN, pin.PULL_UP), board["debounce_ms"])
-        self.key = Debounced(pin(board["key"], pin.IN, pin.PULL_UP), board["debounce_ms"])
+        pin, ms = machine.Pin, board["debounce_ms"]
+        self.door = Debounced(pin(board["door"], pin.IN, pin.PULL_UP), ms, clock)
+        self.key = Debounced(pin(board["key"], pin.IN, pin.PULL_UP), ms, clock)
         self.lamp = pin(board["lamp"], pin.OUT, value=0)
         self.led = pin(board["led"], pin.OUT, value=0)
         self.shown = (0, 0)
-        self.ka_ms = board["keepalive"] * 1000
+        self.heartbeat = Heartbeat(board["keepalive"] * 1000, clock)
+        self.indicator = Indicator(board["state_stale"] * 1000, clock)
         self.backoff, self.backoff_max = 1000, board["backoff_max"] * 1000
-        self.up, self.state = False, None
-        self.stale_ms = board["state_stale"] * 1000
-        self.retry = self.state_at = self.ping_at = self.wifi_at = self.clock_at = time.ticks_ms()
-        self.clock_ok = False
+        self.up = False
+        self.retry = self.wifi_at = self.time_at = clock.ticks_ms()
+        self.time_ok = False
         self.wlan = None
         if network and board["wifi"]:
             self.wlan = network.WLAN(network.STA_IF)
@@ -184,10 +240,9 @@ class Panel:
 
     def on_message(self, topic, msg):
         if topic == self.t_state:
-            if msg != self.state:
+            if msg != self.indicator.state:
                 log("state", msg)
-            self.state = msg if msg in STATES else None
-            self.state_at = time.ticks_ms()
+            self.indicator.heard(msg, self.clock.ticks_ms())
 
     # -- the connection -----------------------------------------------------------------
 
@@ -196,19 +251,19 @@ class Panel:
         w = self.wlan
         if w is None or w.isconnected():
             return True
-        if ticks_due(now, self.wifi_at):
+        if ticks_due(self.clock, now, self.wifi_at):
             log("joining Wi-Fi", self.board["wifi"]["ssid"])
             try:  # noqa: SIM105  (no contextlib on a microcontroller)
                 w.disconnect()
             except OSError:
                 pass
             w.connect(self.board["wifi"]["ssid"], self.board["wifi"]["password"])
-            self.wifi_at = time.ticks_add(now, 20000)
+            self.wifi_at = self.clock.ticks_add(now, 20000)
         return False
 
-    def clock(self, now):
+    def sync_time(self, now):
         """TLS checks certificate dates: set a board's clock from NTP once."""
-        if self.clock_ok or self.wlan is None or not ticks_due(now, self.clock_at):
+        if self.time_ok or self.wlan is None or not ticks_due(self.clock, now, self.time_at):
             return
         try:
             import ntptime
@@ -216,17 +271,17 @@ class Panel:
             if self.board["ntp"]:
                 ntptime.host = self.board["ntp"]
             ntptime.settime()
-            self.clock_ok = True
+            self.time_ok = True
         except Exception as e:
             log("no time from NTP:", repr(e))
-            self.clock_at = time.ticks_add(now, 10000)
+            self.time_at = self.clock.ticks_add(now, 10000)
 
     def connect(self, now):
         c = self.mqtt
         log("connecting to", c.server, c.port)
         try:
             c.connect()
-            c.sock = Link(c.sock, WAIT_MS)
+            c.sock = Link(c.sock, WAIT_MS, self.clock)
             c.subscribe(self.t_state, 1)
             c.publish(self.prefix + "panel", b"online", True, 1)
             c.publish(self.prefix + "door", DOOR[self.door.value], True, 1)
@@ -235,7 +290,7 @@ class Panel:
             return
         log("connected")
         self.up, self.backoff = True, 1000
-        self.ping_at = time.ticks_add(now, self.ka_ms // 2)
+        self.heartbeat.start(now)
 
     def drop(self, why, e=None):
         """Close the connection (if any) and try again after the backoff."""
@@ -244,8 +299,9 @@ class Panel:
             self.mqtt.sock.close()
         except Exception:
             pass
-        self.up, self.state = False, None
-        self.retry = time.ticks_add(time.ticks_ms(), self.backoff)
+        self.up = False
+        self.indicator.forget()
+        self.retry = self.clock.ticks_add(self.clock.ticks_ms(), self.backoff)
         self.backoff = min(self.backoff * 2, self.backoff_max)
 
     def send(self, topic, payload, retain):
@@ -260,11 +316,10 @@ class Panel:
     def service(self, now):
         c = self.mqtt
         try:
-            if ticks_due(now, self.ping_at):
+            if self.heartbeat.ping_due(now):
                 c.ping()
-                self.ping_at = time.ticks_add(now, self.ka_ms // 2)
             c.check_msg()
-            if time.ticks_diff(now, c.sock.rx) > self.ka_ms:
+            if self.heartbeat.silent(now, c.sock.rx):
                 raise OSError(110)  # not even a PINGRESP
         except Exception as e:
             self.drop("disconnected", e)
@@ -276,8 +331,8 @@ class Panel:
             if self.up:
                 self.drop("Wi-Fi lost")
         else:
-            self.clock(now)
-            if not self.up and ticks_due(now, self.retry):
+            self.sync_time(now)
+            if not self.up and ticks_due(self.clock, now, self.retry):
                 self.connect(now)
         if self.door.changed(now):
             log("door", DOOR[self.door.value])
@@ -290,15 +345,7 @@ class Panel:
         self.show(now)
 
     def show(self, now):
-        state = self.state if self.up else None
-        if state and time.ticks_diff(now, self.state_at) > self.stale_ms:
-            state = None  # the controller stopped saying it: it may be gone
-        if state in (b"idle", b"recording"):
-            led = 1
-        else:
-            half = SLOW_MS if state == b"confirm" else FAST_MS
-            led = (now // half) % 2
-        lamp = 1 if state == b"recording" else 0
+        lamp, led = self.indicator.levels(now, self.up)
         if (lamp, led) != self.shown:
             self.lamp.value(lamp)
             self.led.value(led)
@@ -306,8 +353,8 @@ class Panel:
 
     def run(self):
         while True:
-            self.step(time.ticks_ms())
-            time.sleep_ms(LOOP_MS)
+            self.step(self.clock.ticks_ms())
+            time.sleep_ms(LOOP_MS)  # real time: only the pace of the loop
 
 
 def read(name):
