@@ -20,11 +20,13 @@ def unbroken(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_version() -> None:
     done = unbroken("--version")
     assert done.returncode == 0 and done.stdout.startswith("unbroken 0.")
 
 
+@pytest.mark.slow
 def test_a_closed_pipe_is_not_an_error() -> None:
     done = subprocess.run(
         f"{sys.executable} -m unbroken.cli provision --help | head -c 10",
@@ -89,6 +91,7 @@ def test_explain_on_an_unprovisioned_device_says_so(
     assert "this device is not provisioned" in err and "agency.pub" not in err
 
 
+@pytest.mark.slow
 def test_json_options_say_what_they_do() -> None:
     for command in (["provision", "devices"], ["store", "report"], ["verify"]):
         assert "machine-readable" in unbroken(*command, "--help").stdout, command

@@ -22,6 +22,8 @@ from provisioning.broker import crl_valid_until, renew_crl, write_broker_config
 from simulator.broker import Mosquitto, free_port
 from unbroken.cli import main
 
+pytestmark = pytest.mark.slow  # a real Mosquitto
+
 DAY = 86400.0
 
 

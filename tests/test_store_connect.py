@@ -20,6 +20,8 @@ from simulator.site import LocalSite
 from store.config import StoreConfig, load_store_config
 from store.worker import Worker, start_worker
 
+pytestmark = pytest.mark.slow  # a real Mosquitto
+
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSite]:
