@@ -119,20 +119,23 @@ class SimGnss:
         self._clock = clock
         self._replay = NmeaReplay(route, clock, loop=loop)
         self._lost = False
+        self._kept: Fix | None = None  # the last fix before the receiver was blinded
 
     @property
     def lost(self) -> bool:
         return self._lost
 
     def lose(self, lost: bool = True) -> None:
+        if lost and not self._lost:
+            self._kept = self._replay.state().last_fix
         self._lost = lost
 
     def walk(self, route: str | Path, loop: bool = False) -> None:
         self._replay = NmeaReplay(route, self._clock, loop=loop)
 
     def state(self) -> GnssState:
-        st = self._replay.state()
-        return GnssState(st.last_fix, False) if self._lost else st
+        st = self._replay.state()  # the route goes on while the receiver is blind
+        return GnssState(self._kept, False) if self._lost else st
 
     def close(self) -> None:
         self._replay.close()
