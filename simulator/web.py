@@ -146,6 +146,7 @@ class LiveDevice:
         self._storage: dict[str, Any] = {}
         self._frames = 0
         self._fps = 0.0
+        self._rate_at = (0.0, 0)  # when, and at which frame, the rate was last measured
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -180,28 +181,27 @@ class LiveDevice:
                 self._ledger = None
 
     def _run(self) -> None:
-        dev = self.dev
-        fps = dev.config.recording.fps
-        rate = [time.monotonic(), 0]  # when and at which frame the rate was last measured
-
-        def after(n: int) -> None:
-            self._frames = n
-            self._take_snapshot(storage=n % fps == 0)
-            now = time.monotonic()
-            if now - rate[0] >= 2.0:
-                self._fps = (n - rate[1]) / (now - rate[0])
-                rate[:] = [now, n]
-
         # Fallen behind (a busy machine), the loop does not race to catch up.
-        loop = dev.frame_loop(max_lag=1.0, on_frame=after, stop=self._stop)
+        loop = self.dev.frame_loop(max_lag=1.0, on_frame=self._after_frame, stop=self._stop)
+        self._rate_at = (time.monotonic(), 0)
         try:
             loop.run()
         except Exception as e:  # a crash of the simulation, not of the page: show it
             log.exception("device %s stopped", self.id)
             self.error = f"{type(e).__name__}: {e}"
         finally:
-            dev.stop()  # closes an open session; after a battery shutdown only the pins
+            self.dev.stop()  # closes an open session; after a battery shutdown only the pins
             self._take_snapshot(storage=True)
+
+    def _after_frame(self, n: int) -> None:
+        """On the device thread, after frame ``n``: the snapshot, and the frame rate."""
+        self._frames = n
+        self._take_snapshot(storage=n % self.dev.config.recording.fps == 0)
+        now = time.monotonic()
+        since, at_frame = self._rate_at
+        if now - since >= 2.0:
+            self._fps = (n - at_frame) / (now - since)
+            self._rate_at = (now, n)
 
     # -- what the tester does --------------------------------------------------------
 
