@@ -23,11 +23,11 @@ Example::
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from agent.loop import FrameLoop
 from agent.recorder import Recorder
@@ -117,9 +117,14 @@ class SimDevice:
             self.lamp.close()
         self.gnss.close()
 
-    def frame_loop(self, **options: Any) -> FrameLoop:
-        """The frame loop over this device's recorder, LED, lamp and uploader, on its
-        clock (``options``: :class:`~agent.loop.FrameLoop`'s, e.g. ``on_frame``)."""
+    def frame_loop(
+        self,
+        max_lag: float | None = None,
+        on_frame: Callable[[int], object] | None = None,
+        stop: threading.Event | None = None,
+    ) -> FrameLoop:
+        """The frame loop over this device's recorder, LED, lamp and uploader, on its clock
+        (the options: :class:`~agent.loop.FrameLoop`'s)."""
         return FrameLoop(
             self.recorder,
             self.config.recording.fps,
@@ -128,7 +133,9 @@ class SimDevice:
             uploader=self.uploader,
             clock=self.clock,
             realtime=self.realtime,
-            **options,
+            max_lag=max_lag,
+            on_frame=on_frame,
+            stop=stop,
         )
 
     # -- what a tester does with the hardware ----------------------------------------
