@@ -32,7 +32,7 @@ The commands (see :data:`COMMANDS` and docs/testers-guide.md):
 ``walk`` route, loop?               start replaying an NMEA route now
 ``battery`` percent?, drain_per_hour?, external?
 ``storage`` free_bytes              the disk has this many bytes free (shrinking as the device
-                                    writes); ``null``: the real disk again
+                                    writes); ``null``: the volume as it was
 ``clock_jump`` seconds              the wall clock steps (monotonic time does not)
 ``network`` up                      the uploader's MQTT connection drops (the broker sends the
                                     device's will: the store sees it offline) or comes back
