@@ -31,7 +31,7 @@ import os
 import queue
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,31 +69,18 @@ from agent.watermark import Watermark, find_font, watermark_text
 from common.commands import Command, SessionArgs
 from common.files import fsync_dir
 from common.settings import MAIN_TRACK, Category, DeviceConfig
-from device.camera import Camera, CameraError, VideoFrame
+from device.camera import CameraError, VideoFrame
 from device.clock import Clock
 from device.controls import MARKER_PRESS, RECORD_HOLD, RECORD_PRESS
-from device.gnss import Gnss, GnssState
-from device.microphone import Microphone, MicrophoneError
-from device.power import Battery
-from device.storage import Storage
+from device.gnss import GnssState
+from device.hardware import Hardware
+from device.microphone import MicrophoneError
 from evidence.names import ProvisionError
 from evidence.seal import Entry, Moment, Sealer
 
 log = logging.getLogger(__name__)
 
 SOFTWARE = "unbroken 0.1.0"
-
-
-@dataclass
-class Hardware:
-    """What the recorder records from. ``cameras``: one per camera track, by track name —
-    ``{"main": camera}`` on a body recorder, the room's cameras on a room controller."""
-
-    cameras: Mapping[str, Camera]
-    microphone: Microphone
-    gnss: Gnss
-    battery: Battery | None = None
-    storage: Storage | None = None
 
 
 @dataclass

@@ -1,9 +1,10 @@
 """``unbroken agent run``: the device process — recorder in real time, plus sync when the
 device is provisioned.
 
-The hardware comes from the caller: the device's own (:func:`real_hardware`), or the
-simulator's (``agent run --sim``, :mod:`simulator.process`), which is what the simulator's
-fleets and the power-cut tests start and kill.
+The hardware comes from the caller, built by a factory (:mod:`device.hardware`): the
+board's, or the simulator's (``agent run --sim``, :mod:`simulator.process`), which is what
+the simulator's fleets and the power-cut tests start and kill. The frames are stepped by
+the one frame loop (:mod:`agent.loop`).
 
 SIGTERM or SIGINT stops it cleanly (the open session is closed); SIGKILL is a power cut:
 the next start recovers and resumes the session.
@@ -14,46 +15,22 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from agent.recorder import Hardware, Recorder
+from agent.loop import FrameLoop
+from agent.recorder import Recorder
 from agent.sync import SyncSettings, Uploader
 from common.settings import DeviceConfig
 from device.clock import Clock
 from device.controls import RecordingLamp
+from device.hardware import Hardware
 
 if TYPE_CHECKING:
     from gpiozero import Factory
 
 log = logging.getLogger(__name__)
-
-
-class HardwareError(RuntimeError):
-    pass
-
-
-def real_hardware(config: DeviceConfig, root: Path, clock: Clock) -> Hardware:
-    raise HardwareError(
-        "real hardware needs a microphone backend, which is not written yet: "
-        "run with --sim (the Pi camera, GPIO and gpsd backends exist: device/picamera.py, "
-        "device/controls.py, device/gnss.py)"
-    )
-
-
-def show_state(
-    recorder: Recorder, uploader: Uploader | None, lamp: RecordingLamp | None = None
-) -> None:
-    """After each frame: the room's RECORDING lamp and panel follow the session; the
-    recorder learns the 24-hour deadline level from the uploader."""
-    if lamp is not None:
-        lamp.show(recorder.session is not None)
-    if uploader is not None:
-        recorder.sync_deadline = uploader.deadline_level
-        if recorder.room:
-            uploader.show_on_panel(recorder.panel_state)
 
 
 def room_lamp(config: DeviceConfig, pin_factory: Factory | None = None) -> RecordingLamp | None:
@@ -133,25 +110,15 @@ def run_agent(
         f"recording: {recorder.status()['state']} session {recorder.status()['session']}",
         flush=True,
     )
-    fps = config.recording.fps
-    t0 = time.monotonic()
-    n = 0
+    loop = FrameLoop(recorder, config.recording.fps, lamp=lamp, uploader=uploader, stop=stop)
     try:
-        while not stop.is_set() and not recorder.powered_off:
-            if seconds is not None and time.monotonic() - t0 >= seconds:
-                break
-            recorder.step()
-            show_state(recorder, uploader, lamp)
-            n += 1
-            delay = t0 + n / fps - time.monotonic()
-            if delay > 0:
-                stop.wait(delay)
+        loop.run(seconds=seconds)
     finally:
         if channel is not None:
             channel.close()
         if not recorder.powered_off:
             recorder.stop()
-        show_state(recorder, uploader, lamp)
+        loop.show()
         if uploader is not None:
             uploader.stop()
         if lamp is not None:

@@ -78,7 +78,12 @@ class SimCamera:
         pass
 
     def fail(self, failed: bool = True) -> None:
+        """A tester's switch: ``fail()`` breaks the sensor, ``fail(False)`` mends it."""
         self._failed = failed
+
+    @property
+    def failed(self) -> bool:
+        return self._failed
 
     def read(self) -> VideoFrame:
         if self._failed:

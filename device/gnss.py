@@ -110,24 +110,35 @@ _OTHER = _Sentence("other")
 _DM = re.compile(r"^(\d{1,3})(\d\d(?:\.\d+)?)$")  # [d]ddmm[.mmmm]
 
 
-class GnssSwitch:
-    """A receiver a tester can blind (``lost``: no fix, the last one kept and ageing, as in
-    an underpass) or send walking along another route (``walk``)."""
+class SimGnss:
+    """A simulated receiver walking a route (:class:`NmeaReplay`), with a tester's switches:
+    ``lose()`` blinds it (no fix, the last one kept and ageing, as in an underpass) until
+    ``lose(False)``; ``walk(route)`` sends it along another route from now on."""
 
-    def __init__(self, inner: Gnss) -> None:
-        self.inner = inner
-        self.lost = False
+    def __init__(self, route: str | Path, clock: Clock, loop: bool = True) -> None:
+        self._clock = clock
+        self._replay = NmeaReplay(route, clock, loop=loop)
+        self._lost = False
+        self._kept: Fix | None = None  # the last fix before the receiver was blinded
+
+    @property
+    def lost(self) -> bool:
+        return self._lost
+
+    def lose(self, lost: bool = True) -> None:
+        if lost and not self._lost:
+            self._kept = self._replay.state().last_fix
+        self._lost = lost
+
+    def walk(self, route: str | Path, loop: bool = False) -> None:
+        self._replay = NmeaReplay(route, self._clock, loop=loop)
 
     def state(self) -> GnssState:
-        st = self.inner.state()
-        return GnssState(st.last_fix, False) if self.lost else st
-
-    def walk(self, replay: Gnss) -> None:
-        old, self.inner = self.inner, replay
-        old.close()
+        st = self._replay.state()  # the route goes on while the receiver is blind
+        return GnssState(self._kept, False) if self._lost else st
 
     def close(self) -> None:
-        self.inner.close()
+        self._replay.close()
 
 
 class NmeaReplay:

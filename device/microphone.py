@@ -31,7 +31,8 @@ class Microphone(Protocol):
 
 
 class SimMicrophone:
-    """A tone with noise: real audio samples, different in every chunk."""
+    """A tone with noise: real audio samples, different in every chunk. ``fail()`` makes
+    the next reads raise :class:`MicrophoneError`, as a dead capsule would."""
 
     def __init__(self, rate: int = 48000, tone_hz: float = 440.0, seed: int = 7) -> None:
         self.rate = rate
@@ -41,7 +42,12 @@ class SimMicrophone:
         self._failed = False
 
     def fail(self, failed: bool = True) -> None:
+        """A tester's switch: ``fail()`` kills the microphone, ``fail(False)`` mends it."""
         self._failed = failed
+
+    @property
+    def failed(self) -> bool:
+        return self._failed
 
     def read(self, n: int) -> Samples:
         if self._failed:

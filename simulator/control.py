@@ -32,7 +32,7 @@ The commands (see :data:`COMMANDS` and docs/testers-guide.md):
 ``walk`` route, loop?               start replaying an NMEA route now
 ``battery`` percent?, drain_per_hour?, external?
 ``storage`` free_bytes              the disk has this many bytes free (shrinking as the device
-                                    writes); ``null``: the real disk again
+                                    writes); ``null``: the volume as it was
 ``clock_jump`` seconds              the wall clock steps (monotonic time does not)
 ``network`` up                      the uploader's MQTT connection drops (the broker sends the
                                     device's will: the store sees it offline) or comes back
@@ -68,13 +68,10 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from agent.session import MarkerType
 from common.settings import Category
-from device.camera import Camera, SimCamera
-from device.clock import Clock, JumpingClock
+from device.camera import SimCamera
+from device.clock import JumpingClock
 from device.controls import MARKER_PRESS, RECORD_HOLD, RECORD_PRESS
-from device.gnss import GnssSwitch, NmeaReplay
-from device.microphone import Microphone, SimMicrophone
-from device.power import SimBattery
-from device.storage import DiskStorage, Storage, Usage
+from device.hardware import SimHardware
 
 if TYPE_CHECKING:
     from agent.recorder import Recorder
@@ -272,39 +269,7 @@ def parse_command(line: bytes | str | Mapping[str, Any]) -> Command:
         raise ControlError(f"{name}: {'; '.join(problems)}") from None
 
 
-# -- the simulated hardware a tester can break ----------------------------------------------
-
-
-class ControlledStorage:
-    """The real volume, unless a tester filled it: then ``free_bytes`` were free at that
-    moment, and what the device writes after comes off them."""
-
-    def __init__(self, inner: Storage, root: Path) -> None:
-        self.inner = inner
-        self.root = root
-        self.limit: int | None = None
-        self._base = 0
-
-    def fill(self, free_bytes: int | None) -> None:
-        self.limit = free_bytes
-        self._base = _tree_size(self.root)
-
-    def usage(self) -> Usage:
-        u = self.inner.usage()
-        if self.limit is None:
-            return u
-        written = max(0, _tree_size(self.root) - self._base)
-        free = max(0, self.limit - written)
-        return Usage(total=max(u.total, free), free=free)
-
-
-def _tree_size(root: Path) -> int:
-    total = 0
-    for p in root.rglob("*"):
-        with contextlib.suppress(OSError):
-            if p.is_file():
-                total += p.stat().st_size
-    return total
+# -- the uploader's link a tester can cut ---------------------------------------------------
 
 
 class NetworkSwitch:
@@ -360,46 +325,13 @@ class Pending:
 
 @dataclass
 class SimParts:
-    """The recorder and the simulated hardware under it that a tester reaches."""
+    """The recorder, the simulated hardware under it (built with its fault switches by
+    :class:`~device.hardware.SimFactory`) and the uploader's link, as a tester reaches them."""
 
     recorder: Recorder
+    hardware: SimHardware
     clock: JumpingClock
-    cameras: Mapping[str, Camera]
-    microphone: Microphone
-    gps: GnssSwitch
-    battery: SimBattery
-    storage: ControlledStorage
     network: NetworkSwitch | None = None
-    route_clock: Clock | None = None  # what a new route is replayed against
-    failed_cameras: set[str] = field(default_factory=set)
-
-    @staticmethod
-    def attach(
-        recorder: Recorder,
-        clock: Clock,
-        uploader: Uploader | None = None,
-        online: bool = True,
-        battery: float = 100.0,
-    ) -> SimParts:
-        """Put controllable GNSS, battery and storage under ``recorder`` (before it starts)."""
-        if not hasattr(clock, "jump_wall"):
-            raise TypeError("the simulated device's clock must be able to jump")
-        hw = recorder.hw
-        gps = GnssSwitch(hw.gnss)
-        bat = SimBattery(clock, battery, drain_per_hour=0)
-        storage = ControlledStorage(hw.storage or DiskStorage(recorder.root), recorder.root)
-        hw.gnss, hw.battery, hw.storage = gps, bat, storage
-        return SimParts(
-            recorder=recorder,
-            clock=clock,  # type: ignore[arg-type]  # checked above
-            cameras=hw.cameras,
-            microphone=hw.microphone,
-            gps=gps,
-            battery=bat,
-            storage=storage,
-            network=NetworkSwitch(uploader, online) if uploader is not None else None,
-            route_clock=clock,
-        )
 
     # -- on the caller's thread ----------------------------------------------------------
 
@@ -488,47 +420,40 @@ class SimParts:
                 raise ControlError("recording is not paused")
             rec.resume()
         elif isinstance(cmd, CameraCmd):
-            for name, cam in self._cameras(cmd.track).items():
+            for cam in self._cameras(cmd.track):
                 cam.fail(not cmd.ok)
-                (self.failed_cameras.discard if cmd.ok else self.failed_cameras.add)(name)
         elif isinstance(cmd, MicrophoneCmd):
-            mic = self.microphone
-            if not isinstance(mic, SimMicrophone):
-                raise ControlError("the microphone is not simulated")
-            mic.fail(not cmd.ok)
+            self.hardware.microphone.fail(not cmd.ok)
         elif isinstance(cmd, GpsCmd):
-            self.gps.lost = not cmd.ok
+            self.hardware.gnss.lose(not cmd.ok)
         elif isinstance(cmd, Walk):
             route = Path(cmd.route)
             if not route.is_file():
                 raise ControlError(f"route {route}: no such file")
-            self.gps.walk(NmeaReplay(route, self.route_clock or rec.clock, loop=cmd.loop))
+            self.hardware.gnss.walk(route, loop=cmd.loop)
         elif isinstance(cmd, BatteryCmd):
-            self.battery.set(cmd.percent, cmd.external, cmd.drain_per_hour)
+            self.hardware.battery.set(cmd.percent, cmd.external, cmd.drain_per_hour)
         elif isinstance(cmd, StorageCmd):
-            self.storage.fill(cmd.free_bytes)
+            self.hardware.storage.fill(cmd.free_bytes)
         elif isinstance(cmd, ClockJump):
             self.clock.jump_wall(cmd.seconds)
         elif isinstance(cmd, PanelCmd) and rec.room is None:
             raise ControlError("this device serves no room: no panel")
         return None  # (a room's panel input was queued just before this)
 
-    def _cameras(self, track: str | None) -> dict[str, SimCamera]:
-        if track is not None and track not in self.cameras:
-            raise ControlError(f"no camera {track!r}; cameras: {', '.join(self.cameras)}")
-        out = {}
-        for name in [track] if track else list(self.cameras):
-            cam = self.cameras[name]
-            if not isinstance(cam, SimCamera):
-                raise ControlError(f"camera {name!r} is not simulated")
-            out[name] = cam
-        return out
+    def _cameras(self, track: str | None) -> list[SimCamera]:
+        cameras = self.hardware.cameras
+        if track is None:
+            return list(cameras.values())
+        if track not in cameras:
+            raise ControlError(f"no camera {track!r}; cameras: {', '.join(cameras)}")
+        return [cameras[track]]
 
     def status(self) -> dict[str, Any]:
         """The recorder's status and the simulated hardware's (on the recording thread)."""
-        rec = self.recorder
-        usage = self.storage.usage()
-        gnss = self.gps.state()
+        rec, hw = self.recorder, self.hardware
+        usage = hw.storage.usage()
+        gnss = hw.gnss.state()
         return {
             **rec.status(),
             "indicator": rec.indicator,
@@ -537,14 +462,14 @@ class SimParts:
             "paused": rec.paused,
             "sim": {
                 "wall": rec.clock.wall(),
-                "battery": round(self.battery.percent(), 3),
-                "drain_per_hour": self.battery.drain_per_hour,
-                "external_power": self.battery.external_power(),
+                "battery": round(hw.battery.percent(), 3),
+                "drain_per_hour": hw.battery.drain_per_hour,
+                "external_power": hw.battery.external_power(),
                 "storage_free": usage.free,
-                "storage_filled": self.storage.limit is not None,
+                "storage_filled": hw.storage.filled,
                 "gps_fix": gnss.has_fix,
-                "gps_lost": self.gps.lost,
-                "cameras_failed": sorted(self.failed_cameras),
+                "gps_lost": hw.gnss.lost,
+                "cameras_failed": sorted(n for n, c in hw.cameras.items() if c.failed),
                 "network": self.network.state() if self.network else None,
             },
         }
@@ -744,10 +669,12 @@ class ControlClient:
 def serve(
     path: Path,
     recorder: Recorder,
-    clock: Clock,
+    hardware: SimHardware,
+    clock: JumpingClock,
     uploader: Uploader | None,
     online: bool = True,
 ) -> ControlChannel:
     """What ``agent run --sim --control PATH`` calls before the recorder starts: the
-    controllable hardware under the recorder and the channel, not yet listening."""
-    return ControlChannel(path, SimParts.attach(recorder, clock, uploader, online))
+    channel onto the recorder and its simulated hardware, not yet listening."""
+    network = NetworkSwitch(uploader, online) if uploader is not None else None
+    return ControlChannel(path, SimParts(recorder, hardware, clock, network))

@@ -2,6 +2,10 @@
 :class:`~agent.recorder.Recorder` on simulated cameras (one per track), microphone, GNSS
 route, battery and gpiozero mock pins (buttons, LEDs, a room's RECORDING lamp).
 
+The hardware comes from :class:`~device.hardware.SimFactory`; :attr:`SimDevice.hardware`
+keeps its parts, whose fault switches a tester flips (``dev.camera.fail()``). The frames
+are stepped by the one frame loop (:class:`~agent.loop.FrameLoop`).
+
 Time runs *fast* by default: the simulator advances a :class:`~device.clock.SimClock` one
 frame interval per frame, so a session of N seconds takes as long as encoding N seconds of
 video. ``realtime=True`` paces frames against the wall clock instead.
@@ -19,20 +23,21 @@ Example::
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
 
-from gpiozero.pins.mock import MockFactory
-
-from agent.recorder import Hardware, Recorder
-from agent.run import show_state
+from agent.loop import FrameLoop
+from agent.recorder import Recorder
 from agent.sync import Uploader
-from common.settings import MAIN_TRACK, DeviceConfig
+from common.settings import DeviceConfig
 from device.camera import SimCamera
-from device.clock import Clock, SimClock
+from device.clock import SimClock
 from device.controls import Controls, RecordingLamp
-from device.gnss import NmeaReplay
+from device.gnss import SimGnss
+from device.hardware import SIM_CARD, SimFactory, SimHardware
 from device.microphone import SimMicrophone
 from device.power import SimBattery
 from device.storage import SimStorage
@@ -42,43 +47,64 @@ def shipped_route() -> Path:
     return Path(str(resources.files("simulator") / "routes" / "hefei-foot-patrol.nmea"))
 
 
-def sim_cameras(config: DeviceConfig, clock: Clock) -> dict[str, SimCamera]:
-    """One simulated camera per camera track, each with its own colours."""
-    rec = config.recording
-    names = config.room.cameras if config.room else [MAIN_TRACK]
-    return {
-        name: SimCamera(rec.width, rec.height, rec.fps, clock, tint=i)
-        for i, name in enumerate(names)
-    }
+def sim_factory(
+    battery_drain_per_hour: float = 8.0, storage_capacity: int | None = SIM_CARD
+) -> SimFactory:
+    """The simulator's hardware factory: the shipped route unless the settings name one, a
+    battery draining this much an hour, a card of this size (None: the real disk)."""
+    return SimFactory(shipped_route(), battery_drain_per_hour, storage_capacity)
 
 
 class SimDevice:
+    """``factory``: the simulated hardware (default: a 64 GiB card, a battery draining
+    8 % an hour); :attr:`hardware` keeps its parts, with their fault switches."""
+
     def __init__(
         self,
         root: Path,
         config: DeviceConfig,
         clock: SimClock | None = None,
         realtime: bool = False,
+        factory: SimFactory | None = None,
     ) -> None:
         self.clock = clock or SimClock()
         self.config = config
         self.realtime = realtime
-        rec = config.recording
-        self.cameras = sim_cameras(config, self.clock)
-        self.camera = next(iter(self.cameras.values()))  # a body recorder's one camera
-        self.microphone = SimMicrophone(rec.audio_rate)
-        route = config.gnss.route or shipped_route()
-        self.gnss = NmeaReplay(route, self.clock, loop=True)
-        self.battery = SimBattery(self.clock)
-        self.storage = SimStorage(Path(root), capacity=64 * 1024**3)
-        self.pins = MockFactory()
-        hardware = Hardware(self.cameras, self.microphone, self.gnss, self.battery, self.storage)
-        self.recorder = Recorder(root, config, hardware, self.clock)
+        factory = factory or sim_factory()
+        self.hardware: SimHardware = factory.build(config, Path(root), self.clock)
+        self.pins = factory.pins
+        self.recorder = Recorder(root, config, self.hardware, self.clock)
         self.controls = Controls(config.controls, self.recorder.post, pin_factory=self.pins)
         self.uploader: Uploader | None = None  # attach one: status and panel follow it
         self.lamp = (
             RecordingLamp(config.room.lamp_pin, pin_factory=self.pins) if config.room else None
         )
+
+    # the simulated parts, as tests and testers reach them
+    @property
+    def cameras(self) -> Mapping[str, SimCamera]:
+        return self.hardware.cameras
+
+    @property
+    def camera(self) -> SimCamera:
+        """A body recorder's one camera (a room's first)."""
+        return next(iter(self.hardware.cameras.values()))
+
+    @property
+    def microphone(self) -> SimMicrophone:
+        return self.hardware.microphone
+
+    @property
+    def gnss(self) -> SimGnss:
+        return self.hardware.gnss
+
+    @property
+    def battery(self) -> SimBattery:
+        return self.hardware.battery
+
+    @property
+    def storage(self) -> SimStorage:
+        return self.hardware.storage
 
     def start(self) -> None:
         self.recorder.start()
@@ -91,8 +117,28 @@ class SimDevice:
             self.lamp.close()
         self.gnss.close()
 
-    # -- what a tester does with the hardware ----------------------------------------
+    def frame_loop(
+        self,
+        max_lag: float | None = None,
+        on_frame: Callable[[int], object] | None = None,
+        stop: threading.Event | None = None,
+    ) -> FrameLoop:
+        """The frame loop over this device's recorder, LED, lamp and uploader, on its clock
+        (the options: :class:`~agent.loop.FrameLoop`'s)."""
+        return FrameLoop(
+            self.recorder,
+            self.config.recording.fps,
+            controls=self.controls,
+            lamp=self.lamp,
+            uploader=self.uploader,
+            clock=self.clock,
+            realtime=self.realtime,
+            max_lag=max_lag,
+            on_frame=on_frame,
+            stop=stop,
+        )
 
+    # -- what a tester does with the hardware ----------------------------------------
     def press(self, pin: int, seconds: float = 0.05) -> None:
         """Press and release a button wired to ``pin`` (active low, as on the board)."""
         p = self.pins.pin(pin)
@@ -117,15 +163,4 @@ class SimDevice:
 
     def run(self, seconds: float) -> None:
         """Record ``seconds`` of device time, one frame at a time."""
-        fps = self.config.recording.fps
-        frames = round(seconds * fps)
-        t0 = time.monotonic()
-        for i in range(frames):
-            self.recorder.step()
-            self.controls.show(self.recorder.indicator)
-            show_state(self.recorder, self.uploader, self.lamp)
-            if self.realtime:
-                delay = t0 + (i + 1) / fps - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-            self.clock.advance(1 / fps)
+        self.frame_loop().run(frames=round(seconds * self.config.recording.fps))

@@ -1,24 +1,19 @@
 """``unbroken agent run --sim``: the real agent process on simulated hardware (camera per
-track, microphone, GNSS route, battery, gpiozero mock pins) against the real clock, with a
-tester's control channel if asked for."""
+track, microphone, GNSS route, battery, the real disk, gpiozero mock pins) against the real
+clock, with a tester's control channel if asked for."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from gpiozero.pins.mock import MockFactory
-
-from agent.recorder import Hardware, Recorder
-from agent.run import HardwareError, room_lamp, run_agent
+from agent.recorder import Recorder
+from agent.run import room_lamp, run_agent
 from agent.sync import Uploader
 from common.settings import DeviceConfig
 from device.clock import OffsetClock
-from device.gnss import NmeaReplay
-from device.microphone import SimMicrophone
-from device.power import SimBattery
-from device.storage import DiskStorage
+from device.hardware import HardwareError
 from simulator.control import ControlChannel, serve, socket_path_problem
-from simulator.device import shipped_route, sim_cameras
+from simulator.device import sim_factory
 
 
 def run_simulated_agent(
@@ -39,25 +34,20 @@ def run_simulated_agent(
     if control is not None and (problem := socket_path_problem(control)):
         raise HardwareError(problem)
     clock = OffsetClock(clock_offset)
-    rec = config.recording
-    hardware = Hardware(
-        cameras=sim_cameras(config, clock),
-        microphone=SimMicrophone(rec.audio_rate),
-        gnss=NmeaReplay(config.gnss.route or shipped_route(), clock, loop=True),
-        battery=SimBattery(clock, drain_per_hour=0),
-        storage=DiskStorage(root),
-    )
+    # A battery that holds its charge and the real disk, until a tester says otherwise.
+    factory = sim_factory(battery_drain_per_hour=0, storage_capacity=None)
+    hardware = factory.build(config, root, clock)
 
     def attach(recorder: Recorder, uploader: Uploader | None) -> ControlChannel:
         assert control is not None
-        return serve(control, recorder, clock, uploader, online=not offline)
+        return serve(control, recorder, hardware, clock, uploader, online=not offline)
 
     return run_agent(
         root,
         config,
         hardware,
         clock,
-        lamp=room_lamp(config, MockFactory()),
+        lamp=room_lamp(config, factory.pins),
         open_session=open_session,
         seconds=seconds,
         sync=sync,

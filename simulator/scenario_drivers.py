@@ -227,7 +227,7 @@ class InProcessDevice(_Clocked):
         return self.dev is not None and not self.dev.recorder.powered_off
 
     def boot(self, t: float, offset_hours: float | None, online: bool | None) -> None:
-        from simulator.device import SimDevice
+        from simulator.device import SimDevice, sim_factory
 
         if self.running:
             raise ControlError(f"{self.id} is already running")
@@ -237,8 +237,10 @@ class InProcessDevice(_Clocked):
         elif not self.offsets:
             self._set_offset(t, 0.0)
         clock = SimClock(wall_start=self.wall0 + self.offset + t)
-        dev = SimDevice(self.data, self.config, clock=clock)
-        self.parts = SimParts.attach(dev.recorder, clock)
+        # The battery holds its charge until a scenario drains it.
+        factory = sim_factory(battery_drain_per_hour=0)
+        dev = SimDevice(self.data, self.config, clock=clock, factory=factory)
+        self.parts = SimParts(dev.recorder, dev.hardware, clock)
         dev.start()
         self.dev = dev
 

@@ -69,11 +69,10 @@ from PIL import Image
 
 from agent.config import load_config
 from agent.recorder import Recorder
-from agent.run import make_uploader, show_state
+from agent.run import make_uploader
 from agent.sync import SyncLedger, Uploader
 from common.settings import DeviceConfig, Recording, Room
 from device.clock import SimClock
-from device.gnss import GnssSwitch
 from evidence.names import ProvisionError
 from simulator.device import SimDevice
 
@@ -130,8 +129,8 @@ class LiveDevice:
     def __init__(self, dev: SimDevice, uploader: Uploader | None = None) -> None:
         self.dev = dev
         self.uploader = uploader
-        self.gps = GnssSwitch(dev.recorder.hw.gnss)
-        dev.recorder.hw.gnss = self.gps
+        dev.uploader = uploader  # the frame loop hands it the deadline and panel state
+        self.gps = dev.gnss
         self.id = dev.recorder.device_id
         self.root = dev.recorder.root
         self.camera_failed = False
@@ -147,6 +146,7 @@ class LiveDevice:
         self._storage: dict[str, Any] = {}
         self._frames = 0
         self._fps = 0.0
+        self._rate_at = (0.0, 0)  # when, and at which frame, the rate was last measured
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -181,34 +181,27 @@ class LiveDevice:
                 self._ledger = None
 
     def _run(self) -> None:
-        dev, rec = self.dev, self.dev.recorder
-        fps = dev.config.recording.fps
-        t0, n = time.monotonic(), 0
-        rate_t, rate_n = t0, 0
+        # Fallen behind (a busy machine), the loop does not race to catch up.
+        loop = self.dev.frame_loop(max_lag=1.0, on_frame=self._after_frame, stop=self._stop)
+        self._rate_at = (time.monotonic(), 0)
         try:
-            while not self._stop.is_set() and not rec.powered_off:
-                rec.step()
-                dev.controls.show(rec.indicator)
-                show_state(rec, self.uploader, dev.lamp)
-                n += 1
-                self._frames = n
-                self._take_snapshot(storage=n % fps == 0)
-                now = time.monotonic()
-                if now - rate_t >= 2.0:
-                    self._fps = (n - rate_n) / (now - rate_t)
-                    rate_t, rate_n = now, n
-                delay = t0 + n / fps - now
-                if delay > 0:
-                    self._stop.wait(delay)
-                elif delay < -1.0:  # fell behind (a busy machine): do not race to catch up
-                    t0 = now - n / fps
-                dev.clock.advance(1 / fps)
+            loop.run()
         except Exception as e:  # a crash of the simulation, not of the page: show it
             log.exception("device %s stopped", self.id)
             self.error = f"{type(e).__name__}: {e}"
         finally:
-            dev.stop()  # closes an open session; after a battery shutdown only the pins
+            self.dev.stop()  # closes an open session; after a battery shutdown only the pins
             self._take_snapshot(storage=True)
+
+    def _after_frame(self, n: int) -> None:
+        """On the device thread, after frame ``n``: the snapshot, and the frame rate."""
+        self._frames = n
+        self._take_snapshot(storage=n % self.dev.config.recording.fps == 0)
+        now = time.monotonic()
+        since, at_frame = self._rate_at
+        if now - since >= 2.0:
+            self._fps = (n - at_frame) / (now - since)
+            self._rate_at = (now, n)
 
     # -- what the tester does --------------------------------------------------------
 
@@ -236,10 +229,7 @@ class LiveDevice:
         self.dev.recorder.post(lambda: self.dev.camera.fail(failed))
 
     def _gps(self, lost: bool) -> None:
-        def jam() -> None:
-            self.gps.lost = lost
-
-        self.dev.recorder.post(jam)
+        self.dev.recorder.post(lambda: self.gps.lose(lost))
 
     # -- what the page shows ---------------------------------------------------------
 
@@ -757,7 +747,6 @@ class Fleet:
             if site is not None:
                 # The room's uploader also talks with the panel (room topics, on_panel).
                 uploader = make_uploader(data, dev.recorder, self.room_config, dev.clock)
-                dev.uploader = uploader
             client = site.panel_client(room) if site else None
             panel = SimPanel(dev.recorder, room if site else None, client)
             live_room = LiveRoom(dev, uploader, panel, self.cases)

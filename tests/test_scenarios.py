@@ -17,7 +17,7 @@ import pytest
 
 from common.settings import DeviceConfig, Recording
 from simulator.control import ControlChannel, ControlClient, ControlError, SimParts, parse_command
-from simulator.device import SimDevice, shipped_route
+from simulator.device import SimDevice, shipped_route, sim_factory
 from simulator.scenario import control_command
 from simulator.scenario_facts import (
     CutFact,
@@ -370,8 +370,8 @@ def stepping(tmp_path: Path) -> Iterator[tuple[SimDevice, SimParts]]:
     """A simulated body recorder stepping in real time on a thread, with controllable
     hardware under it."""
     config = DeviceConfig(recording=Recording(width=320, height=180, fps=10, prebuffer_seconds=0))
-    dev = SimDevice(tmp_path / "d", config, realtime=True)
-    parts = SimParts.attach(dev.recorder, dev.clock)
+    dev = SimDevice(tmp_path / "d", config, realtime=True, factory=sim_factory(0))
+    parts = SimParts(dev.recorder, dev.hardware, dev.clock)
     dev.start()
     stop = threading.Event()
 

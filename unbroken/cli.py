@@ -77,8 +77,9 @@ def cmd_sim_session(args: argparse.Namespace) -> int:
 
 def cmd_agent_run(args: argparse.Namespace) -> int:
     from agent.config import device_config
-    from agent.run import HardwareError, real_hardware, room_lamp, run_agent
+    from agent.run import room_lamp, run_agent
     from device.clock import SystemClock
+    from device.hardware import BoardFactory, HardwareError
 
     data = _data_dir(args.data)
     try:
@@ -99,12 +100,13 @@ def cmd_agent_run(args: argparse.Namespace) -> int:
         if args.control is not None or args.clock_offset or args.offline:
             raise HardwareError("--control, --clock-offset and --offline need --sim")
         clock = SystemClock()
+        board = BoardFactory()
         return run_agent(
             data,
             config,
-            real_hardware(config, data, clock),
+            board.build(config, data, clock),
             clock,
-            lamp=room_lamp(config),
+            lamp=room_lamp(config, board.pins),
             open_session=args.open,
             seconds=args.seconds,
             sync=not args.no_sync,
