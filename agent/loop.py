@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from agent.recorder import Recorder
+    from agent.service import ServiceNotifier
     from agent.sync import Uploader
     from device.clock import SimClock
     from device.controls import Controls, RecordingLamp
@@ -70,7 +71,8 @@ class FrameLoop:
 
     ``realtime``: frames are paced against the machine's monotonic clock (``max_lag``: see
     :class:`Pacer`). ``clock``: a simulated clock advanced one frame interval per frame.
-    ``on_frame(n)`` runs after frame ``n`` (the web panel's snapshot)."""
+    ``on_frame(n)`` runs after frame ``n`` (the web panel's snapshot). ``service``: systemd's
+    watchdog is pinged after each frame, so a loop that stalls is restarted by systemd."""
 
     def __init__(
         self,
@@ -85,6 +87,7 @@ class FrameLoop:
         max_lag: float | None = None,
         on_frame: Callable[[int], object] | None = None,
         stop: threading.Event | None = None,
+        service: ServiceNotifier | None = None,
     ) -> None:
         self.recorder = recorder
         self.fps = fps
@@ -96,6 +99,7 @@ class FrameLoop:
         self.max_lag = max_lag
         self.on_frame = on_frame
         self.stopping = stop or threading.Event()
+        self.service = service  # systemd's watchdog: pinged only while frames keep coming
 
     def stop(self) -> None:
         """Ends an open-ended :meth:`run` before its next frame (any thread)."""
@@ -121,6 +125,8 @@ class FrameLoop:
         while self._more(n, frames, seconds, t0):
             self.frame()
             n += 1
+            if self.service is not None:
+                self.service.alive(time.monotonic())
             if self.on_frame is not None:
                 self.on_frame(n)
             if self.realtime:

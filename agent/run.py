@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from agent.loop import FrameLoop
 from agent.recorder import Recorder
+from agent.service import ServiceNotifier
 from agent.sync import SyncSettings, Uploader
 from common.settings import DeviceConfig
 from device.clock import Clock
@@ -106,14 +107,17 @@ def run_agent(
         uploader.start()
     if open_session and recorder.session is None:
         recorder.open_session()
-    print(
-        f"recording: {recorder.status()['state']} session {recorder.status()['session']}",
-        flush=True,
+    state = f"recording: {recorder.status()['state']} session {recorder.status()['session']}"
+    print(state, flush=True)
+    service = ServiceNotifier.from_environment()
+    service.ready(state)
+    loop = FrameLoop(
+        recorder, config.recording.fps, lamp=lamp, uploader=uploader, stop=stop, service=service
     )
-    loop = FrameLoop(recorder, config.recording.fps, lamp=lamp, uploader=uploader, stop=stop)
     try:
         loop.run(seconds=seconds)
     finally:
+        service.stopping()
         if channel is not None:
             channel.close()
         if not recorder.powered_off:
@@ -123,4 +127,5 @@ def run_agent(
             uploader.stop()
         if lamp is not None:
             lamp.close()
+        service.close()
     return 0

@@ -3,13 +3,19 @@ datagram socket standing in for systemd's notify socket; outside systemd nothing
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import socket
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from agent.evidence_dir import verify_dir
 from agent.service import ServiceNotifier
+from simulator.powercut import agent_command, start_agent
 
 
 @pytest.fixture
@@ -66,3 +72,45 @@ def test_a_vanished_socket_never_stops_the_caller(tmp_path: Path) -> None:
     n = ServiceNotifier.from_environment({"NOTIFY_SOCKET": str(tmp_path / "gone")})
     n.ready()
     n.status("still recording")
+
+
+@pytest.mark.slow
+def test_a_stalled_loop_stops_the_pings_and_its_restart_is_an_interruption(
+    tmp_path: Path, notify_socket: tuple[socket.socket, str]
+) -> None:
+    """The agent under a stand-in for systemd: READY, then watchdog pings from the frame
+    loop; the loop stalls (SIGSTOP) and the pings stop; the supervisor kills and restarts it,
+    as systemd's watchdog does, and the chain shows the stall as an interruption."""
+    sock, path = notify_socket
+    data, config = tmp_path / "bwc", tmp_path / "device.toml"
+    config.write_text("[recording]\nwidth = 320\nheight = 180\nfps = 10\nprebuffer_seconds = 0\n")
+    cmd, env = agent_command(data, "--open", "--no-sync", "--config", str(config))
+    env = {**env, "NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        sock.settimeout(30)
+        assert sock.recv(4096).startswith(b"READY=1\nSTATUS=recording: recording")
+        sock.settimeout(5)
+        assert [sock.recv(64) for _ in range(3)] == [b"WATCHDOG=1"] * 3
+        proc.send_signal(signal.SIGSTOP)  # the loop stalls
+        sock.settimeout(0.2)
+        with contextlib.suppress(TimeoutError):
+            while sock.recv(64):  # what was sent before the stall
+                pass
+        sock.settimeout(1.5)  # past the watchdog interval: systemd would act now
+        with pytest.raises(TimeoutError):
+            sock.recv(64)
+        proc.send_signal(signal.SIGKILL)  # what the watchdog does to a stalled service
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    again = start_agent(data, config)  # Restart=always
+    time.sleep(1.0)
+    again.send_signal(signal.SIGTERM)
+    assert again.wait(30) == 0
+    report = verify_dir(data, data / "device.pub")
+    assert report.ok, report.problems[:3]
+    gaps = [g for s in report.sessions for g in s.gaps]
+    assert [g["cause"] for g in gaps] == ["power_loss"], gaps
