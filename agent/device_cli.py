@@ -13,12 +13,17 @@ ProvisionError for user errors, leaving DEVDIR unchanged when they refuse.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
+import os
 import time
 from pathlib import Path
+from typing import Any
 
 from agent import enrolment
-from agent.evidence_dir import EvidenceDirError, read_public_key
+from agent.enrolment import LOCK
+from agent.evidence_dir import PRIVATE, EvidenceDirError, read_public_key
+from agent.status_file import read_status
 from common import pki
 from common.cli import user_errors
 from evidence.names import ProvisionError, iso
@@ -87,7 +92,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     root: Path = args.data
     identity = enrolment.read_identity(root)
     key = enrolment.read_device_key(root)
-    out: dict[str, object] = {
+    out: dict[str, Any] = {
         "device_id": identity.device_id,
         "role": identity.role,
         "key_id": key_id(key.verify_key),
@@ -100,8 +105,92 @@ def cmd_status(args: argparse.Namespace) -> int:
         out["agency_key_id"] = bundle["agency"]
         out["broker"] = bundle["broker"]
         out["certificate_expires"] = iso(client.not_valid_after_utc.timestamp())
-    print(json.dumps(out, indent=2, ensure_ascii=False))
+    out["running"] = agent_running(root)
+    out["agent"] = read_status(root)  # its last snapshot (live while it runs)
+    if args.json:
+        print(json.dumps(out, indent=2, ensure_ascii=False))
+    else:
+        print(format_status(out, time.time()))
     return 0
+
+
+def agent_running(root: Path) -> bool:
+    """Whether an agent process holds this data directory (its lock), or, where the lock
+    cannot be opened, whether the process that last wrote the status is alive."""
+    try:
+        fd = os.open(root / PRIVATE / LOCK, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    except PermissionError:
+        pid = (read_status(root) or {}).get("pid")
+        return isinstance(pid, int) and _alive(pid)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def format_status(s: dict[str, Any], now: float) -> str:
+    """The status as an admin reads it: one line a subject."""
+    lines = [f"device   {s['device_id']} ({s['role']}), key {s['key_id']}"]
+    if s["provisioned"]:
+        b = s["broker"]
+        lines.append(
+            f"agency   key {s['agency_key_id']}, broker {b['host']}:{b['port']}, certificate "
+            f"until {s['certificate_expires']}"
+        )
+    else:
+        lines.append("agency   not provisioned (records, does not sync)")
+    a = s.get("agent")
+    if not s["running"]:
+        when = f"; last status {iso(a['written_at'])}" if a and "written_at" in a else ""
+        lines.append(f"agent    not running{when}")
+    else:
+        lines.append(f"agent    running (pid {a.get('pid') if a else '?'})")
+    if a:
+        age = now - float(a.get("written_at", now))
+        lines.append(
+            f"state    {a.get('state')}, session {a.get('session') or '-'}"
+            + (f" (as of {age:.0f} s ago)" if age > 5 else "")
+        )
+        lines.append(f"last error {a.get('last_error') or '-'}")
+        st = a.get("storage")
+        if st:
+            lines.append(f"storage  {st['free'] / 1e9:.1f} GB free of {st['total'] / 1e9:.1f} GB")
+        bat = a.get("battery")
+        if bat:
+            power = ", external power" if bat["external_power"] else ""
+            lines.append(f"battery  {bat['percent']:.0f} %{power}")
+        g = a.get("gnss") or {}
+        if g.get("fix"):
+            lines.append(f"gnss     fix {g['lat']:.5f}, {g['lon']:.5f} ({g['age']} s old)")
+        else:
+            last = f", last fix {g['age']} s ago" if g.get("age") is not None else ", never a fix"
+            lines.append(f"gnss     no fix{last}")
+        c = a.get("clock") or {}
+        lines.append(f"clock    {'synchronised' if c.get('synced') else 'NOT synchronised'}")
+        sync = a.get("sync")
+        if sync:
+            backlog = sync.get("backlog") or {}
+            lines.append(
+                f"sync     {'connected' if sync['connected'] else 'not connected'}, deadline "
+                f"{sync['deadline']}, backlog {backlog.get('blobs', '?')} segment(s) / "
+                f"{backlog.get('bytes', '?')} B"
+            )
+    return "\n".join(lines)
 
 
 def add_agent_parser(sub: argparse._SubParsersAction) -> None:
@@ -137,6 +226,11 @@ def add_agent_commands(ps: argparse._SubParsersAction) -> None:
     q.add_argument("--out", type=Path, required=True, help="rotation request to write")
     q.set_defaults(func=cmd_rotate_key)
 
-    q = ps.add_parser("status", help="identity, provisioning and assignment of this device")
+    q = ps.add_parser(
+        "status",
+        help="identity, provisioning, and the running agent's state, storage, "
+        "battery, GNSS, clock and sync",
+    )
     q.add_argument("--data", type=Path, required=True)
+    q.add_argument("--json", action="store_true", help="machine-readable output")
     q.set_defaults(func=cmd_status)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from agent.recorder import Recorder
     from agent.service import ServiceNotifier
+    from agent.status_file import StatusFile
     from agent.sync import Uploader
     from device.clock import SimClock
     from device.controls import Controls, RecordingLamp
@@ -88,6 +89,7 @@ class FrameLoop:
         on_frame: Callable[[int], object] | None = None,
         stop: threading.Event | None = None,
         service: ServiceNotifier | None = None,
+        status: StatusFile | None = None,
     ) -> None:
         self.recorder = recorder
         self.fps = fps
@@ -100,6 +102,7 @@ class FrameLoop:
         self.on_frame = on_frame
         self.stopping = stop or threading.Event()
         self.service = service  # systemd's watchdog: pinged only while frames keep coming
+        self.status = status  # DATA/status.json for `agent status`, about once a second
 
     def stop(self) -> None:
         """Ends an open-ended :meth:`run` before its next frame (any thread)."""
@@ -127,6 +130,8 @@ class FrameLoop:
             n += 1
             if self.service is not None:
                 self.service.alive(time.monotonic())
+            if self.status is not None:
+                self.status.maybe_write(time.monotonic())
             if self.on_frame is not None:
                 self.on_frame(n)
             if self.realtime:

@@ -17,12 +17,13 @@ import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.loop import FrameLoop
 from agent.recorder import Recorder
 from agent.service import ServiceNotifier
-from agent.sync import SyncSettings, Uploader
+from agent.status_file import StatusFile
+from agent.sync import SyncLedger, SyncSettings, Uploader
 from common.settings import DeviceConfig
 from device.clock import Clock
 from device.controls import RecordingLamp
@@ -81,6 +82,17 @@ def make_uploader(
     )
 
 
+def _backlog(root: Path) -> Callable[[], dict[str, Any]]:
+    def backlog() -> dict[str, Any]:
+        ledger = SyncLedger(root)
+        try:
+            return ledger.backlog()
+        finally:
+            ledger.close()
+
+    return backlog
+
+
 def run_agent(
     root: Path,
     config: DeviceConfig,
@@ -111,8 +123,15 @@ def run_agent(
     print(state, flush=True)
     service = ServiceNotifier.from_environment()
     service.ready(state)
+    status = StatusFile(root, recorder, hardware, clock, uploader, backlog=_backlog(root))
     loop = FrameLoop(
-        recorder, config.recording.fps, lamp=lamp, uploader=uploader, stop=stop, service=service
+        recorder,
+        config.recording.fps,
+        lamp=lamp,
+        uploader=uploader,
+        stop=stop,
+        service=service,
+        status=status,
     )
     try:
         loop.run(seconds=seconds)
@@ -127,5 +146,6 @@ def run_agent(
             uploader.stop()
         if lamp is not None:
             lamp.close()
+        status.maybe_write(float("inf"))  # the last word: stopped
         service.close()
     return 0
