@@ -16,7 +16,7 @@ APT_NEEDS := mosquitto:/usr/sbin/mosquitto \
 # playwright-core for the browser test of `unbroken sim panel` (driving Debian's chromium)
 BROWSER := tests/browser
 
-.PHONY: demo test check lint typecheck pytest bench soak system clean
+.PHONY: demo test check lint typecheck pytest bench soak system clean install-pi
 
 demo: $(BIN)/.installed
 	$(BIN)/unbroken demo --workdir out/demo
@@ -74,6 +74,11 @@ $(BIN)/.installed: pyproject.toml | system
 $(BROWSER)/node_modules/.installed: $(BROWSER)/package.json $(BROWSER)/package-lock.json | system
 	cd $(BROWSER) && npm ci --no-audit --no-fund
 	touch $@
+
+# On the board, as root: the agent as a systemd service (agent/units/install.sh: packages,
+# user, venv with the system's site packages, data directory, unit enabled).
+install-pi:
+	sh agent/units/install.sh
 
 clean:
 	rm -rf $(VENV) out .mypy_cache .ruff_cache .pytest_cache *.egg-info $(BROWSER)/node_modules
