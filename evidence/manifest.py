@@ -102,8 +102,12 @@ class Audio:
     samples: int
 
     def to_body(self) -> dict[str, Any]:
-        return {"codec": self.codec, "rate": self.rate, "channels": self.channels,
-                "samples": self.samples}  # fmt: skip
+        return {
+            "codec": self.codec,
+            "rate": self.rate,
+            "channels": self.channels,
+            "samples": self.samples,
+        }
 
 
 @dataclass(frozen=True)
@@ -224,8 +228,12 @@ class SegmentManifest:
         audio = None
         if raw_audio is not None:
             a = _Fields(raw_audio, "segment manifest.media.audio")
-            audio = Audio(a.get("codec", str), a.get("rate", int), a.get("channels", int),
-                          a.get("samples", int))  # fmt: skip
+            audio = Audio(
+                a.get("codec", str),
+                a.get("rate", int),
+                a.get("channels", int),
+                a.get("samples", int),
+            )
         start, end = f.moment("start"), f.moment("end")
         assert start and end
         return SegmentManifest(
