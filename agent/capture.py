@@ -6,8 +6,9 @@ the other tracks and the audio go on.
 
 Example::
 
-    cap = Capture(config, {"main": camera})
+    cap = Capture(config, {"main": camera}, device_id)
     frames, failed = cap.read(now)                    # failed: camera -> error
+    text = cap.label(clock, gnss, frames["main"].captured, badges, room=None)
     images = cap.pictures_of(frames, failed, text)    # track -> watermarked image
 """
 
@@ -18,20 +19,23 @@ from collections.abc import Mapping
 import numpy as np
 
 from agent.room import compose_pip
-from agent.watermark import Watermark, find_font
+from agent.watermark import Watermark, find_font, watermark_text
 from common.settings import MAIN_TRACK, DeviceConfig
 from device.camera import Camera, CameraError, VideoFrame
+from device.clock import Clock
+from device.gnss import GnssState
 
 FAULT_LABEL = "  CAMERA FAULT"
 
 
 class Capture:
-    def __init__(self, config: DeviceConfig, cameras: Mapping[str, Camera]) -> None:
+    def __init__(self, config: DeviceConfig, cameras: Mapping[str, Camera], device_id: str) -> None:
         names = config.room.cameras if config.room else [MAIN_TRACK]
         if sorted(cameras) != sorted(names):
             raise ValueError(f"cameras {sorted(cameras)} do not match tracks {names}")
         self.config = config
         self.cameras = cameras
+        self.device_id = device_id
         self.feeds = {name: fed_by(config, name) for name in names}  # camera -> tracks
         rec = config.recording
         font = find_font(config.watermark.font)
@@ -59,6 +63,25 @@ class Capture:
                 failed[name] = str(e)
                 frames[name] = VideoFrame(self._black.copy(), now, -1)
         return frames, failed
+
+    def label(
+        self, clock: Clock, gnss: GnssState, captured: float, badges: list[str], room: str | None
+    ) -> str:
+        """The watermark text of a frame captured at ``captured`` (monotonic)."""
+        labels = self.config.watermark.labels
+        wall = clock.wall() - (clock.monotonic() - captured)
+        place = f"{labels.room} {room or '-'}" if self.config.room else None
+        return watermark_text(
+            wall,
+            clock.utc_offset(),
+            clock.synced(),
+            gnss,
+            captured,
+            badges,
+            self.device_id,
+            labels,
+            place=place,
+        )
 
     def pictures_of(
         self, frames: Mapping[str, VideoFrame], failed: Mapping[str, str], text: str

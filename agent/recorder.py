@@ -2,8 +2,12 @@
 
 It runs on one thread, one frame at a time (:meth:`Recorder.step`), so everything it does
 is ordered and testable without threads. Buttons and other threads only *post* events;
-``step`` drains them between frames. Decisions are delegated to pure parts: the session
-state machine (:mod:`agent.session`), the watermark text, the sealer (:mod:`evidence.seal`).
+``step`` drains them between frames. :class:`Recorder` is a façade; each job is a
+collaborator's: capture and picture (:mod:`agent.capture`), segments and the pre-event
+buffer (:mod:`agent.segments`), interruptions and health checks (:mod:`agent.continuity`),
+the session lifecycle (:mod:`agent.lifecycle`), boot recovery (:mod:`agent.boot`), the room
+(:mod:`agent.room_control`), agency commands (:mod:`agent.agency_commands`), and sealing
+(:mod:`agent.chain`, the only way anything is sealed).
 
 A failing request (a marker with no session, a malformed command) raises or is logged,
 but never stops the frame loop: recording goes on.
@@ -22,7 +26,6 @@ Example::
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import hashlib
 import json
@@ -34,22 +37,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 
+from agent.agency_commands import AgencyCommands
 from agent.boot import BootRecovery
 from agent.capture import Capture
 from agent.chain import ChainWriter
-from agent.config import assigned_badges, assigned_room
+from agent.config import assigned_badges
 from agent.continuity import Continuity
-from agent.enrolment import (
-    LOCK,
-    apply_assignment,
-    checked_command,
-    finish_rotation,
-    remember_command,
-)
+from agent.enrolment import LOCK, finish_rotation
 from agent.evidence_dir import PRIVATE, SEGMENTS
+from agent.frames import FrameLoop
 from agent.identity import load_or_create_identity
 from agent.interruptions import InterruptionTracker
 from agent.journal import Journal
@@ -59,14 +57,13 @@ from agent.room import Open, RoomTriggers, panel_state
 from agent.room_control import RoomControl
 from agent.segments import Segmenter
 from agent.session import MarkerType, OpenSession, SessionError, SessionMachine, State
-from agent.watermark import Watermark, watermark_text
-from common.commands import SessionArgs
+from agent.watermark import Watermark
 from common.settings import Category, DeviceConfig
 from device.camera import Camera
 from device.clock import Clock
 from device.controls import MARKER_PRESS, RECORD_HOLD, RECORD_PRESS
 from device.gnss import Gnss
-from device.microphone import Microphone, MicrophoneError
+from device.microphone import Microphone
 from device.power import Battery
 from device.storage import Storage
 from evidence.manifest import Marker
@@ -108,8 +105,7 @@ class Recorder:
         self.chain = ChainWriter(self.journal, key, identity.device_id, clock)
         self.device_id = self.chain.device_id
         self.tracks = config.tracks
-        self.capture = Capture(config, hardware.cameras)
-        self.room_id = assigned_room(self.root)
+        self.capture = Capture(config, hardware.cameras, self.device_id)
         self.last_error: str | None = None
         self.sync_deadline = "ok"  # set by the uploader's thread: the 24-hour rule
         self.machine = SessionMachine(
@@ -130,19 +126,25 @@ class Recorder:
             self.segments,
             self.continuity,
             self.room,
-            lambda: self.room_id,
+            lambda: self.commands.room_id,
             assigned_badges(self.root) or list(config.session.badges),
         )
         self._room = (
             RoomControl(self.room, self.life, self.chain, clock, self._error) if self.room else None
         )
+        self.commands = AgencyCommands(self.root, self.chain, self.life, self._room)
         self._events: queue.SimpleQueue[str | Callable[[], object]] = queue.SimpleQueue()
         self._frames_since_check = 0
-        self._storage_full = False
-        self._silence = np.zeros(config.recording.audio_rate // config.recording.fps, np.int16)
+        self.frames = FrameLoop(
+            config, hardware, clock, self.capture, self.segments, self.continuity
+        )
         self.powered_off = False
 
     # -- what the collaborators hold, as the recorder's own -----------------------------
+
+    @property
+    def room_id(self) -> str | None:
+        return self.commands.room_id
 
     @property
     def session(self) -> OpenSession | None:
@@ -247,23 +249,11 @@ class Recorder:
         system opening or closing a room session): verified and sealed on the recording
         thread, on this recorder's chain. A forged, foreign, expired or replayed command
         is ignored and logged; recording goes on."""
-        now = self.clock.wall()
         try:
-            cmd = checked_command(self.root, self.journal, data, now)
-            if isinstance(cmd.args, SessionArgs):
-                if self._room is None:
-                    raise SessionError(f"{cmd.command}: this device serves no room")
-                entry = self._room.case_command(cmd, cmd.args)
-                if entry is not None:
-                    remember_command(self.journal, cmd, entry.seq, now)
-            else:
-                entry = apply_assignment(self.root, self.chain, cmd, data, now)
-                self.badges = list(entry.body.get("badges") or [])
-                self.room_id = assigned_room(self.root)
+            return self.commands.apply(data, self.clock.wall())
         except (ProvisionError, SessionError) as e:
             self._error(f"command refused: {e}")
             return None
-        return entry
 
     # -- the interview room ------------------------------------------------------------
 
@@ -319,11 +309,8 @@ class Recorder:
     # -- the frame loop ------------------------------------------------------------
 
     def step(self) -> None:
-        """Handle queued events, then capture, watermark and encode one frame.
-
-        Faults never stop the loop: a failed camera is replaced by black frames (the
-        audio goes on), a failed microphone by silence, a full disk pauses writing; each
-        is an interruption of the open session, ended when the fault clears."""
+        """Handle queued events, then capture, watermark and encode one frame
+        (:mod:`agent.frames`: faults never stop the loop)."""
         if self.powered_off:
             return
         while not self._events.empty():
@@ -340,79 +327,8 @@ class Recorder:
             if self.continuity.power_critical(self.hw.battery):
                 self.stop(reason="battery", close_session=False)
                 return
-            self._check_storage()
-        frames, failed = self.capture.read(now)
-        for camera in frames:
-            if camera in failed:
-                self.continuity.fault(
-                    "camera", ["video"], failed[camera], tracks=self.capture.feeds[camera]
-                )
-            else:
-                self.continuity.clear("camera", self.capture.feeds[camera])
-        frame = next(iter(frames.values()))  # its capture time stands for all tracks
-        try:
-            samples = self.hw.microphone.read(len(self._silence))
-            self.continuity.clear("microphone")
-        except MicrophoneError as e:
-            self.continuity.fault("microphone", ["audio"], str(e))
-            samples = None
-        gnss = self.hw.gnss.state()
-        self.continuity.note_fix(gnss.has_fix)
-        if self._storage_full or self.paused:
-            self.segments.skip()  # the timeline goes on; the gap is logged
-            return
-        wall = self.clock.wall() - (self.clock.monotonic() - frame.captured)
-        place = None
-        if self.room:
-            place = f"{self.config.watermark.labels.room} {self.room_id or '-'}"
-        text = watermark_text(
-            wall,
-            self.clock.utc_offset(),
-            self.clock.synced(),
-            gnss,
-            frame.captured,
-            self.badges,
-            self.device_id,
-            self.config.watermark.labels,
-            place=place,
-        )
-        images = self.capture.pictures_of(frames, failed, text)
-        audio = self._silence if samples is None else samples
-        try:
-            full = self.segments.add(images, audio, samples is not None, gnss, frame.captured, wall)
-            self.continuity.clear("write_error")
-            self.continuity.clear("encoder")
-        except OSError as e:
-            self._write_failed(e)
-            return
-        except av.FFmpegError as e:  # the encoder failed: a fresh one starts next frame
-            lost = self.segments.abandon()
-            self.continuity.fault("encoder", ["video", "audio"], str(e), since=lost)
-            self.segments.skip()
-            return
-        if full:
-            try:
-                self.segments.end()
-            except OSError as e:
-                self._write_failed(e)
-
-    def _check_storage(self) -> None:
-        if self.hw.storage is None:
-            return
-        check = self.continuity.check_storage(self.hw.storage)
-        self.segments.degraded = check.degraded
-        self._storage_full = check.full
-        if check.full and self.segments.segment:
-            try:
-                self.segments.end()  # seal what was written before the disk filled
-            except OSError as e:
-                self._write_failed(e)
-
-    def _write_failed(self, e: OSError) -> None:
-        cause = "storage_full" if e.errno == errno.ENOSPC else "write_error"
-        lost = self.segments.abandon()
-        self.continuity.fault(cause, ["video", "audio"], e.strerror or str(e), since=lost)
-        self.segments.skip()
+            self.frames.check_storage()
+        self.frames.record(self.badges, self.room_id, self.paused)
 
     # -- internals -------------------------------------------------------------------
 
