@@ -6,7 +6,7 @@ in the same session.
 
 Example::
 
-    session = BootRecovery(config, journal, segments, continuity).recover(resume, before_boot)
+    BootRecovery(config, chain, segments, continuity).recover(life.resume, before_boot)
 """
 
 from __future__ import annotations
@@ -15,23 +15,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from agent.chain import ChainWriter
 from agent.continuity import Continuity
-from agent.journal import Journal
 from agent.media import WrittenSegment, probe
 from agent.recovery import read_sidecar, truncate_to_fragments
 from agent.segments import Segmenter
 from agent.session import OpenSession
 from common.settings import MAIN_TRACK, Category, DeviceConfig
-from evidence.manifest import UNKNOWN_LOCATION, SessionOpen
+from evidence.manifest import UNKNOWN_LOCATION, InterruptionEnd, SessionOpen
 from evidence.seal import Entry, Moment
 
 
 class BootRecovery:
     def __init__(
-        self, config: DeviceConfig, journal: Journal, segments: Segmenter, continuity: Continuity
+        self, config: DeviceConfig, chain: ChainWriter, segments: Segmenter, continuity: Continuity
     ) -> None:
         self.config = config
-        self.journal = journal
+        self.chain = chain
+        self.journal = chain.journal
         self.segments = segments
         self.continuity = continuity
 
@@ -68,14 +69,12 @@ class BootRecovery:
             if end is not None:
                 last_end = max(last_end or end, end)
         self.segments.clean_spool()
-        now = self.continuity.chain.now()
+        now = self.chain.now()
         open_gap = self.journal.open_interruption(sid)
         if open_gap is not None:
             # sealed before a clean shutdown inside the session (battery): it ends now
-            self.continuity.chain.seal(
-                "interruption_end", {"id": open_gap, "end": now.as_dict()}, sid
-            )
-            self.continuity.gaps.ended_at_boot(open_gap, now)
+            self.chain.seal_body(InterruptionEnd(open_gap, now), sid)
+            self.continuity.ended_at_boot(open_gap, now)
             return
         # The gap starts where the footage on record ends (none: at the last entry).
         start_wall = last_end

@@ -100,6 +100,10 @@ class Continuity:
         self.seal_interruption(started, end=end)
         self.gaps.resumed_after(started, end)
 
+    def ended_at_boot(self, gap_id: str, at: Moment) -> None:
+        """A gap sealed open before a shutdown inside the session ends at this boot."""
+        self.gaps.ended_at_boot(gap_id, at)
+
     def explained(self, done: list[Explained]) -> None:
         session = self._session()
         if session is None:

@@ -198,7 +198,7 @@ class Recorder:
         last_config = self.journal.last_of("config")
         if last_config is None or last_config.body.get("sha256") != digest:
             self.chain.seal("config", {"sha256": digest, "settings": settings})
-        recovery = BootRecovery(self.config, self.journal, self.segments, self.continuity)
+        recovery = BootRecovery(self.config, self.chain, self.segments, self.continuity)
         recovery.recover(self.life.resume, self._last_before_boot)
         self.capture.start()
         self.machine.start()
