@@ -29,7 +29,7 @@ import fcntl
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ import nacl.encoding
 import nacl.signing
 import tomli_w
 
+from agent.chain import ChainWriter, open_chain
 from agent.config import ASSIGNMENT, DEVICE_TOML
 from agent.evidence_dir import CHAIN, KEYS, PRIVATE, PUBKEY, EvidenceDirError, read_public_key
 from agent.identity import load_identity, save_identity
@@ -52,7 +53,7 @@ from common.identity import Identity, Role, default_device_id
 from common.requests import make_request, make_rotation_request
 from device.clock import Clock, SystemClock
 from evidence.names import ProvisionError, check_device_id, iso
-from evidence.seal import Entry, Moment, Sealer, key_id
+from evidence.seal import Entry, key_id
 
 PROVISION = "provision"
 TLS_KEY = "tls.key"
@@ -151,16 +152,6 @@ def _locked(root: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _moment(clock: Clock, last: Entry | None) -> Moment:
-    """Now. Monotonic time orders the chain; a CLI process shares the recorder's clock on a
-    device, but after a reboot (or on a simulated chain) it can be behind the last entry:
-    then the entry takes the last entry's monotonic time rather than go backwards."""
-    mono = clock.monotonic()
-    if last is not None:
-        mono = max(mono, float(last.payload["at"]["mono"]))
-    return Moment(clock.wall(), mono, clock.synced())
-
-
 def _seal(
     root: Path,
     key: nacl.signing.SigningKey,
@@ -169,14 +160,8 @@ def _seal(
     body: dict[str, Any],
     clock: Clock,
 ) -> Entry:
-    journal = Journal(root)
-    try:
-        last = journal.last()
-        entry = Sealer(key, device_id, last).seal(kind, body, _moment(clock, last))
-        journal.append(entry)
-    finally:
-        journal.close()
-    return entry
+    with open_chain(root, key, device_id, clock) as chain:
+        return chain.seal(kind, body)
 
 
 def _remember_key(root: Path, key: nacl.signing.VerifyKey) -> None:
@@ -313,33 +298,8 @@ def _swap_dir(new: Path, target: Path) -> None:
 # -- commands (assignment) ----------------------------------------------------------------
 
 
-def _seen(journal: Journal, nonce: str) -> bool:
-    table = journal.db.table("applied_commands")
-    if table.exists() and list(
-        journal.db.query("select 1 from applied_commands where nonce = ?", [nonce])
-    ):
-        return True
-    # the chain is the record: a command sealed just before a crash counts as applied
-    if any(e.body.get("nonce") == nonce for e in journal.entries("assignment")):
-        return True
-    return any(
-        (e.body.get("command") or {}).get("nonce") == nonce
-        for kind in ("session_open", "session_close")
-        for e in journal.entries(kind)
-    )
-
-
 def remember_command(journal: Journal, cmd: Command, seq: int, now: float) -> None:
-    row = {
-        "nonce": cmd.nonce,
-        "command": cmd.command,
-        "issued": cmd.issued,
-        "expires": cmd.expires,
-        "applied": now,
-        "seq": seq,
-    }
-    with journal.db.conn:
-        journal.db.table("applied_commands").insert(row, pk="nonce", replace=True)
+    journal.remember_command(cmd.nonce, cmd.command, cmd.issued, cmd.expires, now, seq)
 
 
 def current_assignment(root: Path) -> dict[str, Any] | None:
@@ -360,27 +320,14 @@ def apply_command(root: Path, data: bytes, now: float, clock: Clock | None = Non
     arrive over MQTT itself (:meth:`agent.recorder.Recorder.apply_command`)."""
     identity = read_identity(root)
     key = read_device_key(root)
-    with _locked(root):
-        journal = Journal(root)
-        try:
-
-            def seal(body: dict[str, Any]) -> Entry:
-                last = journal.last()
-                entry = Sealer(key, identity.device_id, last).seal(
-                    "assignment", body, _moment(clock or SystemClock(), last)
-                )
-                journal.append(entry)
-                return entry
-
-            cmd = checked_command(root, journal, data, now)
-            if cmd.command in SESSION_COMMANDS:
-                raise ProvisionError(
-                    f"{cmd.command} is for a running room controller: deliver it with "
-                    "`unbroken store send`"
-                )
-            return apply_assignment(root, journal, cmd, data, now, seal)
-        finally:
-            journal.close()
+    with _locked(root), open_chain(root, key, identity.device_id, clock or SystemClock()) as chain:
+        cmd = checked_command(root, chain.journal, data, now)
+        if cmd.command in SESSION_COMMANDS:
+            raise ProvisionError(
+                f"{cmd.command} is for a running room controller: deliver it with "
+                "`unbroken store send`"
+            )
+        return apply_assignment(root, chain, cmd, data, now)
 
 
 def checked_command(root: Path, journal: Journal, data: bytes, now: float) -> Command:
@@ -391,21 +338,16 @@ def checked_command(root: Path, journal: Journal, data: bytes, now: float) -> Co
     room = cmd.command in SESSION_COMMANDS or getattr(cmd.args, "room", None) is not None
     if room and identity.role != "room_controller":
         raise ProvisionError(f"{cmd.command} is for a room, but this device is a body recorder")
-    if _seen(journal, cmd.nonce):
+    if journal.command_applied(cmd.nonce):
         raise ProvisionError(f"command {cmd.nonce} was already applied: replay refused")
     return cmd
 
 
 def apply_assignment(
-    root: Path,
-    journal: Journal,
-    cmd: Command,
-    data: bytes,
-    now: float,
-    seal: Callable[[dict[str, Any]], Entry],
+    root: Path, chain: ChainWriter, cmd: Command, data: bytes, now: float
 ) -> Entry:
     """A checked assign/unassign command's effect: ``assignment.json`` written and the
-    ``assignment`` entry sealed by ``seal`` (the caller's sealer)."""
+    ``assignment`` entry sealed on the caller's chain."""
     a = cmd.args
     assert isinstance(a, AssignmentArgs)
     current = current_assignment(root)
@@ -424,8 +366,8 @@ def apply_assignment(
         "issued": cmd.issued,
     }
     write_atomic(root / ASSIGNMENT, json.dumps(doc, indent=2, ensure_ascii=False).encode())
-    entry = seal({**doc, "agency": cmd.agency, "expires": cmd.expires})
-    remember_command(journal, cmd, entry.seq, now)
+    entry = chain.seal("assignment", {**doc, "agency": cmd.agency, "expires": cmd.expires})
+    remember_command(chain.journal, cmd, entry.seq, now)
     return entry
 
 
@@ -443,14 +385,8 @@ def rotate_key(root: Path, out: Path, now: float, clock: Clock | None = None) ->
         old = read_device_key(root)
         new = nacl.signing.SigningKey.generate()
         write_atomic(root / PRIVATE / NEXT_KEY, new.encode(nacl.encoding.HexEncoder) + b"\n", 0o600)
-        journal = Journal(root)
-        try:
-            last = journal.last()
-            sealer = Sealer(old, identity.device_id, last)
-            entry = sealer.rotate(new, _moment(clock or SystemClock(), last))
-            journal.append(entry)
-        finally:
-            journal.close()
+        with open_chain(root, old, identity.device_id, clock or SystemClock()) as chain:
+            entry = chain.rotate(new)
         request = make_rotation_request(old, new, entry, now)
         finish_rotation(root)
         write_atomic(out, request)
@@ -465,14 +401,14 @@ def finish_rotation(root: Path) -> None:
     if not pending.exists():
         return
     new = nacl.signing.SigningKey(pending.read_bytes().strip(), nacl.encoding.HexEncoder)
-    rotations = []
+    last = None
     if (root / "journal.db").exists():
         journal = Journal(root)
         try:
-            rotations = list(journal.entries("key_rotation"))
+            last = journal.last_of("key_rotation")
         finally:
             journal.close()
-    if rotations and rotations[-1].body.get("new_key") == bytes(new.verify_key).hex():
+    if last is not None and last.body.get("new_key") == bytes(new.verify_key).hex():
         old = nacl.signing.SigningKey(
             (root / PRIVATE / DEVICE_KEY).read_bytes().strip(), nacl.encoding.HexEncoder
         )

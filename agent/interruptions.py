@@ -102,6 +102,11 @@ class InterruptionTracker:
         assert ended
         return ended
 
+    def ended_at_boot(self, gap_id: str, at: Moment) -> None:
+        """A gap sealed open before a shutdown inside the session (battery) ends at this
+        boot: its explanation is due now."""
+        self.pending.append(_Pending(gap_id, at, at if self.mode == "auto" else None))
+
     def explain_pressed(self, at: Moment) -> bool:
         """The explain control: the oldest gap waiting for a voice explanation gets it."""
         for p in self.pending:

@@ -18,6 +18,8 @@ import sqlite_utils
 
 from agent.evidence_dir import CHAIN, entry_name, load_chain
 from common.files import write_atomic
+from evidence import manifest
+from evidence.manifest import Interruption, InterruptionEnd, SegmentManifest
 from evidence.seal import Entry
 
 
@@ -58,6 +60,86 @@ class Journal:
         where, args = ("where kind = ?", [kind]) if kind else ("", [])
         for row in self.db.query(f"select entry from entries {where} order by seq", args):
             yield Entry.from_json(row["entry"].encode())
+
+    def last_of(self, kind: str) -> Entry | None:
+        """The newest entry of ``kind``, if any."""
+        rows = list(
+            self.db.query(
+                "select entry from entries where kind = ? order by seq desc limit 1", [kind]
+            )
+        )
+        return Entry.from_json(rows[0]["entry"].encode()) if rows else None
+
+    # -- what recovery asks: a session the last boot left open ------------------------
+
+    def session_left_open(self) -> Entry | None:
+        """The session_open entry of a session the last boot left open (power cut or
+        battery shutdown), if any."""
+        rows = list(
+            self.db.query(
+                "select kind, entry from entries where kind in ('session_open', 'session_close')"
+                " order by seq desc limit 1"
+            )
+        )
+        if rows and rows[0]["kind"] == "session_open":
+            return Entry.from_json(rows[0]["entry"].encode())
+        return None
+
+    def segments(self, session: str) -> list[SegmentManifest]:
+        """The manifests sealed for ``session``, in chain order."""
+        rows = self.db.query(
+            "select entry from entries where kind = 'segment' and session = ? order by seq",
+            [session],
+        )
+        return [manifest.segment(Entry.from_json(r["entry"].encode())) for r in rows]
+
+    def interruption(self, gap: str) -> tuple[Interruption, str | None] | None:
+        """Interruption ``gap`` and the session it belongs to, if the chain has it."""
+        for e in self.entries("interruption"):
+            if e.body.get("id") == gap:
+                return Interruption.from_body(e.body), e.session
+        return None
+
+    def open_interruption(self, session: str) -> str | None:
+        """An interruption of ``session`` sealed without an end and never ended."""
+        ended = {InterruptionEnd.from_body(e.body).id for e in self.entries("interruption_end")}
+        for e in self.entries("interruption"):
+            gap = Interruption.from_body(e.body)
+            if e.session == session and gap.end is None and gap.id not in ended:
+                return gap.id
+        return None
+
+    # -- agency commands: each applied once -------------------------------------------
+
+    def command_applied(self, nonce: str) -> bool:
+        """Whether the agency command ``nonce`` was applied (remembered, or sealed just
+        before a power cut: the chain is the record)."""
+        table = self.db.table("applied_commands")
+        if table.exists() and list(
+            self.db.query("select 1 from applied_commands where nonce = ?", [nonce])
+        ):
+            return True
+        if any(e.body.get("nonce") == nonce for e in self.entries("assignment")):
+            return True
+        return any(
+            (e.body.get("command") or {}).get("nonce") == nonce
+            for kind in ("session_open", "session_close")
+            for e in self.entries(kind)
+        )
+
+    def remember_command(
+        self, nonce: str, command: str, issued: float, expires: float, applied: float, seq: int
+    ) -> None:
+        row = {
+            "nonce": nonce,
+            "command": command,
+            "issued": issued,
+            "expires": expires,
+            "applied": applied,
+            "seq": seq,
+        }
+        with self.db.conn:
+            self.db.table("applied_commands").insert(row, pk="nonce", replace=True)
 
     def close(self) -> None:
         self.db.conn.close()

@@ -19,7 +19,10 @@ Example::
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from common.settings import Category
+from evidence.seal import Moment
 
 
 class State(enum.StrEnum):
@@ -44,6 +47,17 @@ class MarkerType(enum.StrEnum):
     EVIDENCE_COLLECTED = "evidence_collected"
     COERCIVE_MEASURE = "coercive_measure"
     DOCUMENT_SERVED = "document_served"
+
+
+@dataclass
+class OpenSession:
+    """The session being recorded: who, since when, and the next segment index per track."""
+
+    id: str
+    category: Category
+    badges: list[str]
+    opened: Moment
+    next_index: dict[str, int] = field(default_factory=dict)
 
 
 class SessionError(RuntimeError):
@@ -103,6 +117,13 @@ class SessionMachine:
         if self.state != State.RECORDING:
             raise SessionError(f"no session is open (state {self.state})")
         return self._close()
+
+    def recovered(self) -> None:
+        """At boot, the last boot's session goes on (power cut inside it)."""
+        if self.state == State.CLOSING:
+            raise SessionError(f"recovered() in state {self.state}")
+        self.state = State.RECORDING
+        self._armed_at = None
 
     def closed(self) -> None:
         """The recorder has sealed the close."""

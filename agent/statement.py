@@ -19,7 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from common.statements import Attestation, CredentialChecker, StatementError, statement_body
-from evidence.seal import Entry, Moment, Sealer
+from device.clock import SystemClock
+from evidence.seal import Entry, Moment
 
 
 def seal_statement(
@@ -31,25 +32,19 @@ def seal_statement(
     at: Moment,
 ) -> Entry:
     """Add a written statement to a device's chain (the recorder not running)."""
+    from agent.chain import open_chain
     from agent.identity import load_identity
-    from agent.journal import Journal
     from agent.keys import load_or_create_key
 
-    journal = Journal(root)
-    try:
-        gaps = {str(e.body["id"]): e for e in journal.entries("interruption")}
-        if gap_id not in gaps:
+    identity = load_identity(root)
+    if identity is None:
+        raise StatementError(f"{root}: no device identity")
+    with open_chain(root, load_or_create_key(root), identity.device_id, SystemClock()) as chain:
+        found = chain.journal.interruption(gap_id)
+        if found is None:
             raise StatementError(f"no interruption {gap_id!r} in this device's chain")
         body = statement_body(gap_id, reason, attestations, checker)
-        identity = load_identity(root)
-        if identity is None:
-            raise StatementError(f"{root}: no device identity")
-        sealer = Sealer(load_or_create_key(root), identity.device_id, journal.last())
         # every process that writes the chain opens with a boot entry: its monotonic
         # clock is its own
-        journal.append(sealer.seal("boot", {"software": "unbroken", "tool": "explain"}, at))
-        entry = sealer.seal("explanation", body, at, gaps[gap_id].session)
-        journal.append(entry)
-        return entry
-    finally:
-        journal.close()
+        chain.seal("boot", {"software": "unbroken", "tool": "explain"}, at=at)
+        return chain.seal("explanation", body, found[1], at=at)

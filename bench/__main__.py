@@ -7,6 +7,7 @@ Each line prints the figure, its baseline from this same run, and the target.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import statistics
@@ -25,6 +26,7 @@ from agent.watermark import Watermark, find_font
 from bench import room as room_bench
 from bench import sync as sync_bench
 from common.settings import DeviceConfig, Recording
+from evidence.manifest import segment
 from evidence.seal import Entry, Moment, Sealer
 from simulator.device import SimDevice
 
@@ -85,7 +87,7 @@ def prebuffer_coverage(tmp: Path) -> None:
     first = next(
         e for _, e in load_chain(dev.recorder.root) if isinstance(e, Entry) and e.kind == "segment"
     )
-    covered = opened - first.body["start"]["mono"]
+    covered = opened - segment(first).start.mono
     line(
         "pre-buffer coverage",
         f"{covered:.1f} s before trigger",
@@ -100,7 +102,8 @@ def sealing(tmp: Path) -> None:
     manifest, against plain SHA-256 of the same bytes."""
     root = tmp / "prebuffer"
     manifest = next(e for _, e in load_chain(root) if isinstance(e, Entry) and e.kind == "segment")
-    data = (root / manifest.body["file"]).read_bytes()
+    sealed = segment(manifest)
+    data = (root / sealed.file).read_bytes()
     chunks = [data[i : i + 65536] for i in range(0, len(data), 65536)]
     sealer = Sealer(nacl.signing.SigningKey.generate(), "bwc-bench", None)
     at = Moment(1.7e9, 1.0, True)
@@ -109,7 +112,8 @@ def sealing(tmp: Path) -> None:
         h = hashlib.sha256()
         for c in chunks:
             h.update(c)
-        sealer.seal("segment", {**manifest.body, "sha256": h.hexdigest()}, at, "s")
+        body = dataclasses.replace(sealed, sha256=h.hexdigest()).to_body()
+        sealer.seal("segment", body, at, "s")
 
     def plain() -> None:
         hashlib.sha256(data).hexdigest()

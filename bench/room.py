@@ -34,8 +34,7 @@ def _trigger_to_all_tracks(dev: SimDevice, fire: Callable[[], object]) -> float:
         dev.run(1 / dev.config.recording.fps)
         if time.perf_counter() - t0 > 10:
             raise RuntimeError("the room did not open within 10 s")
-    seg = rec._segment
-    assert seg is not None and all(w.frames > 0 for w in seg.writers.values())
+    assert rec.segment_started
     return time.perf_counter() - t0
 
 

@@ -10,6 +10,7 @@ store worker, in one run:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import statistics
@@ -19,6 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from agent.chain import ChainWriter
 from agent.evidence_dir import segment_name
 from agent.identity import load_identity
 from agent.journal import Journal
@@ -27,7 +29,8 @@ from agent.sync import SyncLedger, SyncSettings
 from common.mqtt import tls_client
 from common.settings import DeviceConfig, Recording
 from device.clock import SimClock
-from evidence.seal import Moment, Sealer
+from evidence.manifest import segment
+from evidence.seal import Moment
 from simulator.device import SimDevice
 from simulator.site import LocalSite
 from store.config import load_store_config
@@ -144,17 +147,15 @@ def _clone_backlog(source: Path, data: Path, target_bytes: int) -> int:
     identity = load_identity(data)
     assert identity
     journal = Journal(data)
-    sealer = Sealer(load_or_create_key(data), identity.device_id, journal.last())
+    chain = ChainWriter(journal, load_or_create_key(data), identity.device_id, SimClock())
     src_journal = Journal(source)
-    segs = list(src_journal.entries("segment"))
+    segs = [segment(e) for e in src_journal.entries("segment")]
     src_journal.close()
     sid = f"backlog-{identity.device_id}"
     mono, wall = 1.0, time.time() - 3600
-    journal.append(sealer.seal("boot", {"software": "bench"}, Moment(wall, mono, True)))
-    journal.append(
-        sealer.seal(
-            "session_open", {"category": "inspection", "badges": []}, Moment(wall, mono, True), sid
-        )
+    chain.seal("boot", {"software": "bench"}, at=Moment(wall, mono, True))
+    chain.seal(
+        "session_open", {"category": "inspection", "badges": []}, sid, Moment(wall, mono, True)
     )
     total, i = 0, 0
     while total < target_bytes:
@@ -164,26 +165,16 @@ def _clone_backlog(source: Path, data: Path, target_bytes: int) -> int:
         # A trailing MP4 'free' box naming the copy: still a valid file, and every blob
         # of the fleet distinct, as real footage is.
         tag = f"{identity.device_id}/{i}".encode()
-        media = (
-            (source / src.body["file"]).read_bytes()
-            + struct.pack(">I4s", 8 + len(tag), b"free")
-            + tag
-        )
+        media = (source / src.file).read_bytes() + struct.pack(">I4s", 8 + len(tag), b"free") + tag
         (data / rel).write_bytes(media)
-        body = {
-            **src.body,
-            "index": i,
-            "file": rel,
-            "size": len(media),
-            "sha256": hashlib.sha256(media).hexdigest(),
-        }
+        copy = dataclasses.replace(
+            src, index=i, file=rel, size=len(media), sha256=hashlib.sha256(media).hexdigest()
+        )
         mono += 2
-        journal.append(sealer.seal("segment", body, Moment(wall + mono, mono, True), sid))
+        chain.seal_body(copy, sid, Moment(wall + mono, mono, True))
         total += len(media)
         i += 1
-    journal.append(
-        sealer.seal("session_close", {"segments": i}, Moment(wall + mono, mono, True), sid)
-    )
+    chain.seal("session_close", {"segments": i}, sid, Moment(wall + mono, mono, True))
     journal.close()
     return total
 

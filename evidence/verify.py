@@ -22,9 +22,9 @@ import nacl.exceptions
 import nacl.signing
 
 from evidence.gaps import Span, session_gaps, silent_gaps
+from evidence.manifest import MAIN_TRACK as MAIN_TRACK
+from evidence.manifest import ManifestError, SegmentManifest, SessionOpen
 from evidence.seal import GENESIS, Entry, SealError, check_signature, key_id
-
-MAIN_TRACK = "main"  # a body recorder's one track (segments sealed before tracks say none)
 
 # code -> what it means; docs/evidence-format.md lists the same.
 PROBLEMS = {
@@ -185,6 +185,17 @@ class _Checker:
         self.mismatched: list[tuple[str, MediaFacts, int, str]] = []
         self.misplaced: list[tuple[str, int, Entry]] = []  # (file, seq its name says, entry)
         self.open_at: dict[int, frozenset[str]] = {}  # sessions open after each entry
+        self.manifests: dict[str, SegmentManifest | None] = {}  # by entry hash
+
+    def manifest(self, e: Entry, where: str) -> SegmentManifest | None:
+        """A segment entry's manifest; a malformed one is named once and counts as none."""
+        if e.hash not in self.manifests:
+            try:
+                self.manifests[e.hash] = SegmentManifest.from_body(e.body)
+            except ManifestError as err:
+                self.manifests[e.hash] = None
+                self.problem("malformed_entry", where, str(err), e.session)
+        return self.manifests[e.hash]
 
     def problem(self, code: str, where: str, message: str, session: str | None = None) -> None:
         p = Problem(code, where, message, session)
@@ -238,14 +249,10 @@ class _Checker:
                 )
         spans: dict[tuple[str, str], list[Span]] = {}
         for e in self.in_order:
-            if e.kind == "segment" and e.session in self.sessions:
-                spans.setdefault((str(e.session), _track(e.body)), []).append(
-                    Span(
-                        float(e.body["start"]["wall"]),
-                        float(e.body["end"]["wall"]),
-                        float(e.body["start"]["mono"]),
-                        float(e.body["end"]["mono"]),
-                    )
+            m = self.manifests.get(e.hash) if e.kind == "segment" else None
+            if m and e.session in self.sessions:
+                spans.setdefault((str(e.session), m.track_name), []).append(
+                    Span(m.start.wall, m.end.wall, m.start.mono, m.end.mono)
                 )
         for (sid, track), track_spans in spans.items():
             mine = [g for g in gaps if g.session == sid and g.covers(track)]
@@ -341,10 +348,15 @@ class _Checker:
     def _apply(self, e: Entry, where: str) -> None:
         sid, body = e.session, e.body
         if e.kind == "session_open" and sid is not None:
+            try:
+                opened = SessionOpen.from_body(body)
+            except ManifestError as err:
+                self.problem("malformed_entry", where, str(err), sid)
+                return
             s = self.sessions.setdefault(sid, SessionReport(id=sid))
-            s.category, s.badges = body.get("category"), list(body.get("badges", []))
-            s.room, s.case = body.get("room"), body.get("case")
-            s.first_track = str((body.get("tracks") or [MAIN_TRACK])[0])
+            s.category, s.badges = opened.category, list(opened.badges)
+            s.room, s.case = opened.room, opened.case.case if opened.case else None
+            s.first_track = opened.first_track
             s.opened = float(e.payload["at"]["wall"])
             self.open.add(sid)
             self.r.sessions.append(s)
@@ -380,29 +392,30 @@ class _Checker:
             self._segment(s, e, where)
 
     def _segment(self, s: SessionReport, e: Entry, where: str) -> None:
-        body = e.body
-        track = _track(body)
-        index = int(body["index"])
+        m = self.manifest(e, where)
+        if m is None:
+            return
+        track, index = m.track_name, m.index
         last_index, last_facts, breaks_then = self.last_segment.get((s.id, track), (-1, None, 0))
         if index != last_index + 1:
             on = "" if track == MAIN_TRACK else f" of track {track}"
             self.problem(
                 "segment_gap", where, f"segment {index}{on} follows segment {last_index}", s.id
             )
-        duration = float(body["end"]["mono"]) - float(body["start"]["mono"])
+        duration = m.duration
         s.segments += 1
         t = s.tracks.setdefault(track, {"segments": 0, "duration": 0.0})
         t["segments"] += 1
         t["duration"] += duration
         s.duration = max(float(x["duration"]) for x in s.tracks.values())
-        if body.get("prebuffer") and track == s.first_track:
-            s.prebuffer += max(0.0, min(duration, float(body["prebuffer_seconds"])))
-        facts = self._media(s, body, where)
+        if m.prebuffer and track == s.first_track:
+            s.prebuffer += max(0.0, min(duration, m.prebuffer_seconds))
+        facts = self._media(s, m, where)
         breaks = self.breaks.get(s.id, 0) + self.breaks.get((s.id, track), 0)
         if breaks != breaks_then:
             last_facts = None
         if facts and last_facts and index == last_index + 1:
-            fps = float(body["media"]["video"]["fps"])
+            fps = float(m.video.fps)
             if (
                 facts.video_start is not None
                 and last_facts.video_end is not None
@@ -417,38 +430,39 @@ class _Checker:
                 )
         self.last_segment[(s.id, track)] = (index, facts, breaks)
 
-    def _media(self, s: SessionReport, body: dict[str, Any], where: str) -> MediaFacts | None:
-        file = str(body["file"])
+    def _media(self, s: SessionReport, m: SegmentManifest, where: str) -> MediaFacts | None:
+        file = m.file
         facts = self.media.get(file)
-        if facts is None and body["sha256"] in self.archived:
+        if facts is None and m.sha256 in self.archived:
             s.archived += 1
             return None
         if facts is None:
             self.problem("missing_segment", file, f"sealed by {where} but absent", s.id)
             return None
-        if facts.sha256 != body["sha256"]:
+        if facts.sha256 != m.sha256:
             # Named once all manifests are known: a swap shows only against the others.
-            self.mismatched.append((file, facts, int(body["size"]), s.id))
+            self.mismatched.append((file, facts, m.size, s.id))
             return None
         if facts.decode_error:
             self.problem("undecodable", file, facts.decode_error, s.id)
             return None
-        video = body["media"]["video"]
-        if facts.video_frames != int(video["frames"]):
+        if facts.video_frames != m.video.frames:
             self.problem(
                 "frame_count",
                 file,
-                f"decodes to {facts.video_frames} frames, sealed with {video['frames']}",
+                f"decodes to {facts.video_frames} frames, sealed with {m.video.frames}",
                 s.id,
             )
-        if body["media"].get("audio") and facts.audio_samples == 0:
+        if m.audio and facts.audio_samples == 0:
             self.problem("no_audio", file, "sealed with audio, decodes to none", s.id)
         return facts
 
     def _sealed_media_hashes(self, good: list[tuple[str, Entry]]) -> None:
-        sealed = {
-            str(e.body["sha256"]): str(e.body["file"]) for _, e in good if e.kind == "segment"
-        }
+        sealed = {}
+        for name, e in good:
+            m = self.manifest(e, f"entry {e.seq} ({name})") if e.kind == "segment" else None
+            if m:
+                sealed[m.sha256] = m.file
         for file, found, sealed_size, sid in self.mismatched:
             other = sealed.get(found.sha256)
             if other and other != file:
@@ -459,10 +473,6 @@ class _Checker:
                 )
             else:
                 self.problem("hash_mismatch", file, "bytes differ from the sealed SHA-256", sid)
-
-
-def _track(body: dict[str, Any]) -> str:
-    return str(body.get("track", MAIN_TRACK))
 
 
 def _seq_from_name(name: str) -> int | None:

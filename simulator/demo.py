@@ -27,6 +27,7 @@ from agent.session import MarkerType
 from agent.sync import SyncLedger
 from common.settings import DeviceConfig, Labels, Recording, Watermark
 from device.clock import SimClock
+from evidence.manifest import SegmentManifest, segment
 from evidence.receipt import ReceiptError, check_receipt
 from evidence.report import format_report as format_verify
 from evidence.seal import Entry
@@ -38,6 +39,12 @@ DEVICE = "bwc-hf-0001"
 BADGE = "340102"
 ROOM_DEVICE = "room-hf-0101"
 ROOM = "101"
+
+
+def _segments(data: Path) -> list[tuple[Entry, SegmentManifest]]:
+    """The chain's segment entries with their manifests, in chain order."""
+    entries = (e for _, e in load_chain(data) if isinstance(e, Entry) and e.kind == "segment")
+    return [(e, segment(e)) for e in sorted(entries, key=lambda e: e.seq)]
 
 
 def demo_settings() -> dict[str, object]:
@@ -110,19 +117,19 @@ def interview_room(site: LocalSite) -> bool:
     dev.stop()
     synced = uploader.wait_idle(120)
     uploader.stop()
-    segments = [e for _, e in load_chain(data) if isinstance(e, Entry) and e.kind == "segment"]
+    segments = _segments(data)
     verified = sum(
         check_receipt(
-            (data / "receipts" / f"{e.body['sha256']}.json").read_bytes(),
+            (data / "receipts" / f"{m.sha256}.json").read_bytes(),
             site.agency.verify_key,
             device=ROOM_DEVICE,
-            sha256=e.body["sha256"],
+            sha256=m.sha256,
         )["entry_hash"]
         == e.hash
-        for e in segments
-        if (data / "receipts" / f"{e.body['sha256']}.json").exists()
+        for e, m in segments
+        if (data / "receipts" / f"{m.sha256}.json").exists()
     )
-    tracks = sorted({str(e.body["track"]) for e in segments})
+    tracks = sorted({m.track_name for _, m in segments})
     print(f"   {verified}/{len(segments)} segments on tracks {', '.join(tracks)} receipted")
 
     print("\n== 8. Verify the room's evidence offline")
@@ -179,17 +186,15 @@ def run_demo(workdir: Path) -> int:
         )
 
         print("\n== 4. Every segment has a receipt signed by the agency")
-        segments = [e for _, e in load_chain(data) if isinstance(e, Entry) and e.kind == "segment"]
+        segments = _segments(data)
         verified = 0
-        for e in segments:
+        for e, m in segments:
             try:
-                receipt = (data / "receipts" / f"{e.body['sha256']}.json").read_bytes()
-                r = check_receipt(
-                    receipt, site.agency.verify_key, device=DEVICE, sha256=e.body["sha256"]
-                )
+                receipt = (data / "receipts" / f"{m.sha256}.json").read_bytes()
+                r = check_receipt(receipt, site.agency.verify_key, device=DEVICE, sha256=m.sha256)
                 verified += r["entry_hash"] == e.hash
             except (OSError, ReceiptError) as err:
-                print(f"   segment {e.body['index']}: no valid receipt ({err})")
+                print(f"   segment {m.index}: no valid receipt ({err})")
         print(f"   {verified}/{len(segments)} segments receipted and verified")
 
         print("\n== 5. Verify the device's evidence offline, pinning its public key")
@@ -199,7 +204,7 @@ def run_demo(workdir: Path) -> int:
         print("\n== 6. Flip one byte of one segment in a copy, and verify again")
         tampered = workdir / "tampered"
         shutil.copytree(data, tampered, ignore=shutil.ignore_patterns("private"))
-        victim = tampered / segments[3].body["file"]
+        victim = tampered / segments[3][1].file
         raw = bytearray(victim.read_bytes())
         raw[len(raw) // 2] ^= 0xFF
         victim.write_bytes(bytes(raw))

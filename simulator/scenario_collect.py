@@ -18,6 +18,7 @@ from typing import Any
 import nacl.signing
 
 from agent.evidence_dir import PUBKEY, EvidenceDirError, load_chain, verify_dir
+from evidence.manifest import SessionOpen, segment
 from evidence.receipt import ReceiptError, check_receipt
 from evidence.seal import Entry
 from simulator.powercut import footage_lost
@@ -75,31 +76,33 @@ def collect_device(
         elif e.kind == "shutdown":
             facts.shutdowns.append((t(at), str(b.get("reason", ""))))
         elif e.kind == "session_open":
+            opened = SessionOpen.from_body(b)
             sessions[str(e.session)] = SessionFact(
                 str(e.session),
                 t(at),
                 None,
-                b.get("category"),
-                list(b.get("badges", [])),
-                b.get("room"),
-                b.get("case"),
+                opened.category,
+                list(opened.badges),
+                opened.room,
+                opened.case.case if opened.case else None,
             )
         elif e.kind == "session_close" and str(e.session) in sessions:
             sessions[str(e.session)].closed = t(at)
         elif e.kind == "segment":
-            track = str(b.get("track", "main"))
+            m = segment(e)
+            track = m.track_name
             seg = SegmentFact(
                 session=str(e.session),
                 track=track,
-                index=int(b["index"]),
-                start=t(float(b["start"]["wall"])),
-                end=t(float(b["end"]["wall"])),
-                end_wall=float(b["end"]["wall"]),
+                index=m.index,
+                start=t(m.start.wall),
+                end=t(m.end.wall),
+                end_wall=m.end.wall,
                 sealed=t(at),
-                prebuffer=bool(b.get("prebuffer")),
-                recovered=bool(b.get("recovered")),
+                prebuffer=m.prebuffer,
+                recovered=m.recovered,
             )
-            seg.stored_at = _stored_at(data, device, str(b["sha256"]), agency_key)
+            seg.stored_at = _stored_at(data, device, m.sha256, agency_key)
             if seg.stored_at is not None:
                 seg.receipt_t = round(seg.stored_at - wall0, 3)  # the store runs on real time
             facts.segments.append(seg)

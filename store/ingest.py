@@ -22,6 +22,7 @@ from typing import Protocol
 import nacl.signing
 
 from evidence import protocol as p
+from evidence.manifest import SegmentManifest, segment
 from evidence.receipt import make_receipt
 from evidence.seal import Entry, SealError, check_signature
 from provisioning.registry import RegisteredKey
@@ -284,8 +285,8 @@ class Ingest:
         if not manifest:
             reason = f"manifest entry {init.seq} not received"
             return [(p.reply(device, "missing"), p.Missing(sha256, [], reason).to_bytes())]
-        body = json.loads(manifest[0]["entry"])["payload"]["body"]
-        if body.get("sha256") != sha256 or int(body.get("size", -1)) != init.size:
+        sealed = sealed_segment(manifest[0]["entry"])
+        if sealed is None or sealed.sha256 != sha256 or sealed.size != init.size:
             raise Refused(f"entry {init.seq} does not seal blob {sha256[:16]} of {init.size} B")
         if not self.blobs.complete(device, sha256, init.size):
             with self.db.transaction():
@@ -334,3 +335,11 @@ class Ingest:
                 (device, json.dumps(doc), now),
             )
         return []
+
+
+def sealed_segment(stored: str) -> SegmentManifest | None:
+    """The manifest of a stored segment entry; None if it is not a valid one."""
+    try:
+        return segment(Entry.from_json(stored.encode()))
+    except SealError:  # a ManifestError too
+        return None

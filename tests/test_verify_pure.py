@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import nacl.signing
 
+from evidence.manifest import UNKNOWN_LOCATION, Audio, SegmentManifest, Video
 from evidence.seal import Entry, Moment, Sealer
 from evidence.verify import MediaFacts, verify_chain
 
@@ -27,18 +26,20 @@ def _chain(key: nacl.signing.SigningKey, segments: int = 3) -> tuple[list[Entry]
         file = f"segments/s1/{i:06d}.mp4"
         sha = f"{i:064x}"
         media[file] = MediaFacts(1000 + i, sha, 20, 2.0 * i, 2.0 * (i + 1), 32000)
-        body: dict[str, Any] = {
-            "index": i,
-            "file": file,
-            "sha256": sha,
-            "size": 1000 + i,
-            "start": {"wall": 0, "mono": 2.0 * i, "synced": True},
-            "end": {"wall": 0, "mono": 2.0 * (i + 1), "synced": True},
-            "media": {"video": {"fps": FPS, "frames": 20}, "audio": {"samples": 32000}},
-            "prebuffer": False,
-            "prebuffer_seconds": 0,
-        }
-        entries.append(s.seal("segment", body, at(), "s1"))
+        manifest = SegmentManifest(
+            index=i,
+            file=file,
+            sha256=sha,
+            size=1000 + i,
+            start=Moment(0, 2.0 * i, True),
+            end=Moment(0, 2.0 * (i + 1), True),
+            video=Video("h264", 640, 360, FPS, 1, 1_000_000, 20, 20 * i),
+            audio=Audio("aac", 16000, 1, 32000),
+            prebuffer_seconds=0,
+            location=UNKNOWN_LOCATION,
+            badges=[],
+        )
+        entries.append(s.seal("segment", manifest.to_body(), at(), "s1"))
     entries.append(s.seal("marker", {"type": "rights_notified"}, at(), "s1"))
     entries.append(s.seal("session_close", {}, at(), "s1"))
     return entries, media

@@ -1,0 +1,126 @@
+"""Boot recovery: the last boot ended inside a session (power cut, battery shutdown).
+
+What reached the disk is kept — spooled segments cut back to their last complete fragment
+(:mod:`agent.recovery`) and sealed as recovered — the gap is logged, and recording resumes
+in the same session.
+
+Example::
+
+    BootRecovery(config, chain, segments, continuity).recover(life.resume, before_boot)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from agent.chain import ChainWriter
+from agent.continuity import Continuity
+from agent.media import WrittenSegment, probe
+from agent.recovery import read_sidecar, truncate_to_fragments
+from agent.segments import Segmenter
+from agent.session import OpenSession
+from common.settings import MAIN_TRACK, Category, DeviceConfig
+from evidence.manifest import UNKNOWN_LOCATION, InterruptionEnd, SessionOpen
+from evidence.seal import Entry, Moment
+
+
+class BootRecovery:
+    def __init__(
+        self, config: DeviceConfig, chain: ChainWriter, segments: Segmenter, continuity: Continuity
+    ) -> None:
+        self.config = config
+        self.chain = chain
+        self.journal = chain.journal
+        self.segments = segments
+        self.continuity = continuity
+
+    def recover(
+        self, resume: Callable[[OpenSession, SessionOpen], None], before_boot: Entry | None
+    ) -> None:
+        """If a session was left open: ``resume`` it, seal what the spool kept, log the gap.
+        ``before_boot``: the chain's last entry before this boot started."""
+        opened = self.journal.session_left_open()
+        if opened is None:
+            self.segments.clean_spool()
+            return
+        sid = str(opened.session)
+        body = SessionOpen.from_body(opened.body)
+        sealed = self.journal.segments(sid)
+        counts: dict[str, int] = {}
+        for m in sealed:
+            counts[m.track_name] = counts.get(m.track_name, 0) + 1
+        session = OpenSession(
+            sid,
+            Category(body.category or self.config.session.category),
+            list(body.badges),
+            Moment(**opened.payload["at"]),
+            next_index=counts,
+        )
+        resume(session, body)
+        last_end = max((m.end.wall for m in sealed), default=None)
+        for path in self.segments.spooled():
+            info = read_sidecar(path)
+            if info is None or info.get("session") != sid:
+                self.segments.discard(path)
+                continue
+            end = self._seal_recovered(path, info)
+            if end is not None:
+                last_end = max(last_end or end, end)
+        self.segments.clean_spool()
+        now = self.chain.now()
+        open_gap = self.journal.open_interruption(sid)
+        if open_gap is not None:
+            # sealed before a clean shutdown inside the session (battery): it ends now
+            self.chain.seal_body(InterruptionEnd(open_gap, now), sid)
+            self.continuity.ended_at_boot(open_gap, now)
+            return
+        # The gap starts where the footage on record ends (none: at the last entry).
+        start_wall = last_end
+        if start_wall is None:
+            start_wall = float((before_boot or opened).payload["at"]["wall"])
+        self.continuity.found_over(
+            "power_loss",
+            Moment(start_wall, now.mono, False),
+            now,
+            ["video", "audio", "location"],
+            "found at boot: the device lost power inside the session",
+        )
+
+    def _seal_recovered(self, path: Path, info: dict[str, Any]) -> float | None:
+        """Seal a spooled segment cut by the power loss; returns its end (wall)."""
+        if truncate_to_fragments(path) == 0:
+            self.segments.discard(path)
+            return None
+        facts = probe(path)
+        if facts.video_frames == 0 or facts.decode_error:
+            self.segments.discard(path)
+            return None
+        fps = self.config.recording.fps
+        start = Moment(**info["start"])
+        seconds = facts.video_frames / fps
+        end = Moment(start.wall + seconds, start.mono + seconds, start.synced)
+        written = WrittenSegment(
+            path,
+            int(info["first_frame"]),
+            facts.video_frames,
+            facts.audio_samples,
+            facts.size,
+            facts.sha256,
+            int(info.get("bitrate", self.config.recording.video_bitrate)),
+        )
+        track = str(info.get("track", MAIN_TRACK))
+        if track not in self.config.tracks:
+            self.segments.discard(path)
+            return None
+        self.segments.seal(
+            written,
+            start,
+            end,
+            UNKNOWN_LOCATION,
+            facts.audio_samples > 0,
+            track,
+            recovered=True,
+        )
+        return end.wall

@@ -1,0 +1,115 @@
+"""The chain writer: the one way anything is sealed on the device.
+
+Segments, events, interruptions, explanations, commands, statements, install and
+rotation entries all go through :class:`ChainWriter`, so the write order that makes a
+power cut harmless (``docs/architecture.md``) is kept in one place:
+
+1. the segment file is fsynced by its writer (:mod:`agent.media`);
+2. :meth:`ChainWriter.place_segment` renames it into ``segments/`` and fsyncs the directory;
+3. :meth:`ChainWriter.seal` writes the entry file atomically, then
+4. the journal row (:meth:`agent.journal.Journal.append`).
+
+Example::
+
+    with open_chain(root, key, device_id, clock) as chain:   # an agent command
+        chain.seal("install", body)
+
+    chain = ChainWriter(journal, key, device_id, clock)      # the recorder
+    chain.seal_body(InterruptionEnd(gap_id, chain.now()), session_id)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import nacl.signing
+
+from agent.journal import Journal
+from common.files import fsync_dir
+from device.clock import Clock
+from evidence.manifest import Body
+from evidence.seal import Entry, Moment, Sealer
+
+
+class ChainWriter:
+    """Seals entries onto one device's chain and records them in its journal.
+
+    ``keep_order``: a process other than the recorder (an agent command) may run on a
+    monotonic clock behind the chain's last entry (after a reboot, on a simulated chain);
+    its entries then take the last entry's monotonic time rather than go backwards."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        key: nacl.signing.SigningKey,
+        device_id: str,
+        clock: Clock,
+        keep_order: bool = False,
+    ) -> None:
+        self.journal = journal
+        self.clock = clock
+        self._keep_order = keep_order
+        self._last = journal.last()
+        self._sealer = Sealer(key, device_id, self._last)
+
+    @property
+    def device_id(self) -> str:
+        return self._sealer.device_id
+
+    @property
+    def head(self) -> tuple[int, str]:
+        """The last entry's sequence number and hash."""
+        return self._sealer.head
+
+    def now(self) -> Moment:
+        mono = self.clock.monotonic()
+        if self._keep_order and self._last is not None:
+            mono = max(mono, float(self._last.payload["at"]["mono"]))
+        return Moment(self.clock.wall(), mono, self.clock.synced())
+
+    def seal(
+        self,
+        kind: str,
+        body: dict[str, Any],
+        session: str | None = None,
+        at: Moment | None = None,
+    ) -> Entry:
+        """Seal ``body`` as an entry of ``kind``, now (or ``at``), and record it."""
+        return self._append(self._sealer.seal(kind, body, at or self.now(), session))
+
+    def seal_body(self, body: Body, session: str | None = None, at: Moment | None = None) -> Entry:
+        """Seal a typed body (:mod:`evidence.manifest`) under its own kind."""
+        return self.seal(body.KIND, body.to_body(), session, at)
+
+    def rotate(self, new_key: nacl.signing.SigningKey) -> Entry:
+        """Hand the chain to ``new_key``: the entry is signed by the current key."""
+        return self._append(self._sealer.rotate(new_key, self.now()))
+
+    def place_segment(self, written: Path, dest: Path) -> None:
+        """Move a closed (fsynced) segment file to its place in the evidence directory,
+        durably, before its manifest is sealed."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(written, dest)
+        fsync_dir(dest.parent)
+
+    def _append(self, entry: Entry) -> Entry:
+        self.journal.append(entry)
+        self._last = entry
+        return entry
+
+
+@contextmanager
+def open_chain(
+    root: Path, key: nacl.signing.SigningKey, device_id: str, clock: Clock
+) -> Iterator[ChainWriter]:
+    """A chain writer for an agent command (the recorder not running): the journal is
+    closed again when the block ends. The caller holds the device lock."""
+    journal = Journal(root)
+    try:
+        yield ChainWriter(journal, key, device_id, clock, keep_order=True)
+    finally:
+        journal.close()

@@ -1,0 +1,110 @@
+"""The session lifecycle: the state machine's decisions carried out — a session opened
+(its pre-event footage sealed into it) and closed (its counts sealed) — and the LED.
+
+Example::
+
+    life = SessionLifecycle(config, chain, machine, segments, continuity, room, room_id)
+    life.act(machine.press(now))          # opens: seals session_open, LED on
+    life.act(machine.close())             # closes: seals session_close, LED off
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import cast
+
+from agent.chain import ChainWriter
+from agent.continuity import Continuity
+from agent.room import RoomTriggers, Trigger
+from agent.segments import Segmenter
+from agent.session import Action, OpenSession, SessionMachine
+from common.settings import Category, DeviceConfig
+from evidence.manifest import CaseCommand, SessionClose, SessionOpen
+
+
+class SessionLifecycle:
+    def __init__(
+        self,
+        config: DeviceConfig,
+        chain: ChainWriter,
+        machine: SessionMachine,
+        segments: Segmenter,
+        continuity: Continuity,
+        room: RoomTriggers | None,
+        room_id: Callable[[], str | None],
+        badges: list[str],
+    ) -> None:
+        self.config = config
+        self.chain = chain
+        self.machine = machine
+        self.segments = segments
+        self.continuity = continuity
+        self.room = room
+        self._room_id = room_id
+        self.badges = badges
+        self.session: OpenSession | None = None
+        self.paused = False
+        self.led = "off"
+
+    def act(
+        self,
+        actions: list[Action],
+        category: Category | None = None,
+        trigger: str | None = None,
+        case: CaseCommand | None = None,
+    ) -> None:
+        for a in actions:
+            if a == Action.OPEN:
+                self.open(category or self.config.session.category, trigger, case)
+            elif a == Action.CLOSE:
+                self.close(trigger, case)
+            elif a == Action.ARM_CLOSE:
+                self.led = "blink"
+            elif a == Action.DISARM_CLOSE:
+                self.led = "on"
+
+    def open(
+        self, category: Category, trigger: str | None = None, case: CaseCommand | None = None
+    ) -> None:
+        at = self.chain.now()
+        sid = str(uuid.uuid4())
+        body = SessionOpen(
+            category.value,
+            list(self.badges),
+            self.config.recording.prebuffer_seconds,
+            list(self.config.tracks),
+            in_room=self.room is not None,
+            room=self._room_id() if self.room else None,
+            trigger=trigger,
+            case=case,
+        )
+        self.chain.seal_body(body, sid)
+        self.session = OpenSession(sid, category, list(self.badges), at)
+        self.paused = False
+        self.segments.opened(at)
+        self.led = "on"
+
+    def close(self, trigger: str | None = None, case: CaseCommand | None = None) -> None:
+        assert self.session
+        if self.segments.segment and self.segments.segment.frames:
+            self.segments.end()
+        self.continuity.session_closing()
+        counts = self.session.next_index
+        tracks = {t: counts.get(t, 0) for t in self.config.tracks}
+        self.chain.seal_body(
+            SessionClose(sum(counts.values()), tracks, trigger, case), self.session.id
+        )
+        self.session = None
+        if self.room:
+            self.room.closed()
+        self.machine.closed()
+        self.led = "off"
+
+    def resume(self, session: OpenSession, opened: SessionOpen) -> None:
+        """At boot: the session the last boot left open goes on (:mod:`agent.boot`)."""
+        self.session = session
+        if self.room:
+            self.room.opened(cast(Trigger, opened.trigger or "command"))
+        self.machine.recovered()
+        self.led = "on"

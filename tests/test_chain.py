@@ -1,0 +1,108 @@
+"""The chain writer: the one way the device seals, in the documented write order."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nacl.signing
+import pytest
+
+from agent.chain import ChainWriter, open_chain
+from agent.evidence_dir import load_chain
+from agent.journal import Journal
+from device.clock import SimClock
+from evidence.manifest import InterruptionEnd
+from evidence.seal import Entry, Moment, check_signature
+from evidence.verify import verify_chain
+
+KEY = nacl.signing.SigningKey.generate()
+
+
+def _chain(root: Path) -> list[Entry]:
+    return [e for _, e in load_chain(root) if isinstance(e, Entry)]
+
+
+def test_what_is_sealed_is_on_file_and_in_the_journal(tmp_path: Path) -> None:
+    clock = SimClock()
+    with open_chain(tmp_path, KEY, "bwc-1", clock) as chain:
+        boot = chain.seal("boot", {"software": "test"})
+        end = chain.seal_body(InterruptionEnd("g-1", chain.now()), "s1")
+        assert chain.head == (2, end.hash)
+    files = _chain(tmp_path)
+    assert [e.kind for e in files] == ["boot", "interruption_end"]
+    assert files[1].session == "s1" and files[1].body["id"] == "g-1"
+    assert files[1].payload["prev"] == boot.hash
+    check_signature(files[1], KEY.verify_key)
+    journal = Journal(tmp_path)
+    try:
+        assert [e.kind for e in journal.entries()] == ["boot", "interruption_end"]
+    finally:
+        journal.close()
+
+
+def test_a_later_writer_continues_the_chain(tmp_path: Path) -> None:
+    clock = SimClock()
+    for n in range(3):
+        with open_chain(tmp_path, KEY, "bwc-1", clock) as chain:
+            chain.seal("boot", {"n": n})
+    entries = _chain(tmp_path)
+    assert [e.seq for e in entries] == [1, 2, 3]
+    named = [(f"chain/{e.seq:010d}.json", e) for e in entries]
+    assert verify_chain(named, KEY.verify_key, {}).ok
+
+
+def test_an_agent_command_never_goes_back_in_monotonic_time(tmp_path: Path) -> None:
+    clock = SimClock()
+    journal = Journal(tmp_path)
+    recorder = ChainWriter(journal, KEY, "bwc-1", clock)
+    recorder.seal("boot", {}, at=Moment(clock.wall(), 5000.0, True))
+    journal.close()
+    # a command process after a reboot: its clock is behind the chain
+    with open_chain(tmp_path, KEY, "bwc-1", clock) as chain:
+        assert chain.clock.monotonic() < 5000
+        entry = chain.seal("install", {})
+    assert entry.payload["at"]["mono"] == 5000
+    # the recorder's own writer takes its clock as it is
+    journal = Journal(tmp_path)
+    try:
+        mine = ChainWriter(journal, KEY, "bwc-1", clock).seal("boot", {})
+        assert mine.payload["at"]["mono"] == pytest.approx(clock.monotonic())
+    finally:
+        journal.close()
+
+
+def test_a_given_moment_is_the_entry_time(tmp_path: Path) -> None:
+    at = Moment(1773451800.0, 7.0, False)
+    with open_chain(tmp_path, KEY, "bwc-1", SimClock()) as chain:
+        entry = chain.seal("event", {"type": "x"}, at=at)
+    assert entry.payload["at"] == at.as_dict()
+
+
+def test_a_segment_is_in_place_before_its_manifest(tmp_path: Path) -> None:
+    spool = tmp_path / "spool" / "0.mp4"
+    spool.parent.mkdir()
+    spool.write_bytes(b"media")
+    dest = tmp_path / "segments" / "s1" / "000000.mp4"
+    with open_chain(tmp_path, KEY, "bwc-1", SimClock()) as chain:
+        chain.place_segment(spool, dest)
+    assert dest.read_bytes() == b"media" and not spool.exists()
+
+
+def test_rotation_hands_the_chain_to_the_new_key(tmp_path: Path) -> None:
+    new = nacl.signing.SigningKey.generate()
+    with open_chain(tmp_path, KEY, "bwc-1", SimClock()) as chain:
+        rotation = chain.rotate(new)
+        after = chain.seal("boot", {})
+    check_signature(rotation, KEY.verify_key)
+    check_signature(after, new.verify_key)
+    assert rotation.body["new_key"] == bytes(new.verify_key).hex()
+    assert json.loads(after.to_json())["payload"]["prev"] == rotation.hash
+
+
+def test_an_unknown_kind_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
+    with open_chain(tmp_path, KEY, "bwc-1", SimClock()) as chain:
+        with pytest.raises(ValueError, match="unknown entry kind 'selfie'"):
+            chain.seal("selfie", {})
+        assert chain.head == (0, "0" * 64)
+    assert _chain(tmp_path) == []
