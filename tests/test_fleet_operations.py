@@ -114,7 +114,8 @@ def _units(tmp_path: Path) -> Path:
     out.mkdir()
     here = shutil.which("unbroken") or str(Path(sys.executable).parent / "unbroken")
     shipped = [resources.files(pkg).joinpath("units") for pkg in ("agent", "provisioning")]
-    for unit in (u for folder in shipped for u in folder.iterdir()):
+    units = (u for folder in shipped for u in folder.iterdir())
+    for unit in (u for u in units if u.name.endswith((".service", ".timer"))):
         text = unit.read_text()
         text = text.replace("/opt/unbroken/venv/bin/unbroken", here)
         text = text.replace("EnvironmentFile=/", "EnvironmentFile=-/")  # not installed here
