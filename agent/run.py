@@ -85,7 +85,7 @@ def make_uploader(
     root: Path, recorder: Recorder, config: DeviceConfig, clock: Clock
 ) -> Uploader | None:
     """The uploader, once the device is provisioned (None before: nothing to sync to)."""
-    from agent.enrolment import PROVISION, link
+    from agent.enrolment import PROVISION, broker_settings
 
     if not (root / PROVISION / "bundle.json").exists():
         log.warning("not provisioned: recording without sync")
@@ -93,7 +93,7 @@ def make_uploader(
     return Uploader(
         root,
         recorder.device_id,
-        link(root),
+        broker_settings(root),
         clock,
         sync_settings(config),
         status_source=recorder.status,

@@ -78,8 +78,8 @@ class Fleet:
 
     def device(self, name: str) -> Creds:
         """The files `agent install` put on the device, as the uploader uses them."""
-        link = enrolment.link(self.devices[name])
-        return Creds(link.ca, link.cert, link.key)
+        broker = enrolment.broker_settings(self.devices[name])
+        return Creds(broker.ca, broker.cert, broker.key)
 
     def store(self) -> Creds:
         return Creds(self.ca, self.root / "store" / "store.pem", self.root / "store" / "store.key")
