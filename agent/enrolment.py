@@ -43,7 +43,7 @@ from agent.evidence_dir import CHAIN, KEYS, PRIVATE, PUBKEY, EvidenceDirError, r
 from agent.identity import load_identity, save_identity
 from agent.journal import Journal
 from agent.keys import load_or_create_key
-from agent.sync import BrokerSettings
+from agent.uplink import BrokerSettings
 from common import pki
 from common.bundle import DeviceFacts, check_bundle
 from common.commands import SESSION_COMMANDS, AssignmentArgs, Command, check_command

@@ -36,30 +36,15 @@ from pathlib import Path
 from typing import Any
 
 import nacl.signing
-import paho.mqtt.client as mqtt
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 
 from agent import sync_plan as plan
 from agent.journal import RECEIPTS, SyncLedger
-from common.mqtt import tls_client
+from agent.uplink import BrokerSettings, Uplink
 from device.clock import Clock
 from evidence import protocol as p
 from evidence.receipt import ReceiptError
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class BrokerSettings:
-    """Where and how to reach the broker (from the provisioning bundle)."""
-
-    host: str
-    port: int
-    ca: Path
-    cert: Path
-    key: Path
-    agency_key: nacl.signing.VerifyKey
 
 
 @dataclass(frozen=True)
@@ -88,6 +73,10 @@ def backlog(ledger: SyncLedger) -> dict[str, Any]:
 
 
 class Uploader:
+    """Chain entries and media from the journal to the store, on the uploader thread; the
+    connection is an :class:`agent.uplink.Uplink`, the decisions a
+    :class:`agent.sync_plan.SyncPlan`."""
+
     def __init__(
         self,
         root: Path,
@@ -110,26 +99,25 @@ class Uploader:
         # on its own thread (one sealer per chain).
         self.on_command = on_command
         # A room controller also talks with its room's panel, on the same connection.
-        self.room = room
-        self.on_panel = on_panel
-        self.panel = plan.PanelEcho()
-        self.connected = threading.Event()
-        self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self.link = Uplink(device_id, broker, self.settings.window, room, on_panel)
+        self.connected = self.link.connected  # set once the uploader has taken the news
+        self.client = self.link.client
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._inflight = 0
-        self._inflight_lock = threading.Lock()
         self.plan = plan.SyncPlan(self.settings.rules())
         self._pacer = plan.Pacer(self.settings.bandwidth, at=time.monotonic())
         self._status_due = plan.Every(self.settings.status_seconds)
         self.deadline_level = "ok"  # of the oldest recording without a receipt (R7)
-        self.refusals: list[str] = []  # what the store or broker refused, for status/tests
-        self.client = self._make_client()
+        self.refusals = self.link.refusals  # what the store or broker refused
 
     @property
     def panel_state(self) -> str | None:
         """The last state shown on the room panel."""
-        return self.panel.state
+        return self.link.panel.state
+
+    def show_on_panel(self, state: str) -> None:
+        """Thread-safe: see :meth:`agent.uplink.Uplink.show_on_panel`."""
+        self.link.show_on_panel(state)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -142,8 +130,7 @@ class Uploader:
 
     def connect(self) -> None:
         """Open the broker connection (again, after a ``disconnect()``); paho retries."""
-        self.client.connect_async(self.broker.host, self.broker.port, keepalive=15)
-        self.client.loop_start()
+        self.link.connect()
 
     def stop(self) -> None:
         self._stop.set()
@@ -159,8 +146,7 @@ class Uploader:
                 p.up(self.device_id, "status"), p.dumps(doc), qos=1, retain=True
             )
             info.wait_for_publish(timeout=5)
-        self.client.disconnect()
-        self.client.loop_stop()
+        self.link.close()
 
     def wait_idle(self, timeout: float) -> bool:
         """Block until nothing is left to send and every blob has a receipt."""
@@ -176,70 +162,6 @@ class Uploader:
         finally:
             ledger.close()
 
-    # -- paho callbacks (network thread): only queue -------------------------------
-
-    def _make_client(self) -> mqtt.Client:
-        b = self.broker
-        c = tls_client(self.device_id, b.ca, b.cert, b.key)
-        c.will_set(
-            p.up(self.device_id, "status"),
-            p.dumps({"device": self.device_id, "online": False}),
-            qos=1,
-            retain=True,
-        )
-        c.max_inflight_messages_set(self.settings.window)
-        c.reconnect_delay_set(min_delay=1, max_delay=15)
-        c.on_connect = self._on_connect
-        c.on_disconnect = self._on_disconnect
-        c.on_message = self._on_message
-        c.on_publish = self._on_publish
-        return c
-
-    def _on_connect(
-        self, c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Properties | None
-    ) -> None:
-        if rc.is_failure:
-            log.warning("broker refused connection: %s", rc)
-            self.refusals.append(f"connect: {rc}")
-            return
-        c.subscribe(p.reply(self.device_id, "#"), qos=1)
-        c.subscribe(p.command(self.device_id, "#"), qos=1)
-        if self.room:
-            c.subscribe(p.panel(self.room, "door"), qos=1)
-            c.subscribe(p.panel(self.room, "key"), qos=1)
-            if self.panel.state is not None:
-                self._publish_panel(self.panel.state)
-        self._inbox.put(("connected", None))
-
-    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        if plan.is_panel_input(msg.topic, self.room):
-            if self.on_panel is not None:  # the recorder decides, on its own thread
-                self.on_panel(msg.topic.rsplit("/", 1)[-1], bytes(msg.payload))
-            return
-        self._inbox.put(("message", msg))
-
-    def show_on_panel(self, state: str) -> None:
-        """Thread-safe: what the room panel shows (retained: a panel that reconnects reads
-        it at once). Called after every frame; sent when it changes, after a reconnect,
-        and every few seconds (:class:`agent.sync_plan.PanelEcho`)."""
-        if self.panel.show(state, time.monotonic(), self.connected.is_set()):
-            self._publish_panel(state)
-
-    def _publish_panel(self, state: str) -> None:
-        assert self.room
-        self.client.publish(p.panel(self.room, "state"), state.encode(), qos=1, retain=True)
-
-    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
-        self.connected.clear()
-        self._inbox.put(("disconnected", rc))
-
-    def _on_publish(self, _c: mqtt.Client, _u: Any, _mid: int, rc: ReasonCode, _p: Any) -> None:
-        with self._inflight_lock:
-            self._inflight = max(0, self._inflight - 1)
-        self._inbox.put(("room", None))  # wake the uploader: the window has room again
-        if rc.is_failure:  # e.g. 135 Not authorized: the ACL refused the topic
-            self.refusals.append(f"publish: {rc}")
-
     # -- the uploader thread ---------------------------------------------------------
 
     def _run(self) -> None:
@@ -247,10 +169,10 @@ class Uploader:
         try:
             while not self._stop.is_set():
                 try:
-                    kind, data = self._inbox.get(timeout=0.05)
+                    kind, data = self.link.inbox.get(timeout=0.05)
                     self._handle(ledger, kind, data)
                     while True:  # drain without waiting
-                        kind, data = self._inbox.get_nowait()
+                        kind, data = self.link.inbox.get_nowait()
                         self._handle(ledger, kind, data)
                 except queue.Empty:
                     pass
@@ -269,8 +191,7 @@ class Uploader:
             self.plan.heard(time.monotonic())
         if kind == "connected":
             self.plan.reset()
-            with self._inflight_lock:
-                self._inflight = 0
+            self.link.clear_window()
             self.connected.set()
             self._publish_status(ledger, force=True)
         elif kind == "disconnected":
@@ -325,10 +246,10 @@ class Uploader:
     def _scan(self, ledger: SyncLedger, now: float) -> None:
         # 1. chain entries, in order, before the media they seal
         entries, more = self.plan.entries_to_send(
-            ledger.unacked(self.settings.window * 4), self._room(), now
+            ledger.unacked(self.settings.window * 4), self.link.room_in_window(), now
         )
         for e in entries:
-            self._publish(p.up(self.device_id, "entry"), e.to_json())
+            self.link.publish(p.up(self.device_id, "entry"), e.to_json())
         if more:
             self.plan.scans.wake()  # the rest when the window has room
             return
@@ -349,39 +270,27 @@ class Uploader:
             f = None
             while (step := t.next(now, self.plan.silence.quiet)) is not None:
                 if isinstance(step, plan.AskInit):
-                    self._publish(p.up(self.device_id, "blob", "init"), t.init.to_bytes())
+                    self.link.publish(p.up(self.device_id, "blob", "init"), t.init.to_bytes())
                 elif isinstance(step, plan.Finish):
                     finish = p.dumps({"sha256": t.sha256})
-                    self._publish(p.up(self.device_id, "blob", "finish"), finish)
+                    self.link.publish(p.up(self.device_id, "blob", "finish"), finish)
                 else:
-                    if not self._room():
+                    if not self.link.room_in_window():
                         return
                     f = f or opened.enter_context(open(t.file, "rb"))
                     f.seek(step.offset)
                     chunk = f.read(step.length)
                     if not self._pacer.spend(len(chunk), time.monotonic()):
                         return
-                    self._publish(p.up(self.device_id, "blob", t.sha256, str(step.offset)), chunk)
+                    topic = p.up(self.device_id, "blob", t.sha256, str(step.offset))
+                    self.link.publish(topic, chunk)
                 t.sent(step, now)
-
-    def _room(self) -> int:
-        """How many more publishes the window takes now."""
-        with self._inflight_lock:
-            return max(0, self.settings.window - self._inflight)
-
-    def _publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
-        with self._inflight_lock:
-            self._inflight += 1
-        info = self.client.publish(topic, payload, qos=1, retain=retain)
-        if info.rc != mqtt.MQTT_ERR_SUCCESS:
-            with self._inflight_lock:
-                self._inflight = max(0, self._inflight - 1)
 
     def _publish_status(self, ledger: SyncLedger, force: bool = False) -> None:
         if not self._status_due.due(time.monotonic(), force):
             return
         status = self._status_doc(ledger, online=True)
-        self._publish(p.up(self.device_id, "status"), p.dumps(status), retain=True)
+        self.link.publish(p.up(self.device_id, "status"), p.dumps(status), retain=True)
 
     def _status_doc(self, ledger: SyncLedger, online: bool) -> dict[str, Any]:
         doc = plan.status_doc(
