@@ -44,7 +44,7 @@ from agent.evidence_dir import CHAIN, KEYS, PRIVATE, PUBKEY, EvidenceDirError, r
 from agent.identity import load_identity, save_identity
 from agent.journal import Journal
 from agent.keys import load_or_create_key
-from agent.sync import Link
+from agent.uplink import BrokerSettings
 from common import pki
 from common.bundle import DeviceFacts, check_bundle
 from common.commands import SESSION_COMMANDS, AssignmentArgs, Command, check_command
@@ -112,11 +112,11 @@ def agency_key(root: Path) -> nacl.signing.VerifyKey:
         raise ProvisionError(str(e)) from None
 
 
-def link(root: Path) -> Link:
+def broker_settings(root: Path) -> BrokerSettings:
     """How the uploader reaches the broker, from the installed bundle."""
     agency = agency_key(root)
     bundle = json.loads((root / PROVISION / "bundle.json").read_bytes())["payload"]
-    return Link(
+    return BrokerSettings(
         host=str(bundle["broker"]["host"]),
         port=int(bundle["broker"]["port"]),
         ca=root / PROVISION / "ca.pem",

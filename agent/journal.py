@@ -172,3 +172,104 @@ class Journal:
                 "select session, entry from entries where kind='session_open' order by seq"
             )
         ]
+
+
+# -- what the uploader asks --------------------------------------------------------------
+# Transfer state (what the store acknowledged, refused and receipted) lives here, beside the
+# entries, so that it survives restarts and outages. The uploader decides; this only stores.
+
+RECEIPTS = "receipts"  # DATA/receipts/<sha256>.json: kept, verifiable, never deleted
+
+
+class SyncLedger:
+    """The uploader's view of ``journal.db`` (its own connection, WAL; one thread).
+
+    Segment manifests are returned as their entry's body, undecoded: the uploader reads
+    what it needs from them in one place (``agent.sync_plan.segment``).
+
+    Example::
+
+        ledger = SyncLedger(root)
+        ledger.unacked(64)              # [Entry(seq=1, ...), ...] oldest first
+        ledger.unreceipted_segments()   # [(7, {"sha256": ..., "size": ..., ...}), ...]
+        ledger.close()
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.db = sqlite3.connect(root / "journal.db", check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA busy_timeout=5000")
+        with self.db:
+            self.db.execute("create table if not exists sync_acks (seq integer primary key)")
+            self.db.execute(
+                "create table if not exists sync_refused (seq integer primary key, reason text)"
+            )
+            self.db.execute(
+                "create table if not exists receipts (sha256 text primary key, seq integer,"
+                " received real, deleted real)"
+            )
+        (root / RECEIPTS).mkdir(exist_ok=True)
+
+    def head(self) -> int:
+        """The newest entry's sequence number (0: none yet)."""
+        return int(self.db.execute("select coalesce(max(seq), 0) from entries").fetchone()[0])
+
+    def unacked(self, limit: int) -> list[Entry]:
+        """Entries the store has neither acknowledged nor refused, in chain order."""
+        rows = self.db.execute(
+            "select entry from entries where seq not in (select seq from sync_acks)"
+            " and seq not in (select seq from sync_refused) order by seq limit ?",
+            (limit,),
+        ).fetchall()
+        return [Entry.from_json(r["entry"].encode()) for r in rows]
+
+    def unacked_count(self) -> int:
+        """Entries not acknowledged (refused ones included: they are not at the store)."""
+        sql = "select count(*) from entries where seq not in (select seq from sync_acks)"
+        return int(self.db.execute(sql).fetchone()[0])
+
+    def unreceipted_segments(self) -> list[tuple[int, dict[str, Any]]]:
+        """(seq, manifest) of sealed segments whose media has no receipt, oldest first."""
+        rows = self.db.execute(
+            "select seq, json_extract(entry, '$.payload.body') as manifest"
+            " from entries where kind = 'segment'"
+            " and json_extract(entry, '$.payload.body.sha256') not in"
+            " (select sha256 from receipts) order by seq"
+        ).fetchall()
+        return [(int(r["seq"]), json.loads(r["manifest"])) for r in rows]
+
+    def ack(self, seq: int) -> None:
+        with self.db:
+            self.db.execute("insert or ignore into sync_acks values (?)", (seq,))
+
+    def refused(self, seq: int, reason: str) -> None:
+        with self.db:
+            self.db.execute("insert or replace into sync_refused values (?, ?)", (seq, reason))
+
+    def receipt(self, sha256: str, seq: int, data: bytes, now: float) -> None:
+        """Keep a verified receipt: its file first, then the row that marks it stored."""
+        write_atomic(self.root / RECEIPTS / f"{sha256}.json", data)
+        with self.db:
+            self.db.execute(
+                "insert or ignore into receipts values (?, ?, ?, null)", (sha256, seq, now)
+            )
+
+    def receipted_before(self, received: float) -> list[tuple[str, int, dict[str, Any]]]:
+        """(sha256, seq, manifest) of receipted media still on the device, receipted at or
+        before ``received``."""
+        rows = self.db.execute(
+            "select r.sha256, r.seq, json_extract(e.entry, '$.payload.body') as manifest"
+            " from receipts r join entries e on e.seq = r.seq"
+            " where r.deleted is null and r.received <= ?",
+            (received,),
+        ).fetchall()
+        return [(r["sha256"], int(r["seq"]), json.loads(r["manifest"])) for r in rows]
+
+    def deleted(self, sha256: str, now: float) -> None:
+        with self.db:
+            self.db.execute("update receipts set deleted = ? where sha256 = ?", (now, sha256))
+
+    def close(self) -> None:
+        self.db.close()

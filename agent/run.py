@@ -19,11 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from agent.journal import SyncLedger
 from agent.loop import FrameLoop
 from agent.recorder import Recorder
 from agent.service import ServiceNotifier
 from agent.status_file import StatusFile
-from agent.sync import SyncLedger, SyncSettings, Uploader
+from agent.sync import SyncSettings, Uploader
+from agent.sync import backlog as sync_backlog
 from common.settings import DeviceConfig
 from device.clock import Clock
 from device.controls import RecordingLamp
@@ -64,7 +66,7 @@ def make_uploader(
     root: Path, recorder: Recorder, config: DeviceConfig, clock: Clock
 ) -> Uploader | None:
     """The uploader, once the device is provisioned (None before: nothing to sync to)."""
-    from agent.enrolment import PROVISION, link
+    from agent.enrolment import PROVISION, broker_settings
 
     if not (root / PROVISION / "bundle.json").exists():
         log.warning("not provisioned: recording without sync")
@@ -72,7 +74,7 @@ def make_uploader(
     return Uploader(
         root,
         recorder.device_id,
-        link(root),
+        broker_settings(root),
         clock,
         sync_settings(config),
         status_source=recorder.status,
@@ -86,7 +88,7 @@ def _backlog(root: Path) -> Callable[[], dict[str, Any]]:
     def backlog() -> dict[str, Any]:
         ledger = SyncLedger(root)
         try:
-            return ledger.backlog()
+            return sync_backlog(ledger)
         finally:
             ledger.close()
 

@@ -23,9 +23,9 @@ from pathlib import Path
 from agent.chain import ChainWriter
 from agent.evidence_dir import segment_name
 from agent.identity import load_identity
-from agent.journal import Journal
+from agent.journal import Journal, SyncLedger
 from agent.keys import load_or_create_key
-from agent.sync import SyncLedger, SyncSettings
+from agent.sync import SyncSettings
 from common.mqtt import tls_client
 from common.settings import DeviceConfig, Recording
 from device.clock import SimClock

@@ -23,8 +23,9 @@ from pathlib import Path
 
 from agent import enrolment
 from agent.evidence_dir import PUBKEY, load_chain, verify_dir
+from agent.journal import SyncLedger
 from agent.session import MarkerType
-from agent.sync import SyncLedger
+from agent.sync import backlog as sync_backlog
 from common.settings import DeviceConfig, Labels, Recording, Watermark
 from device.clock import SimClock
 from evidence.manifest import SegmentManifest, segment
@@ -179,7 +180,7 @@ def run_demo(workdir: Path) -> int:
         dev.stop()
         synced = uploader.wait_idle(120)
         uploader.stop()
-        backlog = SyncLedger(data).backlog()
+        backlog = sync_backlog(SyncLedger(data))
         print(
             f"   synced: {synced}; backlog {backlog['blobs']} segments, {backlog['entries']} "
             "entries"

@@ -226,7 +226,7 @@ class LocalSite:
         return Uploader(
             data,
             identity.device_id,
-            enrolment.link(data),
+            enrolment.broker_settings(data),
             clock,
             settings or sync_settings(device_config(data)),
         )

@@ -68,9 +68,11 @@ import numpy as np
 from PIL import Image
 
 from agent.config import load_config
+from agent.journal import SyncLedger
 from agent.recorder import Recorder
 from agent.run import make_uploader
-from agent.sync import SyncLedger, Uploader
+from agent.sync import Uploader
+from agent.sync import backlog as sync_backlog
 from common.settings import DeviceConfig, Recording, Room
 from device.clock import SimClock
 from evidence.names import ProvisionError
@@ -303,7 +305,7 @@ class LiveDevice:
         with self._db_lock:
             if self._ledger is None:
                 return {"enabled": up is not None}
-            backlog = self._ledger.backlog()
+            backlog = sync_backlog(self._ledger)
             db = self._ledger.db
             sealed = db.execute("select count(*) from entries where kind = 'segment'").fetchone()[0]
             total = db.execute("select count(*) from entries").fetchone()[0]

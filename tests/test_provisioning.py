@@ -367,8 +367,8 @@ def test_enrolment_end_to_end(
     assert entries[0].body["bundle_sha256"] == hashlib.sha256(bundle.read_bytes()).hexdigest()
     assert entries[0].body["device_id"] == did
     assert verify_dir(dev, None).ok
-    link = enrolment.link(dev)
-    assert (link.host, link.port) == ("127.0.0.1", 8883)
+    broker = enrolment.broker_settings(dev)
+    assert (broker.host, broker.port) == ("127.0.0.1", 8883)
 
     reg = Agency(agency).registry
     assert reg.device(did)["serial"] == "SN-dev"  # type: ignore[index]

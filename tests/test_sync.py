@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from agent.evidence_dir import load_chain
-from agent.sync import SyncLedger, SyncSettings
+from agent.journal import SyncLedger
+from agent.sync import SyncSettings, backlog
 from device.clock import SimClock
 from evidence.receipt import check_receipt
 from evidence.seal import Entry
@@ -61,7 +62,7 @@ def test_session_synced_end_to_end(site: LocalSite) -> None:
     dev = _record(data)
     up = site.uploader(data, dev.clock)
     up.start()
-    assert up.wait_idle(60), SyncLedger(data).backlog()
+    assert up.wait_idle(60), backlog(SyncLedger(data))
     up.stop()
     dev.stop()
     assert _receipts_verified(data, site) == len(_segments(data)) > 0

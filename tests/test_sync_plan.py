@@ -1,0 +1,329 @@
+"""The uploader's decisions, fed facts: no broker, no threads, no files."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import nacl.signing
+import pytest
+
+from agent import sync_plan as plan
+from evidence import protocol as p
+from evidence.receipt import ReceiptError, make_receipt
+from evidence.seal import Entry, Moment, Sealer
+
+DEV = "bwc-0001"
+AT = Moment(wall=1_773_451_800.0, mono=1.0, synced=True)
+H1, H2, H3 = (hashlib.sha256(bytes([i])).hexdigest() for i in (1, 2, 3))
+
+
+def _entries(n: int) -> list[Entry]:
+    s = Sealer(nacl.signing.SigningKey.generate(), DEV, last=None)
+    return [s.seal("marker", {"type": "note"}, AT, "s1") for _ in range(n)]
+
+
+def _seg(seq: int, sha: str, size: int = 100, end: float = 1000.0) -> plan.Segment:
+    return plan.Segment(seq, sha, size, f"segments/{seq}.mp4", end)
+
+
+def _init(sha: str = H1, size: int = 2500, chunk: int = 1024) -> p.BlobInit:
+    n = len(range(0, size, chunk))
+    return p.BlobInit(sha, size, chunk, 7, tuple([H2] * n))
+
+
+# -- the manifest, the backlog, the status -------------------------------------------------
+
+
+def test_a_segment_manifest_gives_what_the_uploader_needs() -> None:
+    manifest = {
+        "sha256": H1,
+        "size": 4096,
+        "file": "segments/s1/000001.mp4",
+        "start": {"wall": 10.0},
+        "end": {"wall": 12.5, "mono": 3.0},
+        "track": "video",
+    }
+    assert plan.segment(9, manifest) == plan.Segment(9, H1, 4096, "segments/s1/000001.mp4", 12.5)
+
+
+def test_a_manifest_missing_a_field_is_refused() -> None:
+    with pytest.raises(KeyError):
+        plan.segment(9, {"sha256": H1, "size": 1, "file": "x"})
+
+
+def test_backlog_counts_blobs_bytes_and_the_oldest_end() -> None:
+    assert plan.backlog(0, []) == {
+        "entries": 0,
+        "blobs": 0,
+        "bytes": 0,
+        "oldest_unsynced_end": None,
+    }
+    b = plan.backlog(3, [_seg(2, H1, 100, 50.0), _seg(5, H2, 250, 40.0)])
+    assert b == {"entries": 3, "blobs": 2, "bytes": 350, "oldest_unsynced_end": 40.0}
+
+
+@pytest.mark.parametrize(
+    ("age_hours", "level"),
+    [(1, "ok"), (12.5, "warn"), (20.5, "urgent"), (24.5, "overdue")],
+)
+def test_status_reports_the_24_hour_deadline_level(age_hours: float, level: str) -> None:
+    now = 100_000.0
+    backlog = plan.backlog(0, [_seg(1, H1, end=now - age_hours * 3600)])
+    doc = plan.status_doc(DEV, True, backlog, now, (12.0, 20.0), {"state": "idle"})
+    assert doc["deadline"] == level
+    assert doc["oldest_unsynced_age"] == round(age_hours * 3600, 1)
+    assert doc["state"] == "idle" and doc["online"] is True
+
+
+def test_offline_status_leaves_out_the_recorder_state() -> None:
+    doc = plan.status_doc(DEV, False, plan.backlog(0, []), 5.0, (12.0, 20.0), {"state": "x"})
+    assert doc == {
+        "device": DEV,
+        "online": False,
+        "backlog": plan.backlog(0, []),
+        "oldest_unsynced_age": None,
+        "deadline": "ok",
+    }
+
+
+def test_retention_keeps_everything_unless_configured() -> None:
+    assert plan.retention_cutoff(10_000.0, None) is None
+    assert plan.retention_cutoff(10_000.0, 1.0) == 10_000.0 - 3600
+
+
+# -- what a reply means --------------------------------------------------------------------
+
+
+def test_replies_are_read_by_topic() -> None:
+    key = nacl.signing.SigningKey.generate()
+    vk = key.verify_key
+
+    def read(topic: str, payload: bytes) -> plan.Reply:
+        return plan.read_reply(DEV, topic, payload, vk)
+
+    assert read(p.command(DEV, "assign"), b"\x00any") == plan.Command(b"\x00any")
+    assert read(p.reply(DEV, "ack"), p.Ack(4, False, "fork").to_bytes()) == p.Ack(4, False, "fork")
+    assert read(p.reply(DEV, "missing"), p.Missing(H1, [0, 1024]).to_bytes()) == p.Missing(
+        H1, [0, 1024]
+    )
+    assert read(p.reply(DEV, "rejected"), "nö".encode() * 200) == plan.Rejected("nö" * 150)
+    assert read(p.reply(DEV, "something-new"), b"{}") is None
+    receipt = make_receipt(
+        key,
+        device=DEV,
+        sha256=H1,
+        size=10,
+        entry_seq=7,
+        entry_hash=H2,
+        session="s1",
+        stored_at=1.0,
+        store="1",
+    )
+    assert read(p.reply(DEV, "receipt"), receipt) == plan.Receipt(H1, 7, receipt)
+
+
+def test_bad_replies_are_errors_naming_the_problem() -> None:
+    vk = nacl.signing.SigningKey.generate().verify_key
+    with pytest.raises(p.ProtocolError, match="ack: not JSON"):
+        plan.read_reply(DEV, p.reply(DEV, "ack"), b"{", vk)
+    forged = make_receipt(
+        nacl.signing.SigningKey.generate(),
+        device=DEV,
+        sha256=H1,
+        size=10,
+        entry_seq=7,
+        entry_hash=H2,
+        session=None,
+        stored_at=1.0,
+        store="1",
+    )
+    with pytest.raises(ReceiptError, match="does not verify"):
+        plan.read_reply(DEV, p.reply(DEV, "receipt"), forged, vk)
+
+
+def test_panel_input_is_told_apart_only_for_a_room_controller() -> None:
+    assert plan.is_panel_input(p.panel("room-1", "door"), "room-1")
+    assert not plan.is_panel_input(p.panel("room-2", "door"), "room-1")
+    assert not plan.is_panel_input(p.panel("room-1", "door"), None)
+    assert not plan.is_panel_input(p.reply(DEV, "ack"), "room-1")
+
+
+# -- pacing and timing ---------------------------------------------------------------------
+
+
+def test_a_store_that_answers_anything_is_not_quiet() -> None:
+    s = plan.Silence(retry_seconds=10)
+    assert not s.quiet(since=0.0, now=10.0)
+    assert s.quiet(since=0.0, now=10.5)
+    s.heard(8.0)
+    assert not s.quiet(since=0.0, now=15.0)  # it said something 7 s ago
+    assert s.quiet(since=0.0, now=18.5)
+
+
+def test_without_a_cap_every_chunk_goes() -> None:
+    assert plan.Pacer(None).spend(10**9, now=0.0)
+
+
+def test_the_bandwidth_cap_is_a_token_bucket() -> None:
+    pacer = plan.Pacer(1000, at=0.0)
+    assert not pacer.spend(500, now=0.1)  # 100 tokens so far
+    assert pacer.spend(500, now=0.5)  # 500
+    assert not pacer.spend(500, now=0.6)  # 100 left
+    assert pacer.spend(300, now=1.0)  # 500 again; 200 left
+    # a chunk larger than the cap goes once the bucket is full (else it never would)
+    assert pacer.spend(4000, now=10.0)
+    assert not pacer.spend(1, now=10.0)
+
+
+def test_every_is_due_once_per_period_unless_forced() -> None:
+    e = plan.Every(10.0)
+    assert e.due(10.0)
+    assert not e.due(15.0)
+    assert e.due(15.0, force=True)
+    assert not e.due(24.0)
+    assert e.due(25.0)
+
+
+def test_the_journal_is_read_on_news_not_on_every_turn() -> None:
+    s = plan.ScanSchedule()
+    assert s.take()  # the first turn reads it
+    assert not s.take()
+    assert s.glance_due(0.0)
+    s.glanced(head=5, waiting=False)  # new entries: read them
+    assert s.take()
+    assert not s.glance_due(0.05)  # a glance at most every SCAN_SECONDS
+    assert s.glance_due(0.2)
+    s.glanced(head=5, waiting=False)  # nothing new
+    assert not s.take()
+    assert s.glance_due(0.4)
+    s.glanced(head=5, waiting=True)  # sent entries wait on a quiet store
+    assert s.take()
+    s.wake()  # an ack came
+    assert not s.glance_due(1.0)  # no need to glance: reading anyway
+    assert s.take()
+
+
+def test_the_panel_state_is_sent_on_change_and_repeated() -> None:
+    panel = plan.PanelEcho()
+    assert panel.show("idle", now=0.0, connected=True)
+    assert not panel.show("idle", now=1.0, connected=True)
+    assert panel.show("recording", now=2.0, connected=True)
+    assert not panel.show("recording", now=6.0, connected=True)
+    assert panel.show("recording", now=7.0, connected=True)  # repeated after 5 s
+    assert not panel.show("fault", now=8.0, connected=False)  # offline: remembered
+    assert panel.state == "fault"
+
+
+# -- chain entries -------------------------------------------------------------------------
+
+
+def test_entries_go_in_order_as_far_as_the_window_has_room() -> None:
+    sp = plan.SyncPlan(plan.SyncRules(window=3))
+    entries = _entries(5)
+    sent, more = sp.entries_to_send(entries, room=3, now=0.0)
+    assert [e.seq for e in sent] == [1, 2, 3] and more
+    sent, more = sp.entries_to_send(entries, room=3, now=1.0)
+    assert [e.seq for e in sent] == [4, 5] and not more  # 1-3 are in flight
+
+
+def test_an_unanswered_entry_is_sent_again_only_once_the_store_went_quiet() -> None:
+    sp = plan.SyncPlan(plan.SyncRules(retry_seconds=10))
+    entries = _entries(2)
+    sp.entries_to_send(entries, room=10, now=0.0)
+    sp.answered(1)
+    assert sp.entries_to_send(entries[1:], room=10, now=5.0) == ([], False)
+    assert not sp.waiting_on_quiet_store(5.0)
+    assert sp.waiting_on_quiet_store(11.0)
+    sent, _ = sp.entries_to_send(entries[1:], room=10, now=11.0)
+    assert [e.seq for e in sent] == [2]
+
+
+def test_after_a_reconnect_nothing_is_assumed_delivered() -> None:
+    sp = plan.SyncPlan(plan.SyncRules())
+    entries = _entries(2)
+    sp.entries_to_send(entries, room=10, now=0.0)
+    sp.add_transfer(_init(), Path("x.mp4"))
+    sp.reset()
+    assert not sp.transfers
+    assert [e.seq for e in sp.entries_to_send(entries, room=10, now=1.0)[0]] == [1, 2]
+
+
+# -- media ---------------------------------------------------------------------------------
+
+
+def test_blobs_start_oldest_first_a_few_at_a_time() -> None:
+    sp = plan.SyncPlan(plan.SyncRules(parallel_blobs=2))
+    pending = [_seg(1, H1), _seg(2, H2), _seg(3, H3)]
+    first = sp.blobs_to_start(pending, present=lambda s: True)
+    assert [s.seq for s in first] == [1, 2]
+    sp.add_transfer(_init(H1), Path("1.mp4"))
+    assert [s.seq for s in sp.blobs_to_start(pending, present=lambda s: True)] == [2]
+    sp.add_transfer(_init(H2), Path("2.mp4"))
+    assert sp.blobs_to_start(pending, present=lambda s: True) == []
+    sp.receipted(H1)  # and the journal no longer lists it
+    assert [s.seq for s in sp.blobs_to_start(pending[1:], present=lambda s: True)] == [3]
+
+
+def test_media_no_longer_on_the_device_is_not_started() -> None:
+    sp = plan.SyncPlan(plan.SyncRules())
+    pending = [_seg(1, H1), _seg(2, H2), _seg(3, H2)]  # 3: the same media sealed again
+    started = sp.blobs_to_start(pending, present=lambda s: s.seq != 1)
+    assert [s.seq for s in started] == [2]
+
+
+def _run(t: plan.Transfer, now: float, room: int = 100) -> list[plan.Step]:
+    """What the uploader would publish now, the window taking ``room`` chunks."""
+    quiet = plan.Silence(retry_seconds=10).quiet
+    out: list[plan.Step] = []
+    while (step := t.next(now, quiet)) is not None:
+        if isinstance(step, plan.SendChunk):
+            if room == 0:
+                break
+            room -= 1
+        out.append(step)
+        t.sent(step, now)
+    return out
+
+
+def test_a_blob_is_announced_sent_as_the_store_lacks_it_and_finished() -> None:
+    t = plan.Transfer(_init(size=2500, chunk=1024), Path("x.mp4"))
+    assert _run(t, 0.0) == [plan.AskInit()]
+    assert _run(t, 1.0) == []  # awaiting the store's answer
+    t.lacks(p.Missing(H1, [0, 2048]), now=2.0)
+    assert _run(t, 2.0) == [plan.SendChunk(0, 1024), plan.SendChunk(2048, 452), plan.Finish()]
+    assert _run(t, 3.0) == []  # awaiting the receipt
+
+
+def test_a_full_window_holds_the_rest_and_the_finish() -> None:
+    t = plan.Transfer(_init(size=3072, chunk=1024), Path("x.mp4"))
+    _run(t, 0.0)
+    t.lacks(p.Missing(H1, [0, 1024, 2048]), now=1.0)
+    assert _run(t, 1.0, room=2) == [plan.SendChunk(0, 1024), plan.SendChunk(1024, 1024)]
+    assert _run(t, 1.5, room=5) == [plan.SendChunk(2048, 1024), plan.Finish()]
+
+
+def test_nothing_lacking_with_a_reason_waits_then_asks_again() -> None:
+    t = plan.Transfer(_init(), Path("x.mp4"))
+    _run(t, 0.0)
+    t.lacks(p.Missing(H1, [], "manifest not yet received"), now=1.0)
+    assert _run(t, 5.0) == []
+    assert _run(t, 11.5) == [plan.AskInit()]  # the store went quiet: ask again
+    t.lacks(p.Missing(H1, []), now=12.0)  # it has everything: finish
+    assert _run(t, 12.0) == [plan.Finish()]
+
+
+def test_a_store_that_never_answers_is_asked_again() -> None:
+    t = plan.Transfer(_init(), Path("x.mp4"))
+    assert _run(t, 0.0) == [plan.AskInit()]
+    assert _run(t, 10.0) == []
+    assert _run(t, 10.5) == [plan.AskInit()]
+
+
+def test_an_answer_about_another_blob_changes_nothing() -> None:
+    sp = plan.SyncPlan(plan.SyncRules())
+    t = sp.add_transfer(_init(H1), Path("x.mp4"))
+    sp.lacks(p.Missing(H2, [0]), now=1.0)
+    assert not t.answered and t.to_send == []
+    sp.lacks(p.Missing(H1, [0]), now=1.0)
+    assert t.answered and t.to_send == [0]
