@@ -19,7 +19,9 @@ APT_NEEDS := mosquitto:/usr/sbin/mosquitto \
              gstreamer1.0-plugins-base:/usr/share/doc/gstreamer1.0-plugins-base/copyright \
              gstreamer1.0-plugins-good:/usr/share/doc/gstreamer1.0-plugins-good/copyright \
              gstreamer1.0-plugins-ugly:/usr/share/doc/gstreamer1.0-plugins-ugly/copyright \
-             libportaudio2:/usr/share/doc/libportaudio2/copyright
+             libportaudio2:/usr/share/doc/libportaudio2/copyright \
+             gpsd:/usr/sbin/gpsd \
+             gpsd-clients:/usr/bin/gpsfake
 # playwright-core for the browser test of `unbroken sim panel` (driving Debian's chromium)
 BROWSER := tests/browser
 
