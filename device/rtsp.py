@@ -18,6 +18,7 @@ Example::
                      clock=SystemClock(), timeout=2.0)
     cam.start()                 # connects in the background; never blocks
     frame = cam.read()          # CameraError("... no frame yet ...") until the first frame
+    cam.read().index            # frames since start; the same index if none arrived since
     cam.stop()
 """
 
@@ -107,20 +108,19 @@ class NewestFrame:
             return self._frame
 
 
-class RtspCamera:
-    """An RTSP camera, decoded in a daemon thread; see the module docstring.
+class StreamCamera:
+    """A camera PyAV decodes in a daemon thread that keeps the newest frame; the reading,
+    fault and reconnection logic shared by :class:`RtspCamera` and the V4L2 camera.
 
-    ``url`` is the stream (``rtsp://[user:password@]host[:port]/path``); ``width``,
-    ``height`` and ``fps`` are what the recorder is configured for. ``timeout`` is how long
-    without a frame makes ``read()`` report a fault; ``retry_initial`` and ``retry_max``
-    bound the delay between reconnection attempts. A malformed URL is a ValueError here;
-    a host that does not answer or a path the server does not have is a ``CameraError``
-    from ``read()``, because a camera can come back and the recorder must keep going.
+    A subclass says how to open its stream (``_open_stream``). ``name`` is what messages
+    call the camera; ``timeout`` is how long without a frame makes ``read()`` report a
+    fault; ``retry_initial`` and ``retry_max`` bound the delay between attempts to open
+    the stream again.
     """
 
     def __init__(
         self,
-        url: str,
+        name: str,
         width: int,
         height: int,
         fps: int,
@@ -132,13 +132,12 @@ class RtspCamera:
     ) -> None:
         if width <= 0 or height <= 0 or fps <= 0:
             raise ValueError(
-                f"an RTSP camera needs a positive size and rate, not {width}x{height}@{fps}"
+                f"camera {name} needs a positive size and rate, not {width}x{height}@{fps}"
             )
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, not {timeout}")
-        self.url = check_url(url)
+        self.name = name
         self.width, self.height, self.fps = width, height, fps
-        self._name = redact(url)
         self._clock = clock
         self._timeout = timeout
         self._backoff = Backoff(retry_initial, retry_max)
@@ -150,36 +149,36 @@ class RtspCamera:
         self.connects = 0  # sessions that decoded at least one frame
 
     def start(self) -> None:
-        """Start connecting in the background; returns at once."""
+        """Start opening the stream in the background; returns at once."""
         self.stop()
         self._slot = NewestFrame()
         self._stop = threading.Event()
         self._last = -1
         self._started = self._clock.monotonic()
         self._thread = threading.Thread(
-            target=self._run, args=(self._slot, self._stop), name=f"rtsp {self._name}", daemon=True
+            target=self._run, args=(self._slot, self._stop), name=f"camera {self.name}", daemon=True
         )
         self._thread.start()
 
     def read(self) -> VideoFrame:
         """The newest frame, waiting at most one frame interval for one not yet handed out."""
         if self._thread is None:
-            raise CameraError(f"camera {self._name} is not started")
+            raise CameraError(f"camera {self.name} is not started")
         frame = self._slot.wait_newer(self._last, 1.0 / self.fps)
         now = self._clock.monotonic()
         since = frame.captured if frame is not None else self._started
         if now - since > self._timeout:
             raise CameraError(
-                f"camera {self._name}: no frame for {now - since:.1f} s ({self._slot.problem})"
+                f"camera {self.name}: no frame for {now - since:.1f} s ({self._slot.problem})"
             )
         if frame is None:
-            raise CameraError(f"camera {self._name}: no frame yet ({self._slot.problem})")
+            raise CameraError(f"camera {self.name}: no frame yet ({self._slot.problem})")
         self._last = frame.index
         # A copy each time: the recorder burns the watermark into the array it gets.
         return VideoFrame(frame.image.copy(), frame.captured, frame.index)
 
     def stop(self) -> None:
-        """Stop the reader thread and close the connection. Harmless when not started."""
+        """Stop the reader thread and close the stream. Harmless when not started."""
         thread, self._thread = self._thread, None
         if thread is None:
             return
@@ -187,27 +186,27 @@ class RtspCamera:
         # The demuxer's own read timeout bounds how long a blocked read can take.
         thread.join(timeout=self._timeout + 5.0)
 
+    def _open_stream(self) -> Any:
+        """An open PyAV input container; raises ``av.FFmpegError`` (or OSError) if not."""
+        raise NotImplementedError
+
     def _run(self, slot: NewestFrame, stop: threading.Event) -> None:
         index = 0
         while not stop.is_set():
             try:
                 index = self._session(slot, stop, index)
             except Exception as exc:  # the thread must outlive any surprise
-                _log.exception("RTSP reader for %s failed", self._name)
+                _log.exception("reader for camera %s failed", self.name)
                 slot.report(_describe("reader failed", exc))
             if stop.wait(self._backoff.next()):
                 break
 
     def _session(self, slot: NewestFrame, stop: threading.Event, index: int) -> int:
-        """One connection until the stream ends, fails or we stop; the next frame index."""
+        """One stream until it ends, fails or we stop; the next frame index."""
         try:
-            container = av.open(
-                self.url,
-                options={"rtsp_transport": "tcp"},
-                timeout=(self._timeout, self._timeout),
-            )
-        except av.FFmpegError as exc:
-            slot.report(_describe("cannot connect", exc))
+            container = self._open_stream()
+        except (av.FFmpegError, OSError) as exc:
+            slot.report(_describe("cannot open the stream", exc))
             return index
         with container:
             got_frames = False
@@ -224,9 +223,49 @@ class RtspCamera:
                         self._backoff.reset()
                 else:
                     slot.report("the stream ended")
-            except av.FFmpegError as exc:
-                slot.report(_describe("connection lost", exc))
+            except (av.FFmpegError, OSError) as exc:
+                slot.report(_describe("stream lost", exc))
         return index
+
+
+class RtspCamera(StreamCamera):
+    """An RTSP camera over TCP; see the module docstring.
+
+    ``url`` is the stream (``rtsp://[user:password@]host[:port]/path``); ``width``,
+    ``height`` and ``fps`` are what the recorder is configured for; the keywords are
+    :class:`StreamCamera`'s. A malformed URL is a ValueError here; a host that does not
+    answer or a path the server does not have is a ``CameraError`` from ``read()``,
+    because a camera can come back and the recorder must keep going.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        width: int,
+        height: int,
+        fps: int,
+        clock: Clock,
+        *,
+        timeout: float = 2.0,
+        retry_initial: float = 0.5,
+        retry_max: float = 10.0,
+    ) -> None:
+        self.url = check_url(url)
+        super().__init__(
+            redact(url),
+            width,
+            height,
+            fps,
+            clock,
+            timeout=timeout,
+            retry_initial=retry_initial,
+            retry_max=retry_max,
+        )
+
+    def _open_stream(self) -> Any:
+        return av.open(
+            self.url, options={"rtsp_transport": "tcp"}, timeout=(self._timeout, self._timeout)
+        )
 
 
 def _describe(what: str, exc: BaseException) -> str:
