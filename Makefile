@@ -12,7 +12,16 @@ APT_NEEDS := mosquitto:/usr/sbin/mosquitto \
              fonts-wqy-microhei:/usr/share/fonts/truetype/wqy/wqy-microhei.ttc \
              chromium:/usr/bin/chromium \
              nodejs:/usr/bin/node \
-             npm:/usr/bin/npm
+             npm:/usr/bin/npm \
+             python3-gi:/usr/lib/python3/dist-packages/gi/__init__.py \
+             gir1.2-gst-rtsp-server-1.0:/usr/share/doc/gir1.2-gst-rtsp-server-1.0/copyright \
+             gstreamer1.0-rtsp:/usr/share/doc/gstreamer1.0-rtsp/copyright \
+             gstreamer1.0-plugins-base:/usr/share/doc/gstreamer1.0-plugins-base/copyright \
+             gstreamer1.0-plugins-good:/usr/share/doc/gstreamer1.0-plugins-good/copyright \
+             gstreamer1.0-plugins-ugly:/usr/share/doc/gstreamer1.0-plugins-ugly/copyright \
+             libportaudio2:/usr/share/doc/libportaudio2/copyright \
+             gpsd:/usr/sbin/gpsd \
+             gpsd-clients:/usr/bin/gpsfake
 # playwright-core for the browser test of `unbroken sim panel` (driving Debian's chromium)
 BROWSER := tests/browser
 
