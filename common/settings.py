@@ -84,6 +84,12 @@ class Controls(_Strict):
     record_led_pin: int = Field(22, description="BCM pin of the red recording LED.")
     buzzer_pin: int = Field(23, description="BCM pin of the buzzer.")
     hold_seconds: float = Field(2.0, gt=0, description="A press this long closes a session.")
+    bounce_seconds: float = Field(
+        0.03,
+        ge=0.005,
+        le=0.2,
+        description="A button counts once it has settled this long (switches bounce 1-20 ms).",
+    )
     confirm_seconds: float = Field(
         3.0, gt=0, description="A second press within this window confirms a close."
     )

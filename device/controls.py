@@ -10,12 +10,14 @@ Example::
     factory = MockFactory()
     events = []
     controls = Controls(ControlsConfig(), events.append, pin_factory=factory)
-    factory.pin(17).drive_low(); factory.pin(17).drive_high()
+    factory.pin(17).drive_low(); time.sleep(0.05); factory.pin(17).drive_high()
+    time.sleep(0.05)                # the contact has settled: one press
     assert events == ["record_press"]
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -28,9 +30,76 @@ RECORD_HOLD = "record_hold"
 MARKER_PRESS = "marker_press"
 
 
+class Settled:
+    """Software debouncing: a switch's state counts once it has stayed put for
+    ``bounce_seconds`` after its last edge (real switches bounce for 1-20 ms, so one press
+    can give several edges). ``settle(pressed)`` is asked when that time has passed, with
+    the pin's state then; it says whether a press or a release happened. Pure: no timers.
+
+    Example::
+
+        s = Settled()
+        s.settle(True), s.settle(True), s.settle(False)   # ("press", None, "release")
+    """
+
+    def __init__(self) -> None:
+        self.pressed = False
+
+    def settle(self, pressed: bool) -> str | None:
+        if pressed == self.pressed:
+            return None  # the edges were bounces: it is where it was
+        self.pressed = pressed
+        return "press" if pressed else "release"
+
+
+class DebouncedButton:
+    """A push button to ground whose press and release are reported once per real press,
+    however much the contact chatters: every edge restarts a ``bounce_seconds`` timer, and
+    only the state the pin settled in counts. The hold (a deliberate long press) is
+    gpiozero's timer on the raw pin, which chatter cannot fool either."""
+
+    def __init__(
+        self,
+        pin: int,
+        bounce_seconds: float,
+        on_change: Callable[[str], None],
+        hold_seconds: float | None = None,
+        pin_factory: Any = None,
+    ) -> None:
+        kw: dict[str, Any] = {"hold_time": hold_seconds} if hold_seconds else {}
+        self.button = Button(pin, pull_up=True, pin_factory=pin_factory, **kw)
+        self.bounce_seconds = bounce_seconds
+        self._on_change = on_change
+        self._state = Settled()
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()
+        self.button.when_pressed = self._edge
+        self.button.when_released = self._edge
+
+    def _edge(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = threading.Timer(self.bounce_seconds, self._settled)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _settled(self) -> None:
+        with self._lock:
+            change = self._state.settle(bool(self.button.is_pressed))
+        if change is not None:
+            self._on_change(change)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+        self.button.close()
+
+
 class Controls:
-    """The officer's controls. ``on_event`` is called from gpiozero's threads: keep it cheap
-    (the recorder only queues the event)."""
+    """The officer's controls. ``on_event`` is called from gpiozero's and the debouncing
+    timers' threads: keep it cheap (the recorder only queues the event)."""
 
     def __init__(
         self,
@@ -40,25 +109,32 @@ class Controls:
     ) -> None:
         self._on_event = on_event
         self._held = False
-        self.record = Button(
-            cfg.record_pin, pull_up=True, hold_time=cfg.hold_seconds, pin_factory=pin_factory
+        self._record = DebouncedButton(
+            cfg.record_pin, cfg.bounce_seconds, self._record_change, cfg.hold_seconds, pin_factory
         )
-        self.marker = Button(cfg.marker_pin, pull_up=True, pin_factory=pin_factory)
+        self.record = self._record.button
+        self._marker = DebouncedButton(
+            cfg.marker_pin, cfg.bounce_seconds, self._marker_change, pin_factory=pin_factory
+        )
+        self.marker = self._marker.button
         self.led = LED(cfg.record_led_pin, pin_factory=pin_factory)
         self.buzzer = Buzzer(cfg.buzzer_pin, pin_factory=pin_factory)
         self.record.when_held = self._record_held
-        self.record.when_released = self._record_released
-        self.marker.when_pressed = lambda: on_event(MARKER_PRESS)
         self._led_state = "off"
 
     def _record_held(self) -> None:
         self._held = True
         self._on_event(RECORD_HOLD)
 
-    def _record_released(self) -> None:
-        if not self._held:
-            self._on_event(RECORD_PRESS)
-        self._held = False
+    def _record_change(self, change: str) -> None:
+        if change == "release":
+            if not self._held:
+                self._on_event(RECORD_PRESS)
+            self._held = False
+
+    def _marker_change(self, change: str) -> None:
+        if change == "press":
+            self._on_event(MARKER_PRESS)
 
     def show(self, led: str) -> None:
         """Recording LED: "on" while recording, "blink" while a close awaits confirmation,
@@ -83,7 +159,9 @@ class Controls:
         self.buzzer.blink(on_time=0.08, off_time=0.08, n=times)
 
     def close(self) -> None:
-        for dev in (self.record, self.marker, self.led, self.buzzer):
+        self._record.close()
+        self._marker.close()
+        for dev in (self.led, self.buzzer):
             dev.close()
 
 

@@ -140,12 +140,15 @@ class SimDevice:
 
     # -- what a tester does with the hardware ----------------------------------------
     def press(self, pin: int, seconds: float = 0.05) -> None:
-        """Press and release a button wired to ``pin`` (active low, as on the board)."""
+        """Press and release a button wired to ``pin`` (active low, as on the board), held
+        ``seconds`` of real time (the debouncing and gpiozero's hold timer run on it), and
+        return once the contact has settled after the release."""
+        settle = self.config.controls.bounce_seconds * 2
         p = self.pins.pin(pin)
         p.drive_low()
-        if seconds > 0.05:
-            time.sleep(seconds)  # gpiozero's hold timer runs on real time
+        time.sleep(max(seconds, settle))
         p.drive_high()
+        time.sleep(settle)
 
     def press_record(self, seconds: float = 0.05) -> None:
         self.press(self.config.controls.record_pin, seconds)

@@ -90,3 +90,41 @@ def test_led_warns_of_the_24_hour_deadline_when_not_recording(tmp_path: Path) ->
     dev.run(0.2)
     assert dev.recorder.indicator == "off"
     dev.stop()
+
+
+def _chatter(dev: SimDevice, edges: int, settle_low: bool) -> None:
+    """A contact that chatters: ``edges`` changes a millisecond or two apart (well within
+    20 ms), ending pressed or released."""
+    pin = dev.pins.pin(dev.config.controls.record_pin)
+    low = False
+    for _ in range(edges):
+        low = not low
+        (pin.drive_low if low else pin.drive_high)()
+        time.sleep(0.002)
+    if low != settle_low:
+        (pin.drive_low if settle_low else pin.drive_high)()
+    time.sleep(dev.config.controls.bounce_seconds * 3)  # settled
+
+
+def test_a_chattering_contact_never_closes_a_session(tmp_path: Path) -> None:
+    dev = _device(tmp_path)
+    dev.press_record()
+    dev.run(0.2)
+    assert dev.recorder.status()["state"] == "recording"
+    _chatter(dev, edges=4, settle_low=False)  # a knock: it chattered and let go
+    dev.run(0.2)
+    assert dev.recorder.status()["state"] == "recording"
+    assert not dev.recorder.status()["close_armed"], "chatter is not a press"
+    _chatter(dev, edges=3, settle_low=True)  # one real press, bouncing on the way down...
+    _chatter(dev, edges=3, settle_low=False)  # ...and on the way up
+    dev.run(0.2)
+    st = dev.recorder.status()
+    assert st["state"] == "recording" and st["close_armed"], "one press arms, never closes"
+    dev.run(3.5)  # the window lapses
+    dev.press_record()
+    dev.press_record()  # a deliberate press and confirm still closes
+    dev.run(0.2)
+    assert dev.recorder.status()["state"] == "buffering"
+    kinds = [e.kind for _, e in load_chain(dev.recorder.root) if isinstance(e, Entry)]
+    assert kinds.count("session_open") == kinds.count("session_close") == 1
+    dev.stop()
