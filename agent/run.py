@@ -28,8 +28,8 @@ from agent.sync import SyncSettings, Uploader
 from agent.sync import backlog as sync_backlog
 from common.settings import DeviceConfig
 from device.clock import Clock
-from device.controls import RecordingLamp
-from device.hardware import Hardware
+from device.controls import Controls, RecordingLamp
+from device.hardware import Hardware, HardwareError
 
 if TYPE_CHECKING:
     from gpiozero import Factory
@@ -105,10 +105,34 @@ def run_agent(
     seconds: float | None = None,
     sync: bool = True,
     attach: Callable[[Recorder, Uploader | None], Attach] | None = None,
+    gpio: bool = False,
+    pins: Factory | None = None,
 ) -> int:
     """Record in real time on ``hardware`` until stopped. ``attach`` starts something beside
-    the recorder that takes over starting the uploader (the simulator's control channel)."""
+    the recorder that takes over starting the uploader (the simulator's control channel).
+    ``gpio``: the officer's buttons, LED and buzzer (a body recorder) or the RECORDING lamp
+    (a room) on ``pins`` (None: gpiozero's default, the board's own)."""
+    made: list[Recorder] = []  # the recorder, once made: a press before that is dropped
+
+    def press(event: str) -> None:
+        if made:
+            made[0].post(event)
+
+    controls = None
+    if gpio:
+        try:
+            if config.room is None:
+                controls = Controls(config.controls, press, pin_factory=pins)
+            else:
+                lamp = room_lamp(config, pins)
+        except Exception as e:  # gpiozero: no pin library, or not a board with GPIO
+            raise HardwareError(
+                f"hardware.gpio: the buttons, LED and lamp need GPIO, which this machine does "
+                f"not offer ({type(e).__name__}: {e}); set hardware.gpio = false where there is "
+                "none"
+            ) from None
     recorder = Recorder(root, config, hardware, clock)
+    made.append(recorder)
     uploader = make_uploader(root, recorder, config, clock) if sync else None
     channel = attach(recorder, uploader) if attach is not None else None
     stop = threading.Event()
@@ -129,6 +153,7 @@ def run_agent(
     loop = FrameLoop(
         recorder,
         config.recording.fps,
+        controls=controls,
         lamp=lamp,
         uploader=uploader,
         stop=stop,
@@ -148,6 +173,8 @@ def run_agent(
             uploader.stop()
         if lamp is not None:
             lamp.close()
+        if controls is not None:
+            controls.close()
         status.maybe_write(float("inf"))  # the last word: stopped
         service.close()
     return 0

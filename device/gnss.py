@@ -110,6 +110,16 @@ _OTHER = _Sentence("other")
 _DM = re.compile(r"^(\d{1,3})(\d\d(?:\.\d+)?)$")  # [d]ddmm[.mmmm]
 
 
+class NoGnss:
+    """No receiver (an interview room): never a fix, so positions read 'no fix'."""
+
+    def state(self) -> GnssState:
+        return GnssState(last_fix=None, has_fix=False)
+
+    def close(self) -> None:
+        pass
+
+
 class SimGnss:
     """A simulated receiver walking a route (:class:`NmeaReplay`), with a tester's switches:
     ``lose()`` blinds it (no fix, the last one kept and ageing, as in an underpass) until

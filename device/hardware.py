@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from common.settings import MAIN_TRACK, DeviceConfig
-from device.camera import Camera, SimCamera
-from device.clock import Clock
-from device.gnss import Gnss, SimGnss
-from device.microphone import Microphone, SimMicrophone
+from common.settings import MAIN_TRACK, CameraSource, DeviceConfig
+from device.camera import Camera, CameraError, SimCamera
+from device.clock import Clock, SystemClock
+from device.gnss import Gnss, GpsdClient, NmeaReplay, NoGnss, SimGnss
+from device.microphone import Microphone, MicrophoneError, SimMicrophone
 from device.power import Battery, SimBattery
-from device.storage import SimStorage, Storage
+from device.storage import DiskStorage, SimStorage, Storage
 
 if TYPE_CHECKING:
     from gpiozero import Factory
@@ -103,6 +103,11 @@ class SimFactory:
         return self._pins
 
     def build(self, config: DeviceConfig, root: Path, clock: Clock) -> SimHardware:
+        if config.gnss.backend != "replay":
+            raise HardwareError(
+                f"gnss.backend = {config.gnss.backend!r}: simulated hardware simulates the "
+                "receiver (backend 'replay'); a real receiver is for agent run without --sim"
+            )
         rec = config.recording
         cameras = {
             name: SimCamera(rec.width, rec.height, rec.fps, clock, tint=i)
@@ -118,16 +123,118 @@ class SimFactory:
 
 
 class BoardFactory:
-    """The board's own backends: the Pi camera, GPIO and gpsd exist; a microphone does not
-    yet, so building refuses with the reason."""
+    """The board's own backends, chosen by the ``[hardware]`` and ``[gnss]`` settings: a
+    camera per track (the Pi camera, a USB camera or a network camera), the ALSA microphone,
+    gpsd or a serial receiver, the battery in sysfs, the disk, and GPIO pins (gpiozero's
+    default factory). Whatever cannot be had is a :class:`HardwareError` at start naming
+    the setting and what is missing, never a half-built device."""
+
+    def __init__(self, config: DeviceConfig) -> None:
+        self.config = config
 
     @property
     def pins(self) -> None:
         return None
 
+    def clock(self) -> Clock:
+        if self.config.hardware.clock == "kernel":
+            from device.kernel_clock import KernelClock
+
+            return KernelClock()
+        return SystemClock()
+
     def build(self, config: DeviceConfig, root: Path, clock: Clock) -> Hardware:
-        raise HardwareError(
-            "real hardware needs a microphone backend, which is not written yet: "
-            "run with --sim (the Pi camera, GPIO and gpsd backends exist: device/picamera.py, "
-            "device/controls.py, device/gnss.py)"
+        hw = config.hardware
+        tracks = camera_tracks(config)
+        if unknown := sorted(set(hw.cameras) - set(tracks)):
+            raise HardwareError(
+                f"hardware.cameras.{unknown[0]}: no such camera track (tracks: {', '.join(tracks)})"
+            )
+        cameras = {track: self._camera(track, config, clock) for track in tracks}
+        try:
+            from device.alsa import AlsaMicrophone
+
+            microphone = AlsaMicrophone(hw.microphone.device, config.recording.audio_rate)
+        except (MicrophoneError, OSError, ValueError) as e:
+            raise HardwareError(f"hardware.microphone: {e}") from None
+        return Hardware(
+            cameras=cameras,
+            microphone=microphone,
+            gnss=self._gnss(config, clock),
+            battery=self._battery(config),
+            storage=DiskStorage(root),
         )
+
+    def _camera(self, track: str, config: DeviceConfig, clock: Clock) -> Camera:
+        rec = config.recording
+        source = config.hardware.cameras.get(track)
+        if source is None:
+            if config.room is not None:
+                raise HardwareError(
+                    f"hardware.cameras.{track}: no camera configured for the room's track "
+                    f'{track!r} (e.g. backend = "rtsp", url = "rtsp://camera/stream")'
+                )
+            source = CameraSource()  # a body recorder: its Pi camera
+        where = f"hardware.cameras.{track}"
+        try:
+            if source.backend == "picamera":
+                from device.picamera import Picamera2Camera, require_picamera2
+
+                try:
+                    require_picamera2()
+                except CameraError as e:
+                    raise HardwareError(f"{where}: backend 'picamera': {e}") from None
+                return Picamera2Camera(
+                    rec.width, rec.height, rec.fps, clock, source.camera_num,
+                    timeout=source.timeout,
+                )  # fmt: skip
+            if source.backend == "v4l2":
+                from device.v4l2 import V4l2Camera
+
+                assert source.device is not None  # the settings' validator saw to it
+                return V4l2Camera(
+                    str(source.device), rec.width, rec.height, rec.fps, clock,
+                    input_format=source.input_format, timeout=source.timeout,
+                )  # fmt: skip
+            from device.rtsp import RtspCamera
+
+            assert source.url is not None
+            return RtspCamera(
+                source.url, rec.width, rec.height, rec.fps, clock, timeout=source.timeout
+            )
+        except (ValueError, OSError) as e:
+            raise HardwareError(f"{where}: {e}") from None
+
+    def _gnss(self, config: DeviceConfig, clock: Clock) -> Gnss:
+        g = config.gnss
+        if g.backend == "gpsd":
+            return GpsdClient(clock, g.gpsd_host, g.gpsd_port)
+        if g.backend == "serial":
+            from device.nmea_serial import SerialNmeaReceiver
+
+            assert g.serial_device is not None
+            try:
+                return SerialNmeaReceiver(str(g.serial_device), clock, baud=g.serial_baud)
+            except (ValueError, OSError) as e:
+                raise HardwareError(f"gnss.serial_device: {e}") from None
+        if g.backend == "replay":
+            if g.route is None:
+                raise HardwareError(
+                    "gnss: backend 'replay' on a real device needs a route (gnss.route); "
+                    "a receiver is backend 'gpsd' or 'serial'"
+                )
+            return NmeaReplay(g.route, clock, loop=True)
+        return NoGnss()
+
+    def _battery(self, config: DeviceConfig) -> Battery:
+        b = config.hardware.battery
+        from device.power_supply import NoBattery, SysfsBattery
+
+        if b.backend == "none":
+            return NoBattery()
+        try:
+            return SysfsBattery(b.name, b.root)
+        except (ValueError, OSError) as e:
+            raise HardwareError(
+                f'hardware.battery: {e} (a mains-powered device: backend = "none")'
+            ) from None

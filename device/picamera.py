@@ -234,6 +234,12 @@ class Picamera2Camera:
         return mono0 + (ts - ts0) / 1e9
 
 
+def require_picamera2() -> None:
+    """Raise :class:`CameraError` naming what is missing if picamera2 cannot be used here
+    (checked when the hardware is built, so a device without it fails at start)."""
+    _load_picamera2()
+
+
 def _load_picamera2() -> Any:
     try:
         return importlib.import_module("picamera2")

@@ -69,7 +69,7 @@ def test_sim_session_then_verify_as_documented(tmp_path: Path) -> None:
             ["sim", "session", "--seconds", "1", "--data", "{tmp}/d", "--config", "{tmp}/bad.toml"],
             "unknown_key: Extra inputs are not permitted",
         ),
-        (["agent", "run", "--data", "{tmp}/d"], "microphone backend, which is not written yet"),
+        (["agent", "run", "--data", "{tmp}/d"], "hardware.cameras.main: backend 'picamera'"),
         (["agent", "run", "--data", "{tmp}/d", "--offline"], "need --sim"),
     ],
 )

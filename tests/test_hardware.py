@@ -55,11 +55,87 @@ def test_the_factory_follows_the_settings_route_and_its_own_options(tmp_path: Pa
     assert draining.storage.usage().total == 64 * 1024**3
 
 
-def test_the_board_factory_refuses_with_the_reason(tmp_path: Path) -> None:
-    board = BoardFactory()
+def _board(settings: dict[str, object]) -> DeviceConfig:
+    return DeviceConfig.model_validate(settings)
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        # this machine has no picamera2: the default body camera names what is missing
+        ({}, "hardware.cameras.main: backend 'picamera': picamera2 is not installed"),
+        (
+            {
+                "room": {},
+                "hardware": {"cameras": {"subject": {"backend": "rtsp", "url": "rtsp://c/s"}}},
+            },
+            "hardware.cameras.room: no camera configured for the room's track 'room'",
+        ),
+        (
+            {"hardware": {"cameras": {"side": {"backend": "rtsp", "url": "rtsp://c/s"}}}},
+            "hardware.cameras.side: no such camera track (tracks: main)",
+        ),
+        (
+            {"hardware": {"cameras": {"main": {"backend": "v4l2", "device": "/dev/video99"}}}},
+            "hardware.cameras.main: ",
+        ),
+        (
+            {"hardware": {"cameras": {"main": {"backend": "rtsp", "url": "http://x"}}}},
+            "hardware.cameras.main: ",
+        ),
+    ],
+)
+def test_the_board_factory_names_the_setting_and_what_is_missing(
+    tmp_path: Path, settings: dict[str, object], named: str
+) -> None:
+    config = _board(settings)
+    with pytest.raises(HardwareError) as e:
+        BoardFactory(config).build(config, tmp_path, OffsetClock())
+    assert str(e.value).startswith(named), str(e.value)
+
+
+def test_the_board_factory_checks_gnss_and_battery(tmp_path: Path) -> None:
+    rtsp = {"cameras": {"main": {"backend": "rtsp", "url": "rtsp://127.0.0.1:1/x"}}}
+    board = BoardFactory(DeviceConfig())
     assert board.pins is None  # gpiozero's default: the board's own pins
-    with pytest.raises(HardwareError, match="microphone backend, which is not written yet"):
-        board.build(DeviceConfig(), tmp_path, OffsetClock())
+    no_battery_here = tmp_path / "no-power-supply"
+    no_battery_here.mkdir()
+    config = _board({"hardware": {**rtsp, "battery": {"root": str(no_battery_here)}}})
+    with pytest.raises(HardwareError, match=r"^hardware\.battery: .*backend = \"none\""):
+        board._battery(config)
+    replay = _board({"gnss": {"backend": "replay"}})
+    with pytest.raises(HardwareError, match="needs a route"):
+        board._gnss(replay, OffsetClock())
+    assert (
+        board._gnss(_board({"gnss": {"backend": "none"}}), OffsetClock()).state().has_fix is False
+    )
+
+
+def test_settings_refuse_keys_their_backend_does_not_use() -> None:
+    from pydantic import ValidationError
+
+    for bad in (
+        {"gnss": {"backend": "gpsd", "route": "r.nmea"}},
+        {"gnss": {"backend": "serial"}},
+        {"hardware": {"cameras": {"main": {"backend": "rtsp"}}}},
+        {"hardware": {"cameras": {"main": {"backend": "picamera", "url": "rtsp://x/y"}}}},
+        {
+            "hardware": {
+                "cameras": {
+                    "main": {"backend": "rtsp", "url": "rtsp://x/y", "device": "/dev/video0"}
+                }
+            }
+        },
+        {"hardware": {"battery": {"backend": "none", "name": "BAT0"}}},
+    ):
+        with pytest.raises(ValidationError):
+            DeviceConfig.model_validate(bad)
+
+
+def test_simulated_hardware_refuses_a_real_receiver(tmp_path: Path) -> None:
+    config = _board({"gnss": {"backend": "gpsd"}})
+    with pytest.raises(HardwareError, match="simulated hardware simulates the receiver"):
+        SimFactory(shipped_route()).build(config, tmp_path, SimClock())
 
 
 def test_a_failed_camera_raises_as_a_broken_sensor_and_mends(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from device.alsa import AlsaMicrophone, samples
 from device.microphone import MicrophoneError
-from tests.fixtures.system import need
+from tests.fixtures.real import tone, tone_pcm
 
 RATE = 48000
 TONE_HZ = 440.0
@@ -24,39 +24,17 @@ AMPLITUDE = 8000
 SYSTEM_CONF = "/usr/share/alsa/alsa.conf"
 
 
-def _tone(seconds: float) -> np.ndarray:
-    t = np.arange(int(RATE * seconds)) / RATE
-    return (AMPLITUDE * np.sin(2 * np.pi * TONE_HZ * t)).astype("<i2")
-
-
 @pytest.fixture
 def tone_device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[np.ndarray]:
     """A capture PCM called ``tone`` that delivers a 440 Hz tone; yields the tone."""
-    need("/usr/share/doc/libportaudio2/copyright", "libportaudio2")
-    need(SYSTEM_CONF, "libasound2")
+    played = tone(3.0, RATE, TONE_HZ, AMPLITUDE)
+    config_path = tone_pcm(tmp_path, played)
     import sounddevice as sd
 
-    tone = _tone(3.0)
-    raw = tmp_path / "tone.raw"
-    tone.tofile(raw)
-    conf = tmp_path / "asound.conf"
-    conf.write_text(
-        "pcm.tone {\n"
-        "  type file\n"
-        "  slave.pcm null\n"
-        '  file "/dev/null"\n'
-        f'  infile "{raw}"\n'
-        '  format "raw"\n'
-        '  hint { show on description "a 440 Hz tone from a file" }\n'
-        "}\n"
-        # A card whose file is gone: PortAudio cannot open it, so it is no device to use.
-        "pcm.broken { type file; slave.pcm null; file /dev/null; "
-        f'infile "{tmp_path / "missing.raw"}"; format raw; hint.show on }}\n'
-    )
-    monkeypatch.setenv("ALSA_CONFIG_PATH", f"{SYSTEM_CONF}:{conf}")
+    monkeypatch.setenv("ALSA_CONFIG_PATH", config_path)
     sd._terminate()  # PortAudio lists devices when it starts: start it again to see ours
     sd._initialize()
-    yield tone
+    yield played
     monkeypatch.undo()
     sd._terminate()
     sd._initialize()

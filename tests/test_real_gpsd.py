@@ -8,8 +8,6 @@ Needs Debian's gpsd and gpsd-clients: missing, the test skips, or fails under CI
 from __future__ import annotations
 
 import datetime as dt
-import os
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,7 +20,7 @@ from device.clock import SystemClock
 from device.gnss import Fix, GpsdClient
 from simulator.broker import free_port
 from tests.fixtures.nmea import ROUTE, moved_route
-from tests.fixtures.system import need
+from tests.fixtures.real import gpsfake
 
 BEIJING = (39.9, 116.4)
 # Seven epochs with a fix, then the receiver loses it (the route's underpass at 01:35:00).
@@ -41,31 +39,21 @@ def _expected(lines: list[str]) -> dict[float, tuple[float, float]]:
 
 
 @pytest.fixture
-def gpsfake(tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen[bytes], list[str]]]:
+def fed_gpsd(tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen[bytes], list[str]]]:
     """gpsd on a free port, fed the moved route once, a sentence every 0.2 s."""
-    need("/usr/sbin/gpsd", "gpsd")
-    gpsfake = need("/usr/bin/gpsfake", "gpsd-clients")
     lines = moved_route(ROUTE, to=BEIJING)[FED]
     route = tmp_path / "beijing.nmea"
     route.write_text("\n".join(lines) + "\n", encoding="ascii")
     port = free_port()
-    process = subprocess.Popen(
-        [str(gpsfake), "-1", "-P", str(port), "-c", "0.2", str(route)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its own process group: gpsfake and the gpsd it started
-    )
-    yield port, process, lines
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-    process.wait(timeout=10)
+    with gpsfake(route, port) as process:
+        yield port, process, lines
 
 
 @pytest.mark.slow
 def test_the_clients_fixes_are_the_ones_gpsd_was_fed(
-    gpsfake: tuple[int, subprocess.Popen[bytes], list[str]],
+    fed_gpsd: tuple[int, subprocess.Popen[bytes], list[str]],
 ) -> None:
-    port, process, lines = gpsfake
+    port, process, lines = fed_gpsd
     expected = _expected(lines)
     client = GpsdClient(SystemClock(), port=port, retry_initial=0.1, retry_max=0.2)
     seen: dict[float, Fix] = {}

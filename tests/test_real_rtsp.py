@@ -6,7 +6,6 @@ without the Debian packages the tests skip, or fail under CI=true.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,55 +17,13 @@ from device.camera import CameraError, VideoFrame
 from device.clock import SystemClock
 from device.rtsp import NewestFrame, RtspCamera, check_url, redact
 from simulator.broker import free_port
-from tests.fixtures.system import need
+from tests.fixtures.real import TIMEOUT, RtspServer
 
 SERVER = Path(__file__).parent / "fixtures" / "rtsp_server.py"
-PACKAGES = {
-    "/usr/lib/python3/dist-packages/gi/__init__.py": "python3-gi",
-    "/usr/share/doc/gir1.2-gst-rtsp-server-1.0/copyright": "gir1.2-gst-rtsp-server-1.0",
-    "/usr/share/doc/gstreamer1.0-rtsp/copyright": "gstreamer1.0-rtsp",
-    "/usr/share/doc/gstreamer1.0-plugins-good/copyright": "gstreamer1.0-plugins-good",
-    "/usr/share/doc/gstreamer1.0-plugins-ugly/copyright": "gstreamer1.0-plugins-ugly",
-}
-TIMEOUT = 1.5  # s without a frame before read() reports the camera
-
-
-class RtspServer:
-    """The helper server on ``port``, started and stopped (by PID) as the test says."""
-
-    def __init__(self, port: int, *mounts: str) -> None:
-        self.port, self.mounts = port, mounts
-        self.process: subprocess.Popen[str] | None = None
-
-    def start(self) -> RtspServer:
-        self.process = subprocess.Popen(
-            ["/usr/bin/python3", str(SERVER), str(self.port), *self.mounts],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()  # "ready", or EOF if it failed
-        if line.strip() != "ready":
-            self.process.wait(timeout=10)
-            assert self.process.stderr is not None
-            pytest.fail(f"RTSP server did not start: {self.process.stderr.read()}")
-        return self
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-            self.process = None
-
-    def url(self, path: str) -> str:
-        return f"rtsp://127.0.0.1:{self.port}{path}"
 
 
 @pytest.fixture
 def server() -> Iterator[RtspServer]:
-    for path, package in PACKAGES.items():
-        need(path, package)
     srv = RtspServer(free_port(), "/cam0:ball", "/cam1:smpte").start()
     yield srv
     srv.stop()

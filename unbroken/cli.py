@@ -77,8 +77,7 @@ def cmd_sim_session(args: argparse.Namespace) -> int:
 
 def cmd_agent_run(args: argparse.Namespace) -> int:
     from agent.config import device_config
-    from agent.run import room_lamp, run_agent
-    from device.clock import SystemClock
+    from agent.run import run_agent
     from device.hardware import BoardFactory, HardwareError
 
     data = _data_dir(args.data)
@@ -99,17 +98,18 @@ def cmd_agent_run(args: argparse.Namespace) -> int:
             )
         if args.control is not None or args.clock_offset or args.offline:
             raise HardwareError("--control, --clock-offset and --offline need --sim")
-        clock = SystemClock()
-        board = BoardFactory()
+        board = BoardFactory(config)
+        clock = board.clock()
         return run_agent(
             data,
             config,
             board.build(config, data, clock),
             clock,
-            lamp=room_lamp(config, board.pins),
             open_session=args.open,
             seconds=args.seconds,
             sync=not args.no_sync,
+            gpio=config.hardware.gpio,
+            pins=board.pins,
         )
     except HardwareError as e:
         raise CliError(str(e)) from None
