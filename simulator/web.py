@@ -51,6 +51,7 @@ import io
 import json
 import logging
 import re
+import shutil
 import signal
 import sys
 import tempfile
@@ -67,6 +68,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 from PIL import Image
 
+from agent import enrolment
 from agent.config import load_config
 from agent.recorder import Recorder
 from agent.run import make_uploader
@@ -74,6 +76,13 @@ from agent.sync import SyncLedger, Uploader
 from common.settings import DeviceConfig, Recording, Room
 from device.clock import SimClock
 from evidence.names import ProvisionError
+from simulator.control import (
+    Command,
+    ControlError,
+    NetworkSwitch,
+    SimParts,
+    parse_command,
+)
 from simulator.device import SimDevice
 
 if TYPE_CHECKING:
@@ -96,6 +105,7 @@ CAMERA_PREVIEW_WIDTH = 320  # a room's cameras, shown small beside the composite
 FIRST_ROOM = 101  # rooms are numbered from here: 101, 102, ...
 CASE_BADGES = ("340102", "340177")  # the case system's officers, when the config names none
 CASE_PERSON = "李某"  # the person interviewed, when the page names none
+FIRST_BADGE = 340201  # the officers wearing the fleet's body recorders: 340201, 340202, ...
 SYNC_GRACE_SECONDS = 10.0  # at stop: time given to the uploaders to send the last entries
 
 
@@ -115,34 +125,88 @@ class ActionError(Exception):
         self.status = status
 
 
+# A tester's button -> the control channel's command (docs/testers-guide.md): the same
+# switches the scenarios flip, carried out the same way. Each takes the request's args.
+TESTER_COMMANDS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
+    "explain": lambda a: {"cmd": "explain"},
+    "camera-fault": lambda a: {"cmd": "camera", "ok": False},
+    "camera-ok": lambda a: {"cmd": "camera", "ok": True},
+    "microphone-fault": lambda a: {"cmd": "microphone", "ok": False},
+    "microphone-ok": lambda a: {"cmd": "microphone", "ok": True},
+    "gps-lost": lambda a: {"cmd": "gps", "ok": False},
+    "gps-ok": lambda a: {"cmd": "gps", "ok": True},
+    "storage-fill": lambda a: {"cmd": "storage", "free_bytes": a.get("free_bytes", 0)},
+    "storage-free": lambda a: {"cmd": "storage", "free_bytes": None},
+    "network-down": lambda a: {"cmd": "network", "up": False},
+    "network-up": lambda a: {"cmd": "network", "up": True},
+    "clock-jump": lambda a: {"cmd": "clock_jump", "seconds": a.get("seconds", 3600)},
+    "battery": lambda a: {
+        "cmd": "battery",
+        **{k: a[k] for k in ("percent", "external", "drain_per_hour") if k in a},
+    },
+}
+
+
+def tester_command(action: str, args: Mapping[str, Any]) -> Command:
+    """The control command a tester's button stands for, with its figures from ``args``
+    (the query's text, or the JSON body's values); ``KeyError`` for no such button,
+    :class:`ActionError` for a figure the command refuses.
+
+    >>> tester_command("clock-jump", {"seconds": "-3600"})
+    ClockJump(cmd='clock_jump', seconds=-3600.0)
+    """
+    try:
+        return parse_command(TESTER_COMMANDS[action](args))
+    except ControlError as e:
+        raise ActionError(str(e)) from None
+
+
 class LiveDevice:
     """One simulated recorder in real time, on its own thread.
 
     Only that thread touches the recorder; everything else reads :attr:`snapshot` (a dict
     replaced whole after every frame), the mock pins, the last picture, or the journal
-    through its own database connection, and acts through the mock pins or
-    ``recorder.post``."""
+    through its own database connection, and acts through the mock pins or the control
+    channel's commands (:class:`~simulator.control.SimParts`, carried out between frames).
+
+    A power cut stops the frames at once and leaves the disk as it was at that moment
+    (:meth:`power_cut`); power on (:meth:`power_on`) boots a new recorder on it, which
+    seals the lost stretch as a ``power_loss`` gap. ``uploader_for(root, clock)`` gives
+    the new boot its uploader (with sync)."""
 
     kind = "body"
     events_shown = EVENTS_SHOWN
 
-    def __init__(self, dev: SimDevice, uploader: Uploader | None = None) -> None:
-        self.dev = dev
-        self.uploader = uploader
-        dev.uploader = uploader  # the frame loop hands it the deadline and panel state
-        self.gps = dev.gnss
+    def __init__(
+        self,
+        dev: SimDevice,
+        uploader: Uploader | None = None,
+        uploader_for: Callable[[Path, SimClock], Uploader] | None = None,
+    ) -> None:
         self.id = dev.recorder.device_id
         self.root = dev.recorder.root
-        self.camera_failed = False
         self.snapshot: dict[str, Any] = {}
         self.error: str | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"sim-{self.id}", daemon=True)
+        self._uploader_for = uploader_for
         self._ledger: SyncLedger | None = None
         self._db_lock = threading.Lock()
         self._preview_lock = threading.Lock()
         self._press_lock = threading.Lock()  # two presses at once would merge into one
         self._previews: dict[str, tuple[np.ndarray | None, bytes]] = {}
+        self._off_at: float | None = None  # time.monotonic() when it last went off
+        self._cut = False  # the last power-off was a cut
+        self._attach(dev, uploader)
+
+    def _attach(self, dev: SimDevice, uploader: Uploader | None) -> None:
+        """A boot: this recorder, its uploader and a thread to step it."""
+        self.dev = dev
+        self.uploader = uploader
+        dev.uploader = uploader  # the frame loop hands it the deadline and panel state
+        self.gps = dev.gnss
+        self.network = NetworkSwitch(uploader) if uploader is not None else None
+        self.parts = SimParts(dev.recorder, dev.hardware, dev.clock, self.network)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"sim-{self.id}", daemon=True)
         self._storage: dict[str, Any] = {}
         self._frames = 0
         self._fps = 0.0
@@ -152,13 +216,13 @@ class LiveDevice:
 
     def start(self) -> None:
         self.dev.start()
-        self._ledger = SyncLedger(self.root)  # its own connection; the journal exists now
+        self._open_ledger()  # its own connection; the journal exists now
         self._take_snapshot(storage=True)
-        if self.uploader is not None:
+        if self.uploader is not None and self.network is not None:
             rec = self.dev.recorder
             self.uploader.status_source = lambda: dict(self.snapshot.get("status", {}))
             self.uploader.on_command = lambda data: rec.post(lambda: rec.apply_command(data))
-            self.uploader.start()
+            self.network.start()
         self._thread.start()
 
     def request_stop(self) -> None:
@@ -175,6 +239,13 @@ class LiveDevice:
     def close(self) -> None:
         if self.uploader is not None:
             self.uploader.stop()
+        self._close_ledger()
+
+    def _open_ledger(self) -> None:
+        with self._db_lock:
+            self._ledger = SyncLedger(self.root)
+
+    def _close_ledger(self) -> None:
         with self._db_lock:
             if self._ledger is not None:
                 self._ledger.close()
@@ -190,8 +261,10 @@ class LiveDevice:
             log.exception("device %s stopped", self.id)
             self.error = f"{type(e).__name__}: {e}"
         finally:
-            self.dev.stop()  # closes an open session; after a battery shutdown only the pins
-            self._take_snapshot(storage=True)
+            self._off_at = time.monotonic()
+            if not self._cut:  # a cut leaves the recorder as it was: power_cut takes over
+                self.dev.stop()  # closes an open session; after a battery shutdown, the pins
+                self._take_snapshot(storage=True)
 
     def _after_frame(self, n: int) -> None:
         """On the device thread, after frame ``n``: the snapshot, and the frame rate."""
@@ -203,33 +276,83 @@ class LiveDevice:
             self._fps = (n - at_frame) / (now - since)
             self._rate_at = (now, n)
 
+    # -- power -----------------------------------------------------------------------
+
+    def power_cut(self) -> None:
+        """The battery pulled: no frame after this one, nothing flushed or closed. The
+        link drops with the power (the broker sends the device's will); the disk keeps
+        what it held at that moment, as after the SIGKILL a scenario's power cut is."""
+        if self.dev.recorder.powered_off:
+            raise ActionError(f"{self.id} is off already", HTTPStatus.CONFLICT)
+        self._cut = True
+        self._stop.set()
+        self._thread.join(timeout=30)
+        if self.network is not None:
+            self.network.set(False)
+        if self.uploader is not None:
+            self.uploader.stop()
+        self._close_ledger()
+        self.dev.controls.show("off")  # the LED goes dark with the power
+        with tempfile.TemporaryDirectory(dir=self.root.parent) as tmp:
+            disk = Path(tmp) / "disk"
+            # SQLite rebuilds its shared-memory index from the WAL, as after a crash.
+            shutil.copytree(self.root, disk, ignore=shutil.ignore_patterns("*-shm"))
+            self.dev.stop()  # frees the pins, the cameras and the chain's lock ...
+            shutil.rmtree(self.root)
+            disk.rename(self.root)  # ... and what its shutdown wrote is undone
+        self._open_ledger()
+        self._take_snapshot(storage=True)
+
+    def power_on(self) -> None:
+        """Boot again after a power cut or a battery shutdown, on the same disk; the
+        device's clock went on while it was off."""
+        if not self.dev.recorder.powered_off:
+            raise ActionError(f"{self.id} is on already", HTTPStatus.CONFLICT)
+        self._stop.set()
+        self._thread.join(timeout=30)
+        if self.uploader is not None:
+            self.uploader.stop()
+        self._close_ledger()
+        off_for = time.monotonic() - (self._off_at or time.monotonic())
+        clock = SimClock(wall_start=self.dev.clock.wall() + off_for)
+        dev = SimDevice(self.root, self.dev.config, clock=clock, realtime=True)
+        has_sync = self.uploader is not None and self._uploader_for is not None
+        uploader = self._uploader_for(self.root, clock) if has_sync else None  # type: ignore[misc]
+        self._cut = False
+        self._attach(dev, uploader)
+        self.start()
+
     # -- what the tester does --------------------------------------------------------
 
     def act(self, action: str, args: Mapping[str, Any] | None = None) -> None:
         """Do what a button on the page does; ``KeyError`` for an action this device does
-        not have, :class:`ActionError` for one it cannot take (``args``: none here)."""
-        rec = self.dev.recorder
-        actions: dict[str, Callable[[], object]] = {
+        not have, :class:`ActionError` for one it cannot take (``args``: the tester's
+        figures, see :func:`tester_command`)."""
+        pins: dict[str, Callable[[], object]] = {
             "record": self.dev.press_record,
             "marker": self.dev.press_marker,
-            # There is no explain pin: the explain control is the recorder's call, queued.
-            "explain": lambda: rec.post(rec.explain),
-            "camera-fault": lambda: self._camera(True),
-            "camera-ok": lambda: self._camera(False),
-            "gps-lost": lambda: self._gps(True),
-            "gps-ok": lambda: self._gps(False),
+            "power-cut": self.power_cut,
         }
-        if action not in actions:
-            raise KeyError(action)
+        if action == "power-on":
+            with self._press_lock:
+                self.power_on()
+            return
+        cmd = None if action in pins else tester_command(action, args or {})
         with self._press_lock:
-            actions[action]()
+            if self.dev.recorder.powered_off:
+                raise ActionError(f"{self.id} is off: power it on first", HTTPStatus.CONFLICT)
+            if cmd is None:
+                pins[action]()
+            else:
+                self.control(cmd)
 
-    def _camera(self, failed: bool) -> None:
-        self.camera_failed = failed
-        self.dev.recorder.post(lambda: self.dev.camera.fail(failed))
-
-    def _gps(self, lost: bool) -> None:
-        self.dev.recorder.post(lambda: self.gps.lose(lost))
+    def control(self, cmd: Command) -> dict[str, Any]:
+        """Carry ``cmd`` out as the control channel does, between two frames; the reply,
+        or :class:`ActionError` with the device's reason for refusing it."""
+        reply = self.parts.run(cmd)
+        if not reply.get("ok"):
+            raise ActionError(f"{cmd.cmd}: {reply.get('error')}", HTTPStatus.CONFLICT)
+        return reply
 
     # -- what the page shows ---------------------------------------------------------
 
@@ -242,6 +365,7 @@ class LiveDevice:
                 "used": u.total - u.free,
                 "total": u.total,
                 "fraction": round(u.fraction_used, 6),
+                "filled": dev.storage.filled,
             }
         gnss = self.gps.state()
         fix = gnss.last_fix
@@ -291,7 +415,10 @@ class LiveDevice:
             "explain_prompt": status.get("explain_prompt", False),
             "unexplained": status.get("unexplained", []),
             "explain_mode": self.dev.config.continuity.explain_mode,
-            "camera_fault": self.camera_failed,
+            "camera_fault": self.dev.camera.failed,
+            "microphone_fault": self.dev.microphone.failed,
+            "network": self.network.state() if self.network else None,
+            "power_cut": self._cut,
             **{k: snap.get(k) for k in ("clock", "frames", "fps", "battery", "storage", "gps")},
             "sync": self._sync(),
             "events": self.events(self.events_shown),
@@ -511,15 +638,14 @@ class LiveRoom(LiveDevice):
         case, badges and person, else made up), explain, and a fault on the camera
         ``args["camera"]``."""
         a = dict(args or {})
-        rec = self.dev.recorder
         actions: dict[str, Callable[[], object]] = {
             "door-close": lambda: self.panel.door(True),
             "door-open": lambda: self.panel.door(False),
             "key-start": lambda: self.panel.turn_key(True),
             "key-stop": lambda: self.panel.turn_key(False),
-            "case-open": lambda: self._case(True, a),
-            "case-close": lambda: self._case(False, a),
-            "explain": lambda: rec.post(rec.explain),
+            "open-session": lambda: self._case(True, a),
+            "close-session": lambda: self._case(False, a),
+            "explain": lambda: self.control(tester_command("explain", a)),
             "camera-fault": lambda: self._room_camera(a.get("camera"), True),
             "camera-ok": lambda: self._room_camera(a.get("camera"), False),
         }
@@ -723,6 +849,8 @@ class Fleet:
             body_settings = self.body_config.model_dump(mode="json", exclude_defaults=True)
             room_settings = self.room_config.model_dump(mode="json", exclude_defaults=True)
             body_data = [site.provision_device(d, settings=body_settings) for d in body_ids]
+            for device_id, data in zip(body_ids, body_data, strict=True):
+                self._assign(site, device_id, data)
             room_data = [
                 site.provision_device(f"room-sim-{r}", settings=room_settings, room=r)
                 for r in rooms
@@ -734,10 +862,17 @@ class Fleet:
                 self.workdir / "devices" / f"sim-{i:02d}" for i in range(1, self.count + 1)
             ]
             room_data = [self.workdir / "devices" / f"room-{r}" for r in rooms]
-        for data in body_data:
+        for data, device_id in zip(body_data, body_ids, strict=True):
             clock = SimClock(wall_start=time.time())  # simulated time, starting now
-            dev = SimDevice(data, self.body_config, clock=clock, realtime=True)
-            live = LiveDevice(dev, site.uploader(data, clock) if site else None)
+            config = self.body_config
+            if site is None:  # no agency to assign them: the settings name the officer
+                session = config.session.model_copy(update={"badges": self.badges(device_id)})
+                config = config.model_copy(update={"session": session})
+            dev = SimDevice(data, config, clock=clock, realtime=True)
+            if site is None:
+                live = LiveDevice(dev)
+            else:
+                live = LiveDevice(dev, site.uploader(data, clock), site.uploader)
             self.devices.append(live)
             live.start()
         for room, data in zip(rooms, room_data, strict=True):
@@ -755,6 +890,20 @@ class Fleet:
             # The key is not retained: a turn before the controller listens would be lost.
             if uploader is not None and not uploader.connected.wait(10):
                 log.warning("%s has not connected to the broker yet", live_room.id)
+
+    def badges(self, device_id: str) -> list[str]:
+        """Who wears body recorder ``device_id``: the configured badges, else one officer
+        each (bwc-sim-01 is 340201's)."""
+        if self.body_config.session.badges:
+            return list(self.body_config.session.badges)
+        return [str(FIRST_BADGE + int(device_id.rsplit("-", 1)[1]) - 1)]
+
+    def _assign(self, site: LocalSite, device_id: str, data: Path) -> None:
+        """The agency assigns the recorder to its officer: a signed command, applied."""
+        command = site.workdir / "outbox" / f"{device_id}-assign.cmd"
+        command.parent.mkdir(parents=True, exist_ok=True)
+        site.agency.assign(device_id, command, time.time(), badges=self.badges(device_id))
+        enrolment.apply_command(data, command.read_bytes(), time.time())
 
     def device(self, device_id: str) -> LiveDevice | None:
         return next((d for d in self.devices if d.id == device_id), None)
@@ -801,6 +950,9 @@ class Fleet:
 _PREVIEW = re.compile(r"^/devices/([^/]+)/preview\.jpg$")
 _TRACK = re.compile(r"^/devices/([^/]+)/tracks/([^/]+)\.jpg$")
 _ACTION = re.compile(r"^/api/devices/([^/]+)/([a-z-]+)$")
+# Old names of the API's actions, answered for one more release (with a note): the CLI's
+# names are the API's (``unbroken provision open-session``).
+RENAMED_ACTIONS = {"case-open": "open-session", "case-close": "close-session"}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -855,15 +1007,20 @@ class _Handler(BaseHTTPRequestHandler):
         if dev is None:
             self._error(HTTPStatus.NOT_FOUND, f"no device {m[1]}")
             return
+        action, note = m[2], {}
+        if action in RENAMED_ACTIONS:
+            action = RENAMED_ACTIONS[m[2]]
+            note = {"deprecated": f"{m[2]} is now {action}; the old name goes in the next release"}
+            log.warning("POST %s: %s", path, note["deprecated"])
         try:
-            dev.act(m[2], args)
+            dev.act(action, args)
         except KeyError:
-            self._error(HTTPStatus.BAD_REQUEST, f"unknown action {m[2]} for a {dev.kind}")
+            self._error(HTTPStatus.BAD_REQUEST, f"unknown action {action} for a {dev.kind}", note)
             return
         except ActionError as e:
-            self._error(e.status, str(e))
+            self._error(e.status, str(e), note)
             return
-        body = json.dumps({"ok": True, "device": dev.id, "action": m[2]}).encode()
+        body = json.dumps({"ok": True, "device": dev.id, "action": action, **note}).encode()
         self._send(HTTPStatus.OK, "application/json", body)
 
     def _static(self, name: str) -> None:
@@ -872,8 +1029,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send(HTTPStatus.OK, STATIC_TYPES[name], (STATIC / name).read_bytes())
 
-    def _error(self, status: HTTPStatus, message: str) -> None:
-        self._send(status, "application/json", json.dumps({"error": message}).encode())
+    def _error(
+        self, status: HTTPStatus, message: str, note: Mapping[str, str] | None = None
+    ) -> None:
+        body = json.dumps({"error": message, **(note or {})}).encode()
+        self._send(status, "application/json", body)
 
     def _send(self, status: HTTPStatus, ctype: str, body: bytes) -> None:
         self.send_response(status)

@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 
 from agent.evidence_dir import load_chain
+from common.settings import Session
 from evidence.seal import Entry
 from simulator.web import Fleet, LiveRoom, PanelServer, mosquitto_available, summarize
 from tests.fixtures.config import small_config
@@ -67,7 +68,7 @@ def _get(url: str) -> tuple[int, bytes]:
 
 def _post(url: str) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=10) as r:
+        with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=30) as r:
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
@@ -150,6 +151,7 @@ def test_panel_endpoints(tmp_path: Path) -> None:
         assert fleet_view["sync"] is False and len(fleet_view["devices"]) == 2
         d = fleet_view["devices"][0]
         assert d["led"] == {"pin": False, "indicator": "off"}
+        assert d["badges"] == ["012345"]  # the configured officer
         assert {"battery", "storage", "gps", "events", "sync", "clock"} <= d.keys()
         assert [e["kind"] for e in d["events"]][-2:] == ["config", "boot"]
         status, jpeg = _get(server.url + d["preview"].lstrip("/"))
@@ -194,7 +196,11 @@ def test_room_endpoints(tmp_path: Path) -> None:
         assert _get(server.url + f"devices/{room.id}/tracks/main.jpg")[0] == 404
         act = server.url + f"api/devices/{room.id}/"
         assert _post(act + "record")[0] == 400  # a room has no record button
-        assert _post(act + "case-open")[0] == 409  # no case system without sync
+        status, reply = _post(act + "open-session")
+        assert status == 409 and "no case system" in json.loads(reply)["error"]
+        # The old name still answers, for one release, with a note.
+        status, reply = _post(act + "case-open")
+        assert status == 409 and "open-session" in json.loads(reply)["deprecated"]
         assert _post(act + "camera-fault")[0] == 400  # which camera?
         assert _post(act + "camera-fault?camera=nope")[0] == 400
         assert _post(act + "door-close")[0] == 200
@@ -209,6 +215,72 @@ def test_room_endpoints(tmp_path: Path) -> None:
         assert _post(act + "camera-ok?camera=subject")[0] == 200
         assert _post(act + "key-stop")[0] == 200
         _wait(lambda: room.view()["session"] is None and not room.view()["room"]["lamp"])
+
+
+def test_tester_controls(tmp_path: Path) -> None:
+    """Every tester's button on a body recorder, from the API, as the chain records it:
+    the officer's badge, a microphone fault, storage filled and freed, a clock jump, the
+    battery, and a power cut with the session resumed after it (no sync: no network)."""
+    config = small_config(prebuffer_seconds=0).model_copy(update={"session": Session()})
+    with (
+        Fleet(tmp_path / "fleet", 1, config, sync=False) as fleet,
+        PanelServer(fleet) as server,
+    ):
+        (live,) = fleet.devices
+        act = server.url + f"api/devices/{live.id}/"
+        assert live.view()["badges"] == ["340201"]  # no badge configured: one each
+        assert _post(act + "record")[0] == 200
+        _wait(lambda: live.view()["state"] == "recording")
+        session = live.view()["session"]
+
+        def gaps() -> list[str]:
+            return list(live.view()["interrupted"])
+
+        for fault, ok, cause in [
+            ("microphone-fault", "microphone-ok", "microphone"),
+            ("storage-fill", "storage-free", "storage_full"),
+        ]:
+            assert _post(act + fault)[0] == 200
+            _wait(lambda c=cause: c in gaps())  # type: ignore[misc]
+            assert _post(act + ok)[0] == 200
+            _wait(lambda c=cause: c not in gaps())  # type: ignore[misc]
+        assert live.view()["microphone_fault"] is False
+        _wait(lambda: live.view()["storage"]["filled"] is False)
+
+        wall = live.view()["clock"]["wall"]
+        assert _post(act + "clock-jump?seconds=3600")[0] == 200
+        _wait(lambda: live.view()["clock"]["wall"] > wall + 3000)
+        assert _post(act + "battery?percent=50")[0] == 200
+        _wait(lambda: abs(live.view()["battery"]["percent"] - 50) < 1)
+        assert _post(act + "battery?external=true")[0] == 200
+        _wait(lambda: live.view()["battery"]["external"] is True)
+        for bad in ("battery?percent=150", "battery", "clock-jump?seconds=soon"):
+            status, reply = _post(act + bad)
+            assert status == 400 and json.loads(reply)["error"], bad
+        status, reply = _post(act + "network-down")
+        assert status == 409 and "does not sync" in json.loads(reply)["error"]
+
+        assert _post(act + "power-cut")[0] == 200
+        view = live.view()
+        assert view["state"] == "off" and view["power_cut"] and not view["led"]["pin"]
+        assert view["events"][0]["kind"] != "shutdown"  # nothing was closed
+        for refused in ("power-cut", "record", "microphone-fault"):
+            assert _post(act + refused)[0] == 409, refused
+        assert _post(act + "power-on")[0] == 200
+        _wait(lambda: live.view()["state"] == "recording")
+        assert live.view()["session"] == session  # the same session, resumed
+        assert _post(act + "power-on")[0] == 409
+        assert _post(act + "record")[0] == 200
+        assert _post(act + "record")[0] == 200  # press and confirm: closed
+        _wait(lambda: live.view()["session"] is None)
+    entries = [e for _, e in load_chain(live.root) if isinstance(e, Entry)]
+    (opened,) = [e for e in entries if e.kind == "session_open"]
+    assert opened.body["badges"] == ["340201"]
+    causes = [e.body["cause"] for e in entries if e.kind == "interruption"]
+    assert causes == ["microphone", "storage_full", "clock_jump", "power_loss"]
+    kinds = [e.kind for e in entries]
+    assert kinds.count("session_close") == 1 and kinds.count("shutdown") == 1
+    assert kinds[-1] == "shutdown"
 
 
 def _wait(condition: Callable[[], bool], seconds: float = 10) -> None:
