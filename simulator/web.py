@@ -301,7 +301,8 @@ class LiveDevice:
             shutil.rmtree(self.root)
             disk.rename(self.root)  # ... and what its shutdown wrote is undone
         self._open_ledger()
-        self._take_snapshot(storage=True)
+        # What the page shows stays as the cut left it (the session open on the disk), off.
+        self.snapshot = {**self.snapshot, "powered_off": True, "indicator": "off"}
 
     def power_on(self) -> None:
         """Boot again after a power cut or a battery shutdown, on the same disk; the

@@ -4,11 +4,13 @@ The panel runs in this process (one body recorder and one interview room, syncin
 Mosquitto is installed). A Node script (tests/browser/panel.mjs, playwright-core) opens
 it, presses record, sees the LED and the preview change, and closes the session with
 press-and-confirm; then the device's own chain must hold that session's open and close:
-the page really pressed the pin. A second (tests/browser/room.mjs) closes the room's door,
+the page really pressed the pin. Another (tests/browser/room.mjs) closes the room's door,
 sees the panel ask for the key, turns the key to start and to stop, and sees the RECORDING
 lamp and the picture-in-picture follow; then the room's chain must hold a session opened
 by the door with segments on every track (and, with sync, the panel's messages went
-through the broker).
+through the broker). A third (tests/browser/controls.mjs) presses each tester's switch of
+the body recorder (microphone, storage, clock, battery, network, power cut and on) and
+sees it on the page; then the chain must hold each as an interruption of that session.
 
 Needs node, /usr/bin/chromium and ``npm ci`` in tests/browser (``make pytest`` does all
 three): missing, the browser test is skipped, or fails under CI=true.
@@ -93,23 +95,45 @@ def _node(node: str, script: str, url: str, outdir: Path) -> dict[str, Any]:
 def test_panel_in_chromium(tmp_path: Path) -> None:
     node = _browser_or_skip()
     sync = mosquitto_available()
-    config = small_config(prebuffer_seconds=2)
+    # No badge configured: the fleet assigns each body recorder its officer.
+    config = small_config(prebuffer_seconds=2).model_copy(update={"session": Session()})
     with Fleet(tmp_path / "fleet", 1, config, sync=sync, rooms=1) as fleet:
         live, room = fleet.devices
         assert isinstance(room, LiveRoom)
         with PanelServer(fleet) as server:
             report = _node(node, "panel.mjs", server.url, tmp_path)
             room_report = _node(node, "room.mjs", server.url, tmp_path)
+            controls = _node(node, "controls.mjs", server.url, tmp_path)
             view, room_view = json.loads(_get(server.url + "api/fleet")[1])["devices"]
-    assert report["device"] == live.id
+    assert report["device"] == controls["device"] == live.id
     assert (tmp_path / "panel.png").stat().st_size > 10_000
+    assert (tmp_path / "controls-off.png").stat().st_size > 10_000
     assert view["sync"]["enabled"] is sync and view["sync"]["segments_sealed"] > 0
+    assert controls["network"] is sync
     # The page pressed the pin: the device sealed the session's open and close.
     entries = [e for _, e in load_chain(live.root) if isinstance(e, Entry)]
     kinds = [(e.kind, e.session) for e in entries]
     assert ("session_open", report["session"]) in kinds
     assert ("session_close", report["session"]) in kinds
     assert kinds[-1][0] == "shutdown"  # stopped cleanly
+    # The officer: agency-signed with sync, from the settings without; on each session.
+    assert [e.body["badges"] for e in entries if e.kind == "session_open"] == [["340201"]] * 2
+    assert any(e.kind == "assignment" for e in entries) is sync
+    # The tester's switches, as the chain recorded them in the controls' session.
+    causes = [
+        (e.body["cause"], e.body["detail"])
+        for e in entries
+        if e.kind == "interruption" and e.session == controls["session"]
+    ]
+    assert [c for c, _ in causes] == [
+        "microphone",
+        "storage_full",
+        "clock_jump",
+        "clock_jump",
+        "power_loss",
+    ], causes
+    assert causes[2][1].startswith("+3600") and causes[3][1].startswith("-3600")
+    assert kinds.count(("session_close", controls["session"])) == 1  # resumed after the cut
 
     # The room: the door opened the session the key confirmed, on every track.
     assert room_report["device"] == room.id and sorted(room_report["tracks"]) == [
@@ -263,7 +287,8 @@ def test_tester_controls(tmp_path: Path) -> None:
         assert _post(act + "power-cut")[0] == 200
         view = live.view()
         assert view["state"] == "off" and view["power_cut"] and not view["led"]["pin"]
-        assert view["events"][0]["kind"] != "shutdown"  # nothing was closed
+        assert view["events"][0]["kind"] != "shutdown"  # nothing was closed ...
+        assert view["session"] == session  # ... the session is open on the disk
         for refused in ("power-cut", "record", "microphone-fault"):
             assert _post(act + refused)[0] == 409, refused
         assert _post(act + "power-on")[0] == 200
