@@ -244,7 +244,8 @@ def test_room_endpoints(tmp_path: Path) -> None:
 def test_tester_controls(tmp_path: Path) -> None:
     """Every tester's button on a body recorder, from the API, as the chain records it:
     the officer's badge, a microphone fault, storage filled and freed, a clock jump, the
-    battery, and a power cut with the session resumed after it (no sync: no network)."""
+    battery, a power cut and a flat battery with the session resumed after each (no sync:
+    no network)."""
     config = small_config(prebuffer_seconds=0).model_copy(update={"session": Session()})
     with (
         Fleet(tmp_path / "fleet", 1, config, sync=False) as fleet,
@@ -295,6 +296,13 @@ def test_tester_controls(tmp_path: Path) -> None:
         _wait(lambda: live.view()["state"] == "recording")
         assert live.view()["session"] == session  # the same session, resumed
         assert _post(act + "power-on")[0] == 409
+        # A flat battery: the device seals and shuts down; power on boots it again.
+        assert _post(act + "battery?percent=2&external=false")[0] == 200
+        _wait(lambda: live.view()["state"] == "off")
+        assert live.view()["power_cut"] is False
+        assert _post(act + "power-on")[0] == 200
+        _wait(lambda: live.view()["state"] == "recording")
+        assert live.view()["session"] == session
         assert _post(act + "record")[0] == 200
         assert _post(act + "record")[0] == 200  # press and confirm: closed
         _wait(lambda: live.view()["session"] is None)
@@ -302,9 +310,11 @@ def test_tester_controls(tmp_path: Path) -> None:
     (opened,) = [e for e in entries if e.kind == "session_open"]
     assert opened.body["badges"] == ["340201"]
     causes = [e.body["cause"] for e in entries if e.kind == "interruption"]
-    assert causes == ["microphone", "storage_full", "clock_jump", "power_loss"]
+    assert causes == ["microphone", "storage_full", "clock_jump", "power_loss", "battery"]
     kinds = [e.kind for e in entries]
-    assert kinds.count("session_close") == 1 and kinds.count("shutdown") == 1
+    assert kinds.count("session_close") == 1 and kinds.count("boot") == 3
+    shutdowns = [e.body["reason"] for e in entries if e.kind == "shutdown"]
+    assert shutdowns == ["battery", "stop"]  # none at the cut
     assert kinds[-1] == "shutdown"
 
 
