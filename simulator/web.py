@@ -3,9 +3,15 @@
 Each device is a :class:`~simulator.device.SimDevice` stepping frames in real time on its
 own thread. The page shows, for each body recorder, its record, marker and explain
 buttons, the recording LED (the gpiozero mock pin, and the pattern the recorder asks for),
-battery, storage, GPS, state and session, a live preview of the watermarked picture, the
-chain's latest entries and the sync backlog; buttons for a tester break the camera or the
-GPS. A click on record drives the record button's mock pin, exactly as the switch would.
+battery, storage, network, GPS, clock, state, session and officer, a live preview of the
+watermarked picture, the chain's latest entries and the sync backlog. A click on record
+drives the record button's mock pin, exactly as the switch would. A tester's buttons flip
+the switches the scenarios flip, as the control channel does (:func:`tester_command`):
+camera, microphone and GPS faults, storage filled and given back, the network dropped and
+back, the clock stepped an hour either way, the battery's level and external power, and a
+power cut (the disk stays as the cut left it; power on boots again and seals the
+``power_loss`` gap). Each body recorder is worn by an officer: assigned by the agency with
+sync, from the settings without (the configured badges, else 340201, 340202, ...).
 
 An interview room (``--rooms``) is a room controller with its room panel (:class:`SimPanel`:
 door contact and key switch) and, with sync, the agency's case system (:class:`CaseSystem`:
@@ -26,10 +32,16 @@ script and style, ``GET /api/fleet`` everything the page shows as JSON,
 ``GET /devices/<id>/preview.jpg`` the last watermarked picture (a room's composite),
 ``GET /devices/<id>/tracks/<track>.jpg`` one track's, and
 ``POST /api/devices/<id>/<action>``: on a body recorder ``record``, ``marker``,
-``explain``, ``camera-fault``, ``camera-ok``, ``gps-lost`` or ``gps-ok``; on a room
-``door-close``, ``door-open``, ``key-start``, ``key-stop``, ``case-open`` and
-``case-close`` (with sync; an optional JSON body ``{"case", "badges", "person"}``),
-``explain``, and ``camera-fault``/``camera-ok`` with ``?camera=<track>``.
+``explain``, ``camera-fault``/``camera-ok``, ``microphone-fault``/``microphone-ok``,
+``gps-lost``/``gps-ok``, ``storage-fill`` (``?free_bytes=``, default 0)/``storage-free``,
+``network-down``/``network-up`` (with sync), ``clock-jump`` (``?seconds=``, default
+3600), ``battery`` (``?percent=``, ``external=``, ``drain_per_hour=``), ``power-cut`` and
+``power-on``; on a room ``door-close``, ``door-open``, ``key-start``, ``key-stop``,
+``open-session`` and ``close-session`` (with sync; an optional JSON body ``{"case",
+"badges", "person"}``), ``explain``, and ``camera-fault``/``camera-ok`` with
+``?camera=<track>``. ``case-open`` and ``case-close``, the old names of the room's two,
+still work this release; the reply says ``"deprecated"``. A refused action answers
+``{"error": ...}`` with 400 (a bad figure) or 409 (not now: the device is off, no sync).
 
 Example::
 
@@ -41,6 +53,7 @@ Example::
         with PanelServer(fleet) as server:
             print(server.url)        # open it; fleet.devices[0].dev.recorder records
             fleet.rooms[0].act("door-close")    # as the page's buttons do
+            fleet.devices[0].act("clock-jump", {"seconds": -3600})
 """
 
 from __future__ import annotations
