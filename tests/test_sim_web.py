@@ -35,7 +35,10 @@ import pytest
 from agent.evidence_dir import load_chain
 from common.settings import Session
 from evidence.seal import Entry
-from simulator.web import Fleet, LiveRoom, PanelServer, mosquitto_available, summarize
+from simulator.fleet import Fleet
+from simulator.journal_view import summarize
+from simulator.live_room import LiveRoom
+from simulator.web import PanelServer, mosquitto_available
 from tests.fixtures.config import small_config
 
 BROWSER_DIR = Path(__file__).parent / "browser"
