@@ -78,12 +78,12 @@ TESTER_COMMANDS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
 }
 
 
-def tester_command(action: str, args: Mapping[str, Any]) -> Command:
+def button_command(action: str, args: Mapping[str, Any]) -> Command:
     """The control command a tester's button stands for, with its figures from ``args``
     (the query's text, or the JSON body's values); ``KeyError`` for no such button,
     :class:`ActionError` for a figure the command refuses.
 
-    >>> tester_command("clock-jump", {"seconds": "-3600"})
+    >>> button_command("clock-jump", {"seconds": "-3600"})
     ClockJump(cmd='clock_jump', seconds=-3600.0)
     """
     try:
@@ -241,7 +241,7 @@ class LiveDevice:
     def act(self, action: str, args: Mapping[str, Any] | None = None) -> None:
         """Do what a button on the page does; ``KeyError`` for an action this device does
         not have, :class:`ActionError` for one it cannot take (``args``: the tester's
-        figures, see :func:`tester_command`)."""
+        figures, see :func:`button_command`)."""
         pins: dict[str, Callable[[], object]] = {
             "record": self.dev.press_record,
             "marker": self.dev.press_marker,
@@ -251,7 +251,7 @@ class LiveDevice:
             with self._press_lock:
                 self.power_on()
             return
-        cmd = None if action in pins else tester_command(action, args or {})
+        cmd = None if action in pins else button_command(action, args or {})
         with self._press_lock:
             if self.dev.recorder.powered_off:
                 raise ActionError(f"{self.id} is off: power it on first", HTTPStatus.CONFLICT)

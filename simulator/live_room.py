@@ -23,7 +23,7 @@ from agent.recorder import Recorder
 from agent.sync import Uploader
 from evidence.names import ProvisionError
 from simulator.device import SimDevice
-from simulator.live import PREVIEW_WIDTH, ActionError, LiveDevice, tester_command
+from simulator.live import PREVIEW_WIDTH, ActionError, LiveDevice, button_command
 
 if TYPE_CHECKING:
     import paho.mqtt.client as mqtt
@@ -180,7 +180,7 @@ class LiveRoom(LiveDevice):
             "key-stop": lambda: self.panel.turn_key(False),
             "open-session": lambda: self._case(True, a),
             "close-session": lambda: self._case(False, a),
-            "explain": lambda: self.control(tester_command("explain", a)),
+            "explain": lambda: self.control(button_command("explain", a)),
             "camera-fault": lambda: self._room_camera(a.get("camera"), True),
             "camera-ok": lambda: self._room_camera(a.get("camera"), False),
         }

@@ -19,7 +19,9 @@ three): missing, the browser test is skipped, or fails under CI=true.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -35,10 +37,12 @@ import pytest
 from agent.evidence_dir import load_chain
 from common.settings import Session
 from evidence.seal import Entry
+from simulator.control import BatteryCmd, ClockJump, MicrophoneCmd, NetworkCmd, StorageCmd
 from simulator.fleet import Fleet
 from simulator.journal_view import summarize
+from simulator.live import TESTER_COMMANDS, ActionError, button_command
 from simulator.live_room import LiveRoom
-from simulator.web import PanelServer, mosquitto_available
+from simulator.web import STATIC, PanelServer, mosquitto_available
 from tests.fixtures.config import small_config
 
 BROWSER_DIR = Path(__file__).parent / "browser"
@@ -203,7 +207,7 @@ def test_panel_endpoints(tmp_path: Path) -> None:
         assert not other.dev.led()
 
 
-def test_room_endpoints(tmp_path: Path) -> None:
+def test_room_endpoints(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A room without sync: its tracks' pictures, the panel straight into the recorder, a
     fault on one camera, and no case system."""
     config = small_config(prebuffer_seconds=2)
@@ -226,8 +230,10 @@ def test_room_endpoints(tmp_path: Path) -> None:
         status, reply = _post(act + "open-session")
         assert status == 409 and "no case system" in json.loads(reply)["error"]
         # The old name still answers, for one release, with a note.
-        status, reply = _post(act + "case-open")
+        with caplog.at_level(logging.WARNING, logger="simulator.web"):
+            status, reply = _post(act + "case-open")
         assert status == 409 and "open-session" in json.loads(reply)["deprecated"]
+        assert "case-open is now open-session" in caplog.text  # and in the server's log
         assert _post(act + "camera-fault")[0] == 400  # which camera?
         assert _post(act + "camera-fault?camera=nope")[0] == 400
         assert _post(act + "door-close")[0] == 200
@@ -326,6 +332,39 @@ def _wait(condition: Callable[[], bool], seconds: float = 10) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+def test_button_commands() -> None:
+    """Each tester's button is a control channel command; its figures come from the query
+    (text) or a JSON body, and a wrong one is refused with the command's reason."""
+    assert button_command("microphone-fault", {}) == MicrophoneCmd(cmd="microphone", ok=False)
+    assert button_command("storage-fill", {}) == StorageCmd(cmd="storage", free_bytes=0)
+    assert button_command("storage-free", {}).free_bytes is None  # type: ignore[union-attr]
+    assert button_command("clock-jump", {"seconds": "-3600"}) == ClockJump(
+        cmd="clock_jump", seconds=-3600
+    )
+    assert button_command("battery", {"percent": "20", "external": "false", "x": "1"}) == (
+        BatteryCmd(cmd="battery", percent=20, external=False)
+    )
+    assert button_command("network-up", {}) == NetworkCmd(cmd="network", up=True)
+    with pytest.raises(ActionError, match="percent"):
+        button_command("battery", {"percent": "150"})
+    with pytest.raises(ActionError, match="give percent"):
+        button_command("battery", {})
+    with pytest.raises(KeyError):
+        button_command("jump", {})
+
+
+def test_the_page_names_only_actions_the_api_has() -> None:
+    """A button whose action the server does not know would do nothing but log a 400."""
+    page = (STATIC / "index.html").read_text() + (STATIC / "app.js").read_text()
+    named = set(re.findall(r'data-action="([a-z-]+)"', page))
+    named |= set(re.findall(r'\["([a-z]+-[a-z-]+)"', page))  # the toggles' actions
+    body = set(TESTER_COMMANDS) | {"record", "marker", "power-cut", "power-on"}
+    room = {"door-close", "door-open", "key-start", "key-stop", "open-session"}
+    room |= {"close-session", "explain", "camera-fault", "camera-ok"}
+    assert {"microphone-fault", "storage-free", "network-down", "power-on"} <= named
+    assert named <= body | room, named - body - room
 
 
 def test_summaries() -> None:
