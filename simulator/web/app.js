@@ -55,20 +55,32 @@ function newCard(template, d) {
   card.dataset.device = d.id;
   text(card, ".device-id", d.id);
   for (const b of card.querySelectorAll("button[data-action]")) {
-    b.addEventListener("click", () => post(d.id, b.dataset.action));
+    b.addEventListener("click", () => post(d.id, b.dataset.action, b.dataset.query || ""));
   }
   return card;
 }
 
 function makeBodyCard(d) {
   const card = newCard("card", d);
+  // A tester's switch: the first action turns it on, the second off again.
+  const toggles = {
+    camera: [["camera-fault"], ["camera-ok"]],
+    microphone: [["microphone-fault"], ["microphone-ok"]],
+    gps: [["gps-lost"], ["gps-ok"]],
+    storage: [["storage-fill"], ["storage-free"]],
+    network: [["network-down"], ["network-up"]],
+    plug: [["battery", "?external=true"], ["battery", "?external=false"]],
+  };
   for (const b of card.querySelectorAll("button[data-toggle]")) {
     b.addEventListener("click", () => {
       const on = b.classList.contains("active");
-      const names = {camera: ["camera-fault", "camera-ok"], gps: ["gps-lost", "gps-ok"]};
-      post(d.id, names[b.dataset.toggle][on ? 1 : 0]);
+      post(d.id, ...toggles[b.dataset.toggle][on ? 1 : 0]);
     });
   }
+  $(card, "button.battery-set").addEventListener("click", () => {
+    const level = $(card, "input.battery-level").value;
+    post(d.id, "battery", `?percent=${encodeURIComponent(level)}`);
+  });
   document.getElementById("fleet").appendChild(card);
   refreshPreview($(card, "img.preview"), d.preview);
   return card;
@@ -108,7 +120,7 @@ function makeRoomCard(d) {
     faults.appendChild(b);
   }
   // The case system needs the agency: only with sync.
-  for (const b of card.querySelectorAll("button.case-open, button.case-close")) {
+  for (const b of card.querySelectorAll("button.open-session, button.close-session")) {
     b.disabled = !r.case_system;
     if (!r.case_system) b.title = "the case system needs sync (a broker): start with --sync";
   }
@@ -132,7 +144,9 @@ function updateCommon(card, d) {
   $(card, ".session").dataset.session = d.session || "";
   $(card, "button.explain").classList.toggle("prompt", d.explain_prompt);
   const s = d.storage || {};
-  text(card, ".storage", s.total ? `${bytes(s.used)} of ${bytes(s.total)} (${(s.fraction * 100).toFixed(2)} %)` : "");
+  text(card, ".storage", s.total ? `${bytes(s.used)} of ${bytes(s.total)} (${(s.fraction * 100).toFixed(2)} %)` +
+    (s.filled ? " · filled by the tester" : "") : "");
+  $(card, ".storage").classList.toggle("warn", !!s.filled);
   text(card, ".clock", `${clockText(d.clock)} · ${d.fps} fps`);
   text(card, ".badges", (d.badges || []).join(", ") || "—");
   updateGaps(card, d);
@@ -173,8 +187,11 @@ function updateCommon(card, d) {
 function updateBody(card, d) {
   const recording = d.state === "recording";
   card.classList.toggle("recording", recording);
+  const off = d.state === "off";
   const state = $(card, ".state");
-  text(card, ".state", d.close_armed ? "recording (close armed)" : d.state);
+  let shown = d.close_armed ? "recording (close armed)" : d.state;
+  if (off) shown = d.power_cut ? "off (power cut)" : "off";
+  text(card, ".state", shown);
   state.dataset.state = d.state || "";
 
   const led = $(card, ".led");
@@ -184,11 +201,30 @@ function updateBody(card, d) {
 
   $(card, "button.record").classList.toggle("active", recording);
   $(card, "button.camera").classList.toggle("active", d.camera_fault);
+  $(card, "button.microphone").classList.toggle("active", d.microphone_fault);
   $(card, "button.gps").classList.toggle("active", !!(d.gps && d.gps.jammed));
-
+  $(card, "button.fill-storage").classList.toggle("active", !!(d.storage && d.storage.filled));
+  const net = $(card, "button.network");
+  net.classList.toggle("active", !!(d.network && !d.network.up) && !off);
+  net.disabled = !d.network;
+  if (!d.network) net.title = "the network needs sync (a broker): start with --sync";
   const b = d.battery || {};
+  const plug = $(card, "button.plug");
+  plug.classList.toggle("active", !!b.external);
+  text(card, "button.plug", b.external ? "Unplug" : "Plug in");
+  // Off, only power on does anything; on, everything but power on.
+  for (const el of card.querySelectorAll(".controls button, .controls input")) {
+    el.disabled = (el.classList.contains("power-on") ? !off : off) || (el === net && !d.network);
+  }
+
   text(card, ".battery", b.percent === undefined ? "" :
     `${b.percent.toFixed(1)} %${b.external ? " (external power)" : ""}`);
+  const n = d.network;
+  let network = "no network (sync off)";
+  if (n && off) network = "down with the device";
+  else if (n) network = `${n.up ? "up" : "DOWN (dropped by the tester)"} · ${n.connected ? "connected" : "not connected"}`;
+  text(card, ".network-text", network);
+  $(card, ".network-text").classList.toggle("warn", !!n && !n.up);
   const g = d.gps || {};
   let gps = "no position yet";
   if (g.fix) gps = `fix ${g.lat.toFixed(6)}, ${g.lon.toFixed(6)}${g.satellites ? ` · ${g.satellites} sats` : ""}`;
