@@ -12,7 +12,8 @@ APT_NEEDS := mosquitto:/usr/sbin/mosquitto \
              fonts-wqy-microhei:/usr/share/fonts/truetype/wqy/wqy-microhei.ttc \
              chromium:/usr/bin/chromium \
              nodejs:/usr/bin/node \
-             npm:/usr/bin/npm
+             npm:/usr/bin/npm \
+             ffmpeg:/usr/bin/ffprobe
 # playwright-core for the browser test of `unbroken sim panel` (driving Debian's chromium)
 BROWSER := tests/browser
 
