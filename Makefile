@@ -21,7 +21,8 @@ APT_NEEDS := mosquitto:/usr/sbin/mosquitto \
              gstreamer1.0-plugins-ugly:/usr/share/doc/gstreamer1.0-plugins-ugly/copyright \
              libportaudio2:/usr/share/doc/libportaudio2/copyright \
              gpsd:/usr/sbin/gpsd \
-             gpsd-clients:/usr/bin/gpsfake
+             gpsd-clients:/usr/bin/gpsfake \
+             ffmpeg:/usr/bin/ffprobe
 # playwright-core for the browser test of `unbroken sim panel` (driving Debian's chromium)
 BROWSER := tests/browser
 

@@ -90,7 +90,7 @@ class FrameRecorder:
         images = self.capture.pictures_of(frames, failed, text)
         audio = self._silence if samples is None else samples
         try:
-            full = self.segments.add(images, audio, samples is not None, gnss, frame.captured, wall)
+            self.segments.add(images, audio, samples is not None, gnss, frame.captured, wall)
             self.continuity.clear("write_error")
             self.continuity.clear("encoder")
         except OSError as e:
@@ -100,12 +100,6 @@ class FrameRecorder:
             lost = self.segments.abandon()
             self.continuity.fault("encoder", ["video", "audio"], str(e), since=lost)
             self.segments.skip()
-            return
-        if full:
-            try:
-                self.segments.end()
-            except OSError as e:
-                self._write_failed(e)
 
     def _write_failed(self, e: OSError) -> None:
         cause = "storage_full" if e.errno == errno.ENOSPC else "write_error"

@@ -1,22 +1,30 @@
-"""Encoding segments and reading them back (PyAV).
+"""Encoding a recording into segment files, and reading them back (PyAV).
 
-A segment is one fragmented MP4 file: H.264 video with a keyframe every
-``keyframe_seconds`` (each keyframe starts an MP4 fragment), AAC audio, and presentation
-timestamps that continue from the previous segment. Because every fragment is complete
-on disk before the next begins, a file cut short by a power loss still decodes up to its
-last complete fragment: at most one keyframe interval of footage is lost.
+One :class:`TrackEncoder` per track runs for the life of a recording (pre-event buffer
+included): its H.264 and AAC encoders are never restarted between segments, so the audio
+has no priming silence and no overlap at a cut. The packets it makes are muxed into one
+:class:`SegmentFile` after another, cut at a video keyframe (picamera2's
+``SplittableOutput`` is the model). Every segment is a standalone fragmented MP4 whose
+timestamps start at its first video frame, and whose audio ends exactly where its video
+does, so segments played back to back (``ffmpeg -f concat -c copy``) last exactly as long
+as the recording. A keyframe starts each MP4 fragment: a file cut short by a power loss
+still decodes up to its last complete fragment.
 
 Example::
 
-    w = SegmentWriter(path, settings, first_frame=60)   # timestamps start at 2.0 s
-    w.add(frame.image, samples)
-    facts = w.close()                                    # flushed and fsynced
+    enc = TrackEncoder(settings, bitrate=2_000_000)
+    seg = SegmentFile(path, enc, first_frame=60)      # starts at the encoder's next frame
+    video, audio = enc.encode(image, samples, keyframe=True)
+    for p in video: seg.mux_video(p)
+    for p in audio: seg.mux_audio(p)
+    facts = seg.close(audio_end=enc.samples)          # flushed, fsynced and hashed
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 from dataclasses import dataclass
 from fractions import Fraction
@@ -35,7 +43,8 @@ VIDEO_CODEC = "h264"
 AUDIO_CODEC = "aac"
 
 # frag_keyframe: a fragment per keyframe; empty_moov: playable while being written;
-# frag_discont: keep our continuing timestamps instead of restarting each file at zero.
+# frag_discont: keep each track's own start (the audio's offset from the cut), rather
+# than shifting every track to zero.
 _MUX_OPTIONS = {
     "movflags": "frag_keyframe+empty_moov+default_base_moof+frag_discont",
     "avoid_negative_ts": "disabled",
@@ -79,23 +88,24 @@ class _HashingSink:
         self._f.close()
 
 
-class SegmentWriter:
-    """Encodes frames and audio into one fragmented MP4 file."""
+class TrackEncoder:
+    """The video and audio encoders of one track, open for the life of a recording.
 
-    def __init__(self, path: Path, rec: Recording, first_frame: int) -> None:
-        self.path = path
-        self.first_frame = first_frame
-        self.bitrate = rec.video_bitrate
-        self.frames = 0
-        self.audio_samples = 0
-        self._rec = rec
-        self._spf = rec.audio_rate // rec.fps  # audio samples per video frame
-        self._sink = _HashingSink(path)
-        self._out: Any = av.open(self._sink, "w", format="mp4", options=_MUX_OPTIONS)
+    They belong to an MP4 container on a memory buffer that nothing is muxed into: opened
+    for MP4, the encoders put their headers in extradata, which every segment file copies.
+    Video timestamps count the frames encoded, audio ones the samples.
+    """
+
+    def __init__(self, rec: Recording, bitrate: int) -> None:
+        self.bitrate = bitrate
+        self.rate = rec.audio_rate
+        self.frames = 0  # frames encoded so far: the next frame's pts
+        self.samples = 0  # audio samples encoded so far
+        self._master: Any = av.open(io.BytesIO(), "w", format="mp4")
         gop = rec.fps * rec.keyframe_seconds
-        v = self._out.add_stream("libx264", rate=rec.fps)
+        v = self._master.add_stream("libx264", rate=rec.fps)
         v.width, v.height, v.pix_fmt = rec.width, rec.height, "yuv420p"
-        v.bit_rate = rec.video_bitrate
+        v.bit_rate = bitrate
         v.gop_size = gop
         v.time_base = Fraction(1, rec.fps)
         v.codec_context.options = {
@@ -105,48 +115,118 @@ class SegmentWriter:
             "sc_threshold": "0",  # keyframes on the clock only, so fragments are regular
             "threads": str(rec.encoder_threads),
         }
-        a = self._out.add_stream("aac", rate=rec.audio_rate)
+        a = self._master.add_stream("aac", rate=rec.audio_rate)
         a.layout = "mono"
-        self._v, self._a = v, a
+        self._master.start_encoding()  # opens both encoders, once
+        self.video, self.audio = v, a
         self._vtb = Fraction(1, rec.fps)
         self._atb = Fraction(1, rec.audio_rate)
 
-    def add(self, image: Image, samples: Samples | None) -> None:
-        """One video frame and the audio that covers it (None: microphone failed)."""
+    def encode(
+        self, image: Image, samples: Samples, keyframe: bool = False
+    ) -> tuple[list[av.Packet], list[av.Packet]]:
+        """One frame and the audio that covers it; the packets the encoders gave back.
+        ``keyframe``: force one here (a segment starts with this frame)."""
         vf = av.VideoFrame.from_ndarray(image, format="rgb24")
-        vf.pts = self.first_frame + self.frames
-        vf.time_base = self._vtb  # not the stream's: the muxer rewrites that one
-        self._out.mux(self._v.encode(vf))
-        if samples is not None:
-            af = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
-            af.sample_rate = self._rec.audio_rate
-            af.pts = (self.first_frame + self.frames) * self._spf
-            af.time_base = self._atb
-            self._out.mux(self._a.encode(af))
-            self.audio_samples += len(samples)
+        vf.pts, vf.time_base = self.frames, self._vtb
+        if keyframe:
+            vf.pict_type = av.video.frame.PictureType.I
+        video = self.video.encode(vf)
+        for p in video:
+            p.duration = 1  # one frame: the muxer needs it for the last frame of a file
+        af = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        af.sample_rate, af.pts, af.time_base = self.rate, self.samples, self._atb
+        audio = self.audio.encode(af)
+        self.frames += 1
+        self.samples += len(samples)
+        return video, audio
+
+    def flush(self) -> tuple[list[av.Packet], list[av.Packet]]:
+        """What the encoders still hold; they cannot be used afterwards."""
+        video = self.video.encode(None)
+        for p in video:
+            p.duration = 1
+        return video, self.audio.encode(None)
+
+    def close(self) -> None:
+        with contextlib.suppress(av.FFmpegError, OSError, ValueError):
+            self._master.close()
+
+
+class SegmentFile:
+    """One standalone fragmented MP4 file of a track, starting at the encoder's next frame.
+
+    Timestamps are made relative to that frame. The last audio packet is held back until
+    :meth:`close` knows where the segment ends, so that its duration stops at the cut.
+    """
+
+    def __init__(self, path: Path, encoder: TrackEncoder, first_frame: int) -> None:
+        self.path = path
+        self.first_frame = first_frame  # on the recorder's timeline (the manifest's)
+        self.bitrate = encoder.bitrate
+        self.video_origin = encoder.frames
+        self.audio_origin = encoder.samples
+        self.frames = 0
+        self._sink = _HashingSink(path)
+        self._out: Any = av.open(self._sink, "w", format="mp4", options=_MUX_OPTIONS)
+        self._v = self._out.add_stream_from_template(encoder.video)
+        self._a = self._out.add_stream_from_template(encoder.audio)
+        self._held: av.Packet | None = None
+        self._audio_start: int | None = None  # the first audio packet's pts, relative
+
+    def mux_video(self, p: av.Packet) -> None:
+        _rebase(p, self.video_origin)
+        p.stream = self._v
+        self._out.mux(p)
         self.frames += 1
 
-    def close(self) -> WrittenSegment:
-        """Flush encoders, close the file, fsync it, and hash it."""
-        self._out.mux(self._v.encode(None))
-        self._out.mux(self._a.encode(None))
+    def mux_audio(self, p: av.Packet) -> None:
+        _rebase(p, self.audio_origin)
+        p.stream = self._a
+        if self._audio_start is None:
+            self._audio_start = max(0, p.pts or 0)
+        if self._held is not None:
+            self._out.mux(self._held)
+        self._held = p
+
+    def close(self, audio_end: int) -> WrittenSegment:
+        """Close, fsync and hash the file; ``audio_end``: the encoder's sample where the
+        next segment starts (or the recording ends)."""
+        end = audio_end - self.audio_origin
+        if self._held is not None:
+            held, self._held = self._held, None
+            # Demuxers take a track's end to be its start plus its last timestamp: so that
+            # the file ends at the cut, as its video does, the audio's offset is taken off.
+            # (Where the last packet starts too late for that, the file ends up to one AAC
+            # frame late: see docs/evidence-format.md.)
+            stop = end - (self._audio_start or 0)
+            if held.pts is not None:
+                held.duration = max(1, min(held.duration or 1024, stop - held.pts))
+            self._out.mux(held)
         self._out.close()
         self._sink.close_and_sync()
         return WrittenSegment(
             self.path,
             self.first_frame,
             self.frames,
-            self.audio_samples,
+            max(0, end),
             self._sink.size,
             self._sink.sha.hexdigest(),
             self.bitrate,
         )
 
     def abandon(self) -> None:
-        """Close without flushing (the encoder failed); what was written stays readable."""
+        """Close without the held audio (the encoder failed); what was written stays readable."""
         with contextlib.suppress(av.FFmpegError, OSError, ValueError):
             self._out.close()
         self._sink.close_and_sync()
+
+
+def _rebase(p: av.Packet, origin: int) -> None:
+    if p.pts is not None:
+        p.pts -= origin
+    if p.dts is not None:
+        p.dts -= origin
 
 
 def hash_file(path: Path) -> tuple[int, str]:

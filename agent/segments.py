@@ -1,14 +1,19 @@
 """Segmenting: footage cut into segments, the pre-event buffer, and sealing a segment.
 
 The segment being written lives in ``spool/`` (one file per track, cut at the same frame,
-each with a sidecar for power-cut recovery). Outside a session closed segments stay in the
+each with a sidecar for power-cut recovery). Each track's encoders run on across segments
+(:class:`agent.media.TrackEncoder`); a segment is cut where the next one's keyframe is
+forced, and is closed once the encoders have handed over all of its audio, a frame or two
+later. An explicit :meth:`Segmenter.end` (session closed, pause, disk full, shutdown)
+flushes the encoders and closes everything at once. Outside a session closed segments stay in the
 spool as the pre-event buffer and age out; inside one each closed segment is moved into
 ``segments/`` and its manifest sealed (:meth:`Segmenter.seal`).
 
 Example::
 
     seg = Segmenter(root, config, chain, session=lambda: rec.session, badges=lambda: rec.badges)
-    seg.add(images, audio, audio_ok=True, gnss=state, captured=t, wall=w)   # one frame
+    seg.add(images, audio, audio_ok=True, gnss=state, captured=t, wall=w)   # one frame, cut
+                                                                    # when long enough
     seg.opened(session)        # pre-event footage becomes the session's first segments
 """
 
@@ -19,11 +24,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import av
 import numpy as np
 
 from agent.chain import ChainWriter
 from agent.evidence_dir import SPOOL, segment_name
-from agent.media import AUDIO_CODEC, VIDEO_CODEC, SegmentWriter, WrittenSegment
+from agent.media import AUDIO_CODEC, VIDEO_CODEC, SegmentFile, TrackEncoder, WrittenSegment
 from agent.recovery import sidecar, write_sidecar
 from agent.session import OpenSession
 from common.settings import MAIN_TRACK, DeviceConfig
@@ -38,15 +44,12 @@ class OpenSegment:
     """The segment being written — one file per track, cut at the same frame — and what
     its manifests will say about where it was recorded."""
 
-    writers: dict[str, SegmentWriter]
+    writers: dict[str, SegmentFile]
     start: Moment
     positions: list[tuple[float, float] | None] = field(default_factory=list)
     max_fix_age: float | None = None
     audio_ok: bool = True
-
-    @property
-    def frames(self) -> int:
-        return next(iter(self.writers.values())).frames
+    frames: int = 0  # frames given to the encoders for it
 
     def note_position(self, gnss: GnssState, now: float) -> None:
         fix = gnss.last_fix
@@ -100,9 +103,13 @@ class Segmenter:
         self._badges = badges
         self.tracks = config.tracks
         self.segment: OpenSegment | None = None
+        self._closing: list[OpenSegment] = []  # cut, waiting for the rest of their audio
+        self._encoders: dict[str, TrackEncoder] = {}
+        self._seen_video: dict[str, int] = {}  # the latest timestamp each track handed over
+        self._seen_audio: dict[str, int] = {}
         self._buffer: deque[_Buffered] = deque()
         self.frame_no = 0  # frames since capture started: the media timeline
-        self.degraded = False  # lower bitrate: the disk is nearly full
+        self.degraded = False  # lower bitrate: the disk is nearly full (from the next cut)
         self._frames_per_segment = config.recording.fps * config.recording.segment_seconds
         (root / SPOOL).mkdir(parents=True, exist_ok=True)
 
@@ -116,30 +123,45 @@ class Segmenter:
         gnss: GnssState,
         captured: float,
         wall: float,
-    ) -> bool:
-        """One frame on every track; True when the segment is long enough to :meth:`end`.
+    ) -> None:
+        """One frame on every track; a full segment is cut here, at a forced keyframe.
         Raises OSError (disk) or av.FFmpegError (encoder): the caller decides what was lost."""
-        seg = self.segment or self.begin(captured, wall)
-        for track, writer in seg.writers.items():
-            writer.add(images[track], audio)
+        seg = self.segment
+        if seg is not None and seg.frames >= self._frames_per_segment:
+            self._closing.append(seg)
+            seg = self.segment = None
+        if seg is None:
+            seg = self.begin(captured, wall)
+        for track, encoder in self._encoders.items():
+            video, sound = encoder.encode(images[track], audio, keyframe=seg.frames == 0)
+            self._route(track, video, sound)
+        seg.frames += 1
         seg.audio_ok &= audio_ok
         seg.note_position(gnss, captured)
         self.frame_no += 1
-        return seg.frames >= self._frames_per_segment
+        self._close_handed_over()
 
     def skip(self) -> None:
         """A frame not kept (paused, disk full, encoder failed): the timeline goes on."""
         self.frame_no += 1
 
     def begin(self, mono: float, wall: float) -> OpenSegment:
-        rec = self.config.recording
-        if self.degraded:  # stretch the space left rather than stop recording
-            rec = rec.model_copy(update={"video_bitrate": self.config.storage.degrade_bitrate})
-        writers: dict[str, SegmentWriter] = {}
+        bitrate = self._bitrate()
+        if self._encoders and next(iter(self._encoders.values())).bitrate != bitrate:
+            self.end()  # a new target: the encoders start afresh
+        if not self._encoders:
+            rec = self.config.recording
+            try:
+                for track in self.tracks:
+                    self._encoders[track] = TrackEncoder(rec, bitrate)
+            except BaseException:
+                self._drop_encoders()
+                raise
+        writers: dict[str, SegmentFile] = {}
         try:
-            for track in self.tracks:
+            for track, encoder in self._encoders.items():
                 path = self.root / SPOOL / f"{self.frame_no:012d}-{track}.mp4"
-                writers[track] = SegmentWriter(path, rec, first_frame=self.frame_no)
+                writers[track] = SegmentFile(path, encoder, first_frame=self.frame_no)
         except BaseException:
             for w in writers.values():
                 w.abandon()
@@ -150,12 +172,84 @@ class Segmenter:
         return self.segment
 
     def end(self) -> None:
-        """Close the segment being written: sealed in a session, buffered outside one."""
-        seg = self.segment
-        assert seg
-        self.segment = None
-        written = {track: w.close() for track, w in seg.writers.items()}
-        frames = next(iter(written.values())).frames
+        """Close every segment now: the encoders are flushed, and start afresh next frame.
+        Each is sealed in a session, buffered outside one."""
+        if self.segment is not None:
+            self._closing.append(self.segment)
+            self.segment = None
+        for track, encoder in self._encoders.items():
+            self._route(track, *encoder.flush())
+        ends = {t: (e.frames, e.samples) for t, e in self._encoders.items()}
+        self._drop_encoders()
+        while self._closing:
+            seg = self._closing.pop(0)
+            nxt = self._closing[0] if self._closing else None
+            self._closed(seg, nxt, ends)
+
+    def abandon(self) -> Moment | None:
+        """Give up the segments being written, and the encoders; returns when their footage
+        began (the gap starts there: what they held is not sealed)."""
+        segs = [*self._closing, *([self.segment] if self.segment else [])]
+        self._closing, self.segment = [], None
+        self._drop_encoders()
+        for seg in segs:
+            for writer in seg.writers.values():
+                writer.abandon()
+                self.discard(writer.path)
+        return segs[0].start if segs else None
+
+    def _bitrate(self) -> int:
+        # degraded: stretch the space left rather than stop recording
+        if self.degraded:
+            return self.config.storage.degrade_bitrate
+        return self.config.recording.video_bitrate
+
+    def _drop_encoders(self) -> None:
+        for encoder in self._encoders.values():
+            encoder.close()
+        self._encoders = {}
+        self._seen_video, self._seen_audio = {}, {}  # new encoders count from zero
+
+    def _route(self, track: str, video: list[av.Packet], sound: list[av.Packet]) -> None:
+        """Each packet into the segment its timestamp falls in (the oldest one takes the
+        audio encoder's priming, which comes before the first frame)."""
+        segs = [*self._closing, *([self.segment] if self.segment else [])]
+        writers = [s.writers[track] for s in segs]
+        for p in video:
+            pts = p.pts  # read first: muxing rewrites it
+            _owner(writers, pts, "video_origin").mux_video(p)
+            self._seen_video[track] = max(self._seen_video.get(track, -1), pts or 0)
+        for p in sound:
+            pts = p.pts
+            _owner(writers, pts, "audio_origin").mux_audio(p)
+            self._seen_audio[track] = max(self._seen_audio.get(track, -1), pts or 0)
+
+    def _close_handed_over(self) -> None:
+        """Close the cut segments whose every packet the encoders have handed over."""
+        while self._closing:
+            seg = self._closing[0]
+            nxt = self._closing[1] if len(self._closing) > 1 else self.segment
+            assert nxt is not None
+            done = all(
+                self._seen_video.get(t, -1) >= w.video_origin
+                and self._seen_audio.get(t, -1) >= w.audio_origin
+                for t, w in nxt.writers.items()
+            )
+            if not done:
+                return
+            self._closing.pop(0)
+            self._closed(seg, nxt, {})
+
+    def _closed(
+        self, seg: OpenSegment, nxt: OpenSegment | None, ends: Mapping[str, tuple[int, int]]
+    ) -> None:
+        """Close one segment's files: sealed in a session, buffered outside one.
+        Its audio ends where ``nxt`` starts, or (the last) where the encoders stopped."""
+        written = {
+            track: w.close(nxt.writers[track].audio_origin if nxt else ends[track][1])
+            for track, w in seg.writers.items()
+        }
+        frames = seg.frames
         fps = self.config.recording.fps
         end = Moment(
             seg.start.wall + frames / fps, seg.start.mono + frames / fps, self.clock.synced()
@@ -170,17 +264,6 @@ class Segmenter:
         while self._buffer and self._buffer[0].end.mono <= end.mono - window:
             for w in self._buffer.popleft().written.values():
                 self.discard(w.path)
-
-    def abandon(self) -> Moment | None:
-        """Give up the segment being written; returns when its footage began (the gap
-        starts there: what it held is not sealed)."""
-        seg, self.segment = self.segment, None
-        if seg is None:
-            return None
-        for writer in seg.writers.values():
-            writer.abandon()
-            self.discard(writer.path)
-        return seg.start
 
     # -- sessions -------------------------------------------------------------------------
 
@@ -200,6 +283,8 @@ class Segmenter:
             self.begin(at.mono, at.wall)
         else:
             self._write_sidecar(self.segment)
+        for seg in self._closing:
+            self._write_sidecar(seg)
 
     def seal(
         self,
@@ -236,6 +321,7 @@ class Segmenter:
                 w.bitrate,
                 w.frames,
                 w.first_frame,
+                timestamps="segment",
             ),
             audio=Audio(AUDIO_CODEC, rec.audio_rate, 1, w.audio_samples)
             if audio_ok and w.audio_samples
@@ -276,3 +362,12 @@ class Segmenter:
                     "session": session.id if session else None,
                 },
             )
+
+
+def _owner(writers: list[SegmentFile], pts: int | None, origin: str) -> SegmentFile:
+    """The last of ``writers`` (oldest first) starting at or before ``pts``; the oldest for
+    what comes before them all."""
+    for w in reversed(writers):
+        if pts is not None and pts >= getattr(w, origin):
+            return w
+    return writers[0]

@@ -92,6 +92,9 @@ class Video:
     bitrate: int
     frames: int
     first_frame: int
+    # "segment": each file's timestamps start at its first frame (the recorder's timeline
+    # is first_frame); "session": they continue from the previous segment (older devices).
+    timestamps: str = "session"
 
 
 @dataclass(frozen=True)
@@ -207,6 +210,7 @@ class SegmentManifest:
                     "bitrate": v.bitrate,
                     "frames": v.frames,
                     "first_frame": v.first_frame,
+                    **({"timestamps": v.timestamps} if v.timestamps != "session" else {}),
                 },
                 "audio": None if a is None else a.to_body(),
             },
@@ -252,6 +256,7 @@ class SegmentManifest:
                 v.get("bitrate", int),
                 v.get("frames", int),
                 v.get("first_frame", int),
+                v.get("timestamps", str, optional=True) or "session",
             ),
             audio=audio,
             prebuffer_seconds=f.get("prebuffer_seconds", float),

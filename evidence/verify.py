@@ -15,7 +15,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence, Set
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import nacl.exceptions
@@ -414,20 +414,31 @@ class _Checker:
         breaks = self.breaks.get(s.id, 0) + self.breaks.get((s.id, track), 0)
         if breaks != breaks_then:
             last_facts = None
-        if facts and last_facts and index == last_index + 1:
-            fps = float(m.video.fps)
-            if (
+        fps = float(m.video.fps)
+        if facts and facts.video_start is not None and facts.video_end is not None:
+            # On the recorder's timeline: files whose timestamps start at zero are placed
+            # by their sealed first frame.
+            shift = m.video.first_frame / fps if m.video.timestamps == "segment" else 0.0
+            facts = replace(
+                facts, video_start=facts.video_start + shift, video_end=facts.video_end + shift
+            )
+        if (
+            facts
+            and last_facts
+            and index == last_index + 1
+            and (
                 facts.video_start is not None
                 and last_facts.video_end is not None
                 and abs(facts.video_start - last_facts.video_end) > 0.5 / fps
-            ):
-                self.problem(
-                    "timestamp_discontinuity",
-                    where,
-                    f"media starts at {facts.video_start:.3f}s, previous ended at "
-                    f"{last_facts.video_end:.3f}s",
-                    s.id,
-                )
+            )
+        ):
+            self.problem(
+                "timestamp_discontinuity",
+                where,
+                f"media starts at {facts.video_start:.3f}s, previous ended at "
+                f"{last_facts.video_end:.3f}s",
+                s.id,
+            )
         self.last_segment[(s.id, track)] = (index, facts, breaks)
 
     def _media(self, s: SessionReport, m: SegmentManifest, where: str) -> MediaFacts | None:

@@ -358,22 +358,24 @@ def test_encoder_failure_is_a_gap_and_recording_goes_on(
 ) -> None:
     import av
 
-    from agent.media import SegmentWriter
+    from agent.media import TrackEncoder
 
     dev = _device(tmp_path / "d")
     dev.recorder.open_session()
     dev.run(3)
-    real_add = SegmentWriter.add
+    real_encode = TrackEncoder.encode
     failures = iter(range(10))
 
-    def broken(self: SegmentWriter, image: object, samples: object) -> None:
+    def broken(
+        self: TrackEncoder, image: object, samples: object, keyframe: bool = False
+    ) -> object:
         if next(failures, None) is not None:
             raise av.error.InvalidDataError(1094995529, "encoder broke")
-        real_add(self, image, samples)  # type: ignore[arg-type]
+        return real_encode(self, image, samples, keyframe)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(SegmentWriter, "add", broken)
+    monkeypatch.setattr(TrackEncoder, "encode", broken)
     dev.run(1)
-    monkeypatch.setattr(SegmentWriter, "add", real_add)
+    monkeypatch.setattr(TrackEncoder, "encode", real_encode)
     dev.run(4)
     dev.recorder.close_session()
     dev.stop()

@@ -1,0 +1,125 @@
+"""A 60 s session as one continuous stream: audio with no hole or overlap at any cut,
+audio and video aligned, and the segments back to back (stream copy) as long as the
+session. Measured with Debian's ffmpeg/ffprobe and PyAV's decoders on the simulated tone."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from agent.evidence_dir import load_chain
+from evidence.seal import Entry
+from simulator.session import record_session
+from tests.fixtures.config import small_config
+
+FPS, RATE, SECONDS, TONE = 15, 48000, 60, 440.0
+PRIMING = 1024  # the AAC encoder's delay: decoded sample i is input sample i - PRIMING
+
+pytestmark = pytest.mark.skipif(shutil.which("ffprobe") is None, reason="needs ffmpeg")
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    root = tmp_path_factory.mktemp("continuous") / "dev"
+    config = small_config(width=320, height=180, prebuffer_seconds=0)
+    record_session(root, config, SECONDS)
+    segs = [e for _, e in load_chain(root) if isinstance(e, Entry) and e.kind == "segment"]
+    return [root / e.body["file"] for e in segs]
+
+
+def _audio_in_order(paths: list[Path]) -> list[np.ndarray]:
+    """Each segment's audio, decoded as a player of the whole session does: one decoder
+    fed every segment's packets in order (a decoder opened per file has no previous
+    frame to overlap its first one with, whoever cut the files)."""
+    decoder = None
+    pcm = []
+    for path in paths:
+        with av.open(str(path)) as c:
+            stream = c.streams.audio[0]
+            if decoder is None:
+                decoder = av.CodecContext.create("aac", "r")
+                decoder.extradata = stream.codec_context.extradata
+            frames = [f for p in c.demux(stream) if p.size for f in decoder.decode(p)]
+        pcm.append(np.concatenate([f.to_ndarray().reshape(-1) for f in frames]))
+    return pcm
+
+
+def test_decoded_audio_is_continuous_across_every_cut(session: list[Path]) -> None:
+    pcm = _audio_in_order(session)
+    x = np.concatenate(pcm).astype(np.float64) * 32768
+    cuts = np.cumsum([len(p) for p in pcm])[:-1]
+    assert len(cuts) >= SECONDS // 2 - 1
+    w = 2 * np.pi * TONE / RATE
+    for cut in cuts:
+        # the tone fitted on the 20 ms before the cut, compared with the 10 ms after it:
+        # noise (300) and coding error only; a hole or an overlap of even 1 ms puts the
+        # tone out of phase (thousands)
+        before, after = np.arange(cut - 960, cut), np.arange(cut, cut + 480)
+        basis = np.stack([np.sin(w * before), np.cos(w * before)], axis=1)
+        coef = np.linalg.lstsq(basis, x[before], rcond=None)[0]
+        predicted = np.stack([np.sin(w * after), np.cos(w * after)], axis=1) @ coef
+        residual = np.sqrt(np.mean((x[after] - predicted) ** 2))
+        assert residual < 1200, f"audio breaks at sample {cut}: residual {residual:.0f}"
+    assert len(x) - PRIMING >= SECONDS * RATE
+
+
+def test_audio_and_video_start_together_in_every_segment(session: list[Path]) -> None:
+    for p in session:
+        with av.open(str(p)) as c:
+            v = next(c.decode(video=0))
+        with av.open(str(p)) as c:
+            a = next(c.decode(audio=0))
+        offset = float(a.pts * a.time_base) - float(v.pts * v.time_base)
+        assert abs(offset) <= 1 / FPS, f"{p.name}: audio {offset * 1000:.1f} ms off the video"
+
+
+def test_segments_back_to_back_play_as_long_as_the_session(
+    session: list[Path], tmp_path: Path
+) -> None:
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(f"file '{p}'\n" for p in session))
+    out = tmp_path / "all.mp4"
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-f",
+            "concat",
+            "-safe",
+            "0",
+            "-i",
+            str(listing),
+            "-c",
+            "copy",
+            str(out),
+        ],
+        check=True,
+    )
+    probe = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-select_streams",
+            "v",
+            "-count_packets",
+            "-show_entries",
+            "stream=nb_read_packets:format=duration",
+            "-of",
+            "csv=p=0",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    frames, duration = int(probe[0]), float(probe[1])
+    assert frames >= SECONDS * FPS
+    # as long as its video to within 0.1 s (0.2 %); 50 s used to play 650 s
+    assert abs(duration - frames / FPS) < 0.1, f"{frames} frames play {duration:.3f} s"
