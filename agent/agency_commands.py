@@ -12,6 +12,7 @@ Example::
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from agent.chain import ChainWriter
@@ -22,6 +23,8 @@ from agent.room_control import RoomControl
 from agent.session import SessionError
 from common.commands import SessionArgs
 from evidence.seal import Entry
+
+log = logging.getLogger(__name__)
 
 
 class AgencyCommands:
@@ -38,7 +41,11 @@ class AgencyCommands:
         """Check and apply one command; the entry sealed for it (None: a room command
         that sealed nothing). Raises ProvisionError or SessionError naming the refusal."""
         journal = self.chain.journal
-        cmd = checked_command(self.root, journal, data, now)
+        try:
+            cmd = checked_command(self.root, journal, data, now)
+        except Exception as e:
+            log.warning("agency command refused: %s", e)
+            raise
         if isinstance(cmd.args, SessionArgs):
             if self.room is None:
                 raise SessionError(f"{cmd.command}: this device serves no room")
@@ -47,6 +54,7 @@ class AgencyCommands:
                 remember_command(journal, cmd, entry.seq, now)
             return entry
         entry = apply_assignment(self.root, self.chain, cmd, data, now)
+        log.info("agency command %s applied (entry %s)", cmd.command, entry.seq)
         self.life.badges = list(entry.body.get("badges") or [])
         self.room_id = assigned_room(self.root)
         return entry

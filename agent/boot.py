@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from agent.session import OpenSession
 from common.settings import MAIN_TRACK, Category, DeviceConfig
 from evidence.manifest import UNKNOWN_LOCATION, InterruptionEnd, SessionOpen
 from evidence.seal import Entry, Moment
+
+log = logging.getLogger(__name__)
 
 
 class BootRecovery:
@@ -44,6 +47,7 @@ class BootRecovery:
         opened = self.journal.session_left_open()
         if opened is None:
             self.segments.clean_spool()
+            log.info("boot: no session was left open")
             return
         sid = str(opened.session)
         body = SessionOpen.from_body(opened.body)
@@ -68,6 +72,7 @@ class BootRecovery:
             end = self._seal_recovered(path, info)
             if end is not None:
                 last_end = max(last_end or end, end)
+                log.warning("boot: sealed %s as recovered after the power cut", path.name)
         self.segments.clean_spool()
         now = self.chain.now()
         open_gap = self.journal.open_interruption(sid)

@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +34,9 @@ class StorageCheck:
 
     full: bool
     degraded: bool
+
+
+log = logging.getLogger(__name__)
 
 
 class Continuity:
@@ -84,12 +88,18 @@ class Continuity:
         session = self._session()
         if ended and session:
             self.chain.seal_body(InterruptionEnd(ended.id, ended.end), session.id)
+            log.info("interruption %s ended: %s cleared; recording resumed", ended.id, cause)
 
     def seal_interruption(self, s: Started, end: Moment | None = None) -> None:
         session = self._session()
         assert session
         gap = Interruption(s.id, s.cause, s.affects, s.start, end, s.detail, s.tracks)
-        self.chain.seal_body(gap, session.id)
+        entry = self.chain.seal_body(gap, session.id)
+        on = f" on {', '.join(s.tracks)}" if s.tracks else ""
+        log.warning(
+            "interruption %s: %s%s%s (entry %s)",
+            s.id, s.cause, on, f": {s.detail}" if s.detail else "", entry.seq,
+        )  # fmt: skip
 
     def found_over(
         self, cause: str, start: Moment, end: Moment, affects: list[str], detail: str
@@ -110,6 +120,9 @@ class Continuity:
             return
         for ex in done:
             self.chain.seal_body(VoiceExplanation(ex.id, ex.start, ex.end), session.id)
+            log.info(
+                "interruption %s explained by voice (%.0f s)", ex.id, ex.end.mono - ex.start.mono
+            )
 
     def tick(self) -> None:
         """Time passes: spoken explanations that have run their length are sealed."""

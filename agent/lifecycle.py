@@ -10,6 +10,7 @@ Example::
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from typing import cast
@@ -21,6 +22,8 @@ from agent.segments import Segmenter
 from agent.session import Action, OpenSession, SessionMachine
 from common.settings import Category, DeviceConfig
 from evidence.manifest import CaseCommand, SessionClose, SessionOpen
+
+log = logging.getLogger(__name__)
 
 
 class SessionLifecycle:
@@ -79,8 +82,13 @@ class SessionLifecycle:
             trigger=trigger,
             case=case,
         )
-        self.chain.seal_body(body, sid)
+        entry = self.chain.seal_body(body, sid)
         self.session = OpenSession(sid, category, list(self.badges), at)
+        log.info(
+            "session %s opened (%s%s, badges %s, entry %s)",
+            sid, category.value, f", by {trigger}" if trigger else "",
+            ", ".join(self.badges) or "none", entry.seq,
+        )  # fmt: skip
         self.paused = False
         self.segments.opened(at)
         self.led = "on"
@@ -92,9 +100,14 @@ class SessionLifecycle:
         self.continuity.session_closing()
         counts = self.session.next_index
         tracks = {t: counts.get(t, 0) for t in self.config.tracks}
-        self.chain.seal_body(
+        entry = self.chain.seal_body(
             SessionClose(sum(counts.values()), tracks, trigger, case), self.session.id
         )
+        log.info(
+            "session %s closed (%d segments%s, entry %s)",
+            self.session.id, sum(counts.values()), f", by {trigger}" if trigger else "",
+            entry.seq,
+        )  # fmt: skip
         self.session = None
         if self.room:
             self.room.closed()
@@ -103,6 +116,7 @@ class SessionLifecycle:
 
     def resume(self, session: OpenSession, opened: SessionOpen) -> None:
         """At boot: the session the last boot left open goes on (:mod:`agent.boot`)."""
+        log.warning("session %s resumed at boot: it was open when the device stopped", session.id)
         self.session = session
         if self.room:
             self.room.opened(cast(Trigger, opened.trigger or "command"))

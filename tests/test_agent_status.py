@@ -62,3 +62,25 @@ def test_status_of_a_device_that_never_ran(tmp_path: Path) -> None:
     )
     text = status(tmp_path / "d")
     assert "not provisioned" in text and "agent    not running" in text
+
+
+def test_the_agent_logs_what_an_admin_needs(tmp_path: Path) -> None:
+    """One line per session open and close, interruption and recovery at boot (journald
+    adds the time): at INFO by default for agent run."""
+    data, config = tmp_path / "bwc", tmp_path / "device.toml"
+    config.write_text("[recording]\nwidth = 320\nheight = 180\nfps = 10\nprebuffer_seconds = 0\n")
+    agent = start_agent(data, config)
+    time.sleep(1.0)
+    agent.send_signal(signal.SIGKILL)  # a power cut
+    agent.wait(10)
+    again = start_agent(data, config)
+    time.sleep(1.0)
+    again.send_signal(signal.SIGTERM)
+    assert again.wait(30) == 0
+    assert agent.stderr is not None and again.stderr is not None
+    first, second = agent.stderr.read(), again.stderr.read()
+    assert "agent.lifecycle: session " in first and " opened (inspection" in first
+    assert "boot: no session was left open" in first
+    assert "session " in second and "resumed at boot" in second
+    assert "interruption " in second and ": power_loss: found at boot" in second
+    assert " closed (" in second and "Traceback" not in first + second

@@ -263,8 +263,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    # The agent's log is a fleet's record (journald under systemd adds the time): what it
+    # does, at INFO, by default; other commands say only what goes wrong unless -v.
+    agent_run = getattr(args, "func", None) is cmd_agent_run
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
+        level=logging.INFO if args.verbose or agent_run else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
