@@ -103,7 +103,7 @@ class Hold(_Cmd):
     cmd: Literal["hold"]
 
 
-class Close(_Cmd):
+class CloseCmd(_Cmd):
     cmd: Literal["close"]
 
 
@@ -113,7 +113,7 @@ class Marker(_Cmd):
     note: str = Field("", max_length=200)
 
 
-class Open(_Cmd):
+class OpenCmd(_Cmd):
     cmd: Literal["open"]
     category: Category | None = None
     badges: list[str] | None = None
@@ -198,12 +198,12 @@ class Status(_Cmd):
     cmd: Literal["status"]
 
 
-Command = Annotated[
+ControlCommand = Annotated[
     Press
     | Hold
-    | Close
+    | CloseCmd
     | Marker
-    | Open
+    | OpenCmd
     | Explain
     | Pause
     | Resume
@@ -219,7 +219,7 @@ Command = Annotated[
     | Status,
     Field(discriminator="cmd"),
 ]
-_ADAPTER: TypeAdapter[Command] = TypeAdapter(Command)
+_ADAPTER: TypeAdapter[ControlCommand] = TypeAdapter(ControlCommand)
 COMMANDS = (
     "press",
     "hold",
@@ -242,7 +242,7 @@ COMMANDS = (
 )
 
 
-def parse_command(line: bytes | str | Mapping[str, Any]) -> Command:
+def parse_command(line: bytes | str | Mapping[str, Any]) -> ControlCommand:
     """One command from a JSON line (or an already decoded object); ControlError says what
     is wrong in one line."""
     if isinstance(line, bytes | str):
@@ -335,7 +335,7 @@ class SimParts:
 
     # -- on the caller's thread ----------------------------------------------------------
 
-    def submit(self, cmd: Command) -> Pending:
+    def submit(self, cmd: ControlCommand) -> Pending:
         """Hand ``cmd`` to the recording thread (or, for ``network``, do it now); the
         returned Pending completes once it was carried out."""
         pending = Pending(cmd.cmd)
@@ -363,7 +363,7 @@ class SimParts:
         rec.post(lambda: self._carry_out(cmd, pending))
         return pending
 
-    def run(self, cmd: Command, timeout: float = REPLY_TIMEOUT) -> dict[str, Any]:
+    def run(self, cmd: ControlCommand, timeout: float = REPLY_TIMEOUT) -> dict[str, Any]:
         """Submit and wait for the reply (the channel's threads)."""
         pending = self.submit(cmd)
         if not pending.done.wait(timeout):
@@ -373,7 +373,7 @@ class SimParts:
 
     # -- on the recording thread -----------------------------------------------------------
 
-    def _carry_out(self, cmd: Command, pending: Pending) -> None:
+    def _carry_out(self, cmd: ControlCommand, pending: Pending) -> None:
         try:
             extra = self.apply(cmd) or {}
         except Exception as e:  # never disturb recording: the tester gets the reason
@@ -387,13 +387,13 @@ class SimParts:
         except Exception as e:
             pending.finish({"ok": False, "error": _reason(e)})
 
-    def apply(self, cmd: Command) -> dict[str, Any] | None:
+    def apply(self, cmd: ControlCommand) -> dict[str, Any] | None:
         """Carry out one command on the recording thread; raises to refuse it."""
         rec = self.recorder
         if rec.room is not None and (
-            isinstance(cmd, Press | Hold | Close) or (isinstance(cmd, Marker) and not cmd.type)
+            isinstance(cmd, Press | Hold | CloseCmd) or (isinstance(cmd, Marker) and not cmd.type)
         ):
-            if not isinstance(cmd, Close):
+            if not isinstance(cmd, CloseCmd):
                 raise ControlError(
                     "a room controller has no buttons: use open, close or a typed marker"
                 )
@@ -401,12 +401,12 @@ class SimParts:
                 raise ControlError("no session is open")
             rec.close_session()
             return None
-        if isinstance(cmd, Press | Hold | Close) or (isinstance(cmd, Marker) and not cmd.type):
+        if isinstance(cmd, Press | Hold | CloseCmd) or (isinstance(cmd, Marker) and not cmd.type):
             return None  # queued as button events; they ran just before this
         if isinstance(cmd, Marker):
             assert cmd.type is not None
             return {"seq": rec.mark(cmd.type, cmd.note).seq}
-        if isinstance(cmd, Open):
+        if isinstance(cmd, OpenCmd):
             if rec.session is not None:
                 raise ControlError(f"session {rec.session.id} is already open")
             return {"session": rec.open_session(cmd.category, cmd.badges)}
@@ -475,12 +475,12 @@ class SimParts:
         }
 
 
-def _button_events(cmd: Command) -> list[str]:
+def _button_events(cmd: ControlCommand) -> list[str]:
     if isinstance(cmd, Press):
         return [RECORD_PRESS]
     if isinstance(cmd, Hold):
         return [RECORD_HOLD]
-    if isinstance(cmd, Close):
+    if isinstance(cmd, CloseCmd):
         return [RECORD_PRESS, RECORD_PRESS]  # press, then confirm within the window
     if isinstance(cmd, Marker) and cmd.type is None:
         return [MARKER_PRESS]

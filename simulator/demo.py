@@ -30,8 +30,8 @@ from common.settings import DeviceConfig, Labels, Recording, Watermark
 from device.clock import SimClock
 from evidence.manifest import SegmentManifest, segment
 from evidence.receipt import ReceiptError, check_receipt
-from evidence.report import format_report as format_verify
 from evidence.seal import Entry
+from evidence.verify_report import format_report as format_verify
 from simulator.device import SimDevice
 from simulator.site import LocalSite
 from store.report import build_report, format_report

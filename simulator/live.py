@@ -32,7 +32,7 @@ from PIL import Image
 from agent.sync import Uploader
 from device.clock import SimClock
 from simulator.control import (
-    Command,
+    ControlCommand,
     ControlError,
     NetworkSwitch,
     SimParts,
@@ -78,7 +78,7 @@ TESTER_COMMANDS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
 }
 
 
-def button_command(action: str, args: Mapping[str, Any]) -> Command:
+def button_command(action: str, args: Mapping[str, Any]) -> ControlCommand:
     """The control command a tester's button stands for, with its figures from ``args``
     (the query's text, or the JSON body's values); ``KeyError`` for no such button,
     :class:`ActionError` for a figure the command refuses.
@@ -260,7 +260,7 @@ class LiveDevice:
             else:
                 self.control(cmd)
 
-    def control(self, cmd: Command) -> dict[str, Any]:
+    def control(self, cmd: ControlCommand) -> dict[str, Any]:
         """Carry ``cmd`` out as the control channel does, between two frames; the reply,
         or :class:`ActionError` with the device's reason for refusing it."""
         reply = self.parts.run(cmd)

@@ -37,7 +37,7 @@ from common.mqtt import tls_client
 from device.clock import Clock, SimClock
 from provisioning.agency import Agency, init_agency
 from provisioning.broker import write_broker_config
-from simulator.broker import Mosquitto, free_port
+from simulator.mosquitto import Mosquitto, free_port
 from store.commands import publish_command
 from store.config import load_store_config
 from store.db import Database

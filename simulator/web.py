@@ -243,7 +243,7 @@ class PanelServer:
 
 
 def mosquitto_available() -> bool:
-    from simulator.broker import BrokerError, mosquitto_binary
+    from simulator.mosquitto import BrokerError, mosquitto_binary
 
     try:
         mosquitto_binary()

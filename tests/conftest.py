@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from simulator.broker import Mosquitto
+from simulator.mosquitto import Mosquitto
 from simulator.session import record_session
 from tests.fixtures.config import small_config
 from tests.fixtures.fleet import Broker, Fleet, build_fleet

@@ -16,7 +16,7 @@ import pytest
 
 from common import pki
 from provisioning.agency import Agency
-from simulator.broker import Mosquitto
+from simulator.mosquitto import Mosquitto
 from tests.fixtures.fleet import Broker, Client, Creds, Fleet, build_fleet, run
 
 pytestmark = pytest.mark.slow  # a real Mosquitto, and a fleet provisioned for it

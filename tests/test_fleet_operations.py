@@ -19,7 +19,7 @@ from common.bundle import Broker
 from common.mqtt import probe, tls_client
 from provisioning.agency import Agency, init_agency
 from provisioning.broker import crl_valid_until, renew_crl, write_broker_config
-from simulator.broker import Mosquitto, free_port
+from simulator.mosquitto import Mosquitto, free_port
 from unbroken.cli import main
 
 pytestmark = pytest.mark.slow  # a real Mosquitto

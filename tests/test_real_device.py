@@ -18,7 +18,7 @@ import pytest
 
 from agent.evidence_dir import load_chain, verify_dir
 from evidence.seal import Entry
-from simulator.broker import free_port
+from simulator.mosquitto import free_port
 from simulator.site import LocalSite
 from tests.fixtures.nmea import ROUTE, moved_route
 from tests.fixtures.real import RtspServer, gpsfake, tone, tone_pcm

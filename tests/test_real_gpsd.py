@@ -18,7 +18,7 @@ import pytest
 
 from device.clock import SystemClock
 from device.gnss import Fix, GpsdClient
-from simulator.broker import free_port
+from simulator.mosquitto import free_port
 from tests.fixtures.nmea import ROUTE, moved_route
 from tests.fixtures.real import gpsfake
 

@@ -16,7 +16,7 @@ import pytest
 from device.camera import CameraError, VideoFrame
 from device.clock import SystemClock
 from device.rtsp import NewestFrame, RtspCamera, check_url, redact
-from simulator.broker import free_port
+from simulator.mosquitto import free_port
 from tests.fixtures.real import TIMEOUT, RtspServer
 
 SERVER = Path(__file__).parent / "fixtures" / "rtsp_server.py"

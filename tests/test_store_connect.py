@@ -15,7 +15,7 @@ import tomli_w
 
 from common.bundle import Broker
 from provisioning.agency import init_agency
-from simulator.broker import free_port
+from simulator.mosquitto import free_port
 from simulator.site import LocalSite
 from store.config import StoreConfig, load_store_config
 from store.worker import Worker, start_worker

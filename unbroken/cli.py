@@ -29,10 +29,10 @@ from common.cli import CliError
 from common.files import ConfigError
 from common.settings import Category
 from evidence.names import ProvisionError
-from evidence.report import format_report
+from evidence.verify_report import format_report
 from provisioning.cli import add_provision_parser
-from simulator.broker import BrokerError
 from simulator.cli import add_sim_parsers
+from simulator.mosquitto import BrokerError
 from store.cli import add_store_parser
 
 
