@@ -149,7 +149,10 @@ class StreamCamera:
         self.connects = 0  # sessions that decoded at least one frame
 
     def start(self) -> None:
-        """Start opening the stream in the background; returns at once."""
+        """Start reading the stream in the background, and wait (up to ``timeout``) for its
+        first frame: a camera that takes a moment to connect at boot is not a gap in the
+        first second of a session. One that does not answer in time is reported by
+        ``read()``, and the reader keeps trying."""
         self.stop()
         self._slot = NewestFrame()
         self._stop = threading.Event()
@@ -159,6 +162,7 @@ class StreamCamera:
             target=self._run, args=(self._slot, self._stop), name=f"camera {self.name}", daemon=True
         )
         self._thread.start()
+        self._slot.wait_newer(-1, self._timeout)
 
     def read(self) -> VideoFrame:
         """The newest frame, waiting at most one frame interval for one not yet handed out."""

@@ -86,3 +86,65 @@ def test_a_body_recorder_on_real_backends_records_seals_and_syncs(tmp_path: Path
     receipted = {p.stem for p in (data / "receipts").glob("*.json")}
     assert receipted, "nothing reached the store"
     assert receipted <= {e.body["sha256"] for e in segments}
+
+
+def test_a_room_on_two_network_cameras_interrupts_only_the_track_that_failed(
+    tmp_path: Path,
+) -> None:
+    """A room controller on two RTSP cameras (two servers) and the ALSA microphone: one camera's
+    server stops for 3 s — an interruption on that camera's tracks only, and recording goes on
+    there once it is back."""
+    subject = RtspServer(free_port(), "/cam:ball").start()
+    room = RtspServer(free_port(), "/cam:smpte").start()
+    site = LocalSite(tmp_path / "site")
+    try:
+        settings = {
+            "recording": {"width": 320, "height": 180, "fps": 10, "prebuffer_seconds": 0},
+            "gnss": {"backend": "none"},
+            "room": {"cameras": ["subject", "room"]},
+            "hardware": {
+                "cameras": {
+                    "subject": {"backend": "rtsp", "url": subject.url("/cam"), "timeout": 1.0},
+                    "room": {"backend": "rtsp", "url": room.url("/cam"), "timeout": 1.0},
+                },
+                "microphone": {"device": "tone"},
+                "battery": {"backend": "none"},
+                "clock": "system",
+                "gpio": False,
+            },
+        }
+        data = site.provision_device("room-real-1", settings=settings, room="101")
+        env = {
+            **os.environ,
+            "ALSA_CONFIG_PATH": tone_pcm(tmp_path, tone(60.0)),
+            "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+        }
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "unbroken.cli", "agent", "run", "--data", str(data),
+             "--open", "--seconds", "14", "--no-sync"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert agent.stdout is not None
+        assert agent.stdout.readline().startswith("recording: recording")
+        time.sleep(4)
+        room.stop()  # the room camera's stream is gone for 3 s
+        time.sleep(3)
+        room.start()
+        _, err = agent.communicate(timeout=60)
+        assert agent.returncode == 0, err[-2000:]
+    finally:
+        subject.stop()
+        room.stop()
+        site.close()
+    report = verify_dir(data, data / "device.pub")
+    assert report.ok, report.problems[:3]
+    (session,) = report.sessions
+    cameras = [g for g in session.gaps if g["cause"] == "camera"]
+    assert cameras, session.gaps
+    for gap in cameras:
+        assert "room" in gap["tracks"] and "subject" not in gap["tracks"], gap
+        assert gap["end"] is not None, "recording resumed on the camera once it was back"
+    segments = [e for _, e in load_chain(data) if isinstance(e, Entry) and e.kind == "segment"]
+    last_room = max(e.body["end"]["wall"] for e in segments if e.body.get("track") == "room")
+    assert last_room > cameras[-1]["end"], "room segments after the camera came back"
+    assert "interruption " in err and "camera" in err  # the agent's log names it
