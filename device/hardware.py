@@ -17,12 +17,13 @@ Example::
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from common.settings import MAIN_TRACK, CameraSource, DeviceConfig
+from common.settings import MAIN_TRACK, CameraSource, DeviceConfig, HardwareSettings
 from device.camera import Camera, CameraError, SimCamera
 from device.clock import Clock, SystemClock
 from device.gnss import Gnss, GpsdClient, NmeaReplay, NoGnss, SimGnss
@@ -33,6 +34,8 @@ from device.storage import DiskStorage, SimStorage, Storage
 if TYPE_CHECKING:
     from gpiozero import Factory
     from gpiozero.pins.mock import MockFactory
+
+log = logging.getLogger(__name__)
 
 SIM_CARD = 64 * 1024**3  # bytes: a body recorder's memory card
 
@@ -107,6 +110,11 @@ class SimFactory:
             raise HardwareError(
                 f"gnss.backend = {config.gnss.backend!r}: simulated hardware simulates the "
                 "receiver (backend 'replay'); a real receiver is for agent run without --sim"
+            )
+        if config.hardware != HardwareSettings():
+            log.warning(
+                "[hardware] names the real device's backends; simulated hardware simulates "
+                "every port, so those settings are not used here"
             )
         rec = config.recording
         cameras = {

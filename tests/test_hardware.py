@@ -240,3 +240,13 @@ def test_the_recorder_sees_the_switches_as_faults(tmp_path: Path) -> None:
         assert dev.recorder.status()["interrupted"] == []
     finally:
         dev.stop()
+
+
+def test_simulated_hardware_says_it_does_not_use_the_hardware_settings(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    SimFactory(shipped_route()).build(DeviceConfig(), tmp_path, SimClock())
+    assert "not used" not in caplog.text
+    config = _board({"hardware": {"microphone": {"device": "hw:1,0"}}})
+    SimFactory(shipped_route()).build(config, tmp_path, SimClock())
+    assert "[hardware]" in caplog.text and "not used" in caplog.text
