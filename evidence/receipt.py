@@ -12,6 +12,8 @@ Example::
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import Any
 
 import nacl.signing
@@ -19,9 +21,38 @@ import nacl.signing
 from evidence import signed
 from evidence.seal import key_id
 
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+MAX_SEQ = 2**53  # a sequence number beyond this is not one a device sealed
+MAX_SIZE = 2**40  # bytes: no segment is a terabyte
+
 
 class ReceiptError(ValueError):
     pass
+
+
+@dataclass(frozen=True)
+class ReceiptClaim:
+    """What a receipt says is stored: the fields a device checks against its own journal."""
+
+    sha256: str
+    size: int
+    entry_seq: int
+    entry_hash: str
+
+    @staticmethod
+    def of(payload: dict[str, Any]) -> ReceiptClaim:
+        """The claim of a receipt's payload; ReceiptError naming the first bad field."""
+        for name in ("sha256", "entry_hash"):
+            v = payload.get(name)
+            if not isinstance(v, str) or not _HEX64.fullmatch(v):
+                raise ReceiptError(f"receipt {name} is not 64 lowercase hex digits")
+        for name, high in (("size", MAX_SIZE), ("entry_seq", MAX_SEQ)):
+            v = payload.get(name)
+            if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= high:
+                raise ReceiptError(f"receipt {name} is not an integer in [1, {high}]")
+        return ReceiptClaim(
+            payload["sha256"], payload["size"], payload["entry_seq"], payload["entry_hash"]
+        )
 
 
 def make_receipt(
@@ -55,7 +86,8 @@ def make_receipt(
 def check_receipt(
     data: bytes, agency_key: nacl.signing.VerifyKey, *, device: str, sha256: str | None = None
 ) -> dict[str, Any]:
-    """The receipt's payload if it is the agency's and about this device (and blob)."""
+    """The receipt's payload if it is the agency's, about this device (and blob), and its
+    hashes and numbers are well-formed (:class:`ReceiptClaim`)."""
     try:
         payload, sig = signed.parse(data, "receipt")
         signed.verify(
@@ -67,6 +99,7 @@ def check_receipt(
         raise ReceiptError("not a receipt")
     if payload.get("device") != device:
         raise ReceiptError(f"receipt is for device {payload.get('device')!r}, not {device!r}")
-    if sha256 is not None and payload.get("sha256") != sha256:
+    claim = ReceiptClaim.of(payload)
+    if sha256 is not None and claim.sha256 != sha256:
         raise ReceiptError("receipt names another blob")
     return payload
