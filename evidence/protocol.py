@@ -17,6 +17,8 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from evidence import bounded_json
+
 HOUR = 3600.0
 DEADLINE_SECONDS = 24 * HOUR  # R-Art 17: stored at the agency within 24 hours
 MAX_CHUNK = 4 * 1024 * 1024  # a chunk larger than this is refused (bounded memory)
@@ -32,9 +34,11 @@ def parse_json(payload: bytes, what: str) -> dict[str, Any]:
     if len(payload) > MAX_JSON:
         raise ProtocolError(f"{what}: {len(payload)} bytes, more than {MAX_JSON}")
     try:
-        doc = json.loads(payload)
+        doc = bounded_json.loads(payload, what)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ProtocolError(f"{what}: not JSON ({e})") from None
+    except bounded_json.BoundedJSONError as e:
+        raise ProtocolError(str(e)) from None
     if not isinstance(doc, dict):
         raise ProtocolError(f"{what}: not a JSON object")
     return doc
