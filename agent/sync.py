@@ -233,7 +233,7 @@ class Uploader:
             if reply.ok:
                 ledger.ack(reply.seq)
             else:
-                log.error("store refused entry %d: %s", reply.seq, reply.reason)
+                log.error("store refused entry %d (%s): %s", reply.seq, reply.code, reply.reason)
                 self.refusals.append(f"entry {reply.seq}: {reply.reason}")
                 ledger.refused(reply.seq, reply.reason)
         elif isinstance(reply, p.Missing):
@@ -243,7 +243,13 @@ class Uploader:
         elif isinstance(reply, plan.Receipt):
             self._receipt(ledger, reply)
         elif isinstance(reply, plan.Rejected):
-            log.warning("store rejected a message: %s", reply.text)
+            backs_off = self.plan.refused(reply.code, time.monotonic())
+            log.warning(
+                "store rejected a message (%s): %s%s",
+                reply.code or "no code",
+                reply.text,
+                "; media waits" if backs_off else "",
+            )
             self.refusals.append(reply.text)
 
     def _receipt(self, ledger: SyncLedger, reply: plan.Receipt) -> None:
@@ -269,6 +275,9 @@ class Uploader:
             scans.glanced(ledger.head(), self.plan.waiting_on_quiet_store(now))
         if scans.take():
             self._scan(ledger, now)
+        if self.plan.paused(now):
+            self._publish_status(ledger)
+            return
         for t in list(self.plan.transfers.values()):
             self._advance(t, now)
         self._publish_status(ledger)
@@ -284,7 +293,7 @@ class Uploader:
             self.plan.scans.wake()  # the rest when the window has room
             return
         # 2. media, oldest first, a few blobs at a time
-        if len(self.plan.transfers) >= self.settings.parallel_blobs:
+        if len(self.plan.transfers) >= self.settings.parallel_blobs or self.plan.paused(now):
             return
         for s in self.plan.blobs_to_start(unreceipted(ledger), self._present):
             path = self.root / s.file

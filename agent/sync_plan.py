@@ -165,9 +165,19 @@ def receipt_refusal(claim: ReceiptClaim, sealed: Sealed | None) -> str | None:
 
 @dataclass(frozen=True)
 class Rejected:
-    """The store refused a message; the text says why."""
+    """The store refused a message; the text says why, the code (a key of
+    :data:`evidence.protocol.REFUSALS`) what to do about it."""
 
     text: str
+    code: str = ""
+
+    @staticmethod
+    def parse(payload: bytes) -> Rejected:
+        try:
+            doc = p.parse_json(payload, "rejected")
+        except p.ProtocolError:  # an older store's plain text
+            return Rejected(payload.decode("utf-8", "replace")[:300])
+        return Rejected(str(doc.get("reason", ""))[:300], str(doc.get("code", ""))[:40])
 
 
 Reply = Command | p.Ack | p.Missing | Receipt | Rejected | None
@@ -194,7 +204,7 @@ def read_reply(
         receipt = check_receipt(payload, agency_key, device=device)
         return Receipt(ReceiptClaim.of(receipt), payload)
     if what == "rejected":
-        return Rejected(payload.decode("utf-8", "replace")[:300])
+        return Rejected.parse(payload)
     return None
 
 
@@ -379,10 +389,23 @@ class SyncPlan:
         self.scans = ScanSchedule()
         self.transfers: dict[str, Transfer] = {}
         self.sent_entries: dict[int, float] = {}  # seq -> when it was last published
+        self.paused_until = 0.0  # media waits until then: the store asked us to back off
 
     def reset(self) -> None:
         self.transfers.clear()
         self.sent_entries.clear()
+
+    def refused(self, code: str, now: float) -> bool:
+        """The store refused something with ``code``: whether media now waits (quota, a
+        full disk), rather than being resent into the same refusal."""
+        wait = p.BACK_OFF.get(code)
+        if wait is None:
+            return False
+        self.paused_until = max(self.paused_until, now + wait)
+        return True
+
+    def paused(self, now: float) -> bool:
+        return now < self.paused_until
 
     def heard(self, now: float) -> None:
         """Anything from the store: it is alive, and an ack or a receipt frees a place."""

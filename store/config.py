@@ -13,6 +13,9 @@ Example::
     ca = "/etc/unbroken/store/ca.pem"
     cert = "/etc/unbroken/store/store.pem"
     key = "/etc/unbroken/store/store.key"
+
+    [limits]                # optional: store.limits.Limits
+    uploads = 64
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pydantic import Field
 
 from common.files import load_toml
 from evidence.models import Strict as _Strict
+from store.limits import Limits
 
 
 class Broker(_Strict):
@@ -40,6 +44,9 @@ class StoreConfig(_Strict):
     blobs: Path = Field(description="Directory for content-addressed media.")
     agency: Path = Field(description="Agency directory: registry and receipt signing key.")
     broker: Broker
+    limits: Limits = Field(
+        default_factory=Limits, description="What one device may declare and have in progress."
+    )
 
 
 def load_store_config(path: Path) -> StoreConfig:

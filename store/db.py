@@ -34,6 +34,10 @@ SCHEMA = [
         device text not null, sha256 text not null, seq bigint not null,
         size bigint not null, chunk_size bigint not null, chunks text not null,
         complete double precision, primary key (device, sha256))""",
+    # When each upload began: one unfinished for too long is expired (store.uploads).
+    """create table if not exists uploads (
+        device text not null, sha256 text not null, started double precision not null,
+        primary key (device, sha256))""",
     """create table if not exists chunks (
         device text not null, sha256 text not null, off bigint not null,
         primary key (device, sha256, off))""",

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections import Counter
 from typing import Any
 
 from evidence.gaps import session_gaps
 from evidence.names import iso
-from evidence.protocol import DEADLINE_SECONDS
+from evidence.protocol import DEADLINE_SECONDS, REFUSALS
 from evidence.seal import Entry
 from store.db import Database
 from store.statements import statements_of
@@ -23,6 +24,7 @@ def build_report(db: Database, now: float) -> dict[str, Any]:
     devices = sorted(
         {r["device"] for r in db.query("select distinct device from entries")}
         | {r["device"] for r in db.query("select device from statuses")}
+        | {r["device"] for r in db.query("select distinct device from rejections")} - {"?"}
     )
     return {"generated": now, "devices": [_device(db, d, now) for d in devices]}
 
@@ -48,7 +50,8 @@ def _device(db: Database, device: str, now: float) -> dict[str, Any]:
         if status_at is not None
         else 0
     )
-    rejected = db.query("select count(*) as n from rejections where device = ?", (device,))[0]["n"]
+    refusals = _refusals(db, device)
+    rejected = sum(refusals.values())
     flagged = db.query(
         "select count(*) as n from entries where device = ? and flag is not null", (device,)
     )[0]["n"]
@@ -124,6 +127,8 @@ def _device(db: Database, device: str, now: float) -> dict[str, Any]:
         "gaps": gaps,
         "problems": problems,
         "rejected_messages": rejected,
+        "refusals": refusals,  # by reason code; "quota" counts the quota hits
+        "quota_hits": refusals.get("quota", 0),
         "flagged_entries": flagged,
         "status": status,
         "status_at": status_at,
@@ -144,6 +149,15 @@ def _status_line(d: dict[str, Any], st: dict[str, Any], backlog: dict[str, Any])
         f"deadline {st.get('deadline', '?')}"
         + (f" (the store has receipted {since} segment(s) since)" if since else "")
     )
+
+
+def _refusals(db: Database, device: str) -> dict[str, int]:
+    """Refused messages and expired uploads, by reason code (the text before ``:``)."""
+    counts: Counter[str] = Counter()
+    for r in db.query("select reason from rejections where device = ?", (device,)):
+        code = str(r["reason"]).split(":", 1)[0]
+        counts[code if code in REFUSALS or code == "expired" else "other"] += 1
+    return dict(sorted(counts.items()))
 
 
 def _gaps(seqs: list[int]) -> list[list[int]]:
@@ -176,6 +190,9 @@ def format_report(report: dict[str, Any]) -> str:
             + (f", {d['flagged_entries']} flagged" if d["flagged_entries"] else ""),
             _status_line(d, st, backlog),
         ]
+        if d["refusals"]:
+            counts = ", ".join(f"{code} {n}" for code, n in d["refusals"].items())
+            lines.append(f"  refused: {counts}")
         for g in d["gaps"]:
             lines.append(f"  GAP: entries {g[0]}..{g[1]} not received")
         for p in d["problems"]:

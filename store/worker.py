@@ -51,8 +51,7 @@ class Worker:
             self.problem = refusal_problem(rc, f"store {self.config.name}")
             log.error("%s", self.problem)
             return
-        if self.problem:
-            log.warning("connected to the broker")
+        log.info("connected to the broker %s:%d", self.config.broker.host, self.config.broker.port)
         self.problem = None
         c.subscribe(f"$share/{self.config.group}/{p.PREFIX}/d/#", qos=1)
         self.ready.set()
@@ -60,8 +59,8 @@ class Worker:
     def _on_message(self, c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         try:
             replies = self.ingest.handle(msg.topic, bytes(msg.payload), time.time())
-        except Exception:  # one bad message must not stop the worker
-            log.exception("failed on %s", msg.topic)
+        except Exception as e:  # Ingest.handle refuses what it can; this is the last net
+            log.error("failed on %s: %s: %s", msg.topic[:200], type(e).__name__, e)
             return
         self.handled += 1
         for topic, payload in replies:
@@ -70,7 +69,9 @@ class Worker:
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
         self.ready.clear()
         if rc.is_failure and not self._quiet:
-            log.warning("disconnected from the broker: %s; reconnecting", rc)
+            log.warning("disconnected from the broker: %s (%d); reconnecting", rc, rc.value)
+        else:
+            log.info("disconnected from the broker: %s (%d)", rc, rc.value)
 
     def start(self, probe_seconds: float = 10.0) -> None:
         """The first connection is tried at once, so a wrong certificate, a refusal or an
@@ -101,6 +102,7 @@ def start_worker(config: StoreConfig) -> Worker:
         RegistryDirectory(config.agency / REGISTRY),
         agency.signing_key,
         config.name,
+        config.limits,
     )
     worker = Worker(config, ingest)
     worker.start()

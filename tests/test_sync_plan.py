@@ -374,3 +374,13 @@ def test_an_answer_about_another_blob_changes_nothing() -> None:
     assert not t.answered and t.to_send == []
     sp.lacks(p.Missing(H1, [0]), now=1.0)
     assert t.answered and t.to_send == [0]
+
+
+def test_a_refusal_with_a_back_off_code_holds_the_media() -> None:
+    rejected = p.dumps({"topic": "t", "reason": "3 uploads in progress", "code": "quota"})
+    assert plan.Rejected.parse(rejected) == plan.Rejected("3 uploads in progress", "quota")
+    s = plan.SyncPlan(plan.SyncRules())
+    assert not s.refused("malformed", now=100.0) and not s.paused(100.0)
+    assert s.refused("quota", now=100.0)
+    assert s.paused(100.0 + p.BACK_OFF["quota"] - 1)
+    assert not s.paused(100.0 + p.BACK_OFF["quota"])
