@@ -36,6 +36,7 @@ REFUSALS = {
     "store_full": "the store cannot write (disk full): back off",
     "store_error": "the store failed on the message: back off, send again",
     "refused_entry": "a chain entry the store does not accept (see the reason)",
+    "revoked": "received after the device was revoked: nothing new is accepted",
 }
 BACK_OFF = {"quota": 30.0, "store_full": 60.0, "store_error": 10.0}  # seconds, by code
 

@@ -113,6 +113,8 @@ class Report:
     entries: int = 0
     sessions: list[SessionReport] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    # worth a reader's attention, not a fault of the evidence (clock_backwards)
+    notices: list[Problem] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -135,6 +137,7 @@ class Report:
                 for s in self.sessions
             ],
             "problems": [asdict(p) for p in self.problems],
+            "notices": [asdict(p) for p in self.notices],
         }
 
 
@@ -352,6 +355,12 @@ class _Checker:
             )
         if prev and e.kind != "boot" and e.payload["at"]["mono"] < prev.payload["at"]["mono"]:
             self.problem("time_order", where, "monotonic time went backwards", e.session)
+        if prev and e.kind == "boot" and e.payload["at"]["wall"] < prev.payload["at"]["wall"]:
+            # Not tampering (the chain links): a clock reset. Times after it are suspect.
+            back = prev.payload["at"]["wall"] - e.payload["at"]["wall"]
+            self.r.notices.append(
+                Problem("clock_backwards", where, f"the wall clock went back {back:.0f} s at boot")
+            )
 
     def _apply(self, e: Entry, where: str) -> None:
         sid, body = e.session, e.body

@@ -23,6 +23,7 @@ from typing import Protocol
 import nacl.signing
 
 from evidence import protocol as p
+from evidence.names import iso
 from evidence.seal import Entry, SealError, check_signature
 from provisioning.registry import RegisteredKey
 from store.blobs import BlobStore
@@ -144,8 +145,12 @@ class Ingest:
             check_signature(e, key.verify_key)
         except SealError as err:
             return self._refuse_entry(device, e, now, str(err))
-        flag = None
+        # Judged by what the store saw: the receive time, not the time the device claims.
         revoked = self.directory.revoked_at(device)
+        if revoked is not None and now >= revoked:
+            return self._refuse_entry(
+                device, e, now, f"received after the device was revoked ({iso(revoked)})", "revoked"
+            )
         wall = float(e.payload["at"]["wall"])
         last = self.db.query("select max(seq) as m from entries where device = ?", (device,))
         bound = self.limits.seq_refusal(e.seq, int(last[0]["m"] or 0)) or self.limits.wall_refusal(
@@ -153,10 +158,7 @@ class Ingest:
         )
         if bound is not None:
             return self._refuse_entry(device, e, now, str(bound), bound.code)
-        if revoked is not None:
-            if wall > revoked:
-                return self._refuse_entry(device, e, now, "signed after the device was revoked")
-            flag = "recorded_before_revocation"
+        flag = self._time_flags(device, e, wall, now)
         with self.db.transaction():
             existing = self.db.query(
                 "select hash from entries where device = ? and seq = ?", (device, e.seq)
@@ -207,6 +209,20 @@ class Ingest:
                     now,
                 )
         return p.Ack(e.seq, True)
+
+    def _time_flags(self, device: str, e: Entry, wall: float, now: float) -> str | None:
+        """``future_dated`` (the device's time ahead of the receive time by more than the
+        skew bound) and ``clock_backwards`` (a boot dated before the entry preceding it)."""
+        flags = []
+        if wall > now + self.limits.skew_seconds:
+            flags.append("future_dated")
+        if e.kind == "boot":
+            before = self.db.query(
+                "select wall from entries where device = ? and seq = ?", (device, e.seq - 1)
+            )
+            if before and wall < float(before[0]["wall"]) - self.limits.skew_seconds:
+                flags.append("clock_backwards")
+        return ",".join(flags) or None
 
     def _refuse_entry(
         self, device: str, e: Entry, now: float, reason: str, code: str = "refused_entry"

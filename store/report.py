@@ -20,16 +20,33 @@ from store.db import Database
 from store.statements import statements_of
 
 
-def build_report(db: Database, now: float) -> dict[str, Any]:
+def build_report(db: Database, now: float, skew_seconds: float = 300.0) -> dict[str, Any]:
+    """What the agency holds. Late and overdue are judged in the store's time: a session's
+    device clock found more than ``skew_seconds`` off the receive time is corrected (and
+    the skew shown)."""
     devices = sorted(
         {r["device"] for r in db.query("select distinct device from entries")}
         | {r["device"] for r in db.query("select device from statuses")}
         | {r["device"] for r in db.query("select distinct device from rejections")} - {"?"}
     )
-    return {"generated": now, "devices": [_device(db, d, now) for d in devices]}
+    return {"generated": now, "devices": [_device(db, d, now, skew_seconds) for d in devices]}
 
 
-def _device(db: Database, device: str, now: float) -> dict[str, Any]:
+def _clock_offsets(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Per session, receive time minus device time at its most promptly received entry:
+    the device clock's error plus the shortest delivery delay."""
+    out: dict[str, float] = {}
+    for r in rows:
+        off = float(r["received"]) - float(r["wall"])
+        out[r["session"]] = min(off, out.get(r["session"], off))
+    return out
+
+
+def _skew(offset: float, bound: float) -> float | None:
+    return round(offset, 1) if abs(offset) > bound else None
+
+
+def _device(db: Database, device: str, now: float, skew_seconds: float) -> dict[str, Any]:
     seqs = [
         int(r["seq"])
         for r in db.query("select seq from entries where device = ? order by seq", (device,))
@@ -52,6 +69,9 @@ def _device(db: Database, device: str, now: float) -> dict[str, Any]:
     )
     refusals = _refusals(db, device)
     rejected = sum(refusals.values())
+    flags: Counter[str] = Counter()
+    for r in db.query("select flag from entries where device = ? and flag is not null", (device,)):
+        flags.update(str(r["flag"]).split(","))
     flagged = db.query(
         "select count(*) as n from entries where device = ? and flag is not null", (device,)
     )[0]["n"]
@@ -60,11 +80,13 @@ def _device(db: Database, device: str, now: float) -> dict[str, Any]:
         for r in db.query("select sha256, stored_at from receipts where device = ?", (device,))
     }
     sessions: dict[str, dict[str, Any]] = {}
-    for r in db.query(
-        "select kind, session, entry from entries where device = ? and session is not null"
-        " order by seq",
+    rows = db.query(
+        "select kind, session, entry, wall, received from entries"
+        " where device = ? and session is not null order by seq",
         (device,),
-    ):
+    )
+    offsets = _clock_offsets(rows)
+    for r in rows:
         payload = json.loads(r["entry"])["payload"]
         s = sessions.setdefault(
             r["session"],
@@ -82,6 +104,7 @@ def _device(db: Database, device: str, now: float) -> dict[str, Any]:
                 "room": None,
                 "case": None,
                 "tracks": [],
+                "clock_skew": _skew(offsets[r["session"]], skew_seconds),
             },
         )
         if r["kind"] == "session_open":
@@ -95,7 +118,8 @@ def _device(db: Database, device: str, now: float) -> dict[str, Any]:
         elif r["kind"] == "segment":
             body = payload["body"]
             s["segments"] += 1
-            end = float(body["end"]["wall"])
+            # The end in the store's time: the device's clock corrected by its skew.
+            end = float(body["end"]["wall"]) + (s["clock_skew"] or 0.0)
             stored = receipts.get(body["sha256"])
             if stored is not None:
                 s["receipted"] += 1
@@ -130,6 +154,7 @@ def _device(db: Database, device: str, now: float) -> dict[str, Any]:
         "refusals": refusals,  # by reason code; "quota" counts the quota hits
         "quota_hits": refusals.get("quota", 0),
         "flagged_entries": flagged,
+        "flags": dict(sorted(flags.items())),  # future_dated, clock_backwards
         "status": status,
         "status_at": status_at,
         "receipted_since_status": receipted_since,
@@ -190,6 +215,8 @@ def format_report(report: dict[str, Any]) -> str:
             + (f", {d['flagged_entries']} flagged" if d["flagged_entries"] else ""),
             _status_line(d, st, backlog),
         ]
+        if d["flags"]:
+            lines.append("  flagged: " + ", ".join(f"{f} {n}" for f, n in d["flags"].items()))
         if d["refusals"]:
             counts = ", ".join(f"{code} {n}" for code, n in d["refusals"].items())
             lines.append(f"  refused: {counts}")
@@ -205,6 +232,11 @@ def format_report(report: dict[str, Any]) -> str:
                 + (f", room {s['room']} case {s['case'] or '-'}" if s["room"] else "")
                 + (f", tracks {','.join(s['tracks'])}" if len(s["tracks"]) > 1 else "")
                 + (f", {s['late']} stored after 24 h" if s["late"] else "")
+                + (
+                    f", device clock {s['clock_skew']:+.0f} s off the store's"
+                    if s["clock_skew"]
+                    else ""
+                )
                 + (f", {s['overdue']} OVERDUE" if s["overdue"] else "")
             )
             if not s["gaps"]:
