@@ -26,6 +26,12 @@ SCHEMA = [
         kind text not null, session text, wall double precision not null,
         entry text not null, received double precision not null, flag text,
         primary key (device, seq))""",
+    # The second branch of a fork (the key in two places): kept, never thrown away.
+    """create table if not exists forks (
+        device text not null, seq bigint not null, hash text not null, prev text not null,
+        kind text not null, session text, wall double precision not null,
+        entry text not null, received double precision not null, flag text,
+        primary key (device, seq, hash))""",
     """create table if not exists chain_problems (
         device text not null, seq bigint not null, code text not null, detail text not null,
         at double precision not null, primary key (device, seq, code))""",

@@ -44,6 +44,7 @@ class DeviceDirectory(Protocol):
     def revoked_at(self, device: str) -> float | None: ...
 
 
+_FORK = "this device's key is in two places: a second entry at seq %d (%s), kept"
 EXPIRE_EVERY = 60.0  # seconds between looks for expired uploads, per worker
 
 
@@ -160,31 +161,21 @@ class Ingest:
             return self._refuse_entry(device, e, now, str(bound), bound.code)
         flag = self._time_flags(device, e, wall, now)
         with self.db.transaction():
-            existing = self.db.query(
-                "select hash from entries where device = ? and seq = ?", (device, e.seq)
-            )
-            if existing:
-                if existing[0]["hash"] == e.hash:
-                    return p.Ack(e.seq, True, "duplicate")
-                self._problem(
-                    device, e.seq, "fork", f"a second entry {e.hash[:16]} claims seq {e.seq}", now
+            main = self._hashes("entries", device, e.seq)
+            if e.hash in main or e.hash in self._hashes("forks", device, e.seq):
+                return p.Ack(e.seq, True, "duplicate")
+            # A second entry at a sequence number, or one continuing such an entry: a
+            # fork. Both branches are signed by a registered key, so both are kept (and
+            # their media receipted), and the fork is raised as an alert.
+            if main or e.payload["prev"] in self._hashes("forks", device, e.seq - 1):
+                self._insert("forks", device, e, wall, now, flag)
+                if main:
+                    self._problem(device, e.seq, "fork", _FORK % (e.seq, e.hash[:16]), now)
+                log.warning(
+                    "fork: %s entry %d (%s) kept on a second branch", device, e.seq, e.hash[:16]
                 )
-                return p.Ack(e.seq, False, f"fork: seq {e.seq} already holds another entry")
-            self.db.execute(
-                "insert into entries values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    device,
-                    e.seq,
-                    e.hash,
-                    e.payload["prev"],
-                    e.kind,
-                    e.session,
-                    wall,
-                    e.to_json().decode(),
-                    now,
-                    flag,
-                ),
-            )
+                return p.Ack(e.seq, True, "fork: kept on a second branch")
+            self._insert("entries", device, e, wall, now, flag)
             # Continuity both ways: entries may arrive out of order across workers.
             before = self.db.query(
                 "select hash from entries where device = ? and seq = ?", (device, e.seq - 1)
@@ -209,6 +200,21 @@ class Ingest:
                     now,
                 )
         return p.Ack(e.seq, True)
+
+    def _hashes(self, table: str, device: str, seq: int) -> set[str]:
+        rows = self.db.query(
+            f"select hash from {table} where device = ? and seq = ?", (device, seq)
+        )
+        return {r["hash"] for r in rows}
+
+    def _insert(
+        self, table: str, device: str, e: Entry, wall: float, now: float, flag: str | None
+    ) -> None:
+        row = (device, e.seq, e.hash, e.payload["prev"], e.kind, e.session, wall)
+        self.db.execute(
+            f"insert into {table} values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (*row, e.to_json().decode(), now, flag),
+        )
 
     def _time_flags(self, device: str, e: Entry, wall: float, now: float) -> str | None:
         """``future_dated`` (the device's time ahead of the receive time by more than the

@@ -155,6 +155,7 @@ def _device(db: Database, device: str, now: float, skew_seconds: float) -> dict[
         "quota_hits": refusals.get("quota", 0),
         "flagged_entries": flagged,
         "flags": dict(sorted(flags.items())),  # future_dated, clock_backwards
+        "fork": _fork(db, device),
         "status": status,
         "status_at": status_at,
         "receipted_since_status": receipted_since,
@@ -174,6 +175,30 @@ def _status_line(d: dict[str, Any], st: dict[str, Any], backlog: dict[str, Any])
         f"deadline {st.get('deadline', '?')}"
         + (f" (the store has receipted {since} segment(s) since)" if since else "")
     )
+
+
+def _fork(db: Database, device: str) -> dict[str, Any] | None:
+    """Both branches of a fork, from where they part; None without one."""
+    second = db.query("select seq, hash from forks where device = ? order by seq", (device,))
+    if not second:
+        return None
+    at = int(second[0]["seq"])
+    first = db.query(
+        "select seq, hash from entries where device = ? and seq >= ? order by seq", (device, at)
+    )
+
+    def branch(rows: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "first": rows[0]["hash"] if rows else None,
+            "entries": len(rows),
+            "last_seq": int(rows[-1]["seq"]) if rows else None,
+        }
+
+    return {
+        "alert": "this device's key is in two places",
+        "seq": at,
+        "branches": [branch(first), branch(second)],
+    }
 
 
 def _refusals(db: Database, device: str) -> dict[str, int]:
@@ -215,6 +240,13 @@ def format_report(report: dict[str, Any]) -> str:
             + (f", {d['flagged_entries']} flagged" if d["flagged_entries"] else ""),
             _status_line(d, st, backlog),
         ]
+        if fork := d["fork"]:
+            a, b = fork["branches"]
+            lines.append(
+                f"  ALERT: {fork['alert']}: the chain forks at entry {fork['seq']}: "
+                f"branch {(a['first'] or '-')[:16]} ({a['entries']} entries), "
+                f"branch {b['first'][:16]} ({b['entries']} entries); both kept"
+            )
         if d["flags"]:
             lines.append("  flagged: " + ", ".join(f"{f} {n}" for f, n in d["flags"].items()))
         if d["refusals"]:

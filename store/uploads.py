@@ -162,15 +162,17 @@ class Uploads:
             return [
                 (p.reply(device, "missing"), p.Missing(sha256, lacking, "incomplete").to_bytes())
             ]
-        manifest = self.db.query(
-            "select hash, session, entry from entries where device = ? and seq = ?",
-            (device, init.seq),
+        # On either branch of a fork: both are kept, so both are receipted.
+        manifests = self.db.query(
+            "select hash, session, entry from entries where device = ? and seq = ?"
+            " union all select hash, session, entry from forks where device = ? and seq = ?",
+            (device, init.seq, device, init.seq),
         )
-        if not manifest:
+        if not manifests:
             reason = f"manifest entry {init.seq} not received"
             return [(p.reply(device, "missing"), p.Missing(sha256, [], reason).to_bytes())]
-        sealed = sealed_segment(manifest[0]["entry"])
-        if sealed is None or sealed.sha256 != sha256 or sealed.size != init.size:
+        manifest = [m for m in manifests if _seals(m["entry"], sha256, init.size)]
+        if not manifest:
             raise Refused(
                 "malformed", f"entry {init.seq} does not seal blob {sha256[:16]} of {init.size} B"
             )
@@ -239,6 +241,11 @@ class Uploads:
             self.blobs.discard(device, sha256)
             log.warning("expired the unfinished upload %s of %s", sha256[:12], device)
         return [(r["device"], r["sha256"]) for r in stale]
+
+
+def _seals(stored: str, sha256: str, size: int) -> bool:
+    sealed = sealed_segment(stored)
+    return sealed is not None and (sealed.sha256, sealed.size) == (sha256, size)
 
 
 def sealed_segment(stored: str) -> SegmentManifest | None:

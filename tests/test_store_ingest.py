@@ -251,7 +251,7 @@ def test_gaps_and_forks_are_reported(db: Database, tmp_path: Path, device: Path)
     assert d["gaps"] == [[2, 2]] and d["chain"] == "problems"
     ingest.handle(p.up("bwc-f", "entry"), e2.to_json(), NOW)
     ((_, ack),) = ingest.handle(p.up("bwc-f", "entry"), fork.to_json(), NOW)
-    assert not p.Ack.parse(ack).ok and "fork" in p.Ack.parse(ack).reason
+    assert p.Ack.parse(ack).ok and "fork" in p.Ack.parse(ack).reason  # kept, not dropped
     d = build_report(db, NOW)["devices"][0]
     assert d["gaps"] == [] and [x["code"] for x in d["problems"]] == ["fork"]
 
