@@ -57,10 +57,13 @@ class Ingest:
         receipt_key: nacl.signing.SigningKey,
         name: str,
         limits: Limits | None = None,
+        certificate: bytes | None = None,
     ) -> None:
+        """``receipt_key`` signs receipts: the store's own key with the agency's
+        ``certificate`` for it (or, without one, the agency key itself)."""
         self.db, self.blobs, self.directory = db, blobs, directory
         self.limits = limits or Limits()
-        self.uploads = Uploads(db, blobs, self.limits, receipt_key, name)
+        self.uploads = Uploads(db, blobs, self.limits, receipt_key, name, certificate)
         self._expired_at = -math.inf
 
     def handle(self, topic: str, payload: bytes, now: float) -> list[Reply]:

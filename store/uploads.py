@@ -7,7 +7,7 @@ partial file too, and the device, asking again, starts it over.
 
 Example::
 
-    uploads = Uploads(db, BlobStore(path), Limits(), receipt_key, name="store-1")
+    uploads = Uploads(db, BlobStore(path), Limits(), receipt_key, "store-1", certificate)
     uploads.init("bwc-1", init_bytes, now)      # -> [(reply topic, Missing...)]
 """
 
@@ -40,9 +40,10 @@ class Uploads:
         limits: Limits,
         receipt_key: nacl.signing.SigningKey,
         name: str,
+        certificate: bytes | None = None,
     ) -> None:
         self.db, self.blobs, self.limits = db, blobs, limits
-        self.receipt_key, self.name = receipt_key, name
+        self.receipt_key, self.name, self.certificate = receipt_key, name, certificate
 
     def _blob(self, device: str, sha256: str) -> p.BlobInit:
         rows = self.db.query(
@@ -199,6 +200,7 @@ class Uploads:
             session=manifest[0]["session"],
             stored_at=now,
             store=self.name,
+            certificate=self.certificate,
         )
         with self.db.transaction():
             self.db.execute(

@@ -12,6 +12,7 @@ import threading
 import time
 from typing import Any
 
+import nacl.signing
 import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -95,14 +96,20 @@ def start_worker(config: StoreConfig) -> Worker:
     """A worker with its own database connection and view of the agency registry."""
     from provisioning.agency import REGISTRY, Agency
 
-    agency = Agency(config.agency)
+    if config.receipts is not None:
+        key = nacl.signing.SigningKey(bytes.fromhex(config.receipts.key.read_text().strip()))
+        certificate: bytes | None = config.receipts.certificate.read_bytes()
+    else:  # an older installation: the agency key signs receipts (and could sign more)
+        log.warning("no [receipts] key in the store configuration: signing with the agency key")
+        key, certificate = Agency(config.agency).signing_key, None
     ingest = Ingest(
         Database.connect(config.database),
         BlobStore(config.blobs),
         RegistryDirectory(config.agency / REGISTRY),
-        agency.signing_key,
+        key,
         config.name,
         config.limits,
+        certificate,
     )
     worker = Worker(config, ingest)
     worker.start()
