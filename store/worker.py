@@ -16,6 +16,7 @@ import nacl.signing
 import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from common.mqtt import probe, refusal_problem, tls_client
 from evidence import protocol as p
@@ -54,10 +55,19 @@ class Worker:
             return
         log.info("connected to the broker %s:%d", self.config.broker.host, self.config.broker.port)
         self.problem = None
-        c.subscribe(f"$share/{self.config.group}/{p.PREFIX}/d/#", qos=1)
+        # retainAsPublished: the store sees which device messages were sent retained
+        options = SubscribeOptions(qos=1, retainAsPublished=True)
+        c.subscribe(f"$share/{self.config.group}/{p.PREFIX}/d/#", options=options)
         self.ready.set()
 
     def _on_message(self, c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.retain and retained_elsewhere(msg.topic):
+            # Only the status is the broker's to keep; anything else retained would sit in
+            # its memory after the device left. An empty retained message deletes it.
+            log.warning("cleared a retained message on %s", msg.topic[:200])
+            c.publish(msg.topic, b"", qos=1, retain=True)
+            if not msg.payload:
+                return  # our own clearing, delivered back
         try:
             replies = self.ingest.handle(msg.topic, bytes(msg.payload), time.time())
         except Exception as e:  # Ingest.handle refuses what it can; this is the last net
@@ -90,6 +100,12 @@ class Worker:
         self._quiet = True
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def retained_elsewhere(topic: str) -> bool:
+    """Whether a device topic is one no device has business retaining (all but status)."""
+    parts = topic.split("/")
+    return len(parts) >= 4 and parts[:2] == [p.PREFIX, "d"] and parts[3:] != ["status"]
 
 
 def start_worker(config: StoreConfig) -> Worker:
