@@ -62,12 +62,12 @@ class Worker:
 
     def _on_message(self, c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         if msg.retain and retained_elsewhere(msg.topic):
+            if not msg.payload:
+                return  # a clearing (ours, delivered back): nothing to clear or handle
             # Only the status is the broker's to keep; anything else retained would sit in
             # its memory after the device left. An empty retained message deletes it.
             log.warning("cleared a retained message on %s", msg.topic[:200])
             c.publish(msg.topic, b"", qos=1, retain=True)
-            if not msg.payload:
-                return  # our own clearing, delivered back
         try:
             replies = self.ingest.handle(msg.topic, bytes(msg.payload), time.time())
         except Exception as e:  # Ingest.handle refuses what it can; this is the last net

@@ -77,3 +77,17 @@ def test_a_device_retaining_a_chunk_has_it_cleared(site: LocalSite) -> None:
     dev.disconnect()
     assert _retained(site, topic) == []
     assert _retained(site, status) != []  # the status is the device's to retain
+
+
+def test_a_clearing_is_not_cleared_again(site: LocalSite, caplog: pytest.LogCaptureFixture) -> None:
+    site.start_store()
+    data = site.provision_device("bwc-0008")
+    dev = _client(site, data, "bwc-0008")
+    topic = p.up("bwc-0008", "entry")
+    with caplog.at_level("WARNING", logger="store.worker"):
+        dev.publish(topic, b"{}", qos=1, retain=True).wait_for_publish(5)
+        time.sleep(1.5)
+    dev.loop_stop()
+    dev.disconnect()
+    cleared = [r for r in caplog.records if "cleared a retained message" in r.getMessage()]
+    assert len(cleared) == 1  # the empty message it published came back, and stopped there
