@@ -308,12 +308,17 @@ def test_acl_grants_each_client_only_its_own_topics() -> None:
         "topic read unbroken/d/#",
         "topic write unbroken/c/#",
         "topic write unbroken/r/#",
+        "topic write unbroken/d/+/entry",
+        "topic write unbroken/d/+/blob/#",
         "user panel-101",
         "topic deny unbroken/d/#",
         "topic readwrite unbroken/p/101/#",
         "user room-1",
         "topic readwrite unbroken/p/101/#",
     ]
+    revoked = render_acl(["store-main"], ["101"], [("room-1", "101")], revoked=["room-1"])
+    assert "user room-1\ntopic readwrite" not in revoked
+    assert revoked.endswith("user room-1\ntopic deny #\n")
 
 
 def test_crl_lists_revoked_serials() -> None:
