@@ -12,12 +12,15 @@ Layout (see docs/evidence-format.md)::
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import nacl.exceptions
 import nacl.signing
 
 from agent.media import probe
+from evidence.protocol import MAX_JSON
 from evidence.receipt import ReceiptError, check_receipt
 from evidence.seal import Entry, SealError
 from evidence.verify import MAIN_TRACK, MediaFacts, Report, verify_chain
@@ -57,6 +60,8 @@ def read_public_key(path: Path) -> nacl.signing.VerifyKey:
 
 
 def load_chain(root: Path) -> list[tuple[str, Entry | SealError]]:
+    """Every file in ``chain/``, parsed. Only regular files of at most MAX_JSON bytes are
+    read: a symbolic link (to ``/dev/zero``, say) or a huge file is a malformed entry."""
     chain = root / CHAIN
     if not chain.is_dir():
         raise EvidenceDirError(f"{root}: no {CHAIN}/ directory, not an evidence directory")
@@ -64,12 +69,44 @@ def load_chain(root: Path) -> list[tuple[str, Entry | SealError]]:
     for p in sorted(chain.iterdir()):
         name = f"{CHAIN}/{p.name}"
         try:
-            out.append((name, Entry.from_json(p.read_bytes())))
+            out.append((name, Entry.from_json(read_capped(p, MAX_JSON))))
         except SealError as e:
             out.append((name, e))
-        except OSError as e:
-            out.append((name, SealError(f"unreadable: {e.strerror}")))
     return out
+
+
+def read_capped(path: Path, cap: int) -> bytes:
+    """The bytes of a regular file no larger than ``cap``, not followed through a link;
+    SealError naming why not."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as e:
+        if path.is_symlink():
+            raise SealError("a symbolic link, not a regular file") from None
+        raise SealError(f"unreadable: {e.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise SealError("not a regular file")
+        if st.st_size > cap:
+            raise SealError(f"{st.st_size} bytes, more than an entry may have ({cap})")
+        try:
+            return f.read(cap + 1)[:cap]
+        except OSError as e:
+            raise SealError(f"unreadable: {e.strerror}") from None
+
+
+def unsafe_path(root: Path, rel: str) -> str | None:
+    """Why a manifest's file name must not be followed (None: a plain path inside)."""
+    p = root / rel
+    if not p.resolve().is_relative_to(root.resolve()):
+        return "points outside the evidence directory"
+    for part in (p, *p.parents):
+        if part == root:
+            break
+        if part.is_symlink():
+            return "is reached through a symbolic link"
+    return None
 
 
 def _archived(
@@ -119,11 +156,15 @@ def verify_dir(root: Path, pubkey: Path | None, strict: bool = False) -> Report:
         str(e.body.get("file")) for _, e in entries if isinstance(e, Entry) and e.kind == "segment"
     }
     media: dict[str, MediaFacts | None] = {}
+    unsafe: dict[str, str] = {}
     for rel in sorted(referenced):
         p = root / rel
         # A manifest must not point outside the directory (a foreign manifest might).
-        inside = p.resolve().is_relative_to(root.resolve())
-        media[rel] = probe(p) if inside and p.is_file() else None
+        if why := unsafe_path(root, rel):
+            unsafe[rel] = why
+            media[rel] = None
+        else:
+            media[rel] = probe(p) if p.is_file() else None
     present = (
         {str(p.relative_to(root)) for p in (root / SEGMENTS).rglob("*") if p.is_file()}
         if (root / SEGMENTS).is_dir()
@@ -136,5 +177,6 @@ def verify_dir(root: Path, pubkey: Path | None, strict: bool = False) -> Report:
         pinned=pubkey is not None,
         strict=strict,
         unexpected_files=sorted(present - referenced),
+        unsafe_paths=unsafe,
         archived=_archived(root, {f for f, m in media.items() if m is None}, entries),
     )

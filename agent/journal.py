@@ -240,6 +240,16 @@ class SyncLedger:
         ).fetchall()
         return [(int(r["seq"]), json.loads(r["manifest"])) for r in rows]
 
+    def sealed(self, seq: int) -> tuple[str, dict[str, Any]] | None:
+        """(entry hash, manifest) of the segment this device sealed at ``seq``; None if the
+        entry at ``seq`` is not a segment (or there is none)."""
+        row = self.db.execute(
+            "select hash, json_extract(entry, '$.payload.body') as manifest"
+            " from entries where seq = ? and kind = 'segment'",
+            (seq,),
+        ).fetchone()
+        return None if row is None else (str(row["hash"]), json.loads(row["manifest"]))
+
     def ack(self, seq: int) -> None:
         with self.db:
             self.db.execute("insert or ignore into sync_acks values (?)", (seq,))

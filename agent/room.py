@@ -130,6 +130,26 @@ _CORNERS = {
 }
 
 
+def close_refusal(
+    open_session: str, open_case: str | None, case: str, session: str | None
+) -> str | None:
+    """Why a case system's close must not close the session open now (None: it names
+    it). A close names the case it closes, and may name the session: a close for case A
+    never ends case B's interview.
+
+    Example::
+
+        close_refusal("s-1", "B-7", case="A-3", session=None)
+        # -> "session_close for case 'A-3': the open session is case 'B-7''s"
+    """
+    if session is not None and session != open_session:
+        return f"session_close names session {session!r}: the open session is {open_session!r}"
+    if open_case != case:
+        whose = f"case {open_case!r}'s" if open_case else "opened without a case"
+        return f"session_close for case {case!r}: the open session is {whose}"
+    return None
+
+
 def compose_pip(main: Image, inset: Image, divisor: int, corner: str, top: int = 0) -> Image:
     """The main picture with ``inset`` shrunk to 1/``divisor`` (every divisor-th pixel:
     cheap enough for every frame) in a corner, framed by a white border; a new image.

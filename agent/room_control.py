@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from agent.chain import ChainWriter
 from agent.lifecycle import SessionLifecycle
-from agent.room import Close, Open, Prompt, Refused, RoomAction, RoomTriggers
+from agent.room import Close, Open, Prompt, Refused, RoomAction, RoomTriggers, close_refusal
 from agent.session import SessionError
 from common.commands import Command, SessionArgs
 from common.settings import Category
@@ -74,7 +74,23 @@ class RoomControl:
                 )
         elif self.life.session is None:
             raise SessionError(f"session_close for case {args.case}: no session is open")
+        else:
+            sid = self.life.session.id
+            if why := close_refusal(sid, self._case_of(sid), args.case, args.session):
+                raise SessionError(why)
         return self.act(actions, case, category)
+
+    def _case_of(self, session: str) -> str | None:
+        """The case the open session is for: named when it opened, or named since (a
+        session opened at the panel, then claimed by the case system)."""
+        case = None
+        for kind in ("session_open", "event"):
+            for e in self.chain.journal.entries(kind):
+                if e.session == session and (
+                    kind == "session_open" or e.body.get("type") == "case"
+                ):
+                    case = e.body.get("case") or case
+        return case
 
     def act(
         self,

@@ -169,22 +169,35 @@ class Uploader:
         try:
             while not self._stop.is_set():
                 try:
-                    kind, data = self.link.inbox.get(timeout=0.05)
-                    self._handle(ledger, kind, data)
-                    while True:  # drain without waiting
-                        kind, data = self.link.inbox.get_nowait()
-                        self._handle(ledger, kind, data)
-                except queue.Empty:
-                    pass
-                if self.connected.is_set():
-                    self._pump(ledger)
-                elif self._status_due.due(time.monotonic()):
-                    # Offline the 24-hour clock still runs: the LED and buzzer must warn.
-                    self._status_doc(ledger, online=False)
-        except Exception:  # keep recording even if sync breaks: log loudly, stop syncing
-            log.exception("uploader stopped")
+                    self._turn(ledger)
+                except Exception as e:  # a fault (a full disk, a vanished file) is retried
+                    log.error("uploader: %s: %s; retrying", type(e).__name__, e)
+                    self._stop.wait(1.0)
         finally:
             ledger.close()
+
+    def _turn(self, ledger: SyncLedger) -> None:
+        try:
+            kind, data = self.link.inbox.get(timeout=0.05)
+            self._handle_safely(ledger, kind, data)
+            while True:  # drain without waiting
+                kind, data = self.link.inbox.get_nowait()
+                self._handle_safely(ledger, kind, data)
+        except queue.Empty:
+            pass
+        if self.connected.is_set():
+            self._pump(ledger)
+        elif self._status_due.due(time.monotonic()):
+            # Offline the 24-hour clock still runs: the LED and buzzer must warn.
+            self._status_doc(ledger, online=False)
+
+    def _handle_safely(self, ledger: SyncLedger, kind: str, data: Any) -> None:
+        """One message never stops the uploader, whatever it holds."""
+        try:
+            self._handle(ledger, kind, data)
+        except Exception as e:
+            topic = getattr(data, "topic", kind)
+            log.warning("ignored message on %s: %s: %s", topic, type(e).__name__, e)
 
     def _handle(self, ledger: SyncLedger, kind: str, data: Any) -> None:
         if kind in ("message", "connected"):
@@ -201,7 +214,10 @@ class Uploader:
                 reply = plan.read_reply(
                     self.device_id, data.topic, bytes(data.payload), self.broker.agency_key
                 )
-            except (p.ProtocolError, ReceiptError) as e:
+            except ReceiptError as e:
+                log.warning("receipt refused: %s", e)
+                return
+            except p.ProtocolError as e:
                 log.warning("ignored reply on %s: %s", data.topic, e)
                 return
             self._apply(ledger, reply, data.topic)
@@ -217,7 +233,7 @@ class Uploader:
             if reply.ok:
                 ledger.ack(reply.seq)
             else:
-                log.error("store refused entry %d: %s", reply.seq, reply.reason)
+                log.error("store refused entry %d (%s): %s", reply.seq, reply.code, reply.reason)
                 self.refusals.append(f"entry {reply.seq}: {reply.reason}")
                 ledger.refused(reply.seq, reply.reason)
         elif isinstance(reply, p.Missing):
@@ -225,12 +241,32 @@ class Uploader:
             if reply.reason:
                 log.info("store asks again for %s: %s", reply.sha256[:12], reply.reason)
         elif isinstance(reply, plan.Receipt):
-            ledger.receipt(reply.sha256, reply.seq, reply.data, self.clock.wall())
-            self.plan.receipted(reply.sha256)
-            self._sweep(ledger)
+            self._receipt(ledger, reply)
         elif isinstance(reply, plan.Rejected):
-            log.warning("store rejected a message: %s", reply.text)
+            backs_off = self.plan.refused(reply.code, time.monotonic())
+            log.warning(
+                "store rejected a message (%s): %s%s",
+                reply.code or "no code",
+                reply.text,
+                "; media waits" if backs_off else "",
+            )
             self.refusals.append(reply.text)
+
+    def _receipt(self, ledger: SyncLedger, reply: plan.Receipt) -> None:
+        found = ledger.sealed(reply.seq)
+        sealed = None
+        if found is not None:
+            s = plan.segment(reply.seq, found[1])
+            sealed = plan.Sealed(s.sha256, s.size, found[0])
+        why = plan.receipt_refusal(reply.claim, sealed)
+        if why is not None:
+            log.warning("receipt for %s refused: %s", reply.sha256[:12], why)
+            self.refusals.append(f"receipt {reply.sha256[:12]}: {why}")
+            return
+        ledger.receipt(reply.sha256, reply.seq, reply.data, self.clock.wall())
+        log.info("receipt accepted for entry %d (%s)", reply.seq, reply.sha256[:12])
+        self.plan.receipted(reply.sha256)
+        self._sweep(ledger)
 
     def _pump(self, ledger: SyncLedger) -> None:
         now = time.monotonic()
@@ -239,6 +275,9 @@ class Uploader:
             scans.glanced(ledger.head(), self.plan.waiting_on_quiet_store(now))
         if scans.take():
             self._scan(ledger, now)
+        if self.plan.paused(now):
+            self._publish_status(ledger)
+            return
         for t in list(self.plan.transfers.values()):
             self._advance(t, now)
         self._publish_status(ledger)
@@ -254,7 +293,7 @@ class Uploader:
             self.plan.scans.wake()  # the rest when the window has room
             return
         # 2. media, oldest first, a few blobs at a time
-        if len(self.plan.transfers) >= self.settings.parallel_blobs:
+        if len(self.plan.transfers) >= self.settings.parallel_blobs or self.plan.paused(now):
             return
         for s in self.plan.blobs_to_start(unreceipted(ledger), self._present):
             path = self.root / s.file

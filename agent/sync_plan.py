@@ -23,7 +23,7 @@ from typing import Any
 import nacl.signing
 
 from evidence import protocol as p
-from evidence.receipt import check_receipt
+from evidence.receipt import ReceiptClaim, check_receipt
 from evidence.seal import Entry
 
 SCAN_SECONDS = 0.1  # how often the journal is read for newly sealed entries
@@ -118,18 +118,66 @@ class Command:
 
 @dataclass(frozen=True)
 class Receipt:
-    """A receipt that verified with the agency key: the blob is stored."""
+    """A receipt that verified with the agency key and is well-formed. Whether it is about
+    footage this device sealed is :func:`receipt_refusal`'s question."""
+
+    claim: ReceiptClaim
+    data: bytes
+
+    @property
+    def sha256(self) -> str:
+        return self.claim.sha256
+
+    @property
+    def seq(self) -> int:
+        return self.claim.entry_seq
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """What the device's own journal holds at a sequence number: a segment's seal."""
 
     sha256: str
-    seq: int
-    data: bytes
+    size: int
+    entry_hash: str
+
+
+def receipt_refusal(claim: ReceiptClaim, sealed: Sealed | None) -> str | None:
+    """Why a receipt must not free any footage (None: it names exactly what this device
+    sealed at ``entry_seq``). A receipt frees only what the journal says it sealed.
+
+    Example::
+
+        receipt_refusal(claim, Sealed(claim.sha256, claim.size, claim.entry_hash))  # None
+        receipt_refusal(claim, None)  # 'entry 8 is not a sealed segment on this device'
+    """
+    if sealed is None:
+        return f"entry {claim.entry_seq} is not a sealed segment on this device"
+    for name, mine in (
+        ("sha256", sealed.sha256),
+        ("size", sealed.size),
+        ("entry_hash", sealed.entry_hash),
+    ):
+        if getattr(claim, name) != mine:
+            return f"its {name} is not the one sealed at entry {claim.entry_seq}"
+    return None
 
 
 @dataclass(frozen=True)
 class Rejected:
-    """The store refused a message; the text says why."""
+    """The store refused a message; the text says why, the code (a key of
+    :data:`evidence.protocol.REFUSALS`) what to do about it."""
 
     text: str
+    code: str = ""
+
+    @staticmethod
+    def parse(payload: bytes) -> Rejected:
+        try:
+            doc = p.parse_json(payload, "rejected")
+        except p.ProtocolError:  # an older store's plain text
+            return Rejected(payload.decode("utf-8", "replace")[:300])
+        return Rejected(str(doc.get("reason", ""))[:300], str(doc.get("code", ""))[:40])
 
 
 Reply = Command | p.Ack | p.Missing | Receipt | Rejected | None
@@ -154,9 +202,9 @@ def read_reply(
         return p.Missing.parse(payload)
     if what == "receipt":
         receipt = check_receipt(payload, agency_key, device=device)
-        return Receipt(str(receipt["sha256"]), int(receipt["entry_seq"]), payload)
+        return Receipt(ReceiptClaim.of(receipt), payload)
     if what == "rejected":
-        return Rejected(payload.decode("utf-8", "replace")[:300])
+        return Rejected.parse(payload)
     return None
 
 
@@ -341,10 +389,23 @@ class SyncPlan:
         self.scans = ScanSchedule()
         self.transfers: dict[str, Transfer] = {}
         self.sent_entries: dict[int, float] = {}  # seq -> when it was last published
+        self.paused_until = 0.0  # media waits until then: the store asked us to back off
 
     def reset(self) -> None:
         self.transfers.clear()
         self.sent_entries.clear()
+
+    def refused(self, code: str, now: float) -> bool:
+        """The store refused something with ``code``: whether media now waits (quota, a
+        full disk), rather than being resent into the same refusal."""
+        wait = p.BACK_OFF.get(code)
+        if wait is None:
+            return False
+        self.paused_until = max(self.paused_until, now + wait)
+        return True
+
+    def paused(self, now: float) -> bool:
+        return now < self.paused_until
 
     def heard(self, now: float) -> None:
         """Anything from the store: it is alive, and an ack or a receipt frees a place."""

@@ -136,6 +136,7 @@ class Uplink:
             log.warning("broker refused connection: %s", rc)
             self.refusals.append(f"connect: {rc}")
             return
+        log.info("connected to broker %s:%d (%s)", self.broker.host, self.broker.port, rc)
         c.subscribe(p.reply(self.device_id, "#"), qos=1)
         c.subscribe(p.command(self.device_id, "#"), qos=1)
         if self.room:
@@ -158,6 +159,7 @@ class Uplink:
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
         self.connected.clear()
+        log.info("disconnected from broker: %s (%d)", rc, rc.value)
         self.inbox.put(("disconnected", rc))
 
     def _on_publish(self, _c: mqtt.Client, _u: Any, _mid: int, rc: ReasonCode, _p: Any) -> None:
@@ -165,4 +167,5 @@ class Uplink:
             self._inflight = max(0, self._inflight - 1)
         self.inbox.put(("room", None))  # wake the uploader: the window has room again
         if rc.is_failure:  # e.g. 135 Not authorized: the ACL refused the topic
+            log.warning("broker refused a publish: %s (%d)", rc, rc.value)
             self.refusals.append(f"publish: {rc}")

@@ -58,6 +58,9 @@ class SessionArgs(Strict):
     person: str | None = Field(None, max_length=100, description="the person interviewed")
     category: str | None = Field(None, max_length=32)
     note: str | None = Field(None, max_length=200)
+    session: str | None = Field(
+        None, max_length=64, pattern=r"^[0-9a-f-]+$", description="the session a close closes"
+    )
 
     _badges = field_validator("badges")(_printable_badges)
 

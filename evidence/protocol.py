@@ -17,11 +17,28 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from evidence import bounded_json
+
 HOUR = 3600.0
 DEADLINE_SECONDS = 24 * HOUR  # R-Art 17: stored at the agency within 24 hours
 MAX_CHUNK = 4 * 1024 * 1024  # a chunk larger than this is refused (bounded memory)
 MAX_JSON = 256 * 1024  # a control message or entry larger than this is refused
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+# Why the store refused a message: the ``code`` of a ``rejected`` reply or a refused ack.
+REFUSALS = {
+    "malformed": "the message does not follow the protocol",
+    "too_large": "it declares more than any recording can be",
+    "out_of_range": "a number (sequence, time) no device can mean",
+    "unknown_blob": "a chunk or finish for an upload not announced, or expired: init again",
+    "quota": "the device has too many uploads in progress: back off",
+    "store_full": "the store cannot write (disk full): back off",
+    "store_error": "the store failed on the message: back off, send again",
+    "refused_entry": "a chain entry the store does not accept (see the reason)",
+    "revoked": "received after the device was revoked: nothing new is accepted",
+}
+BACK_OFF = {"quota": 30.0, "store_full": 60.0, "store_error": 10.0}  # seconds, by code
 
 
 class ProtocolError(ValueError):
@@ -32,9 +49,11 @@ def parse_json(payload: bytes, what: str) -> dict[str, Any]:
     if len(payload) > MAX_JSON:
         raise ProtocolError(f"{what}: {len(payload)} bytes, more than {MAX_JSON}")
     try:
-        doc = json.loads(payload)
+        doc = bounded_json.loads(payload, what)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ProtocolError(f"{what}: not JSON ({e})") from None
+    except bounded_json.BoundedJSONError as e:
+        raise ProtocolError(str(e)) from None
     if not isinstance(doc, dict):
         raise ProtocolError(f"{what}: not a JSON object")
     return doc
@@ -77,7 +96,7 @@ class BlobInit:
             size=_int(doc, "size", "blob init", 1),
             chunk_size=_int(doc, "chunk_size", "blob init", 1024, MAX_CHUNK),
             seq=_int(doc, "seq", "blob init", 1),
-            chunks=tuple(check_sha256(c, "blob init chunk") for c in doc.get("chunks") or []),
+            chunks=_hashes(doc.get("chunks"), "blob init chunks"),
         )
         if len(init.chunks) != len(chunk_offsets(init)):
             raise ProtocolError(
@@ -90,6 +109,12 @@ class BlobInit:
 
     def chunk_hash(self, offset: int) -> str:
         return self.chunks[offset // self.chunk_size]
+
+
+def _hashes(value: Any, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ProtocolError(f"{what}: not a list of SHA-256s")
+    return tuple(check_sha256(c, what) for c in value)
 
 
 def chunk_offsets(init: BlobInit) -> list[int]:
@@ -122,8 +147,10 @@ class Missing:
     def parse(payload: bytes) -> Missing:
         doc = parse_json(payload, "missing")
         offsets = doc.get("offsets")
-        if not isinstance(offsets, list) or not all(isinstance(o, int) for o in offsets):
-            raise ProtocolError("missing: offsets must be a list of integers")
+        if not isinstance(offsets, list) or not all(
+            isinstance(o, int) and not isinstance(o, bool) and 0 <= o < 2**53 for o in offsets
+        ):
+            raise ProtocolError("missing: offsets must be a list of integers in [0, 2^53)")
         return Missing(
             check_sha256(doc.get("sha256"), "missing"), offsets, str(doc.get("reason", ""))
         )
@@ -139,11 +166,17 @@ class Ack:
     seq: int
     ok: bool
     reason: str = ""
+    code: str = ""  # a REFUSALS key when refused
 
     @staticmethod
     def parse(payload: bytes) -> Ack:
         doc = parse_json(payload, "ack")
-        return Ack(_int(doc, "seq", "ack", 1), bool(doc.get("ok")), str(doc.get("reason", "")))
+        return Ack(
+            _int(doc, "seq", "ack", 1),
+            bool(doc.get("ok")),
+            str(doc.get("reason", ""))[:500],
+            str(doc.get("code", ""))[:40],
+        )
 
     def to_bytes(self) -> bytes:
         return dumps(asdict(self))

@@ -26,6 +26,8 @@ import nacl.exceptions
 import nacl.signing
 import rfc8785
 
+from evidence import bounded_json
+
 FORMAT_VERSION = 1
 GENESIS = "0" * 64
 
@@ -105,9 +107,11 @@ class Entry:
     def from_json(data: bytes) -> Entry:
         """Parse a stored entry; raises SealError naming what is wrong."""
         try:
-            doc = json.loads(data)
+            doc = bounded_json.loads(data, "chain entry")
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise SealError(f"not a chain entry (invalid JSON: {e})") from None
+        except bounded_json.BoundedJSONError as e:
+            raise SealError(f"not a chain entry ({e})") from None
         if not isinstance(doc, dict) or set(doc) != {"payload", "signature"}:
             raise SealError("not a chain entry (expected exactly 'payload' and 'signature')")
         payload, sig = doc["payload"], doc["signature"]

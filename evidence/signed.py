@@ -23,6 +23,7 @@ from typing import Any
 import nacl.exceptions
 import nacl.signing
 
+from evidence import bounded_json
 from evidence.names import SKEW_SECONDS, ProvisionError, iso
 from evidence.seal import canonical, key_id
 
@@ -43,9 +44,11 @@ def parse(data: bytes, what: str) -> tuple[dict[str, Any], bytes]:
     if len(data) > MAX_DOCUMENT:
         raise SignedError(f"{what}: {len(data)} bytes, larger than {MAX_DOCUMENT}: not a {what}")
     try:
-        doc = json.loads(data)
+        doc = bounded_json.loads(data, what)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise SignedError(f"{what} is not valid JSON (garbage or truncated: {e})") from None
+    except bounded_json.BoundedJSONError as e:
+        raise SignedError(str(e)) from None
     if not isinstance(doc, dict) or set(doc) != {"payload", "signature"}:
         raise SignedError(f"not a {what} (expected a signed document: payload and signature)")
     payload, sig = doc["payload"], doc["signature"]

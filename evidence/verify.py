@@ -40,6 +40,7 @@ PROBLEMS = {
     "misplaced_entry": "an entry file holds another sequence number than its name says",
     "segment_gap": "a session's segment numbering skips (segment deleted)",
     "missing_segment": "a segment's media file is absent",
+    "unsafe_path": "a segment's file is named through a symbolic link or outside the directory",
     "truncated_segment": "a segment's media file is shorter than sealed",
     "hash_mismatch": "a segment's media bytes differ from the sealed hash",
     "swapped_segment": "a segment's file holds the bytes sealed for another segment",
@@ -51,6 +52,7 @@ PROBLEMS = {
     "silent_gap": "a hole in a session's recording that no interruption entry explains",
     "bad_statement": "a written statement that does not count (too few distinct officers)",
     "unexplained_gap": "an interruption with no explanation (a problem only with --strict)",
+    "no_evidence": "the chain holds no entries: no evidence is not intact evidence",
 }
 
 
@@ -111,6 +113,8 @@ class Report:
     entries: int = 0
     sessions: list[SessionReport] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    # worth a reader's attention, not a fault of the evidence (clock_backwards)
+    notices: list[Problem] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -133,6 +137,7 @@ class Report:
                 for s in self.sessions
             ],
             "problems": [asdict(p) for p in self.problems],
+            "notices": [asdict(p) for p in self.notices],
         }
 
 
@@ -144,17 +149,21 @@ def verify_chain(
     unexpected_files: Sequence[str] = (),
     archived: Set[str] = frozenset(),
     strict: bool = False,
+    unsafe_paths: Mapping[str, str] | None = None,
 ) -> Report:
     """Check a device chain and the media it seals.
 
     ``entries`` are (name, parsed entry or the parse error) in any order; ``media`` maps
     every file a manifest names to what was found there (None: absent). ``archived``
     names SHA-256s for which the agency's signed receipt was verified: media absent after
-    such a receipt was deleted lawfully (R9), not lost.
+    such a receipt was deleted lawfully (R9), not lost. ``unsafe_paths`` maps files the
+    reader refused to follow (a link, ``../``) to why: those are named, not "absent".
     """
     report = Report(device=None, key_id=key_id(verify_key), pinned=pinned)
-    checker = _Checker(report, verify_key, media, archived)
+    checker = _Checker(report, verify_key, media, archived, unsafe_paths or {})
     checker.run(entries)
+    if report.entries == 0:
+        report.problems.append(Problem("no_evidence", "chain/", "no valid chain entries"))
     checker.gaps(strict)
     for name in unexpected_files:
         report.problems.append(Problem("unexpected_file", name, "not referenced by any entry"))
@@ -168,8 +177,10 @@ class _Checker:
         verify_key: nacl.signing.VerifyKey,
         media: Mapping[str, MediaFacts | None],
         archived: Set[str] = frozenset(),
+        unsafe_paths: Mapping[str, str] | None = None,
     ) -> None:
         self.archived = archived
+        self.unsafe_paths = unsafe_paths or {}
         self.in_order: list[Entry] = []
         # interruptions so far, per session and per (session, track): media need not
         # continue across one
@@ -344,6 +355,12 @@ class _Checker:
             )
         if prev and e.kind != "boot" and e.payload["at"]["mono"] < prev.payload["at"]["mono"]:
             self.problem("time_order", where, "monotonic time went backwards", e.session)
+        if prev and e.kind == "boot" and e.payload["at"]["wall"] < prev.payload["at"]["wall"]:
+            # Not tampering (the chain links): a clock reset. Times after it are suspect.
+            back = prev.payload["at"]["wall"] - e.payload["at"]["wall"]
+            self.r.notices.append(
+                Problem("clock_backwards", where, f"the wall clock went back {back:.0f} s at boot")
+            )
 
     def _apply(self, e: Entry, where: str) -> None:
         sid, body = e.session, e.body
@@ -444,6 +461,9 @@ class _Checker:
     def _media(self, s: SessionReport, m: SegmentManifest, where: str) -> MediaFacts | None:
         file = m.file
         facts = self.media.get(file)
+        if file in self.unsafe_paths:
+            self.problem("unsafe_path", file, f"sealed by {where}: {self.unsafe_paths[file]}", s.id)
+            return None
         if facts is None and m.sha256 in self.archived:
             s.archived += 1
             return None

@@ -58,6 +58,7 @@ def format_report(r: Report, source: str) -> str:
         lines.append("")
         for p in unattached:
             lines.append(f"PROBLEM {p.code}: {p.where}: {p.message}")
+    lines += [f"NOTICE {n.code}: {n.where}: {n.message}" for n in r.notices]
     lines += [
         "",
         "RESULT: OK" if r.ok else f"RESULT: FAILED ({_count(len(r.problems), 'problem')})",

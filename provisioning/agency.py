@@ -47,6 +47,7 @@ from common.files import write_atomic
 from common.requests import check_request, check_rotation_request
 from evidence.models import Strict, validate
 from evidence.names import SKEW_SECONDS, ProvisionError, check_name, iso
+from evidence.receipt import certify_receipt_key
 from evidence.seal import key_id
 from provisioning.registry import Registry
 
@@ -375,9 +376,15 @@ class Agency:
         return f"panel-{room}"
 
     def enroll_store(self, name: str, out: Path, now: float) -> str:
-        """A client certificate for a store worker (CN store-NAME), in PEM."""
+        """A client certificate for a store worker (CN store-NAME), in PEM, and its
+        receipt key with the agency's certificate for it: the store host then holds a
+        key that signs receipts and nothing else."""
         check_name(name, "store name")
         key, cert = self._leaf(f"store-{name}", now)
+        receipt_key = nacl.signing.SigningKey.generate()
+        receipt_cert = certify_receipt_key(
+            self.signing_key, f"store-{name}", receipt_key.verify_key, now
+        )
         b = self.config.broker
         snippet = tomli_w.dumps(
             {
@@ -387,7 +394,8 @@ class Agency:
                     "ca": "ca.pem",
                     "cert": "store.pem",
                     "key": "store.key",
-                }
+                },
+                "receipts": {"key": "receipt.key", "certificate": "receipt.cert"},
             }
         )
         self._prepare_dir(out, "store.key")
@@ -399,6 +407,8 @@ class Agency:
                 (out / "store.pem", pki.cert_pem(cert), 0o644),
                 (out / "ca.pem", pki.cert_pem(self.ca), 0o644),
                 (out / "broker.toml", snippet.encode(), 0o644),
+                (out / "receipt.key", bytes(receipt_key).hex().encode() + b"\n", 0o600),
+                (out / "receipt.cert", receipt_cert, 0o644),
             ]
         return f"store-{name}"
 

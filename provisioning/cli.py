@@ -6,7 +6,7 @@
     unbroken provision assign --device D --badge B [--name N] [--unit U] [--room R]
     unbroken provision unassign --device D
     unbroken provision open-session --device ROOM-CTRL --case C --badge B [--person P]
-    unbroken provision close-session --device ROOM-CTRL --case C
+    unbroken provision close-session --device ROOM-CTRL --case C [--session ID]
     unbroken provision revoke D --reason R
     unbroken provision rotate REQUEST
     unbroken provision broker-config --agency AGENCY --out DIR --port PORT
@@ -161,6 +161,8 @@ def cmd_session(args: argparse.Namespace) -> int:
     fields = {"case": args.case, "badges": args.badge or [], "person": args.person}
     if name == "session_open":
         fields["category"] = args.category
+    elif args.session:
+        fields["session"] = args.session
     cmd = agency.session_command(args.device, name, fields, out, now, ttl=args.ttl)
     print(f"{name} for {args.device}, case {args.case}: {out} valid until {iso(cmd.expires)}")
     print("  deliver it with: unbroken store send --config STORE.toml " + str(out))
@@ -362,6 +364,10 @@ def add_provision_parser(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--person", help="the person interviewed")
         if verb == "open-session":
             q.add_argument("--category", help="enforcement category")
+        else:
+            q.add_argument(
+                "--session", help="the session id it closes (refused if another is open)"
+            )
         q.add_argument("--ttl", type=float, default=600.0, help="seconds the command is valid")
         q.add_argument("--out", type=Path, help="signed command file (default AGENCY/outbox/)")
         q.set_defaults(func=cmd_session)

@@ -82,6 +82,7 @@ class LocalSite:
             "blobs": str(self.workdir / "store" / "blobs"),
             "agency": str(self.agency.root),
             "broker": {**snippet["broker"], "port": self.port},
+            "receipts": snippet["receipts"],
         }
         path = out / "store.toml"
         path.write_text(tomli_w.dumps(config))

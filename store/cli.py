@@ -41,7 +41,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     config = load_store_config(args.config)
     db = Database.connect(config.database)
     try:
-        report = build_report(db, time.time())
+        report = build_report(db, time.time(), config.limits.skew_seconds)
     finally:
         db.close()
     if args.json:

@@ -13,6 +13,13 @@ Example::
     ca = "/etc/unbroken/store/ca.pem"
     cert = "/etc/unbroken/store/store.pem"
     key = "/etc/unbroken/store/store.key"
+
+    [receipts]              # the receipt key (provision enroll-store writes it)
+    key = "/etc/unbroken/store/receipt.key"
+    certificate = "/etc/unbroken/store/receipt.cert"
+
+    [limits]                # optional: store.limits.Limits
+    uploads = 64
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from pydantic import Field
 
 from common.files import load_toml
 from evidence.models import Strict as _Strict
+from store.limits import Limits
 
 
 class Broker(_Strict):
@@ -33,6 +41,11 @@ class Broker(_Strict):
     key: Path = Field(description="This store's client key (PEM).")
 
 
+class ReceiptSigner(_Strict):
+    key: Path = Field(description="This store's receipt key (Ed25519 seed, hex; 0600).")
+    certificate: Path = Field(description="The agency's certificate for that key.")
+
+
 class StoreConfig(_Strict):
     name: str = Field("store-1", description="Worker name, written into receipts.")
     group: str = Field("stores", description="Shared-subscription group: workers split load.")
@@ -40,6 +53,12 @@ class StoreConfig(_Strict):
     blobs: Path = Field(description="Directory for content-addressed media.")
     agency: Path = Field(description="Agency directory: registry and receipt signing key.")
     broker: Broker
+    receipts: ReceiptSigner | None = Field(
+        None, description="The receipt key the agency certified (from enroll-store)."
+    )
+    limits: Limits = Field(
+        default_factory=Limits, description="What one device may declare and have in progress."
+    )
 
 
 def load_store_config(path: Path) -> StoreConfig:
@@ -50,6 +69,13 @@ def load_store_config(path: Path) -> StoreConfig:
         update={
             "blobs": base / cfg.blobs,
             "agency": base / cfg.agency,
+            "receipts": cfg.receipts
+            and cfg.receipts.model_copy(
+                update={
+                    "key": base / cfg.receipts.key,
+                    "certificate": base / cfg.receipts.certificate,
+                }
+            ),
             "broker": cfg.broker.model_copy(
                 update={
                     "ca": base / cfg.broker.ca,

@@ -26,6 +26,12 @@ SCHEMA = [
         kind text not null, session text, wall double precision not null,
         entry text not null, received double precision not null, flag text,
         primary key (device, seq))""",
+    # The second branch of a fork (the key in two places): kept, never thrown away.
+    """create table if not exists forks (
+        device text not null, seq bigint not null, hash text not null, prev text not null,
+        kind text not null, session text, wall double precision not null,
+        entry text not null, received double precision not null, flag text,
+        primary key (device, seq, hash))""",
     """create table if not exists chain_problems (
         device text not null, seq bigint not null, code text not null, detail text not null,
         at double precision not null, primary key (device, seq, code))""",
@@ -34,6 +40,10 @@ SCHEMA = [
         device text not null, sha256 text not null, seq bigint not null,
         size bigint not null, chunk_size bigint not null, chunks text not null,
         complete double precision, primary key (device, sha256))""",
+    # When each upload began: one unfinished for too long is expired (store.uploads).
+    """create table if not exists uploads (
+        device text not null, sha256 text not null, started double precision not null,
+        primary key (device, sha256))""",
     """create table if not exists chunks (
         device text not null, sha256 text not null, off bigint not null,
         primary key (device, sha256, off))""",

@@ -7,27 +7,29 @@ workers share one fleet through an MQTT shared subscription).
 
 Example::
 
-    ingest = Ingest(db, BlobStore(path), directory, agency_key, name="store-1")
+    ingest = Ingest(db, BlobStore(path), directory, receipt_key, name="store-1")
     for topic, payload in ingest.handle("unbroken/d/bwc-1/entry", entry_bytes, now):
         client.publish(topic, payload, qos=1)
 """
 
 from __future__ import annotations
 
-import hashlib
+import errno
 import json
 import logging
+import math
 from typing import Protocol
 
 import nacl.signing
 
 from evidence import protocol as p
-from evidence.manifest import SegmentManifest, segment
-from evidence.receipt import make_receipt
+from evidence.names import iso
 from evidence.seal import Entry, SealError, check_signature
 from provisioning.registry import RegisteredKey
 from store.blobs import BlobStore
 from store.db import Database
+from store.limits import Limits, Refused
+from store.uploads import Uploads
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +44,8 @@ class DeviceDirectory(Protocol):
     def revoked_at(self, device: str) -> float | None: ...
 
 
-class Refused(Exception):
-    """A message refused with a reason; the sender is told where the protocol allows."""
+_FORK = "this device's key is in two places: a second entry at seq %d (%s), kept"
+EXPIRE_EVERY = 60.0  # seconds between looks for expired uploads, per worker
 
 
 class Ingest:
@@ -52,48 +54,81 @@ class Ingest:
         db: Database,
         blobs: BlobStore,
         directory: DeviceDirectory,
-        agency_key: nacl.signing.SigningKey,
+        receipt_key: nacl.signing.SigningKey,
         name: str,
+        limits: Limits | None = None,
+        certificate: bytes | None = None,
     ) -> None:
+        """``receipt_key`` signs receipts: the store's own key with the agency's
+        ``certificate`` for it (or, without one, the agency key itself)."""
         self.db, self.blobs, self.directory = db, blobs, directory
-        self.agency_key, self.name = agency_key, name
+        self.limits = limits or Limits()
+        self.uploads = Uploads(db, blobs, self.limits, receipt_key, name, certificate)
+        self._expired_at = -math.inf
 
     def handle(self, topic: str, payload: bytes, now: float) -> list[Reply]:
+        """The replies to one message. Nothing from the network raises: every refusal is
+        a ``rejected`` reply with a reason code (:data:`evidence.protocol.REFUSALS`),
+        recorded for the report."""
         device = "?"
         try:
             device, rest = p.parse_up(topic)
-            if rest == ["entry"]:
-                return self._entry(device, payload, now)
-            if rest == ["blob", "init"]:
-                return self._init(device, payload)
-            if rest == ["blob", "finish"]:
-                return self._finish(device, payload, now)
-            if len(rest) == 3 and rest[0] == "blob":
-                return self._chunk(device, rest[1], rest[2], payload)
-            if rest == ["status"]:
-                return self._status(device, payload, now)
-            raise Refused(f"unknown message type {'/'.join(rest)!r}")
-        except (Refused, p.ProtocolError) as e:
-            reason = str(e)
-            log.warning("refused %s: %s", topic, reason)
+            self._expire(now)
+            return self._dispatch(device, rest, payload, now)
+        except Refused as e:
+            return self._rejected(device, topic, e.code, str(e), now)
+        except p.ProtocolError as e:
+            return self._rejected(device, topic, "malformed", str(e), now)
+        except OSError as e:  # the store's own disk: tell the device to back off
+            full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+            code = "store_full" if full else "store_error"
+            return self._rejected(device, topic, code, f"store cannot write: {e.strerror}", now)
+        except Exception as e:  # a fault of ours (the database gone): never a silent drop
+            return self._rejected(device, topic, "store_error", f"{type(e).__name__}: {e}", now)
+
+    def _dispatch(self, device: str, rest: list[str], payload: bytes, now: float) -> list[Reply]:
+        if rest == ["entry"]:
+            return self._entry(device, payload, now)
+        if rest == ["blob", "init"]:
+            return self.uploads.init(device, payload, now)
+        if rest == ["blob", "finish"]:
+            return self.uploads.finish(device, payload, now)
+        if len(rest) == 3 and rest[0] == "blob":
+            return self.uploads.chunk(device, rest[1], rest[2], payload)
+        if rest == ["status"]:
+            return self._status(device, payload, now)
+        raise Refused("malformed", f"unknown message type {'/'.join(rest)[:100]!r}")
+
+    def _rejected(self, device: str, topic: str, code: str, reason: str, now: float) -> list[Reply]:
+        reason = reason[:500]
+        log.warning("refused %s (%s): %s", topic[:200], code, reason)
+        try:
             with self.db.transaction():
                 self.db.execute(
                     "insert into rejections values (?, ?, ?, ?)",
-                    (device, topic[:300], reason[:500], now),
+                    (device, topic[:300], f"{code}: {reason}", now),
                 )
-            if device == "?":
-                return []
-            return [(p.reply(device, "rejected"), p.dumps({"topic": topic, "reason": reason}))]
+        except Exception as e:  # the database itself failing: the log line must do
+            log.error("could not record the refusal of %s: %s", topic[:200], e)
+        if device == "?":
+            return []
+        doc = {"topic": topic[:300], "reason": reason, "code": code}
+        return [(p.reply(device, "rejected"), p.dumps(doc))]
+
+    def _expire(self, now: float) -> None:
+        if now - self._expired_at >= EXPIRE_EVERY:
+            self._expired_at = now
+            self.uploads.expire(now)
 
     # -- chain entries -----------------------------------------------------------
 
     def _entry(self, device: str, payload: bytes, now: float) -> list[Reply]:
         if len(payload) > p.MAX_JSON:
-            raise Refused(f"entry of {len(payload)} bytes is larger than {p.MAX_JSON}")
+            raise Refused("too_large", f"entry of {len(payload)} bytes is larger than {p.MAX_JSON}")
         try:
             e = Entry.from_json(payload)
         except SealError as err:
-            raise Refused(f"not a chain entry: {err}") from None
+            raise Refused("malformed", f"not a chain entry: {err}") from None
         ack = self._accept(device, e, now)
         return [(p.reply(device, "ack"), ack.to_bytes())]
 
@@ -114,39 +149,36 @@ class Ingest:
             check_signature(e, key.verify_key)
         except SealError as err:
             return self._refuse_entry(device, e, now, str(err))
-        flag = None
+        # Judged by what the store saw: the receive time, not the time the device claims.
         revoked = self.directory.revoked_at(device)
+        if revoked is not None and now >= revoked:
+            return self._refuse_entry(
+                device, e, now, f"received after the device was revoked ({iso(revoked)})", "revoked"
+            )
         wall = float(e.payload["at"]["wall"])
-        if revoked is not None:
-            if wall > revoked:
-                return self._refuse_entry(device, e, now, "signed after the device was revoked")
-            flag = "recorded_before_revocation"
+        last = self.db.query("select max(seq) as m from entries where device = ?", (device,))
+        bound = self.limits.seq_refusal(e.seq, int(last[0]["m"] or 0)) or self.limits.wall_refusal(
+            wall, now
+        )
+        if bound is not None:
+            return self._refuse_entry(device, e, now, str(bound), bound.code)
+        flag = self._time_flags(device, e, wall, now)
         with self.db.transaction():
-            existing = self.db.query(
-                "select hash from entries where device = ? and seq = ?", (device, e.seq)
-            )
-            if existing:
-                if existing[0]["hash"] == e.hash:
-                    return p.Ack(e.seq, True, "duplicate")
-                self._problem(
-                    device, e.seq, "fork", f"a second entry {e.hash[:16]} claims seq {e.seq}", now
+            main = self._hashes("entries", device, e.seq)
+            if e.hash in main or e.hash in self._hashes("forks", device, e.seq):
+                return p.Ack(e.seq, True, "duplicate")
+            # A second entry at a sequence number, or one continuing such an entry: a
+            # fork. Both branches are signed by a registered key, so both are kept (and
+            # their media receipted), and the fork is raised as an alert.
+            if main or e.payload["prev"] in self._hashes("forks", device, e.seq - 1):
+                self._insert("forks", device, e, wall, now, flag)
+                if main:
+                    self._problem(device, e.seq, "fork", _FORK % (e.seq, e.hash[:16]), now)
+                log.warning(
+                    "fork: %s entry %d (%s) kept on a second branch", device, e.seq, e.hash[:16]
                 )
-                return p.Ack(e.seq, False, f"fork: seq {e.seq} already holds another entry")
-            self.db.execute(
-                "insert into entries values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    device,
-                    e.seq,
-                    e.hash,
-                    e.payload["prev"],
-                    e.kind,
-                    e.session,
-                    wall,
-                    e.to_json().decode(),
-                    now,
-                    flag,
-                ),
-            )
+                return p.Ack(e.seq, True, "fork: kept on a second branch")
+            self._insert("entries", device, e, wall, now, flag)
             # Continuity both ways: entries may arrive out of order across workers.
             before = self.db.query(
                 "select hash from entries where device = ? and seq = ?", (device, e.seq - 1)
@@ -172,14 +204,45 @@ class Ingest:
                 )
         return p.Ack(e.seq, True)
 
-    def _refuse_entry(self, device: str, e: Entry, now: float, reason: str) -> p.Ack:
-        log.warning("refused entry %s/%d: %s", device, e.seq, reason)
+    def _hashes(self, table: str, device: str, seq: int) -> set[str]:
+        rows = self.db.query(
+            f"select hash from {table} where device = ? and seq = ?", (device, seq)
+        )
+        return {r["hash"] for r in rows}
+
+    def _insert(
+        self, table: str, device: str, e: Entry, wall: float, now: float, flag: str | None
+    ) -> None:
+        row = (device, e.seq, e.hash, e.payload["prev"], e.kind, e.session, wall)
+        self.db.execute(
+            f"insert into {table} values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (*row, e.to_json().decode(), now, flag),
+        )
+
+    def _time_flags(self, device: str, e: Entry, wall: float, now: float) -> str | None:
+        """``future_dated`` (the device's time ahead of the receive time by more than the
+        skew bound) and ``clock_backwards`` (a boot dated before the entry preceding it)."""
+        flags = []
+        if wall > now + self.limits.skew_seconds:
+            flags.append("future_dated")
+        if e.kind == "boot":
+            before = self.db.query(
+                "select wall from entries where device = ? and seq = ?", (device, e.seq - 1)
+            )
+            if before and wall < float(before[0]["wall"]) - self.limits.skew_seconds:
+                flags.append("clock_backwards")
+        return ",".join(flags) or None
+
+    def _refuse_entry(
+        self, device: str, e: Entry, now: float, reason: str, code: str = "refused_entry"
+    ) -> p.Ack:
+        log.warning("refused entry %s/%d (%s): %s", device, e.seq, code, reason)
         with self.db.transaction():
             self.db.execute(
                 "insert into rejections values (?, ?, ?, ?)",
-                (device, f"entry {e.seq}", reason, now),
+                (device, f"entry {e.seq}", f"{code}: {reason}", now),
             )
-        return p.Ack(e.seq, False, reason)
+        return p.Ack(e.seq, False, reason, code)
 
     def _problem(self, device: str, seq: int, code: str, detail: str, now: float) -> None:
         self.db.execute(
@@ -187,147 +250,10 @@ class Ingest:
             (device, seq, code, detail, now),
         )
 
-    # -- blobs -------------------------------------------------------------------
-
-    def _blob(self, device: str, sha256: str) -> p.BlobInit:
-        rows = self.db.query(
-            "select * from blobs where device = ? and sha256 = ?", (device, sha256)
-        )
-        if not rows:
-            raise Refused(f"chunk or finish for unknown blob {sha256[:16]}: send init first")
-        b = rows[0]
-        return p.BlobInit(
-            sha256,
-            int(b["size"]),
-            int(b["chunk_size"]),
-            int(b["seq"]),
-            tuple(json.loads(b["chunks"])),
-        )
-
-    def _received(self, device: str, sha256: str) -> set[int]:
-        rows = self.db.query(
-            "select off from chunks where device = ? and sha256 = ?", (device, sha256)
-        )
-        return {int(r["off"]) for r in rows}
-
-    def _receipt(self, device: str, sha256: str) -> list[Reply]:
-        rows = self.db.query(
-            "select receipt from receipts where device = ? and sha256 = ?", (device, sha256)
-        )
-        return [(p.reply(device, "receipt"), rows[0]["receipt"].encode())] if rows else []
-
-    def _init(self, device: str, payload: bytes) -> list[Reply]:
-        init = p.BlobInit.parse(payload)
-        if receipt := self._receipt(device, init.sha256):
-            return receipt  # already stored: the device lost our receipt, send it again
-        chunks = json.dumps(list(init.chunks))
-        with self.db.transaction(durable=False):
-            self.db.execute(
-                "insert into blobs values (?, ?, ?, ?, ?, ?, null) on conflict do nothing",
-                (device, init.sha256, init.seq, init.size, init.chunk_size, chunks),
-            )
-        known = self._blob(device, init.sha256)
-        if (known.size, known.chunk_size, known.chunks) != (
-            init.size,
-            init.chunk_size,
-            init.chunks,
-        ):
-            # A device restarted with another chunk size: start the blob over.
-            with self.db.transaction():
-                self.db.execute(
-                    "delete from chunks where device = ? and sha256 = ?", (device, init.sha256)
-                )
-                self.db.execute(
-                    "update blobs set size = ?, chunk_size = ?, chunks = ?, seq = ?"
-                    " where device = ? and sha256 = ?",
-                    (init.size, init.chunk_size, chunks, init.seq, device, init.sha256),
-                )
-            self.blobs.discard(device, init.sha256)
-        lacking = p.missing(init, self._received(device, init.sha256))
-        return [(p.reply(device, "missing"), p.Missing(init.sha256, lacking).to_bytes())]
-
-    def _chunk(self, device: str, sha256: str, offset_text: str, data: bytes) -> list[Reply]:
-        p.check_sha256(sha256, "chunk topic")
-        if not offset_text.isdigit():
-            raise Refused(f"chunk offset {offset_text!r} is not a number")
-        init = self._blob(device, sha256)
-        offset = int(offset_text)
-        expected = p.chunk_length(init, offset)
-        if len(data) != expected:
-            raise Refused(f"chunk at {offset} has {len(data)} bytes, expected {expected}")
-        if hashlib.sha256(data).hexdigest() != init.chunk_hash(offset):
-            raise Refused(
-                f"chunk at {offset} of {sha256[:16]} does not match its hash "
-                "(altered in transit): send it again"
-            )
-        self.blobs.write_chunk(device, sha256, offset, data)
-        with self.db.transaction(durable=False):
-            self.db.execute(
-                "insert into chunks values (?, ?, ?) on conflict do nothing",
-                (device, sha256, offset),
-            )
-        return []
-
-    def _finish(self, device: str, payload: bytes, now: float) -> list[Reply]:
-        sha256 = p.check_sha256(p.parse_json(payload, "finish").get("sha256"), "finish")
-        if receipt := self._receipt(device, sha256):
-            return receipt
-        init = self._blob(device, sha256)
-        lacking = p.missing(init, self._received(device, sha256))
-        if lacking:
-            return [
-                (p.reply(device, "missing"), p.Missing(sha256, lacking, "incomplete").to_bytes())
-            ]
-        manifest = self.db.query(
-            "select hash, session, entry from entries where device = ? and seq = ?",
-            (device, init.seq),
-        )
-        if not manifest:
-            reason = f"manifest entry {init.seq} not received"
-            return [(p.reply(device, "missing"), p.Missing(sha256, [], reason).to_bytes())]
-        sealed = sealed_segment(manifest[0]["entry"])
-        if sealed is None or sealed.sha256 != sha256 or sealed.size != init.size:
-            raise Refused(f"entry {init.seq} does not seal blob {sha256[:16]} of {init.size} B")
-        if not self.blobs.complete(device, sha256, init.size):
-            with self.db.transaction():
-                self.db.execute(
-                    "delete from chunks where device = ? and sha256 = ?", (device, sha256)
-                )
-            self.blobs.discard(device, sha256)
-            reason = "assembled blob does not match: resend"
-            return [
-                (
-                    p.reply(device, "missing"),
-                    p.Missing(sha256, p.chunk_offsets(init), reason).to_bytes(),
-                )
-            ]
-        data = make_receipt(
-            self.agency_key,
-            device=device,
-            sha256=sha256,
-            size=init.size,
-            entry_seq=init.seq,
-            entry_hash=manifest[0]["hash"],
-            session=manifest[0]["session"],
-            stored_at=now,
-            store=self.name,
-        )
-        with self.db.transaction():
-            self.db.execute(
-                "insert into receipts values (?, ?, ?, ?, ?) on conflict do nothing",
-                (device, sha256, init.seq, now, data.decode()),
-            )
-            self.db.execute(
-                "update blobs set complete = ? where device = ? and sha256 = ?",
-                (now, device, sha256),
-            )
-            self.db.execute("delete from chunks where device = ? and sha256 = ?", (device, sha256))
-        return self._receipt(device, sha256)  # the one stored, if two workers raced
-
     def _status(self, device: str, payload: bytes, now: float) -> list[Reply]:
         doc = p.parse_json(payload, "status")
         if doc.get("device") != device:
-            raise Refused("status names another device")
+            raise Refused("malformed", "status names another device")
         with self.db.transaction(durable=False):
             self.db.execute(
                 "insert into statuses values (?, ?, ?) on conflict (device) do update"
@@ -335,11 +261,3 @@ class Ingest:
                 (device, json.dumps(doc), now),
             )
         return []
-
-
-def sealed_segment(stored: str) -> SegmentManifest | None:
-    """The manifest of a stored segment entry; None if it is not a valid one."""
-    try:
-        return segment(Entry.from_json(stored.encode()))
-    except SealError:  # a ManifestError too
-        return None

@@ -9,25 +9,44 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections import Counter
 from typing import Any
 
 from evidence.gaps import session_gaps
 from evidence.names import iso
-from evidence.protocol import DEADLINE_SECONDS
+from evidence.protocol import DEADLINE_SECONDS, REFUSALS
 from evidence.seal import Entry
 from store.db import Database
 from store.statements import statements_of
 
 
-def build_report(db: Database, now: float) -> dict[str, Any]:
+def build_report(db: Database, now: float, skew_seconds: float = 300.0) -> dict[str, Any]:
+    """What the agency holds. Late and overdue are judged in the store's time: a session's
+    device clock found more than ``skew_seconds`` off the receive time is corrected (and
+    the skew shown)."""
     devices = sorted(
         {r["device"] for r in db.query("select distinct device from entries")}
         | {r["device"] for r in db.query("select device from statuses")}
+        | {r["device"] for r in db.query("select distinct device from rejections")} - {"?"}
     )
-    return {"generated": now, "devices": [_device(db, d, now) for d in devices]}
+    return {"generated": now, "devices": [_device(db, d, now, skew_seconds) for d in devices]}
 
 
-def _device(db: Database, device: str, now: float) -> dict[str, Any]:
+def _clock_offsets(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Per session, receive time minus device time at its most promptly received entry:
+    the device clock's error plus the shortest delivery delay."""
+    out: dict[str, float] = {}
+    for r in rows:
+        off = float(r["received"]) - float(r["wall"])
+        out[r["session"]] = min(off, out.get(r["session"], off))
+    return out
+
+
+def _skew(offset: float, bound: float) -> float | None:
+    return round(offset, 1) if abs(offset) > bound else None
+
+
+def _device(db: Database, device: str, now: float, skew_seconds: float) -> dict[str, Any]:
     seqs = [
         int(r["seq"])
         for r in db.query("select seq from entries where device = ? order by seq", (device,))
@@ -48,7 +67,11 @@ def _device(db: Database, device: str, now: float) -> dict[str, Any]:
         if status_at is not None
         else 0
     )
-    rejected = db.query("select count(*) as n from rejections where device = ?", (device,))[0]["n"]
+    refusals = _refusals(db, device)
+    rejected = sum(refusals.values())
+    flags: Counter[str] = Counter()
+    for r in db.query("select flag from entries where device = ? and flag is not null", (device,)):
+        flags.update(str(r["flag"]).split(","))
     flagged = db.query(
         "select count(*) as n from entries where device = ? and flag is not null", (device,)
     )[0]["n"]
@@ -57,11 +80,13 @@ def _device(db: Database, device: str, now: float) -> dict[str, Any]:
         for r in db.query("select sha256, stored_at from receipts where device = ?", (device,))
     }
     sessions: dict[str, dict[str, Any]] = {}
-    for r in db.query(
-        "select kind, session, entry from entries where device = ? and session is not null"
-        " order by seq",
+    rows = db.query(
+        "select kind, session, entry, wall, received from entries"
+        " where device = ? and session is not null order by seq",
         (device,),
-    ):
+    )
+    offsets = _clock_offsets(rows)
+    for r in rows:
         payload = json.loads(r["entry"])["payload"]
         s = sessions.setdefault(
             r["session"],
@@ -79,6 +104,7 @@ def _device(db: Database, device: str, now: float) -> dict[str, Any]:
                 "room": None,
                 "case": None,
                 "tracks": [],
+                "clock_skew": _skew(offsets[r["session"]], skew_seconds),
             },
         )
         if r["kind"] == "session_open":
@@ -92,7 +118,8 @@ def _device(db: Database, device: str, now: float) -> dict[str, Any]:
         elif r["kind"] == "segment":
             body = payload["body"]
             s["segments"] += 1
-            end = float(body["end"]["wall"])
+            # The end in the store's time: the device's clock corrected by its skew.
+            end = float(body["end"]["wall"]) + (s["clock_skew"] or 0.0)
             stored = receipts.get(body["sha256"])
             if stored is not None:
                 s["receipted"] += 1
@@ -124,7 +151,11 @@ def _device(db: Database, device: str, now: float) -> dict[str, Any]:
         "gaps": gaps,
         "problems": problems,
         "rejected_messages": rejected,
+        "refusals": refusals,  # by reason code; "quota" counts the quota hits
+        "quota_hits": refusals.get("quota", 0),
         "flagged_entries": flagged,
+        "flags": dict(sorted(flags.items())),  # future_dated, clock_backwards
+        "fork": _fork(db, device),
         "status": status,
         "status_at": status_at,
         "receipted_since_status": receipted_since,
@@ -144,6 +175,39 @@ def _status_line(d: dict[str, Any], st: dict[str, Any], backlog: dict[str, Any])
         f"deadline {st.get('deadline', '?')}"
         + (f" (the store has receipted {since} segment(s) since)" if since else "")
     )
+
+
+def _fork(db: Database, device: str) -> dict[str, Any] | None:
+    """Both branches of a fork, from where they part; None without one."""
+    second = db.query("select seq, hash from forks where device = ? order by seq", (device,))
+    if not second:
+        return None
+    at = int(second[0]["seq"])
+    first = db.query(
+        "select seq, hash from entries where device = ? and seq >= ? order by seq", (device, at)
+    )
+
+    def branch(rows: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "first": rows[0]["hash"] if rows else None,
+            "entries": len(rows),
+            "last_seq": int(rows[-1]["seq"]) if rows else None,
+        }
+
+    return {
+        "alert": "this device's key is in two places",
+        "seq": at,
+        "branches": [branch(first), branch(second)],
+    }
+
+
+def _refusals(db: Database, device: str) -> dict[str, int]:
+    """Refused messages and expired uploads, by reason code (the text before ``:``)."""
+    counts: Counter[str] = Counter()
+    for r in db.query("select reason from rejections where device = ?", (device,)):
+        code = str(r["reason"]).split(":", 1)[0]
+        counts[code if code in REFUSALS or code == "expired" else "other"] += 1
+    return dict(sorted(counts.items()))
 
 
 def _gaps(seqs: list[int]) -> list[list[int]]:
@@ -176,6 +240,18 @@ def format_report(report: dict[str, Any]) -> str:
             + (f", {d['flagged_entries']} flagged" if d["flagged_entries"] else ""),
             _status_line(d, st, backlog),
         ]
+        if fork := d["fork"]:
+            a, b = fork["branches"]
+            lines.append(
+                f"  ALERT: {fork['alert']}: the chain forks at entry {fork['seq']}: "
+                f"branch {(a['first'] or '-')[:16]} ({a['entries']} entries), "
+                f"branch {b['first'][:16]} ({b['entries']} entries); both kept"
+            )
+        if d["flags"]:
+            lines.append("  flagged: " + ", ".join(f"{f} {n}" for f, n in d["flags"].items()))
+        if d["refusals"]:
+            counts = ", ".join(f"{code} {n}" for code, n in d["refusals"].items())
+            lines.append(f"  refused: {counts}")
         for g in d["gaps"]:
             lines.append(f"  GAP: entries {g[0]}..{g[1]} not received")
         for p in d["problems"]:
@@ -188,6 +264,11 @@ def format_report(report: dict[str, Any]) -> str:
                 + (f", room {s['room']} case {s['case'] or '-'}" if s["room"] else "")
                 + (f", tracks {','.join(s['tracks'])}" if len(s["tracks"]) > 1 else "")
                 + (f", {s['late']} stored after 24 h" if s["late"] else "")
+                + (
+                    f", device clock {s['clock_skew']:+.0f} s off the store's"
+                    if s["clock_skew"]
+                    else ""
+                )
                 + (f", {s['overdue']} OVERDUE" if s["overdue"] else "")
             )
             if not s["gaps"]:

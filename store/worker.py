@@ -12,9 +12,11 @@ import threading
 import time
 from typing import Any
 
+import nacl.signing
 import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from common.mqtt import probe, refusal_problem, tls_client
 from evidence import protocol as p
@@ -51,17 +53,25 @@ class Worker:
             self.problem = refusal_problem(rc, f"store {self.config.name}")
             log.error("%s", self.problem)
             return
-        if self.problem:
-            log.warning("connected to the broker")
+        log.info("connected to the broker %s:%d", self.config.broker.host, self.config.broker.port)
         self.problem = None
-        c.subscribe(f"$share/{self.config.group}/{p.PREFIX}/d/#", qos=1)
+        # retainAsPublished: the store sees which device messages were sent retained
+        options = SubscribeOptions(qos=1, retainAsPublished=True)
+        c.subscribe(f"$share/{self.config.group}/{p.PREFIX}/d/#", options=options)
         self.ready.set()
 
     def _on_message(self, c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.retain and retained_elsewhere(msg.topic):
+            if not msg.payload:
+                return  # a clearing (ours, delivered back): nothing to clear or handle
+            # Only the status is the broker's to keep; anything else retained would sit in
+            # its memory after the device left. An empty retained message deletes it.
+            log.warning("cleared a retained message on %s", msg.topic[:200])
+            c.publish(msg.topic, b"", qos=1, retain=True)
         try:
             replies = self.ingest.handle(msg.topic, bytes(msg.payload), time.time())
-        except Exception:  # one bad message must not stop the worker
-            log.exception("failed on %s", msg.topic)
+        except Exception as e:  # Ingest.handle refuses what it can; this is the last net
+            log.error("failed on %s: %s: %s", msg.topic[:200], type(e).__name__, e)
             return
         self.handled += 1
         for topic, payload in replies:
@@ -70,7 +80,9 @@ class Worker:
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
         self.ready.clear()
         if rc.is_failure and not self._quiet:
-            log.warning("disconnected from the broker: %s; reconnecting", rc)
+            log.warning("disconnected from the broker: %s (%d); reconnecting", rc, rc.value)
+        else:
+            log.info("disconnected from the broker: %s (%d)", rc, rc.value)
 
     def start(self, probe_seconds: float = 10.0) -> None:
         """The first connection is tried at once, so a wrong certificate, a refusal or an
@@ -90,17 +102,30 @@ class Worker:
         self.client.loop_stop()
 
 
+def retained_elsewhere(topic: str) -> bool:
+    """Whether a device topic is one no device has business retaining (all but status)."""
+    parts = topic.split("/")
+    return len(parts) >= 4 and parts[:2] == [p.PREFIX, "d"] and parts[3:] != ["status"]
+
+
 def start_worker(config: StoreConfig) -> Worker:
     """A worker with its own database connection and view of the agency registry."""
     from provisioning.agency import REGISTRY, Agency
 
-    agency = Agency(config.agency)
+    if config.receipts is not None:
+        key = nacl.signing.SigningKey(bytes.fromhex(config.receipts.key.read_text().strip()))
+        certificate: bytes | None = config.receipts.certificate.read_bytes()
+    else:  # an older installation: the agency key signs receipts (and could sign more)
+        log.warning("no [receipts] key in the store configuration: signing with the agency key")
+        key, certificate = Agency(config.agency).signing_key, None
     ingest = Ingest(
         Database.connect(config.database),
         BlobStore(config.blobs),
         RegistryDirectory(config.agency / REGISTRY),
-        agency.signing_key,
+        key,
         config.name,
+        config.limits,
+        certificate,
     )
     worker = Worker(config, ingest)
     worker.start()

@@ -157,10 +157,18 @@ def test_revoked_device_is_refused_after_crl_and_reload(tmp_path: Path) -> None:
         a, b = f.device_id("a"), f.device_id("b")
         before = Client(b, f.device("b"), f.port)
         assert before.connect() == "connected"
-        before.close()
+        store = Client("store-main", f.store(), f.port)
+        assert store.connect() == "connected" and store.subscribe("unbroken/d/#") == [1]
+        assert before.publish(f"unbroken/d/{b}/status", b"live") == 0
+        assert (f"unbroken/d/{b}/status", b"live") in store.received()
         run(f"provision revoke {b} --agency {f.agency} --reason stolen")
         f.broker_config()
         broker.reload()
+        # the connection opened before the revocation is cut off from every topic
+        assert before.publish(f"unbroken/d/{b}/status", b"after") == NOT_AUTHORIZED
+        assert store.received(0.3) == []
+        before.close()
+        store.close()
         _refused(f, b, f.device("b"))
         assert "certificate verify failed" in broker.log_text()
         c = Client(a, f.device("a"), f.port)

@@ -10,7 +10,7 @@ import pytest
 
 from agent import sync_plan as plan
 from evidence import protocol as p
-from evidence.receipt import ReceiptError, make_receipt
+from evidence.receipt import ReceiptClaim, ReceiptError, make_receipt
 from evidence.seal import Entry, Moment, Sealer
 
 DEV = "bwc-0001"
@@ -120,7 +120,54 @@ def test_replies_are_read_by_topic() -> None:
         stored_at=1.0,
         store="1",
     )
-    assert read(p.reply(DEV, "receipt"), receipt) == plan.Receipt(H1, 7, receipt)
+    claim = ReceiptClaim(H1, 10, 7, H2)
+    assert read(p.reply(DEV, "receipt"), receipt) == plan.Receipt(claim, receipt)
+
+
+def test_a_receipt_frees_only_what_the_journal_sealed_at_its_entry() -> None:
+    claim = ReceiptClaim(sha256=H1, size=10, entry_seq=7, entry_hash=H2)
+    assert plan.receipt_refusal(claim, plan.Sealed(H1, 10, H2)) is None
+    assert plan.receipt_refusal(claim, None) == "entry 7 is not a sealed segment on this device"
+    wrong = {
+        "sha256": plan.Sealed(H3, 10, H2),  # a random hash with a real entry_seq
+        "size": plan.Sealed(H1, 11, H2),
+        "entry_hash": plan.Sealed(H1, 10, H3),
+    }
+    for field, sealed in wrong.items():
+        assert plan.receipt_refusal(claim, sealed) == (
+            f"its {field} is not the one sealed at entry 7"
+        )
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"sha256": "../../../../tmp/x"}, "sha256 is not 64 lowercase hex"),
+        ({"sha256": H1.upper()}, "sha256 is not 64 lowercase hex"),
+        ({"entry_hash": None}, "entry_hash is not 64 lowercase hex"),
+        ({"entry_seq": "7"}, "entry_seq is not an integer"),
+        ({"entry_seq": 0}, "entry_seq is not an integer"),
+        ({"size": True}, "size is not an integer"),
+        ({"size": 2**50}, "size is not an integer"),
+    ],
+)
+def test_receipt_fields_from_the_network_are_validated(
+    change: dict[str, object], problem: str
+) -> None:
+    key = nacl.signing.SigningKey.generate()
+    fields: dict[str, object] = {
+        "device": DEV,
+        "sha256": H1,
+        "size": 10,
+        "entry_seq": 7,
+        "entry_hash": H2,
+        "session": None,
+        "stored_at": 1.0,
+        "store": "1",
+    }
+    receipt = make_receipt(key, **{**fields, **change})  # type: ignore[arg-type]
+    with pytest.raises(ReceiptError, match=problem):
+        plan.read_reply(DEV, p.reply(DEV, "receipt"), receipt, key.verify_key)
 
 
 def test_bad_replies_are_errors_naming_the_problem() -> None:
@@ -327,3 +374,13 @@ def test_an_answer_about_another_blob_changes_nothing() -> None:
     assert not t.answered and t.to_send == []
     sp.lacks(p.Missing(H1, [0]), now=1.0)
     assert t.answered and t.to_send == [0]
+
+
+def test_a_refusal_with_a_back_off_code_holds_the_media() -> None:
+    rejected = p.dumps({"topic": "t", "reason": "3 uploads in progress", "code": "quota"})
+    assert plan.Rejected.parse(rejected) == plan.Rejected("3 uploads in progress", "quota")
+    s = plan.SyncPlan(plan.SyncRules())
+    assert not s.refused("malformed", now=100.0) and not s.paused(100.0)
+    assert s.refused("quota", now=100.0)
+    assert s.paused(100.0 + p.BACK_OFF["quota"] - 1)
+    assert not s.paused(100.0 + p.BACK_OFF["quota"])

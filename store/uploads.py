@@ -1,0 +1,258 @@
+"""Media uploads at the store: announce (init), chunks, finish, receipt; quotas and expiry.
+
+An upload's state is in the database (``blobs``, ``chunks``, ``uploads``) and the partial
+file, so any worker takes any message. A device has a quota of uploads in progress
+(:class:`store.limits.Limits`); one left unfinished for ``expire_hours`` is dropped, its
+partial file too, and the device, asking again, starts it over.
+
+Example::
+
+    uploads = Uploads(db, BlobStore(path), Limits(), receipt_key, "store-1", certificate)
+    uploads.init("bwc-1", init_bytes, now)      # -> [(reply topic, Missing...)]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+
+import nacl.signing
+
+from evidence import protocol as p
+from evidence.manifest import SegmentManifest, segment
+from evidence.receipt import make_receipt
+from evidence.seal import Entry, SealError
+from store.blobs import BlobStore
+from store.db import Database
+from store.limits import Limits, Refused
+
+log = logging.getLogger(__name__)
+
+Reply = tuple[str, bytes]
+
+
+class Uploads:
+    def __init__(
+        self,
+        db: Database,
+        blobs: BlobStore,
+        limits: Limits,
+        receipt_key: nacl.signing.SigningKey,
+        name: str,
+        certificate: bytes | None = None,
+    ) -> None:
+        self.db, self.blobs, self.limits = db, blobs, limits
+        self.receipt_key, self.name, self.certificate = receipt_key, name, certificate
+
+    def _blob(self, device: str, sha256: str) -> p.BlobInit:
+        rows = self.db.query(
+            "select * from blobs where device = ? and sha256 = ?", (device, sha256)
+        )
+        if not rows:
+            raise Refused(
+                "unknown_blob", f"chunk or finish for unknown blob {sha256[:16]}: send init first"
+            )
+        b = rows[0]
+        return p.BlobInit(
+            sha256,
+            int(b["size"]),
+            int(b["chunk_size"]),
+            int(b["seq"]),
+            tuple(json.loads(b["chunks"])),
+        )
+
+    def _received(self, device: str, sha256: str) -> set[int]:
+        rows = self.db.query(
+            "select off from chunks where device = ? and sha256 = ?", (device, sha256)
+        )
+        return {int(r["off"]) for r in rows}
+
+    def _receipt(self, device: str, sha256: str) -> list[Reply]:
+        rows = self.db.query(
+            "select receipt from receipts where device = ? and sha256 = ?", (device, sha256)
+        )
+        return [(p.reply(device, "receipt"), rows[0]["receipt"].encode())] if rows else []
+
+    def _last_seq(self, device: str) -> int:
+        rows = self.db.query("select max(seq) as m from entries where device = ?", (device,))
+        return int(rows[0]["m"] or 0)
+
+    def _check_quota(self, device: str, size: int) -> None:
+        (row,) = self.db.query(
+            "select count(*) as n, coalesce(sum(size), 0) as b from blobs"
+            " where device = ? and complete is null",
+            (device,),
+        )
+        if refusal := self.limits.quota_refusal(int(row["n"]), int(row["b"]), size):
+            raise refusal
+
+    def init(self, device: str, payload: bytes, now: float) -> list[Reply]:
+        init = p.BlobInit.parse(payload)
+        if receipt := self._receipt(device, init.sha256):
+            return receipt  # already stored: the device lost our receipt, send it again
+        if refusal := self.limits.blob_refusal(init.size, init.seq, self._last_seq(device)):
+            raise refusal
+        chunks = json.dumps(list(init.chunks))
+        known = self.db.query(
+            "select 1 from blobs where device = ? and sha256 = ?", (device, init.sha256)
+        )
+        if not known:
+            self._check_quota(device, init.size)
+            with self.db.transaction(durable=False):
+                self.db.execute(
+                    "insert into blobs values (?, ?, ?, ?, ?, ?, null) on conflict do nothing",
+                    (device, init.sha256, init.seq, init.size, init.chunk_size, chunks),
+                )
+                self.db.execute(
+                    "insert into uploads values (?, ?, ?) on conflict do nothing",
+                    (device, init.sha256, now),
+                )
+        known_init = self._blob(device, init.sha256)
+        if (known_init.size, known_init.chunk_size, known_init.chunks) != (
+            init.size,
+            init.chunk_size,
+            init.chunks,
+        ):
+            # A device restarted with another chunk size: start the blob over.
+            with self.db.transaction():
+                self.db.execute(
+                    "delete from chunks where device = ? and sha256 = ?", (device, init.sha256)
+                )
+                self.db.execute(
+                    "update blobs set size = ?, chunk_size = ?, chunks = ?, seq = ?"
+                    " where device = ? and sha256 = ?",
+                    (init.size, init.chunk_size, chunks, init.seq, device, init.sha256),
+                )
+            self.blobs.discard(device, init.sha256)
+        lacking = p.missing(init, self._received(device, init.sha256))
+        return [(p.reply(device, "missing"), p.Missing(init.sha256, lacking).to_bytes())]
+
+    def chunk(self, device: str, sha256: str, offset_text: str, data: bytes) -> list[Reply]:
+        p.check_sha256(sha256, "chunk topic")
+        if not offset_text.isdigit() or len(offset_text) > 16:
+            raise Refused("malformed", f"chunk offset {offset_text[:20]!r} is not a number")
+        init = self._blob(device, sha256)
+        offset = int(offset_text)
+        expected = p.chunk_length(init, offset)
+        if len(data) != expected:
+            raise Refused(
+                "malformed", f"chunk at {offset} has {len(data)} bytes, expected {expected}"
+            )
+        if hashlib.sha256(data).hexdigest() != init.chunk_hash(offset):
+            raise Refused(
+                "malformed",
+                f"chunk at {offset} of {sha256[:16]} does not match its hash "
+                "(altered in transit): send it again",
+            )
+        self.blobs.write_chunk(device, sha256, offset, data)
+        with self.db.transaction(durable=False):
+            self.db.execute(
+                "insert into chunks values (?, ?, ?) on conflict do nothing",
+                (device, sha256, offset),
+            )
+        return []
+
+    def finish(self, device: str, payload: bytes, now: float) -> list[Reply]:
+        sha256 = p.check_sha256(p.parse_json(payload, "finish").get("sha256"), "finish")
+        if receipt := self._receipt(device, sha256):
+            return receipt
+        init = self._blob(device, sha256)
+        lacking = p.missing(init, self._received(device, sha256))
+        if lacking:
+            return [
+                (p.reply(device, "missing"), p.Missing(sha256, lacking, "incomplete").to_bytes())
+            ]
+        # On either branch of a fork: both are kept, so both are receipted.
+        manifests = self.db.query(
+            "select hash, session, entry from entries where device = ? and seq = ?"
+            " union all select hash, session, entry from forks where device = ? and seq = ?",
+            (device, init.seq, device, init.seq),
+        )
+        if not manifests:
+            reason = f"manifest entry {init.seq} not received"
+            return [(p.reply(device, "missing"), p.Missing(sha256, [], reason).to_bytes())]
+        manifest = [m for m in manifests if _seals(m["entry"], sha256, init.size)]
+        if not manifest:
+            raise Refused(
+                "malformed", f"entry {init.seq} does not seal blob {sha256[:16]} of {init.size} B"
+            )
+        if not self.blobs.complete(device, sha256, init.size):
+            with self.db.transaction():
+                self.db.execute(
+                    "delete from chunks where device = ? and sha256 = ?", (device, sha256)
+                )
+            self.blobs.discard(device, sha256)
+            reason = "assembled blob does not match: resend"
+            return [
+                (
+                    p.reply(device, "missing"),
+                    p.Missing(sha256, p.chunk_offsets(init), reason).to_bytes(),
+                )
+            ]
+        data = make_receipt(
+            self.receipt_key,
+            device=device,
+            sha256=sha256,
+            size=init.size,
+            entry_seq=init.seq,
+            entry_hash=manifest[0]["hash"],
+            session=manifest[0]["session"],
+            stored_at=now,
+            store=self.name,
+            certificate=self.certificate,
+        )
+        with self.db.transaction():
+            self.db.execute(
+                "insert into receipts values (?, ?, ?, ?, ?) on conflict do nothing",
+                (device, sha256, init.seq, now, data.decode()),
+            )
+            self.db.execute(
+                "update blobs set complete = ? where device = ? and sha256 = ?",
+                (now, device, sha256),
+            )
+            self.db.execute("delete from chunks where device = ? and sha256 = ?", (device, sha256))
+            self.db.execute("delete from uploads where device = ? and sha256 = ?", (device, sha256))
+        return self._receipt(device, sha256)  # the one stored, if two workers raced
+
+    def expire(self, now: float) -> list[tuple[str, str]]:
+        """Drop uploads unfinished for ``expire_hours``: (device, sha256) of each."""
+        cutoff = now - self.limits.expire_hours * 3600
+        stale = self.db.query(
+            "select u.device, u.sha256 from uploads u join blobs b"
+            " on b.device = u.device and b.sha256 = u.sha256"
+            " where b.complete is null and u.started < ?",
+            (cutoff,),
+        )
+        for r in stale:
+            device, sha256 = r["device"], r["sha256"]
+            with self.db.transaction():
+                for table in ("chunks", "uploads", "blobs"):
+                    self.db.execute(
+                        f"delete from {table} where device = ? and sha256 = ?", (device, sha256)
+                    )
+                self.db.execute(
+                    "insert into rejections values (?, ?, ?, ?)",
+                    (
+                        device,
+                        f"blob {sha256}",
+                        f"expired: unfinished after {self.limits.expire_hours:g} h",
+                        now,
+                    ),
+                )
+            self.blobs.discard(device, sha256)
+            log.warning("expired the unfinished upload %s of %s", sha256[:12], device)
+        return [(r["device"], r["sha256"]) for r in stale]
+
+
+def _seals(stored: str, sha256: str, size: int) -> bool:
+    sealed = sealed_segment(stored)
+    return sealed is not None and (sealed.sha256, sealed.size) == (sha256, size)
+
+
+def sealed_segment(stored: str) -> SegmentManifest | None:
+    """The manifest of a stored segment entry; None if it is not a valid one."""
+    try:
+        return segment(Entry.from_json(stored.encode()))
+    except (SealError, ValueError, TypeError, KeyError):  # a ManifestError too
+        return None
