@@ -13,9 +13,11 @@ import pytest
 
 from simulator.mosquitto import Mosquitto
 from simulator.session import record_session
+from store.db import Database
 from tests.fixtures.config import small_config
 from tests.fixtures.fleet import Broker, Fleet, build_fleet
 from tests.fixtures.panel import UMQTT_PACKAGE, UMQTT_VERSION, install_umqtt
+from tests.fixtures.store import postgres_url
 
 
 @pytest.fixture(scope="session")
@@ -59,3 +61,11 @@ def umqtt(request: pytest.FixtureRequest) -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return root
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    url = str(tmp_path / "store.db") if request.param == "sqlite" else postgres_url()
+    database = Database.connect(url)
+    yield database
+    database.close()

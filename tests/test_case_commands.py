@@ -10,7 +10,7 @@ from agent.room import close_refusal
 from device.clock import SimClock
 from simulator.device import SimDevice
 from simulator.site import LocalSite, device_config
-from tests.test_room import SMALL, entries
+from tests.fixtures.room import SMALL, entries
 
 
 def test_a_close_must_name_the_open_session_or_its_case() -> None:

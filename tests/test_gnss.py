@@ -8,7 +8,6 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from functools import reduce
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ import pytest
 from device import gnss
 from device.clock import SimClock
 from device.gnss import Backoff, Fix, GnssState, GpsdClient, NmeaReplay, format_position
+from tests.fixtures.nmea import gga, nmea, rmc
 
 ROUTE = Path(__file__).resolve().parents[1] / "simulator" / "routes" / "hefei-foot-patrol.nmea"
 T0 = datetime(2026, 3, 14, 1, 30, tzinfo=UTC).timestamp()  # the route's first timestamp
@@ -25,18 +25,6 @@ def dm(value: str) -> float:
     """'3149.2362' -> 31 + 49.2362 / 60, written independently of the module under test."""
     whole = value.split(".")[0]
     return int(whole[:-2]) + float(value[len(whole) - 2 :]) / 60
-
-
-def nmea(body: str) -> str:
-    return f"${body}*{reduce(lambda acc, ch: acc ^ ord(ch), body, 0):02X}"
-
-
-def gga(hhmmss: str, lat: str = "3149.2362", quality: int = 1) -> str:
-    return nmea(f"GPGGA,{hhmmss}.00,{lat},N,11713.6328,E,{quality},08,1.0,30.0,M,-3.2,M,,")
-
-
-def rmc(hhmmss: str, lat: str = "3149.2362", date: str = "140326") -> str:
-    return nmea(f"GPRMC,{hhmmss}.00,A,{lat},N,11713.6328,E,1.0,90.0,{date},,,A")
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> bool:

@@ -14,7 +14,7 @@ from device.clock import OffsetClock, SimClock
 from device.hardware import BoardFactory, HardwareError, SimFactory, camera_tracks
 from device.microphone import MicrophoneError
 from simulator.device import SimDevice, shipped_route
-from tests.test_gnss import gga
+from tests.fixtures.nmea import gga
 
 SMALL = Recording(width=128, height=72, fps=10, audio_rate=8000, prebuffer_seconds=0)
 

@@ -14,26 +14,20 @@ import numpy as np
 import pytest
 
 from agent.config import device_config
-from agent.evidence_dir import load_chain, verify_dir
+from agent.evidence_dir import verify_dir
 from agent.room import Close, Open, Prompt, Refused, RoomTriggers, compose_pip, panel_state
 from common.commands import make_command
 from common.settings import DeviceConfig, PictureInPicture, Recording, Room
 from device.clock import SimClock
 from evidence.receipt import check_receipt
-from evidence.seal import Entry
 from simulator.device import SimDevice
 from simulator.site import LocalSite
 from tests.fixtures.panel import BOARD, Panel, launch_firmware
-
-SMALL = {"width": 320, "height": 180, "fps": 10, "prebuffer_seconds": 2}
+from tests.fixtures.room import SMALL, entries
 
 
 def room_config(**room: object) -> DeviceConfig:
     return DeviceConfig(recording=Recording(**SMALL), room=Room(**room))  # type: ignore[arg-type]
-
-
-def entries(data: Path, kind: str | None = None) -> list[Entry]:
-    return [e for _, e in load_chain(data) if isinstance(e, Entry) and kind in (None, e.kind)]
 
 
 # -- the decisions, pure ------------------------------------------------------------------

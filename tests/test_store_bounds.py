@@ -9,72 +9,27 @@ import hashlib
 import logging
 from pathlib import Path
 
-import nacl.signing
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from evidence import protocol as p
-from evidence.seal import Entry, Moment, Sealer
-from store.blobs import BlobStore
 from store.db import Database
 from store.ingest import Ingest
-from store.limits import Limits
 from store.report import build_report, format_report
-from tests import test_store_ingest as ingest_tests
-from tests.test_store_ingest import NOW, Directory
-
-db = ingest_tests.db  # the same fixture: SQLite and PostgreSQL
-
-DEV = "bwc-0042"
-DATA = b"\x42" * 5000
-SHA = hashlib.sha256(DATA).hexdigest()
-CHUNK = 1024
-
-
-def _store(db: Database, tmp_path: Path, **limits: int | float) -> tuple[Ingest, Sealer]:
-    key = nacl.signing.SigningKey.generate()
-    directory = Directory()
-    directory.add(DEV, key.verify_key)
-    blobs = BlobStore(tmp_path / "blobs")
-    receipt_key = nacl.signing.SigningKey.generate()
-    ingest = Ingest(db, blobs, directory, receipt_key, "store-t", Limits(**limits))  # type: ignore[arg-type]
-    return ingest, Sealer(key, DEV, None)
-
-
-def _at(wall: float = NOW) -> Moment:
-    return Moment(wall, 1.0, True)
-
-
-def _after(sealer: Sealer, seq: int) -> Sealer:
-    """The sealer as if ``seq`` entries were sealed before."""
-    fake = Entry({"seq": seq, "n": 1}, b"")
-    return Sealer(sealer._key, DEV, fake)
-
-
-def _codes(replies: list[tuple[str, bytes]]) -> list[str]:
-    out = []
-    for topic, payload in replies:
-        if topic.endswith("/rejected"):
-            out.append(p.parse_json(payload, "rejected")["code"])
-        elif topic.endswith("/ack"):
-            out.append(p.Ack.parse(payload).code or "ok")
-        else:
-            out.append(topic.rsplit("/", 1)[-1])
-    return out
-
-
-def _init(
-    sha: str = SHA, size: int = len(DATA), seq: int = 1, chunk: int = CHUNK, **change: object
-) -> bytes:
-    n = len(range(0, size, chunk))
-    doc = {"sha256": sha, "size": size, "chunk_size": chunk, "seq": seq, "chunks": [sha] * n}
-    doc.update(change)
-    return p.dumps(doc)
-
-
-def _entry(ingest: Ingest, e: Entry) -> list[str]:
-    return _codes(ingest.handle(p.up(DEV, "entry"), e.to_json(), NOW))
+from tests.fixtures.store import (
+    CHUNK,
+    DATA,
+    DEV,
+    NOW,
+    SHA,
+    _after,
+    _at,
+    _codes,
+    _entry,
+    _init,
+    _store,
+)
 
 
 def test_declared_sizes_sequences_and_times_are_bounded(db: Database, tmp_path: Path) -> None:

@@ -14,11 +14,8 @@ from evidence.seal import Entry, Moment, Sealer
 from store.db import Database
 from store.ingest import Ingest
 from store.report import build_report, format_report
-from tests import test_store_ingest as ingest_tests
-from tests.test_store_bounds import DEV, _store
-from tests.test_store_ingest import NOW
+from tests.fixtures.store import DEV, NOW, _store
 
-db = ingest_tests.db  # the same fixture: SQLite and PostgreSQL
 CHUNK = 1024
 
 

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import nacl.signing
@@ -15,56 +12,14 @@ import pytest
 from agent.evidence_dir import load_chain
 from evidence import protocol as p
 from evidence.receipt import check_receipt
-from evidence.seal import Entry, Moment, Sealer, key_id
-from provisioning.registry import RegisteredKey
+from evidence.seal import Entry, Moment, Sealer
 from simulator.session import record_session
 from store.blobs import BlobStore
 from store.db import Database
 from store.ingest import Ingest
 from store.report import build_report
 from tests.fixtures.config import small_config
-
-PG = os.environ.get("UNBROKEN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-NOW = 1_773_500_000.0
-
-
-class Directory:
-    """The registry's answers, as a table: which keys a device has, when it was revoked."""
-
-    def __init__(self) -> None:
-        self.keys: dict[str, list[RegisteredKey]] = {}
-        self.revoked: dict[str, float] = {}
-
-    def add(self, device: str, key: nacl.signing.VerifyKey) -> None:
-        self.keys.setdefault(device, []).append(RegisteredKey(key_id(key), key, 0.0, None))
-
-    def device_keys(self, device: str) -> list[RegisteredKey]:
-        return self.keys.get(device, [])
-
-    def revoked_at(self, device: str) -> float | None:
-        return self.revoked.get(device)
-
-
-def _postgres_url() -> str:
-    import psycopg
-
-    schema = f"t{uuid.uuid4().hex[:10]}"
-    try:
-        with psycopg.connect(PG, connect_timeout=3, autocommit=True) as c:
-            c.execute(f"create schema {schema}")
-    except psycopg.OperationalError as e:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"no PostgreSQL at {PG} ({e}); CI requires one")
-    return f"{PG}?options=-csearch_path%3D{schema}"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    url = str(tmp_path / "store.db") if request.param == "sqlite" else _postgres_url()
-    database = Database.connect(url)
-    yield database
-    database.close()
+from tests.fixtures.store import NOW, Directory
 
 
 @pytest.fixture(scope="module")

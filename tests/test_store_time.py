@@ -9,16 +9,13 @@ from pathlib import Path
 import nacl.signing
 
 from evidence import protocol as p
-from evidence.report import format_report as format_verify
 from evidence.seal import Moment, Sealer
 from evidence.verify import verify_chain
+from evidence.verify_report import format_report as format_verify
 from store.db import Database
 from store.report import build_report, format_report
-from tests import test_store_ingest as ingest_tests
-from tests.test_store_bounds import DEV, _entry, _store
-from tests.test_store_ingest import NOW
+from tests.fixtures.store import DEV, NOW, _entry, _store
 
-db = ingest_tests.db  # the same fixture: SQLite and PostgreSQL
 DAY = 86400.0
 
 
