@@ -1,7 +1,7 @@
 """Boot recovery: the last boot ended inside a session (power cut, battery shutdown).
 
 What reached the disk is kept — spooled segments cut back to their last complete fragment
-(:mod:`agent.recovery`) and sealed as recovered — the gap is logged, and recording resumes
+(:mod:`agent.fragments`) and sealed as recovered — the gap is logged, and recording resumes
 in the same session.
 
 Example::
@@ -18,8 +18,8 @@ from typing import Any
 
 from agent.chain import ChainWriter
 from agent.continuity import Continuity
+from agent.fragments import read_sidecar, truncate_to_fragments
 from agent.media import WrittenSegment, probe
-from agent.recovery import read_sidecar, truncate_to_fragments
 from agent.segments import Segmenter
 from agent.session import OpenSession
 from common.settings import MAIN_TRACK, Category, DeviceConfig

@@ -47,7 +47,7 @@ from agent.keys import load_or_create_key
 from agent.uplink import BrokerSettings
 from common import pki
 from common.bundle import DeviceFacts, check_bundle
-from common.commands import SESSION_COMMANDS, AssignmentArgs, Command, check_command
+from common.commands import SESSION_COMMANDS, AgencyCommand, AssignmentArgs, check_command
 from common.files import write_atomic
 from common.identity import Identity, Role, default_device_id
 from common.requests import make_request, make_rotation_request
@@ -298,7 +298,7 @@ def _swap_dir(new: Path, target: Path) -> None:
 # -- commands (assignment) ----------------------------------------------------------------
 
 
-def remember_command(journal: Journal, cmd: Command, seq: int, now: float) -> None:
+def remember_command(journal: Journal, cmd: AgencyCommand, seq: int, now: float) -> None:
     journal.remember_command(cmd.nonce, cmd.command, cmd.issued, cmd.expires, now, seq)
 
 
@@ -330,7 +330,7 @@ def apply_command(root: Path, data: bytes, now: float, clock: Clock | None = Non
         return apply_assignment(root, chain, cmd, data, now)
 
 
-def checked_command(root: Path, journal: Journal, data: bytes, now: float) -> Command:
+def checked_command(root: Path, journal: Journal, data: bytes, now: float) -> AgencyCommand:
     """Every check of an agency command: signature, this device, validity, role, replay.
     The caller holds the device lock (one sealer per chain)."""
     identity = read_identity(root)
@@ -344,7 +344,7 @@ def checked_command(root: Path, journal: Journal, data: bytes, now: float) -> Co
 
 
 def apply_assignment(
-    root: Path, chain: ChainWriter, cmd: Command, data: bytes, now: float
+    root: Path, chain: ChainWriter, cmd: AgencyCommand, data: bytes, now: float
 ) -> Entry:
     """A checked assign/unassign command's effect: ``assignment.json`` written and the
     ``assignment`` entry sealed on the caller's chain."""

@@ -52,7 +52,7 @@ from agent.interruptions import InterruptionTracker
 from agent.journal import Journal
 from agent.keys import load_or_create_key
 from agent.lifecycle import SessionLifecycle
-from agent.room import Open, RoomTriggers, panel_state
+from agent.room import OpenRoomSession, RoomTriggers, panel_state
 from agent.room_control import RoomControl
 from agent.segments import Segmenter
 from agent.session import MarkerType, OpenSession, SessionError, SessionMachine, State
@@ -218,7 +218,7 @@ class Recorder:
         if badges is not None:
             self.badges = list(badges)
         if self._room:  # opened on the controller itself (API, `agent run --open`)
-            self._room.act([Open("api")], category=category)
+            self._room.act([OpenRoomSession("api")], category=category)
         else:
             self.life.act(self.machine.open(), category)
         assert self.session

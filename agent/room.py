@@ -12,9 +12,9 @@ Example::
 
     t = RoomTriggers(["key", "door"], confirm_seconds=60)
     t.door(closed=True, now=0.0)        # -> [Prompt()]           panel blinks: confirm?
-    t.key(start=True, now=5.0)          # -> [Open("door")]
+    t.key(start=True, now=5.0)          # -> [OpenRoomSession("door")]
     t.opened("door")                    # the recorder opened it
-    t.key(start=False, now=900.0)       # -> [Close("key")]
+    t.key(start=False, now=900.0)       # -> [CloseRoomSession("key")]
 """
 
 from __future__ import annotations
@@ -32,12 +32,12 @@ PanelState = Literal["idle", "recording", "confirm", "fault"]
 
 
 @dataclass(frozen=True)
-class Open:
+class OpenRoomSession:
     trigger: Trigger
 
 
 @dataclass(frozen=True)
-class Close:
+class CloseRoomSession:
     trigger: Trigger
 
 
@@ -51,7 +51,7 @@ class Prompt:
     """Ask the panel for the key's confirmation (door closed)."""
 
 
-RoomAction = Open | Close | Refused | Prompt
+RoomAction = OpenRoomSession | CloseRoomSession | Refused | Prompt
 
 
 class RoomTriggers:
@@ -87,9 +87,9 @@ class RoomTriggers:
             if self.opened_by is not None:
                 return []  # already recording
             if self.awaiting:
-                return [Open("door")]
+                return [OpenRoomSession("door")]
             if "key" in self.triggers:
-                return [Open("key")]
+                return [OpenRoomSession("key")]
             why = "the key opens a session only after the door closes"
             return [Refused(why if "door" in self.triggers else "the key is not a trigger here")]
         if self.opened_by is None:
@@ -97,14 +97,14 @@ class RoomTriggers:
             return []
         if self.opened_by == "command":
             return [Refused("the case system opened this session: it closes it")]
-        return [Close("key")]
+        return [CloseRoomSession("key")]
 
     def command(self, open_: bool) -> list[RoomAction]:
         if "command" not in self.triggers:
             return [Refused("session commands are not a trigger in this room")]
         if open_:
-            return [Open("command")]
-        return [Close("command")] if self.opened_by is not None else []
+            return [OpenRoomSession("command")]
+        return [CloseRoomSession("command")] if self.opened_by is not None else []
 
     def tick(self, now: float) -> list[RoomAction]:
         if self.awaiting_since is not None and now - self.awaiting_since > self.confirm_seconds:

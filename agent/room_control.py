@@ -15,9 +15,17 @@ from collections.abc import Callable
 
 from agent.chain import ChainWriter
 from agent.lifecycle import SessionLifecycle
-from agent.room import Close, Open, Prompt, Refused, RoomAction, RoomTriggers, close_refusal
+from agent.room import (
+    CloseRoomSession,
+    OpenRoomSession,
+    Prompt,
+    Refused,
+    RoomAction,
+    RoomTriggers,
+    close_refusal,
+)
 from agent.session import SessionError
-from common.commands import Command, SessionArgs
+from common.commands import AgencyCommand, SessionArgs
 from common.settings import Category
 from device.clock import Clock
 from evidence.manifest import CaseCommand
@@ -54,7 +62,7 @@ class RoomControl:
             raise SessionError(f"panel sent {what}={value[:40]!r}: not a door or key state")
         self.act(actions)
 
-    def case_command(self, cmd: Command, args: SessionArgs) -> Entry | None:
+    def case_command(self, cmd: AgencyCommand, args: SessionArgs) -> Entry | None:
         """The case system opens or closes the room's session (a checked command)."""
         opening = cmd.command == "session_open"
         actions = self.triggers.command(opening)
@@ -101,11 +109,11 @@ class RoomControl:
         """Carry out the room's decisions; returns the session entry sealed, if any."""
         entry = None
         for a in actions:
-            if isinstance(a, Open):
+            if isinstance(a, OpenRoomSession):
                 self.life.act(self.life.machine.open(), category, a.trigger, case)
                 self.triggers.opened(a.trigger)
                 entry = self.chain.journal.last()
-            elif isinstance(a, Close):
+            elif isinstance(a, CloseRoomSession):
                 self.life.act(self.life.machine.close(), trigger=a.trigger, case=case)
                 entry = self.chain.journal.last()
             elif isinstance(a, Refused):

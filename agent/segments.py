@@ -29,8 +29,8 @@ import numpy as np
 
 from agent.chain import ChainWriter
 from agent.evidence_dir import SPOOL, segment_name
+from agent.fragments import sidecar, write_sidecar
 from agent.media import AUDIO_CODEC, VIDEO_CODEC, SegmentFile, TrackEncoder, WrittenSegment
-from agent.recovery import sidecar, write_sidecar
 from agent.session import OpenSession
 from common.settings import MAIN_TRACK, DeviceConfig
 from device.clock import Clock

@@ -223,7 +223,7 @@ class Uploader:
             self._apply(ledger, reply, data.topic)
 
     def _apply(self, ledger: SyncLedger, reply: plan.Reply, topic: str) -> None:
-        if isinstance(reply, plan.Command):
+        if isinstance(reply, plan.CommandArrived):
             if self.on_command is None:
                 log.warning("no recorder to apply the command on %s", topic)
             else:

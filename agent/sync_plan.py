@@ -110,7 +110,7 @@ def retention_cutoff(now: float, keep_hours: float | None) -> float | None:
 
 
 @dataclass(frozen=True)
-class Command:
+class CommandArrived:
     """An agency command, handed on unverified: the recorder checks and applies it."""
 
     payload: bytes
@@ -180,7 +180,7 @@ class Rejected:
         return Rejected(str(doc.get("reason", ""))[:300], str(doc.get("code", ""))[:40])
 
 
-Reply = Command | p.Ack | p.Missing | Receipt | Rejected | None
+Reply = CommandArrived | p.Ack | p.Missing | Receipt | Rejected | None
 
 
 def is_panel_input(topic: str, room: str | None) -> bool:
@@ -194,7 +194,7 @@ def read_reply(
     """What a message from the store or the agency means (None: nothing we know).
     ProtocolError or ReceiptError for a malformed one."""
     if topic.startswith(p.command(device, "")):
-        return Command(payload)
+        return CommandArrived(payload)
     what = topic.rsplit("/", 1)[-1]
     if what == "ack":
         return p.Ack.parse(payload)

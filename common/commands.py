@@ -65,7 +65,7 @@ class SessionArgs(Strict):
     _badges = field_validator("badges")(_printable_badges)
 
 
-class Command(Strict):
+class AgencyCommand(Strict):
     type: Literal["command"]
     v: Literal[1]
     agency: str
@@ -77,7 +77,7 @@ class Command(Strict):
     args: AssignmentArgs | SessionArgs
 
     @model_validator(mode="after")
-    def _args_fit(self) -> Command:
+    def _args_fit(self) -> AgencyCommand:
         want = SessionArgs if self.command in SESSION_COMMANDS else AssignmentArgs
         if not isinstance(self.args, want):
             raise ValueError(f"{self.command} takes {want.__name__} arguments")
@@ -91,7 +91,7 @@ def make_command(
     args: dict[str, Any],
     now: float,
     ttl: float,
-) -> tuple[bytes, Command]:
+) -> tuple[bytes, AgencyCommand]:
     payload = {
         "type": "command",
         "v": 1,
@@ -103,10 +103,12 @@ def make_command(
         "expires": now + ttl,
         "args": args,
     }
-    cmd = validate(Command, payload, "command")
+    cmd = validate(AgencyCommand, payload, "command")
     return signed.sign(agency_key, payload), cmd
 
 
-def check_command(data: bytes, agency: nacl.signing.VerifyKey, device: str, now: float) -> Command:
+def check_command(
+    data: bytes, agency: nacl.signing.VerifyKey, device: str, now: float
+) -> AgencyCommand:
     raw = signed.open_agency_doc(data, agency, kind="command", now=now, device=device)
-    return validate(Command, raw, "command")
+    return validate(AgencyCommand, raw, "command")

@@ -42,7 +42,7 @@ from pydantic import Field
 
 from common import pki
 from common.bundle import Broker, check_settings, make_bundle
-from common.commands import Command, Name, make_command
+from common.commands import AgencyCommand, Name, make_command
 from common.files import write_atomic
 from common.requests import check_request, check_rotation_request
 from evidence.models import Strict, validate
@@ -436,7 +436,7 @@ class Agency:
         name: str | None = None,
         unit: str | None = None,
         room: str | None = None,
-    ) -> Command:
+    ) -> AgencyCommand:
         badges = badges or []
         with self.change() as files:
             device = self._live_device(device_id)
@@ -452,7 +452,7 @@ class Agency:
             args = {"badges": badges, "name": name, "unit": unit, "room": room}
             return self._command(device_id, "assign", args, out, now, files)
 
-    def unassign(self, device_id: str, out: Path, now: float) -> Command:
+    def unassign(self, device_id: str, out: Path, now: float) -> AgencyCommand:
         with self.change() as files:
             self._live_device(device_id)
             if self.registry.assignment(device_id) is None:
@@ -468,7 +468,7 @@ class Agency:
         out: Path,
         now: float,
         ttl: float = 600.0,
-    ) -> Command:
+    ) -> AgencyCommand:
         """The case system opens or closes an interview-room session: a command signed by
         the agency, for one room controller, valid ``ttl`` seconds (short: it acts now)."""
         with self.change() as files:
@@ -488,7 +488,7 @@ class Agency:
         out: Path,
         now: float,
         files: list[tuple[Path, bytes, int]],
-    ) -> Command:
+    ) -> AgencyCommand:
         data, cmd = make_command(
             self.signing_key, device_id, name, args, now, self.config.command_hours * 3600
         )

@@ -36,7 +36,12 @@ from common.commands import AssignmentArgs
 from common.requests import check_request
 from evidence.names import ProvisionError, iso
 from provisioning.agency import Agency, init_agency
-from provisioning.broker import crl_expiry_note, crl_valid_until, renew_crl, write_broker_config
+from provisioning.broker_config import (
+    crl_expiry_note,
+    crl_valid_until,
+    renew_crl,
+    write_broker_config,
+)
 
 
 def parse_broker(value: str) -> Broker:

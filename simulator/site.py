@@ -36,7 +36,7 @@ from common.bundle import Broker
 from common.mqtt import tls_client
 from device.clock import Clock, SimClock
 from provisioning.agency import Agency, init_agency
-from provisioning.broker import write_broker_config
+from provisioning.broker_config import write_broker_config
 from simulator.mosquitto import Mosquitto, free_port
 from store.commands import publish_command
 from store.config import load_store_config

@@ -13,7 +13,7 @@ Example::
 
 from __future__ import annotations
 
-from common.commands import Command, check_command
+from common.commands import AgencyCommand, check_command
 from evidence.signed import SignedError, parse
 from provisioning.agency import Agency
 from store.config import StoreConfig
@@ -21,7 +21,9 @@ from store.config import StoreConfig
 __all__ = ["SignedError", "publish_command", "send_command"]
 
 
-def send_command(config: StoreConfig, data: bytes, now: float, timeout: float = 10.0) -> Command:
+def send_command(
+    config: StoreConfig, data: bytes, now: float, timeout: float = 10.0
+) -> AgencyCommand:
     """Check ``data`` as an agency command and publish it (QoS 1) to the device it names."""
     payload, _ = parse(data, "command")
     agency = Agency(config.agency)

@@ -18,7 +18,7 @@ import pytest
 from common.bundle import Broker
 from common.mqtt import probe, tls_client
 from provisioning.agency import Agency, init_agency
-from provisioning.broker import crl_valid_until, renew_crl, write_broker_config
+from provisioning.broker_config import crl_valid_until, renew_crl, write_broker_config
 from simulator.mosquitto import Mosquitto, free_port
 from unbroken.cli import main
 
@@ -191,7 +191,7 @@ def test_the_broker_refuses_messages_larger_than_the_protocol_sends(tmp_path: Pa
     (MQTT v5: disconnect, 149 packet too large), and the store never receives it."""
 
     from evidence import protocol
-    from provisioning.broker import MESSAGE_LIMIT
+    from provisioning.broker_config import MESSAGE_LIMIT
 
     port, now = free_port(), time.time()
     agency = _agency(tmp_path / "agency", port)

@@ -35,7 +35,7 @@ from evidence import signed
 from evidence.names import ProvisionError
 from evidence.seal import Entry, Moment, Sealer, canonical, key_id
 from provisioning.agency import Agency
-from provisioning.broker import render_acl
+from provisioning.broker_config import render_acl
 from provisioning.cli import add_provision_parser
 from simulator.session import record_session
 from store.blobs import BlobStore

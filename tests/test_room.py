@@ -15,7 +15,15 @@ import pytest
 
 from agent.config import device_config
 from agent.evidence_dir import verify_dir
-from agent.room import Close, Open, Prompt, Refused, RoomTriggers, compose_pip, panel_state
+from agent.room import (
+    CloseRoomSession,
+    OpenRoomSession,
+    Prompt,
+    Refused,
+    RoomTriggers,
+    compose_pip,
+    panel_state,
+)
 from common.commands import make_command
 from common.settings import DeviceConfig, PictureInPicture, Recording, Room
 from device.clock import SimClock
@@ -40,9 +48,9 @@ def test_door_then_key_opens_and_key_closes() -> None:
     ]
     assert t.door(closed=True, now=1) == [Prompt()]
     assert panel_state(False, t.awaiting, False) == "confirm"
-    assert t.key(start=True, now=5) == [Open("door")]
+    assert t.key(start=True, now=5) == [OpenRoomSession("door")]
     t.opened("door")
-    assert t.key(start=False, now=900) == [Close("key")]
+    assert t.key(start=False, now=900) == [CloseRoomSession("key")]
 
 
 def test_confirmation_lapses_and_door_opening_withdraws_it() -> None:
@@ -50,22 +58,22 @@ def test_confirmation_lapses_and_door_opening_withdraws_it() -> None:
     t.door(closed=True, now=0)
     t.tick(now=31)
     assert not t.awaiting
-    assert t.key(start=True, now=32) != [Open("door")]
+    assert t.key(start=True, now=32) != [OpenRoomSession("door")]
     t.door(closed=False, now=40)
     t.door(closed=True, now=41)
     t.door(closed=False, now=42)
-    assert t.key(start=True, now=43) != [Open("door")]
+    assert t.key(start=True, now=43) != [OpenRoomSession("door")]
 
 
 def test_case_system_session_is_closed_by_the_case_system_only() -> None:
     t = RoomTriggers(["command", "key", "door"], confirm_seconds=60)
-    assert t.command(open_=True) == [Open("command")]
+    assert t.command(open_=True) == [OpenRoomSession("command")]
     t.opened("command")
     assert t.key(start=False, now=10) == [
         Refused("the case system opened this session: it closes it")
     ]
     assert t.door(closed=True, now=11) == []  # already recording: nothing to confirm
-    assert t.command(open_=False) == [Close("command")]
+    assert t.command(open_=False) == [CloseRoomSession("command")]
     t.closed()
     assert t.command(open_=False) == []
 
@@ -74,7 +82,7 @@ def test_triggers_not_configured_are_refused() -> None:
     t = RoomTriggers(["key"], confirm_seconds=60)
     assert isinstance(t.command(open_=True)[0], Refused)
     assert t.door(closed=True, now=0) == []
-    assert t.key(start=True, now=1) == [Open("key")]
+    assert t.key(start=True, now=1) == [OpenRoomSession("key")]
 
 
 def test_panel_lamp_means_recording_only() -> None:

@@ -102,7 +102,7 @@ def test_replies_are_read_by_topic() -> None:
     def read(topic: str, payload: bytes) -> plan.Reply:
         return plan.read_reply(DEV, topic, payload, vk)
 
-    assert read(p.command(DEV, "assign"), b"\x00any") == plan.Command(b"\x00any")
+    assert read(p.command(DEV, "assign"), b"\x00any") == plan.CommandArrived(b"\x00any")
     assert read(p.reply(DEV, "ack"), p.Ack(4, False, "fork").to_bytes()) == p.Ack(4, False, "fork")
     assert read(p.reply(DEV, "missing"), p.Missing(H1, [0, 1024]).to_bytes()) == p.Missing(
         H1, [0, 1024]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from agent.recovery import complete_fragments_end
+from agent.fragments import complete_fragments_end
 
 
 def box(kind: bytes, body: bytes = b"") -> bytes:
