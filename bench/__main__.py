@@ -23,6 +23,7 @@ import numpy as np
 
 from agent.evidence_dir import load_chain
 from agent.watermark import Watermark, find_font
+from bench import ingest as ingest_bench
 from bench import room as room_bench
 from bench import sync as sync_bench
 from common.settings import DeviceConfig, Recording
@@ -308,6 +309,7 @@ def main() -> None:
         peak_rss(tmp)
         power_cuts(tmp)
         sync_bench.run(tmp, line)
+        ingest_bench.run(tmp, line)
         room_bench.run(tmp, line)
         pipeline(tmp)  # last: it pins this process to one core
 
