@@ -31,6 +31,7 @@ PROBLEMS = {
     "malformed_entry": "a file in the chain is not a valid entry (corrupt or foreign)",
     "bad_signature": "an entry's signature does not verify with the device key",
     "wrong_key": "the chain was signed by a different key than the pinned one",
+    "later_key": "the pinned key is one the chain rotated to later: pin its first key",
     "foreign_device": "an entry names another device than the chain",
     "duplicate_sequence": "two entries claim the same sequence number",
     "sequence_gap": "entries are missing from the chain (deleted)",
@@ -331,6 +332,21 @@ class _Checker:
                 "wrong_key",
                 "chain",
                 f"no entry verifies with key {self.r.key_id}; entries name key {signer}",
+            )
+            return
+        pinned = bytes(self.key).hex()
+        handover = next(
+            (e for _, e in good if e.kind == "key_rotation" and e.body.get("new_key") == pinned),
+            None,
+        )
+        if bad and handover is not None and all(e.seq <= handover.seq for _, e in bad):
+            first = good[0][1].payload.get("key")
+            self.problem(
+                "later_key",
+                "chain",
+                f"the pinned key {self.r.key_id} takes over at entry {handover.seq} by a signed "
+                f"rotation; entries 1..{handover.seq} are signed by key {first}: pin the chain's "
+                f"first key (keys/{first}.pub, the one registered at enrolment) to verify them all",
             )
             return
         for name, e in bad:
