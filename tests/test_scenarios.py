@@ -18,7 +18,7 @@ import pytest
 from common.settings import DeviceConfig, Recording
 from simulator.control import ControlChannel, ControlClient, ControlError, SimParts, parse_command
 from simulator.device import SimDevice, shipped_route, sim_factory
-from simulator.scenario import control_command
+from simulator.scenario_actions import control_command
 from simulator.scenario_facts import (
     CutFact,
     DeviceFacts,
