@@ -8,24 +8,23 @@ Example::
 
     cap = Capture(config, {"main": camera}, device_id)
     frames, failed = cap.read(now)                    # failed: camera -> error
-    text = cap.label(clock, gnss, frames["main"].captured, badges, room=None)
-    images = cap.pictures_of(frames, failed, text)    # track -> watermarked image
+    fields = cap.label(clock, gnss, frames["main"].captured, badges, room=None)
+    images = cap.pictures_of(frames, failed, fields)  # track -> watermarked picture
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from agent.room import compose_pip
-from agent.watermark import Watermark, find_font, watermark_text
+from agent.watermark import Watermark, find_font, watermark_fields
 from common.settings import MAIN_TRACK, DeviceConfig
+from device import yuv
 from device.camera import Camera, CameraError, VideoFrame
 from device.clock import Clock
 from device.gnss import GnssState
-
-FAULT_LABEL = "  CAMERA FAULT"
 
 
 class Capture:
@@ -40,7 +39,7 @@ class Capture:
         rec = config.recording
         font = find_font(config.watermark.font)
         self.watermarks = {t: Watermark(rec.width, rec.height, font) for t in config.tracks}
-        self._black = np.zeros((rec.height, rec.width, 3), np.uint8)
+        self._black = yuv.blank(rec.width, rec.height)
         # The last watermarked picture of each track, for a live preview (simulator panel).
         self.pictures: dict[str, np.ndarray] = {}
 
@@ -66,12 +65,12 @@ class Capture:
 
     def label(
         self, clock: Clock, gnss: GnssState, captured: float, badges: list[str], room: str | None
-    ) -> str:
-        """The watermark text of a frame captured at ``captured`` (monotonic)."""
+    ) -> tuple[str, ...]:
+        """The watermark's fields for a frame captured at ``captured`` (monotonic)."""
         labels = self.config.watermark.labels
         wall = clock.wall() - (clock.monotonic() - captured)
         place = f"{labels.room} {room or '-'}" if self.config.room else None
-        return watermark_text(
+        return watermark_fields(
             wall,
             clock.utc_offset(),
             clock.synced(),
@@ -84,24 +83,25 @@ class Capture:
         )
 
     def pictures_of(
-        self, frames: Mapping[str, VideoFrame], failed: Mapping[str, str], text: str
+        self, frames: Mapping[str, VideoFrame], failed: Mapping[str, str], fields: Sequence[str]
     ) -> dict[str, np.ndarray]:
-        """Each track's watermarked picture: the cameras', and the composite if any."""
+        """Each track's watermarked picture: the cameras', and the composite if any; a
+        failed camera's track (and a composite it is part of) says so first."""
         images = {name: f.image for name, f in frames.items()}
-        labels = {name: FAULT_LABEL for name in failed}
+        faulty = set(failed)
         room = self.config.room
+        fault = (self.config.watermark.labels.camera_fault,)
         if room and room.pip:
             pip = room.pip
+            if faulty & {pip.main, pip.inset}:
+                faulty.add(pip.track)
+            wm = self.watermarks[pip.track]
+            wm.prepare((*fault, *fields) if pip.track in faulty else fields)
             images[pip.track] = compose_pip(
-                images[pip.main],
-                images[pip.inset],
-                pip.divisor,
-                pip.corner,
-                top=self.watermarks[pip.track].strip_height,
+                images[pip.main], images[pip.inset], pip.divisor, pip.corner, top=wm.strip_height
             )
-            labels[pip.track] = labels.get(pip.main) or labels.get(pip.inset) or ""
         for track, image in images.items():
-            self.watermarks[track].apply(image, text + labels.get(track, ""))
+            self.watermarks[track].apply(image, (*fault, *fields) if track in faulty else fields)
         self.pictures = images
         return images
 

@@ -12,9 +12,9 @@ still decodes up to its last complete fragment.
 
 Example::
 
-    enc = TrackEncoder(settings, bitrate=2_000_000)
+    enc = TrackEncoder(settings, bitrate=2_000_000, codec="libx264")
     seg = SegmentFile(path, enc, first_frame=60)      # starts at the encoder's next frame
-    video, audio = enc.encode(image, samples, keyframe=True)
+    video, audio = enc.encode(picture, samples, keyframe=True)   # picture: YUV 4:2:0
     for p in video: seg.mux_video(p)
     for p in audio: seg.mux_audio(p)
     facts = seg.close(audio_end=enc.samples)          # flushed, fsynced and hashed
@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import logging
 import os
 from dataclasses import dataclass
 from fractions import Fraction
@@ -39,17 +40,87 @@ from device.camera import Image
 from device.microphone import Samples
 from evidence.verify import MediaFacts
 
+_log = logging.getLogger(__name__)
+
 VIDEO_CODEC = "h264"
 AUDIO_CODEC = "aac"
+SOFTWARE_H264 = "libx264"
+HARDWARE_H264 = "h264_v4l2m2m"  # the V4L2 memory-to-memory encoder of a Pi 4 or Zero 2 W
+
+# Device-tree "compatible" strings of SoCs with a V4L2 H.264 encoder (BCM2711: Pi 4, 400,
+# CM4; BCM2837/2710: Pi 3, Zero 2 W). The Pi 5's BCM2712 has none.
+_HARDWARE_H264_SOCS = (b"brcm,bcm2711", b"brcm,bcm2837", b"brcm,bcm2710")
+DEVICE_TREE = Path("/proc/device-tree/compatible")
 
 # frag_keyframe: a fragment per keyframe; empty_moov: playable while being written;
 # frag_discont: keep each track's own start (the audio's offset from the cut), rather
 # than shifting every track to zero.
-_MUX_OPTIONS = {
-    "movflags": "frag_keyframe+empty_moov+default_base_moof+frag_discont",
-    "avoid_negative_ts": "disabled",
-    "flush_packets": "1",
-}
+_MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof+frag_discont"
+
+
+def mux_options(extradata: bytes | None) -> dict[str, str]:
+    """The segment muxer's options. An encoder that puts its H.264 headers in the stream
+    instead of extradata (a hardware encoder may) leaves the muxer nothing to write in an
+    empty moov: ``delay_moov`` then writes it with the first fragment, from its headers."""
+    flags = _MOVFLAGS if extradata else _MOVFLAGS + "+delay_moov"
+    return {"movflags": flags, "avoid_negative_ts": "disabled", "flush_packets": "1"}
+
+
+def automatic_encoder(compatible: bytes) -> str:
+    """The H.264 encoder for a board, from its device tree's ``compatible`` list
+    (NUL-separated): the hardware one where the SoC has it, else software.
+
+    Example::
+
+        automatic_encoder(b"raspberrypi,4-model-b\0brcm,bcm2711\0")   # "h264_v4l2m2m"
+        automatic_encoder(b"")                                            # "libx264"
+    """
+    socs = set(compatible.split(b"\0"))
+    return HARDWARE_H264 if socs & set(_HARDWARE_H264_SOCS) else SOFTWARE_H264
+
+
+def configured_encoder(setting: str, device_tree: Path = DEVICE_TREE) -> str:
+    """The encoder the ``recording.encoder`` setting names; ``auto`` asks the board."""
+    if setting != "auto":
+        return setting
+    try:
+        return automatic_encoder(device_tree.read_bytes())
+    except OSError:  # no device tree: not a single-board computer
+        return SOFTWARE_H264
+
+
+class EncoderChoice:
+    """Which H.264 encoder a device's tracks use, falling back to software for good when
+    the hardware one cannot be opened (the reason kept for the chain and the log).
+
+    Example::
+
+        choice = EncoderChoice("h264_v4l2m2m")
+        enc = choice.open(rec, bitrate)     # a TrackEncoder; libx264 if the hardware failed
+        choice.take_fallback()              # ("h264_v4l2m2m", "Invalid argument ...") once
+    """
+
+    def __init__(self, codec: str) -> None:
+        self.codec = codec
+        self._fallback: tuple[str, str] | None = None
+
+    def open(self, rec: Recording, bitrate: int) -> TrackEncoder:
+        try:
+            return TrackEncoder(rec, bitrate, self.codec)
+        except (av.FFmpegError, ValueError) as e:
+            if self.codec == SOFTWARE_H264:
+                raise
+            _log.warning(
+                "H.264 encoder %s failed to open (%s): using %s", self.codec, e, SOFTWARE_H264
+            )
+            self._fallback = (self.codec, str(e))
+            self.codec = SOFTWARE_H264
+            return TrackEncoder(rec, bitrate, self.codec)
+
+    def take_fallback(self) -> tuple[str, str] | None:
+        """(the encoder that failed, why), once after a fallback; else None."""
+        fallback, self._fallback = self._fallback, None
+        return fallback
 
 
 @dataclass(frozen=True)
@@ -96,28 +167,36 @@ class TrackEncoder:
     Video timestamps count the frames encoded, audio ones the samples.
     """
 
-    def __init__(self, rec: Recording, bitrate: int) -> None:
+    def __init__(self, rec: Recording, bitrate: int, codec: str = SOFTWARE_H264) -> None:
         self.bitrate = bitrate
+        self.codec = codec
         self.rate = rec.audio_rate
         self.frames = 0  # frames encoded so far: the next frame's pts
         self.samples = 0  # audio samples encoded so far
         self._master: Any = av.open(io.BytesIO(), "w", format="mp4")
         gop = rec.fps * rec.keyframe_seconds
-        v = self._master.add_stream("libx264", rate=rec.fps)
+        v: Any = self._master.add_stream(codec, rate=rec.fps)
         v.width, v.height, v.pix_fmt = rec.width, rec.height, "yuv420p"
         v.bit_rate = bitrate
         v.gop_size = gop
         v.time_base = Fraction(1, rec.fps)
-        v.codec_context.options = {
-            "preset": rec.encoder_preset,
-            "tune": "zerolatency",  # no B-frame lookahead: frames leave as they come
-            "keyint_min": str(gop),
-            "sc_threshold": "0",  # keyframes on the clock only, so fragments are regular
-            "threads": str(rec.encoder_threads),
-        }
+        if codec == SOFTWARE_H264:
+            v.codec_context.options = {
+                "preset": rec.encoder_preset,
+                "tune": "zerolatency",  # no B-frame lookahead: frames leave as they come
+                "keyint_min": str(gop),
+                "sc_threshold": "0",  # keyframes on the clock only, so fragments are regular
+                "threads": str(rec.encoder_threads),
+            }
+        # The V4L2 encoder takes bitrate and GOP from the codec context, and a keyframe
+        # where a frame is marked I (its FORCE_KEY_FRAME control): nothing else to set.
         a = self._master.add_stream("aac", rate=rec.audio_rate)
         a.layout = "mono"
-        self._master.start_encoding()  # opens both encoders, once
+        try:
+            self._master.start_encoding()  # opens both encoders, once
+        except BaseException:
+            self.close()
+            raise
         self.video, self.audio = v, a
         self._vtb = Fraction(1, rec.fps)
         self._atb = Fraction(1, rec.audio_rate)
@@ -127,7 +206,7 @@ class TrackEncoder:
     ) -> tuple[list[av.Packet], list[av.Packet]]:
         """One frame and the audio that covers it; the packets the encoders gave back.
         ``keyframe``: force one here (a segment starts with this frame)."""
-        vf = av.VideoFrame.from_ndarray(image, format="rgb24")
+        vf = av.VideoFrame.from_ndarray(image, format="yuv420p")  # no colour conversion
         vf.pts, vf.time_base = self.frames, self._vtb
         if keyframe:
             vf.pict_type = av.video.frame.PictureType.I
@@ -168,7 +247,8 @@ class SegmentFile:
         self.audio_origin = encoder.samples
         self.frames = 0
         self._sink = _HashingSink(path)
-        self._out: Any = av.open(self._sink, "w", format="mp4", options=_MUX_OPTIONS)
+        options = mux_options(encoder.video.codec_context.extradata)
+        self._out: Any = av.open(self._sink, "w", format="mp4", options=options)
         self._v = self._out.add_stream_from_template(encoder.video)
         self._a = self._out.add_stream_from_template(encoder.audio)
         self._held: av.Packet | None = None
@@ -270,6 +350,6 @@ def probe(path: Path) -> MediaFacts:
 
 
 def decode_frames(path: Path) -> list[np.ndarray[Any, np.dtype[np.uint8]]]:
-    """Every video frame of a segment as RGB arrays (for tests and previews)."""
+    """Every video frame of a segment as YUV 4:2:0 pictures (for tests)."""
     with av.open(str(path)) as c:
-        return [np.asarray(f.to_ndarray(format="rgb24"), np.uint8) for f in c.decode(video=0)]
+        return [np.asarray(f.to_ndarray(format="yuv420p"), np.uint8) for f in c.decode(video=0)]

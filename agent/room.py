@@ -23,8 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
-
+from device import yuv
 from device.camera import Image
 
 Trigger = Literal["command", "key", "door", "api"]  # api: on the controller itself
@@ -151,17 +150,20 @@ def close_refusal(
 
 
 def compose_pip(main: Image, inset: Image, divisor: int, corner: str, top: int = 0) -> Image:
-    """The main picture with ``inset`` shrunk to 1/``divisor`` (every divisor-th pixel:
-    cheap enough for every frame) in a corner, framed by a white border; a new image.
-    ``top``: rows kept clear at the top edge (the watermark strip)."""
+    """The main picture with ``inset`` shrunk to 1/``divisor`` (every divisor-th sample of
+    each plane: cheap enough for every frame) in a corner, framed by a white border; a new
+    YUV 4:2:0 picture. ``top``: rows kept clear at the top edge (the watermark strip)."""
     out = main.copy()
-    small = inset[::divisor, ::divisor]
-    h, w = small.shape[:2]
-    H, W = out.shape[:2]
-    margin = max(4, H // 60)
+    W, H = yuv.size_of(out)
+    w, h = yuv.size_of(inset)
+    w, h = (w // divisor) & ~1, (h // divisor) & ~1  # even: whole chroma samples
+    margin = max(4, H // 60) & ~1
     down, right = _CORNERS[corner]
-    y = H - h - margin if down else max(margin, top + margin)
+    y = H - h - margin if down else max(margin, (top + margin + 1) & ~1)
     x = W - w - margin if right else margin
-    out[y - 2 : y + h + 2, x - 2 : x + w + 2] = 255
-    out[y : y + h, x : x + w] = small
-    return np.ascontiguousarray(out)
+    for k, (dst, src) in enumerate(zip(yuv.planes(out), yuv.planes(inset), strict=True)):
+        s = 1 if k == 0 else 2  # chroma planes are half the size
+        y0, x0, hh, ww, b = y // s, x // s, h // s, w // s, 2 // s
+        dst[y0 - b : y0 + hh + b, x0 - b : x0 + ww + b] = yuv.WHITE_Y if k == 0 else yuv.NEUTRAL_UV
+        dst[y0 : y0 + hh, x0 : x0 + ww] = src[::divisor, ::divisor][:hh, :ww]
+    return out

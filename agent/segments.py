@@ -30,7 +30,15 @@ import numpy as np
 from agent.chain import ChainWriter
 from agent.evidence_dir import SPOOL, segment_name
 from agent.fragments import sidecar, write_sidecar
-from agent.media import AUDIO_CODEC, VIDEO_CODEC, SegmentFile, TrackEncoder, WrittenSegment
+from agent.media import (
+    AUDIO_CODEC,
+    VIDEO_CODEC,
+    EncoderChoice,
+    SegmentFile,
+    TrackEncoder,
+    WrittenSegment,
+    configured_encoder,
+)
 from agent.session import OpenSession
 from common.settings import MAIN_TRACK, DeviceConfig
 from device.clock import Clock
@@ -105,6 +113,7 @@ class Segmenter:
         self.segment: OpenSegment | None = None
         self._closing: list[OpenSegment] = []  # cut, waiting for the rest of their audio
         self._encoders: dict[str, TrackEncoder] = {}
+        self.encoder = EncoderChoice(configured_encoder(config.recording.encoder))
         self._seen_video: dict[str, int] = {}  # the latest timestamp each track handed over
         self._seen_audio: dict[str, int] = {}
         self._buffer: deque[_Buffered] = deque()
@@ -153,10 +162,15 @@ class Segmenter:
             rec = self.config.recording
             try:
                 for track in self.tracks:
-                    self._encoders[track] = TrackEncoder(rec, bitrate)
+                    self._encoders[track] = self.encoder.open(rec, bitrate)
             except BaseException:
                 self._drop_encoders()
                 raise
+            if fallback := self.encoder.take_fallback():
+                wanted, why = fallback
+                body = {"type": "encoder_fallback", "wanted": wanted, "used": self.encoder.codec}
+                session = self._session()
+                self.chain.seal("event", body | {"reason": why}, session.id if session else None)
         writers: dict[str, SegmentFile] = {}
         try:
             for track, encoder in self._encoders.items():

@@ -48,6 +48,12 @@ class Recording(_Strict):
         30, ge=0, le=120, description="Footage kept before a session opens, with audio (0: off)."
     )
     video_bitrate: int = Field(2_000_000, ge=100_000, description="H.264 target bits per second.")
+    encoder: Literal["auto", "libx264", "h264_v4l2m2m"] = Field(
+        "auto",
+        description="H.264 encoder: auto takes the SoC's hardware encoder where it has one "
+        "(Pi 4, Zero 2 W: h264_v4l2m2m), else software (libx264); a hardware encoder that "
+        "fails to open falls back to software, logged and sealed as an event.",
+    )
     encoder_preset: str = Field("ultrafast", description="x264 preset (software encoder only).")
     encoder_threads: int = Field(1, ge=0, le=16, description="x264 threads (0: automatic).")
     audio_rate: int = Field(48000, description="Microphone sample rate in Hz.")
@@ -68,7 +74,11 @@ class Labels(_Strict):
     device: str = Field("DEV", description="Label before the device id, e.g. 设备.")
     room: str = Field("ROOM", description="Label before an interview room's name, e.g. 审讯室.")
     no_fix: str = Field("NO FIX", description="Shown instead of a position without a fix.")
+    synced: str = Field("CLOCK SYNCED", description="Shown while the clock is synced.")
     unsynced: str = Field("CLOCK UNSYNCED", description="Shown when the clock is not synced.")
+    camera_fault: str = Field(
+        "CAMERA FAULT", description="Shown on a failed camera's (black) picture."
+    )
 
 
 class Watermark(_Strict):

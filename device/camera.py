@@ -1,8 +1,10 @@
 """The camera port and its simulated backend.
 
-A camera hands out frames as ``numpy`` arrays of shape ``(height, width, 3)``, RGB, uint8,
+A camera hands out frames as YUV 4:2:0 pictures (:mod:`device.yuv`: one ``uint8`` array of
+shape ``(height * 3 // 2, width)``, what the Pi's ISP writes and the H.264 encoder takes),
 each stamped with the monotonic time it was captured. The recorder burns the watermark
-into that array in place before encoding, so every backend must return a writable array.
+into that array in place before encoding, so every backend must return a writable,
+contiguous array that it owns.
 
 Example::
 
@@ -19,14 +21,15 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from device import yuv
 from device.clock import Clock
 
-Image = NDArray[np.uint8]
+Image = NDArray[np.uint8]  # a YUV 4:2:0 picture (device.yuv)
 
 
 @dataclass
 class VideoFrame:
-    image: Image  # (height, width, 3) RGB uint8, writable
+    image: Image  # YUV 4:2:0, (height * 3 // 2, width) uint8, writable
     captured: float  # monotonic seconds
     index: int  # frames since the camera started
 
@@ -68,7 +71,8 @@ class SimCamera:
         bg[..., 0] = (xx * 255 // (width * 2)).astype(np.uint8)
         bg[..., 1] = (yy * 255 // max(1, height)).astype(np.uint8)
         bg[..., 2] = (((xx // 40) + (yy // 40)) % 2 * 120 + 60).astype(np.uint8)
-        self._background = np.roll(bg, tint, axis=2)  # ``tint``: tell several cameras apart
+        # ``tint``: tell several cameras apart. Converted once: frames are slices of planes.
+        self._planes = yuv.planes(yuv.from_rgb(np.roll(bg, tint, axis=2)))
         self._digits = _digit_atlas(self._DIGIT_W, self._DIGIT_H)
 
     def start(self) -> None:
@@ -88,24 +92,31 @@ class SimCamera:
     def read(self) -> VideoFrame:
         if self._failed:
             raise CameraError("simulated camera fault")
-        offset = (self._index * 4) % self.width
-        image = self._background[:, offset : offset + self.width].copy()
-        self._stamp_counter(image, self._index)
+        offset = (self._index * 4) % self.width  # even: chroma moves by whole samples
+        by, bu, bv = self._planes
+        image = np.empty(yuv.shape(self.width, self.height), np.uint8)
+        y, u, v = yuv.planes(image)
+        y[...] = by[:, offset : offset + self.width]
+        u[...] = bu[:, offset // 2 : (offset + self.width) // 2]
+        v[...] = bv[:, offset // 2 : (offset + self.width) // 2]
+        self._stamp_counter(y, u, v, self._index)
         frame = VideoFrame(image=image, captured=self._clock.monotonic(), index=self._index)
         self._index += 1
         return frame
 
-    def _stamp_counter(self, image: Image, n: int) -> None:
+    def _stamp_counter(self, y: Image, u: Image, v: Image, n: int) -> None:
         text = f"{n:08d}"
         w, h = self._DIGIT_W, self._DIGIT_H
-        y = self.height // 2 - h // 2
-        x0 = self.width // 2 - len(text) * w // 2
+        top = (self.height // 2 - h // 2) & ~1
+        x0 = (self.width // 2 - len(text) * w // 2) & ~1
         for i, ch in enumerate(text):
-            image[y : y + h, x0 + i * w : x0 + (i + 1) * w] = self._digits[int(ch)]
+            y[top : top + h, x0 + i * w : x0 + (i + 1) * w] = self._digits[int(ch)]
+        box = np.s_[top // 2 : (top + h) // 2, x0 // 2 : (x0 + len(text) * w) // 2]
+        u[box] = v[box] = yuv.NEUTRAL_UV
 
 
 def _digit_atlas(w: int, h: int) -> list[Image]:
-    """Seven-segment digits, drawn once, white on black."""
+    """Seven-segment digits, drawn once, white on black (luma)."""
     segs = {
         0: "abcdef",
         1: "bc",
@@ -131,9 +142,9 @@ def _digit_atlas(w: int, h: int) -> list[Image]:
     }
     atlas = []
     for d in range(10):
-        tile = np.zeros((h, w, 3), np.uint8)
+        tile = np.full((h, w), yuv.BLACK_Y, np.uint8)
         for s in segs[d]:
             y0, y1, x0, x1 = boxes[s]
-            tile[y0:y1, x0 + 1 : x1 - 1 if x1 > t else x1] = 255
+            tile[y0:y1, x0 + 1 : x1 - 1 if x1 > t else x1] = yuv.WHITE_Y
         atlas.append(tile)
     return atlas

@@ -1,9 +1,11 @@
 """The Raspberry Pi camera backend, through picamera2 (libcamera).
 
 :class:`Picamera2Camera` implements the :class:`~device.camera.Camera` port on a Pi camera
-module. It streams the ``main`` stream as ``RGB888`` at a fixed frame duration, and hands
-out frames that honour the port contract: ``(height, width, 3)`` RGB uint8, C-contiguous,
-writable, owned by the caller (not a view of a camera buffer).
+module. It streams the ``main`` stream as ``YUV420`` (what the ISP produces and the H.264
+encoder takes: no colour conversion anywhere) at a fixed frame duration, and hands out
+frames that honour the port contract: a YUV 4:2:0 picture (:mod:`device.yuv`),
+C-contiguous, writable, owned by the caller (not a view of a camera buffer), the row
+padding of the camera's stride dropped.
 
 picamera2 ships with Raspberry Pi OS (``apt install python3-picamera2``) and cannot be
 installed elsewhere, so it is imported only when the camera starts; off a Pi, ``start()``
@@ -18,7 +20,7 @@ Example::
 
     cam = Picamera2Camera(width=1280, height=720, fps=30, clock=SystemClock())
     cam.start()                 # opens camera 0, fixed 1/30 s frames
-    frame = cam.read()          # RGB array, stamped on clock.monotonic()'s timeline
+    frame = cam.read()          # YUV 4:2:0 picture, stamped on clock.monotonic()'s timeline
     frame.image[:20] = 0        # writable: the recorder burns the watermark in place
     cam.stop()                  # stops streaming and frees the camera for other processes
 """
@@ -31,6 +33,7 @@ from typing import Any, Protocol, cast
 
 import numpy as np
 
+from device import yuv
 from device.camera import CameraError, Image, VideoFrame
 from device.clock import Clock
 
@@ -39,11 +42,9 @@ NOT_INSTALLED = (
     "(apt install python3-picamera2)"
 )
 
-# picamera2 names formats as libcamera/DRM do, from the most significant byte of a
-# little-endian word: "RGB888" is B, G, R in memory. We ask for it anyway because it is
-# the 24-bit format every Pi ISP produces natively, and swap the channels on the copy we
-# must make regardless.
-_FORMAT = "RGB888"
+# Planar Y, U, V (I420): what the encoders take, half the bytes of RGB. picamera2 hands it
+# out as one array of height * 3 / 2 rows of ``stride`` bytes.
+_FORMAT = "YUV420"
 
 
 class _Request(Protocol):
@@ -152,7 +153,7 @@ class Picamera2Camera:
         self._anchor = None
 
     def read(self) -> VideoFrame:
-        """The next frame from the sensor, RGB, stamped with when the sensor produced it."""
+        """The next frame from the sensor, YUV 4:2:0, stamped with when the sensor produced it."""
         cam = self._cam
         if cam is None:
             raise CameraError(f"camera {self.camera_num} is not started")
@@ -171,14 +172,14 @@ class Picamera2Camera:
             raise CameraError(_describe(f"camera {self.camera_num} capture failed", exc)) from exc
         try:
             try:
-                bgr = request.make_array("main")
+                buffer = request.make_array("main")
                 metadata = request.get_metadata()
             finally:
                 request.release()
         except Exception as exc:
             raise CameraError(_describe(f"camera {self.camera_num} frame failed", exc)) from exc
         frame = VideoFrame(
-            image=self._to_rgb(bgr), captured=self._captured(metadata), index=self._index
+            image=self._to_picture(buffer), captured=self._captured(metadata), index=self._index
         )
         self._index += 1
         return frame
@@ -212,14 +213,23 @@ class Picamera2Camera:
                 f"camera {self.camera_num} cannot deliver {_FORMAT}: libcamera chose {fmt}"
             )
 
-    def _to_rgb(self, bgr: Any) -> Image:
-        expected = (self.height, self.width, 3)
-        if not isinstance(bgr, np.ndarray) or bgr.shape != expected or bgr.dtype != np.uint8:
-            got = f"{bgr.shape} {bgr.dtype}" if isinstance(bgr, np.ndarray) else type(bgr).__name__
-            raise CameraError(f"camera {self.camera_num} gave a {got} frame, expected {expected}")
-        # Reversing the channel axis swaps B and R; the contiguous copy is also what lets
-        # the caller write into the frame after its buffer went back to libcamera.
-        return np.ascontiguousarray(bgr[..., ::-1])
+    def _to_picture(self, buffer: Any) -> Image:
+        rows = self.height * 3 // 2
+        if not isinstance(buffer, np.ndarray) or buffer.ndim != 2 or buffer.dtype != np.uint8:
+            got = (
+                f"{buffer.shape} {buffer.dtype}"
+                if isinstance(buffer, np.ndarray)
+                else type(buffer).__name__
+            )
+            raise CameraError(
+                f"camera {self.camera_num} gave a {got} frame, expected YUV420 ({rows}, stride)"
+            )
+        try:
+            # The copy drops the stride's padding, and is what lets the caller write into
+            # the frame after its buffer went back to libcamera.
+            return yuv.from_strided(buffer, self.width, self.height)
+        except ValueError as exc:
+            raise CameraError(f"camera {self.camera_num}: {exc}") from None
 
     def _captured(self, metadata: dict[str, Any]) -> float:
         ts = metadata.get("SensorTimestamp")

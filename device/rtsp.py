@@ -41,9 +41,11 @@ _log = logging.getLogger(__name__)
 def convert(frame: Any, width: int, height: int) -> Image:
     """A decoded ``av.VideoFrame`` in the port's format, scaled to ``width`` x ``height``.
 
-    The one place that fixes the pixel format: a YUV420 port is ``format="yuv420p"``.
+    Network and USB cameras deliver YUV 4:2:0 (H.264 decodes to it, most USB cameras'
+    YUYV or MJPEG to something close), so this is a copy of the planes, converted only
+    when the camera's format or size differs.
     """
-    image: Image = frame.to_ndarray(format="rgb24", width=width, height=height)
+    image: Image = frame.to_ndarray(format="yuv420p", width=width, height=height)
     return image
 
 

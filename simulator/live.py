@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 from agent.sync import Uploader
+from device import yuv
 from device.clock import SimClock
 from simulator.control import (
     ControlCommand,
@@ -394,7 +395,8 @@ class JpegPreviews:
     def jpeg(
         self, track: str, picture: np.ndarray | None, size: tuple[int, int], width: int
     ) -> bytes:
-        """``picture``: the track's last; ``size``: (height, width) of the grey one;
+        """``picture``: the track's last (YUV 4:2:0, converted here: the preview is the
+        only place frames become RGB); ``size``: (height, width) of the grey one;
         ``width``: wider pictures are scaled down to it."""
         with self._lock:
             cached, data = self._cache.get(track, (None, b""))
@@ -403,8 +405,8 @@ class JpegPreviews:
             if picture is None:
                 if data:
                     return data
-                picture = np.full((*size, 3), 40, np.uint8)
-            img = Image.fromarray(picture)
+                picture = yuv.blank(size[1], size[0], luma=40)
+            img = Image.fromarray(yuv.to_rgb(picture))
             if img.width > width:
                 img = img.resize((width, img.height * width // img.width))
             buf = io.BytesIO()

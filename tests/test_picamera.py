@@ -7,13 +7,13 @@ import sys
 import numpy as np
 import pytest
 
-from device import picamera
+from device import picamera, yuv
 from device.camera import CameraError
 from device.clock import SimClock
 from device.picamera import Picamera2Camera
-from tests.fixtures.fake_picamera2 import BOOT_NS, Picamera2, make_module, scene
+from tests.fixtures.fake_picamera2 import BOOT_NS, Picamera2, make_module, scene_yuv420
 
-# 40 px of RGB888 is 120 bytes, padded to a 128-byte stride: exercises the row padding.
+# 40 px of YUV420 luma is padded to a 64-byte stride (chroma 20 to 32): exercises the padding.
 W, H, FPS = 40, 30, 30
 
 
@@ -37,7 +37,7 @@ def test_configures_size_format_and_a_fixed_frame_duration(fake_picamera2: type[
     assert fake.camera_num == 1
     assert fake.video_configuration_calls == [
         {
-            "main": {"size": (W, H), "format": "RGB888"},
+            "main": {"size": (W, H), "format": "YUV420"},
             "lores": None,
             "raw": None,
             "controls": {"FrameDurationLimits": (33_333, 33_333)},
@@ -45,7 +45,7 @@ def test_configures_size_format_and_a_fixed_frame_duration(fake_picamera2: type[
     ]
     config = fake.camera_configuration()
     assert config is not None
-    assert config["main"]["size"] == (W, H) and config["main"]["format"] == "RGB888"
+    assert config["main"]["size"] == (W, H) and config["main"]["format"] == "YUV420"
     # Ours override picamera2's default limits rather than sitting beside them.
     assert config["controls"]["FrameDurationLimits"] == (33_333, 33_333)
     assert fake.started
@@ -58,13 +58,19 @@ def test_frame_duration_follows_fps(fake_picamera2: type[Picamera2]) -> None:
     assert config["controls"]["FrameDurationLimits"] == (40_000, 40_000)
 
 
-def test_frames_come_back_rgb(fake_picamera2: type[Picamera2]) -> None:
+def test_frames_come_back_yuv420_without_the_stride_padding(
+    fake_picamera2: type[Picamera2],
+) -> None:
     cam = started(fake_picamera2)
-    frame = cam.read()
-    # The fake's RGB888 buffer holds B=30, G=120, R=210 in that byte order.
-    assert frame.image[0, 0].tolist() == [210, 120, 30]
-    assert np.array_equal(frame.image, scene(W, H, 0))
-    assert np.array_equal(cam.read().image, scene(W, H, 1))
+    config = fake_picamera2.opened[-1].camera_configuration()
+    assert config is not None and config["main"]["stride"] == 64  # padded rows
+    for n in (0, 1):
+        planes = yuv.planes(cam.read().image)
+        for got, want in zip(planes, scene_yuv420(W, H, n), strict=True):
+            assert np.array_equal(got, want)
+    # U and V in their places: the colour of the scene's corner comes back.
+    rgb = yuv.to_rgb(started(fake_picamera2).read().image)
+    assert np.abs(rgb[0, 0].astype(int) - [210, 120, 30]).max() <= 6
 
 
 def test_frames_meet_the_port_contract(fake_picamera2: type[Picamera2]) -> None:
@@ -72,7 +78,7 @@ def test_frames_meet_the_port_contract(fake_picamera2: type[Picamera2]) -> None:
     frames = [cam.read() for _ in range(3)]
     for i, frame in enumerate(frames):
         image = frame.image
-        assert image.shape == (H, W, 3)
+        assert image.shape == (H * 3 // 2, W)
         assert image.dtype == np.uint8
         assert image.flags.writeable and image.flags.c_contiguous
         assert frame.index == i

@@ -26,6 +26,7 @@ from agent.room import (
 )
 from common.commands import make_command
 from common.settings import DeviceConfig, PictureInPicture, Recording, Room
+from device import yuv
 from device.clock import SimClock
 from evidence.receipt import check_receipt
 from simulator.device import SimDevice
@@ -93,15 +94,21 @@ def test_panel_lamp_means_recording_only() -> None:
 
 
 def test_picture_in_picture_puts_the_close_up_in_its_corner() -> None:
-    room = np.zeros((180, 320, 3), np.uint8)
-    face = np.full((180, 320, 3), 200, np.uint8)
+    room = yuv.blank(320, 180)
+    face = yuv.from_planes(
+        np.full((180, 320), 200, np.uint8),
+        np.full((90, 160), 90, np.uint8),
+        np.full((90, 160), 170, np.uint8),
+    )
     out = compose_pip(room, face, divisor=4, corner="bottom_right")
-    assert out.shape == room.shape and not room.any()  # the source is untouched
-    h, w = 45, 80
-    inset = out[180 - h - 4 : 180 - 4, 320 - w - 4 : 320 - 4]
-    assert (inset == 200).all()
-    assert out[:90, :160].sum() == 0  # the rest is the room view
-    assert (out[180 - h - 6, 320 - w - 6 : 320 - 2] == 255).all()  # the frame around it
+    assert out.shape == room.shape and np.array_equal(room, yuv.blank(320, 180))  # untouched
+    y, u, v = yuv.planes(out)
+    h, w = 44, 80  # 180/4 and 320/4, even
+    assert (y[180 - h - 4 : 180 - 4, 320 - w - 4 : 320 - 4] == 200).all()
+    assert (u[(180 - h - 4) // 2 : 88, (320 - w - 4) // 2 : 158] == 90).all()  # its colour too
+    assert (v[(180 - h - 4) // 2 : 88, (320 - w - 4) // 2 : 158] == 170).all()
+    assert (y[:90, :160] == yuv.BLACK_Y).all()  # the rest is the room view
+    assert (y[180 - h - 6, 320 - w - 6 : 320 - 2] == yuv.WHITE_Y).all()  # the frame around it
 
 
 def test_room_config_is_checked() -> None:
@@ -159,9 +166,9 @@ def test_composite_track_shows_the_close_up_inset(room: SimDevice) -> None:
     rec = room.recorder
     rec.open_session()
     room.run(0.5)
-    pip, subject, whole = (rec.pictures[t] for t in ("pip", "subject", "room"))
-    small = subject[::3, ::3]  # the close-up, shrunk (rows under its own watermark aside)
-    h, w, m = small.shape[0], small.shape[1], 4
+    pip, subject, whole = (yuv.planes(rec.pictures[t])[0] for t in ("pip", "subject", "room"))
+    h, w, m = 180 // 3 & ~1, 320 // 3 & ~1, 4
+    small = subject[::3, ::3][:h, :w]  # the close-up, shrunk (rows under its watermark aside)
     inset = pip[180 - h - m : 180 - m, 320 - w - m : 320 - m].astype(int)
     below = rec.watermarks["subject"].strip_height // 3 + 1
     assert np.abs(inset[below:] - small[below:]).mean() < 1
