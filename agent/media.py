@@ -7,8 +7,10 @@ has no priming silence and no overlap at a cut. The packets it makes are muxed i
 ``SplittableOutput`` is the model). Every segment is a standalone fragmented MP4 whose
 timestamps start at its first video frame, and whose audio ends exactly where its video
 does, so segments played back to back (``ffmpeg -f concat -c copy``) last exactly as long
-as the recording. A keyframe starts each MP4 fragment: a file cut short by a power loss
-still decodes up to its last complete fragment.
+as the recording (give or take the encoder's priming at its start and the padding of its
+last AAC frame: 21 ms each, once per recording, not per segment). A keyframe starts each
+MP4 fragment: a file cut short by a power loss still decodes up to its last complete
+fragment.
 
 Example::
 
@@ -52,18 +54,24 @@ HARDWARE_H264 = "h264_v4l2m2m"  # the V4L2 memory-to-memory encoder of a Pi 4 or
 _HARDWARE_H264_SOCS = (b"brcm,bcm2711", b"brcm,bcm2837", b"brcm,bcm2710")
 DEVICE_TREE = Path("/proc/device-tree/compatible")
 
-# frag_keyframe: a fragment per keyframe; empty_moov: playable while being written;
-# frag_discont: keep each track's own start (the audio's offset from the cut), rather
-# than shifting every track to zero.
-_MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof+frag_discont"
+# frag_keyframe: a fragment per keyframe, so a file cut short by a power loss decodes up to
+# its last complete fragment. delay_moov: the moov is written with the first fragment, when
+# each track's first timestamp is known, so the audio's offset from the cut (part of an AAC
+# frame) goes into an edit list instead of the fragments' decode times, which demuxers
+# would count twice into the file's length; it also takes an encoder's in-band H.264
+# headers (a hardware encoder's) for the moov. movie_timescale: the edit list in audio
+# samples, not milliseconds, so segments played back to back keep the audio exact.
+_MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof+delay_moov"
 
 
-def mux_options(extradata: bytes | None) -> dict[str, str]:
-    """The segment muxer's options. An encoder that puts its H.264 headers in the stream
-    instead of extradata (a hardware encoder may) leaves the muxer nothing to write in an
-    empty moov: ``delay_moov`` then writes it with the first fragment, from its headers."""
-    flags = _MOVFLAGS if extradata else _MOVFLAGS + "+delay_moov"
-    return {"movflags": flags, "avoid_negative_ts": "disabled", "flush_packets": "1"}
+def mux_options(audio_rate: int) -> dict[str, str]:
+    """The segment muxer's options."""
+    return {
+        "movflags": _MOVFLAGS,
+        "movie_timescale": str(audio_rate),
+        "avoid_negative_ts": "disabled",
+        "flush_packets": "1",
+    }
 
 
 def automatic_encoder(compatible: bytes) -> str:
@@ -247,12 +255,10 @@ class SegmentFile:
         self.audio_origin = encoder.samples
         self.frames = 0
         self._sink = _HashingSink(path)
-        options = mux_options(encoder.video.codec_context.extradata)
-        self._out: Any = av.open(self._sink, "w", format="mp4", options=options)
+        self._out: Any = av.open(self._sink, "w", format="mp4", options=mux_options(encoder.rate))
         self._v = self._out.add_stream_from_template(encoder.video)
         self._a = self._out.add_stream_from_template(encoder.audio)
         self._held: av.Packet | None = None
-        self._audio_start: int | None = None  # the first audio packet's pts, relative
 
     def mux_video(self, p: av.Packet) -> None:
         _rebase(p, self.video_origin)
@@ -263,8 +269,6 @@ class SegmentFile:
     def mux_audio(self, p: av.Packet) -> None:
         _rebase(p, self.audio_origin)
         p.stream = self._a
-        if self._audio_start is None:
-            self._audio_start = max(0, p.pts or 0)
         if self._held is not None:
             self._out.mux(self._held)
         self._held = p
@@ -275,13 +279,11 @@ class SegmentFile:
         end = audio_end - self.audio_origin
         if self._held is not None:
             held, self._held = self._held, None
-            # Demuxers take a track's end to be its start plus its last timestamp: so that
-            # the file ends at the cut, as its video does, the audio's offset is taken off.
-            # (Where the last packet starts too late for that, the file ends up to one AAC
-            # frame late: see docs/evidence-format.md.)
-            stop = end - (self._audio_start or 0)
+            # The last AAC frame runs past the cut (the next file's audio starts where it
+            # ends); its duration in this file stops at the cut, so that the file lasts
+            # exactly as long as its video and files played back to back add up.
             if held.pts is not None:
-                held.duration = max(1, min(held.duration or 1024, stop - held.pts))
+                held.duration = max(1, min(held.duration or 1024, end - held.pts))
             self._out.mux(held)
         self._out.close()
         self._sink.close_and_sync()

@@ -1,6 +1,7 @@
 """Recording benchmarks (issue 2): trigger latency, pre-buffer coverage, sealing throughput,
 watermark cost, pipeline speed on one core, and the recording agent's peak memory; sync
-(issue 4, bench/sync.py); interview rooms (issue 6, bench/room.py).
+(issue 4, bench/sync.py); interview rooms (issue 6, bench/room.py); the media pipeline's
+cost per stage (issue 12, bench/pipeline.py).
 
 Each line prints the figure, its baseline from this same run, and the target.
 """
@@ -19,14 +20,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import nacl.signing
-import numpy as np
 
 from agent.evidence_dir import load_chain
 from agent.watermark import Watermark, find_font
 from bench import ingest as ingest_bench
+from bench import pipeline as pipeline_bench
 from bench import room as room_bench
 from bench import sync as sync_bench
 from common.settings import DeviceConfig, Recording
+from device import yuv
 from evidence.manifest import segment
 from evidence.seal import Entry, Moment, Sealer
 from simulator.device import SimDevice
@@ -138,11 +140,14 @@ def sealing(tmp: Path) -> None:
     )
 
 
+TAIL = ("警号 012345", "设备 bwc-1")
+
+
 def watermark_cost() -> None:
     wm = Watermark(1280, 720, find_font(None))
-    frame = np.zeros((720, 1280, 3), np.uint8)
+    frame = yuv.blank(1280, 720)
     texts = [
-        f"2026-03-14 09:30:{s:02d} UTC+08:00  31.820603N 117.227213E  警号 012345  设备 bwc-1"
+        (f"2026-03-14 09:30:{s:02d} UTC+08:00", "时钟已同步", "31.820603N 117.227213E", *TAIL)
         for s in range(60)
     ]
     n = [0]
@@ -311,7 +316,8 @@ def main() -> None:
         sync_bench.run(tmp, line)
         ingest_bench.run(tmp, line)
         room_bench.run(tmp, line)
-        pipeline(tmp)  # last: it pins this process to one core
+        pipeline(tmp)  # last: these pin this process to one core
+        pipeline_bench.run(tmp, line)
 
 
 if __name__ == "__main__":

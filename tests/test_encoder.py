@@ -16,7 +16,6 @@ from agent.media import (
     EncoderChoice,
     automatic_encoder,
     configured_encoder,
-    mux_options,
 )
 from common.settings import Recording
 from evidence.seal import Entry
@@ -45,12 +44,6 @@ def test_the_setting_is_read_from_the_device_tree_or_taken_as_named(tmp_path: Pa
     assert configured_encoder("auto", tmp_path / "none") == SOFTWARE_H264  # not a Pi
     assert configured_encoder("libx264", tree) == SOFTWARE_H264
     assert configured_encoder("h264_v4l2m2m", tmp_path / "none") == HARDWARE_H264
-
-
-def test_a_stream_without_extradata_delays_the_moov_to_its_first_fragment() -> None:
-    assert "delay_moov" not in mux_options(b"\x01\x64")["movflags"]
-    assert "delay_moov" in mux_options(None)["movflags"]
-    assert "frag_keyframe" in mux_options(None)["movflags"]
 
 
 def test_a_hardware_encoder_that_does_not_open_falls_back_once() -> None:
