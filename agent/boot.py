@@ -19,7 +19,7 @@ from typing import Any
 from agent.chain import ChainWriter
 from agent.continuity import Continuity
 from agent.fragments import read_sidecar, truncate_to_fragments
-from agent.media import WrittenSegment, probe
+from agent.media import Sealed, WrittenSegment, probe
 from agent.segments import Segmenter
 from agent.session import OpenSession
 from common.settings import MAIN_TRACK, Category, DeviceConfig
@@ -114,6 +114,7 @@ class BootRecovery:
             facts.size,
             facts.sha256,
             int(info.get("bitrate", self.config.recording.video_bitrate)),
+            None if facts.encrypted is None else Sealed(facts.encrypted),
         )
         track = str(info.get("track", MAIN_TRACK))
         if track not in self.config.tracks:

@@ -17,6 +17,7 @@ import stat
 from pathlib import Path
 
 import nacl.exceptions
+import nacl.public
 import nacl.signing
 
 from agent.media import probe
@@ -145,8 +146,14 @@ def _first_key(root: Path, entries: list[tuple[str, Entry | SealError]]) -> Path
     return root / PUBKEY
 
 
-def verify_dir(root: Path, pubkey: Path | None, strict: bool = False) -> Report:
-    """Read and check an evidence directory; decoding every segment it seals."""
+def verify_dir(
+    root: Path,
+    pubkey: Path | None,
+    strict: bool = False,
+    evidence_key: nacl.public.PrivateKey | None = None,
+) -> Report:
+    """Read and check an evidence directory; decoding every segment it seals (encrypted
+    ones only with the agency's ``evidence_key``; without it, by their framing)."""
     root = Path(root)
     if not root.is_dir():
         raise EvidenceDirError(f"{root}: no such directory")
@@ -164,7 +171,7 @@ def verify_dir(root: Path, pubkey: Path | None, strict: bool = False) -> Report:
             unsafe[rel] = why
             media[rel] = None
         else:
-            media[rel] = probe(p) if p.is_file() else None
+            media[rel] = probe(p, evidence_key) if p.is_file() else None
     present = (
         {str(p.relative_to(root)) for p in (root / SEGMENTS).rglob("*") if p.is_file()}
         if (root / SEGMENTS).is_dir()
@@ -180,3 +187,13 @@ def verify_dir(root: Path, pubkey: Path | None, strict: bool = False) -> Report:
         unsafe_paths=unsafe,
         archived=_archived(root, {f for f, m in media.items() if m is None}, entries),
     )
+
+
+def read_evidence_key(path: Path) -> nacl.public.PrivateKey:
+    """The agency's evidence key (X25519, hex): what decrypts footage."""
+    try:
+        return nacl.public.PrivateKey(bytes.fromhex(path.read_text(encoding="ascii").strip()))
+    except FileNotFoundError:
+        raise EvidenceDirError(f"{path}: evidence key file not found") from None
+    except (ValueError, UnicodeDecodeError, nacl.exceptions.CryptoError):
+        raise EvidenceDirError(f"{path}: not an X25519 private key (64 hex digits)") from None

@@ -29,17 +29,27 @@ import hashlib
 import io
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import av
 import numpy as np
+from nacl.public import PrivateKey, PublicKey
 
+from agent.fragments import FragmentCutter
 from common.settings import Recording
 from device.camera import Image
 from device.microphone import Samples
+from evidence.encryption import (
+    EncryptionError,
+    Encryptor,
+    decrypt,
+    framing,
+    is_encrypted,
+    key_id,
+)
 from evidence.verify import MediaFacts
 
 _log = logging.getLogger(__name__)
@@ -138,33 +148,71 @@ class WrittenSegment:
     frames: int
     audio_samples: int
     size: int
-    sha256: str
+    sha256: str  # of the bytes stored: the ciphertext when encrypted
     bitrate: int  # the H.264 target it was encoded at
+    sealed: Sealed | None = None  # how it is encrypted (None: stored in the clear)
 
 
-class _HashingSink:
-    """The file a segment is muxed into, hashed as it is written.
+@dataclass(frozen=True)
+class Sealed:
+    """A segment encrypted to the agency: to which key, and the MP4 inside (unknown for a
+    segment recovered after a power cut: the device cannot decrypt what it wrote)."""
 
-    It has no ``seek``, so the muxer writes strictly in order (as fragmented MP4 allows) and
-    the running SHA-256 is the file's: sealing needs no second read of the segment.
+    key_id: str
+    plain_sha256: str | None = None
+    plain_size: int | None = None
+
+
+class SegmentSink:
+    """The file a segment is muxed into, hashed as it is written; with the agency's
+    evidence key, encrypted as it is written, one record per MP4 fragment.
+
+    It has no ``seek``, so the muxer writes strictly in order (as fragmented MP4 allows)
+    and the running SHA-256 is the stored file's: sealing needs no second read.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, agency: PublicKey | None = None) -> None:
         self._f = open(path, "wb", buffering=0)  # noqa: SIM115  (closed in close())
         self.sha = hashlib.sha256()
         self.size = 0
+        self.plain_sha = hashlib.sha256()
+        self.plain_size = 0
+        self._agency = agency
+        self._enc = Encryptor(agency) if agency else None
+        self._cut = FragmentCutter()
+        if self._enc:
+            self._store(self._enc.header)
 
     def write(self, data: bytes) -> int:
-        self.sha.update(data)
-        self.size += len(data)
-        return self._f.write(data) or 0
+        self.plain_sha.update(data)
+        self.plain_size += len(data)
+        if self._enc is None:
+            self._store(data)
+        else:
+            for message, video, audio in self._cut.feed(data):
+                self._store(self._enc.record(message, video, audio))
+        return len(data)
 
     def flush(self) -> None:
         pass
 
+    def sealed(self) -> Sealed | None:
+        if self._agency is None:
+            return None
+        return Sealed(key_id(self._agency), self.plain_sha.hexdigest(), self.plain_size)
+
     def close_and_sync(self) -> None:
+        if self._enc is not None:
+            cut = self._cut
+            self._store(self._enc.record(cut.rest(), cut.video, cut.audio, final=True))
+            self._enc = None
         os.fsync(self._f.fileno())
         self._f.close()
+
+    def _store(self, data: bytes) -> None:
+        self.sha.update(data)
+        self.size += len(data)
+        self._f.write(data)
 
 
 class TrackEncoder:
@@ -247,14 +295,20 @@ class SegmentFile:
     :meth:`close` knows where the segment ends, so that its duration stops at the cut.
     """
 
-    def __init__(self, path: Path, encoder: TrackEncoder, first_frame: int) -> None:
+    def __init__(
+        self,
+        path: Path,
+        encoder: TrackEncoder,
+        first_frame: int,
+        agency: PublicKey | None = None,
+    ) -> None:
         self.path = path
         self.first_frame = first_frame  # on the recorder's timeline (the manifest's)
         self.bitrate = encoder.bitrate
         self.video_origin = encoder.frames
         self.audio_origin = encoder.samples
         self.frames = 0
-        self._sink = _HashingSink(path)
+        self._sink = SegmentSink(path, agency)
         self._out: Any = av.open(self._sink, "w", format="mp4", options=mux_options(encoder.rate))
         self._v = self._out.add_stream_from_template(encoder.video)
         self._a = self._out.add_stream_from_template(encoder.audio)
@@ -295,6 +349,7 @@ class SegmentFile:
             self._sink.size,
             self._sink.sha.hexdigest(),
             self.bitrate,
+            self._sink.sealed(),
         )
 
     def abandon(self) -> None:
@@ -321,15 +376,42 @@ def hash_file(path: Path) -> tuple[int, str]:
     return size, h.hexdigest()
 
 
-def probe(path: Path) -> MediaFacts:
-    """Hash and fully decode a segment with PyAV's demuxer and decoders."""
+AAC_FRAME = 1024  # samples in one AAC-LC packet
+
+
+def probe(path: Path, agency: PrivateKey | None = None) -> MediaFacts:
+    """Hash a segment and decode it fully with PyAV. An encrypted one is decrypted with
+    the agency's evidence key when given; without it, its framing is read (the counts it
+    carries, nothing decoded: ``decoded`` False)."""
     size, digest = hash_file(path)
+    with open(path, "rb") as f:
+        encrypted = is_encrypted(f.read(8))
+    if not encrypted:
+        return _decoded(path, size, digest)
+    data = path.read_bytes()
+    try:
+        if agency is None:
+            fr = framing(data)
+            cut = None if fr.complete else f"{fr.size - fr.end} bytes after the last record"
+            audio = fr.audio_frames * AAC_FRAME
+            return MediaFacts(
+                size, digest, fr.video_frames, None, None, audio, cut, fr.key_id, decoded=False
+            )
+        plain = decrypt(data, agency).plain
+    except EncryptionError as e:
+        return MediaFacts(size, digest, decode_error=str(e), encrypted=data[8:16].hex())
+    facts = _decoded(io.BytesIO(plain), size, digest)
+    plain_sha = hashlib.sha256(plain).hexdigest()
+    return replace(facts, encrypted=data[8:16].hex(), plain_sha256=plain_sha)
+
+
+def _decoded(source: Path | io.BytesIO, size: int, digest: str) -> MediaFacts:
     frames, audio = 0, 0
     first: float | None = None
     last: float | None = None
     frame_dur = 0.0
     try:
-        with av.open(str(path)) as c:
+        with av.open(_rewound(source)) as c:
             if not c.streams.video:
                 return MediaFacts(size, digest, decode_error="no video stream")
             vs = c.streams.video[0]
@@ -341,7 +423,7 @@ def probe(path: Path) -> MediaFacts:
                 first = t if first is None else min(first, t)
                 last = t if last is None else max(last, t)
                 frames += 1
-        with av.open(str(path)) as c:
+        with av.open(_rewound(source)) as c:
             if c.streams.audio:
                 for af in c.decode(audio=0):
                     audio += af.samples
@@ -351,7 +433,30 @@ def probe(path: Path) -> MediaFacts:
     return MediaFacts(size, digest, frames, first, end, audio)
 
 
-def decode_frames(path: Path) -> list[np.ndarray[Any, np.dtype[np.uint8]]]:
+def _rewound(source: Path | io.BytesIO) -> Any:
+    if isinstance(source, Path):
+        return str(source)
+    source.seek(0)
+    return source
+
+
+def plain_media(path: Path, agency: PrivateKey | None) -> bytes:
+    """The MP4 of a segment file: decrypted with the agency's key if it is encrypted
+    (EncryptionError when it is and no key is given, naming the key it needs)."""
+    data = path.read_bytes()
+    if not is_encrypted(data):
+        return data
+    if agency is None:
+        raise EncryptionError(
+            f"{path.name} is encrypted to agency key {data[8:16].hex()}: give the agency's "
+            "evidence key to read it"
+        )
+    return decrypt(data, agency).plain
+
+
+def decode_frames(
+    path: Path, agency: PrivateKey | None = None
+) -> list[np.ndarray[Any, np.dtype[np.uint8]]]:
     """Every video frame of a segment as YUV 4:2:0 pictures (for tests)."""
-    with av.open(str(path)) as c:
+    with av.open(io.BytesIO(plain_media(path, agency)), "r") as c:
         return [np.asarray(f.to_ndarray(format="yuv420p"), np.uint8) for f in c.decode(video=0)]

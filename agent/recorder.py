@@ -37,8 +37,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from nacl.public import PublicKey
 
 from agent.agency_commands import AgencyCommands
+from agent.at_rest import agency_evidence_key
 from agent.boot import BootRecovery
 from agent.capture import Capture
 from agent.chain import ChainWriter
@@ -73,7 +75,17 @@ SOFTWARE = "unbroken 0.1.0"
 class Recorder:
     """A small façade: the public API over the collaborators that do the work."""
 
-    def __init__(self, root: Path, config: DeviceConfig, hardware: Hardware, clock: Clock) -> None:
+    def __init__(
+        self,
+        root: Path,
+        config: DeviceConfig,
+        hardware: Hardware,
+        clock: Clock,
+        evidence_key: PublicKey | None = None,
+    ) -> None:
+        """``evidence_key``: the agency key footage is encrypted to (default: the installed
+        bundle's; :class:`~agent.at_rest.EvidenceKeyError` when there is none and the
+        settings do not turn encryption off)."""
         self.root = Path(root)
         self.config = config
         self.hw = hardware
@@ -95,8 +107,16 @@ class Recorder:
             prebuffer=config.recording.prebuffer_seconds > 0,
             confirm_window=config.controls.confirm_seconds,
         )
+        if evidence_key is None or not config.storage.encrypt:
+            evidence_key = agency_evidence_key(self.root, config)
         self.segments = Segmenter(
-            self.root, config, self.chain, clock, lambda: self.session, lambda: self.badges
+            self.root,
+            config,
+            self.chain,
+            clock,
+            lambda: self.session,
+            lambda: self.badges,
+            evidence_key,
         )
         self.continuity = Continuity(config, self.chain, lambda: self.session, self._error)
         self.room = (

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from nacl.public import PublicKey
+
 from agent.journal import SyncLedger
 from agent.loop import FrameLoop
 from agent.recorder import Recorder
@@ -107,9 +109,11 @@ def run_agent(
     attach: Callable[[Recorder, Uploader | None], Attach] | None = None,
     gpio: bool = False,
     pins: Factory | None = None,
+    evidence_key: PublicKey | None = None,
 ) -> int:
     """Record in real time on ``hardware`` until stopped. ``attach`` starts something beside
     the recorder that takes over starting the uploader (the simulator's control channel).
+    ``evidence_key``: the agency key footage is encrypted to (default: the bundle's).
     ``gpio``: the officer's buttons, LED and buzzer (a body recorder) or the RECORDING lamp
     (a room) on ``pins`` (None: gpiozero's default, the board's own)."""
     made: list[Recorder] = []  # the recorder, once made: a press before that is dropped
@@ -131,7 +135,7 @@ def run_agent(
                 f"not offer ({type(e).__name__}: {e}); set hardware.gpio = false where there is "
                 "none"
             ) from None
-    recorder = Recorder(root, config, hardware, clock)
+    recorder = Recorder(root, config, hardware, clock, evidence_key)
     made.append(recorder)
     uploader = make_uploader(root, recorder, config, clock) if sync else None
     channel = attach(recorder, uploader) if attach is not None else None

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from nacl.public import PublicKey
 
 from agent.chain import ChainWriter
 from agent.evidence_dir import SPOOL, segment_name
@@ -34,6 +35,7 @@ from agent.media import (
     AUDIO_CODEC,
     VIDEO_CODEC,
     EncoderChoice,
+    Sealed,
     SegmentFile,
     TrackEncoder,
     WrittenSegment,
@@ -43,7 +45,8 @@ from agent.session import OpenSession
 from common.settings import MAIN_TRACK, DeviceConfig
 from device.clock import Clock
 from device.gnss import GnssState
-from evidence.manifest import Audio, Location, SegmentManifest, Video
+from evidence.encryption import SCHEME
+from evidence.manifest import IN_THE_CLEAR, Audio, Encryption, Location, SegmentManifest, Video
 from evidence.seal import Entry, Moment
 
 
@@ -102,8 +105,12 @@ class Segmenter:
         clock: Clock,
         session: Callable[[], OpenSession | None],
         badges: Callable[[], list[str]],
+        agency: PublicKey | None = None,
     ) -> None:
+        """``agency``: the key every file is encrypted to as it is written (None: stored
+        in the clear, which each manifest then says)."""
         self.root = root
+        self.agency = agency
         self.config = config
         self.chain = chain
         self.clock = clock
@@ -175,7 +182,7 @@ class Segmenter:
         try:
             for track, encoder in self._encoders.items():
                 path = self.root / SPOOL / f"{self.frame_no:012d}-{track}.mp4"
-                writers[track] = SegmentFile(path, encoder, first_frame=self.frame_no)
+                writers[track] = SegmentFile(path, encoder, self.frame_no, self.agency)
         except BaseException:
             for w in writers.values():
                 w.abandon()
@@ -345,6 +352,7 @@ class Segmenter:
             badges=list(self._badges()),  # as burned into the picture now
             track=track,
             recovered=recovered,
+            encryption=_encryption(w.sealed),
         )
         s.next_index[track] = index + 1
         return self.chain.seal_body(manifest, s.id)
@@ -385,3 +393,9 @@ def _owner(writers: list[SegmentFile], pts: int | None, origin: str) -> SegmentF
         if pts is not None and pts >= getattr(w, origin):
             return w
     return writers[0]
+
+
+def _encryption(sealed: Sealed | None) -> Encryption:
+    if sealed is None:
+        return IN_THE_CLEAR
+    return Encryption(SCHEME, sealed.key_id, sealed.plain_sha256, sealed.plain_size)

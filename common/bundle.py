@@ -51,6 +51,8 @@ class BundlePayload(Strict):
     ca_cert: str
     client_cert: str
     agency_public_key: str
+    # the agency's X25519 key the device encrypts its footage to (bundles before it: None)
+    evidence_public_key: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
     device_public_key: str
     settings: dict[str, Any]
     issued: float
@@ -106,6 +108,7 @@ def make_bundle(
     settings: dict[str, Any],
     now: float,
     days: float,
+    evidence_public_key: str | None = None,
 ) -> bytes:
     payload = {
         "type": "bundle",
@@ -120,6 +123,7 @@ def make_bundle(
         "client_cert": pki.cert_pem(client).decode(),
         "agency_public_key": bytes(agency_key.verify_key).hex(),
         "device_public_key": device_public_key,
+        **({"evidence_public_key": evidence_public_key} if evidence_public_key else {}),
         "settings": settings,
         "issued": now,
         "expires": now + days * 86400,

@@ -73,3 +73,15 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def unwritable_dir(path: Path) -> str | None:
+    """Why ``path`` cannot be written into (made first if missing), or None if it can."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".unbroken-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        return e.strerror or str(e)
+    return None

@@ -229,6 +229,11 @@ class Power(_Strict):
 
 
 class StorageLimits(_Strict):
+    encrypt: bool = Field(
+        True,
+        description="Encrypt footage to the agency's evidence key as it is written (R7); "
+        "false only on a test bench: every manifest then says it is stored in the clear.",
+    )
     warn_fraction: float = Field(0.9, gt=0, le=1, description="Warn when this full.")
     degrade_fraction: float | None = Field(
         None, gt=0, le=1, description="From this full, record at degrade_bitrate (None: never)."
@@ -305,6 +310,23 @@ class Room(_Strict):
         return self.cameras + ([self.pip.track] if self.pip else [])
 
 
+class Keys(_Strict):
+    """Where keygen keeps the device's private keys (the device key and the TLS key)."""
+
+    backend: Literal["file", "tpm"] = Field(
+        "file",
+        description="file: files in DATA/private (a copied card can sign as this device); "
+        "tpm: sealed by the device's TPM 2.0 (a copied card is useless elsewhere). Read by "
+        "`agent keygen` for a device without keys; existing keys stay where they are.",
+    )
+    tcti: str = Field(
+        "device:/dev/tpmrm0",
+        min_length=1,
+        description="backend tpm: how tpm2-tools reach the TPM (swtpm:host=…,port=… for a "
+        "simulator); recorded at keygen in DATA/private/keystore.json.",
+    )
+
+
 class DeviceConfig(_Strict):
     recording: Recording = Recording()
     watermark: Watermark = Watermark()
@@ -317,6 +339,7 @@ class DeviceConfig(_Strict):
     sync: Sync = Sync()
     room: Room | None = Field(None, description="Set on an interview-room controller.")
     hardware: HardwareSettings = HardwareSettings()
+    keys: Keys = Keys()
 
     @property
     def tracks(self) -> list[str]:

@@ -114,6 +114,43 @@ class Audio:
 
 
 @dataclass(frozen=True)
+class Encryption:
+    """How a segment's file is stored: ``scheme`` (:data:`evidence.encryption.SCHEME`, or
+    "none": a test bench turned encryption off), the agency key it is encrypted to, and
+    the MP4 inside (``plain_*``: absent for a segment recovered after a power cut)."""
+
+    scheme: str
+    key: str | None = None
+    plain_sha256: str | None = None
+    plain_size: int | None = None
+
+    @property
+    def encrypted(self) -> bool:
+        return self.scheme != "none"
+
+    def to_body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"scheme": self.scheme}
+        if self.key is not None:
+            body["key"] = self.key
+        if self.plain_sha256 is not None:
+            body |= {"plain_sha256": self.plain_sha256, "plain_size": self.plain_size}
+        return body
+
+    @staticmethod
+    def from_body(body: object, what: str) -> Encryption:
+        f = _Fields(body, what)
+        return Encryption(
+            f.get("scheme", str),
+            f.get("key", str, optional=True),
+            f.get("plain_sha256", str, optional=True),
+            f.get("plain_size", int, optional=True),
+        )
+
+
+IN_THE_CLEAR = Encryption("none")
+
+
+@dataclass(frozen=True)
 class Location:
     """Where the segment was recorded: fix quality (ok, partial, none, unknown), first and
     last fix, and the oldest a fix got while it was lost."""
@@ -174,6 +211,8 @@ class SegmentManifest:
     badges: list[str]
     track: str | None = MAIN_TRACK
     recovered: bool = False
+    # None: sealed before devices encrypted (stored in the clear, unsaid)
+    encryption: Encryption | None = None
 
     KIND = "segment"
 
@@ -221,6 +260,8 @@ class SegmentManifest:
         }
         if self.recovered:
             body["recovered"] = True
+        if self.encryption is not None:
+            body["encryption"] = self.encryption.to_body()
         return body
 
     @staticmethod
@@ -264,6 +305,9 @@ class SegmentManifest:
             badges=f.strings("badges") or [],
             track=f.get("track", str, optional=True),
             recovered=bool(f.get("recovered", bool, optional=True)),
+            encryption=None
+            if (raw := f.get("encryption", dict, optional=True)) is None
+            else Encryption.from_body(raw, "segment manifest.encryption"),
         )
 
 

@@ -48,6 +48,8 @@ PROBLEMS = {
     "undecodable": "a segment's media does not decode",
     "frame_count": "a segment decodes to a different number of frames than sealed",
     "no_audio": "a segment that was sealed with audio has none",
+    "encryption_mismatch": "a segment's file is not encrypted as its manifest says",
+    "plaintext_mismatch": "a segment decrypts to other media than its manifest sealed",
     "timestamp_discontinuity": "media timestamps do not continue across segments",
     "unexpected_file": "a file in the evidence directory is not referenced by the chain",
     "silent_gap": "a hole in a session's recording that no interruption entry explains",
@@ -76,6 +78,11 @@ class MediaFacts:
     video_end: float | None = None  # seconds, last frame's time plus one frame
     audio_samples: int = 0
     decode_error: str | None = None
+    encrypted: str | None = None  # the agency key id an encrypted file is encrypted to
+    # False: encrypted and not decrypted here: frames and audio are the file's own
+    # (authenticated, but only checked with the agency's key) counts, nothing decoded
+    decoded: bool = True
+    plain_sha256: str | None = None  # of the MP4 inside an encrypted file, once decrypted
 
 
 @dataclass
@@ -163,6 +170,7 @@ def verify_chain(
     report = Report(device=None, key_id=key_id(verify_key), pinned=pinned)
     checker = _Checker(report, verify_key, media, archived, unsafe_paths or {})
     checker.run(entries)
+    checker.notices()
     if report.entries == 0:
         report.problems.append(Problem("no_evidence", "chain/", "no valid chain entries"))
     checker.gaps(strict)
@@ -198,6 +206,8 @@ class _Checker:
         self.misplaced: list[tuple[str, int, Entry]] = []  # (file, seq its name says, entry)
         self.open_at: dict[int, frozenset[str]] = {}  # sessions open after each entry
         self.manifests: dict[str, SegmentManifest | None] = {}  # by entry hash
+        self.in_the_clear: dict[str, int] = {}  # per session: segments stored unencrypted
+        self.not_decoded = 0  # encrypted segments checked by their framing only
 
     def manifest(self, e: Entry, where: str) -> SegmentManifest | None:
         """A segment entry's manifest; a malformed one is named once and counts as none."""
@@ -490,6 +500,8 @@ class _Checker:
             # Named once all manifests are known: a swap shows only against the others.
             self.mismatched.append((file, facts, m.size, s.id))
             return None
+        if not self._encryption(s, m, facts):
+            return None
         if facts.decode_error:
             self.problem("undecodable", file, facts.decode_error, s.id)
             return None
@@ -503,6 +515,49 @@ class _Checker:
         if m.audio and facts.audio_samples == 0:
             self.problem("no_audio", file, "sealed with audio, decodes to none", s.id)
         return facts
+
+    def _encryption(self, s: SessionReport, m: SegmentManifest, facts: MediaFacts) -> bool:
+        """The file is stored as its manifest says; False if not (a problem named)."""
+        enc = m.encryption
+        if enc is None or not enc.encrypted:
+            if facts.encrypted is not None:
+                self.problem("encryption_mismatch", m.file, "encrypted, sealed as not", s.id)
+                return False
+            self.in_the_clear[s.id] = self.in_the_clear.get(s.id, 0) + (enc is not None)
+            return True
+        if facts.encrypted != enc.key:
+            found = "not encrypted" if facts.encrypted is None else f"to key {facts.encrypted}"
+            self.problem("encryption_mismatch", m.file, f"{found}, sealed to {enc.key}", s.id)
+            return False
+        if not facts.decoded:
+            self.not_decoded += 1
+        elif enc.plain_sha256 and facts.plain_sha256 not in (None, enc.plain_sha256):
+            self.problem("plaintext_mismatch", m.file, "decrypts to other bytes", s.id)
+            return False
+        return True
+
+    def notices(self) -> None:
+        """What a reader must know of how the media is stored (not faults)."""
+        for sid, n in self.in_the_clear.items():
+            if n:
+                self.r.notices.append(
+                    Problem(
+                        "in_the_clear",
+                        f"session {sid}",
+                        f"{n} segments stored unencrypted (encryption turned off)",
+                        sid,
+                    )
+                )
+        if self.not_decoded:
+            self.r.notices.append(
+                Problem(
+                    "not_decoded",
+                    "segments/",
+                    f"{self.not_decoded} segments are encrypted to the agency: their bytes "
+                    "and framing were checked, not their pictures and sound (give the "
+                    "agency's evidence key to decode them)",
+                )
+            )
 
     def _sealed_media_hashes(self, good: list[tuple[str, Entry]]) -> None:
         sealed = {}

@@ -11,6 +11,9 @@ Layout::
     AGENCY/registry.db          devices, keys, certificates, assignments, audit trail
     AGENCY/private/agency.key   Ed25519 signing key (hex, 0600)
     AGENCY/private/ca.key       CA key (PEM, 0600)
+    AGENCY/private/evidence.key X25519 key devices encrypt footage to (hex, 0600): the store
+                                uses it to export; it is never on a device
+    AGENCY/evidence.pub         its public key (hex), put in every device's bundle
 
 Example::
 
@@ -35,6 +38,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import nacl.encoding
+import nacl.public
 import nacl.signing
 import tomli_w
 from cryptography import x509
@@ -78,6 +82,16 @@ class Enrolled:
     bundle_sha256: str
 
 
+EVIDENCE_PUBLIC, EVIDENCE_PRIVATE = "evidence.pub", "evidence.key"
+
+
+def _new_evidence_key(root: Path) -> None:
+    key = nacl.public.PrivateKey.generate()
+    (root / PRIVATE).mkdir(mode=0o700, exist_ok=True)
+    write_atomic(root / PRIVATE / EVIDENCE_PRIVATE, bytes(key).hex().encode() + b"\n", 0o600)
+    write_atomic(root / EVIDENCE_PUBLIC, bytes(key.public_key).hex().encode() + b"\n")
+
+
 def init_agency(root: Path, name: str, broker: Broker, now: float) -> Agency:
     """Create AGENCY: keys, CA, empty CRL, registry. Built in a temporary directory beside
     it and renamed into place, so an interrupted run leaves no half an agency."""
@@ -93,6 +107,7 @@ def init_agency(root: Path, name: str, broker: Broker, now: float) -> Agency:
             tmp / PRIVATE / "agency.key", signing.encode(nacl.encoding.HexEncoder) + b"\n", 0o600
         )
         write_atomic(tmp / PUBLIC, bytes(signing.verify_key).hex().encode() + b"\n")
+        _new_evidence_key(tmp)
         ca_key, ca = pki.make_ca(name, now)
         write_atomic(tmp / PRIVATE / "ca.key", pki.key_pem(ca_key), 0o600)
         write_atomic(tmp / CA, pki.cert_pem(ca))
@@ -141,6 +156,25 @@ class Agency:
     @property
     def verify_key(self) -> nacl.signing.VerifyKey:
         return self.signing_key.verify_key
+
+    @cached_property
+    def evidence_public_key(self) -> nacl.public.PublicKey:
+        """The key footage is encrypted to (made now for an agency created before it)."""
+        path = self.root / EVIDENCE_PUBLIC
+        if not path.is_file():
+            _new_evidence_key(self.root)
+        try:
+            return nacl.public.PublicKey(bytes.fromhex(path.read_text().strip()))
+        except (OSError, ValueError) as e:
+            raise ProvisionError(f"{path}: cannot read the agency evidence key ({e})") from None
+
+    def evidence_private_key(self) -> nacl.public.PrivateKey:
+        """The key that decrypts footage (the store's exports)."""
+        path = self.root / PRIVATE / EVIDENCE_PRIVATE
+        try:
+            return nacl.public.PrivateKey(bytes.fromhex(path.read_text().strip()))
+        except (OSError, ValueError) as e:
+            raise ProvisionError(f"{path}: cannot read the agency evidence key ({e})") from None
 
     @cached_property
     def ca(self) -> x509.Certificate:
@@ -277,6 +311,7 @@ class Agency:
                 settings=settings,
                 now=now,
                 days=self.config.bundle_days,
+                evidence_public_key=bytes(self.evidence_public_key).hex(),
             )
             reg.add_device(
                 {
@@ -341,6 +376,7 @@ class Agency:
                 settings=settings or {},
                 now=now,
                 days=self.config.bundle_days,
+                evidence_public_key=bytes(self.evidence_public_key).hex(),
             )
             row = self.certificate_row(cert, "device", now, device_id=device_id)
             reg.add_certificate(row)

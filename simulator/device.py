@@ -10,6 +10,11 @@ Time runs *fast* by default: the simulator advances a :class:`~device.clock.SimC
 frame interval per frame, so a session of N seconds takes as long as encoding N seconds of
 video. ``realtime=True`` paces frames against the wall clock instead.
 
+Footage is encrypted as on a real device. A simulated device that was never given an
+agency's bundle encrypts to a stand-in agency key kept *beside* its data directory
+(:func:`stand_in_agency_key`: ``/tmp/bwc.agency-evidence.key`` for ``/tmp/bwc``), never in
+it, so what it records can be exported and checked like an agency's.
+
 Example::
 
     dev = SimDevice(Path("/tmp/bwc"), config)
@@ -29,9 +34,13 @@ from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
 
+import nacl.public
+
+from agent.at_rest import installed_evidence_key
 from agent.loop import FrameLoop
 from agent.recorder import Recorder
 from agent.sync import Uploader
+from common.files import write_atomic
 from common.settings import DeviceConfig
 from device.camera import SimCamera
 from device.clock import SimClock
@@ -41,6 +50,27 @@ from device.hardware import SIM_CARD, SimFactory, SimHardware
 from device.microphone import SimMicrophone
 from device.power import SimBattery
 from device.storage import SimStorage
+
+
+def stand_in_agency_key(root: Path) -> nacl.public.PrivateKey:
+    """The evidence key a simulated device without a bundle encrypts to, made on first use
+    beside its data directory (0600): what an agency would hold, for exports and checks."""
+    path = root.parent / f"{root.name}.agency-evidence.key"
+    try:
+        return nacl.public.PrivateKey(bytes.fromhex(path.read_text().strip()))
+    except FileNotFoundError:
+        key = nacl.public.PrivateKey.generate()
+        root.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, bytes(key).hex().encode() + b"\n", mode=0o600)
+        return key
+
+
+def simulated_evidence_key(root: Path, config: DeviceConfig) -> nacl.public.PublicKey | None:
+    """The key a simulated device encrypts to: its bundle's if it has one, else the
+    stand-in agency's (None: its settings turn encryption off, or the bundle decides)."""
+    if not config.storage.encrypt or installed_evidence_key(root) is not None:
+        return None
+    return stand_in_agency_key(root).public_key
 
 
 def shipped_route() -> Path:
@@ -73,7 +103,9 @@ class SimDevice:
         factory = factory or sim_factory()
         self.hardware: SimHardware = factory.build(config, Path(root), self.clock)
         self.pins = factory.pins
-        self.recorder = Recorder(root, config, self.hardware, self.clock)
+        self.recorder = Recorder(
+            root, config, self.hardware, self.clock, simulated_evidence_key(Path(root), config)
+        )
         self.controls = Controls(config.controls, self.recorder.post, pin_factory=self.pins)
         self.uploader: Uploader | None = None  # attach one: status and panel follow it
         self.lamp = (

@@ -13,7 +13,7 @@ from common.settings import DeviceConfig
 from device.clock import OffsetClock
 from device.hardware import HardwareError
 from simulator.control import ControlChannel, serve, socket_path_problem
-from simulator.device import sim_factory
+from simulator.device import sim_factory, simulated_evidence_key
 
 
 def run_simulated_agent(
@@ -52,4 +52,5 @@ def run_simulated_agent(
         seconds=seconds,
         sync=sync,
         attach=attach if control is not None else None,
+        evidence_key=simulated_evidence_key(root, config),
     )

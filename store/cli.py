@@ -1,8 +1,12 @@
-"""``unbroken store run|report|explain|send``: the agency store's commands."""
+"""``unbroken store run|report|explain|send|lay-out``: the agency store's commands.
+
+(``unbroken store export`` is registered by :mod:`unbroken.cli`: it verifies and muxes
+with the device side's tools, which the store does not import.)"""
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import signal
 import sys
@@ -102,7 +106,31 @@ def cmd_send(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_store_parser(sub: argparse._SubParsersAction) -> None:
+def cmd_lay_out(args: argparse.Namespace) -> int:
+    from common.cli import CliError
+    from store.db import Database
+    from store.evidence_view import ViewError, lay_out_device, log_access
+
+    config = load_store_config(args.config)
+    try:
+        db = Database.connect(config.database)
+        try:
+            where = f"laid out, still encrypted, in {args.out.resolve()}"
+            log_access(db, args.who, "lay-out", args.device, args.session, where, time.time())
+        finally:
+            db.close()
+        pin = lay_out_device(
+            config, args.device, args.out, [args.session] if args.session else None
+        )
+    except ViewError as e:
+        raise CliError(str(e)) from None
+    print(f"evidence of {args.device} laid out in {args.out}")
+    print(f"verify with: unbroken verify {args.out} --pubkey {pin}")
+    return 0
+
+
+def add_store_parser(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """The ``store`` commands; returns their subparsers, for commands registered above."""
     store = sub.add_parser("store", help="the agency store").add_subparsers(
         dest="store_command", required=True
     )
@@ -125,3 +153,17 @@ def add_store_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--config", type=Path, required=True, help="store.toml")
     c.add_argument("command", type=Path, help="signed command (provision assign/open-session)")
     c.set_defaults(func=cmd_send)
+    v = store.add_parser(
+        "lay-out", help="a device's evidence as the store holds it, as an evidence directory"
+    )
+    v.add_argument("--config", type=Path, required=True, help="store.toml")
+    v.add_argument("--device", required=True)
+    v.add_argument("--session", help="lay out this session's media only (default: all)")
+    v.add_argument("--out", type=Path, required=True, help="the directory to write (new)")
+    v.add_argument(
+        "--who",
+        default=getpass.getuser(),
+        help="who takes the footage out, for the store's access log (default: this user)",
+    )
+    v.set_defaults(func=cmd_lay_out)
+    return store

@@ -59,6 +59,10 @@ SCHEMA = [
         doc text not null, primary key (device, gap))""",
     """create table if not exists statuses (
         device text primary key, status text not null, at double precision not null)""",
+    # Every time footage leaves the store (decrypted to export, or laid out): who, what, when.
+    """create table if not exists access_log (
+        at double precision not null, who text not null, action text not null,
+        device text not null, session text, detail text not null)""",
 ]
 
 

@@ -2,7 +2,9 @@
 
 Synced (entries and receipted media), backlog (from the device's last status), uploads
 that took longer than 24 hours or are overdue (R7), and the chain's state: gaps, forks,
-breaks — never silently accepted (R1).
+breaks — never silently accepted (R1). Devices whose keys are in files (their last
+``install`` entry says ``key_store: "file"``, or nothing: installed before there was a
+choice) are listed as weaker: a copied card can sign as them.
 """
 
 from __future__ import annotations
@@ -29,7 +31,28 @@ def build_report(db: Database, now: float, skew_seconds: float = 300.0) -> dict[
         | {r["device"] for r in db.query("select device from statuses")}
         | {r["device"] for r in db.query("select distinct device from rejections")} - {"?"}
     )
-    return {"generated": now, "devices": [_device(db, d, now, skew_seconds) for d in devices]}
+    report = [_device(db, d, now, skew_seconds) for d in devices]
+    weaker = [d["device"] for d in report if d["key_store"] == "file"]
+    clear = [d["device"] for d in report if any(s["in_the_clear"] for s in d["sessions"])]
+    return {
+        "generated": now,
+        "devices": report,
+        "weaker_key_stores": weaker,
+        "footage_in_the_clear": clear,
+    }
+
+
+def _key_store(db: Database, device: str) -> str | None:
+    """Where the device keeps its keys, from its last ``install`` entry: "tpm", "file"
+    (said so, or an entry from before the field existed), None if none was received."""
+    rows = db.query(
+        "select entry from entries where device = ? and kind = 'install' order by seq desc limit 1",
+        (device,),
+    )
+    if not rows:
+        return None
+    body = json.loads(rows[0]["entry"])["payload"]["body"]
+    return "tpm" if body.get("key_store") == "tpm" else "file"
 
 
 def _clock_offsets(rows: list[dict[str, Any]]) -> dict[str, float]:
@@ -97,6 +120,7 @@ def _device(db: Database, device: str, now: float, skew_seconds: float) -> dict[
                 "opened": None,
                 "closed": None,
                 "segments": 0,
+                "in_the_clear": 0,  # sealed as stored unencrypted (a test bench's choice)
                 "receipted": 0,
                 "late": 0,
                 "overdue": 0,
@@ -118,6 +142,7 @@ def _device(db: Database, device: str, now: float, skew_seconds: float) -> dict[
         elif r["kind"] == "segment":
             body = payload["body"]
             s["segments"] += 1
+            s["in_the_clear"] += (body.get("encryption") or {}).get("scheme") == "none"
             # The end in the store's time: the device's clock corrected by its skew.
             end = float(body["end"]["wall"]) + (s["clock_skew"] or 0.0)
             stored = receipts.get(body["sha256"])
@@ -156,6 +181,7 @@ def _device(db: Database, device: str, now: float, skew_seconds: float) -> dict[
         "flagged_entries": flagged,
         "flags": dict(sorted(flags.items())),  # future_dated, clock_backwards
         "fork": _fork(db, device),
+        "key_store": _key_store(db, device),  # "file" is weaker: a copied card can sign
         "status": status,
         "status_at": status_at,
         "receipted_since_status": receipted_since,
@@ -230,6 +256,10 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [f"Store report, {_when(report['generated'])}"]
     if not report["devices"]:
         lines.append("  no devices have synced yet")
+    if weaker := report.get("weaker_key_stores"):
+        lines.append(f"  keys in files (weaker: a copied card can sign): {', '.join(weaker)}")
+    if clear := report.get("footage_in_the_clear"):
+        lines.append(f"  FOOTAGE IN THE CLEAR (encryption turned off): {', '.join(clear)}")
     for d in report["devices"]:
         st = d["status"] or {}
         backlog = st.get("backlog") or {}
@@ -240,6 +270,8 @@ def format_report(report: dict[str, Any]) -> str:
             + (f", {d['flagged_entries']} flagged" if d["flagged_entries"] else ""),
             _status_line(d, st, backlog),
         ]
+        if d.get("key_store") == "file":
+            lines.append("  keys: file (WEAKER: a copied card can sign as this device)")
         if fork := d["fork"]:
             a, b = fork["branches"]
             lines.append(
@@ -270,6 +302,7 @@ def format_report(report: dict[str, Any]) -> str:
                     else ""
                 )
                 + (f", {s['overdue']} OVERDUE" if s["overdue"] else "")
+                + (f", {s['in_the_clear']} IN THE CLEAR" if s["in_the_clear"] else "")
             )
             if not s["gaps"]:
                 lines.append("    recording continuous")

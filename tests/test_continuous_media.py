@@ -15,6 +15,7 @@ from agent.evidence_dir import load_chain
 from evidence.seal import Entry
 from simulator.session import record_session
 from tests.fixtures.config import small_config
+from tests.fixtures.media import plain_file
 from tests.fixtures.system import need
 
 FPS, RATE, SECONDS, TONE = 15, 48000, 60, 440.0
@@ -27,7 +28,10 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     config = small_config(width=320, height=180, prebuffer_seconds=0)
     record_session(root, config, SECONDS)
     segs = [e for _, e in load_chain(root) if isinstance(e, Entry) and e.kind == "segment"]
-    return [root / e.body["file"] for e in segs]
+    # As the agency reads them: decrypted (each file's MP4, byte for byte).
+    plain = root.parent / "plain"
+    plain.mkdir()
+    return [plain_file(root / e.body["file"], plain / f"{i:06d}.mp4") for i, e in enumerate(segs)]
 
 
 def _audio_in_order(paths: list[Path]) -> list[np.ndarray]:

@@ -6,11 +6,9 @@ temporary directories. Every refusal names the problem and leaves nothing half-w
 
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import json
-import shlex
 import shutil
 import time
 from collections.abc import Callable
@@ -24,7 +22,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent import enrolment
 from agent.config import assigned_badges, device_config
-from agent.device_cli import add_agent_parser
 from agent.evidence_dir import load_chain, verify_dir
 from common import pki
 from common.bundle import Broker, DeviceFacts, check_bundle, make_bundle
@@ -36,42 +33,17 @@ from evidence.names import ProvisionError
 from evidence.seal import Entry, Moment, Sealer, canonical, key_id
 from provisioning.agency import Agency
 from provisioning.broker_config import render_acl
-from provisioning.cli import add_provision_parser
 from simulator.session import record_session
 from store.blobs import BlobStore
 from store.db import Database
 from store.ingest import Ingest
+from tests.fixtures.admin import ok, refused
 from tests.fixtures.config import small_config
 
 NOW = time.time()
 
 
 # -- helpers ---------------------------------------------------------------------------
-
-
-def run(command: str) -> tuple[int, str]:
-    """A provision/agent command line as ``unbroken`` will run it: (exit code, message)."""
-    parser = argparse.ArgumentParser(prog="unbroken")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_provision_parser(sub)
-    add_agent_parser(sub)
-    args = parser.parse_args(shlex.split(command))
-    try:
-        return int(args.func(args)), ""
-    except ProvisionError as e:
-        return 2, str(e)
-
-
-def ok(command: str) -> None:
-    code, message = run(command)
-    assert code == 0, message
-
-
-def refused(expected: str, command: str) -> str:
-    code, message = run(command)
-    assert code == 2, f"expected a refusal naming {expected!r}"
-    assert expected in message, message
-    return message
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, str]]:

@@ -6,6 +6,7 @@ the fed ones and the sealed audio is the tone."""
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -17,6 +18,8 @@ import numpy as np
 import pytest
 
 from agent.evidence_dir import load_chain, verify_dir
+from agent.media import plain_media
+from evidence.encryption import key_id
 from evidence.seal import Entry
 from simulator.mosquitto import free_port
 from simulator.site import LocalSite
@@ -39,6 +42,7 @@ def test_a_body_recorder_on_real_backends_records_seals_and_syncs(tmp_path: Path
     route.write_text("\n".join(moved_route(ROUTE, to=BEIJING)[:400]) + "\n", encoding="ascii")
     gps_port = free_port()
     site = LocalSite(tmp_path / "site")
+    agency_key = site.agency.evidence_private_key()
     try:
         with gpsfake(route, gps_port, every=0.05):
             settings = {
@@ -80,7 +84,8 @@ def test_a_body_recorder_on_real_backends_records_seals_and_syncs(tmp_path: Path
     assert len(positions) >= 2 * (len(segments) - 1), "a manifest without its positions"
     for lat, lon in (p for p in positions if p):
         assert abs(lat - BEIJING[0]) < 0.1 and abs(lon - BEIJING[1]) < 0.1, (lat, lon)
-    with av.open(str(data / segments[1].body["file"])) as c:
+    assert all(e.body["encryption"]["key"] == key_id(agency_key.public_key) for e in segments)
+    with av.open(io.BytesIO(plain_media(data / segments[1].body["file"], agency_key))) as c:
         audio = np.concatenate([f.to_ndarray().reshape(-1) for f in c.decode(audio=0)])
     assert _dominant_hz(audio, 48000) == pytest.approx(440, abs=5)
     receipted = {p.stem for p in (data / "receipts").glob("*.json")}

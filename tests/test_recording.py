@@ -10,6 +10,7 @@ import av
 
 from agent.evidence_dir import load_chain, verify_dir
 from evidence.seal import Entry
+from tests.fixtures.media import plain
 from unbroken.cli import main
 
 FPS, SEGMENT, PREBUFFER, SECONDS = 15, 2, 4, 5
@@ -32,10 +33,10 @@ def test_every_segment_decodes_with_continuous_timestamps_and_audio(recorded: Pa
     last_end = None
     total = 0
     for e in _segments(recorded):
-        with av.open(str(recorded / e.body["file"])) as c:
+        with av.open(plain(recorded / e.body["file"])) as c:
             assert c.streams.video[0].codec_context.name == "h264"
             video = [f for f in c.decode(video=0)]
-        with av.open(str(recorded / e.body["file"])) as c:
+        with av.open(plain(recorded / e.body["file"])) as c:
             audio = sum(f.samples for f in c.decode(audio=0))
         own = [float(f.pts * f.time_base) for f in video]
         assert own[0] == 0.0, "each segment's timestamps start at its first frame"
@@ -60,7 +61,7 @@ def test_segments_are_two_seconds_and_split_at_keyframes(recorded: Path) -> None
     for e in segs[:-1]:
         assert e.body["media"]["video"]["frames"] == SEGMENT * FPS
     for e in segs:
-        with av.open(str(recorded / e.body["file"])) as c:
+        with av.open(plain(recorded / e.body["file"])) as c:
             keys = [p.is_keyframe for p in c.demux(video=0) if p.size]
         assert keys[0], "each segment starts with a keyframe"
         assert [i for i, k in enumerate(keys) if k] == list(range(0, len(keys), FPS))

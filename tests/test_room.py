@@ -31,6 +31,7 @@ from device.clock import SimClock
 from evidence.receipt import check_receipt
 from simulator.device import SimDevice
 from simulator.site import LocalSite
+from tests.fixtures.media import plain
 from tests.fixtures.panel import BOARD, Panel, launch_firmware
 from tests.fixtures.room import SMALL, entries
 
@@ -155,7 +156,7 @@ def test_door_and_key_record_every_track_and_the_lamp_follows(room: SimDevice) -
     for a, b, c in zip(*by_track.values(), strict=True):  # cut at the same frames
         assert a.body["start"] == b.body["start"] == c.body["start"]
     for e in segs:  # every file decodes to the frames sealed, with the room's sound
-        with av.open(str(room.recorder.root / e.body["file"])) as f:
+        with av.open(plain(room.recorder.root / e.body["file"])) as f:
             frames = sum(1 for _ in f.decode(video=0))
         assert frames == e.body["media"]["video"]["frames"]
         assert e.body["media"]["audio"]

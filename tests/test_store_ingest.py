@@ -20,6 +20,7 @@ from store.ingest import Ingest
 from store.report import build_report
 from tests.fixtures.config import small_config
 from tests.fixtures.store import NOW, Directory
+from tests.fixtures.store import upload as _upload
 
 
 @pytest.fixture(scope="module")
@@ -47,21 +48,6 @@ def _setup(
 
 def _entries(device: Path) -> list[Entry]:
     return [e for _, e in load_chain(device) if isinstance(e, Entry)]
-
-
-def _upload(ingest: Ingest, dev: str, root: Path, e: Entry, chunk: int = 65536) -> list:
-    data = (root / e.body["file"]).read_bytes()
-    hashes = tuple(
-        hashlib.sha256(data[o : o + chunk]).hexdigest() for o in range(0, len(data), chunk)
-    )
-    init = p.BlobInit(e.body["sha256"], len(data), chunk, e.seq, hashes)
-    out = ingest.handle(p.up(dev, "blob", "init"), init.to_bytes(), NOW)
-    ((topic, payload),) = out
-    if topic.endswith("/receipt"):  # already stored: the init is answered with the receipt
-        return out
-    for off in p.Missing.parse(payload).offsets:
-        ingest.handle(p.up(dev, "blob", init.sha256, str(off)), data[off : off + chunk], NOW)
-    return ingest.handle(p.up(dev, "blob", "finish"), p.dumps({"sha256": init.sha256}), NOW)
 
 
 def test_session_synced_with_verified_receipts(db: Database, tmp_path: Path, device: Path) -> None:

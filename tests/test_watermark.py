@@ -19,6 +19,7 @@ from device.clock import SimClock
 from device.gnss import Fix, GnssState, NmeaReplay
 from simulator.device import SimDevice, shipped_route
 from tests.fixtures.config import small_config
+from tests.fixtures.media import agency_key_for
 
 CJK = Labels(
     badge="警号",
@@ -72,7 +73,7 @@ def test_strip_matches_the_expected_rendering(two_badges: tuple[SimDevice, list[
     wm = dev.recorder.watermarks["main"]
     start = 1000.0  # SimClock's monotonic start; the session opened at once
     for seg, badges in ((0, ["012345"]), (1, ["678901", "警A123"])):
-        frames = decode_frames(files[seg])
+        frames = decode_frames(files[seg], agency_key_for(files[seg]))
         for k in (0, 7, 29):
             mono = start + seg * 2 + k / 15
             expected = wm.render(_expected_fields(dev, mono, badges))

@@ -2,31 +2,35 @@
 
 - ``unbroken agent run|explain|keygen|install|apply|rotate-key|status`` (the device)
 - ``unbroken provision init-agency|enroll|assign|revoke|broker-config ...`` (the admin)
-- ``unbroken store run|report --config store.toml`` (the agency)
+- ``unbroken store run|report|explain|send|lay-out|export --config store.toml`` (the agency)
 - ``unbroken sim session --seconds N --data DIR [--badge B]`` (testers)
 - ``unbroken verify DIR [--pubkey FILE] [--json] [--strict]`` (anyone)
+- ``unbroken export DIR [--session ID] --out DIR [--evidence-key FILE] [--accept-problems]``
 - ``unbroken demo [--workdir DIR]``
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import importlib.metadata
 import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from agent.at_rest import EvidenceKeyError
 from agent.config import load_config
 from agent.device_cli import add_agent_commands
-from agent.evidence_dir import EvidenceDirError, verify_dir
+from agent.evidence_dir import EvidenceDirError, read_evidence_key, verify_dir
 from agent.recorder import RecorderBusy
 from agent.session import SessionError
 from agent.watermark import FontError
 from common.cli import CliError
-from common.files import ConfigError
+from common.files import ConfigError, unwritable_dir
 from common.settings import Category
 from evidence.names import ProvisionError
 from evidence.verify_report import format_report
@@ -37,19 +41,15 @@ from store.cli import add_store_parser
 
 
 def _data_dir(path: Path) -> Path:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise CliError(f"data directory {path} is not writable: {e.strerror}") from None
+    if why := unwritable_dir(path):
+        raise CliError(f"data directory {path} is not writable: {why}")
     return path
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     try:
-        report = verify_dir(args.dir, args.pubkey, strict=args.strict)
+        key = read_evidence_key(args.evidence_key) if args.evidence_key else None
+        report = verify_dir(args.dir, args.pubkey, strict=args.strict, evidence_key=key)
     except EvidenceDirError as e:
         raise CliError(str(e)) from None
     if args.json:
@@ -57,6 +57,116 @@ def cmd_verify(args: argparse.Namespace) -> int:
     else:
         print(format_report(report, str(args.dir)))
     return 0 if report.ok else 1
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    return _export(args.dir, args, pubkey=args.pubkey, evidence_key=args.evidence_key)
+
+
+def cmd_store_export(args: argparse.Namespace) -> int:
+    """The store's holdings laid out beside the output (hard links to the blobs where the
+    file system allows), exported as a device's directory would be, then removed."""
+    import shutil
+    import tempfile
+
+    from store.config import load_store_config
+    from store.db import Database
+    from store.evidence_view import ViewError, lay_out_device, log_access
+    from store.statements import statements_of
+
+    config = load_store_config(args.config)
+    _writable(args.out)
+    view = Path(tempfile.mkdtemp(prefix=".unbroken-view-", dir=args.out))
+    try:
+        sessions = [args.session] if args.session else None
+        pin = lay_out_device(config, args.device, view, sessions, link=True)
+        db = Database.connect(config.database)
+        try:
+            statements = statements_of(db, args.device)
+            detail = f"decrypted and exported to {args.out.resolve()}"
+            log_access(db, args.who, "export", args.device, args.session, detail, time.time())
+        finally:
+            db.close()
+        source = f"store {config.name} ({config.database}), device {args.device}"
+        key = config.agency / "private" / "evidence.key"  # footage is encrypted to it (R7)
+        return _export(
+            view,
+            args,
+            pubkey=pin,
+            source=source,
+            statements=statements,
+            evidence_key=key if key.is_file() else None,
+        )
+    except ViewError as e:
+        raise CliError(str(e)) from None
+    finally:
+        shutil.rmtree(view, ignore_errors=True)
+
+
+def _writable(path: Path) -> Path:
+    if why := unwritable_dir(path):
+        raise CliError(f"output directory {path} is not writable: {why}")
+    return path
+
+
+def _export(
+    root: Path,
+    args: argparse.Namespace,
+    pubkey: Path | None,
+    source: str | None = None,
+    statements: dict[str, dict[str, object]] | None = None,
+    evidence_key: Path | None = None,
+) -> int:
+    from unbroken.export import (
+        ExportError,
+        ExportRefused,
+        export_session,
+        progress_bar,
+        read_evidence_key,
+    )
+
+    try:
+        key = read_evidence_key(evidence_key) if evidence_key else None
+        with progress_bar() as progress:
+            result = export_session(
+                root,
+                args.session,
+                args.out,
+                pubkey=pubkey,
+                accept_problems=args.accept_problems,
+                force=args.force,
+                progress=progress,
+                software=_version(),
+                source=source,
+                agency_statements=statements,
+                evidence_key=key,
+            )
+    except ExportRefused as e:
+        print(f"unbroken: error: {e}", file=sys.stderr)
+        return 1
+    except ExportError as e:
+        raise CliError(str(e)) from None
+    summary = result.summary.as_dict()
+    if args.json:
+        doc = {"files": [str(f) for f in result.files], "summary": summary}
+        print(json.dumps(doc, indent=2, ensure_ascii=False))
+    else:
+        print(f"session {result.session} exported to {args.out}")
+        for track, t in summary["tracks"].items():
+            for f in t["files"] or [{"file": "NOT EXPORTED", "duration": 0.0}]:
+                print(f"  {track}: {f['file']}  {f['duration']:.3f} s")
+        print(f"  custody summary: {result.files[-2].name}, {result.files[-1].name}")
+    verification = summary["verification"]
+    if not verification["ok"]:
+        print(
+            f"WARNING: the evidence FAILED verification ({len(verification['problems'])} "
+            "problem(s)); exported anyway because of --accept-problems, and the custody "
+            "summary says so:",
+            file=sys.stderr,
+        )
+        for p in verification["problems"]:
+            print(f"  {p['code']}: {p['where']}: {p['message']}", file=sys.stderr)
+    return 0
 
 
 def cmd_sim_session(args: argparse.Namespace) -> int:
@@ -111,7 +221,7 @@ def cmd_agent_run(args: argparse.Namespace) -> int:
             gpio=config.hardware.gpio,
             pins=board.pins,
         )
-    except HardwareError as e:
+    except (HardwareError, EvidenceKeyError) as e:
         raise CliError(str(e)) from None
 
 
@@ -175,7 +285,28 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--pubkey", type=Path, help="the device's public key to pin (hex file)")
     v.add_argument("--json", action="store_true", help="machine-readable report")
     v.add_argument("--strict", action="store_true", help="an unexplained gap is a failure")
+    v.add_argument(
+        "--evidence-key",
+        type=Path,
+        metavar="FILE",
+        help="the agency's evidence key (hex): decrypt and decode every segment, and check "
+        "what it decrypts to (without it, encrypted segments are checked by their framing)",
+    )
     v.set_defaults(func=cmd_verify)
+
+    x = sub.add_parser(
+        "export", help="verify, then write a session as one MP4 per track and its custody summary"
+    )
+    x.add_argument("dir", type=Path, help="the evidence directory")
+    _export_arguments(x)
+    x.add_argument("--pubkey", type=Path, help="the device's public key to pin (hex file)")
+    x.add_argument(
+        "--evidence-key",
+        type=Path,
+        metavar="FILE",
+        help="the agency's evidence key the footage is encrypted to (AGENCY/private/evidence.key)",
+    )
+    x.set_defaults(func=cmd_export)
 
     sim = sub.add_parser("sim", help="drive simulated hardware").add_subparsers(
         dest="sim_command", required=True
@@ -239,7 +370,18 @@ def build_parser() -> argparse.ArgumentParser:
     x.set_defaults(func=cmd_agent_explain)
     add_agent_commands(agent)  # keygen, install, apply, rotate-key, status
     add_provision_parser(sub)
-    add_store_parser(sub)
+    se = add_store_parser(sub).add_parser(
+        "export", help="export a session as the store holds it (as unbroken export)"
+    )
+    se.add_argument("--config", type=Path, required=True, help="store.toml")
+    se.add_argument("--device", required=True)
+    _export_arguments(se)
+    se.add_argument(
+        "--who",
+        default=getpass.getuser(),
+        help="who takes the footage out, for the store's access log (default: this user)",
+    )
+    se.set_defaults(func=cmd_store_export)
 
     d = sub.add_parser("demo", help="the whole job end to end on simulated hardware")
     d.add_argument(
@@ -250,6 +392,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.set_defaults(func=cmd_demo)
     return p
+
+
+def _export_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--session", help="the session (optional when there is only one)")
+    p.add_argument("--out", type=Path, required=True, help="the directory to write into")
+    p.add_argument(
+        "--accept-problems",
+        action="store_true",
+        help="export evidence that fails verification; the summary says it failed and why",
+    )
+    p.add_argument("--force", action="store_true", help="replace output files already there")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

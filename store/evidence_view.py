@@ -1,0 +1,164 @@
+"""What the store holds of one device, laid out as an evidence directory, so that the same
+tools (``unbroken verify``, ``unbroken export``) run on it as on the device's own.
+
+The store keeps each chain entry exactly as the device signed and sent it (the same
+canonical bytes the device writes to ``chain/``), the media content-addressed by SHA-256
+(:mod:`store.blobs`), and a signed receipt per stored segment. The layout::
+
+    DEST/chain/0000000001.json        each entry the store accepted, its exact bytes
+    DEST/segments/<session>/...       the blobs of the sessions asked for, at the names
+                                      their manifests seal (copies, or hard links)
+    DEST/keys/<key id>.pub            every key the agency registered for the device
+    DEST/device.pub                   the newest of them
+    DEST/provision/agency.pub         the agency's key, and for each stored segment not
+    DEST/receipts/<sha256>.json       laid out, its receipt: verification counts it as
+                                      held at the agency, not lost
+
+Entries on a second branch of a fork (``forks``) are not laid out: the store report
+names the fork. Written statements added at the agency are not chain entries either:
+:func:`store.statements.statements_of` gives them.
+
+Example::
+
+    pin = lay_out_device(config, "bwc-1", Path("/tmp/view"), sessions={"3f2a..."})
+    # unbroken verify /tmp/view --pubkey <pin>: the key registered first, pinned
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from collections.abc import Collection, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import nacl.exceptions
+import nacl.signing
+
+from provisioning.agency import PUBLIC, REGISTRY
+from provisioning.registry import RegisteredKey
+from store.blobs import BlobStore
+from store.config import StoreConfig
+from store.db import Database
+from store.directory import RegistryDirectory
+
+
+class ViewError(ValueError):
+    """The device's evidence cannot be laid out (unknown device, nothing stored)."""
+
+
+def lay_out_device(
+    config: StoreConfig,
+    device: str,
+    dest: Path,
+    sessions: Collection[str] | None = None,
+    link: bool = False,
+) -> Path:
+    """:func:`lay_out` with what the store's configuration names: its database and blobs,
+    the agency's registry and key."""
+    keys = RegistryDirectory(config.agency / REGISTRY).device_keys(device)
+    try:
+        agency_key = nacl.signing.VerifyKey(
+            bytes.fromhex((config.agency / PUBLIC).read_text(encoding="ascii").strip())
+        )
+    except (OSError, ValueError, nacl.exceptions.CryptoError):
+        agency_key = None  # without it, segments not laid out count as missing
+    db = Database.connect(config.database)
+    try:
+        return lay_out(db, BlobStore(config.blobs), device, keys, agency_key, dest, sessions, link)
+    finally:
+        db.close()
+
+
+def lay_out(
+    db: Database,
+    blobs: BlobStore,
+    device: str,
+    keys: Sequence[RegisteredKey],
+    agency_key: nacl.signing.VerifyKey | None,
+    dest: Path,
+    sessions: Collection[str] | None = None,
+    link: bool = False,
+) -> Path:
+    """Lay out ``device``'s evidence in ``dest`` (new, or empty); the media of
+    ``sessions`` only (None: all). ``link``: hard links to the blobs rather than copies,
+    for a view that is read and removed (writing to a link would write to the blob).
+    Returns the file of the key registered first, to pin."""
+    if not keys:
+        raise ViewError(f"the agency registry has no key for device {device!r}")
+    rows = db.query("select seq, entry from entries where device = ? order by seq", (device,))
+    if not rows:
+        raise ViewError(f"the store holds no evidence of device {device!r}")
+    dest.mkdir(parents=True, exist_ok=True)
+    if any(dest.iterdir()):
+        raise ViewError(f"{dest} is not empty")
+    for sub in ("chain", "segments", "keys", "receipts", "provision"):
+        (dest / sub).mkdir()
+    by_age = sorted(keys, key=lambda k: k.valid_from)
+    for k in by_age:
+        (dest / "keys" / f"{k.key_id}.pub").write_text(bytes(k.verify_key).hex() + "\n")
+    (dest / "device.pub").write_text(bytes(by_age[-1].verify_key).hex() + "\n")
+    if agency_key is not None:
+        (dest / "provision" / "agency.pub").write_text(bytes(agency_key).hex() + "\n")
+    receipts = {
+        r["sha256"]: r["receipt"]
+        for r in db.query("select sha256, receipt from receipts where device = ?", (device,))
+    }
+    for row in rows:
+        text = str(row["entry"])
+        (dest / "chain" / f"{int(row['seq']):010d}.json").write_bytes(text.encode())
+        payload = json.loads(text)["payload"]
+        if payload["kind"] != "segment":
+            continue
+        sha, file = str(payload["body"].get("sha256")), payload["body"].get("file")
+        wanted = sessions is None or payload["session"] in sessions
+        target = _inside(dest, file)
+        if wanted and target is not None and blobs.has(sha):
+            _place(blobs.path(sha), target, link)
+        elif sha in receipts and blobs.has(sha):
+            (dest / "receipts" / f"{sha}.json").write_text(receipts[sha])
+    return dest / "keys" / f"{by_age[0].key_id}.pub"
+
+
+def _inside(dest: Path, file: object) -> Path | None:
+    """Where a manifest's file goes, or None if its name would leave ``segments/`` (a
+    manifest is the device's word: the verifier names such a file, the store never
+    writes outside the view)."""
+    if not isinstance(file, str):
+        return None
+    parts = PurePosixPath(file).parts
+    if len(parts) < 2 or parts[0] != "segments" or ".." in parts:
+        return None  # an absolute name starts with "/"
+    return dest.joinpath(*parts)
+
+
+def _place(blob: Path, target: Path, link: bool) -> None:
+    """A hard link to the blob (no copy of the footage) where asked and possible, else a
+    read-only copy."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if link:
+        with contextlib.suppress(OSError):
+            os.link(blob, target)
+            return
+    shutil.copyfile(blob, target)
+    target.chmod(0o444)
+
+
+def log_access(
+    db: Database, who: str, action: str, device: str, session: str | None, detail: str, at: float
+) -> None:
+    """An access record (R10): who took what out of the store, when, and how. Written
+    before the footage leaves, so an export that fails half way is on record too."""
+    with db.transaction():
+        db.execute(
+            "insert into access_log values (?, ?, ?, ?, ?, ?)",
+            (at, who, action, device, session, detail),
+        )
+
+
+def access_log(db: Database, device: str | None = None) -> list[dict[str, Any]]:
+    if device is None:
+        return db.query("select * from access_log order by at")
+    return db.query("select * from access_log where device = ? order by at", (device,))
