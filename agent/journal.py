@@ -46,6 +46,12 @@ class Journal:
                 pk="seq",
             )
             self._entries.create_index(["session"])
+        # Made now, not at the first command: a schema change while the uploader's
+        # connection writes can find the database locked.
+        self.db.execute(
+            "create table if not exists applied_commands (nonce text primary key,"
+            " command text, issued real, expires real, applied real, seq integer)"
+        )
         self._import_orphans()
 
     def append(self, entry: Entry) -> None:

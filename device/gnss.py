@@ -523,6 +523,8 @@ class GpsdClient:
             return
         lat, lon = _number(report.get("lat")), _number(report.get("lon"))
         fix_time = _iso_to_epoch(report.get("time"))
+        if "time" not in report and lat is not None and lon is not None:
+            return  # gpsd's first fixes, before the receiver gave it the date: wait for one
         if lat is None or lon is None or fix_time is None or abs(lat) > 90 or abs(lon) > 180:
             self.bad_reports += 1  # a fix we cannot place or date is no use as evidence
             return

@@ -404,3 +404,20 @@ def test_gpsd_client_without_gpsd_retries_on_the_clock_and_does_not_raise() -> N
     finally:
         client.close()  # while it waits for the clock: the wait ends at once
     assert not client._thread.is_alive()
+
+
+def test_an_undated_first_fix_is_awaited_not_counted_bad() -> None:
+    """gpsd reports a position before its receiver gave it the date (no ``time``): that is
+    not a usable fix yet, nor a malformed report; a fix with a time that does not parse is."""
+    client = GpsdClient(SimClock(), port=1, connect_timeout=0.01)
+    try:
+        client._handle(json.dumps({"class": "TPV", "mode": 3, "lat": 39.9, "lon": 116.4}).encode())
+        assert not client.state().has_fix and client.bad_reports == 0
+        bad = {"class": "TPV", "mode": 3, "lat": 39.9, "lon": 116.4, "time": "yesterday"}
+        client._handle(json.dumps(bad).encode())
+        assert client.bad_reports == 1
+        good = {**bad, "time": "2026-03-14T01:30:10Z"}
+        client._handle(json.dumps(good).encode())
+        assert client.state().has_fix and client.state().last_fix.lat == 39.9
+    finally:
+        client.close()
