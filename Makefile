@@ -22,7 +22,11 @@ APT_NEEDS := mosquitto:/usr/sbin/mosquitto \
              libportaudio2:/usr/share/doc/libportaudio2/copyright \
              gpsd:/usr/sbin/gpsd \
              gpsd-clients:/usr/bin/gpsfake \
-             ffmpeg:/usr/bin/ffprobe
+             ffmpeg:/usr/bin/ffprobe \
+             swtpm:/usr/bin/swtpm \
+             swtpm-tools:/usr/bin/swtpm_setup \
+             tpm2-tools:/usr/bin/tpm2_unseal \
+             libtss2-tcti-swtpm0:/usr/share/doc/libtss2-tcti-swtpm0/copyright
 # playwright-core for the browser test of `unbroken sim panel` (driving Debian's chromium)
 BROWSER := tests/browser
 

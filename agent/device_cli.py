@@ -1,6 +1,7 @@
 """``unbroken agent ...``: the device's provisioning commands (docs/provisioning.md).
 
     unbroken agent keygen --data DEVDIR --out REQUEST [--serial S] [--role R] [--device-id D]
+                          [--key-store file|tpm] [--tcti TCTI] [--config device.toml]
     unbroken agent install BUNDLE --data DEVDIR [--agency-key FILE]
     unbroken agent apply COMMAND --data DEVDIR
     unbroken agent rotate-key --data DEVDIR --out REQUEST
@@ -21,11 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from agent import enrolment
+from agent.config import device_config
 from agent.enrolment import LOCK
 from agent.evidence_dir import PRIVATE, EvidenceDirError, read_public_key
+from agent.keys import key_store
 from agent.status_file import read_status
 from common import pki
 from common.cli import user_errors
+from device.keystore import WEAKER, Backend
 from evidence.names import ProvisionError, iso
 from evidence.seal import key_id
 
@@ -39,6 +43,7 @@ def _read(path: Path, what: str) -> bytes:
 
 @user_errors
 def cmd_keygen(args: argparse.Namespace) -> int:
+    backend, tcti = _key_store_choice(args)
     identity = enrolment.keygen(
         args.data,
         args.out,
@@ -47,10 +52,32 @@ def cmd_keygen(args: argparse.Namespace) -> int:
         serial=args.serial,
         role=args.role,
         model=args.model,
+        backend=backend,
+        tcti=tcti,
     )
     print(f"device {identity.device_id} ({identity.role}, {identity.model})")
+    print(f"  keys {_keys_line(key_store(args.data).describe())}")
     print(f"  enrolment request {args.out}: take it to the agency (`provision enroll`)")
     return 0
+
+
+def _key_store_choice(args: argparse.Namespace) -> tuple[Backend | None, str | None]:
+    """--key-store and --tcti; else the [keys] section of --config (or DATA/device.toml)
+    if it has one, for a device that has no keys yet (keys are never moved)."""
+    if args.key_store or args.tcti:
+        return args.key_store, args.tcti
+    if key_store(args.data).has(enrolment.DEVICE_KEY):
+        return None, None
+    config = device_config(args.data, args.config)
+    if "keys" not in config.model_fields_set:
+        return None, None
+    return config.keys.backend, config.keys.tcti
+
+
+def _keys_line(k: dict[str, Any]) -> str:
+    if k["backend"] == "tpm":
+        return f"tpm: sealed by this device's TPM ({k['tcti']}), a copied card cannot sign"
+    return f"file (WEAKER: {k.get('note', WEAKER)})"
 
 
 @user_errors
@@ -67,6 +94,7 @@ def cmd_install(args: argparse.Namespace) -> int:
     note = " (first install: trusting the agency key it carries)" if first and not pinned else ""
     print(f"installed bundle {b['bundle_sha256'][:16]}… from agency {b['agency_key_id']}{note}")
     print(f"  broker {b['broker']['host']}:{b['broker']['port']}; chain entry {entry.seq}")
+    print(f"  keys {_keys_line(key_store(args.data).describe())}")
     return 0
 
 
@@ -91,11 +119,13 @@ def cmd_rotate_key(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     root: Path = args.data
     identity = enrolment.read_identity(root)
-    key = enrolment.read_device_key(root)
+    store = key_store(root)
+    key = enrolment.read_device_key(root, store)
     out: dict[str, Any] = {
         "device_id": identity.device_id,
         "role": identity.role,
         "key_id": key_id(key.verify_key),
+        "key_store": store.describe(),  # backend, weaker (file: a copied card can sign)
         "provisioned": (root / enrolment.PROVISION / "bundle.json").exists(),
         "assignment": enrolment.current_assignment(root),
     }
@@ -146,6 +176,8 @@ def _alive(pid: int) -> bool:
 def format_status(s: dict[str, Any], now: float) -> str:
     """The status as an admin reads it: one line a subject."""
     lines = [f"device   {s['device_id']} ({s['role']}), key {s['key_id']}"]
+    if "key_store" in s:
+        lines.append(f"keys     {_keys_line(s['key_store'])}")
     if s["provisioned"]:
         b = s["broker"]
         lines.append(
@@ -208,6 +240,14 @@ def add_agent_commands(ps: argparse._SubParsersAction) -> None:
     q.add_argument("--serial", help="hardware serial (default: the board's)")
     q.add_argument("--role", choices=["body_recorder", "room_controller"])
     q.add_argument("--model", help="hardware model")
+    q.add_argument(
+        "--key-store",
+        choices=["file", "tpm"],
+        help="where a device without keys keeps them: tpm (sealed by its TPM 2.0) or file "
+        "(weaker: a copied card can sign); default: [keys] backend of the configuration",
+    )
+    q.add_argument("--tcti", help="how to reach the TPM (default: device:/dev/tpmrm0)")
+    q.add_argument("--config", type=Path, help="device.toml with a [keys] section")
     q.set_defaults(func=cmd_keygen)
 
     q = ps.add_parser("install", help="check and install a provisioning bundle")

@@ -8,6 +8,8 @@ was. What is installed is recorded in the chain (``install``, ``assignment``,
 Files (beside the evidence layout of :mod:`agent.evidence_dir`)::
 
     DATA/private/tls.key            the TLS client key (P-256, PEM, 0600); never leaves
+                                    (with the TPM key store: tls.key.sealed, see
+                                    :mod:`device.keystore`)
     DATA/provision/bundle.json      the installed bundle, as signed by the agency
     DATA/provision/ca.pem           the broker CA
     DATA/provision/client.pem       this device's client certificate (CN = device id)
@@ -43,7 +45,7 @@ from agent.config import ASSIGNMENT, DEVICE_TOML
 from agent.evidence_dir import CHAIN, KEYS, PRIVATE, PUBKEY, EvidenceDirError, read_public_key
 from agent.identity import load_identity, save_identity
 from agent.journal import Journal
-from agent.keys import load_or_create_key
+from agent.keys import key_store, load_or_create_key
 from agent.uplink import BrokerSettings
 from common import pki
 from common.bundle import DeviceFacts, check_bundle
@@ -51,30 +53,36 @@ from common.commands import SESSION_COMMANDS, AgencyCommand, AssignmentArgs, che
 from common.files import write_atomic
 from common.identity import Identity, Role, default_device_id
 from common.requests import make_request, make_rotation_request
+from common.settings import Keys
 from device.clock import Clock, SystemClock
+from device.keystore import (
+    DEVICE_KEY,
+    NEXT_KEY,
+    RECORD,
+    TLS_KEY,
+    Backend,
+    KeyStore,
+    new_key_store,
+    record_key_store,
+)
 from evidence.names import ProvisionError, check_device_id, iso
 from evidence.seal import Entry, key_id
 
 PROVISION = "provision"
-TLS_KEY = "tls.key"
-DEVICE_KEY = "device.key"
-NEXT_KEY = "device.key.next"  # a rotation in progress (see finish_rotation)
 LOCK = "agent.lock"
 
 
 # -- reading the device's own state (never writes) ----------------------------------------
 
 
-def read_device_key(root: Path) -> nacl.signing.SigningKey:
-    path = root / PRIVATE / DEVICE_KEY
-    try:
-        key = nacl.signing.SigningKey(path.read_bytes().strip(), nacl.encoding.HexEncoder)
-    except FileNotFoundError:
+def read_device_key(root: Path, store: KeyStore | None = None) -> nacl.signing.SigningKey:
+    store = store or key_store(root)
+    path = store.path(DEVICE_KEY)
+    key = store.signing_key()
+    if key is None:
         raise ProvisionError(
-            f"{root}: no device key ({PRIVATE}/{DEVICE_KEY}): run `unbroken agent keygen` first"
-        ) from None
-    except (OSError, ValueError) as e:
-        raise ProvisionError(f"{path}: not a device key ({e})") from None
+            f"{root}: no device key ({path.relative_to(root)}): run `unbroken agent keygen` first"
+        )
     pub = root / PUBKEY
     if pub.exists() and pub.read_text().strip() != bytes(key.verify_key).hex():
         raise ProvisionError(f"{pub} does not match {path}: the device key files disagree")
@@ -91,14 +99,15 @@ def read_identity(root: Path) -> Identity:
     return identity
 
 
-def _tls_key(root: Path) -> pki.PrivateKey:
-    path = root / PRIVATE / TLS_KEY
-    try:
-        return pki.load_key(path.read_bytes(), str(path))
-    except FileNotFoundError:
+def _tls_key(root: Path, store: KeyStore | None = None) -> pki.PrivateKey:
+    store = store or key_store(root)
+    key = store.tls_key()
+    if key is None:
         raise ProvisionError(
-            f"{root}: no TLS key ({PRIVATE}/{TLS_KEY}): run `unbroken agent keygen` first"
-        ) from None
+            f"{root}: no TLS key ({store.path(TLS_KEY).relative_to(root)}): run "
+            "`unbroken agent keygen` first"
+        )
+    return key
 
 
 def agency_key(root: Path) -> nacl.signing.VerifyKey:
@@ -121,7 +130,7 @@ def broker_settings(root: Path) -> BrokerSettings:
         port=int(bundle["broker"]["port"]),
         ca=root / PROVISION / "ca.pem",
         cert=root / PROVISION / "client.pem",
-        key=root / PRIVATE / TLS_KEY,
+        key=key_store(root).tls_key_file(),  # the TPM's: in memory, never on the card
         agency_key=agency,
     )
 
@@ -195,8 +204,12 @@ def keygen(
     serial: str | None = None,
     role: str | None = None,
     model: str | None = None,
+    backend: Backend | None = None,
+    tcti: str | None = None,
 ) -> Identity:
-    """Make (or reuse) the device key and TLS key, fix the identity, write the request."""
+    """Make (or reuse) the device key and TLS key, fix the identity, write the request.
+    ``backend`` (and ``tcti``) choose the key store for a device without keys; None keeps
+    the one the device has (files by default)."""
     serial = serial or detect_serial()
     if not serial:
         raise ProvisionError("no hardware serial number found: pass --serial")
@@ -208,10 +221,11 @@ def keygen(
         raise ProvisionError(f"{out.parent}: no such directory for the request")
     root.mkdir(parents=True, exist_ok=True)
     with _locked(root):
+        store = _choose_store(root, backend, tcti)
         existing = read_identity(root) if (root / "identity.json").exists() else None
         if existing is not None or _chain_started(root):
-            read_device_key(root)  # an identity or chain without a key: refuse, do not re-key
-        key = load_or_create_key(root)
+            read_device_key(root, store)  # an identity or chain without a key: refuse
+        key = load_or_create_key(root, store)
         started = _chain_started(root) or (root / PROVISION).exists()
         wanted = role or (existing.role if existing else "body_recorder")
         r: Role = "room_controller" if wanted == "room_controller" else "body_recorder"
@@ -227,15 +241,39 @@ def keygen(
             )
         if existing != identity:
             save_identity(root, identity)
-        tls_path = root / PRIVATE / TLS_KEY
-        if tls_path.exists():
-            tls = _tls_key(root)
-        else:
+        tls = store.tls_key()
+        if tls is None:
             tls = pki.new_key()
-            write_atomic(tls_path, pki.key_pem(tls), mode=0o600)
+            store.save_tls_key(tls)
         _remember_key(root, key.verify_key)
         write_atomic(out, make_request(key, tls, identity, serial, now))
     return identity
+
+
+def _choose_store(root: Path, backend: Backend | None, tcti: str | None) -> KeyStore:
+    """The device's key store, or a new one of ``backend`` for a device without keys (its
+    choice recorded first, so that no key is ever made in the wrong place). Keys are never
+    moved: the chain and the enrolment depend on them."""
+    store = key_store(root)
+    has_keys = store.has(DEVICE_KEY) or store.has(TLS_KEY)
+    backend = backend or store.backend
+    if backend == store.backend and (backend == "file" or tcti in (None, store.tcti)):
+        return store
+    if has_keys and backend != store.backend:
+        where = "in files" if store.backend == "file" else "sealed by a TPM"
+        raise ProvisionError(
+            f"this device's keys are already {where} ({store.path(DEVICE_KEY)}): keygen keeps a "
+            f"device's keys, its chain and enrolment depend on them; the key store is chosen "
+            "before the first keygen"
+        )
+    chosen = new_key_store(root / PRIVATE, backend, tcti or Keys().tcti)
+    if has_keys:  # the same TPM reached another way: the keys must unseal through it
+        read_device_key(root, chosen)
+    chosen.check()  # no TPM, no tools: said now, before anything is written
+    if backend == "file":
+        (root / PRIVATE / RECORD).unlink(missing_ok=True)
+    record_key_store(chosen)
+    return chosen
 
 
 # -- install -----------------------------------------------------------------------------
@@ -250,12 +288,13 @@ def install(
 ) -> Entry:
     """Check the bundle completely, then install it and seal an ``install`` entry."""
     identity = read_identity(root)
-    key = read_device_key(root)
+    store = key_store(root)
+    key = read_device_key(root, store)
     facts = DeviceFacts(
         identity.device_id,
         identity.role,
         bytes(key.verify_key).hex(),
-        _tls_key(root).public_key(),
+        _tls_key(root, store).public_key(),
     )
     installed = root / PROVISION / "agency.pub"
     trusted = agency_key(root) if installed.exists() else None
@@ -281,6 +320,7 @@ def install(
             "agency_key_id": b.agency,
             "device_id": b.device_id,
             "broker": b.broker.model_dump(),
+            "key_store": store.backend,  # "file" is weaker: a copied card can sign
         }
         return _seal(root, key, identity.device_id, "install", body, clock or SystemClock())
 
@@ -382,9 +422,10 @@ def rotate_key(root: Path, out: Path, now: float, clock: Clock | None = None) ->
     if not out.parent.is_dir():
         raise ProvisionError(f"{out.parent}: no such directory for the request")
     with _locked(root):
-        old = read_device_key(root)
+        store = key_store(root)
+        old = read_device_key(root, store)
         new = nacl.signing.SigningKey.generate()
-        write_atomic(root / PRIVATE / NEXT_KEY, new.encode(nacl.encoding.HexEncoder) + b"\n", 0o600)
+        store.save_signing_key(new, NEXT_KEY)  # sealed too, with the TPM key store
         with open_chain(root, old, identity.device_id, clock or SystemClock()) as chain:
             entry = chain.rotate(new)
         request = make_rotation_request(old, new, entry, now)
@@ -397,10 +438,10 @@ def finish_rotation(root: Path) -> None:
     """Complete or undo a rotation cut short (power loss): if the chain's last rotation
     names the pending key, it becomes the device key; otherwise the pending key is dropped.
     The recorder should call this at start, before loading the key."""
-    pending = root / PRIVATE / NEXT_KEY
-    if not pending.exists():
+    store = key_store(root)
+    new = store.signing_key(NEXT_KEY) if store.has(NEXT_KEY) else None
+    if new is None:
         return
-    new = nacl.signing.SigningKey(pending.read_bytes().strip(), nacl.encoding.HexEncoder)
     last = None
     if (root / "journal.db").exists():
         journal = Journal(root)
@@ -409,12 +450,11 @@ def finish_rotation(root: Path) -> None:
         finally:
             journal.close()
     if last is not None and last.body.get("new_key") == bytes(new.verify_key).hex():
-        old = nacl.signing.SigningKey(
-            (root / PRIVATE / DEVICE_KEY).read_bytes().strip(), nacl.encoding.HexEncoder
-        )
-        _remember_key(root, old.verify_key)
+        old = store.signing_key(DEVICE_KEY)
+        if old is not None:
+            _remember_key(root, old.verify_key)
         _remember_key(root, new.verify_key)
-        os.replace(pending, root / PRIVATE / DEVICE_KEY)
+        store.promote(NEXT_KEY, DEVICE_KEY)
         write_atomic(root / PUBKEY, bytes(new.verify_key).hex().encode() + b"\n")
     else:
-        pending.unlink()
+        store.discard(NEXT_KEY)

@@ -27,14 +27,14 @@ if [ "${UNBROKEN_SKIP_APT:-0}" != 1 ]; then
     extra=""
     if apt-cache show python3-picamera2 >/dev/null 2>&1; then extra="python3-picamera2"; fi
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv python3-pip \
-        fonts-wqy-microhei alsa-utils libportaudio2 gpsd $extra
+        fonts-wqy-microhei alsa-utils libportaudio2 gpsd tpm2-tools $extra
 fi
 
 if ! id "$AGENT_USER" >/dev/null 2>&1; then
     say "user $AGENT_USER"
     useradd --system --home-dir "$DATA" --no-create-home --shell /usr/sbin/nologin "$AGENT_USER"
 fi
-for group in video audio gpio dialout i2c; do
+for group in video audio gpio dialout i2c tss; do  # tss: /dev/tpmrm0, for the TPM key store
     if getent group "$group" >/dev/null && [ "$AGENT_USER" != root ]; then
         usermod -a -G "$group" "$AGENT_USER" 2>/dev/null || true
     fi
