@@ -262,9 +262,20 @@ def cmd_agent_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from simulator.demo import run_demo
+    from simulator.demo import DEVICE, run_demo
 
-    return run_demo(args.workdir)
+    if code := run_demo(args.workdir):
+        return code
+    # The case file (R8): the body recorder's session as the agency holds it, decrypted
+    # with the agency's evidence key, verified, one MP4 and its custody summary.
+    case = args.workdir / "case"
+    print(f"\n== 10. Export the body recorder's session from the store into {case}")
+    store = args.workdir / "store" / "worker-1" / "store.toml"
+    export = ["store", "export", "--config", str(store), "--device", DEVICE, "--out", str(case)]
+    code = main([*export, "--who", "demo"])
+    for f in sorted(case.iterdir()):
+        print(f"   {f.name}  {f.stat().st_size} bytes")
+    return code
 
 
 def _version() -> str:
