@@ -61,7 +61,7 @@ from agent.session import MarkerType, OpenSession, SessionError, SessionMachine,
 from agent.watermark import Watermark
 from common.settings import Category, DeviceConfig
 from device.clock import Clock
-from device.controls import MARKER_PRESS, RECORD_HOLD, RECORD_PRESS
+from device.controls import MARKER_PRESS, RECORD_HOLD, RECORD_PRESS, RECORD_RELEASE
 from device.hardware import Hardware
 from evidence.manifest import Marker
 from evidence.names import ProvisionError
@@ -344,6 +344,8 @@ class Recorder:
                 self.life.act(self.machine.press(now))
             elif event == RECORD_HOLD:
                 self.life.act(self.machine.hold(now))
+            elif event == RECORD_RELEASE:
+                self.machine.release()
             elif event == MARKER_PRESS:
                 self.mark(self.config.controls.marker_type)
             else:

@@ -70,6 +70,8 @@ class SessionMachine:
     confirm_window: float = 3.0
     state: State = State.IDLE
     _armed_at: float | None = None
+    # The button is still down from the press that opened: its hold must not close.
+    _opening_press_down: bool = False
 
     def start(self) -> None:
         """The device is on duty: capture into the pre-event buffer if there is one."""
@@ -81,9 +83,13 @@ class SessionMachine:
         return self._armed_at is not None
 
     def press(self, now: float) -> list[Action]:
-        """A short press of the record button."""
+        """The record button went down (debounced): opens at once when not recording, so
+        the trigger is on record however long the officer holds it."""
         if self.state in (State.IDLE, State.BUFFERING):
-            return self._open()
+            actions = self._open()
+            self._opening_press_down = True
+            return actions
+        self._opening_press_down = False
         if self.state == State.RECORDING:
             if self._armed_at is not None and now - self._armed_at <= self.confirm_window:
                 return self._close()
@@ -92,10 +98,15 @@ class SessionMachine:
         return []
 
     def hold(self, now: float) -> list[Action]:
-        """A long press: opens when not recording, closes when recording."""
+        """A long press: closes when recording, unless it is the press that opened (still
+        held); opens when not recording."""
         if self.state == State.RECORDING:
-            return self._close()
+            return [] if self._opening_press_down else self._close()
         return self.press(now)
+
+    def release(self) -> None:
+        """The record button came back up."""
+        self._opening_press_down = False
 
     def tick(self, now: float) -> list[Action]:
         """Time passes: an unconfirmed close request lapses."""
@@ -134,6 +145,7 @@ class SessionMachine:
     def _open(self) -> list[Action]:
         self.state = State.RECORDING
         self._armed_at = None
+        self._opening_press_down = False
         return [Action.OPEN]
 
     def _close(self) -> list[Action]:

@@ -10,9 +10,9 @@ Example::
     factory = MockFactory()
     events = []
     controls = Controls(ControlsConfig(), events.append, pin_factory=factory)
-    factory.pin(17).drive_low(); time.sleep(0.05); factory.pin(17).drive_high()
-    time.sleep(0.05)                # the contact has settled: one press
-    assert events == ["record_press"]
+    factory.pin(17).drive_low(); time.sleep(0.05)    # settled down: the press
+    factory.pin(17).drive_high(); time.sleep(0.05)   # settled up: the release
+    assert events == ["record_press", "record_release"]
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from gpiozero import LED, Button, Buzzer
 
 from common.settings import Controls as ControlsConfig
 
-RECORD_PRESS = "record_press"
+RECORD_PRESS = "record_press"  # the button went down (settled): a session opens on this edge
+RECORD_RELEASE = "record_release"
 RECORD_HOLD = "record_hold"
 MARKER_PRESS = "marker_press"
 
@@ -108,7 +109,6 @@ class Controls:
         pin_factory: Any = None,
     ) -> None:
         self._on_event = on_event
-        self._held = False
         self._record = DebouncedButton(
             cfg.record_pin, cfg.bounce_seconds, self._record_change, cfg.hold_seconds, pin_factory
         )
@@ -123,14 +123,10 @@ class Controls:
         self._led_state = "off"
 
     def _record_held(self) -> None:
-        self._held = True
         self._on_event(RECORD_HOLD)
 
     def _record_change(self, change: str) -> None:
-        if change == "release":
-            if not self._held:
-                self._on_event(RECORD_PRESS)
-            self._held = False
+        self._on_event(RECORD_PRESS if change == "press" else RECORD_RELEASE)
 
     def _marker_change(self, change: str) -> None:
         if change == "press":

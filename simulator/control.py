@@ -70,7 +70,7 @@ from agent.session import MarkerType
 from common.settings import Category
 from device.camera import SimCamera
 from device.clock import JumpingClock
-from device.controls import MARKER_PRESS, RECORD_HOLD, RECORD_PRESS
+from device.controls import MARKER_PRESS, RECORD_HOLD, RECORD_PRESS, RECORD_RELEASE
 from device.hardware import SimHardware
 
 if TYPE_CHECKING:
@@ -476,12 +476,13 @@ class SimParts:
 
 
 def _button_events(cmd: ControlCommand) -> list[str]:
+    # As the buttons report them: down (a session opens on this edge), held, up.
     if isinstance(cmd, Press):
-        return [RECORD_PRESS]
+        return [RECORD_PRESS, RECORD_RELEASE]
     if isinstance(cmd, Hold):
-        return [RECORD_HOLD]
-    if isinstance(cmd, CloseCmd):
-        return [RECORD_PRESS, RECORD_PRESS]  # press, then confirm within the window
+        return [RECORD_PRESS, RECORD_HOLD, RECORD_RELEASE]
+    if isinstance(cmd, CloseCmd):  # press, then confirm within the window
+        return [RECORD_PRESS, RECORD_RELEASE, RECORD_PRESS, RECORD_RELEASE]
     if isinstance(cmd, Marker) and cmd.type is None:
         return [MARKER_PRESS]
     return []

@@ -41,6 +41,27 @@ def test_press_opens_and_a_bump_does_not_close(tmp_path: Path) -> None:
     dev.stop()
 
 
+def test_the_session_opens_while_the_button_is_still_down(tmp_path: Path) -> None:
+    """Opened on the press edge (once the contact settled), not on the release; the
+    opening press held past hold_seconds does not close what it opened."""
+    dev = _device(tmp_path, hold=0.15)
+    dev.run(1)
+    pin = dev.pins.pin(dev.config.controls.record_pin)
+    pin.drive_low()
+    time.sleep(dev.config.controls.bounce_seconds * 3)
+    dev.run(0.1)
+    assert dev.recorder.session is not None, "opened while the button is down"
+    time.sleep(0.4)  # held past the hold time: gpiozero's hold fires
+    dev.run(0.2)
+    pin.drive_high()
+    time.sleep(dev.config.controls.bounce_seconds * 3)
+    dev.run(0.5)
+    assert dev.recorder.session is not None, "its own hold did not close it"
+    kinds = [e.kind for _, e in load_chain(dev.recorder.root) if isinstance(e, Entry)]
+    assert kinds.count("session_open") == 1 and "session_close" not in kinds
+    dev.stop()
+
+
 def test_long_press_closes(tmp_path: Path) -> None:
     dev = _device(tmp_path, hold=0.15)
     dev.press_record()

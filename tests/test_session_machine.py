@@ -50,9 +50,31 @@ def test_hold_closes_at_once_and_opens_when_not_recording() -> None:
     m = SessionMachine(prebuffer=False)
     m.start()
     assert m.hold(now=0.0) == [Action.OPEN]
-    assert m.hold(now=5.0) == [Action.CLOSE]
+    m.release()
+    assert m.press(now=5.0) == [Action.ARM_CLOSE]
+    assert m.hold(now=7.0) == [Action.CLOSE]
     m.closed()
     assert m.state == State.IDLE
+
+
+def test_the_session_opens_on_the_press_edge_and_its_own_hold_does_not_close_it() -> None:
+    """The officer presses and keeps the button down past the hold time: the session
+    opened when the button went down, and that same press held does not close it."""
+    m = SessionMachine(prebuffer=True)
+    m.start()
+    assert m.press(now=0.0) == [Action.OPEN]  # the edge, not the release
+    assert m.hold(now=2.0) == []
+    m.release()
+    assert m.state == State.RECORDING
+    # a later deliberate long press still closes, and so does press-and-confirm
+    assert m.press(now=10.0) == [Action.ARM_CLOSE]
+    assert m.hold(now=12.0) == [Action.CLOSE]
+    m.closed()
+    assert m.press(now=20.0) == [Action.OPEN]
+    m.release()
+    m.press(now=30.0)
+    m.release()
+    assert m.press(now=31.0) == [Action.CLOSE]
 
 
 def test_api_open_and_close_refuse_what_does_not_fit() -> None:
