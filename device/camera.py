@@ -66,11 +66,16 @@ class SimCamera:
         self._clock = clock
         self._index = 0
         self._failed = False
-        yy, xx = np.mgrid[0:height, 0 : width * 2]
+        # Built from a row and a column (broadcast), not full index grids: a 720p scene
+        # would otherwise cost 30 MB of int64 for a moment, the agent's peak memory.
+        x, y = np.arange(width * 2), np.arange(height)
         bg = np.empty((height, width * 2, 3), np.uint8)
-        bg[..., 0] = (xx * 255 // (width * 2)).astype(np.uint8)
-        bg[..., 1] = (yy * 255 // max(1, height)).astype(np.uint8)
-        bg[..., 2] = (((xx // 40) + (yy // 40)) % 2 * 120 + 60).astype(np.uint8)
+        bg[..., 0] = (x * 255 // (width * 2)).astype(np.uint8)[None, :]
+        bg[..., 1] = (y * 255 // max(1, height)).astype(np.uint8)[:, None]
+        checker = ((x // 40) % 2).astype(np.uint8)[None, :] ^ ((y // 40) % 2).astype(np.uint8)[
+            :, None
+        ]
+        bg[..., 2] = checker * np.uint8(120) + np.uint8(60)
         # ``tint``: tell several cameras apart. Converted once: frames are slices of planes.
         self._planes = yuv.planes(yuv.from_rgb(np.roll(bg, tint, axis=2)))
         self._digits = _digit_atlas(self._DIGIT_W, self._DIGIT_H)

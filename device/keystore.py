@@ -31,16 +31,17 @@ import json
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import nacl.encoding
 import nacl.signing
-from cryptography.hazmat.primitives.asymmetric import ec
 
-from common import pki
 from common.files import write_atomic
 from device.tpm import Sealed, Tpm
 from evidence.names import ProvisionError
+
+if TYPE_CHECKING:  # the TLS key's type; the library is loaded only when a TLS key is used
+    from common.pki import PrivateKey
 
 Backend = Literal["file", "tpm"]
 DEVICE_KEY = "device.key"
@@ -79,11 +80,11 @@ class KeyStore(ABC):
         """Keep ``key`` as ``name``, replacing it in one step."""
 
     @abstractmethod
-    def tls_key(self) -> pki.PrivateKey | None:
+    def tls_key(self) -> PrivateKey | None:
         """The TLS client key; None if there is none."""
 
     @abstractmethod
-    def save_tls_key(self, key: pki.PrivateKey) -> None: ...
+    def save_tls_key(self, key: PrivateKey) -> None: ...
 
     @abstractmethod
     def tls_key_file(self) -> Path:
@@ -132,14 +133,18 @@ class FileKeyStore(KeyStore):
     def save_signing_key(self, key: nacl.signing.SigningKey, name: str = DEVICE_KEY) -> None:
         self._write(name, key.encode(nacl.encoding.HexEncoder) + b"\n")
 
-    def tls_key(self) -> pki.PrivateKey | None:
+    def tls_key(self) -> PrivateKey | None:
         path = self.path(TLS_KEY)
         try:
+            from common import pki  # X.509 and key parsing: not needed while recording
+
             return pki.load_key(path.read_bytes(), str(path))
         except FileNotFoundError:
             return None
 
-    def save_tls_key(self, key: pki.PrivateKey) -> None:
+    def save_tls_key(self, key: PrivateKey) -> None:
+        from common import pki
+
         self._write(TLS_KEY, pki.key_pem(key))
 
     def _write(self, name: str, data: bytes) -> None:
@@ -175,13 +180,15 @@ class TpmKeyStore(KeyStore):
     def save_signing_key(self, key: nacl.signing.SigningKey, name: str = DEVICE_KEY) -> None:
         self._seal(name, bytes(key))  # the 32-byte seed
 
-    def tls_key(self) -> pki.PrivateKey | None:
+    def tls_key(self) -> PrivateKey | None:
         raw = self._unseal(TLS_KEY)
         if raw is None:
             return None
+        from cryptography.hazmat.primitives.asymmetric import ec
+
         return ec.derive_private_key(int.from_bytes(raw, "big"), ec.SECP256R1())
 
-    def save_tls_key(self, key: pki.PrivateKey) -> None:
+    def save_tls_key(self, key: PrivateKey) -> None:
         # The private scalar: a PEM (about 240 bytes) is more than a sealed object holds.
         self._seal(TLS_KEY, key.private_numbers().private_value.to_bytes(32, "big"))
 
@@ -213,6 +220,8 @@ class TpmKeyStore(KeyStore):
         key = self.tls_key()
         if key is None:
             raise KeyStoreError(f"{self.path(TLS_KEY)}: no sealed TLS key")
+        from common import pki
+
         pem = pki.key_pem(key)
         fd = _MEMFDS.get(pem)
         if fd is None:

@@ -34,10 +34,8 @@ from common.files import ConfigError, unwritable_dir
 from common.settings import Category
 from evidence.names import ProvisionError
 from evidence.verify_report import format_report
-from provisioning.cli import add_provision_parser
 from simulator.cli import add_sim_parsers
 from simulator.mosquitto import BrokerError
-from store.cli import add_store_parser
 
 
 def _data_dir(path: Path) -> Path:
@@ -285,7 +283,24 @@ def _version() -> str:
         return "(not installed)"
 
 
-def build_parser() -> argparse.ArgumentParser:
+# The admin's and the agency's commands load X.509, the store's database and the MQTT
+# client: only built when asked for (or for --help), so a recording agent does not carry
+# them (about 14 MB resident).
+_ON_DEMAND = {
+    "provision": "the agency's administration (provisioning/cli.py)",
+    "store": "the agency store",
+}
+
+
+def _asked(argv: Sequence[str] | None) -> str | None:
+    """The command named on the command line (None: none, so all of them)."""
+    words = sys.argv[1:] if argv is None else argv
+    return next((w for w in words if not w.startswith("-")), None)
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The whole command line; the agency's commands only when ``argv`` names them."""
+    asked = _asked(argv)
     p = argparse.ArgumentParser(prog="unbroken", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
@@ -380,7 +395,30 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--credentials", type=Path, help="agency-signed officer list")
     x.set_defaults(func=cmd_agent_explain)
     add_agent_commands(agent)  # keygen, install, apply, rotate-key, status
-    add_provision_parser(sub)
+    if asked in (None, "provision"):
+        from provisioning.cli import add_provision_parser
+
+        add_provision_parser(sub)
+    if asked in (None, "store"):
+        _add_store_commands(sub)
+    for name, what in _ON_DEMAND.items():
+        if asked not in (None, name):
+            sub.add_parser(name, help=what)
+
+    d = sub.add_parser("demo", help="the whole job end to end on simulated hardware")
+    d.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("out/demo"),
+        help="where the agency, broker, store and device live (recreated)",
+    )
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def _add_store_commands(sub: argparse._SubParsersAction) -> None:
+    from store.cli import add_store_parser
+
     se = add_store_parser(sub).add_parser(
         "export", help="export a session as the store holds it (as unbroken export)"
     )
@@ -393,16 +431,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="who takes the footage out, for the store's access log (default: this user)",
     )
     se.set_defaults(func=cmd_store_export)
-
-    d = sub.add_parser("demo", help="the whole job end to end on simulated hardware")
-    d.add_argument(
-        "--workdir",
-        type=Path,
-        default=Path("out/demo"),
-        help="where the agency, broker, store and device live (recreated)",
-    )
-    d.set_defaults(func=cmd_demo)
-    return p
 
 
 def _export_arguments(p: argparse.ArgumentParser) -> None:
@@ -427,7 +455,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     # The agent's log is a fleet's record (journald under systemd adds the time): what it
     # does, at INFO, by default; other commands say only what goes wrong unless -v.
     agent_run = getattr(args, "func", None) is cmd_agent_run
