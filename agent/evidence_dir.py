@@ -5,7 +5,8 @@ Layout (see docs/evidence-format.md)::
     DIR/device.pub                      the device's Ed25519 public key (hex)
     DIR/chain/0000000001.json           one signed entry per file, by sequence number
     DIR/segments/<session>/000000.mp4   sealed media, named by session and index
-    DIR/journal.db                      the device's index (SQLite); not needed to verify
+    DIR/journal.db                      the device's index (SQLite), and the store's
+                                        receipts: needed only to verify media freed
     DIR/private/                        the device key (0600); never part of evidence
     DIR/spool/                          the pre-event buffer and the segment being written
 """
@@ -13,6 +14,7 @@ Layout (see docs/evidence-format.md)::
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 from pathlib import Path
 
@@ -123,16 +125,40 @@ def _archived(
     for _, e in entries:
         if isinstance(e, Entry) and e.kind == "segment" and e.body.get("file") in absent:
             sha = str(e.body["sha256"])
-            receipt = root / "receipts" / f"{sha}.json"
+            receipt = stored_receipt(root, sha)
+            if receipt is None:
+                continue
             try:
-                r = check_receipt(
-                    receipt.read_bytes(), agency, device=e.payload["device"], sha256=sha
-                )
-            except (OSError, ReceiptError):
+                r = check_receipt(receipt, agency, device=e.payload["device"], sha256=sha)
+            except ReceiptError:
                 continue
             if r.get("entry_hash") == e.hash:
                 out.add(sha)
     return frozenset(out)
+
+
+def stored_receipt(root: Path, sha256: str) -> bytes | None:
+    """The receipt the device keeps for ``sha256`` (unverified: check it with the agency
+    key), from its journal, or from DATA/receipts/ where earlier versions kept them."""
+    journal = root / "journal.db"
+    if journal.is_file() and not journal.is_symlink():
+        try:
+            conn = sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
+            try:
+                row = conn.execute(
+                    "select receipt from receipts where sha256 = ?", (sha256,)
+                ).fetchone()
+            finally:
+                conn.close()
+            if row and isinstance(row[0], str):
+                return row[0].encode()
+        except sqlite3.Error:
+            pass
+    legacy = root / "receipts" / f"{sha256}.json"
+    try:
+        return legacy.read_bytes() if legacy.is_file() and not legacy.is_symlink() else None
+    except OSError:
+        return None
 
 
 def _first_key(root: Path, entries: list[tuple[str, Entry | SealError]]) -> Path:

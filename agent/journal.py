@@ -8,6 +8,7 @@ instant the files are a valid chain prefix and the database can be rebuilt from 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -151,17 +152,22 @@ class Journal:
         self.db.conn.close()
 
     def _insert(self, entry: Entry) -> None:
-        row: dict[str, Any] = {
-            "seq": entry.seq,
-            "hash": entry.hash,
-            "kind": entry.kind,
-            "session": entry.session,
-            "file": entry.body.get("file"),
-            "wall": entry.payload["at"]["wall"],
-            "entry": entry.to_json().decode(),
-        }
+        """One statement, one commit: the row as the table is created above."""
+        row = (
+            entry.seq,
+            entry.hash,
+            entry.kind,
+            entry.session,
+            entry.body.get("file"),
+            entry.payload["at"]["wall"],
+            entry.to_json().decode(),
+        )
         with self.db.conn:
-            self._entries.insert(row, replace=True)
+            self.db.conn.execute(
+                "insert or replace into entries (seq, hash, kind, session, file, wall, entry)"
+                " values (?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
 
     def _import_orphans(self) -> None:
         """Entries written to file but not to the database before a power cut."""
@@ -183,8 +189,6 @@ class Journal:
 # -- what the uploader asks --------------------------------------------------------------
 # Transfer state (what the store acknowledged, refused and receipted) lives here, beside the
 # entries, so that it survives restarts and outages. The uploader decides; this only stores.
-
-RECEIPTS = "receipts"  # DATA/receipts/<sha256>.json: kept, verifiable, never deleted
 
 
 class SyncLedger:
@@ -212,22 +216,46 @@ class SyncLedger:
             self.db.execute(
                 "create table if not exists sync_refused (seq integer primary key, reason text)"
             )
+            # The receipts themselves are kept here (verifiable, never deleted).
             self.db.execute(
                 "create table if not exists receipts (sha256 text primary key, seq integer,"
-                " received real, deleted real)"
+                " received real, deleted real, receipt text)"
             )
-        (root / RECEIPTS).mkdir(exist_ok=True)
+            columns = {r[1] for r in self.db.execute("pragma table_info(receipts)")}
+            if "receipt" not in columns:  # a journal from before receipts were kept here
+                self.db.execute("alter table receipts add column receipt text")
+        self._batch = 0
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Acks and receipts within commit together, once (one fsync for many replies)."""
+        self._batch += 1
+        try:
+            yield
+        finally:
+            self._batch -= 1
+            if not self._batch:
+                self.db.commit()
+
+    def _commit(self) -> None:
+        if not self._batch:
+            self.db.commit()
 
     def head(self) -> int:
         """The newest entry's sequence number (0: none yet)."""
         return int(self.db.execute("select coalesce(max(seq), 0) from entries").fetchone()[0])
 
-    def unacked(self, limit: int) -> list[Entry]:
-        """Entries the store has neither acknowledged nor refused, in chain order."""
+    def entry(self, seq: int) -> Entry | None:
+        row = self.db.execute("select entry from entries where seq = ?", (seq,)).fetchone()
+        return None if row is None else Entry.from_json(row["entry"].encode())
+
+    def unacked(self, limit: int, after: int = 0) -> list[Entry]:
+        """Entries the store has neither acknowledged nor refused, in chain order, after
+        sequence number ``after``."""
         rows = self.db.execute(
-            "select entry from entries where seq not in (select seq from sync_acks)"
+            "select entry from entries where seq > ? and seq not in (select seq from sync_acks)"
             " and seq not in (select seq from sync_refused) order by seq limit ?",
-            (limit,),
+            (after, limit),
         ).fetchall()
         return [Entry.from_json(r["entry"].encode()) for r in rows]
 
@@ -236,13 +264,20 @@ class SyncLedger:
         sql = "select count(*) from entries where seq not in (select seq from sync_acks)"
         return int(self.db.execute(sql).fetchone()[0])
 
-    def unreceipted_segments(self) -> list[tuple[int, dict[str, Any]]]:
-        """(seq, manifest) of sealed segments whose media has no receipt, oldest first."""
+    def unreceipted_segments(
+        self, limit: int = -1, acked: bool = False
+    ) -> list[tuple[int, dict[str, Any]]]:
+        """(seq, manifest) of sealed segments whose media has no receipt, oldest first
+        (not those whose manifest the store refused: it will not take their media);
+        ``acked``: only those whose manifest the store acknowledged; at most ``limit``."""
+        only_acked = " and seq in (select seq from sync_acks)" if acked else ""
         rows = self.db.execute(
             "select seq, json_extract(entry, '$.payload.body') as manifest"
             " from entries where kind = 'segment'"
             " and json_extract(entry, '$.payload.body.sha256') not in"
-            " (select sha256 from receipts) order by seq"
+            " (select sha256 from receipts)"
+            f" and seq not in (select seq from sync_refused){only_acked} order by seq limit ?",
+            (limit,),
         ).fetchall()
         return [(int(r["seq"]), json.loads(r["manifest"])) for r in rows]
 
@@ -257,20 +292,20 @@ class SyncLedger:
         return None if row is None else (str(row["hash"]), json.loads(row["manifest"]))
 
     def ack(self, seq: int) -> None:
-        with self.db:
-            self.db.execute("insert or ignore into sync_acks values (?)", (seq,))
+        self.db.execute("insert or ignore into sync_acks values (?)", (seq,))
+        self._commit()
 
     def refused(self, seq: int, reason: str) -> None:
-        with self.db:
-            self.db.execute("insert or replace into sync_refused values (?, ?)", (seq, reason))
+        self.db.execute("insert or replace into sync_refused values (?, ?)", (seq, reason))
+        self._commit()
 
     def receipt(self, sha256: str, seq: int, data: bytes, now: float) -> None:
-        """Keep a verified receipt: its file first, then the row that marks it stored."""
-        write_atomic(self.root / RECEIPTS / f"{sha256}.json", data)
-        with self.db:
-            self.db.execute(
-                "insert or ignore into receipts values (?, ?, ?, null)", (sha256, seq, now)
-            )
+        """Keep a verified receipt."""
+        self.db.execute(
+            "insert or ignore into receipts values (?, ?, ?, null, ?)",
+            (sha256, seq, now, data.decode()),
+        )
+        self._commit()
 
     def receipted_before(self, received: float) -> list[tuple[str, int, dict[str, Any]]]:
         """(sha256, seq, manifest) of receipted media still on the device, receipted at or
@@ -284,8 +319,8 @@ class SyncLedger:
         return [(r["sha256"], int(r["seq"]), json.loads(r["manifest"])) for r in rows]
 
     def deleted(self, sha256: str, now: float) -> None:
-        with self.db:
-            self.db.execute("update receipts set deleted = ? where sha256 = ?", (now, sha256))
+        self.db.execute("update receipts set deleted = ? where sha256 = ?", (now, sha256))
+        self._commit()
 
     def close(self) -> None:
         self.db.close()

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import queue
 import threading
@@ -38,13 +37,16 @@ from typing import Any
 import nacl.signing
 
 from agent import sync_plan as plan
-from agent.journal import RECEIPTS, SyncLedger
+from agent.journal import SyncLedger
 from agent.uplink import BrokerSettings, Uplink
 from device.clock import Clock
 from evidence import protocol as p
 from evidence.receipt import ReceiptError
+from evidence.seal import Entry
 
 log = logging.getLogger(__name__)
+
+PAGE = 16  # entries read from the journal at a time, beyond the places free for media
 
 
 @dataclass(frozen=True)
@@ -58,8 +60,12 @@ class SyncSettings:
     status_seconds: float = 10.0
     warn_hours: tuple[float, float] = (12.0, 20.0)  # deadline warnings before 24 h
 
+    whole_limit: int = p.WHOLE_LIMIT  # segments up to this size travel in one message
+
     def rules(self) -> plan.SyncRules:
-        return plan.SyncRules(self.window, self.parallel_blobs, self.retry_seconds)
+        return plan.SyncRules(
+            self.window, self.parallel_blobs, self.retry_seconds, self.whole_limit
+        )
 
 
 def unreceipted(ledger: SyncLedger) -> list[plan.Segment]:
@@ -177,14 +183,18 @@ class Uploader:
             ledger.close()
 
     def _turn(self, ledger: SyncLedger) -> None:
+        messages = 0
         try:
             kind, data = self.link.inbox.get(timeout=0.05)
-            self._handle_safely(ledger, kind, data)
-            while True:  # drain without waiting
-                kind, data = self.link.inbox.get_nowait()
-                self._handle_safely(ledger, kind, data)
+            with ledger.batch():  # what arrived together is committed together
+                while True:
+                    self._handle_safely(ledger, kind, data)
+                    messages += kind == "message"
+                    kind, data = self.link.inbox.get_nowait()  # drain without waiting
         except queue.Empty:
             pass
+        if messages:
+            self._sweep(ledger)  # after the receipts are committed, never before
         if self.connected.is_set():
             self._pump(ledger)
         elif self._status_due.due(time.monotonic()):
@@ -229,7 +239,7 @@ class Uploader:
             else:
                 self.on_command(reply.payload)
         elif isinstance(reply, p.Ack):
-            self.plan.answered(reply.seq)
+            self.plan.answered(reply.seq, reply.ok)
             if reply.ok:
                 ledger.ack(reply.seq)
             else:
@@ -263,10 +273,12 @@ class Uploader:
             log.warning("receipt for %s refused: %s", reply.sha256[:12], why)
             self.refusals.append(f"receipt {reply.sha256[:12]}: {why}")
             return
+        # A receipt acknowledges the manifest entry too (it may have travelled with it).
+        ledger.ack(reply.seq)
         ledger.receipt(reply.sha256, reply.seq, reply.data, self.clock.wall())
         log.info("receipt accepted for entry %d (%s)", reply.seq, reply.sha256[:12])
+        self.plan.answered(reply.seq)
         self.plan.receipted(reply.sha256)
-        self._sweep(ledger)
 
     def _pump(self, ledger: SyncLedger) -> None:
         now = time.monotonic()
@@ -283,20 +295,34 @@ class Uploader:
         self._publish_status(ledger)
 
     def _scan(self, ledger: SyncLedger, now: float) -> None:
-        # 1. chain entries, in order, before the media they seal
-        entries, more = self.plan.entries_to_send(
-            ledger.unacked(self.settings.window * 4), self.link.room_in_window(), now
-        )
-        for e in entries:
+        # 1. chain entries, in order, before (or with) the media they seal: after the
+        # cursor, and those the store left unanswered
+        for e in (e for seq in self.plan.quiet_entries(now) if (e := ledger.entry(seq))):
             self.link.publish(p.up(self.device_id, "entry"), e.to_json())
-        if more:
-            self.plan.scans.wake()  # the rest when the window has room
-            return
+        while True:  # a page at a time, no more than can go now
+            places = self.settings.parallel_blobs - len(self.plan.transfers)
+            page = ledger.unacked(max(places, 0) + PAGE, self.plan.cursor)
+            entries, more = self.plan.entries_to_send(
+                page, self.link.room_in_window(), now, self._whole
+            )
+            for e in entries:
+                self.link.publish(p.up(self.device_id, "entry"), e.to_json())
+            if more:
+                self.plan.scans.wake()  # the rest when the window has room
+                return
+            if not page or self.plan.cursor < page[-1].seq:
+                break  # all read, or waiting for a place
         # 2. media, oldest first, a few blobs at a time
         if len(self.plan.transfers) >= self.settings.parallel_blobs or self.plan.paused(now):
             return
-        for s in self.plan.blobs_to_start(unreceipted(ledger), self._present):
+        acked = ledger.unreceipted_segments(self.settings.parallel_blobs * 2, acked=True)
+        segments = [plan.segment(seq, m) for seq, m in acked]
+        for s in self.plan.blobs_to_start(segments, self._present):
             path = self.root / s.file
+            entry = ledger.entry(s.seq) if s.size <= self.settings.whole_limit else None
+            if entry is not None:
+                self.plan.add_transfer(plan.whole_init(entry), path, entry)
+                continue
             size = self.settings.chunk_size
             init = p.BlobInit(s.sha256, s.size, size, s.seq, _chunk_hashes(path, size))
             self.plan.add_transfer(init, path)
@@ -304,11 +330,29 @@ class Uploader:
     def _present(self, s: plan.Segment) -> bool:
         return (self.root / s.file).is_file()
 
+    def _whole(self, e: Entry) -> Path | None:
+        """The file of a segment whose media travels whole with its manifest entry."""
+        if e.kind != "segment":
+            return None
+        s = plan.segment(e.seq, e.body)
+        path = self.root / s.file
+        return path if s.size <= self.settings.whole_limit and path.is_file() else None
+
     def _advance(self, t: plan.Transfer, now: float) -> None:
         with contextlib.ExitStack() as opened:
             f = None
             while (step := t.next(now, self.plan.silence.quiet)) is not None:
-                if isinstance(step, plan.AskInit):
+                if isinstance(step, plan.SendWhole):
+                    assert t.entry is not None
+                    if not self.link.room_in_window():
+                        return
+                    data = t.file.read_bytes()
+                    if not self._pacer.spend(len(data), time.monotonic()):
+                        return
+                    self.link.publish(
+                        p.up(self.device_id, "segment"), data, {p.ENTRY: t.entry.to_json().decode()}
+                    )
+                elif isinstance(step, plan.AskInit):
                     self.link.publish(p.up(self.device_id, "blob", "init"), t.init.to_bytes())
                 elif isinstance(step, plan.Finish):
                     finish = p.dumps({"sha256": t.sha256})
@@ -362,14 +406,3 @@ def _chunk_hashes(path: Path, chunk_size: int) -> tuple[str, ...]:
 
 def load_receipt_key(path: Path) -> nacl.signing.VerifyKey:
     return nacl.signing.VerifyKey(bytes.fromhex(path.read_text().strip()))
-
-
-def receipts_of(root: Path) -> dict[str, dict[str, Any]]:
-    """Stored receipts by blob hash (unverified: callers check them with the agency key)."""
-    out = {}
-    for f in (root / RECEIPTS).glob("*.json"):
-        try:
-            out[f.stem] = json.loads(f.read_bytes())
-        except ValueError:
-            continue
-    return out

@@ -37,6 +37,7 @@ class SyncRules:
     window: int = 64  # QoS 1 publishes in flight
     parallel_blobs: int = 16  # blobs being transferred at once
     retry_seconds: float = 10.0  # re-ask the store when it has not answered
+    whole_limit: int = p.WHOLE_LIMIT  # a segment up to this size travels in one message
 
 
 # -- what the uploader needs from a segment manifest -------------------------------------
@@ -330,20 +331,29 @@ class Finish:
     """Every lacking chunk was sent: ask the store to assemble the blob and receipt it."""
 
 
-Step = AskInit | SendChunk | Finish
+@dataclass(frozen=True)
+class SendWhole:
+    """The segment and its manifest entry in one message; the store answers with the
+    receipt, which acknowledges the entry too."""
+
+
+Step = AskInit | SendChunk | Finish | SendWhole
 
 
 @dataclass
 class Transfer:
-    """One blob on its way: announce, send what the store lacks, finish, await the
-    receipt; ask again whenever the store went quiet."""
+    """One blob on its way. Whole (``entry``: its manifest entry travels with it): send,
+    await the receipt. Chunked: announce, send what the store lacks, finish, await the
+    receipt. Either way ask again when the store went quiet, or when it said when."""
 
     init: p.BlobInit
     file: Path
+    entry: Entry | None = None  # set: the segment travels whole, with this entry
     to_send: list[int] = field(default_factory=list)
     answered: bool = False  # the store said what it lacks since we last asked
     finished: bool = False  # finish sent (or nothing to do but wait): awaiting the store
     asked_at: float | None = None  # None: not announced yet
+    retry_at: float | None = None  # the store said to ask again then
 
     @property
     def sha256(self) -> str:
@@ -351,8 +361,12 @@ class Transfer:
 
     def next(self, now: float, quiet: Callable[[float, float], bool]) -> Step | None:
         """The next thing to send (None: wait for the store)."""
+        due = self.asked_at is None or quiet(self.asked_at, now)
+        due = due or (self.retry_at is not None and now >= self.retry_at)
+        if self.entry is not None:
+            return SendWhole() if due else None
         waiting = not self.answered or self.finished
-        if self.asked_at is None or (waiting and quiet(self.asked_at, now)):
+        if self.asked_at is None or (waiting and due):
             return AskInit()
         if waiting:
             return None
@@ -363,6 +377,7 @@ class Transfer:
 
     def sent(self, step: Step, now: float) -> None:
         """``step`` was published."""
+        self.retry_at = None
         if isinstance(step, AskInit):
             self.asked_at, self.answered, self.finished = now, False, False
         elif isinstance(step, SendChunk):
@@ -371,12 +386,23 @@ class Transfer:
             self.finished, self.asked_at = True, now
 
     def lacks(self, missing: p.Missing, now: float) -> None:
-        """The store's answer. Nothing lacking but a reason (the manifest has not arrived):
-        wait, then ask again; nothing lacking and no reason: finish."""
+        """The store's answer. Nothing lacking but a reason (the manifest has not arrived,
+        a whole segment altered in transit): ask again after the store's ``retry``;
+        nothing lacking and no reason: finish."""
+        self.asked_at = now
+        if self.entry is not None:
+            self.retry_at = now + missing.retry
+            return
         self.to_send = list(missing.offsets)
         self.answered = True
         self.finished = not missing.offsets and bool(missing.reason)
-        self.asked_at = now
+        self.retry_at = now + missing.retry if self.finished and missing.retry else None
+
+
+def whole_init(e: Entry) -> p.BlobInit:
+    """What a segment travelling whole is, in the terms of a chunked one (one chunk)."""
+    sha, size = str(e.body["sha256"]), int(e.body["size"])
+    return p.BlobInit(sha, size, size, e.seq, (sha,))
 
 
 class SyncPlan:
@@ -390,10 +416,14 @@ class SyncPlan:
         self.transfers: dict[str, Transfer] = {}
         self.sent_entries: dict[int, float] = {}  # seq -> when it was last published
         self.paused_until = 0.0  # media waits until then: the store asked us to back off
+        # The last entry sent (alone or with its media): the journal is read after it,
+        # not from the start, every time something was acknowledged.
+        self.cursor = 0
 
     def reset(self) -> None:
         self.transfers.clear()
         self.sent_entries.clear()
+        self.cursor = 0
 
     def refused(self, code: str, now: float) -> bool:
         """The store refused something with ``code``: whether media now waits (quota, a
@@ -416,25 +446,52 @@ class SyncPlan:
         return bool(self.sent_entries) and self.silence.quiet(0.0, now)
 
     def entries_to_send(
-        self, unacked: Iterable[Entry], room: int, now: float
+        self,
+        unacked: Iterable[Entry],
+        room: int,
+        now: float,
+        whole: Callable[[Entry], Path | None] = lambda _e: None,
     ) -> tuple[list[Entry], bool]:
-        """Chain entries to publish, in order (before the media they seal), at most
-        ``room`` of them; and whether more wait for the window to have room. An entry
-        already sent is sent again only once the store went quiet."""
+        """Chain entries to publish alone, in chain order, at most ``room`` of them; and
+        whether more wait for the window to have room. ``unacked``: the journal's entries
+        not acknowledged after :attr:`cursor`, which moves past each one handed out. A
+        segment manifest whose media can travel whole (``whole`` gives its file) goes with
+        it instead, as a transfer; when no transfer has a place it waits, and the entries
+        after it with it (a receipt frees a place). Entries sent alone that the store left
+        unanswered are :meth:`quiet_entries`."""
         out: list[Entry] = []
         for e in unacked:
-            sent = self.sent_entries.get(e.seq)
-            if sent is not None and not self.silence.quiet(sent, now):
+            if e.seq <= self.cursor or e.seq in self.sent_entries:
                 continue
-            if len(out) >= room:
-                return out, True
-            out.append(e)
-            self.sent_entries[e.seq] = now
+            file = whole(e) if not self.paused(now) else None
+            if file is not None:
+                if str(e.body["sha256"]) not in self.transfers:
+                    if len(self.transfers) >= self.rules.parallel_blobs:
+                        return out, False
+                    self.add_transfer(whole_init(e), file, e)
+            else:
+                if len(out) >= room:
+                    return out, True
+                out.append(e)
+                self.sent_entries[e.seq] = now
+            self.cursor = e.seq
         return out, False
 
-    def answered(self, seq: int) -> None:
-        """The store acknowledged or refused entry ``seq``."""
+    def quiet_entries(self, now: float) -> list[int]:
+        """Entries sent alone that the store has not answered while it went quiet: to send
+        again (and when they are, they count as sent now)."""
+        due = [seq for seq, at in self.sent_entries.items() if self.silence.quiet(at, now)]
+        for seq in due:
+            self.sent_entries[seq] = now
+        return sorted(due)
+
+    def answered(self, seq: int, ok: bool = True) -> None:
+        """The store acknowledged or refused entry ``seq``: a refused manifest's media
+        is not sent with it any more."""
         self.sent_entries.pop(seq, None)
+        if not ok:
+            for sha in [s for s, t in self.transfers.items() if t.init.seq == seq]:
+                del self.transfers[sha]
 
     def blobs_to_start(
         self, unreceipted: Iterable[Segment], present: Callable[[Segment], bool]
@@ -450,8 +507,8 @@ class SyncPlan:
                 out[s.sha256] = s
         return list(out.values())
 
-    def add_transfer(self, init: p.BlobInit, file: Path) -> Transfer:
-        t = self.transfers[init.sha256] = Transfer(init, file)
+    def add_transfer(self, init: p.BlobInit, file: Path, entry: Entry | None = None) -> Transfer:
+        t = self.transfers[init.sha256] = Transfer(init, file, entry)
         return t
 
     def lacks(self, missing: p.Missing, now: float) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 
 import nacl.signing
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -84,11 +85,22 @@ class Uplink:
         self.client.disconnect()
         self.client.loop_stop()
 
-    def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
-        """QoS 1, counted in the window until the broker acknowledges it."""
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        user_properties: dict[str, str] | None = None,
+        retain: bool = False,
+    ) -> None:
+        """QoS 1, counted in the window until the broker acknowledges it; MQTT v5 user
+        properties beside the payload."""
+        props = None
+        if user_properties:
+            props = Properties(PacketTypes.PUBLISH)
+            props.UserProperty = list(user_properties.items())
         with self._inflight_lock:
             self._inflight += 1
-        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        info = self.client.publish(topic, payload, qos=1, retain=retain, properties=props)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             with self._inflight_lock:
                 self._inflight = max(0, self._inflight - 1)

@@ -23,6 +23,10 @@ HOUR = 3600.0
 DEADLINE_SECONDS = 24 * HOUR  # R-Art 17: stored at the agency within 24 hours
 MAX_CHUNK = 4 * 1024 * 1024  # a chunk larger than this is refused (bounded memory)
 MAX_JSON = 256 * 1024  # a control message or entry larger than this is refused
+# A segment up to this size travels whole, its manifest entry beside it in the message's
+# MQTT v5 user property ENTRY: one message up, one receipt down. Larger ones are chunked.
+WHOLE_LIMIT = MAX_CHUNK
+ENTRY = "entry"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -137,11 +141,13 @@ def missing(init: BlobInit, received: set[int]) -> list[int]:
 
 @dataclass(frozen=True)
 class Missing:
-    """The store's answer to an init or a finish: what it still lacks (empty: complete)."""
+    """The store's answer to an init or a finish: what it still lacks (empty: complete);
+    ``retry``: when to ask again, in seconds (0: at once when offsets are given)."""
 
     sha256: str
     offsets: list[int]
     reason: str = ""
+    retry: float = 0.0
 
     @staticmethod
     def parse(payload: bytes) -> Missing:
@@ -151,8 +157,14 @@ class Missing:
             isinstance(o, int) and not isinstance(o, bool) and 0 <= o < 2**53 for o in offsets
         ):
             raise ProtocolError("missing: offsets must be a list of integers in [0, 2^53)")
+        retry = doc.get("retry", 0.0)
+        if not isinstance(retry, int | float) or isinstance(retry, bool) or not 0 <= retry <= HOUR:
+            raise ProtocolError("missing: retry must be a number of seconds in [0, 3600]")
         return Missing(
-            check_sha256(doc.get("sha256"), "missing"), offsets, str(doc.get("reason", ""))
+            check_sha256(doc.get("sha256"), "missing"),
+            offsets,
+            str(doc.get("reason", ""))[:500],
+            float(retry),
         )
 
     def to_bytes(self) -> bytes:
@@ -212,8 +224,8 @@ PREFIX = "unbroken"
 
 
 def up(device: str, *parts: str) -> str:
-    """Device → store: ``unbroken/d/<device>/...`` (entry, blob/init, blob/<sha>/<offset>,
-    blob/finish, status)."""
+    """Device → store: ``unbroken/d/<device>/...`` (entry, segment, blob/init,
+    blob/<sha>/<offset>, blob/finish, status)."""
     return "/".join((PREFIX, "d", device, *parts))
 
 

@@ -69,7 +69,7 @@ def render_acl(
         lines += [f"topic read {topics.store_reads()}"]
         lines += [f"topic write {t}" for t in topics.store_writes()]
         # to clear what a device retained where it has no business retaining (store.worker)
-        lines += [f"topic write {topics.DEVICES}/+/{t}" for t in ("entry", "blob/#")]
+        lines += [f"topic write {topics.DEVICES}/+/{t}" for t in ("entry", "segment", "blob/#")]
     for room in panels:
         lines += ["", f"user panel-{room}", f"topic deny {topics.store_reads()}"]
         lines += [f"topic readwrite {topics.panel_filter(room)}"]

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agent import enrolment
-from agent.evidence_dir import PUBKEY, load_chain, verify_dir
+from agent.evidence_dir import PUBKEY, load_chain, stored_receipt, verify_dir
 from agent.journal import SyncLedger
 from agent.session import MarkerType
 from agent.sync import backlog as sync_backlog
@@ -119,16 +119,12 @@ def interview_room(site: LocalSite) -> bool:
     synced = uploader.wait_idle(120)
     uploader.stop()
     segments = _segments(data)
+    receipts = {m.sha256: stored_receipt(data, m.sha256) for _, m in segments}
     verified = sum(
-        check_receipt(
-            (data / "receipts" / f"{m.sha256}.json").read_bytes(),
-            site.agency.verify_key,
-            device=ROOM_DEVICE,
-            sha256=m.sha256,
-        )["entry_hash"]
+        check_receipt(r, site.agency.verify_key, device=ROOM_DEVICE, sha256=m.sha256)["entry_hash"]
         == e.hash
         for e, m in segments
-        if (data / "receipts" / f"{m.sha256}.json").exists()
+        if (r := receipts[m.sha256]) is not None
     )
     tracks = sorted({m.track_name for _, m in segments})
     print(f"   {verified}/{len(segments)} segments on tracks {', '.join(tracks)} receipted")
@@ -191,10 +187,10 @@ def run_demo(workdir: Path) -> int:
         verified = 0
         for e, m in segments:
             try:
-                receipt = (data / "receipts" / f"{m.sha256}.json").read_bytes()
+                receipt = stored_receipt(data, m.sha256) or b""
                 r = check_receipt(receipt, site.agency.verify_key, device=DEVICE, sha256=m.sha256)
                 verified += r["entry_hash"] == e.hash
-            except (OSError, ReceiptError) as err:
+            except ReceiptError as err:
                 print(f"   segment {m.index}: no valid receipt ({err})")
         print(f"   {verified}/{len(segments)} segments receipted and verified")
 

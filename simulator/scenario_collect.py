@@ -17,7 +17,7 @@ from typing import Any
 
 import nacl.signing
 
-from agent.evidence_dir import PUBKEY, EvidenceDirError, load_chain, verify_dir
+from agent.evidence_dir import PUBKEY, EvidenceDirError, load_chain, stored_receipt, verify_dir
 from evidence.manifest import SessionOpen, segment
 from evidence.receipt import ReceiptError, check_receipt
 from evidence.seal import Entry
@@ -183,12 +183,12 @@ def _stored_at(
     data: Path, device: str, sha256: str, agency_key: nacl.signing.VerifyKey | None
 ) -> float | None:
     """When the store stored this blob, from its receipt — only if the receipt verifies."""
-    path = data / "receipts" / f"{sha256}.json"
-    if agency_key is None or not path.is_file():
+    receipt = stored_receipt(data, sha256)
+    if agency_key is None or receipt is None:
         return None
     try:
-        r = check_receipt(path.read_bytes(), agency_key, device=device, sha256=sha256)
-    except (OSError, ReceiptError):
+        r = check_receipt(receipt, agency_key, device=device, sha256=sha256)
+    except ReceiptError:
         return None
     return float(r["stored_at"])
 

@@ -1,4 +1,4 @@
-"""Content-addressed blob files: ``BLOBS/ab/abcdef….mp4``, assembled from chunks.
+"""Content-addressed blob files: ``BLOBS/ab/abcdef….mp4``, whole or assembled from chunks.
 
 Chunks of a blob being received are written at their offsets into
 ``BLOBS/partial/<device>.<sha>``
@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+
+from common.files import fsync_dir, write_atomic
 
 
 class BlobStore:
@@ -52,12 +54,17 @@ class BlobStore:
         dest.parent.mkdir(exist_ok=True)
         os.replace(part, dest)
         for d in (dest.parent, part.parent):
-            fd = os.open(d, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_dir(d)
         return True
+
+    def put(self, sha256: str, data: bytes) -> None:
+        """Keep a blob that came whole (its hash already checked): written, fsynced and
+        renamed into place; bytes stored already are kept once."""
+        dest = self.path(sha256)
+        if dest.is_file():
+            return
+        dest.parent.mkdir(exist_ok=True)
+        write_atomic(dest, data, 0o640)
 
     def discard(self, device: str, sha256: str) -> None:
         self.partial(device, sha256).unlink(missing_ok=True)

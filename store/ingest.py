@@ -18,6 +18,7 @@ import errno
 import json
 import logging
 import math
+from collections.abc import Mapping
 from typing import Protocol
 
 import nacl.signing
@@ -29,7 +30,7 @@ from provisioning.registry import RegisteredKey
 from store.blobs import BlobStore
 from store.db import Database
 from store.limits import Limits, Refused
-from store.uploads import Uploads
+from store.uploads import Uploads, sealed_segment
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +67,17 @@ class Ingest:
         self.uploads = Uploads(db, blobs, self.limits, receipt_key, name, certificate)
         self._expired_at = -math.inf
 
-    def handle(self, topic: str, payload: bytes, now: float) -> list[Reply]:
-        """The replies to one message. Nothing from the network raises: every refusal is
-        a ``rejected`` reply with a reason code (:data:`evidence.protocol.REFUSALS`),
-        recorded for the report."""
+    def handle(
+        self, topic: str, payload: bytes, now: float, properties: Mapping[str, str] | None = None
+    ) -> list[Reply]:
+        """The replies to one message (``properties``: its MQTT v5 user properties).
+        Nothing from the network raises: every refusal is a ``rejected`` reply with a
+        reason code (:data:`evidence.protocol.REFUSALS`), recorded for the report."""
         device = "?"
         try:
             device, rest = p.parse_up(topic)
             self._expire(now)
-            return self._dispatch(device, rest, payload, now)
+            return self._dispatch(device, rest, payload, now, properties)
         except Refused as e:
             return self._rejected(device, topic, e.code, str(e), now)
         except p.ProtocolError as e:
@@ -86,9 +89,18 @@ class Ingest:
         except Exception as e:  # a fault of ours (the database gone): never a silent drop
             return self._rejected(device, topic, "store_error", f"{type(e).__name__}: {e}", now)
 
-    def _dispatch(self, device: str, rest: list[str], payload: bytes, now: float) -> list[Reply]:
+    def _dispatch(
+        self,
+        device: str,
+        rest: list[str],
+        payload: bytes,
+        now: float,
+        properties: Mapping[str, str] | None,
+    ) -> list[Reply]:
         if rest == ["entry"]:
             return self._entry(device, payload, now)
+        if rest == ["segment"]:
+            return self._segment(device, payload, (properties or {}).get(p.ENTRY), now)
         if rest == ["blob", "init"]:
             return self.uploads.init(device, payload, now)
         if rest == ["blob", "finish"]:
@@ -123,16 +135,47 @@ class Ingest:
     # -- chain entries -----------------------------------------------------------
 
     def _entry(self, device: str, payload: bytes, now: float) -> list[Reply]:
-        if len(payload) > p.MAX_JSON:
-            raise Refused("too_large", f"entry of {len(payload)} bytes is larger than {p.MAX_JSON}")
-        try:
-            e = Entry.from_json(payload)
-        except SealError as err:
-            raise Refused("malformed", f"not a chain entry: {err}") from None
-        ack = self._accept(device, e, now)
+        e = _parse_entry(payload)
+        judged = self._judge(device, e, now)
+        if isinstance(judged, p.Ack):
+            return [(p.reply(device, "ack"), judged.to_bytes())]
+        with self.db.transaction():
+            ack = self._record(device, e, now, judged)
         return [(p.reply(device, "ack"), ack.to_bytes())]
 
-    def _accept(self, device: str, e: Entry, now: float) -> p.Ack:
+    def _segment(self, device: str, data: bytes, entry: str | None, now: float) -> list[Reply]:
+        """A whole segment with its manifest entry: judged like any entry, the bytes
+        checked against what it seals, stored, and receipted in one transaction with the
+        entry. The receipt acknowledges the entry too."""
+        if entry is None:
+            raise Refused("malformed", f"a segment without its manifest (property {p.ENTRY!r})")
+        e = _parse_entry(entry.encode())
+        sealed = sealed_segment(entry)
+        if sealed is None:
+            raise Refused("malformed", f"entry {e.seq} is not a segment manifest")
+        if receipt := self.uploads.receipt_of(device, sealed.sha256):
+            return receipt  # stored already: our receipt was lost, send it again
+        if refusal := self.limits.blob_refusal(len(data), e.seq, self._last_seq(device)):
+            raise refusal
+        judged = self._judge(device, e, now)
+        if isinstance(judged, p.Ack):
+            return [(p.reply(device, "ack"), judged.to_bytes())]
+        sha256 = self.uploads.store_whole(device, sealed.sha256, data)
+        if sha256 is None or len(data) != sealed.size:
+            missing = p.Missing(sealed.sha256, [], "altered in transit: resend", 0.0)
+            return [(p.reply(device, "missing"), missing.to_bytes())]
+        with self.db.transaction():
+            self._record(device, e, now, judged)
+            return self.uploads.receipted(
+                device, e.seq, sha256, sealed.size, e.hash, e.session, now
+            )
+
+    def _last_seq(self, device: str) -> int:
+        rows = self.db.query("select max(seq) as m from entries where device = ?", (device,))
+        return int(rows[0]["m"] or 0)
+
+    def _judge(self, device: str, e: Entry, now: float) -> p.Ack | tuple[float, str | None]:
+        """A refusal (recorded), or the entry's wall time and time flags to record it."""
         if e.payload["device"] != device:
             return self._refuse_entry(
                 device, e, now, f"entry names device {e.payload['device']!r}, topic says {device!r}"
@@ -156,52 +199,50 @@ class Ingest:
                 device, e, now, f"received after the device was revoked ({iso(revoked)})", "revoked"
             )
         wall = float(e.payload["at"]["wall"])
-        last = self.db.query("select max(seq) as m from entries where device = ?", (device,))
-        bound = self.limits.seq_refusal(e.seq, int(last[0]["m"] or 0)) or self.limits.wall_refusal(
+        bound = self.limits.seq_refusal(e.seq, self._last_seq(device)) or self.limits.wall_refusal(
             wall, now
         )
         if bound is not None:
             return self._refuse_entry(device, e, now, str(bound), bound.code)
-        flag = self._time_flags(device, e, wall, now)
-        with self.db.transaction():
-            main = self._hashes("entries", device, e.seq)
-            if e.hash in main or e.hash in self._hashes("forks", device, e.seq):
-                return p.Ack(e.seq, True, "duplicate")
-            # A second entry at a sequence number, or one continuing such an entry: a
-            # fork. Both branches are signed by a registered key, so both are kept (and
-            # their media receipted), and the fork is raised as an alert.
-            if main or e.payload["prev"] in self._hashes("forks", device, e.seq - 1):
-                self._insert("forks", device, e, wall, now, flag)
-                if main:
-                    self._problem(device, e.seq, "fork", _FORK % (e.seq, e.hash[:16]), now)
-                log.warning(
-                    "fork: %s entry %d (%s) kept on a second branch", device, e.seq, e.hash[:16]
-                )
-                return p.Ack(e.seq, True, "fork: kept on a second branch")
-            self._insert("entries", device, e, wall, now, flag)
-            # Continuity both ways: entries may arrive out of order across workers.
-            before = self.db.query(
-                "select hash from entries where device = ? and seq = ?", (device, e.seq - 1)
+        return wall, self._time_flags(device, e, wall, now)
+
+    def _record(self, device: str, e: Entry, now: float, judged: tuple[float, str | None]) -> p.Ack:
+        """Keep a judged entry (inside the caller's transaction)."""
+        wall, flag = judged
+        main = self._hashes("entries", device, e.seq)
+        if e.hash in main or e.hash in self._hashes("forks", device, e.seq):
+            return p.Ack(e.seq, True, "duplicate")
+        # A second entry at a sequence number, or one continuing such an entry: a
+        # fork. Both branches are signed by a registered key, so both are kept (and
+        # their media receipted), and the fork is raised as an alert.
+        if main or e.payload["prev"] in self._hashes("forks", device, e.seq - 1):
+            self._insert("forks", device, e, wall, now, flag)
+            if main:
+                self._problem(device, e.seq, "fork", _FORK % (e.seq, e.hash[:16]), now)
+            log.warning(
+                "fork: %s entry %d (%s) kept on a second branch", device, e.seq, e.hash[:16]
             )
-            if before and before[0]["hash"] != e.payload["prev"]:
-                self._problem(
-                    device,
-                    e.seq,
-                    "chain_break",
-                    "does not name the hash of the entry before it",
-                    now,
-                )
-            after = self.db.query(
-                "select seq, prev from entries where device = ? and seq = ?", (device, e.seq + 1)
+            return p.Ack(e.seq, True, "fork: kept on a second branch")
+        self._insert("entries", device, e, wall, now, flag)
+        # Continuity both ways: entries may arrive out of order across workers.
+        before = self.db.query(
+            "select hash from entries where device = ? and seq = ?", (device, e.seq - 1)
+        )
+        if before and before[0]["hash"] != e.payload["prev"]:
+            self._problem(
+                device, e.seq, "chain_break", "does not name the hash of the entry before it", now
             )
-            if after and after[0]["prev"] != e.hash:
-                self._problem(
-                    device,
-                    e.seq + 1,
-                    "chain_break",
-                    "does not name the hash of the entry before it",
-                    now,
-                )
+        after = self.db.query(
+            "select seq, prev from entries where device = ? and seq = ?", (device, e.seq + 1)
+        )
+        if after and after[0]["prev"] != e.hash:
+            self._problem(
+                device,
+                e.seq + 1,
+                "chain_break",
+                "does not name the hash of the entry before it",
+                now,
+            )
         return p.Ack(e.seq, True)
 
     def _hashes(self, table: str, device: str, seq: int) -> set[str]:
@@ -261,3 +302,12 @@ class Ingest:
                 (device, json.dumps(doc), now),
             )
         return []
+
+
+def _parse_entry(payload: bytes) -> Entry:
+    if len(payload) > p.MAX_JSON:
+        raise Refused("too_large", f"entry of {len(payload)} bytes is larger than {p.MAX_JSON}")
+    try:
+        return Entry.from_json(payload)
+    except SealError as err:
+        raise Refused("malformed", f"not a chain entry: {err}") from None

@@ -29,6 +29,8 @@ from store.limits import Limits, Refused
 
 log = logging.getLogger(__name__)
 
+MANIFEST_RETRY = 1.0  # seconds: a finish before its manifest arrived is asked again then
+
 Reply = tuple[str, bytes]
 
 
@@ -68,7 +70,8 @@ class Uploads:
         )
         return {int(r["off"]) for r in rows}
 
-    def _receipt(self, device: str, sha256: str) -> list[Reply]:
+    def receipt_of(self, device: str, sha256: str) -> list[Reply]:
+        """The stored receipt of a device's blob, as the reply that sends it (or none)."""
         rows = self.db.query(
             "select receipt from receipts where device = ? and sha256 = ?", (device, sha256)
         )
@@ -89,7 +92,7 @@ class Uploads:
 
     def init(self, device: str, payload: bytes, now: float) -> list[Reply]:
         init = p.BlobInit.parse(payload)
-        if receipt := self._receipt(device, init.sha256):
+        if receipt := self.receipt_of(device, init.sha256):
             return receipt  # already stored: the device lost our receipt, send it again
         if refusal := self.limits.blob_refusal(init.size, init.seq, self._last_seq(device)):
             raise refusal
@@ -155,7 +158,7 @@ class Uploads:
 
     def finish(self, device: str, payload: bytes, now: float) -> list[Reply]:
         sha256 = p.check_sha256(p.parse_json(payload, "finish").get("sha256"), "finish")
-        if receipt := self._receipt(device, sha256):
+        if receipt := self.receipt_of(device, sha256):
             return receipt
         init = self._blob(device, sha256)
         lacking = p.missing(init, self._received(device, sha256))
@@ -169,9 +172,10 @@ class Uploads:
             " union all select hash, session, entry from forks where device = ? and seq = ?",
             (device, init.seq, device, init.seq),
         )
-        if not manifests:
+        if not manifests:  # on its way, maybe through another worker: ask again soon
             reason = f"manifest entry {init.seq} not received"
-            return [(p.reply(device, "missing"), p.Missing(sha256, [], reason).to_bytes())]
+            missing = p.Missing(sha256, [], reason, MANIFEST_RETRY)
+            return [(p.reply(device, "missing"), missing.to_bytes())]
         manifest = [m for m in manifests if _seals(m["entry"], sha256, init.size)]
         if not manifest:
             raise Refused(
@@ -190,30 +194,54 @@ class Uploads:
                     p.Missing(sha256, p.chunk_offsets(init), reason).to_bytes(),
                 )
             ]
+        with self.db.transaction():
+            self.db.execute("delete from chunks where device = ? and sha256 = ?", (device, sha256))
+            self.db.execute("delete from uploads where device = ? and sha256 = ?", (device, sha256))
+            m = manifest[0]
+            return self.receipted(device, init.seq, sha256, init.size, m["hash"], m["session"], now)
+
+    def store_whole(self, device: str, sha256: str, data: bytes) -> str | None:
+        """Keep a segment that came whole, hashed once from memory as it is written (None:
+        the bytes are not those sealed, altered in transit)."""
+        if hashlib.sha256(data).hexdigest() != sha256:
+            return None
+        self.blobs.put(sha256, data)
+        return sha256
+
+    def receipted(
+        self,
+        device: str,
+        seq: int,
+        sha256: str,
+        size: int,
+        entry_hash: str,
+        session: str | None,
+        now: float,
+    ) -> list[Reply]:
+        """Sign and keep the receipt of a blob stored in place (inside the caller's
+        transaction), and the reply that sends it: the one stored, if two workers raced."""
         data = make_receipt(
             self.receipt_key,
             device=device,
             sha256=sha256,
-            size=init.size,
-            entry_seq=init.seq,
-            entry_hash=manifest[0]["hash"],
-            session=manifest[0]["session"],
+            size=size,
+            entry_seq=seq,
+            entry_hash=entry_hash,
+            session=session,
             stored_at=now,
             store=self.name,
             certificate=self.certificate,
         )
-        with self.db.transaction():
-            self.db.execute(
-                "insert into receipts values (?, ?, ?, ?, ?) on conflict do nothing",
-                (device, sha256, init.seq, now, data.decode()),
-            )
-            self.db.execute(
-                "update blobs set complete = ? where device = ? and sha256 = ?",
-                (now, device, sha256),
-            )
-            self.db.execute("delete from chunks where device = ? and sha256 = ?", (device, sha256))
-            self.db.execute("delete from uploads where device = ? and sha256 = ?", (device, sha256))
-        return self._receipt(device, sha256)  # the one stored, if two workers raced
+        self.db.execute(
+            "insert into receipts values (?, ?, ?, ?, ?) on conflict do nothing",
+            (device, sha256, seq, now, data.decode()),
+        )
+        self.db.execute(
+            "insert into blobs values (?, ?, ?, ?, ?, ?, ?) on conflict (device, sha256)"
+            " do update set complete = excluded.complete",
+            (device, sha256, seq, size, size, "[]", now),
+        )
+        return self.receipt_of(device, sha256)
 
     def expire(self, now: float) -> list[tuple[str, str]]:
         """Drop uploads unfinished for ``expire_hours``: (device, sha256) of each."""

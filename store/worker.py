@@ -69,7 +69,9 @@ class Worker:
             log.warning("cleared a retained message on %s", msg.topic[:200])
             c.publish(msg.topic, b"", qos=1, retain=True)
         try:
-            replies = self.ingest.handle(msg.topic, bytes(msg.payload), time.time())
+            replies = self.ingest.handle(
+                msg.topic, bytes(msg.payload), time.time(), user_properties(msg)
+            )
         except Exception as e:  # Ingest.handle refuses what it can; this is the last net
             log.error("failed on %s: %s: %s", msg.topic[:200], type(e).__name__, e)
             return
@@ -100,6 +102,15 @@ class Worker:
         self._quiet = True
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def user_properties(msg: mqtt.MQTTMessage) -> dict[str, str]:
+    """A message's MQTT v5 user properties (the first of each name)."""
+    pairs = getattr(msg.properties, "UserProperty", None) or []
+    out: dict[str, str] = {}
+    for name, value in pairs:
+        out.setdefault(str(name), str(value))
+    return out
 
 
 def retained_elsewhere(topic: str) -> bool:

@@ -281,6 +281,7 @@ def test_acl_grants_each_client_only_its_own_topics() -> None:
         "topic write unbroken/c/#",
         "topic write unbroken/r/#",
         "topic write unbroken/d/+/entry",
+        "topic write unbroken/d/+/segment",
         "topic write unbroken/d/+/blob/#",
         "user panel-101",
         "topic deny unbroken/d/#",

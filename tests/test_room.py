@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from agent.config import device_config
-from agent.evidence_dir import verify_dir
+from agent.evidence_dir import stored_receipt, verify_dir
 from agent.room import (
     CloseRoomSession,
     OpenRoomSession,
@@ -292,7 +292,7 @@ def test_case_system_opens_and_closes_and_everything_reaches_the_agency(
     segs = entries(rs.data, "segment")
     assert {e.body["track"] for e in segs} == {"subject", "room", "pip"}
     for e in segs:  # every track's every segment is at the agency, receipted
-        receipt = (rs.data / "receipts" / f"{e.body['sha256']}.json").read_bytes()
+        receipt = stored_receipt(rs.data, e.body["sha256"]) or b""
         check_receipt(
             receipt, rs.site.agency.verify_key, device="room-0101", sha256=e.body["sha256"]
         )

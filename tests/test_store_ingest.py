@@ -78,6 +78,89 @@ def test_session_synced_with_verified_receipts(db: Database, tmp_path: Path, dev
     assert check_receipt(first_receipt, agency.verify_key, device=dev)["stored_at"] == NOW
 
 
+def _whole(ingest: Ingest, dev: str, e: Entry, data: bytes) -> list[tuple[str, bytes]]:
+    return ingest.handle(p.up(dev, "segment"), data, NOW, {p.ENTRY: e.to_json().decode()})
+
+
+def test_a_whole_segment_with_its_entry_is_one_message_and_one_receipt(
+    db: Database, tmp_path: Path, device: Path
+) -> None:
+    ingest, _, dev, agency = _setup(db, tmp_path, device)
+    entries = _entries(device)
+    segments = [e for e in entries if e.kind == "segment"]
+    # the segments first, out of chain order (another worker may have the entries)
+    for e in reversed(segments):
+        data = (device / e.body["file"]).read_bytes()
+        ((topic, payload),) = _whole(ingest, dev, e, data)
+        assert topic == p.reply(dev, "receipt")
+        r = check_receipt(payload, agency.verify_key, device=dev, sha256=e.body["sha256"])
+        assert (r["entry_seq"], r["entry_hash"], r["size"]) == (e.seq, e.hash, len(data))
+        assert ingest.blobs.path(e.body["sha256"]).read_bytes() == data
+    for e in entries:
+        ((_, payload),) = ingest.handle(p.up(dev, "entry"), e.to_json(), NOW)
+        assert p.Ack.parse(payload).ok
+    (d,) = build_report(db, NOW)["devices"]
+    assert d["chain"] == "ok" and d["entries"] == len(entries)
+    (s,) = d["sessions"]
+    assert s["receipted"] == s["segments"] == len(segments)
+    # sent again (our receipt was lost): the same receipt, nothing stored twice
+    first = segments[0]
+    ((_, again),) = _whole(ingest, dev, first, (device / first.body["file"]).read_bytes())
+    assert check_receipt(again, agency.verify_key, device=dev)["entry_hash"] == first.hash
+    assert db.query("select count(*) as n from receipts")[0]["n"] == len(segments)
+
+
+def test_a_whole_segment_altered_or_without_its_entry_is_not_stored(
+    db: Database, tmp_path: Path, device: Path
+) -> None:
+    ingest, _, dev, _ = _setup(db, tmp_path, device)
+    seg = next(e for e in _entries(device) if e.kind == "segment")
+    data = bytearray((device / seg.body["file"]).read_bytes())
+    data[100] ^= 1
+    ((topic, payload),) = _whole(ingest, dev, seg, bytes(data))
+    missing = p.Missing.parse(payload)
+    assert topic == p.reply(dev, "missing") and "altered in transit" in missing.reason
+    assert not ingest.blobs.has(seg.body["sha256"])
+    ((topic, payload),) = _whole(ingest, dev, seg, bytes(data[:-1]))  # a byte short
+    assert topic == p.reply(dev, "missing")
+    ((topic, payload),) = ingest.handle(p.up(dev, "segment"), bytes(data), NOW)
+    assert topic == p.reply(dev, "rejected") and json.loads(payload)["code"] == "malformed"
+    marker = next(e for e in _entries(device) if e.kind != "segment")
+    ((topic, payload),) = _whole(ingest, dev, marker, bytes(data))
+    assert json.loads(payload)["code"] == "malformed" and b"not a segment manifest" in payload
+    assert db.query("select count(*) as n from receipts")[0]["n"] == 0
+
+
+def test_a_whole_segment_signed_by_an_unknown_key_is_refused(
+    db: Database, tmp_path: Path, device: Path
+) -> None:
+    ingest, _, dev, _ = _setup(db, tmp_path, device)
+    seg = next(e for e in _entries(device) if e.kind == "segment")
+    forged = Sealer(nacl.signing.SigningKey.generate(), dev, last=None).seal(
+        "segment", seg.body, Moment(**seg.payload["at"]), seg.session
+    )
+    ((topic, payload),) = _whole(ingest, dev, forged, (device / seg.body["file"]).read_bytes())
+    assert topic == p.reply(dev, "ack") and not p.Ack.parse(payload).ok
+    assert not ingest.blobs.has(seg.body["sha256"])
+
+
+def test_a_finish_before_its_manifest_says_when_to_ask_again(
+    db: Database, tmp_path: Path, device: Path
+) -> None:
+    ingest, _, dev, _ = _setup(db, tmp_path, device)
+    seg = next(e for e in _entries(device) if e.kind == "segment")
+    data = (device / seg.body["file"]).read_bytes()
+    init = p.BlobInit(seg.body["sha256"], len(data), len(data), seg.seq, (seg.body["sha256"],))
+    ingest.handle(p.up(dev, "blob", "init"), init.to_bytes(), NOW)
+    ingest.handle(p.up(dev, "blob", init.sha256, "0"), data, NOW)
+    ((topic, payload),) = ingest.handle(
+        p.up(dev, "blob", "finish"), p.dumps({"sha256": init.sha256}), NOW
+    )
+    missing = p.Missing.parse(payload)
+    assert topic == p.reply(dev, "missing") and "not received" in missing.reason
+    assert 0 < missing.retry < 10  # at once, with a time: never by silence
+
+
 def test_altered_chunk_is_refused_and_resent(db: Database, tmp_path: Path, device: Path) -> None:
     ingest, _, dev, _ = _setup(db, tmp_path, device)
     for e in _entries(device):

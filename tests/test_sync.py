@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.evidence_dir import load_chain
+from agent.evidence_dir import load_chain, stored_receipt
 from agent.journal import SyncLedger
 from agent.sync import SyncSettings, backlog
 from device.clock import SimClock
+from evidence import protocol as p
 from evidence.receipt import check_receipt
 from evidence.seal import Entry
 from simulator.device import SimDevice
@@ -47,13 +48,17 @@ def _segments(data: Path) -> list[Entry]:
 def _receipts_verified(data: Path, site: LocalSite) -> int:
     n = 0
     for e in _segments(data):
-        r = (data / "receipts" / f"{e.body['sha256']}.json").read_bytes()
+        r = stored_receipt(data, e.body["sha256"]) or b""
         payload = check_receipt(
             r, site.agency.verify_key, device=e.payload["device"], sha256=e.body["sha256"]
         )
         assert payload["entry_hash"] == e.hash
         n += 1
     return n
+
+
+def _receipted(data: Path) -> int:
+    return len(SyncLedger(data).receipted_before(time.time() + 1e9))
 
 
 def test_session_synced_end_to_end(site: LocalSite) -> None:
@@ -75,16 +80,28 @@ def test_session_synced_end_to_end(site: LocalSite) -> None:
     assert s["receipted"] == s["segments"]
 
 
-def test_broker_restart_mid_transfer(site: LocalSite) -> None:
+# Segments travel whole (one message each) unless larger than the whole limit; a limit of
+# 0 sends every one in chunks, the path a segment larger than the broker takes.
+WHOLE_OR_CHUNKED = pytest.mark.parametrize(
+    "whole_limit", [p.WHOLE_LIMIT, 0], ids=["whole", "chunked"]
+)
+
+
+@WHOLE_OR_CHUNKED
+def test_broker_restart_mid_transfer(site: LocalSite, whole_limit: int) -> None:
     site.start_store()
     data = site.provision_device("bwc-0002")
     dev = _record(data, 8)
     up = site.uploader(
-        data, dev.clock, SyncSettings(chunk_size=16 * 1024, bandwidth=200_000, retry_seconds=2)
+        data,
+        dev.clock,
+        SyncSettings(
+            chunk_size=16 * 1024, bandwidth=200_000, retry_seconds=2, whole_limit=whole_limit
+        ),
     )
     up.start()
     deadline = time.monotonic() + 20
-    while not list((data / "receipts").glob("*.json")) and time.monotonic() < deadline:
+    while not _receipted(data) and time.monotonic() < deadline:
         time.sleep(0.05)
     site.stop_broker()  # mid-transfer: some receipts, most not
     time.sleep(1)
@@ -95,12 +112,17 @@ def test_broker_restart_mid_transfer(site: LocalSite) -> None:
     assert _receipts_verified(data, site) == len(_segments(data))
 
 
-def test_store_killed_mid_blob_and_restarted(site: LocalSite) -> None:
+@WHOLE_OR_CHUNKED
+def test_store_killed_mid_blob_and_restarted(site: LocalSite, whole_limit: int) -> None:
     site.start_store()
     data = site.provision_device("bwc-0003")
     dev = _record(data, 6)
     up = site.uploader(
-        data, dev.clock, SyncSettings(chunk_size=8 * 1024, bandwidth=150_000, retry_seconds=2)
+        data,
+        dev.clock,
+        SyncSettings(
+            chunk_size=8 * 1024, bandwidth=150_000, retry_seconds=2, whole_limit=whole_limit
+        ),
     )
     up.start()
     time.sleep(1.5)

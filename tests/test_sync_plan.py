@@ -23,6 +23,15 @@ def _entries(n: int) -> list[Entry]:
     return [s.seal("marker", {"type": "note"}, AT, "s1") for _ in range(n)]
 
 
+def _segment_entry(seq: int, sha: str, size: int) -> Entry:
+    """A segment manifest entry at ``seq`` (the fields the uploader reads)."""
+    s = Sealer(nacl.signing.SigningKey.generate(), DEV, last=None)
+    for _ in range(seq - 1):
+        s.seal("marker", {"type": "note"}, AT, "s1")
+    body = {"sha256": sha, "size": size, "file": f"segments/{seq}.mp4", "end": {"wall": 5.0}}
+    return s.seal("segment", body, AT, "s1")
+
+
 def _seg(seq: int, sha: str, size: int = 100, end: float = 1000.0) -> plan.Segment:
     return plan.Segment(seq, sha, size, f"segments/{seq}.mp4", end)
 
@@ -281,9 +290,12 @@ def test_an_unanswered_entry_is_sent_again_only_once_the_store_went_quiet() -> N
     sp.answered(1)
     assert sp.entries_to_send(entries[1:], room=10, now=5.0) == ([], False)
     assert not sp.waiting_on_quiet_store(5.0)
+    assert sp.quiet_entries(5.0) == []
     assert sp.waiting_on_quiet_store(11.0)
-    sent, _ = sp.entries_to_send(entries[1:], room=10, now=11.0)
-    assert [e.seq for e in sent] == [2]
+    assert sp.quiet_entries(11.0) == [2]
+    assert sp.quiet_entries(12.0) == []  # sent again at 11: quiet again only at 21
+    # read after the cursor, the journal gives nothing sent before
+    assert sp.cursor == 2 and sp.entries_to_send(entries[1:], room=10, now=12.0) == ([], False)
 
 
 def test_after_a_reconnect_nothing_is_assumed_delivered() -> None:
@@ -358,6 +370,42 @@ def test_nothing_lacking_with_a_reason_waits_then_asks_again() -> None:
     assert _run(t, 11.5) == [plan.AskInit()]  # the store went quiet: ask again
     t.lacks(p.Missing(H1, []), now=12.0)  # it has everything: finish
     assert _run(t, 12.0) == [plan.Finish()]
+
+
+def test_a_segment_travels_whole_with_its_entry_and_waits_for_a_place() -> None:
+    sp = plan.SyncPlan(plan.SyncRules(window=10, parallel_blobs=1))
+    marker, seg, seg2 = _entries(1)[0], _segment_entry(2, H1, 900), _segment_entry(3, H2, 900)
+    whole = {2: Path("a.mp4"), 3: Path("b.mp4")}
+    sent, more = sp.entries_to_send([marker, seg, seg2], 10, 0.0, lambda e: whole.get(e.seq))
+    assert [e.seq for e in sent] == [1] and not more  # the manifest is not sent alone
+    assert list(sp.transfers) == [H1] and sp.transfers[H1].entry == seg
+    # no place for the second: it waits (and what follows it), without a rescan loop
+    assert sp.entries_to_send([seg2], 10, 0.5, lambda e: whole.get(e.seq)) == ([], False)
+    sp.receipted(H1)
+    sp.entries_to_send([seg2], 10, 1.0, lambda e: whole.get(e.seq))
+    assert list(sp.transfers) == [H2]
+    # refused manifest: its media is not sent with it any more
+    sp.answered(3, ok=False)
+    assert sp.transfers == {}
+
+
+def test_a_store_that_says_when_is_asked_again_then() -> None:
+    t = plan.Transfer(_init(), Path("x.mp4"))
+    _run(t, 0.0)
+    t.lacks(p.Missing(H1, [], "manifest entry 7 not received", retry=1.5), now=1.0)
+    assert _run(t, 2.0) == []
+    assert _run(t, 2.6) == [plan.AskInit()]  # when the store said, not after silence
+    assert _run(t, 3.0) == []
+
+
+def test_a_whole_segment_is_one_message_resent_when_the_store_says() -> None:
+    e = _segment_entry(7, sha=H1, size=5000)
+    t = plan.Transfer(plan.whole_init(e), Path("x.mp4"), e)
+    assert _run(t, 0.0) == [plan.SendWhole()]
+    assert _run(t, 1.0) == []  # awaiting the receipt
+    t.lacks(p.Missing(H1, [], "altered in transit: resend"), now=2.0)
+    assert _run(t, 2.0) == [plan.SendWhole()]
+    assert _run(t, 13.0) == [plan.SendWhole()]  # the store went quiet: again
 
 
 def test_a_store_that_never_answers_is_asked_again() -> None:
