@@ -264,6 +264,15 @@ class SyncLedger:
         sql = "select count(*) from entries where seq not in (select seq from sync_acks)"
         return int(self.db.execute(sql).fetchone()[0])
 
+    def unreceipted_count(self) -> int:
+        """How many sealed segments have no receipt (counted, nothing decoded)."""
+        sql = (
+            "select count(*) from entries where kind = 'segment'"
+            " and json_extract(entry, '$.payload.body.sha256') not in"
+            " (select sha256 from receipts) and seq not in (select seq from sync_refused)"
+        )
+        return int(self.db.execute(sql).fetchone()[0])
+
     def unreceipted_segments(
         self, limit: int = -1, acked: bool = False
     ) -> list[tuple[int, dict[str, Any]]]:

@@ -46,7 +46,7 @@ from evidence.seal import Entry
 
 log = logging.getLogger(__name__)
 
-PAGE = 16  # entries read from the journal at a time, beyond the places free for media
+PAGE = 4  # entries read from the journal at a time, beyond the places free for media
 
 
 @dataclass(frozen=True)
@@ -160,8 +160,7 @@ class Uploader:
         try:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
-                b = backlog(ledger)
-                if b["entries"] == 0 and b["blobs"] == 0:
+                if ledger.unacked_count() == 0 and ledger.unreceipted_count() == 0:
                     return True
                 time.sleep(0.05)
             return False

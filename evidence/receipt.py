@@ -137,6 +137,9 @@ def check_receipt(
     return payload
 
 
+_CERTIFIED: set[tuple[bytes, bytes]] = set()  # (certificate, agency key) verified
+
+
 def _signer(payload: dict[str, Any], agency_key: nacl.signing.VerifyKey) -> nacl.signing.VerifyKey:
     """The key a receipt must verify with: the agency's, or the store key its embedded
     certificate names, if the agency signed that certificate for this store."""
@@ -144,10 +147,14 @@ def _signer(payload: dict[str, Any], agency_key: nacl.signing.VerifyKey) -> nacl
     if cert is None:
         return agency_key
     try:
-        cp, csig = signed.parse(canonical(cert), "receipt key certificate")
+        text = canonical(cert)
+        cp, csig = signed.parse(text, "receipt key certificate")
     except (TypeError, ValueError) as e:
         raise signed.SignedError(f"receipt key certificate: {e}") from None
-    signed.verify(cp, csig, agency_key, "receipt key certificate is not the agency's")
+    # Every receipt from a store carries the same certificate: checked once per key.
+    if (text, bytes(agency_key)) not in _CERTIFIED:
+        signed.verify(cp, csig, agency_key, "receipt key certificate is not the agency's")
+        _CERTIFIED.add((text, bytes(agency_key)))
     if cp.get("type") != RECEIPT_KEY:
         raise signed.SignedError("the receipt's certificate does not certify a receipt key")
     if cp.get("store") != payload.get("store"):

@@ -12,7 +12,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from common.files import fsync_dir, write_atomic
+from common.files import fsync_dir
 
 
 class BlobStore:
@@ -57,14 +57,34 @@ class BlobStore:
             fsync_dir(d)
         return True
 
-    def put(self, sha256: str, data: bytes) -> None:
-        """Keep a blob that came whole (its hash already checked): written, fsynced and
-        renamed into place; bytes stored already are kept once."""
+    def write(self, sha256: str, data: bytes) -> None:
+        """Write a blob that came whole (its hash checked) beside its place, not yet
+        durable: :meth:`make_durable` does that for many at once. Bytes stored already are
+        kept once."""
         dest = self.path(sha256)
         if dest.is_file():
             return
         dest.parent.mkdir(exist_ok=True)
-        write_atomic(dest, data, 0o640)
+        with open(self._landing(sha256), "wb") as f:
+            f.write(data)
+
+    def make_durable(self, sha256s: list[str]) -> None:
+        """fsync the blobs written, rename them into place, fsync their directories once:
+        the disk writes them all back together rather than one fsync at a time."""
+        landed = [s for s in dict.fromkeys(sha256s) if self._landing(s).is_file()]
+        for sha256 in landed:
+            fd = os.open(self._landing(sha256), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        for sha256 in landed:
+            os.replace(self._landing(sha256), self.path(sha256))
+        for d in {self.path(s).parent for s in landed}:
+            fsync_dir(d)
+
+    def _landing(self, sha256: str) -> Path:
+        return self.path(sha256).with_suffix(".landing")
 
     def discard(self, device: str, sha256: str) -> None:
         self.partial(device, sha256).unlink(missing_ok=True)

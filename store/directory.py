@@ -1,14 +1,16 @@
 """The store's view of the agency registry: device keys and revocations.
 
 Each thread that asks opens its own connection (SQLite connections belong to the thread
-that made them; a worker answers on paho's network thread), and every answer is read
-fresh, so a revocation takes effect at the next message.
+that made them). Answers are kept only while the registry is unchanged (SQLite's
+``data_version``, one cheap statement per question), so a revocation takes effect at the
+next message.
 """
 
 from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 from provisioning.registry import RegisteredKey, Registry
 
@@ -18,14 +20,25 @@ class RegistryDirectory:
         self.path = path
         self._local = threading.local()
 
-    def _registry(self) -> Registry:
-        reg: Registry | None = getattr(self._local, "registry", None)
-        if reg is None:
-            reg = self._local.registry = Registry(self.path)
-        return reg
+    def _registry(self) -> tuple[Registry, dict[tuple[str, str], Any]]:
+        """This thread's registry, and its answers while the registry is unchanged."""
+        local = self._local
+        if getattr(local, "registry", None) is None:
+            local.registry, local.answers, local.version = Registry(self.path), {}, None
+        version = local.registry.db.execute("pragma data_version").fetchone()[0]
+        if version != local.version:  # something was committed since: read afresh
+            local.answers, local.version = {}, version
+        return local.registry, local.answers
 
     def device_keys(self, device: str) -> list[RegisteredKey]:
-        return self._registry().device_keys(device)
+        reg, answers = self._registry()
+        if ("keys", device) not in answers:
+            answers["keys", device] = reg.device_keys(device)
+        return list(answers["keys", device])
 
     def revoked_at(self, device: str) -> float | None:
-        return self._registry().revoked_at(device)
+        reg, answers = self._registry()
+        if ("revoked", device) not in answers:
+            answers["revoked", device] = reg.revoked_at(device)
+        value: float | None = answers["revoked", device]
+        return value

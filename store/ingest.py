@@ -15,10 +15,12 @@ Example::
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import nacl.signing
@@ -35,6 +37,19 @@ from store.uploads import Uploads, sealed_segment
 log = logging.getLogger(__name__)
 
 Reply = tuple[str, bytes]
+Message = tuple[str, bytes, Mapping[str, str] | None]  # topic, payload, user properties
+
+
+@dataclass(frozen=True)
+class _Written:
+    """A whole segment written, to be made durable and receipted with its batch."""
+
+    device: str
+    topic: str
+    entry: Entry
+    judged: tuple[float, str | None]
+    sha256: str
+    size: int
 
 
 class DeviceDirectory(Protocol):
@@ -73,21 +88,52 @@ class Ingest:
         """The replies to one message (``properties``: its MQTT v5 user properties).
         Nothing from the network raises: every refusal is a ``rejected`` reply with a
         reason code (:data:`evidence.protocol.REFUSALS`), recorded for the report."""
-        device = "?"
-        try:
-            device, rest = p.parse_up(topic)
-            self._expire(now)
-            return self._dispatch(device, rest, payload, now, properties)
-        except Refused as e:
+        return self.handle_many([(topic, payload, properties)], now)
+
+    def handle_many(self, messages: Sequence[Message], now: float) -> list[Reply]:
+        """The replies to messages taken together, in order; the whole segments among
+        them are made durable together (one pass of fsyncs, one transaction with their
+        entries and receipts), then receipted."""
+        replies: list[Reply] = []
+        pending: list[_Written] = []
+        for topic, payload, properties in messages:
+            device = "?"
+            try:
+                device, rest = p.parse_up(topic)
+                self._expire(now)
+                replies += self._dispatch(device, rest, payload, now, properties, pending)
+            except Exception as e:
+                replies += self._refused(device, topic, e, now)
+        if pending:
+            replies += self._receipt_written(pending, now)
+        return replies
+
+    def _refused(self, device: str, topic: str, e: Exception, now: float) -> list[Reply]:
+        if isinstance(e, Refused):
             return self._rejected(device, topic, e.code, str(e), now)
-        except p.ProtocolError as e:
+        if isinstance(e, p.ProtocolError):
             return self._rejected(device, topic, "malformed", str(e), now)
-        except OSError as e:  # the store's own disk: tell the device to back off
+        if isinstance(e, OSError):  # the store's own disk: tell the device to back off
             full = e.errno in (errno.ENOSPC, errno.EDQUOT)
             code = "store_full" if full else "store_error"
             return self._rejected(device, topic, code, f"store cannot write: {e.strerror}", now)
-        except Exception as e:  # a fault of ours (the database gone): never a silent drop
-            return self._rejected(device, topic, "store_error", f"{type(e).__name__}: {e}", now)
+        # a fault of ours (the database gone): never a silent drop
+        return self._rejected(device, topic, "store_error", f"{type(e).__name__}: {e}", now)
+
+    def _receipt_written(self, pending: list[_Written], now: float) -> list[Reply]:
+        try:
+            self.blobs.make_durable([w.sha256 for w in pending])
+            replies: list[Reply] = []
+            with self.db.transaction():
+                for w in pending:
+                    self._record(w.device, w.entry, now, w.judged)
+                    e = w.entry
+                    replies += self.uploads.receipted(
+                        w.device, e.seq, w.sha256, w.size, e.hash, e.session, now
+                    )
+            return replies
+        except Exception as e:  # none receipted: each device is told, and sends again
+            return [r for w in pending for r in self._refused(w.device, w.topic, e, now)]
 
     def _dispatch(
         self,
@@ -96,11 +142,13 @@ class Ingest:
         payload: bytes,
         now: float,
         properties: Mapping[str, str] | None,
+        pending: list[_Written],
     ) -> list[Reply]:
         if rest == ["entry"]:
             return self._entry(device, payload, now)
         if rest == ["segment"]:
-            return self._segment(device, payload, (properties or {}).get(p.ENTRY), now)
+            entry = (properties or {}).get(p.ENTRY)
+            return self._segment(device, payload, entry, now, pending)
         if rest == ["blob", "init"]:
             return self.uploads.init(device, payload, now)
         if rest == ["blob", "finish"]:
@@ -143,10 +191,13 @@ class Ingest:
             ack = self._record(device, e, now, judged)
         return [(p.reply(device, "ack"), ack.to_bytes())]
 
-    def _segment(self, device: str, data: bytes, entry: str | None, now: float) -> list[Reply]:
+    def _segment(
+        self, device: str, data: bytes, entry: str | None, now: float, pending: list[_Written]
+    ) -> list[Reply]:
         """A whole segment with its manifest entry: judged like any entry, the bytes
-        checked against what it seals, stored, and receipted in one transaction with the
-        entry. The receipt acknowledges the entry too."""
+        checked against what it seals and written; made durable and receipted with the
+        others taken together (``pending``), in one transaction with its entry. The receipt
+        acknowledges the entry too."""
         if entry is None:
             raise Refused("malformed", f"a segment without its manifest (property {p.ENTRY!r})")
         e = _parse_entry(entry.encode())
@@ -160,15 +211,14 @@ class Ingest:
         judged = self._judge(device, e, now)
         if isinstance(judged, p.Ack):
             return [(p.reply(device, "ack"), judged.to_bytes())]
-        sha256 = self.uploads.store_whole(device, sealed.sha256, data)
-        if sha256 is None or len(data) != sealed.size:
+        if len(data) != sealed.size or hashlib.sha256(data).hexdigest() != sealed.sha256:
             missing = p.Missing(sealed.sha256, [], "altered in transit: resend", 0.0)
             return [(p.reply(device, "missing"), missing.to_bytes())]
-        with self.db.transaction():
-            self._record(device, e, now, judged)
-            return self.uploads.receipted(
-                device, e.seq, sha256, sealed.size, e.hash, e.session, now
-            )
+        self.blobs.write(sealed.sha256, data)  # hashed once, from memory, as it is written
+        pending.append(
+            _Written(device, p.up(device, "segment"), e, judged, sealed.sha256, len(data))
+        )
+        return []
 
     def _last_seq(self, device: str) -> int:
         rows = self.db.query("select max(seq) as m from entries where device = ?", (device,))

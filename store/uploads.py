@@ -200,14 +200,6 @@ class Uploads:
             m = manifest[0]
             return self.receipted(device, init.seq, sha256, init.size, m["hash"], m["session"], now)
 
-    def store_whole(self, device: str, sha256: str, data: bytes) -> str | None:
-        """Keep a segment that came whole, hashed once from memory as it is written (None:
-        the bytes are not those sealed, altered in transit)."""
-        if hashlib.sha256(data).hexdigest() != sha256:
-            return None
-        self.blobs.put(sha256, data)
-        return sha256
-
     def receipted(
         self,
         device: str,

@@ -1,13 +1,16 @@
 """A store worker: the MQTT shell around :class:`store.ingest.Ingest`.
 
 It subscribes with an MQTT v5 shared subscription (``$share/<group>/unbroken/d/#``), so
-several workers split a fleet; each message is handled on paho's network thread, in
-order, and its replies published at QoS 1.
+several workers split a fleet. paho's network thread only queues what arrives (a bounded
+queue: when the worker falls behind, the network thread waits, and the broker with it);
+one handler thread takes what has queued up, in order, as one batch — whole segments made
+durable together — and publishes the replies at QoS 1.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from typing import Any
@@ -28,6 +31,9 @@ from store.ingest import Ingest
 
 log = logging.getLogger(__name__)
 
+BACKLOG = 256  # messages queued before the network thread waits
+BATCH, BATCH_BYTES = 64, 64 * 1024 * 1024  # handled together at most
+
 
 class Worker:
     def __init__(self, config: StoreConfig, ingest: Ingest) -> None:
@@ -35,6 +41,8 @@ class Worker:
         self.ingest = ingest
         self.ready = threading.Event()
         self.handled = 0
+        self._inbox: queue.Queue[tuple[str, bytes, dict[str, str]] | None] = queue.Queue(BACKLOG)
+        self._handler = threading.Thread(target=self._handle, name="store-handler", daemon=True)
         self.problem: str | None = None  # why the broker is not reached, while it is not
         self._quiet = False  # no disconnect warnings while probing or stopping
         b = config.broker
@@ -68,16 +76,29 @@ class Worker:
             # its memory after the device left. An empty retained message deletes it.
             log.warning("cleared a retained message on %s", msg.topic[:200])
             c.publish(msg.topic, b"", qos=1, retain=True)
-        try:
-            replies = self.ingest.handle(
-                msg.topic, bytes(msg.payload), time.time(), user_properties(msg)
-            )
-        except Exception as e:  # Ingest.handle refuses what it can; this is the last net
-            log.error("failed on %s: %s: %s", msg.topic[:200], type(e).__name__, e)
-            return
-        self.handled += 1
-        for topic, payload in replies:
-            c.publish(topic, payload, qos=1)
+        self._inbox.put((msg.topic, bytes(msg.payload), user_properties(msg)))
+
+    def _handle(self) -> None:
+        while (first := self._inbox.get()) is not None:
+            batch, size = [first], len(first[1])
+            while len(batch) < BATCH and size < BATCH_BYTES:
+                try:
+                    more = self._inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._inbox.put(None)
+                    break
+                batch.append(more)
+                size += len(more[1])
+            try:
+                replies = self.ingest.handle_many(batch, time.time())
+            except Exception as e:  # Ingest refuses what it can; this is the last net
+                log.error("failed on %d messages: %s: %s", len(batch), type(e).__name__, e)
+                continue
+            self.handled += len(batch)
+            for topic, payload in replies:
+                self.client.publish(topic, payload, qos=1)
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
         self.ready.clear()
@@ -93,6 +114,7 @@ class Worker:
         self._quiet = True
         self.problem = probe(self.client, b.host, b.port, 15, probe_seconds)
         self._quiet = False
+        self._handler.start()
         if self.problem:
             log.error("%s; retrying", self.problem)
             self.client.connect_async(b.host, b.port, keepalive=15)
@@ -102,6 +124,8 @@ class Worker:
         self._quiet = True
         self.client.disconnect()
         self.client.loop_stop()
+        self._inbox.put(None)  # the handler finishes what was queued, then ends
+        self._handler.join(timeout=30)
 
 
 def user_properties(msg: mqtt.MQTTMessage) -> dict[str, str]:
