@@ -9,6 +9,11 @@ power cut harmless (``docs/architecture.md``) is kept in one place:
 3. :meth:`ChainWriter.seal` writes the entry file atomically, then
 4. the journal row (:meth:`agent.journal.Journal.append`).
 
+On the device a closed segment is sealed on the chain's own thread (``background``), so
+the frame loop never waits for those fsyncs: :meth:`ChainWriter.later` queues the work,
+and every other seal first waits for what is queued, so the chain's order is the order in
+which things were handed over.
+
 Example::
 
     with open_chain(root, key, device_id, clock) as chain:   # an agent command
@@ -21,7 +26,9 @@ Example::
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -49,12 +56,53 @@ class ChainWriter:
         device_id: str,
         clock: Clock,
         keep_order: bool = False,
+        background: bool = False,
     ) -> None:
         self.journal = journal
         self.clock = clock
         self._keep_order = keep_order
         self._last = journal.last()
         self._sealer = Sealer(key, device_id, self._last)
+        self._queue: queue.Queue[Callable[[], object]] | None = None
+        self._failure: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if background:
+            self._queue = queue.Queue()
+            self._thread = threading.Thread(target=self._work, name="sealer", daemon=True)
+            self._thread.start()
+
+    def later(self, work: Callable[[], object]) -> None:
+        """Run ``work`` (closing and sealing a segment) on the chain's own thread, after
+        what was queued before; at once without one. A failure there is raised here, or by
+        the next :meth:`drain`, on the caller's thread."""
+        self._raise_failure()
+        if self._queue is None:
+            work()
+        else:
+            self._queue.put(work)
+
+    def drain(self) -> None:
+        """Wait until everything queued is sealed (a no-op on the chain's own thread)."""
+        if self._queue is not None and threading.current_thread() is not self._thread:
+            self._queue.join()
+        self._raise_failure()
+
+    def _work(self) -> None:
+        assert self._queue is not None
+        while True:
+            work = self._queue.get()
+            try:
+                if self._failure is None:  # after a failure nothing more is sealed here
+                    work()
+            except BaseException as e:
+                self._failure = e
+            finally:
+                self._queue.task_done()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None and threading.current_thread() is not self._thread:
+            failure, self._failure = self._failure, None
+            raise failure
 
     @property
     def device_id(self) -> str:
@@ -79,6 +127,7 @@ class ChainWriter:
         at: Moment | None = None,
     ) -> Entry:
         """Seal ``body`` as an entry of ``kind``, now (or ``at``), and record it."""
+        self.drain()
         return self._append(self._sealer.seal(kind, body, at or self.now(), session))
 
     def seal_body(self, body: Body, session: str | None = None, at: Moment | None = None) -> Entry:
@@ -87,6 +136,7 @@ class ChainWriter:
 
     def rotate(self, new_key: nacl.signing.SigningKey) -> Entry:
         """Hand the chain to ``new_key``: the entry is signed by the current key."""
+        self.drain()
         return self._append(self._sealer.rotate(new_key, self.now()))
 
     def place_segment(self, written: Path, dest: Path) -> None:

@@ -82,10 +82,13 @@ class Recorder:
         hardware: Hardware,
         clock: Clock,
         evidence_key: PublicKey | None = None,
+        seal_in_background: bool = False,
     ) -> None:
         """``evidence_key``: the agency key footage is encrypted to (default: the installed
         bundle's; :class:`~agent.at_rest.EvidenceKeyError` when there is none and the
-        settings do not turn encryption off)."""
+        settings do not turn encryption off). ``seal_in_background``: closed segments are
+        sealed on the chain's own thread, never holding up a frame (the device in real
+        time); otherwise at once, on the caller's thread (simulated time, tests)."""
         self.root = Path(root)
         self.config = config
         self.hw = hardware
@@ -97,7 +100,9 @@ class Recorder:
         self._last_before_boot = self.journal.last()
         key = load_or_create_key(self.root)
         identity = load_or_create_identity(self.root, key.verify_key)
-        self.chain = ChainWriter(self.journal, key, identity.device_id, clock)
+        self.chain = ChainWriter(
+            self.journal, key, identity.device_id, clock, background=seal_in_background
+        )
         self.device_id = self.chain.device_id
         self.tracks = config.tracks
         self.capture = Capture(config, hardware.cameras, self.device_id)

@@ -135,7 +135,7 @@ def run_agent(
                 f"not offer ({type(e).__name__}: {e}); set hardware.gpio = false where there is "
                 "none"
             ) from None
-    recorder = Recorder(root, config, hardware, clock, evidence_key)
+    recorder = Recorder(root, config, hardware, clock, evidence_key, seal_in_background=True)
     made.append(recorder)
     uploader = make_uploader(root, recorder, config, clock) if sync else None
     channel = attach(recorder, uploader) if attach is not None else None

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import av
@@ -265,10 +266,12 @@ class Segmenter:
         self, seg: OpenSegment, nxt: OpenSegment | None, ends: Mapping[str, tuple[int, int]]
     ) -> None:
         """Close one segment's files: sealed in a session, buffered outside one.
-        Its audio ends where ``nxt`` starts, or (the last) where the encoders stopped."""
-        written = {
-            track: w.close(nxt.writers[track].audio_origin if nxt else ends[track][1])
-            for track, w in seg.writers.items()
+        Its audio ends where ``nxt`` starts, or (the last) where the encoders stopped.
+        In a session the closing and sealing (fsyncs, journal) go to the chain's own thread:
+        what they need is taken now, and the frame loop goes on."""
+        audio_end = {
+            track: nxt.writers[track].audio_origin if nxt else ends[track][1]
+            for track in seg.writers
         }
         frames = seg.frames
         fps = self.config.recording.fps
@@ -276,10 +279,20 @@ class Segmenter:
             seg.start.wall + frames / fps, seg.start.mono + frames / fps, self.clock.synced()
         )
         location = seg.location()
-        if self._session():
-            for track, w in written.items():
-                self.seal(w, seg.start, end, location, seg.audio_ok, track)
+        session, badges = self._session(), list(self._badges())
+        if session:
+
+            def close_and_seal() -> None:
+                for track, w in seg.writers.items():
+                    closed = w.close(audio_end[track])
+                    self.seal(
+                        closed, seg.start, end, location, seg.audio_ok, track,
+                        session=session, badges=badges,
+                    )  # fmt: skip
+
+            self.chain.later(close_and_seal)
             return
+        written = {track: w.close(audio_end[track]) for track, w in seg.writers.items()}
         self._buffer.append(_Buffered(written, seg.start, end, location, seg.audio_ok))
         window = self.config.recording.prebuffer_seconds
         while self._buffer and self._buffer[0].end.mono <= end.mono - window:
@@ -292,10 +305,16 @@ class Segmenter:
         """A session opened at ``at``: pre-event footage within the window becomes its first
         segments, so arrival is on record; the segment being written now belongs to it."""
         window = self.config.recording.prebuffer_seconds
+        session = self._session()
         for b in self._buffer:
             for track, written in b.written.items():
-                if b.end.mono > at.mono - window:
-                    self.seal(written, b.start, b.end, b.location, b.audio_ok, track)
+                if b.end.mono > at.mono - window:  # sealed on the chain's thread: no wait
+                    self.chain.later(
+                        partial(
+                            self.seal, written, b.start, b.end, b.location, b.audio_ok, track,
+                            session=session,
+                        )
+                    )  # fmt: skip
                 else:
                     self.discard(written.path)
         self._buffer.clear()
@@ -316,9 +335,13 @@ class Segmenter:
         audio_ok: bool,
         track: str = MAIN_TRACK,
         recovered: bool = False,
+        session: OpenSession | None = None,
+        badges: list[str] | None = None,
     ) -> Entry:
-        """Move a closed segment into the open session and seal its manifest."""
-        s = self._session()
+        """Move a closed segment into the open session (or ``session``, the one it was
+        closed in) and seal its manifest; ``badges``: those burned into its picture."""
+        self.chain.drain()  # sealed in order, and never two at once on one session
+        s = session or self._session()
         assert s
         index = s.next_index.get(track, 0)
         rel = segment_name(s.id, index, track)
@@ -349,7 +372,7 @@ class Segmenter:
             else None,
             prebuffer_seconds=round(before_open, 6),
             location=location,
-            badges=list(self._badges()),  # as burned into the picture now
+            badges=list(self._badges()) if badges is None else badges,  # as burned in
             track=track,
             recovered=recovered,
             encryption=_encryption(w.sealed),

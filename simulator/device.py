@@ -96,6 +96,7 @@ class SimDevice:
         clock: SimClock | None = None,
         realtime: bool = False,
         factory: SimFactory | None = None,
+        seal_in_background: bool | None = None,
     ) -> None:
         self.clock = clock or SimClock()
         self.config = config
@@ -104,7 +105,13 @@ class SimDevice:
         self.hardware: SimHardware = factory.build(config, Path(root), self.clock)
         self.pins = factory.pins
         self.recorder = Recorder(
-            root, config, self.hardware, self.clock, simulated_evidence_key(Path(root), config)
+            root,
+            config,
+            self.hardware,
+            self.clock,
+            simulated_evidence_key(Path(root), config),
+            # as the device in real time: the frame loop never waits for sealing
+            seal_in_background=realtime if seal_in_background is None else seal_in_background,
         )
         self.controls = Controls(config.controls, self.recorder.post, pin_factory=self.pins)
         self.uploader: Uploader | None = None  # attach one: status and panel follow it

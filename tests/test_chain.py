@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import nacl.signing
@@ -106,3 +107,44 @@ def test_an_unknown_kind_is_refused_and_nothing_is_written(tmp_path: Path) -> No
             chain.seal("selfie", {})
         assert chain.head == (0, "0" * 64)
     assert _chain(tmp_path) == []
+
+
+def test_work_handed_to_the_sealer_thread_keeps_the_chain_in_order(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    chain = ChainWriter(
+        journal, nacl.signing.SigningKey.generate(), "bwc-1", SimClock(), background=True
+    )
+    gate = threading.Event()
+    caller = threading.current_thread()
+    ran_on: list[threading.Thread] = []
+
+    def slow_seal(n: int) -> None:
+        gate.wait(10)  # a slow disk: the caller must not wait for it
+        ran_on.append(threading.current_thread())
+        chain.seal("marker", {"n": n})
+
+    chain.later(lambda: slow_seal(1))
+    chain.later(lambda: slow_seal(2))
+    assert _chain(tmp_path) == []  # handed over, not done: the caller went on
+    gate.set()
+    chain.seal("marker", {"n": 3})  # waits for what was handed over first
+    assert [e.body["n"] for e in _chain(tmp_path)] == [1, 2, 3]
+    assert ran_on and all(t is not caller for t in ran_on)
+    journal.close()
+
+
+def test_a_failure_on_the_sealer_thread_is_raised_to_the_caller(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    chain = ChainWriter(
+        journal, nacl.signing.SigningKey.generate(), "bwc-1", SimClock(), background=True
+    )
+
+    def full_disk() -> None:
+        raise OSError(28, "No space left on device")
+
+    chain.later(full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        chain.drain()
+    chain.seal("marker", {"n": 1})  # raised once: sealing goes on
+    assert [e.kind for e in _chain(tmp_path)] == ["marker"]
+    journal.close()

@@ -98,3 +98,33 @@ def pytest_approx(x: float) -> object:
     import pytest
 
     return pytest.approx(x, abs=1e-6)
+
+
+def test_in_real_time_segments_are_closed_and_sealed_off_the_frame_loop(tmp_path: Path) -> None:
+    """The device's way: every segment (the pre-event ones too) is closed and sealed on
+    the chain's own thread, in order, and the session verifies."""
+    import threading
+
+    from simulator.device import SimDevice
+    from tests.fixtures.config import small_config
+
+    dev = SimDevice(tmp_path / "d", small_config(prebuffer_seconds=2), realtime=True)
+    placed_on: list[str] = []
+    place = dev.recorder.chain.place_segment
+
+    def watched(*args: Path) -> None:
+        placed_on.append(threading.current_thread().name)
+        place(*args)
+
+    dev.recorder.chain.place_segment = watched  # type: ignore[method-assign]
+    dev.start()
+    dev.run(seconds=3)  # the pre-event buffer fills
+    dev.recorder.open_session()
+    dev.run(seconds=3)
+    dev.recorder.close_session()
+    dev.stop()
+    segments = [e for _, e in load_chain(dev.recorder.root) if e.kind == "segment"]
+    assert len(segments) >= 3 and placed_on == ["sealer"] * len(segments)
+    assert [e.body["index"] for e in segments] == list(range(len(segments)))
+    assert segments[0].body["prebuffer_seconds"] > 0  # arrival is on record
+    assert verify_dir(dev.recorder.root, None).ok
