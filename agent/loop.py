@@ -3,7 +3,8 @@ simulated), ``sim session``, the simulated devices of tests and benches, and the
 
 Each frame: the recorder steps (queued events, then one frame captured, watermarked and
 encoded); the record LED shows what the recorder asks for; :func:`relay_state` passes on
-what the recorder and the uploader tell each other; then the loop waits for the next
+what the recorder and the uploader tell each other; then the loop waits (handling what is
+posted meanwhile, such as a press, at once) for the next
 frame's time (real time), advances a simulated clock one frame interval, or both.
 
 Example::
@@ -135,12 +136,20 @@ class FrameLoop:
             if self.on_frame is not None:
                 self.on_frame(n)
             if self.realtime:
-                delay = pacer.delay(n, time.monotonic())
-                if delay > 0:
-                    self.stopping.wait(delay)
+                self._wait(pacer.delay(n, time.monotonic()))
             if self.clock is not None:
                 self.clock.advance(1 / self.fps)
         return n
+
+    def _wait(self, delay: float) -> None:
+        """Until the next frame's time: what is posted meanwhile (a press) is handled at
+        once, so the session it opens is open when that frame comes."""
+        until = time.monotonic() + delay
+        posted = self.recorder.posted
+        while (left := until - time.monotonic()) > 0 and not self.stopping.is_set():
+            if posted.wait(left) and not self.recorder.powered_off:
+                self.recorder.handle_events()
+                self.show()
 
     def _more(self, n: int, frames: int | None, seconds: float | None, t0: float) -> bool:
         if frames is not None:

@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import queue
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,7 @@ class Recorder:
         )
         self.commands = AgencyCommands(self.root, self.chain, self.life, self._room)
         self._events: queue.SimpleQueue[str | Callable[[], object]] = queue.SimpleQueue()
+        self.posted = threading.Event()  # something was posted: the waiting loop handles it
         self._frames_since_check = 0
         self.frames = FrameRecorder(
             config, hardware, clock, self.capture, self.segments, self.continuity
@@ -233,8 +235,17 @@ class Recorder:
 
     def post(self, event: str | Callable[[], object]) -> None:
         """Thread-safe: queue a control event (or a call, e.g. a verified command);
-        handled on the recording thread before the next frame."""
+        handled on the recording thread before the next frame, or at once while the frame
+        loop waits for the next frame's time (:attr:`posted` wakes it)."""
         self._events.put(event)
+        self.posted.set()
+
+    def handle_events(self) -> None:
+        """Handle what was posted (the recording thread): a session a press opens is
+        open, its entry sealed, when the next frame's time comes."""
+        self.posted.clear()
+        while not self._events.empty():
+            self._handle(self._events.get())
 
     def open_session(
         self, category: Category | str | None = None, badges: list[str] | None = None
@@ -321,8 +332,7 @@ class Recorder:
         (:mod:`agent.frames`: faults never stop the loop)."""
         if self.powered_off:
             return
-        while not self._events.empty():
-            self._handle(self._events.get())
+        self.handle_events()
         now = self.clock.monotonic()
         self.life.act(self.machine.tick(now))
         self.continuity.tick()

@@ -37,26 +37,43 @@ class Settled:
     can give several edges). ``settle(pressed)`` is asked when that time has passed, with
     the pin's state then; it says whether a press or a release happened. Pure: no timers.
 
+    Where a press costs nothing if it was a bounce — opening a session, when none is open —
+    ``edge`` tells the press at its first edge (``leads``), without waiting for it to settle;
+    the settling then adds nothing for that press, or a release if it was only a knock.
+
     Example::
 
         s = Settled()
         s.settle(True), s.settle(True), s.settle(False)   # ("press", None, "release")
+        s.edge(True, leads=True), s.settle(True)          # ("press", None)
     """
 
     def __init__(self) -> None:
         self.pressed = False
+        self.told = False  # a press told at its first edge, not yet settled
+
+    def edge(self, pressed: bool, leads: bool) -> str | None:
+        if leads and pressed and not self.pressed and not self.told:
+            self.told = True
+            return "press"
+        return None
 
     def settle(self, pressed: bool) -> str | None:
+        told, self.told = self.told, False
         if pressed == self.pressed:
-            return None  # the edges were bounces: it is where it was
+            # the edges were bounces: it is where it was (a knock, if its press was told)
+            return "release" if told and not pressed else None
         self.pressed = pressed
+        if told and pressed:
+            return None  # the press was told at its edge
         return "press" if pressed else "release"
 
 
 class DebouncedButton:
     """A push button to ground whose press and release are reported once per real press,
     however much the contact chatters: every edge restarts a ``bounce_seconds`` timer, and
-    only the state the pin settled in counts. The hold (a deliberate long press) is
+    only the state the pin settled in counts — except a press that ``leads`` (see
+    :class:`Settled`), told at its first edge. The hold (a deliberate long press) is
     gpiozero's timer on the raw pin, which chatter cannot fool either."""
 
     def __init__(
@@ -72,18 +89,22 @@ class DebouncedButton:
         self.bounce_seconds = bounce_seconds
         self._on_change = on_change
         self._state = Settled()
+        self.leads = False  # whether a press is told at its first edge
         self._timer: threading.Timer | None = None
         self._lock = threading.Lock()
-        self.button.when_pressed = self._edge
-        self.button.when_released = self._edge
+        self.button.when_pressed = lambda: self._edge(True)
+        self.button.when_released = lambda: self._edge(False)
 
-    def _edge(self) -> None:
+    def _edge(self, pressed: bool) -> None:
         with self._lock:
+            change = self._state.edge(pressed, self.leads)
             if self._timer is not None:
                 self._timer.cancel()
             self._timer = threading.Timer(self.bounce_seconds, self._settled)
             self._timer.daemon = True
             self._timer.start()
+        if change is not None:
+            self._on_change(change)
 
     def _settled(self) -> None:
         with self._lock:
@@ -112,6 +133,7 @@ class Controls:
         self._record = DebouncedButton(
             cfg.record_pin, cfg.bounce_seconds, self._record_change, cfg.hold_seconds, pin_factory
         )
+        self._record.leads = True  # no session open yet: a press opens one at its edge
         self.record = self._record.button
         self._marker = DebouncedButton(
             cfg.marker_pin, cfg.bounce_seconds, self._marker_change, pin_factory=pin_factory
@@ -134,7 +156,10 @@ class Controls:
 
     def show(self, led: str) -> None:
         """Recording LED: "on" while recording, "blink" while a close awaits confirmation,
-        "prompt" (fast blink and three beeps) when a gap must be explained."""
+        "prompt" (fast blink and three beeps) when a gap must be explained. Not recording
+        (off, deadline), a press of the record button opens a session at its first edge:
+        a bounce then costs nothing, while a press that could close waits to settle."""
+        self._record.leads = led in ("off", "deadline")
         if led == self._led_state:
             return
         self._led_state = led

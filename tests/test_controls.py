@@ -7,6 +7,7 @@ from pathlib import Path
 
 from agent.evidence_dir import load_chain
 from common.settings import Controls as ControlsConfig
+from device.controls import Settled
 from evidence.seal import Entry
 from simulator.device import SimDevice
 from tests.fixtures.config import small_config
@@ -148,4 +149,38 @@ def test_a_chattering_contact_never_closes_a_session(tmp_path: Path) -> None:
     assert dev.recorder.status()["state"] == "buffering"
     kinds = [e.kind for _, e in load_chain(dev.recorder.root) if isinstance(e, Entry)]
     assert kinds.count("session_open") == kinds.count("session_close") == 1
+    dev.stop()
+
+
+def test_settling_tells_each_press_once_and_a_leading_press_at_its_edge() -> None:
+    s = Settled()
+    assert [s.settle(True), s.settle(True), s.settle(False)] == ["press", None, "release"]
+    # leading (no session open): told at the first edge, bounces and settling add nothing
+    assert [s.edge(True, leads=True), s.edge(False, True), s.edge(True, True)] == ["press"] + [
+        None
+    ] * 2
+    assert s.settle(True) is None and s.settle(False) == "release"
+    # a knock that leads is a press and a release; one that does not lead is nothing
+    assert [s.edge(True, leads=True), s.settle(False)] == ["press", "release"]
+    assert [s.edge(True, leads=False), s.settle(False)] == [None, None]
+
+
+def test_idle_a_bouncing_press_opens_one_session_at_its_first_edge(tmp_path: Path) -> None:
+    dev = _device(tmp_path)
+    dev.run(0.2)  # the LED says no session: presses lead
+    pin = dev.pins.pin(dev.config.controls.record_pin)
+    pin.drive_low()  # the first edge opens, before the contact settled
+    events: list[str] = []
+    while not dev.recorder._events.empty():  # what the recorder has been told, so far
+        events.append(dev.recorder._events.get_nowait())  # type: ignore[arg-type]
+    assert events == ["record_press"]
+    for e in events:
+        dev.recorder.post(e)
+    _chatter(dev, edges=3, settle_low=True)  # the rest of that press, bouncing
+    _chatter(dev, edges=3, settle_low=False)  # and its release
+    dev.run(0.2)
+    st = dev.recorder.status()
+    assert st["state"] == "recording" and not st["close_armed"], "the same press, told once"
+    kinds = [e.kind for _, e in load_chain(dev.recorder.root) if isinstance(e, Entry)]
+    assert kinds.count("session_open") == 1
     dev.stop()

@@ -3,6 +3,7 @@ room's lamp: on stand-ins, without threads, sockets or disks."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -22,6 +23,12 @@ class FakeRecorder:
     panel_state: str = "idle"
     indicator: str = "buffering"
     sync_deadline: str | None = None
+    posted: threading.Event = field(default_factory=threading.Event)
+    handled: list[int] = field(default_factory=list)  # steps done when events were handled
+
+    def handle_events(self) -> None:
+        self.posted.clear()
+        self.handled.append(self.steps)
 
     def step(self) -> None:
         if self.powered_off:
@@ -118,3 +125,11 @@ def test_an_open_run_ends_when_stopped() -> None:
     loop = _loop(rec)
     loop.on_frame = lambda n: loop.stop() if n == 4 else None
     assert loop.run() == 4 and rec.steps == 4
+
+
+def test_what_is_posted_while_the_loop_waits_is_handled_before_the_next_frame() -> None:
+    rec = FakeRecorder()
+    loop = FrameLoop(cast(Any, rec), 2, realtime=True)  # half a second between frames
+    threading.Timer(0.1, rec.posted.set).start()  # a press, early in the wait
+    loop.run(frames=2)
+    assert rec.handled == [1], "handled while waiting after frame 1, not at frame 2"
