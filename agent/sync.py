@@ -251,6 +251,9 @@ class Uploader:
                 log.info("store asks again for %s: %s", reply.sha256[:12], reply.reason)
         elif isinstance(reply, plan.Receipt):
             self._receipt(ledger, reply)
+        elif isinstance(reply, plan.Resend):
+            log.info("a store worker took this device over: sending again what was in flight")
+            self.plan.reset()  # the journal says again what is unsent
         elif isinstance(reply, plan.Rejected):
             backs_off = self.plan.refused(reply.code, time.monotonic())
             log.warning(

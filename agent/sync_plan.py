@@ -181,7 +181,13 @@ class Rejected:
         return Rejected(str(doc.get("reason", ""))[:300], str(doc.get("code", ""))[:40])
 
 
-Reply = CommandArrived | p.Ack | p.Missing | Receipt | Rejected | None
+@dataclass(frozen=True)
+class Resend:
+    """A store worker has just taken this device over (its predecessor died, or the store
+    started): what was in flight may have gone nowhere, send it again now."""
+
+
+Reply = CommandArrived | p.Ack | p.Missing | Receipt | Rejected | Resend | None
 
 
 def is_panel_input(topic: str, room: str | None) -> bool:
@@ -206,6 +212,8 @@ def read_reply(
         return Receipt(ReceiptClaim.of(receipt), payload)
     if what == "rejected":
         return Rejected.parse(payload)
+    if what == "resend":
+        return Resend()
     return None
 
 

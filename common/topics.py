@@ -2,7 +2,7 @@
 
 A device publishes only under ``unbroken/d/<device>/#`` and reads its signed commands
 (``unbroken/c/<device>/#``) and the store's replies (``unbroken/r/<device>/#``). The store
-reads every device (also through ``$share/<group>/unbroken/d/#``) and writes commands and
+reads every device (each worker the devices it serves) and writes commands and
 replies. A room panel and the room controller serving that room share
 ``unbroken/p/<room>/#`` and nothing else. Message topics themselves are built by
 :mod:`evidence.protocol` (``up``, ``reply``, ``command``), re-exported here.
@@ -11,7 +11,6 @@ Example::
 
     up("bwc-1", "entry")            # 'unbroken/d/bwc-1/entry'
     panel("101", "state")           # 'unbroken/p/101/state'
-    store_subscription("stores")    # '$share/stores/unbroken/d/#'
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ __all__ = [
     "panel_filter",
     "reply",
     "store_reads",
-    "store_subscription",
     "store_writes",
     "up",
 ]
@@ -52,11 +50,6 @@ def store_reads() -> str:
 
 def store_writes() -> list[str]:
     return [f"{COMMANDS}/#", f"{REPLIES}/#"]
-
-
-def store_subscription(group: str) -> str:
-    """The store workers' shared subscription: the broker splits devices among them."""
-    return f"$share/{group}/{store_reads()}"
 
 
 def panel_filter(room: str) -> str:

@@ -28,7 +28,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     if worker.problem:
         print(f"store {config.name}: {worker.problem}; retrying", file=sys.stderr, flush=True)
-    if not worker.ready.wait(15):
+    deadline = time.monotonic() + 15
+    while not worker.ready.wait(0.1) and not stop.is_set() and time.monotonic() < deadline:
+        pass  # a stop asked for meanwhile is not kept waiting
+    if not worker.ready.is_set():
         print(
             f"store {config.name}: waiting for the broker at "
             f"{config.broker.host}:{config.broker.port}",

@@ -48,7 +48,9 @@ class ReceiptSigner(_Strict):
 
 class StoreConfig(_Strict):
     name: str = Field("store-1", description="Worker name, written into receipts.")
-    group: str = Field("stores", description="Shared-subscription group: workers split load.")
+    group: str = Field(
+        "stores", description="Workers of one group split a fleet, one device to one worker."
+    )
     database: str = Field(description="sqlite:///PATH or postgresql://USER@HOST/DB.")
     blobs: Path = Field(description="Directory for content-addressed media.")
     agency: Path = Field(description="Agency directory: registry and receipt signing key.")

@@ -57,6 +57,10 @@ SCHEMA = [
     """create table if not exists statements (
         device text not null, gap text not null, at double precision not null,
         doc text not null, primary key (device, gap))""",
+    # Store workers' heartbeats, per group: which one serves which device (store.pinning).
+    """create table if not exists workers (
+        grp text not null, name text not null, seen double precision not null,
+        primary key (grp, name))""",
     """create table if not exists statuses (
         device text primary key, status text not null, at double precision not null)""",
     # Every time footage leaves the store (decrypted to export, or laid out): who, what, when.

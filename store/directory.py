@@ -36,6 +36,13 @@ class RegistryDirectory:
             answers["keys", device] = reg.device_keys(device)
         return list(answers["keys", device])
 
+    def devices(self) -> list[str]:
+        """Every registered device."""
+        reg, answers = self._registry()
+        if ("devices", "") not in answers:
+            answers["devices", ""] = [r["device_id"] for r in reg.devices()]
+        return list(answers["devices", ""])
+
     def revoked_at(self, device: str) -> float | None:
         reg, answers = self._registry()
         if ("revoked", device) not in answers:

@@ -1,18 +1,23 @@
 """A store worker: the MQTT shell around :class:`store.ingest.Ingest`.
 
-It subscribes with an MQTT v5 shared subscription (``$share/<group>/unbroken/d/#``), so
-several workers split a fleet. paho's network thread only queues what arrives (a bounded
-queue: when the worker falls behind, the network thread waits, and the broker with it);
-one handler thread takes what has queued up, in order, as one batch — whole segments made
-durable together — and publishes the replies at QoS 1.
+Workers of a group split a fleet by device, never by message (:mod:`store.pinning`): each
+subscribes to the topics of the devices it serves, and, every heartbeat, takes over those
+of a worker that died, or gives back those of one that came back. A device taken over is
+told at once to send again what it had in flight (``unbroken/r/<dev>/resend``), rather
+than finding out by silence. paho's network thread only queues what arrives (a bounded
+queue: when the worker falls behind, the network thread waits, and the broker with it); one
+handler thread takes what has queued up, in order, as one batch — whole segments made
+durable together — publishes the replies at QoS 1, and beats the heartbeat.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import nacl.signing
@@ -23,6 +28,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from common.mqtt import probe, refusal_problem, tls_client
 from evidence import protocol as p
+from store import pinning
 from store.blobs import BlobStore
 from store.config import StoreConfig
 from store.db import Database
@@ -36,11 +42,18 @@ BATCH, BATCH_BYTES = 64, 64 * 1024 * 1024  # handled together at most
 
 
 class Worker:
-    def __init__(self, config: StoreConfig, ingest: Ingest) -> None:
+    def __init__(
+        self, config: StoreConfig, ingest: Ingest, devices: Callable[[], list[str]]
+    ) -> None:
+        """``devices``: every registered device (asked every heartbeat)."""
         self.config = config
         self.ingest = ingest
+        self.devices = devices
         self.ready = threading.Event()
         self.handled = 0
+        self.serves: set[str] = set()  # the devices this worker is subscribed for
+        self._connected = threading.Event()
+        self._beat_at = -math.inf
         self._inbox: queue.Queue[tuple[str, bytes, dict[str, str]] | None] = queue.Queue(BACKLOG)
         self._handler = threading.Thread(target=self._handle, name="store-handler", daemon=True)
         self.problem: str | None = None  # why the broker is not reached, while it is not
@@ -63,10 +76,10 @@ class Worker:
             return
         log.info("connected to the broker %s:%d", self.config.broker.host, self.config.broker.port)
         self.problem = None
-        # retainAsPublished: the store sees which device messages were sent retained
-        options = SubscribeOptions(qos=1, retainAsPublished=True)
-        c.subscribe(f"$share/{self.config.group}/{p.PREFIX}/d/#", options=options)
-        self.ready.set()
+        self.serves = set()  # a new connection has no subscriptions: the handler makes them
+        self._beat_at = -math.inf
+        self._connected.set()
+        self._inbox.put(("", b"", {}))  # wake the handler: subscribe now
 
     def _on_message(self, c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         if msg.retain and retained_elsewhere(msg.topic):
@@ -79,7 +92,16 @@ class Worker:
         self._inbox.put((msg.topic, bytes(msg.payload), user_properties(msg)))
 
     def _handle(self) -> None:
-        while (first := self._inbox.get()) is not None:
+        while True:
+            try:
+                first = self._inbox.get(timeout=pinning.HEARTBEAT / 2)
+            except queue.Empty:
+                first = ("", b"", {})
+            if first is None:
+                return
+            self._pin()
+            if not first[0]:
+                continue  # only a wake-up
             batch, size = [first], len(first[1])
             while len(batch) < BATCH and size < BATCH_BYTES:
                 try:
@@ -89,7 +111,8 @@ class Worker:
                 if more is None:
                     self._inbox.put(None)
                     break
-                batch.append(more)
+                if more[0]:
+                    batch.append(more)
                 size += len(more[1])
             try:
                 replies = self.ingest.handle_many(batch, time.time())
@@ -100,8 +123,38 @@ class Worker:
             for topic, payload in replies:
                 self.client.publish(topic, payload, qos=1)
 
+    def _pin(self) -> None:
+        """Every heartbeat: say this worker is alive, and serve the devices it should."""
+        now = time.time()
+        if not self._connected.is_set() or now - self._beat_at < pinning.HEARTBEAT:
+            return
+        self._beat_at = now
+        db, group = self.ingest.db, self.config.group
+        with db.transaction(durable=False):
+            db.execute(
+                "insert into workers values (?, ?, ?) on conflict (grp, name)"
+                " do update set seen = excluded.seen",
+                (group, self.config.name, now),
+            )
+        beats = db.query("select name, seen from workers where grp = ?", (group,))
+        live = pinning.alive({r["name"]: float(r["seen"]) for r in beats}, now)
+        serves = pinning.assignment(self.config.name, self.devices(), live)
+        take, give = sorted(serves - self.serves), sorted(self.serves - serves)
+        if give:
+            self.client.unsubscribe([p.up(d, "#") for d in give])
+        if take:
+            # retainAsPublished: the store sees which device messages were sent retained
+            options = SubscribeOptions(qos=1, retainAsPublished=True)
+            self.client.subscribe([(p.up(d, "#"), options) for d in take])
+            for d in take:  # what it had in flight went nowhere: send it again, now
+                self.client.publish(p.reply(d, "resend"), p.dumps({"retry": 0}), qos=1)
+            log.info("serving %d devices (%d taken, %d given)", len(serves), len(take), len(give))
+        self.serves = serves
+        self.ready.set()
+
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
         self.ready.clear()
+        self._connected.clear()
         if rc.is_failure and not self._quiet:
             log.warning("disconnected from the broker: %s (%d); reconnecting", rc, rc.value)
         else:
@@ -153,15 +206,16 @@ def start_worker(config: StoreConfig) -> Worker:
     else:  # an older installation: the agency key signs receipts (and could sign more)
         log.warning("no [receipts] key in the store configuration: signing with the agency key")
         key, certificate = Agency(config.agency).signing_key, None
+    directory = RegistryDirectory(config.agency / REGISTRY)
     ingest = Ingest(
         Database.connect(config.database),
         BlobStore(config.blobs),
-        RegistryDirectory(config.agency / REGISTRY),
+        directory,
         key,
         config.name,
         config.limits,
         certificate,
     )
-    worker = Worker(config, ingest)
+    worker = Worker(config, ingest, directory.devices)
     worker.start()
     return worker

@@ -18,6 +18,7 @@ from evidence.receipt import check_receipt
 from evidence.seal import Entry
 from simulator.device import SimDevice
 from simulator.site import LocalSite
+from store.pinning import owner
 from store.report import build_report
 from tests.fixtures.config import small_config
 
@@ -138,9 +139,18 @@ def test_store_killed_mid_blob_and_restarted(site: LocalSite, whole_limit: int) 
     assert db.query("select count(*) as n from receipts")[0]["n"] == len(_segments(data))
 
 
-def test_two_workers_share_the_load(site: LocalSite) -> None:
+def _one_each(names: list[str], n: int = 2) -> list[str]:
+    """Device ids such that each of ``names``' workers serves ``n`` of them."""
+    out: list[str] = []
+    for w in names:
+        out += [d for d in (f"bwc-01{i:02d}" for i in range(100)) if owner(d, names) == w][:n]
+    return out
+
+
+def test_two_workers_share_the_load_by_device(site: LocalSite) -> None:
     workers = site.start_store(workers=2)
-    devices = [site.provision_device(f"bwc-01{i:02d}") for i in range(3)]
+    names = [w.config.name for w in workers]
+    devices = [site.provision_device(d) for d in _one_each(names)]
     site.start_broker()  # reload: ACL with both store certificates and all devices
     ups, devs = [], []
     for data in devices:
@@ -155,11 +165,34 @@ def test_two_workers_share_the_load(site: LocalSite) -> None:
     for dev in devs:
         dev.stop()
     assert all(w.handled > 0 for w in workers), [w.handled for w in workers]
+    # one device, one worker: each device's messages went to the worker that serves it
+    ids = [d.name for d in devices]
+    for w in workers:
+        assert w.serves == {d for d in ids if owner(d, names) == w.config.name}
     expected = sum(len(_segments(d)) for d in devices)
     db = site.db()
     assert db.query("select count(*) as n from receipts")[0]["n"] == expected
     report = build_report(db, time.time())
     assert all(d["chain"] == "ok" for d in report["devices"])
+
+
+def test_a_dead_workers_devices_are_taken_over_and_told_to_resend(site: LocalSite) -> None:
+    workers = site.start_store(workers=2)
+    names = [w.config.name for w in workers]
+    data = site.provision_device(_one_each(names, 1)[0])  # served by the first worker
+    site.start_broker()
+    dev = _record(data, 8)
+    up = site.uploader(data, dev.clock, SyncSettings(bandwidth=300_000))
+    up.start()
+    deadline = time.monotonic() + 20
+    while not _receipted(data) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    workers[0].stop()  # dies mid-transfer: no more heartbeats
+    assert up.wait_idle(60)
+    up.stop()
+    dev.stop()
+    assert data.name in workers[1].serves
+    assert _receipts_verified(data, site) == len(_segments(data))
 
 
 def test_commands_over_mqtt_forged_and_replayed_are_ignored(

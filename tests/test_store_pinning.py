@@ -1,0 +1,35 @@
+"""Which store worker serves which device: the rules, without a broker."""
+
+from __future__ import annotations
+
+from store import pinning
+
+DEVICES = [f"bwc-{i:04d}" for i in range(400)]
+
+
+def test_each_device_has_exactly_one_worker_and_the_load_is_spread() -> None:
+    workers = ["store-1", "store-2", "store-3"]
+    served = {w: pinning.assignment(w, DEVICES, workers) for w in workers}
+    assert set().union(*served.values()) == set(DEVICES)
+    assert sum(len(s) for s in served.values()) == len(DEVICES)  # never two workers
+    assert all(90 < len(s) < 180 for s in served.values()), {w: len(s) for w, s in served.items()}
+
+
+def test_a_dead_workers_devices_go_to_the_others_and_only_those_move() -> None:
+    before = {w: pinning.assignment(w, DEVICES, ["store-1", "store-2", "store-3"]) for w in
+              ("store-1", "store-2", "store-3")}  # fmt: skip
+    beats = {"store-1": 100.0, "store-2": 100.0, "store-3": 100.0 - pinning.DEAD - 1}
+    live = pinning.alive(beats, now=100.0)
+    assert live == ["store-1", "store-2"]
+    after = {w: pinning.assignment(w, DEVICES, live) for w in live}
+    assert set().union(*after.values()) == set(DEVICES)
+    for w in live:  # the survivors keep theirs and share the dead one's
+        assert before[w] <= after[w]
+        assert after[w] - before[w] <= before["store-3"]
+    # it comes back: it gets back exactly what it had
+    assert pinning.assignment("store-3", DEVICES, live) == before["store-3"]
+
+
+def test_no_live_worker_owns_nothing_and_a_lone_worker_serves_all() -> None:
+    assert pinning.owner("bwc-1", []) is None
+    assert pinning.assignment("store-1", DEVICES, []) == set(DEVICES)
