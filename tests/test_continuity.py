@@ -12,7 +12,7 @@ from common.settings import Continuity, DeviceConfig, StorageLimits
 from device.clock import SimClock
 from evidence.seal import Entry
 from simulator.device import SimDevice
-from tests.fixtures.config import small_config
+from tests.fixtures.config import record_as_the_disk_fills, small_config
 from unbroken.cli import main
 
 
@@ -330,22 +330,8 @@ def test_written_statement_through_the_command_line(
 
 
 def test_nearly_full_disk_lowers_the_bitrate_instead_of_stopping(tmp_path: Path) -> None:
-    cfg = small_config(prebuffer_seconds=0).model_copy(
-        update={
-            "storage": StorageLimits(
-                min_free_bytes=1_000, degrade_fraction=0.95, degrade_bitrate=200_000
-            )
-        }
-    )
-    dev = SimDevice(tmp_path / "d", cfg)
-    dev.start()
-    dev.recorder.open_session()
-    dev.run(2)
-    dev.storage.filler = int(dev.storage.capacity * 0.96)
-    dev.run(5)
-    dev.recorder.close_session()
-    dev.stop()
-    root = dev.recorder.root
+    cfg = small_config(prebuffer_seconds=0)
+    root = record_as_the_disk_fills(tmp_path / "d", cfg)
     entries = [e for _, e in load_chain(root) if isinstance(e, Entry)]
     rates = [e.body["media"]["video"]["bitrate"] for e in entries if e.kind == "segment"]
     assert rates[0] == cfg.recording.video_bitrate and rates[-1] == 200_000

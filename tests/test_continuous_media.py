@@ -15,8 +15,11 @@ from agent.evidence_dir import load_chain
 from evidence.seal import Entry
 from simulator.session import record_session
 from tests.fixtures.config import small_config
-from tests.fixtures.media import plain_file
+from tests.fixtures.media import ffprobe, plain_file
 from tests.fixtures.system import need
+
+# ffprobe counting a file's video packets, then what to show
+COUNT_VIDEO = ("-select_streams", "v", "-count_packets", "-of", "csv=p=0", "-show_entries")
 
 FPS, RATE, SECONDS, TONE = 15, 48000, 60, 440.0
 PRIMING = 1024  # the AAC encoder's delay: decoded sample i is input sample i - PRIMING
@@ -104,24 +107,7 @@ def test_segments_back_to_back_play_as_long_as_the_session(
         ],
         check=True,
     )
-    probe = subprocess.run(
-        [
-            "ffprobe",
-            "-v",
-            "error",
-            "-select_streams",
-            "v",
-            "-count_packets",
-            "-show_entries",
-            "stream=nb_read_packets:format=duration",
-            "-of",
-            "csv=p=0",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
+    probe = ffprobe(out, *COUNT_VIDEO, "stream=nb_read_packets:format=duration").split()
     frames, duration = int(probe[0]), float(probe[1])
     assert frames >= SECONDS * FPS
     # As long as its video but for the AAC encoder's priming at the start and the padding
@@ -136,24 +122,9 @@ def test_every_segment_lasts_exactly_as_long_as_its_video(session: list[Path]) -
     (ffprobe's format duration: what a player and the concat demuxer go by)."""
     need("/usr/bin/ffprobe", "ffmpeg")
     for i, path in enumerate(session):
-        out = subprocess.run(
-            [
-                "ffprobe",
-                "-v",
-                "error",
-                "-select_streams",
-                "v",
-                "-count_packets",
-                "-show_entries",
-                "stream=nb_read_packets:format=start_time,duration",
-                "-of",
-                "csv=p=0",
-                str(path),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()
+        out = ffprobe(
+            path, *COUNT_VIDEO, "stream=nb_read_packets:format=start_time,duration"
+        ).split()
         frames, (start, duration) = int(out[0]), map(float, out[1].split(","))
         if i == 0:  # the priming: the audio encoder's first frame starts before the video
             assert start == pytest.approx(-PRIMING / RATE, abs=1e-5)

@@ -24,7 +24,7 @@ import pytest
 
 from agent import enrolment
 from agent.evidence_dir import load_chain
-from common.settings import Continuity, DeviceConfig, Recording, Room, StorageLimits
+from common.settings import Continuity, DeviceConfig, Recording, Room
 from device.clock import SimClock
 from evidence import protocol as p
 from evidence.custody import blocking
@@ -43,10 +43,10 @@ from store.db import Database
 from store.directory import RegistryDirectory
 from store.evidence_view import access_log
 from store.ingest import Ingest
-from tests.fixtures.config import small_config
+from tests.fixtures.config import record_as_the_disk_fills, small_config
+from tests.fixtures.media import ffprobe
 from tests.fixtures.room import SMALL
 from tests.fixtures.store import upload
-from tests.fixtures.system import need
 from tests.fixtures.tone import tone_breaks
 from unbroken.cli import main
 from unbroken.export import ExportResult, export_session, progress_bar, read_evidence_key
@@ -74,49 +74,19 @@ def _mp4s(result: ExportResult) -> list[Path]:
 
 
 def _probe(path: Path) -> dict[str, Any]:
-    need("/usr/bin/ffprobe", "ffmpeg")  # CI installs it
-    done = subprocess.run(
-        [
-            "ffprobe",
-            "-v",
-            "error",
-            "-show_entries",
-            "format=duration:stream=codec_type,duration,nb_frames",
-            "-of",
-            "json",
-            str(path),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
+    out = ffprobe(
+        path, "-show_entries", "format=duration:stream=codec_type,duration,nb_frames", "-of", "json"
     )
-    return dict(json.loads(done.stdout))
+    return dict(json.loads(out))
 
 
 def _packet_hashes(path: Path, stream: str, options: Sequence[str] = ()) -> list[str]:
     """The SHA-256 of each packet's data, by ffprobe, as the summary tells a checker."""
-    done = subprocess.run(
-        [
-            "ffprobe",
-            "-v",
-            "error",
-            *options,
-            "-select_streams",
-            stream,
-            "-show_packets",
-            "-show_data_hash",
-            "SHA256",
-            "-show_entries",
-            "packet=data_hash",
-            "-of",
-            "csv=p=0",
-            str(path),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return re.findall(r"SHA256:[0-9a-f]{64}", done.stdout)
+    out = ffprobe(
+        path, *options, "-select_streams", stream, "-show_packets", "-show_data_hash", "SHA256",
+        "-show_entries", "packet=data_hash", "-of", "csv=p=0",
+    )  # fmt: skip
+    return re.findall(r"SHA256:[0-9a-f]{64}", out)
 
 
 def _sealed_packet_hashes(files: list[Path], stream: str) -> list[str]:
@@ -150,17 +120,11 @@ def _clear(cfg: DeviceConfig) -> DeviceConfig:
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """5 s after the press, with a 4 s pre-event buffer. Read-only: see ``evidence``."""
+    """5 s after the press, with a 4 s pre-event buffer. Read-only: see ``evidence`` (the
+    shared fixture copies this one)."""
     root = tmp_path_factory.mktemp("recorded") / "dev"
     record_session(root, _clear(small_config()), 5)
     return root
-
-
-@pytest.fixture
-def evidence(recorded: Path, tmp_path: Path) -> Path:
-    dest = tmp_path / "evidence"
-    shutil.copytree(recorded, dest)
-    return dest
 
 
 # -- a minute, exported ---------------------------------------------------------------
@@ -384,22 +348,8 @@ def test_a_power_cut_leaves_a_hole_only_where_the_evidence_has_one(tmp_path: Pat
 def test_a_change_of_encoder_settings_goes_on_in_a_second_file(tmp_path: Path) -> None:
     """A nearly full disk lowers the bitrate: the encoders restart with other H.264
     headers (a lower level), which one MP4 track cannot hold."""
-    cfg = small_config(width=320, height=180, prebuffer_seconds=0).model_copy(
-        update={
-            "storage": StorageLimits(
-                encrypt=False, min_free_bytes=1_000, degrade_fraction=0.95, degrade_bitrate=200_000
-            )
-        }
-    )
-    dev = SimDevice(tmp_path / "d", cfg)
-    dev.start()
-    dev.recorder.open_session()
-    dev.run(2)
-    dev.storage.filler = int(dev.storage.capacity * 0.96)
-    dev.run(5)
-    dev.recorder.close_session()
-    dev.stop()
-    root = dev.recorder.root
+    cfg = small_config(width=320, height=180, prebuffer_seconds=0)
+    root = record_as_the_disk_fills(tmp_path / "d", cfg, encrypt=False)
     result = export_session(root, None, tmp_path / "out")
     track = _summary(result)["tracks"]["main"]
     first, second = (tmp_path / "out" / f["file"] for f in track["files"])

@@ -123,7 +123,8 @@ def test_in_real_time_segments_are_closed_and_sealed_off_the_frame_loop(tmp_path
     dev.run(seconds=3)
     dev.recorder.close_session()
     dev.stop()
-    segments = [e for _, e in load_chain(dev.recorder.root) if e.kind == "segment"]
+    chain = [e for _, e in load_chain(dev.recorder.root) if isinstance(e, Entry)]
+    segments = [e for e in chain if e.kind == "segment"]
     assert len(segments) >= 3 and placed_on == ["sealer"] * len(segments)
     assert [e.body["index"] for e in segments] == list(range(len(segments)))
     assert segments[0].body["prebuffer_seconds"] > 0  # arrival is on record
