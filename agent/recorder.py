@@ -235,10 +235,13 @@ class Recorder:
 
     def post(self, event: str | Callable[[], object]) -> None:
         """Thread-safe: queue a control event (or a call, e.g. a verified command);
-        handled on the recording thread before the next frame, or at once while the frame
-        loop waits for the next frame's time (:attr:`posted` wakes it)."""
+        handled on the recording thread before the next frame. A button's event is
+        handled at once while the frame loop waits for the next frame's time (it sets
+        :attr:`posted`, which wakes the loop): the session a press opens is then open
+        when that frame comes."""
         self._events.put(event)
-        self.posted.set()
+        if isinstance(event, str):
+            self.posted.set()
 
     def handle_events(self) -> None:
         """Handle what was posted (the recording thread): a session a press opens is

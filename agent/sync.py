@@ -351,9 +351,8 @@ class Uploader:
                     data = t.file.read_bytes()
                     if not self._pacer.spend(len(data), time.monotonic()):
                         return
-                    self.link.publish(
-                        p.up(self.device_id, "segment"), data, {p.ENTRY: t.entry.to_json().decode()}
-                    )
+                    payload, props = p.whole_segment(t.entry.to_json(), data)
+                    self.link.publish(p.up(self.device_id, "segment"), payload, props)
                 elif isinstance(step, plan.AskInit):
                     self.link.publish(p.up(self.device_id, "blob", "init"), t.init.to_bytes())
                 elif isinstance(step, plan.Finish):

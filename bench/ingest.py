@@ -72,7 +72,7 @@ def ingest_rate(tmp: Path, whole: bool) -> float:
         )  # fmt: skip
         entry = sealer.seal("segment", manifest.to_body(), Moment(now, 2.0 * i, True), "s1")
         if whole:
-            batch.append((p.up(DEVICE, "segment"), data, {p.ENTRY: entry.to_json().decode()}))
+            batch.append((p.up(DEVICE, "segment"), *p.whole_segment(entry.to_json(), data)))
             if len(batch) == BATCH or i == SEGMENTS - 1:
                 out = store.handle_many(batch, now)
                 if [t.rsplit("/", 1)[-1] for t, _ in out] != ["receipt"] * len(batch):

@@ -23,10 +23,29 @@ HOUR = 3600.0
 DEADLINE_SECONDS = 24 * HOUR  # R-Art 17: stored at the agency within 24 hours
 MAX_CHUNK = 4 * 1024 * 1024  # a chunk larger than this is refused (bounded memory)
 MAX_JSON = 256 * 1024  # a control message or entry larger than this is refused
-# A segment up to this size travels whole, its manifest entry beside it in the message's
-# MQTT v5 user property ENTRY: one message up, one receipt down. Larger ones are chunked.
+# A segment up to this size travels whole with its manifest entry: one message up, one
+# receipt down (larger ones are chunked). The payload is the entry's bytes, then the
+# media's; the MQTT v5 user property ENTRY_BYTES says where the entry ends.
 WHOLE_LIMIT = MAX_CHUNK
-ENTRY = "entry"
+ENTRY_BYTES = "entry-bytes"
+
+
+def whole_segment(entry: bytes, media: bytes) -> tuple[bytes, dict[str, str]]:
+    """A whole segment's payload and user properties."""
+    return entry + media, {ENTRY_BYTES: str(len(entry))}
+
+
+def split_whole_segment(payload: bytes, entry_bytes: str | None) -> tuple[bytes, bytes]:
+    """(entry, media) of a whole segment's payload; ProtocolError if it does not say where
+    the entry ends, or says it wrongly."""
+    if entry_bytes is None or not entry_bytes.isdigit() or len(entry_bytes) > 7:
+        raise ProtocolError(f"a segment without its manifest's length (property {ENTRY_BYTES!r})")
+    n = int(entry_bytes)
+    if not 0 < n <= min(MAX_JSON, len(payload)):
+        raise ProtocolError(f"a manifest of {n} bytes in a segment message of {len(payload)}")
+    return payload[:n], payload[n:]
+
+
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 

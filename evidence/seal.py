@@ -96,8 +96,13 @@ class Entry:
         return body
 
     @functools.cached_property
+    def signed_bytes(self) -> bytes:
+        """The canonical payload: what is signed and hashed (made once per entry)."""
+        return canonical(self.payload)
+
+    @functools.cached_property
     def hash(self) -> str:
-        return entry_hash(self.payload)
+        return hashlib.sha256(self.signed_bytes).hexdigest()
 
     def to_json(self) -> bytes:
         doc = {"payload": self.payload, "signature": base64.b64encode(self.signature).decode()}
@@ -172,10 +177,6 @@ def _plain(obj: Any) -> Any:
     raise _NotPlain
 
 
-def entry_hash(payload: dict[str, Any]) -> str:
-    return hashlib.sha256(canonical(payload)).hexdigest()
-
-
 def key_id(verify_key: nacl.signing.VerifyKey) -> str:
     """A short stable name for a public key: the first 16 hex digits of its SHA-256."""
     return hashlib.sha256(bytes(verify_key)).hexdigest()[:16]
@@ -183,7 +184,7 @@ def key_id(verify_key: nacl.signing.VerifyKey) -> str:
 
 def check_signature(entry: Entry, verify_key: nacl.signing.VerifyKey) -> None:
     try:
-        verify_key.verify(canonical(entry.payload), entry.signature)
+        verify_key.verify(entry.signed_bytes, entry.signature)
     except nacl.exceptions.BadSignatureError:
         raise SealError("signature does not verify with the device key") from None
 

@@ -147,8 +147,8 @@ class Ingest:
         if rest == ["entry"]:
             return self._entry(device, payload, now)
         if rest == ["segment"]:
-            entry = (properties or {}).get(p.ENTRY)
-            return self._segment(device, payload, entry, now, pending)
+            entry, media = p.split_whole_segment(payload, (properties or {}).get(p.ENTRY_BYTES))
+            return self._segment(device, media, entry, now, pending)
         if rest == ["blob", "init"]:
             return self.uploads.init(device, payload, now)
         if rest == ["blob", "finish"]:
@@ -192,16 +192,14 @@ class Ingest:
         return [(p.reply(device, "ack"), ack.to_bytes())]
 
     def _segment(
-        self, device: str, data: bytes, entry: str | None, now: float, pending: list[_Written]
+        self, device: str, data: bytes, entry: bytes, now: float, pending: list[_Written]
     ) -> list[Reply]:
         """A whole segment with its manifest entry: judged like any entry, the bytes
         checked against what it seals and written; made durable and receipted with the
         others taken together (``pending``), in one transaction with its entry. The receipt
         acknowledges the entry too."""
-        if entry is None:
-            raise Refused("malformed", f"a segment without its manifest (property {p.ENTRY!r})")
-        e = _parse_entry(entry.encode())
-        sealed = sealed_segment(entry)
+        e = _parse_entry(entry)
+        sealed = sealed_segment(e)
         if sealed is None:
             raise Refused("malformed", f"entry {e.seq} is not a segment manifest")
         if receipt := self.uploads.receipt_of(device, sealed.sha256):

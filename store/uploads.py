@@ -270,9 +270,9 @@ def _seals(stored: str, sha256: str, size: int) -> bool:
     return sealed is not None and (sealed.sha256, sealed.size) == (sha256, size)
 
 
-def sealed_segment(stored: str) -> SegmentManifest | None:
-    """The manifest of a stored segment entry; None if it is not a valid one."""
+def sealed_segment(stored: str | Entry) -> SegmentManifest | None:
+    """The manifest of a (stored) segment entry; None if it is not a valid one."""
     try:
-        return segment(Entry.from_json(stored.encode()))
+        return segment(stored if isinstance(stored, Entry) else Entry.from_json(stored.encode()))
     except (SealError, ValueError, TypeError, KeyError):  # a ManifestError too
         return None

@@ -79,7 +79,8 @@ def test_session_synced_with_verified_receipts(db: Database, tmp_path: Path, dev
 
 
 def _whole(ingest: Ingest, dev: str, e: Entry, data: bytes) -> list[tuple[str, bytes]]:
-    return ingest.handle(p.up(dev, "segment"), data, NOW, {p.ENTRY: e.to_json().decode()})
+    payload, properties = p.whole_segment(e.to_json(), data)
+    return ingest.handle(p.up(dev, "segment"), payload, NOW, properties)
 
 
 def test_a_whole_segment_with_its_entry_is_one_message_and_one_receipt(
@@ -125,6 +126,11 @@ def test_a_whole_segment_altered_or_without_its_entry_is_not_stored(
     assert topic == p.reply(dev, "missing")
     ((topic, payload),) = ingest.handle(p.up(dev, "segment"), bytes(data), NOW)
     assert topic == p.reply(dev, "rejected") and json.loads(payload)["code"] == "malformed"
+    for wrong in ("0", "abc", str(len(data) + 1), "99999999"):  # where the manifest ends
+        ((topic, payload),) = ingest.handle(
+            p.up(dev, "segment"), bytes(data), NOW, {p.ENTRY_BYTES: wrong}
+        )
+        assert json.loads(payload)["code"] == "malformed", wrong
     marker = next(e for e in _entries(device) if e.kind != "segment")
     ((topic, payload),) = _whole(ingest, dev, marker, bytes(data))
     assert json.loads(payload)["code"] == "malformed" and b"not a segment manifest" in payload
