@@ -54,7 +54,10 @@ class SyncSettings:
     chunk_size: int = 256 * 1024
     bandwidth: int | None = None  # bytes per second; None: as fast as the link goes
     window: int = 64  # QoS 1 publishes in flight
-    parallel_blobs: int = 16  # blobs being transferred at once
+    # Segments in flight: what one device may have queued at the broker for the store. A
+    # fleet's share must stay within the broker's queue for a busy store client, or the
+    # broker drops messages that are then only sent again after retry_seconds (bench/sync).
+    parallel_blobs: int = 6
     retry_seconds: float = 10.0  # re-ask the store when it has not answered
     keep_after_receipt_hours: float | None = None  # None: keep local copies
     status_seconds: float = 10.0

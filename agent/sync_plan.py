@@ -35,7 +35,7 @@ class SyncRules:
     """The numbers the planner decides by (from the device's sync settings)."""
 
     window: int = 64  # QoS 1 publishes in flight
-    parallel_blobs: int = 16  # blobs being transferred at once
+    parallel_blobs: int = 6  # blobs being transferred at once
     retry_seconds: float = 10.0  # re-ask the store when it has not answered
     whole_limit: int = p.WHOLE_LIMIT  # a segment up to this size travels in one message
 

@@ -59,9 +59,10 @@ def _backlog_bytes(data: Path) -> list[Path]:
 
 def subscriber_baseline(site: LocalSite, files: list[Path], settings: SyncSettings) -> float:
     """Seconds for the files' bytes, published as the uploader sends them (a file up to
-    the whole limit in one QoS 1 message, a larger one in chunks; the same window), to be
-    received, every byte, by a real QoS 1 subscriber through the same TLS broker: the
-    least any transfer through this broker can take.
+    the whole limit in one QoS 1 message, a larger one in chunks; the same window, and
+    as the uploader awaits receipts, no more than ``parallel_blobs`` files ahead of what
+    the subscriber has), to be received, every byte, by a real QoS 1 subscriber through
+    the same TLS broker: the least any transfer through this broker can take.
     A panel's topic, on which no store worker listens (two connections, one certificate)."""
     room = "bench"
     d = site.workdir / "panels" / room
@@ -72,9 +73,12 @@ def subscriber_baseline(site: LocalSite, files: list[Path], settings: SyncSettin
     topic = f"{topics.PANELS}/{room}/bench"
     total = sum(f.stat().st_size for f in files)
     got, done, subscribed = [0], threading.Event(), threading.Event()
+    moved = threading.Condition()
 
     def on_message(_c: Any, _u: Any, msg: Any) -> None:
-        got[0] += len(msg.payload)
+        with moved:
+            got[0] += len(msg.payload)
+            moved.notify()
         if got[0] >= total:
             done.set()
 
@@ -89,12 +93,16 @@ def subscriber_baseline(site: LocalSite, files: list[Path], settings: SyncSettin
     pub.max_inflight_messages_set(settings.window)
     pub.connect("127.0.0.1", site.port)
     pub.loop_start()
-    t = time.perf_counter()
+    t, ahead = time.perf_counter(), settings.parallel_blobs
+    sent: list[int] = []  # bytes published, to the end of each file
     for f in files:
         data = f.read_bytes()
+        with moved:  # no more files ahead of the subscriber than the uploader has
+            moved.wait_for(lambda: len(sent) < ahead or got[0] >= sent[-ahead], 600)
         chunk = len(data) if len(data) <= settings.whole_limit else settings.chunk_size
         for off in range(0, len(data), chunk):
             pub.publish(topic, data[off : off + chunk], qos=1)
+        sent.append((sent[-1] if sent else 0) + len(data))
     received = done.wait(600)
     elapsed = time.perf_counter() - t
     for c in (pub, sub):
@@ -123,7 +131,8 @@ def throughput(site: LocalSite, line: Line, source: Path, backlog_mb: int = 200)
     print(
         f"  method: a {mb:.0f} MB backlog sealed before the uploader starts, timed from its "
         "start (connection included) to the last receipt; baseline: the same bytes in the "
-        "same messages and window, QoS 1, to a real subscriber through the same TLS broker"
+        "same messages, window and files ahead, QoS 1, to a real subscriber through the same TLS "
+        "broker"
     )
     line(
         "sync throughput (receipted)",
