@@ -21,6 +21,9 @@ from store.worker import retained_elsewhere
 
 pytestmark = pytest.mark.slow  # a real Mosquitto and a store worker
 
+# Devices are enrolled before the store starts: a worker subscribes to the devices it serves
+# (store.pinning), those registered later from its next heartbeat.
+
 
 def test_only_the_status_is_a_device_topic_to_retain() -> None:
     assert not retained_elsewhere(p.up("bwc-1", "status"))
@@ -65,8 +68,8 @@ def _retained(site: LocalSite, topic: str) -> list[bytes]:
 
 
 def test_a_device_retaining_a_chunk_has_it_cleared(site: LocalSite) -> None:
-    site.start_store()
     data = site.provision_device("bwc-0007")
+    site.start_store()
     dev = _client(site, data, "bwc-0007")
     topic = p.up("bwc-0007", "blob", hashlib.sha256(b"x").hexdigest(), "0")
     status = p.up("bwc-0007", "status")
@@ -80,8 +83,8 @@ def test_a_device_retaining_a_chunk_has_it_cleared(site: LocalSite) -> None:
 
 
 def test_a_clearing_is_not_cleared_again(site: LocalSite, caplog: pytest.LogCaptureFixture) -> None:
-    site.start_store()
     data = site.provision_device("bwc-0008")
+    site.start_store()
     dev = _client(site, data, "bwc-0008")
     topic = p.up("bwc-0008", "entry")
     with caplog.at_level("WARNING", logger="store.worker"):
