@@ -123,5 +123,17 @@ class Database:
             self.conn.rollback()
             raise
 
+    def heartbeat(self, group: str, worker: str, now: float) -> dict[str, float]:
+        """Say ``worker`` of ``group`` is alive at ``now``; when each of the group's workers
+        was last heard of (store.pinning decides from it)."""
+        with self.transaction(durable=False):  # a lost beat is the next one's to say
+            self.execute(
+                "insert into workers values (?, ?, ?) on conflict (grp, name)"
+                " do update set seen = excluded.seen",
+                (group, worker, now),
+            )
+        rows = self.query("select name, seen from workers where grp = ?", (group,))
+        return {str(r["name"]): float(r["seen"]) for r in rows}
+
     def close(self) -> None:
         self.conn.close()

@@ -129,15 +129,8 @@ class Worker:
         if not self._connected.is_set() or now - self._beat_at < pinning.HEARTBEAT:
             return
         self._beat_at = now
-        db, group = self.ingest.db, self.config.group
-        with db.transaction(durable=False):
-            db.execute(
-                "insert into workers values (?, ?, ?) on conflict (grp, name)"
-                " do update set seen = excluded.seen",
-                (group, self.config.name, now),
-            )
-        beats = db.query("select name, seen from workers where grp = ?", (group,))
-        live = pinning.alive({r["name"]: float(r["seen"]) for r in beats}, now)
+        beats = self.ingest.db.heartbeat(self.config.group, self.config.name, now)
+        live = pinning.alive(beats, now)
         serves = pinning.assignment(self.config.name, self.devices(), live)
         take, give = sorted(serves - self.serves), sorted(self.serves - serves)
         if give:

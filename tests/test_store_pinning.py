@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from store import pinning
+from store.db import Database
 
 DEVICES = [f"bwc-{i:04d}" for i in range(400)]
 
@@ -33,3 +34,10 @@ def test_a_dead_workers_devices_go_to_the_others_and_only_those_move() -> None:
 def test_no_live_worker_owns_nothing_and_a_lone_worker_serves_all() -> None:
     assert pinning.owner("bwc-1", []) is None
     assert pinning.assignment("store-1", DEVICES, []) == set(DEVICES)
+
+
+def test_heartbeats_are_kept_per_group(db: Database) -> None:
+    assert db.heartbeat("stores", "store-1", 10.0) == {"store-1": 10.0}
+    assert db.heartbeat("stores", "store-2", 11.0) == {"store-1": 10.0, "store-2": 11.0}
+    assert db.heartbeat("stores", "store-1", 12.0) == {"store-1": 12.0, "store-2": 11.0}
+    assert db.heartbeat("other", "store-9", 12.0) == {"store-9": 12.0}
