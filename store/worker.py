@@ -99,7 +99,10 @@ class Worker:
                 first = ("", b"", {})
             if first is None:
                 return
-            self._pin()
+            try:
+                self._pin()
+            except Exception as e:  # the database away: keep serving, beat again next time
+                log.error("heartbeat failed: %s: %s", type(e).__name__, e)
             if not first[0]:
                 continue  # only a wake-up
             batch, size = [first], len(first[1])
