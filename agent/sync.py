@@ -326,7 +326,7 @@ class Uploader:
             path = self.root / s.file
             entry = ledger.entry(s.seq) if s.size <= self.settings.whole_limit else None
             if entry is not None:
-                self.plan.add_transfer(plan.whole_init(entry), path, entry)
+                self.plan.add_whole(entry, path)
                 continue
             size = self.settings.chunk_size
             init = p.BlobInit(s.sha256, s.size, size, s.seq, _chunk_hashes(path, size))

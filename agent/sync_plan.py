@@ -476,7 +476,7 @@ class SyncPlan:
                 if str(e.body["sha256"]) not in self.transfers:
                     if len(self.transfers) >= self.rules.parallel_blobs:
                         return out, False
-                    self.add_transfer(whole_init(e), file, e)
+                    self.add_whole(e, file)
             else:
                 if len(out) >= room:
                     return out, True
@@ -518,6 +518,10 @@ class SyncPlan:
     def add_transfer(self, init: p.BlobInit, file: Path, entry: Entry | None = None) -> Transfer:
         t = self.transfers[init.sha256] = Transfer(init, file, entry)
         return t
+
+    def add_whole(self, e: Entry, file: Path) -> Transfer:
+        """A segment that travels whole with its manifest entry ``e``."""
+        return self.add_transfer(whole_init(e), file, e)
 
     def lacks(self, missing: p.Missing, now: float) -> None:
         t = self.transfers.get(missing.sha256)
