@@ -22,18 +22,44 @@ ASSIGNMENT = "assignment.json"  # the officers (badges) or room this device serv
 
 def device_config(root: Path, explicit: Path | None = None) -> DeviceConfig:
     """An explicit file, else the settings provisioning installed in ``root``, else defaults;
-    a room controller without a ``[room]`` section gets the default room."""
+    a room controller without a ``[room]`` section gets the default room, and a ``[room]``
+    section on an enrolled device that is not a room controller is a ConfigError."""
     if explicit is not None:
-        config = load_config(explicit)
+        source = explicit
     else:
         installed = root / DEVICE_TOML
-        config = load_config(installed) if installed.exists() else DeviceConfig()
+        source = installed if installed.exists() else None
+    config = load_config(source)
     from agent.identity import load_identity  # (identity → evidence_dir → media → config)
 
-    identity = load_identity(root)
-    if config.room is None and identity and identity.role == "room_controller":
-        config = config.model_copy(update={"room": Room()})  # a room records every camera
+    try:
+        identity = load_identity(root)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if identity is None:
+        return config
+    if config.room is None and identity.role == "room_controller":
+        return config.model_copy(update={"room": Room()})  # a room records every camera
+    if config.room is not None and identity.role != "room_controller" and _enrolled(root):
+        # The agency registered this device in its role: a body recorder given a [room]
+        # would record tracks and obey room commands the broker's ACL and the store do not
+        # expect of it, so the mismatch stops the start instead of recording something else.
+        raise ConfigError(
+            f"{source}: [room] is for a room controller, but {identity.device_id} is a "
+            f"{identity.role} (enrolled as one): remove [room], or keygen the controller "
+            "with `unbroken agent keygen --role room_controller`"
+        )
     return config
+
+
+def _enrolled(root: Path) -> bool:
+    """Whether keygen made this device's enrolment keys: its role is then the one it asked
+    the agency for. (A device never enrolled gets an identity at its first start, with the
+    default role: a simulated room on a test bench has one of those.)"""
+    from agent.keys import key_store  # (keys → evidence_dir → media → config)
+    from device.keystore import TLS_KEY
+
+    return key_store(root).has(TLS_KEY)
 
 
 def _assignment(root: Path) -> dict[str, object]:
