@@ -2,7 +2,9 @@
 badges, a room) or the case system opening or closing a room session.
 
 Each is checked completely (signature, this device, validity, role, replay) before it
-changes anything, sealed on the recorder's chain, and remembered so it applies once.
+changes anything, sealed on the recorder's chain, and remembered so it applies once. Each
+is answered, signed by the device key: applied, or refused with the reason (a command
+delivered again after it was applied is answered ``applied`` again, and changes nothing).
 
 Example::
 
@@ -13,15 +15,17 @@ Example::
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from agent.chain import ChainWriter
 from agent.config import assigned_room
-from agent.enrolment import apply_assignment, checked_command, remember_command
+from agent.enrolment import agency_key, apply_assignment, checked_command, remember_command
 from agent.lifecycle import SessionLifecycle
 from agent.room_control import RoomControl
 from agent.session import SessionError
-from common.commands import SessionArgs
+from common.commands import Outcome, SessionArgs, check_command, command_nonce, make_answer
+from evidence.names import ProvisionError
 from evidence.seal import Entry
 
 log = logging.getLogger(__name__)
@@ -36,25 +40,56 @@ class AgencyCommands:
         self.life = life
         self.room = room
         self.room_id = assigned_room(root)  # the room this controller is assigned to
+        # Where each signed answer goes (the uploader publishes it to the store); None: a
+        # command applied from a file, answered by the command line itself.
+        self.answers: Callable[[bytes], None] | None = None
 
     def apply(self, data: bytes, now: float) -> Entry | None:
-        """Check and apply one command; the entry sealed for it (None: a room command
-        that sealed nothing). Raises ProvisionError or SessionError naming the refusal."""
-        journal = self.chain.journal
+        """Check and apply one command, and answer it (signed: applied, or refused with
+        the reason); the entry sealed for it (None: a repeat, or a room command that sealed
+        nothing). Raises ProvisionError or SessionError naming the refusal."""
+        claimed = command_nonce(data)
         try:
-            cmd = checked_command(self.root, journal, data, now)
-        except Exception as e:
+            entry, repeat = self._apply(data, now)
+        except (ProvisionError, SessionError) as e:
             log.warning("agency command refused: %s", e)
+            self._answer(claimed, "refused", str(e), None, now)
             raise
+        self._answer(claimed, "applied", "applied before" if repeat else "", entry, now)
+        return entry
+
+    def _apply(self, data: bytes, now: float) -> tuple[Entry | None, bool]:
+        journal = self.chain.journal
+        # Delivered again (the store delivers until it has the answer): verified as
+        # before, then answered again, never applied twice.
+        cmd = check_command(data, agency_key(self.root), self.chain.device_id, now)
+        if journal.command_applied(cmd.nonce):
+            return None, True
+        cmd = checked_command(self.root, journal, data, now)
         if isinstance(cmd.args, SessionArgs):
             if self.room is None:
                 raise SessionError(f"{cmd.command}: this device serves no room")
             entry = self.room.case_command(cmd, cmd.args)
             if entry is not None:
                 remember_command(journal, cmd, entry.seq, now)
-            return entry
+            return entry, False
         entry = apply_assignment(self.root, self.chain, cmd, data, now)
         log.info("agency command %s applied (entry %s)", cmd.command, entry.seq)
         self.life.badges = list(entry.body.get("badges") or [])
         self.room_id = assigned_room(self.root)
-        return entry
+        return entry, False
+
+    def _answer(
+        self,
+        claimed: tuple[str, str] | None,
+        outcome: Outcome,
+        reason: str,
+        entry: Entry | None,
+        now: float,
+    ) -> None:
+        if self.answers is None or claimed is None:
+            return  # nothing to answer to: not even a nonce to name
+        nonce, name = claimed
+        seq = entry.seq if entry is not None else None
+        answer = make_answer(self.chain.device_id, nonce, name, outcome, reason, seq, now)
+        self.answers(self.chain.sign(answer.model_dump()))

@@ -39,6 +39,7 @@ from agent.journal import Journal
 from common.files import fsync_dir
 from device.clock import Clock
 from evidence.manifest import Body
+from evidence import signed
 from evidence.seal import Entry, Moment, Sealer
 
 
@@ -112,6 +113,11 @@ class ChainWriter:
     def head(self) -> tuple[int, str]:
         """The last entry's sequence number and hash."""
         return self._sealer.head
+
+    def sign(self, payload: dict[str, Any]) -> bytes:
+        """A signed document by the key in force (a device's answer to an agency command);
+        sealed nothing."""
+        return signed.sign(self._sealer.signing_key, payload)
 
     def now(self) -> Moment:
         mono = self.clock.monotonic()

@@ -73,17 +73,25 @@ def make_uploader(
     if not (root / PROVISION / "bundle.json").exists():
         log.warning("not provisioned: recording without sync")
         return None
-    return Uploader(
+    uploader = Uploader(
         root,
         recorder.device_id,
         broker_settings(root),
         clock,
         sync_settings(config),
         status_source=recorder.status,
-        on_command=lambda data: recorder.post(lambda: recorder.apply_command(data)),
         room=recorder.room_id if recorder.room else None,
         on_panel=recorder.room_input,
     )
+    take_commands(uploader, recorder)
+    return uploader
+
+
+def take_commands(uploader: Uploader, recorder: Recorder) -> None:
+    """Agency commands arriving on the uploader are applied on the recorder's thread, and
+    each answer (applied, or refused with the reason) goes back to the store."""
+    uploader.on_command = lambda data: recorder.post(lambda: recorder.apply_command(data))
+    recorder.commands.answers = uploader.answer
 
 
 def _backlog(root: Path) -> Callable[[], dict[str, Any]]:

@@ -118,11 +118,19 @@ class Uploader:
         self._status_due = plan.Every(self.settings.status_seconds)
         self.deadline_level = "ok"  # of the oldest recording without a receipt (R7)
         self.refusals = self.link.refusals  # what the store or broker refused
+        # The store's standing refusal of this device ("revoked: …", "store_full: …"),
+        # cleared by the next receipt or accepted entry: agent status shows it as an error.
+        self.store_refusal: str | None = None
 
     @property
     def panel_state(self) -> str | None:
         """The last state shown on the room panel."""
         return self.link.panel.state
+
+    def answer(self, signed_answer: bytes) -> None:
+        """Thread-safe: the device's signed answer to an agency command, to the store. One
+        lost on the way is no loss: the store delivers the command again until answered."""
+        self.link.publish(p.up(self.device_id, "answer"), signed_answer)
 
     def show_on_panel(self, state: str) -> None:
         """Thread-safe: see :meth:`agent.uplink.Uplink.show_on_panel`."""
@@ -244,6 +252,7 @@ class Uploader:
             self.plan.answered(reply.seq, reply.ok)
             if reply.ok:
                 ledger.ack(reply.seq)
+                self.store_refusal = None
             else:
                 log.error("store refused entry %d (%s): %s", reply.seq, reply.code, reply.reason)
                 self.refusals.append(f"entry {reply.seq}: {reply.reason}")
@@ -266,6 +275,7 @@ class Uploader:
                 "; media waits" if backs_off else "",
             )
             self.refusals.append(reply.text)
+            self.store_refusal = f"{reply.code or 'refused'}: {reply.text}"
 
     def _receipt(self, ledger: SyncLedger, reply: plan.Receipt) -> None:
         found = ledger.sealed(reply.seq)
@@ -284,6 +294,7 @@ class Uploader:
         log.info("receipt accepted for entry %d (%s)", reply.seq, reply.sha256[:12])
         self.plan.answered(reply.seq)
         self.plan.receipted(reply.sha256)
+        self.store_refusal = None
 
     def _pump(self, ledger: SyncLedger) -> None:
         now = time.monotonic()

@@ -4,8 +4,10 @@ A device publishes only under ``unbroken/d/<device>/#`` and reads its signed com
 (``unbroken/c/<device>/#``) and the store's replies (``unbroken/r/<device>/#``). The store
 reads every device (each worker the devices it serves) and writes commands and
 replies. A room panel and the room controller serving that room share
-``unbroken/p/<room>/#`` and nothing else. Message topics themselves are built by
-:mod:`evidence.protocol` (``up``, ``reply``, ``command``), re-exported here.
+``unbroken/p/<room>/#`` and nothing else. The store publishes each device's signed
+answer to an agency command on ``unbroken/a/<device>/<nonce>`` for the case system.
+Message topics themselves are built by :mod:`evidence.protocol` (``up``, ``reply``,
+``command``, ``answer``), re-exported here.
 
 Example::
 
@@ -15,10 +17,12 @@ Example::
 
 from __future__ import annotations
 
-from evidence.protocol import PREFIX, command, panel, reply, up
+from evidence.protocol import PREFIX, answer, command, panel, reply, up
 
 __all__ = [
     "PREFIX",
+    "answer",
+    "answers_read",
     "command",
     "device_reads",
     "device_writes",
@@ -33,6 +37,7 @@ __all__ = [
 DEVICES = f"{PREFIX}/d"  # device → store
 COMMANDS = f"{PREFIX}/c"  # agency → device (signed)
 REPLIES = f"{PREFIX}/r"  # store → device
+ANSWERS = f"{PREFIX}/a"  # store → case system: devices' answers to agency commands
 PANELS = f"{PREFIX}/p"  # room panel ⇄ room controller
 
 
@@ -49,7 +54,12 @@ def store_reads() -> str:
 
 
 def store_writes() -> list[str]:
-    return [f"{COMMANDS}/#", f"{REPLIES}/#"]
+    return [f"{COMMANDS}/#", f"{REPLIES}/#", f"{ANSWERS}/#"]
+
+
+def answers_read() -> str:
+    """What a case system reads (with a store certificate of its own): the answers."""
+    return f"{ANSWERS}/#"
 
 
 def panel_filter(room: str) -> str:

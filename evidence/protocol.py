@@ -244,7 +244,7 @@ PREFIX = "unbroken"
 
 def up(device: str, *parts: str) -> str:
     """Device → store: ``unbroken/d/<device>/...`` (entry, segment, blob/init,
-    blob/<sha>/<offset>, blob/finish, status)."""
+    blob/<sha>/<offset>, blob/finish, status, answer)."""
     return "/".join((PREFIX, "d", device, *parts))
 
 
@@ -256,6 +256,12 @@ def reply(device: str, *parts: str) -> str:
 def command(device: str, name: str) -> str:
     """Agency → device: ``unbroken/c/<device>/<name>``, agency-signed."""
     return "/".join((PREFIX, "c", device, name))
+
+
+def answer(device: str, nonce: str) -> str:
+    """Store → case system: ``unbroken/a/<device>/<nonce>``, a device's signed answer to
+    the agency command ``nonce`` (applied, or refused with the reason), as it sent it."""
+    return "/".join((PREFIX, "a", device, nonce))
 
 
 def panel(room: str, *parts: str) -> str:

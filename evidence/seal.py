@@ -207,6 +207,11 @@ class Sealer:
         self._prev = last.hash if last else GENESIS
 
     @property
+    def signing_key(self) -> nacl.signing.SigningKey:
+        """The key in force (after a rotation, the new one)."""
+        return self._key
+
+    @property
     def head(self) -> tuple[int, str]:
         return self._seq, self._prev
 

@@ -66,7 +66,7 @@ def render_acl(
     # from stores and panels, so nothing but a device speaks under unbroken/d/.
     for store in stores:
         lines += ["", f"user {store}", f"topic deny {topics.device_writes(store)}"]
-        lines += [f"topic read {topics.store_reads()}"]
+        lines += [f"topic read {topics.store_reads()}", f"topic read {topics.answers_read()}"]
         lines += [f"topic write {t}" for t in topics.store_writes()]
         # to clear what a device retained where it has no business retaining (store.worker)
         lines += [f"topic write {topics.DEVICES}/+/{t}" for t in ("entry", "segment", "blob/#")]

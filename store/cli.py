@@ -1,4 +1,4 @@
-"""``unbroken store run|report|explain|send|lay-out``: the agency store's commands.
+"""``unbroken store run|report|explain|send|commands|lay-out``: the agency store's commands.
 
 (``unbroken store export`` is registered by :mod:`unbroken.cli`: it verifies and muxes
 with the device side's tools, which the store does not import.)"""
@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+from common.cli import add_pin_options
 from store.config import load_store_config
 from store.db import Database
 from store.report import build_report, format_report
@@ -45,12 +46,36 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from common.cli import CliError
+    from store.db import DatabaseMissing
+    from store.report import known_devices
+    from store.report_view import SinceError, needing_attention, parse_since, since, summary
+
     config = load_store_config(args.config)
-    db = Database.connect(config.database)
+    now = time.time()
     try:
-        report = build_report(db, time.time(), config.limits.skew_seconds)
+        t = parse_since(args.since, now) if args.since else None
+        db = Database.open_existing(config.database)  # a report only reads
+    except (SinceError, DatabaseMissing) as e:
+        raise CliError(str(e)) from None
+    try:
+        if args.device and args.device not in (devices := known_devices(db)):
+            raise CliError(
+                f"the store has heard nothing of device {args.device!r}; "
+                f"it knows {', '.join(devices) or 'no device yet'}"
+            )
+        report = build_report(db, now, config.limits.skew_seconds, device=args.device)
     finally:
         db.close()
+    shown = []
+    if t is not None:
+        report = since(report, t)
+        shown.append(f"sessions since {args.since}")
+    if args.problems:
+        report = needing_attention(report)
+        shown.append("only what needs attention")
+    report["shown"] = ", ".join(shown) or None
+    report["summary"] = summary(report)
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
     else:
@@ -59,17 +84,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from common.cli import CliError
+    from common.cli import CliError, officers_pins
     from common.statements import PinCredentials, StatementError, pin_attestations
     from provisioning.agency import Agency
     from store.statements import add_statement
 
     config = load_store_config(args.config)
     agency = Agency(config.agency)
-    try:
-        attestations = pin_attestations(args.attest)
-    except StatementError as e:
-        raise CliError(str(e)) from None
+    attestations = pin_attestations(officers_pins("--attest", args.attest, args.pins))
     db = Database.connect(config.database)
     try:
         creds = PinCredentials.load(args.credentials, agency.verify_key)
@@ -101,11 +123,35 @@ def cmd_send(args: argparse.Namespace) -> int:
         data = args.command.read_bytes()
     except OSError as e:
         raise CliError(f"{args.command}: {e.strerror}") from None
+    if args.wait < 0:
+        raise CliError(f"--wait {args.wait}: a number of seconds, 0 or more")
     try:
-        cmd = send_command(config, data, time.time())
-    except (SignedError, ProvisionError, OSError) as e:
+        result = send_command(config, data, time.time(), wait=args.wait)
+    except (SignedError, ProvisionError) as e:
         raise CliError(f"{args.command}: {e}") from None
-    print(f"sent {cmd.command} to {cmd.device} (nonce {cmd.nonce})")
+    print(result.text)
+    return result.status
+
+
+def cmd_commands(args: argparse.Namespace) -> int:
+    from evidence.names import iso
+    from store.mailbox import Mailbox
+
+    config = load_store_config(args.config)
+    db = Database.connect(config.database)
+    try:
+        kept = Mailbox(db).listing(time.time(), args.device)
+    finally:
+        db.close()
+    if not kept:
+        print("no commands sent" + (f" to {args.device}" if args.device else ""))
+    for c in kept:
+        case = f" case {c.case}" if c.case else ""
+        why = f": {c.reason}" if c.reason else ""
+        print(
+            f"{iso(c.queued)}  {c.device}  {c.command}{case}  {c.state}{why}"
+            f"  (nonce {c.nonce[:8]}, delivered {c.sends}x, expires {iso(c.expires)})"
+        )
     return 0
 
 
@@ -143,19 +189,50 @@ def add_store_parser(sub: argparse._SubParsersAction) -> argparse._SubParsersAct
     p = store.add_parser("report", help="per device and session: synced, late, gaps")
     p.add_argument("--config", type=Path, required=True, help="store.toml")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--device", help="this device only")
+    p.add_argument(
+        "--problems",
+        action="store_true",
+        help="only what needs attention: chain gaps, problems and forks, overdue or late "
+        "segments, unexplained gaps, footage in the clear",
+    )
+    p.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="sessions opened since WHEN: an ISO date or date and time (UTC unless it "
+        "names a zone), or a span back from now: 90m, 24h, 7d",
+    )
     p.set_defaults(func=cmd_report)
     x = store.add_parser("explain", help="a written statement for a gap, at the agency")
     x.add_argument("--config", type=Path, required=True, help="store.toml")
     x.add_argument("--device", required=True)
     x.add_argument("--gap", required=True, help="the interruption id")
     x.add_argument("--reason", required=True)
-    x.add_argument("--attest", action="append", default=[], metavar="BADGE:PIN")
+    add_pin_options(x, "--attest", "an officer attesting (repeatable); at least two")
     x.add_argument("--credentials", type=Path, required=True, help="agency officer list")
     x.set_defaults(func=cmd_explain)
-    c = store.add_parser("send", help="deliver an agency-signed command file to its device")
+    c = store.add_parser(
+        "send",
+        help="deliver an agency-signed command to its device and wait for its answer",
+        description="Keeps the command until its device answers or it expires (a device "
+        "offline now gets it when it connects), publishes it, and waits for the device's "
+        "signed answer. Prints applied, refused: REASON, expired, or pending: WHY; exit "
+        "status 0 applied, 1 refused or expired, 3 pending (still queued).",
+    )
     c.add_argument("--config", type=Path, required=True, help="store.toml")
     c.add_argument("command", type=Path, help="signed command (provision assign/open-session)")
+    c.add_argument(
+        "--wait",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long to wait for the device's answer (default 30; 0: do not wait)",
+    )
     c.set_defaults(func=cmd_send)
+    k = store.add_parser("commands", help="the commands sent to devices, and their answers")
+    k.add_argument("--config", type=Path, required=True, help="store.toml")
+    k.add_argument("--device", help="only this device's")
+    k.set_defaults(func=cmd_commands)
     v = store.add_parser(
         "lay-out", help="a device's evidence as the store holds it, as an evidence directory"
     )

@@ -67,16 +67,30 @@ SCHEMA = [
     """create table if not exists access_log (
         at double precision not null, who text not null, action text not null,
         device text not null, session text, detail text not null)""",
+    # Agency commands kept for their device until it answers or they expire (store.mailbox).
+    """create table if not exists commands (
+        nonce text primary key, device text not null, command text not null,
+        data text not null, issued double precision not null,
+        expires double precision not null, queued double precision not null,
+        sent double precision, sends integer not null default 0,
+        state text not null, reason text, seq bigint, answer text,
+        answered double precision, case_id text)""",
+    "create index if not exists commands_by_device on commands (device, state)",
 ]
 
 
+class DatabaseMissing(ValueError):
+    """The database asked for is not there (or is not the store's): says which and why."""
+
+
 class Database:
-    def __init__(self, conn: Any, postgres: bool) -> None:
+    def __init__(self, conn: Any, postgres: bool, schema: bool = True) -> None:
         self.conn = conn
         self.postgres = postgres
-        with self.transaction():
-            for stmt in SCHEMA:
-                self.execute(stmt)
+        if schema:
+            with self.transaction():
+                for stmt in SCHEMA:
+                    self.execute(stmt)
 
     @staticmethod
     def connect(url: str) -> Database:
@@ -93,6 +107,42 @@ class Database:
         conn.execute("PRAGMA busy_timeout=30000")
         sqlite_utils.Database(conn)  # the stack's SQLite layer; we keep its connection
         return Database(conn, postgres=False)
+
+    @staticmethod
+    def open_existing(url: str) -> Database:
+        """The store's database as it is, read-only (for what only reads, as the report):
+        a misspelt path is DatabaseMissing naming it, never a new empty database."""
+        if url.startswith(("postgresql://", "postgres://")):
+            import psycopg
+
+            try:
+                conn = psycopg.connect(url)
+            except psycopg.OperationalError as e:
+                raise DatabaseMissing(f"{_safe(url)}: {str(e).strip()}") from None
+            conn.read_only = True
+            return Database._checked(Database(conn, postgres=True, schema=False), _safe(url))
+        path = Path(url.removeprefix("sqlite:///").removeprefix("sqlite://"))
+        if not path.is_file():
+            what = "is a directory, not" if path.is_dir() else "no such"
+            raise DatabaseMissing(f"{path}: {what} database file")
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        return Database._checked(Database(conn, postgres=False, schema=False), str(path))
+
+    @staticmethod
+    def _checked(db: Database, where: str) -> Database:
+        errors: tuple[type[Exception], ...] = (sqlite3.Error,)
+        if db.postgres:
+            import psycopg
+
+            errors = (psycopg.Error,)
+        try:
+            db.query("select count(*) as n from entries")
+        except errors:
+            db.close()
+            raise DatabaseMissing(f"{where}: not the store's database (no entries table)") from None
+        if db.postgres:
+            db.conn.rollback()  # end the read's transaction: a report may take long
+        return db
 
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%s") if self.postgres else sql
@@ -137,3 +187,12 @@ class Database:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def _safe(url: str) -> str:
+    """A PostgreSQL URL without its password, to name in an error."""
+    head, at, tail = url.rpartition("@")
+    if not at:
+        return url
+    scheme, _, user = head.partition("://")
+    return f"{scheme}://{user.split(':', 1)[0]}@{tail}"

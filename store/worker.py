@@ -32,8 +32,10 @@ from store import pinning
 from store.blobs import BlobStore
 from store.config import StoreConfig
 from store.db import Database
+from store.delivery import Delivery
 from store.directory import RegistryDirectory
 from store.ingest import Ingest
+from store.mailbox import Mailbox
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +45,17 @@ BATCH, BATCH_BYTES = 64, 64 * 1024 * 1024  # handled together at most
 
 class Worker:
     def __init__(
-        self, config: StoreConfig, ingest: Ingest, devices: Callable[[], list[str]]
+        self,
+        config: StoreConfig,
+        ingest: Ingest,
+        devices: Callable[[], list[str]],
+        delivery: Delivery,
     ) -> None:
         """``devices``: every registered device (asked every heartbeat)."""
         self.config = config
         self.ingest = ingest
         self.devices = devices
+        self.delivery = delivery
         self.ready = threading.Event()
         self.handled = 0
         self.serves: set[str] = set()  # the devices this worker is subscribed for
@@ -117,8 +124,14 @@ class Worker:
                 if more[0]:
                     batch.append(more)
                 size += len(more[1])
+            try:  # commands due to devices that came online; answers kept (store.delivery)
+                batch, commands = self.delivery.take(batch, time.time())
+                for topic, payload in commands:
+                    self.client.publish(topic, payload, qos=1)
+            except Exception as e:  # the mailbox away: evidence still goes to Ingest
+                log.error("command delivery failed: %s: %s", type(e).__name__, e)
             try:
-                replies = self.ingest.handle_many(batch, time.time())
+                replies = self.ingest.handle_many(batch, time.time()) if batch else []
             except Exception as e:  # Ingest refuses what it can; this is the last net
                 log.error("failed on %d messages: %s: %s", len(batch), type(e).__name__, e)
                 continue
@@ -212,6 +225,7 @@ def start_worker(config: StoreConfig) -> Worker:
         config.limits,
         certificate,
     )
-    worker = Worker(config, ingest, directory.devices)
+    delivery = Delivery(Mailbox(ingest.db), directory.device_keys, directory.revoked_at)
+    worker = Worker(config, ingest, directory.devices, delivery)
     worker.start()
     return worker
