@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
+from common.pins import PinError, read_pins, refuse_pin_in_argv
 from evidence.names import ProvisionError
 
 
@@ -60,3 +62,35 @@ class Deprecated(argparse.Action):
             file=sys.stderr,
         )
         setattr(namespace, self.dest, values)
+
+
+def add_pin_options(p: argparse.ArgumentParser, option: str, what: str) -> None:
+    """``option BADGE`` (repeatable) and ``--pins FILE``: officers' PINs never on the
+    command line (common.pins)."""
+    p.add_argument(option, action="append", default=[], metavar="BADGE", help=what)
+    p.add_argument(
+        "--pins",
+        type=Path,
+        metavar="FILE",
+        help="the officers' PINs, BADGE:PIN lines, in a file of mode 0600 "
+        "(default: each PIN is asked for at the terminal)",
+    )
+
+
+def officers_pins(
+    option: str, values: Sequence[str], pin_file: Path | None, confirm: bool = False
+) -> dict[str, str]:
+    """The PIN of each officer named with ``option`` (an old ``BADGE:PIN`` refused)."""
+    try:
+        return read_pins(badges_of(option, values), pin_file, confirm=confirm)
+    except PinError as e:
+        raise CliError(str(e)) from None
+
+
+def badges_of(option: str, values: Sequence[str]) -> list[str]:
+    """The badges named with ``option``, each once; CliError for an old ``BADGE:PIN``
+    (checked first, before any other error can hide it)."""
+    try:
+        return list(dict.fromkeys(refuse_pin_in_argv(option, v) for v in values))
+    except PinError as e:
+        raise CliError(str(e)) from None

@@ -34,15 +34,10 @@ class CredentialChecker(Protocol):
     def check(self, a: Attestation) -> bool: ...
 
 
-def pin_attestations(items: list[str]) -> list[Attestation]:
-    """``BADGE:PIN`` strings, as typed on the command line, as attestations."""
-    out = []
-    for item in items:
-        badge, sep, pin = item.partition(":")
-        if not sep or not badge or not pin:
-            raise StatementError(f"attestation {badge or item!r}: expected BADGE:PIN")
-        out.append(Attestation(badge, "pin", pin))
-    return out
+def pin_attestations(pins: dict[str, str]) -> list[Attestation]:
+    """Officers' PINs by badge (typed at a prompt or read from a PIN file: common.pins),
+    as attestations, in the order given."""
+    return [Attestation(badge, "pin", pin) for badge, pin in pins.items()]
 
 
 def pin_digest(pin: str, salt: bytes) -> str:

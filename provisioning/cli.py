@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from common.bundle import Broker
-from common.cli import Deprecated, user_errors
+from common.cli import Deprecated, add_pin_options, officers_pins, user_errors
 from common.commands import AssignmentArgs
 from common.requests import check_request
 from evidence.names import ProvisionError, iso
@@ -267,12 +267,11 @@ def cmd_enroll_store(args: argparse.Namespace) -> int:
 def cmd_officers(args: argparse.Namespace) -> int:
     from common.statements import officer_credentials
 
-    pins: dict[str, str] = {}
-    for item in args.officer:
-        badge, sep, pin = item.partition(":")
-        if not sep or not badge or len(pin) < 4:
-            raise ProvisionError(f"--officer {badge or item!r}: expected BADGE:PIN, PIN of 4+")
-        pins[badge] = pin
+    if not args.officer and args.pins is None:
+        raise ProvisionError("name the officers with --officer BADGE (repeatable) or --pins FILE")
+    pins = officers_pins("--officer", args.officer, args.pins, confirm=True)
+    if short := [b for b, pin in pins.items() if len(pin) < 4]:
+        raise ProvisionError(f"officer {', '.join(short)}: a PIN needs at least 4 characters")
     args.out.write_bytes(officer_credentials(_agency(args).signing_key, pins))
     print(f"officer list for {len(pins)} officers in {args.out}, signed by the agency;")
     print("  devices check written statements against it (`agent explain --credentials`)")
@@ -432,7 +431,9 @@ def add_provision_parser(sub: argparse._SubParsersAction) -> None:
 
     q = ps.add_parser("officers", help="agency-signed officer list (badge + PIN digest)")
     agency_opt(q)
-    q.add_argument("--officer", action="append", required=True, metavar="BADGE:PIN")
+    add_pin_options(
+        q, "--officer", "an officer's badge number (repeatable; default: all in --pins)"
+    )
     q.add_argument("--out", type=Path, required=True, help="officer list to write")
     q.set_defaults(func=cmd_officers)
 

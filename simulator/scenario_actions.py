@@ -172,7 +172,11 @@ class SiteActions:
         if gap is None:
             what = f"{a.cause} gap" if a.cause else "gap"
             return False, f"no unexplained {what} of {device} at the {a.where}"
-        attest = [f"--attest={b}:{self.pins[b]}" for b in a.officers]
+        # The officers' PINs in a file only this user can read: never on a command line.
+        pins = self.workdir / "pins.txt"
+        with os.fdopen(os.open(pins, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            f.writelines(f"{b}:{self.pins[b]}\n" for b in a.officers)
+        attest = [*(f"--attest={b}" for b in a.officers), "--pins", str(pins)]
         creds = str(self.workdir / "officers.json")
         base = [sys.executable, "-m", "unbroken.cli"]
         if a.where == "device":

@@ -125,8 +125,8 @@ class Database:
         if not path.is_file():
             what = "is a directory, not" if path.is_dir() else "no such"
             raise DatabaseMissing(f"{path}: {what} database file")
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
-        return Database._checked(Database(conn, postgres=False, schema=False), str(path))
+        ro = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        return Database._checked(Database(ro, postgres=False, schema=False), str(path))
 
     @staticmethod
     def _checked(db: Database, where: str) -> Database:

@@ -19,18 +19,18 @@ from evidence.names import iso
 from evidence.protocol import DEADLINE_SECONDS, REFUSALS
 from evidence.seal import Entry
 from store.db import Database
+from store.report_view import summary, summary_line
 from store.statements import statements_of
 
 
-def build_report(db: Database, now: float, skew_seconds: float = 300.0) -> dict[str, Any]:
-    """What the agency holds. Late and overdue are judged in the store's time: a session's
-    device clock found more than ``skew_seconds`` off the receive time is corrected (and
-    the skew shown)."""
-    devices = sorted(
-        {r["device"] for r in db.query("select distinct device from entries")}
-        | {r["device"] for r in db.query("select device from statuses")}
-        | {r["device"] for r in db.query("select distinct device from rejections")} - {"?"}
-    )
+def build_report(
+    db: Database, now: float, skew_seconds: float = 300.0, device: str | None = None
+) -> dict[str, Any]:
+    """What the agency holds (of ``device`` only, if named). Late and overdue are judged
+    in the store's time: a session's device clock found more than ``skew_seconds`` off the
+    receive time is corrected (and the skew shown). Which of it to show, and its summary:
+    :mod:`store.report_view`."""
+    devices = [d for d in known_devices(db) if device is None or d == device]
     report = [_device(db, d, now, skew_seconds) for d in devices]
     weaker = [d["device"] for d in report if d["key_store"] == "file"]
     clear = [d["device"] for d in report if any(s["in_the_clear"] for s in d["sessions"])]
@@ -40,6 +40,15 @@ def build_report(db: Database, now: float, skew_seconds: float = 300.0) -> dict[
         "weaker_key_stores": weaker,
         "footage_in_the_clear": clear,
     }
+
+
+def known_devices(db: Database) -> list[str]:
+    """Every device the store has heard of: entries, a status or a refused message."""
+    return sorted(
+        {r["device"] for r in db.query("select distinct device from entries")}
+        | {r["device"] for r in db.query("select device from statuses")}
+        | {r["device"] for r in db.query("select distinct device from rejections")} - {"?"}
+    )
 
 
 def _key_store(db: Database, device: str) -> str | None:
@@ -253,9 +262,12 @@ def _when(t: float | None) -> str:
 
 
 def format_report(report: dict[str, Any]) -> str:
-    lines = [f"Store report, {_when(report['generated'])}"]
+    """The report as people read it, ending with its summary line. ``shown``: what
+    a filter left in (store.report_view), said so the reader knows it is not all."""
+    shown = report.get("shown")
+    lines = [f"Store report, {_when(report['generated'])}" + (f" ({shown})" if shown else "")]
     if not report["devices"]:
-        lines.append("  no devices have synced yet")
+        lines.append("  nothing to show" if shown else "  no devices have synced yet")
     if weaker := report.get("weaker_key_stores"):
         lines.append(f"  keys in files (weaker: a copied card can sign): {', '.join(weaker)}")
     if clear := report.get("footage_in_the_clear"):
@@ -313,4 +325,5 @@ def format_report(report: dict[str, Any]) -> str:
                     f"    gap {_when(g['start'])} {g['cause']} ({', '.join(g['affects'])}){on}, "
                     f"{length}: {g['explanation'] or 'UNEXPLAINED'}"
                 )
+    lines += ["", summary_line(report.get("summary") or summary(report))]
     return "\n".join(lines)

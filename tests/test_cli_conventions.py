@@ -86,7 +86,10 @@ def test_explain_on_an_unprovisioned_device_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = ["agent", "explain", "--data", str(tmp_path), "--gap", "g", "--reason", "r"]
-    assert main([*args, "--attest", "1:1111", "--attest", "2:2222"]) == 2
+    pins = tmp_path / "pins.txt"
+    pins.write_text("1:1111\n2:2222\n")
+    pins.chmod(0o600)
+    assert main([*args, "--attest", "1", "--attest", "2", "--pins", str(pins)]) == 2
     err = capsys.readouterr().err
     assert "this device is not provisioned" in err and "agency.pub" not in err
 

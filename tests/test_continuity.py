@@ -291,6 +291,9 @@ def test_written_statement_through_the_command_line(
     dev.stop()
     (g,) = _gaps(data)
     officers = tmp_path / "officers.json"
+    pins = tmp_path / "pins.txt"  # PINs never on the command line: a file of mode 0600
+    pins.write_text("340102:4711\n340117:0815\n")
+    pins.chmod(0o600)
     agency = str(site.agency.root)
     assert (
         main(
@@ -299,10 +302,8 @@ def test_written_statement_through_the_command_line(
                 "officers",
                 "--agency",
                 agency,
-                "--officer",
-                "340102:4711",
-                "--officer",
-                "340117:0815",
+                "--pins",
+                str(pins),
                 "--out",
                 str(officers),
             ]
@@ -320,10 +321,12 @@ def test_written_statement_through_the_command_line(
         "camera smashed",
         "--credentials",
         str(officers),
+        "--pins",
+        str(pins),
     ]
-    assert main([*base, "--attest", "340102:4711"]) == 2
+    assert main([*base, "--attest", "340102"]) == 2
     assert "2 distinct officers, has 1" in capsys.readouterr().err
-    assert main([*base, "--attest", "340102:4711", "--attest", "340117:0815"]) == 0
+    assert main([*base, "--attest", "340102", "--attest", "340117"]) == 0
     (g,) = _gaps(data)
     assert g["explanation"] == "written"
     site.close()

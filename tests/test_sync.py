@@ -267,6 +267,9 @@ def test_written_statement_added_at_the_agency(
     (gap,) = build_report(site.db(), time.time())["devices"][0]["sessions"][0]["gaps"]
     assert gap["explanation"] is None and gap["end"] is None
     officers = tmp_path / "officers.json"
+    pins = tmp_path / "pins.txt"  # PINs never on the command line: a file of mode 0600
+    pins.write_text("340102:4711\n340117:0815\n")
+    pins.chmod(0o600)
     assert (
         main(
             [
@@ -274,10 +277,8 @@ def test_written_statement_added_at_the_agency(
                 "officers",
                 "--agency",
                 str(site.agency.root),
-                "--officer",
-                "340102:4711",
-                "--officer",
-                "340117:0815",
+                "--pins",
+                str(pins),
                 "--out",
                 str(officers),
             ]
@@ -299,10 +300,14 @@ def test_written_statement_added_at_the_agency(
         "--credentials",
         str(officers),
     ]
-    assert main([*base, "--attest", "340102:4711", "--attest", "340102:4711"]) == 2
+    base += ["--pins", str(pins)]
+    assert main([*base, "--attest", "340102", "--attest", "340102"]) == 2
     assert "2 distinct officers, has 1" in capsys.readouterr().err
-    assert main([*base, "--attest", "340102:4711", "--attest", "340117:9999"]) == 2
-    assert main([*base, "--attest", "340102:4711", "--attest", "340117:0815"]) == 0
+    wrong = tmp_path / "wrong-pins.txt"
+    wrong.write_text("340102:4711\n340117:9999\n")
+    wrong.chmod(0o600)
+    assert main([*base, "--attest", "340102", "--attest", "340117", "--pins", str(wrong)]) == 2
+    assert main([*base, "--attest", "340102", "--attest", "340117"]) == 0
     (gap,) = build_report(site.db(), time.time())["devices"][0]["sessions"][0]["gaps"]
     assert gap["explanation"] == "written"
     assert [a["badge"] for a in gap["statement"]["attestations"]] == ["340102", "340117"]

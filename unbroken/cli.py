@@ -29,7 +29,7 @@ from agent.evidence_dir import EvidenceDirError, read_evidence_key, verify_dir
 from agent.recorder import RecorderBusy
 from agent.session import SessionError
 from agent.watermark import FontError
-from common.cli import CliError
+from common.cli import CliError, add_pin_options
 from common.files import ConfigError, unwritable_dir
 from common.settings import Category
 from evidence.names import ProvisionError
@@ -226,14 +226,12 @@ def cmd_agent_run(args: argparse.Namespace) -> int:
 def cmd_agent_explain(args: argparse.Namespace) -> int:
     from agent.evidence_dir import read_public_key
     from agent.statement import seal_statement
+    from common.cli import badges_of, officers_pins
     from common.statements import PinCredentials, StatementError, pin_attestations
     from device.clock import SystemClock
     from evidence.seal import Moment
 
-    try:
-        attestations = pin_attestations(args.attest)
-    except StatementError as e:
-        raise CliError(str(e)) from None
+    badges_of("--attest", args.attest)  # a PIN in the arguments is refused before all else
     agency_pub = args.data / "provision" / "agency.pub"
     if not agency_pub.exists():
         raise CliError(
@@ -241,6 +239,7 @@ def cmd_agent_explain(args: argparse.Namespace) -> int:
             "needs the agency's officer list; install the device's bundle first "
             "(unbroken agent install), or add the statement at the agency (unbroken store explain)"
         )
+    attestations = pin_attestations(officers_pins("--attest", args.attest, args.pins))
     try:
         agency = read_public_key(agency_pub)
         creds = PinCredentials.load(args.credentials or args.data / "officers.json", agency)
@@ -385,13 +384,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     x.add_argument("--data", type=Path, required=True)
     x.add_argument("--gap", required=True, help="the interruption id (from verify --json)")
     x.add_argument("--reason", required=True, help="why recording could not resume")
-    x.add_argument(
-        "--attest",
-        action="append",
-        default=[],
-        metavar="BADGE:PIN",
-        help="an officer's attestation; at least two distinct officers",
-    )
+    add_pin_options(x, "--attest", "an officer attesting (repeatable); at least two")
     x.add_argument("--credentials", type=Path, help="agency-signed officer list")
     x.set_defaults(func=cmd_agent_explain)
     add_agent_commands(agent)  # keygen, install, apply, rotate-key, status
