@@ -121,6 +121,7 @@ class Uploader:
         # The store's standing refusal of this device ("revoked: …", "store_full: …"),
         # cleared by the next receipt or accepted entry: agent status shows it as an error.
         self.store_refusal: str | None = None
+        self._receipted: list[int] = []  # entries receipted in the batch being handled
 
     @property
     def panel_state(self) -> str | None:
@@ -203,6 +204,11 @@ class Uploader:
                     kind, data = self.link.inbox.get_nowait()  # drain without waiting
         except queue.Empty:
             pass
+        if self._receipted:  # one line a batch, not one a segment (thousands an hour)
+            seqs, self._receipted = self._receipted, []
+            log.info(
+                "store receipted %d segment(s), entries %d-%d", len(seqs), min(seqs), max(seqs)
+            )
         if messages:
             self._sweep(ledger)  # after the receipts are committed, never before
         if self.connected.is_set():
@@ -291,7 +297,8 @@ class Uploader:
         # A receipt acknowledges the manifest entry too (it may have travelled with it).
         ledger.ack(reply.seq)
         ledger.receipt(reply.sha256, reply.seq, reply.data, self.clock.wall())
-        log.info("receipt accepted for entry %d (%s)", reply.seq, reply.sha256[:12])
+        log.debug("receipt accepted for entry %d (%s)", reply.seq, reply.sha256[:12])
+        self._receipted.append(reply.seq)
         self.plan.answered(reply.seq)
         self.plan.receipted(reply.sha256)
         self.store_refusal = None

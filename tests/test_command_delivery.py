@@ -309,3 +309,16 @@ def test_a_room_started_after_the_send_records_the_session(tmp_path: Path) -> No
         assert [e.body["case"] for e in opened] == ["D-7"]
         assert opened[0].body["room"] == "107"
         assert [c.case for c in box.not_recorded(time.time())] == ["E-8"]
+
+
+def test_send_with_no_broker_keeps_the_command_and_blames_the_broker(tmp_path: Path) -> None:
+    with LocalSite(tmp_path / "site") as site:  # no broker started: nothing listens
+        site.provision_device("room-0108", settings={"recording": SMALL}, room="108")
+        opening = tmp_path / "open.cmd"
+        opening.write_bytes(site.session_command("room-0108", "session_open", case="F-1"))
+        code, said = _send(site.store_config(), opening, wait=5)
+        assert code == PENDING, said
+        assert said.startswith("pending: broker not reachable (the broker at 127.0.0.1:"), said
+        assert "open.cmd" not in said  # the command file is not what failed
+        kept = Mailbox(site.db()).listing(time.time(), "room-0108")
+        assert [(c.case, c.state, c.sends) for c in kept] == [("F-1", "pending", 0)]
