@@ -12,6 +12,10 @@ room, and the picture-in-picture), the close-up camera fails for a moment, and t
 system closes the session. The demo exits 0 only when every recorded segment of both
 devices has a receipt that verifies with the agency key and both verify offline; it shows
 tampering being caught, and prints the store's report.
+
+The demo deletes only what an earlier demo made: it writes :data:`MARKER` into a workdir
+it creates (or finds empty) before anything else, and refuses a directory that holds
+something without it (:func:`prepare_workdir`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from agent.evidence_dir import PUBKEY, load_chain, stored_receipt, verify_dir
 from agent.journal import SyncLedger
 from agent.session import MarkerType
 from agent.sync import backlog as sync_backlog
+from common.cli import CliError
 from common.settings import DeviceConfig, Labels, Recording, Watermark
 from device.clock import SimClock
 from evidence.manifest import SegmentManifest, segment
@@ -63,18 +68,53 @@ def room_settings() -> dict[str, object]:
     ).model_dump(mode="json", exclude_defaults=True)
 
 
-# How much simulated time each part of the demo records (its clock starts that far back).
+# How much simulated time each part of the demo records, at most.
 BODY_SECONDS = 30.0
 ROOM_SECONDS = 40.0
+# Simulated time runs faster than the wall clock. The demo's devices record one after the
+# other on one simulated story line, which starts as far back as all of it lasts: what they
+# record is then in the past of the store's report, the room's session after the body's.
+STORY_SECONDS = BODY_SECONDS + ROOM_SECONDS
+
+MARKER = ".unbroken-demo"  # written first into a workdir the demo makes; see prepare_workdir
+MARKER_TEXT = "made by `unbroken demo`: a rerun deletes this directory and recreates it\n"
 
 
-def interview_room(site: LocalSite) -> bool:
-    """Room 101 records a session the case system opens and closes; True if all of it is
-    receipted and verifies."""
-    print(f"\n== 7. Interview room {ROOM}: controller {ROOM_DEVICE}, panel, case system")
-    dev = site.start_device(
-        ROOM_DEVICE, settings=room_settings(), room=ROOM, wall_start=time.time() - ROOM_SECONDS
+class WorkdirRefused(CliError):
+    """A workdir the demo did not make and will not empty (exit 2, nothing deleted)."""
+
+
+def workdir_problem(workdir: Path) -> str | None:
+    """Why the demo may not use ``workdir``, or None: it must be new, empty, or made by an
+    earlier demo (its :data:`MARKER` in it)."""
+    if not workdir.exists():
+        return None
+    if not workdir.is_dir():
+        return f"--workdir {workdir}: not a directory"
+    if (workdir / MARKER).is_file() or not any(workdir.iterdir()):
+        return None
+    return (
+        f"--workdir {workdir}: holds files the demo did not make (no {MARKER} in it); "
+        "nothing was deleted. Give a new or empty directory, or one an earlier demo made"
     )
+
+
+def prepare_workdir(workdir: Path) -> None:
+    """Empty the workdir an earlier demo made (or make a new one) and mark it as the
+    demo's, before anything else is written; refuse any other (WorkdirRefused)."""
+    if problem := workdir_problem(workdir):
+        raise WorkdirRefused(problem)
+    if (workdir / MARKER).is_file():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / MARKER).write_text(MARKER_TEXT)
+
+
+def interview_room(site: LocalSite, wall_start: float) -> bool:
+    """Room 101 records a session the case system opens and closes, its clock starting at
+    ``wall_start``; True if all of it is receipted and verifies."""
+    print(f"\n== 7. Interview room {ROOM}: controller {ROOM_DEVICE}, panel, case system")
+    dev = site.start_device(ROOM_DEVICE, settings=room_settings(), room=ROOM, wall_start=wall_start)
     data, uploader = dev.recorder.root, dev.uploader
     assert uploader is not None
     panel = site.panel_client(ROOM)  # stands in for the MicroPython panel (device/panel/)
@@ -136,8 +176,8 @@ def interview_room(site: LocalSite) -> bool:
 
 
 def run_demo(workdir: Path) -> int:
-    if workdir.exists():
-        shutil.rmtree(workdir)
+    """The demo in ``workdir`` (WorkdirRefused: one it did not make, left as it was)."""
+    prepare_workdir(workdir)
     with LocalSite(workdir) as site:
         print(
             f"== 1. Agency in {site.agency.root}; Mosquitto (TLS, client certificates, ACL) "
@@ -147,15 +187,15 @@ def run_demo(workdir: Path) -> int:
         site.start_store()
 
         print(f"\n== 2. Provision body recorder {DEVICE}: keygen, enroll, install; assign {BADGE}")
-        data = site.provision_device(DEVICE, settings=demo_settings())
+        # The device's own clock from its first entry on: installed, assigned and booted
+        # on it, its chain never sees the clock go back.
+        clock = SimClock(wall_start=time.time() - STORY_SECONDS)
+        data = site.provision_device(DEVICE, settings=demo_settings(), clock=clock)
         command = workdir / "assign.cmd"
         site.agency.assign(DEVICE, command, time.time(), badges=[BADGE], name="Officer Wang")
-        enrolment.apply_command(data, command.read_bytes(), time.time())
+        enrolment.apply_command(data, command.read_bytes(), clock.wall(), clock=clock)
 
         print("\n== 3. Record a session (simulated hardware, 1280x720@30), syncing as it goes")
-        # Simulated time runs faster than the wall clock: start it as far back as the
-        # session lasts, so that what it records is in the past of the store's report.
-        clock = SimClock(wall_start=time.time() - BODY_SECONDS)
         dev = SimDevice(data, DeviceConfig.model_validate(demo_settings()), clock=clock)
         uploader = site.uploader(data, dev.clock)
         dev.start()
@@ -208,7 +248,7 @@ def run_demo(workdir: Path) -> int:
         for p in verify_dir(tampered, data / PUBKEY).problems:
             print(f"   caught: {p.code}: {p.where}: {p.message}")
 
-        room_ok = interview_room(site)
+        room_ok = interview_room(site, wall_start=clock.wall())  # after the body's
 
         print("\n== 9. The store's report")
         db = site.db()

@@ -34,7 +34,7 @@ from agent.sync import SyncSettings, Uploader
 from common import pki
 from common.bundle import Broker
 from common.mqtt import tls_client
-from device.clock import Clock, SimClock
+from device.clock import Clock, SimClock, SystemClock
 from provisioning.agency import Agency, init_agency
 from provisioning.broker_config import write_broker_config
 from simulator.mosquitto import Mosquitto, free_port
@@ -142,26 +142,34 @@ class LocalSite:
     # -- devices ----------------------------------------------------------------------
 
     def provision_device(
-        self, device_id: str, settings: dict[str, Any] | None = None, room: str | None = None
+        self,
+        device_id: str,
+        settings: dict[str, Any] | None = None,
+        room: str | None = None,
+        clock: Clock | None = None,
     ) -> Path:
         """Keys, enrolment and install for a body recorder, or (``room``) a room
-        controller assigned to that room; the broker, if running, learns the new ACL."""
+        controller assigned to that room; the broker, if running, learns the new ACL.
+        ``clock``: the device's own (default: this machine's), which dates its first
+        entries: a device that then records on a simulated clock started in the past
+        must have been installed on that clock, or its boot reads as the clock going back."""
+        device_now = (clock or SystemClock()).wall
         data = self.workdir / "devices" / device_id
         request = self.workdir / "requests" / f"{device_id}.json"
         request.parent.mkdir(parents=True, exist_ok=True)
         role = "room_controller" if room else "body_recorder"
         enrolment.keygen(
-            data, request, time.time(), device_id=device_id, serial=device_id, role=role
+            data, request, device_now(), device_id=device_id, serial=device_id, role=role
         )
         bundle = self.workdir / "bundles" / f"{device_id}.bundle"
         bundle.parent.mkdir(parents=True, exist_ok=True)
         self.agency.enroll(request.read_bytes(), bundle, time.time(), settings=settings)
-        enrolment.install(data, bundle.read_bytes(), time.time())
+        enrolment.install(data, bundle.read_bytes(), device_now(), clock=clock)
         if room:
             command = self.workdir / "outbox" / f"{device_id}-assign.cmd"
             command.parent.mkdir(parents=True, exist_ok=True)
             self.agency.assign(device_id, command, time.time(), room=room)
-            enrolment.apply_command(data, command.read_bytes(), time.time())
+            enrolment.apply_command(data, command.read_bytes(), device_now(), clock=clock)
             if self.broker:
                 self.start_broker()  # the controller may now use its room's topics
         return data
@@ -179,10 +187,10 @@ class LocalSite:
         and connected (``dev.uploader``: stop it after ``dev.stop()`` and ``wait_idle``)."""
         from simulator.device import SimDevice
 
-        data = self.provision_device(device_id, settings, room)
+        clock = SimClock(wall_start=time.time() if wall_start is None else wall_start)
+        data = self.provision_device(device_id, settings, room, clock=clock)
         config = device_config(data)
-        start = time.time() if wall_start is None else wall_start
-        dev = SimDevice(data, config, clock=SimClock(wall_start=start), realtime=realtime)
+        dev = SimDevice(data, config, clock=clock, realtime=realtime)
         uploader = make_uploader(data, dev.recorder, config, dev.clock)
         assert uploader is not None
         dev.uploader = uploader
