@@ -511,6 +511,12 @@ class Agency:
             device = self._live_device(device_id)
             if device["role"] != "room_controller":
                 raise ProvisionError(f"{device_id} is a body recorder: sessions open by button")
+            assigned = self.registry.assignment(device_id)
+            if assigned is None or not assigned.get("room"):  # the room would refuse it
+                raise ProvisionError(
+                    f"{device_id} serves no room yet: assign it one first "
+                    f"(unbroken provision assign --device {device_id} --room ROOM)"
+                )
             data, cmd = make_command(self.signing_key, device_id, name, args, now, ttl)
             self.registry.audit(now, name, device_id, **args, nonce=cmd.nonce)
             files.append((out, data, 0o644))

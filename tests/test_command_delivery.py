@@ -322,3 +322,21 @@ def test_send_with_no_broker_keeps_the_command_and_blames_the_broker(tmp_path: P
         assert "open.cmd" not in said  # the command file is not what failed
         kept = Mailbox(site.db()).listing(time.time(), "room-0108")
         assert [(c.case, c.state, c.sends) for c in kept] == [("F-1", "pending", 0)]
+
+
+def test_a_session_command_for_a_room_controller_with_no_room_is_not_signed(
+    tmp_path: Path,
+) -> None:
+    from agent import enrolment
+
+    with LocalSite(tmp_path / "site") as site:
+        request = tmp_path / "request.json"
+        enrolment.keygen(
+            tmp_path / "d", request, time.time(), "room-0109", "room-0109", role="room_controller"
+        )
+        site.agency.enroll(request.read_bytes(), tmp_path / "bundle.json", time.time())
+        with pytest.raises(ProvisionError, match="room-0109 serves no room yet: assign it one"):
+            site.agency.session_command(
+                "room-0109", "session_open", {"case": "G-1"}, tmp_path / "o.cmd", time.time()
+            )
+        assert not (tmp_path / "o.cmd").exists()
