@@ -12,10 +12,13 @@ A client sends one JSON object per line and reads one JSON object per line back,
 
 Every command is carried out on the recording thread (``Recorder.post``), between two
 frames, exactly like a button press; the reply comes once it has been, with the device's
-status afterwards. Only ``network`` runs on the channel's thread (it opens or closes the
-uploader's MQTT connection, which the recording thread never touches). A malformed
-command, or one the device refuses (a marker with no session open), gets
-``{"ok": false, "error": …}`` and recording goes on untouched.
+status once it took effect: a fault the device notices at its next frame (a camera, the
+microphone, the GNSS fix, a clock step) or at its once-a-second check (the disk, the
+battery) is in the status of the reply (:func:`settle_frames`). Only ``network`` runs
+on the channel's thread (it opens or closes the uploader's MQTT connection, which the
+recording thread never touches). A malformed command, or one the device refuses (a
+marker with no session open), gets ``{"ok": false, "error": …}`` and recording goes on
+untouched.
 
 The commands (see :data:`COMMANDS` and docs/testers-guide.md):
 
@@ -51,6 +54,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -66,7 +70,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from agent.session import MarkerType
+from agent.session import MarkerType, State
 from common.settings import Category
 from device.camera import SimCamera
 from device.clock import JumpingClock
@@ -312,15 +316,33 @@ class NetworkSwitch:
 
 @dataclass
 class Pending:
-    """A command handed to the recording thread; ``reply`` once it was carried out."""
+    """A command handed to the recording thread; ``reply`` once it was carried out, its
+    status final once :attr:`settled` (the device noticed what the command did)."""
 
     cmd: str
     done: threading.Event = field(default_factory=threading.Event)
     reply: dict[str, Any] = field(default_factory=dict)
+    # the recorder's monotonic time from which its status shows the effect (None: now)
+    settle_until: float | None = None
 
     def finish(self, reply: dict[str, Any]) -> None:
         self.reply = {"cmd": self.cmd, **reply}
         self.done.set()
+
+    @property
+    def settled(self) -> bool:
+        return self.done.is_set() and self.settle_until is None
+
+
+def settle_frames(cmd: ControlCommand, fps: int) -> int:
+    """How many frames after ``cmd`` was carried out the device has noticed it: a camera,
+    microphone or GNSS fault, a route or a clock step at the next frame it records; the
+    disk and the battery at its once-a-second check; everything else at once."""
+    if isinstance(cmd, StorageCmd | BatteryCmd):
+        return fps + 1
+    if isinstance(cmd, CameraCmd | MicrophoneCmd | GpsCmd | Walk | ClockJump):
+        return 1
+    return 0
 
 
 @dataclass
@@ -364,14 +386,50 @@ class SimParts:
         return pending
 
     def run(self, cmd: ControlCommand, timeout: float = REPLY_TIMEOUT) -> dict[str, Any]:
-        """Submit and wait for the reply (the channel's threads)."""
+        """Submit and wait for the reply, its status once the command took effect (the
+        channel's threads)."""
+        deadline = time.monotonic() + timeout
         pending = self.submit(cmd)
         if not pending.done.wait(timeout):
             state = "off" if self.recorder.powered_off else "not answering"
             return {"ok": False, "cmd": cmd.cmd, "error": f"the device is {state}"}
+        self.settle(pending, deadline)
         return pending.reply
 
+    def settle(self, pending: Pending, deadline: float) -> None:
+        """Wait (until ``deadline``) for the frames after which the device has noticed
+        what ``pending`` did, asking the recording thread once a frame; past the deadline
+        the reply keeps the status it was carried out with."""
+        rec = self.recorder
+        pause = 0.5 / rec.config.recording.fps  # so that the next probe meets the next frame
+        while not pending.settled and not rec.powered_off:
+            probe = Pending("probe")
+            rec.post(functools.partial(self._probe, pending, probe))
+            if not probe.done.wait(max(0.0, deadline - time.monotonic())):
+                return
+            if probe.reply["settled"] or time.monotonic() + pause >= deadline:
+                return
+            time.sleep(pause)
+
     # -- on the recording thread -----------------------------------------------------------
+
+    def _probe(self, pending: Pending, probe: Pending) -> None:
+        probe.finish({"settled": self.took_effect(pending)})
+
+    def took_effect(self, pending: Pending) -> bool:
+        """Whether the device has noticed what ``pending`` did by now (its frames since);
+        the first time it has, the reply's status becomes the current one."""
+        if pending.settle_until is None:
+            return True
+        rec = self.recorder
+        idle = rec.machine.state is State.IDLE  # no frames: nothing more will be noticed
+        if not (rec.powered_off or idle or rec.clock.monotonic() >= pending.settle_until):
+            return False
+        pending.settle_until = None
+        if not rec.powered_off:  # (a battery set critical shut it down: keep the last)
+            with contextlib.suppress(Exception):
+                pending.reply["status"] = self.status()
+        return True
 
     def _carry_out(self, cmd: ControlCommand, pending: Pending) -> None:
         try:
@@ -379,13 +437,22 @@ class SimParts:
         except Exception as e:  # never disturb recording: the tester gets the reason
             pending.finish({"ok": False, "error": _reason(e), "status": self.status()})
             return
-        self._reply(pending, extra)
+        rec, until = self.recorder, None
+        if frames := settle_frames(cmd, fps := rec.config.recording.fps):
+            # half a frame short: float sums of frame intervals may fall a hair short
+            until = rec.clock.monotonic() + (frames - 0.5) / fps
+        self._reply(pending, extra, until)
 
-    def _reply(self, pending: Pending, extra: dict[str, Any]) -> None:
+    def _reply(
+        self, pending: Pending, extra: dict[str, Any], settle_until: float | None = None
+    ) -> None:
         try:
-            pending.finish({"ok": True, **extra, "status": self.status()})
+            status = self.status()
         except Exception as e:
             pending.finish({"ok": False, "error": _reason(e)})
+            return
+        pending.settle_until = settle_until
+        pending.finish({"ok": True, **extra, "status": status})
 
     def apply(self, cmd: ControlCommand) -> dict[str, Any] | None:
         """Carry out one command on the recording thread; raises to refuse it."""

@@ -184,10 +184,10 @@ class Runner:
                 self._sample_all()
 
     def _settle(self) -> None:
-        """Fast: fill in the replies of commands the devices carried out since."""
+        """Fast: fill in the replies of commands the devices carried out, and noticed, since."""
         left = []
         for record, pending, a in self._lazy:
-            if pending.done.is_set():
+            if pending.settled:
                 record.ok = bool(pending.reply.get("ok"))
                 record.detail = reply_text(pending.reply)
                 self._tell(record, a)

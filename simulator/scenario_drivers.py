@@ -212,7 +212,7 @@ class InProcessDevice(_Clocked):
         self.dev: SimDevice | None = None
         self.parts: SimParts | None = None
         self.frames = 0  # frame intervals of scenario time gone by
-        self.pending: list[tuple[Any, Pending]] = []  # (what to tell, reply to come)
+        self.pending: list[Pending] = []  # replies whose status may still change
 
     @property
     def fps(self) -> int:
@@ -250,12 +250,22 @@ class InProcessDevice(_Clocked):
         n = target - self.frames
         if n <= 0:
             return
-        if self.dev is not None:
-            self.dev.run(n / self.fps)  # steps n frames; a dead device's clock just moves
+        if self.dev is not None:  # a dead device's clock just moves
+            self.dev.frame_loop(on_frame=self._after_frame).run(frames=n)
         self.frames = target
 
+    def _after_frame(self, _n: int) -> None:
+        """After each frame: replies whose effect the device has now noticed are final
+        (:meth:`~simulator.control.SimParts.took_effect`)."""
+        if self.parts is not None and self.pending:
+            parts = self.parts
+            self.pending = [
+                p for p in self.pending if not (p.done.is_set() and parts.took_effect(p))
+            ]
+
     def command(self, cmd: dict[str, Any]) -> dict[str, Any]:
-        """Queued for the device's next frame; the reply arrives with it (:meth:`settled`)."""
+        """Queued for the device's next frame; the reply arrives with it, final once its
+        ``pending`` is settled (the frames the device needs to notice it have run)."""
         if self.parts is None or not self.running:
             return {"ok": False, "cmd": cmd.get("cmd"), "error": f"{self.id} is off"}
         try:
@@ -265,7 +275,7 @@ class InProcessDevice(_Clocked):
         if parsed.cmd == "status":  # the runner's thread is the recording thread here
             return {"ok": True, "cmd": "status", "status": self.parts.status()}
         pending = self.parts.submit(parsed)
-        self.pending.append((cmd, pending))
+        self.pending.append(pending)
         return {"ok": True, "cmd": parsed.cmd, "queued": True, "pending": pending}
 
     def signed_command(self, data: bytes) -> Pending:
@@ -289,6 +299,7 @@ class InProcessDevice(_Clocked):
     def power_off(self) -> None:
         if self.dev is not None:
             self.dev.stop()
+            self._after_frame(0)  # off: nothing more will be noticed
 
     def _retire(self) -> None:
         if self.dev is not None:

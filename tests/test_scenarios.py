@@ -16,9 +16,17 @@ from pathlib import Path
 import pytest
 
 from common.settings import DeviceConfig, Recording
-from simulator.control import ControlChannel, ControlClient, ControlError, SimParts, parse_command
+from simulator.control import (
+    ControlChannel,
+    ControlClient,
+    ControlError,
+    SimParts,
+    parse_command,
+    settle_frames,
+)
 from simulator.device import SimDevice, shipped_route, sim_factory
 from simulator.scenario_actions import control_command
+from simulator.scenario_drivers import InProcessDevice
 from simulator.scenario_facts import (
     CutFact,
     DeviceFacts,
@@ -412,15 +420,16 @@ def test_control_channel_drives_a_recording_device(
             assert not r["ok"] and "does not sync" in r["error"]
             r = c.send({"cmd": "panel", "door": "closed"})
             assert not r["ok"] and "serves no room" in r["error"]
-            assert c.send({"cmd": "camera", "ok": False})["ok"]
-            r = c.send({"cmd": "status"})
-            for _ in range(20):
-                if "camera" in r["status"]["interrupted"]:
-                    break
-                r = c.send({"cmd": "status"})
-            assert r["status"]["interrupted"] == ["camera"]
+            # the reply tells the state once the device noticed: the gap is open
+            r = c.send({"cmd": "camera", "ok": False})
+            assert r["ok"] and r["status"]["interrupted"] == ["camera"], r
             assert r["status"]["sim"]["cameras_failed"] == ["main"]
-            assert c.send({"cmd": "camera", "ok": True})["ok"]
+            r = c.send({"cmd": "camera", "ok": True})
+            assert r["ok"] and r["status"]["interrupted"] == [], r
+            r = c.send({"cmd": "storage", "free_bytes": 1000})  # noticed within a second
+            assert r["ok"] and r["status"]["interrupted"] == ["storage_full"], r
+            r = c.send({"cmd": "storage", "free_bytes": None})
+            assert r["ok"] and r["status"]["interrupted"] == [], r
             assert c.send({"cmd": "battery", "percent": 50, "drain_per_hour": 10})["ok"]
             r = c.send({"cmd": "status"})
             assert 49 < r["status"]["sim"]["battery"] <= 50 and "sync" in r
@@ -445,7 +454,50 @@ def test_control_channel_drives_a_recording_device(
     report = verify_dir(dev.recorder.root, dev.recorder.root / "device.pub")
     assert report.ok, report.problems
     (s,) = report.sessions
-    assert s.id == sid and [g["cause"] for g in s.gaps] == ["camera"]
+    assert s.id == sid and [g["cause"] for g in s.gaps] == ["camera", "storage_full"]
+
+
+def test_settling_waits_for_what_the_device_notices() -> None:
+    fps = 25
+    assert settle_frames(parse_command({"cmd": "press"}), fps) == 0
+    assert settle_frames(parse_command({"cmd": "marker", "type": "credential_shown"}), fps) == 0
+    for cmd in ({"cmd": "camera", "ok": False}, {"cmd": "gps", "ok": True}):
+        assert settle_frames(parse_command(cmd), fps) == 1  # the next frame captures it
+    for cmd in ({"cmd": "storage", "free_bytes": 0}, {"cmd": "battery", "percent": 3}):
+        assert settle_frames(parse_command(cmd), fps) == fps + 1  # checked once a second
+
+
+def test_a_reply_is_final_once_the_device_noticed_the_fault(tmp_path: Path) -> None:
+    """On simulated time (as ``sim run --fast``): the reply to a camera or disk fault
+    tells the device's state after the frames in which it noticed, not before."""
+    config = DeviceConfig(recording=Recording(width=320, height=180, fps=10, prebuffer_seconds=1))
+    drv = InProcessDevice("bwc-t", tmp_path / "d", config, wall0=1_796_000_000.0)
+    drv.boot(0.0, None, None)
+    try:
+        drv.advance_to(1.0)
+        press = drv.command({"cmd": "press"})["pending"]
+        drv.advance_to(1.1)
+        assert press.settled and press.reply["status"]["state"] == "recording"
+        camera = drv.command({"cmd": "camera", "ok": False})["pending"]
+        drv.advance_to(1.1 + 1 / 10)  # carried out before this frame captured it
+        assert camera.done.is_set() and not camera.settled
+        assert camera.reply["status"]["interrupted"] == []  # what the old reply told
+        drv.advance_to(1.3)
+        assert camera.settled and camera.reply["status"]["interrupted"] == ["camera"]
+        back = drv.command({"cmd": "camera", "ok": True})["pending"]
+        drv.advance_to(1.5)
+        assert back.settled and back.reply["status"]["interrupted"] == []
+        full = drv.command({"cmd": "storage", "free_bytes": 1000})["pending"]
+        drv.advance_to(2.0)
+        assert not full.settled  # the disk is checked once a second of frames
+        drv.advance_to(2.7)
+        assert full.settled and full.reply["status"]["interrupted"] == ["storage_full"]
+        late = drv.command({"cmd": "storage", "free_bytes": None})["pending"]
+        drv.advance_to(2.8)
+        drv.power_off()  # off before it could notice: the reply stands as carried out
+        assert late.settled and late.reply["ok"]
+    finally:
+        drv.close()
 
 
 def test_control_socket_path_must_fit(tmp_path: Path, stepping: tuple[SimDevice, SimParts]) -> None:
