@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -94,3 +95,30 @@ def badges_of(option: str, values: Sequence[str]) -> list[str]:
         return list(dict.fromkeys(refuse_pin_in_argv(option, v) for v in values))
     except PinError as e:
         raise CliError(str(e)) from None
+
+
+def add_progress_options(p: argparse.ArgumentParser) -> None:
+    """``--quiet`` and ``--progress``: whether a long operation shows how far it is
+    (common.progress; by default only when stderr is a terminal)."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--quiet", action="store_true", help="show no progress on stderr")
+    g.add_argument(
+        "--progress",
+        action="store_true",
+        help="show progress on stderr even when it is not a terminal (a line per tenth)",
+    )
+
+
+def progress_wanted(args: argparse.Namespace) -> bool | None:
+    """From :func:`add_progress_options`: True, False, or None (only on a terminal)."""
+    return False if args.quiet else (True if args.progress else None)
+
+
+_ROLE = re.compile(r":[a-z]+:`~?([^`]+)`")  # :mod:`x`, :func:`~a.b`
+
+
+def plain_text(doc: str) -> str:
+    """A docstring's reST as plain text, for --help: ``x`` and :role:`x` as x, a
+    closing ``::`` as ``:``."""
+    text = _ROLE.sub(r"\1", doc).replace("``", "")
+    return re.sub(r"::(\s*)$", r":\1", text, flags=re.MULTILINE)

@@ -577,6 +577,29 @@ class _Checker:
                 self.problem("hash_mismatch", file, "bytes differ from the sealed SHA-256", sid)
 
 
+def sealed_to(entries: Sequence[tuple[str, Entry | SealError]]) -> list[str]:
+    """The agency key ids the chain's segments say they are encrypted to, in order."""
+    keys: dict[str, None] = {}
+    for _, e in entries:
+        if isinstance(e, Entry) and e.kind == "segment":
+            enc = e.body.get("encryption")
+            if isinstance(enc, dict) and enc.get("scheme") != "none" and enc.get("key"):
+                keys.setdefault(str(enc["key"]))
+    return list(keys)
+
+
+def wrong_evidence_key(
+    entries: Sequence[tuple[str, Entry | SealError]], evidence_key_id: str
+) -> str | None:
+    """Why the evidence key given is of no use here (None: segments are sealed to it, or
+    none is encrypted): said once, rather than every segment named undecodable."""
+    keys = sealed_to(entries)
+    if not keys or evidence_key_id in keys:
+        return None
+    named = f"key {keys[0]}" if len(keys) == 1 else f"keys {', '.join(keys)}"
+    return f"key {evidence_key_id} is not the key these segments were sealed to: they name {named}"
+
+
 def _seq_from_name(name: str) -> int | None:
     stem = name.rsplit("/", 1)[-1].removesuffix(".json")
     return int(stem) if stem.isdigit() else None

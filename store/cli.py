@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from common.cli import add_pin_options
+from common.cli import add_pin_options, add_progress_options
 from store.config import load_store_config
 from store.db import Database
 from store.report import build_report, format_report
@@ -156,7 +156,8 @@ def cmd_commands(args: argparse.Namespace) -> int:
 
 
 def cmd_lay_out(args: argparse.Namespace) -> int:
-    from common.cli import CliError
+    from common.cli import CliError, progress_wanted
+    from common.progress import progress_shown
     from store.db import Database
     from store.evidence_view import ViewError, lay_out_device, log_access
 
@@ -168,9 +169,9 @@ def cmd_lay_out(args: argparse.Namespace) -> int:
             log_access(db, args.who, "lay-out", args.device, args.session, where, time.time())
         finally:
             db.close()
-        pin = lay_out_device(
-            config, args.device, args.out, [args.session] if args.session else None
-        )
+        sessions = [args.session] if args.session else None
+        with progress_shown(progress_wanted(args)) as progress:
+            pin = lay_out_device(config, args.device, args.out, sessions, progress=progress)
     except ViewError as e:
         raise CliError(str(e)) from None
     print(f"evidence of {args.device} laid out in {args.out}")
@@ -245,5 +246,6 @@ def add_store_parser(sub: argparse._SubParsersAction) -> argparse._SubParsersAct
         default=getpass.getuser(),
         help="who takes the footage out, for the store's access log (default: this user)",
     )
+    add_progress_options(v)
     v.set_defaults(func=cmd_lay_out)
     return store

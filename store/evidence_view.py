@@ -37,12 +37,15 @@ from typing import Any
 import nacl.exceptions
 import nacl.signing
 
+from common.progress import Progress
 from provisioning.agency import PUBLIC, REGISTRY
 from provisioning.registry import RegisteredKey
 from store.blobs import BlobStore
 from store.config import StoreConfig
 from store.db import Database
 from store.directory import RegistryDirectory
+
+LAYING_OUT = "laying out"  # the phase lay_out reports (common.progress)
 
 
 class ViewError(ValueError):
@@ -55,6 +58,7 @@ def lay_out_device(
     dest: Path,
     sessions: Collection[str] | None = None,
     link: bool = False,
+    progress: Progress | None = None,
 ) -> Path:
     """:func:`lay_out` with what the store's configuration names: its database and blobs,
     the agency's registry and key."""
@@ -67,7 +71,8 @@ def lay_out_device(
         agency_key = None  # without it, segments not laid out count as missing
     db = Database.connect(config.database)
     try:
-        return lay_out(db, BlobStore(config.blobs), device, keys, agency_key, dest, sessions, link)
+        blobs = BlobStore(config.blobs)
+        return lay_out(db, blobs, device, keys, agency_key, dest, sessions, link, progress)
     finally:
         db.close()
 
@@ -81,11 +86,13 @@ def lay_out(
     dest: Path,
     sessions: Collection[str] | None = None,
     link: bool = False,
+    progress: Progress | None = None,
 ) -> Path:
     """Lay out ``device``'s evidence in ``dest`` (new, or empty); the media of
     ``sessions`` only (None: all). ``link``: hard links to the blobs rather than copies,
     for a view that is read and removed (writing to a link would write to the blob).
-    Returns the file of the key registered first, to pin."""
+    ``progress`` hears of each chain entry laid out (LAYING_OUT). Returns the file of the
+    key registered first, to pin."""
     if not keys:
         raise ViewError(f"the agency registry has no key for device {device!r}")
     rows = db.query("select seq, entry from entries where device = ? order by seq", (device,))
@@ -106,7 +113,9 @@ def lay_out(
         r["sha256"]: r["receipt"]
         for r in db.query("select sha256, receipt from receipts where device = ?", (device,))
     }
-    for row in rows:
+    for n, row in enumerate(rows, 1):
+        if progress:
+            progress(LAYING_OUT, n - 1, len(rows))
         text = str(row["entry"])
         (dest / "chain" / f"{int(row['seq']):010d}.json").write_bytes(text.encode())
         payload = json.loads(text)["payload"]
@@ -119,6 +128,8 @@ def lay_out(
             _place(blobs.path(sha), target, link)
         elif sha in receipts and blobs.has(sha):
             (dest / "receipts" / f"{sha}.json").write_text(receipts[sha])
+    if progress:
+        progress(LAYING_OUT, len(rows), len(rows))
     return dest / "keys" / f"{by_age[0].key_id}.pub"
 
 

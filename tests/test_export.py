@@ -5,7 +5,6 @@ Checked with Debian's ffprobe (the independent decoder) and PyAV's decoders."""
 from __future__ import annotations
 
 import hashlib
-import io
 import itertools
 import json
 import re
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import av
+import nacl.public
 import numpy as np
 import pytest
 
@@ -28,7 +28,7 @@ from common.settings import Continuity, DeviceConfig, Recording, Room
 from device.clock import SimClock
 from evidence import protocol as p
 from evidence.custody import blocking
-from evidence.encryption import decrypt, is_encrypted
+from evidence.encryption import decrypt, is_encrypted, key_id
 from evidence.manifest import SegmentManifest
 from evidence.seal import Entry
 from evidence.splice import SegmentPackets, Splicer
@@ -49,7 +49,14 @@ from tests.fixtures.room import SMALL
 from tests.fixtures.store import upload
 from tests.fixtures.tone import tone_breaks
 from unbroken.cli import main
-from unbroken.export import ExportResult, export_session, progress_bar, read_evidence_key
+from unbroken.export import (
+    EXPORTING,
+    SUMMARY,
+    VERIFYING,
+    ExportResult,
+    export_session,
+    read_evidence_key,
+)
 
 FPS, RATE, SECONDS = 15, 48000, 60
 
@@ -448,26 +455,17 @@ def test_two_sessions_need_session(tmp_path: Path, capsys: pytest.CaptureFixture
     assert (tmp_path / "o" / f"{ids[1]}-main.mp4").exists()
 
 
-def test_the_progress_bar_counts_segments_on_a_terminal(recorded: Path, tmp_path: Path) -> None:
-    class Terminal(io.StringIO):
-        def isatty(self) -> bool:
-            return True
-
-    seen: list[tuple[int, int]] = []
-    with progress_bar(io.StringIO()) as none:
-        assert none is None  # not a terminal: no bar
-    terminal = Terminal()
-    with progress_bar(terminal) as bar:
-        assert bar is not None
-
-        def both(done: int, total: int) -> None:
-            seen.append((done, total))
-            bar(done, total)
-
-        export_session(recorded, None, tmp_path / "out", progress=both)
+def test_every_phase_of_an_export_is_reported(recorded: Path, tmp_path: Path) -> None:
+    """Progress covers the whole export, not only the copying: verifying, each segment
+    exported, the custody summary."""
+    seen: list[tuple[str, int, int | None]] = []
+    export_session(recorded, None, tmp_path / "out", progress=lambda *step: seen.append(step))
+    assert list(dict.fromkeys(phase for phase, _, _ in seen)) == [VERIFYING, EXPORTING, SUMMARY]
     n = len(_segments(recorded))
-    assert seen == [(i, n) for i in range(1, n + 1)]
-    assert "exporting" in terminal.getvalue() and f"/{n}" in terminal.getvalue()
+    assert [(d, t) for phase, d, t in seen if phase == EXPORTING] == [
+        (i, n) for i in range(1, n + 1)
+    ]
+    assert seen[-1] == (SUMMARY, 1, 1)
 
 
 def test_encrypted_footage_is_exported_with_the_agencys_key(
@@ -483,8 +481,20 @@ def test_encrypted_footage_is_exported_with_the_agencys_key(
     out = tmp_path / "out"
     assert main(["export", str(root), "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "is encrypted to the agency's evidence key" in err and "--evidence-key" in err
+    assert "is encrypted to the agency's evidence key" in err and "--evidence-key FILE" in err
     assert not out.exists() or not any(out.glob("*.mp4"))
+    # a wrong key is said as such, once: verification still finds the evidence intact
+    wrong = tmp_path / "wrong.key"
+    wrong.write_text(bytes(nacl.public.PrivateKey.generate()).hex() + "\n")
+    sealed_to = key_id(agency.public_key)
+    assert main(["export", str(root), "--out", str(out), "--evidence-key", str(wrong)]) == 2
+    err = capsys.readouterr().err
+    assert f"not the key these segments were sealed to: they name key {sealed_to}" in err
+    assert len(err.splitlines()) == 1
+    assert main(["verify", str(root), "--evidence-key", str(wrong)]) == 0
+    said = capsys.readouterr().out
+    assert said.count(f"they name key {sealed_to}") == 1 and "NOTICE wrong_evidence_key" in said
+    assert "undecodable" not in said and "RESULT: OK" in said
     assert main(["export", str(root), "--out", str(out), "--evidence-key", str(key_file)]) == 0
     summary = json.loads(next(out.glob("*-custody.json")).read_text())
     rows = summary["tracks"]["main"]["segments"]
@@ -567,7 +577,10 @@ def test_what_the_store_holds_exports_the_same_media(
         from_device = export_session(data, sid, tmp_path / "device", evidence_key=key)
         out = tmp_path / "store"
         args = ["store", "export", "--config", str(config_path), "--device", "bwc-0007"]
-        assert main([*args, "--session", sid, "--out", str(out)]) == 0, capsys.readouterr()
+        assert main([*args, "--session", sid, "--out", str(out), "--progress"]) == 0
+        err = capsys.readouterr().err  # asked for: progress as lines on a stderr not a terminal
+        phases = [line.split(":")[0] for line in err.splitlines()]
+        assert list(dict.fromkeys(phases)) == ["laying out", VERIFYING, EXPORTING, SUMMARY]
         (mp4,) = out.glob("*.mp4")
         assert mp4.read_bytes() == _mp4s(from_device)[0].read_bytes()
         assert sorted(p.name for p in out.iterdir()) == sorted(f.name for f in from_device.files)
@@ -577,6 +590,15 @@ def test_what_the_store_holds_exports_the_same_media(
         assert summary["collector"]["assigned"]["name"] == "Wang Wei"
         assert summary["tracks"] == _summary(from_device)["tracks"]
         assert all(r["encrypted_to"] for r in summary["tracks"]["main"]["segments"])
+
+        # a store host without the agency's private evidence key says where to export
+        key_file = config.agency / "private" / "evidence.key"
+        key_file.rename(tmp_path / "evidence.key")
+        assert main([*args, "--session", sid, "--out", str(tmp_path / "nokey")]) == 2
+        err = capsys.readouterr().err
+        assert f"this host has no {key_file}" in err and "store lay-out --config" in err
+        assert "unbroken export DIR --evidence-key FILE" in err
+        (tmp_path / "evidence.key").rename(key_file)
 
         # the store's holdings as an evidence directory: verify runs on it
         view = tmp_path / "view"
@@ -600,6 +622,7 @@ def test_what_the_store_holds_exports_the_same_media(
         db.close()
         assert [(r["action"], r["session"]) for r in log] == [
             ("export", sid),
+            ("export", sid),  # the one refused for want of the key: on record too
             ("lay-out", None),
             ("lay-out", None),
         ]

@@ -19,18 +19,25 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from agent.at_rest import EvidenceKeyError
 from agent.config import load_config
 from agent.device_cli import add_agent_commands
-from agent.evidence_dir import EvidenceDirError, read_evidence_key, verify_dir
+from agent.evidence_dir import EvidenceDirError, load_chain, read_evidence_key, verify_dir
 from agent.recorder import RecorderBusy
 from agent.session import SessionError
 from agent.watermark import FontError
-from common.cli import CliError, add_pin_options
+from common.cli import (
+    CliError,
+    add_pin_options,
+    add_progress_options,
+    plain_text,
+    progress_wanted,
+)
 from common.files import ConfigError, unwritable_dir
+from common.progress import Progress
 from common.settings import Category
 from evidence.names import ProvisionError
 from evidence.verify_report import format_report
@@ -44,12 +51,40 @@ def _data_dir(path: Path) -> Path:
     return path
 
 
+def _evidence_dir(path: Path, command: str) -> Path:
+    """A file where an evidence directory is wanted is said as such, not "no such
+    directory"."""
+    if path.exists() and not path.is_dir():
+        kind = "a symbolic link" if path.is_symlink() else "a file"
+        raise CliError(
+            f"{path} is {kind}, not a directory: {command} wants an evidence directory (a "
+            "device's data directory, or one laid out by unbroken store lay-out), the one "
+            "holding chain/ and segments/"
+        )
+    return path
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
+    from common.progress import progress_shown
+    from evidence.encryption import key_id
+    from evidence.verify import Problem, wrong_evidence_key
+
+    root = _evidence_dir(args.dir, "verify")
+    wrong = None
     try:
         key = read_evidence_key(args.evidence_key) if args.evidence_key else None
-        report = verify_dir(args.dir, args.pubkey, strict=args.strict, evidence_key=key)
+        if key is not None and (
+            wrong := wrong_evidence_key(load_chain(root), key_id(key.public_key))
+        ):
+            key = None  # the bytes, framing and counts are checked as without a key
+        with progress_shown(progress_wanted(args)) as progress:
+            if progress:
+                progress("verifying", 0, None)
+            report = verify_dir(root, args.pubkey, strict=args.strict, evidence_key=key)
     except EvidenceDirError as e:
         raise CliError(str(e)) from None
+    if wrong:  # said once, not as every segment undecodable
+        report.notices.insert(0, Problem("wrong_evidence_key", str(args.evidence_key), wrong))
     if args.json:
         print(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
     else:
@@ -58,7 +93,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    return _export(args.dir, args, pubkey=args.pubkey, evidence_key=args.evidence_key)
+    from common.progress import progress_shown
+
+    root = _evidence_dir(args.dir, "export")
+    with progress_shown(progress_wanted(args)) as progress:
+        return _export(root, args, progress, pubkey=args.pubkey, evidence_key=args.evidence_key)
 
 
 def cmd_store_export(args: argparse.Namespace) -> int:
@@ -67,6 +106,7 @@ def cmd_store_export(args: argparse.Namespace) -> int:
     import shutil
     import tempfile
 
+    from common.progress import progress_shown
     from store.config import load_store_config
     from store.db import Database
     from store.evidence_view import ViewError, lay_out_device, log_access
@@ -74,27 +114,37 @@ def cmd_store_export(args: argparse.Namespace) -> int:
 
     config = load_store_config(args.config)
     _writable(args.out)
+    key = config.agency / "private" / "evidence.key"  # footage is encrypted to it (R7)
+    no_key = (
+        f"this host has no {key}, the agency's private evidence key, which store export "
+        "reads: run unbroken store export where that key is kept, or lay the evidence out "
+        f"here, still encrypted (unbroken store lay-out --config {args.config} --device "
+        f"{args.device} --out DIR) and export it where the key is (unbroken export DIR "
+        "--evidence-key FILE)"
+    )
     view = Path(tempfile.mkdtemp(prefix=".unbroken-view-", dir=args.out))
     try:
-        sessions = [args.session] if args.session else None
-        pin = lay_out_device(config, args.device, view, sessions, link=True)
-        db = Database.connect(config.database)
-        try:
-            statements = statements_of(db, args.device)
-            detail = f"decrypted and exported to {args.out.resolve()}"
-            log_access(db, args.who, "export", args.device, args.session, detail, time.time())
-        finally:
-            db.close()
-        source = f"store {config.name} ({config.database}), device {args.device}"
-        key = config.agency / "private" / "evidence.key"  # footage is encrypted to it (R7)
-        return _export(
-            view,
-            args,
-            pubkey=pin,
-            source=source,
-            statements=statements,
-            evidence_key=key if key.is_file() else None,
-        )
+        with progress_shown(progress_wanted(args)) as progress:
+            sessions = [args.session] if args.session else None
+            pin = lay_out_device(config, args.device, view, sessions, link=True, progress=progress)
+            db = Database.connect(config.database)
+            try:
+                statements = statements_of(db, args.device)
+                detail = f"decrypted and exported to {args.out.resolve()}"
+                log_access(db, args.who, "export", args.device, args.session, detail, time.time())
+            finally:
+                db.close()
+            source = f"store {config.name} ({config.database}), device {args.device}"
+            return _export(
+                view,
+                args,
+                progress,
+                pubkey=pin,
+                source=source,
+                statements=statements,
+                evidence_key=key if key.is_file() else None,
+                no_key=no_key,
+            )
     except ViewError as e:
         raise CliError(str(e)) from None
     finally:
@@ -110,35 +160,37 @@ def _writable(path: Path) -> Path:
 def _export(
     root: Path,
     args: argparse.Namespace,
+    progress: Progress | None,
     pubkey: Path | None,
     source: str | None = None,
     statements: dict[str, dict[str, object]] | None = None,
     evidence_key: Path | None = None,
+    no_key: str | None = None,
 ) -> int:
     from unbroken.export import (
+        NO_KEY,
         ExportError,
         ExportRefused,
         export_session,
-        progress_bar,
         read_evidence_key,
     )
 
     try:
         key = read_evidence_key(evidence_key) if evidence_key else None
-        with progress_bar() as progress:
-            result = export_session(
-                root,
-                args.session,
-                args.out,
-                pubkey=pubkey,
-                accept_problems=args.accept_problems,
-                force=args.force,
-                progress=progress,
-                software=_version(),
-                source=source,
-                agency_statements=statements,
-                evidence_key=key,
-            )
+        result = export_session(
+            root,
+            args.session,
+            args.out,
+            pubkey=pubkey,
+            accept_problems=args.accept_problems,
+            force=args.force,
+            progress=progress,
+            software=_version(),
+            source=source,
+            agency_statements=statements,
+            evidence_key=key,
+            no_key=no_key or NO_KEY,
+        )
     except ExportRefused as e:
         print(f"unbroken: error: {e}", file=sys.stderr)
         return 1
@@ -300,7 +352,7 @@ def _asked(argv: Sequence[str] | None) -> str | None:
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The whole command line; the agency's commands only when ``argv`` names them."""
     asked = _asked(argv)
-    p = argparse.ArgumentParser(prog="unbroken", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="unbroken", description=plain_text(__doc__.splitlines()[0]))
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -317,6 +369,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         help="the agency's evidence key (hex): decrypt and decode every segment, and check "
         "what it decrypts to (without it, encrypted segments are checked by their framing)",
     )
+    add_progress_options(v)
     v.set_defaults(func=cmd_verify)
 
     x = sub.add_parser(
@@ -436,6 +489,7 @@ def _export_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--force", action="store_true", help="replace output files already there")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_progress_options(p)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -447,14 +501,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
+def log_formatter(environ: Mapping[str, str]) -> logging.Formatter:
+    """Each line with its time (UTC), in the foreground; under systemd (JOURNAL_STREAM
+    set) without, as journald keeps its own."""
+    if "JOURNAL_STREAM" in environ:
+        return logging.Formatter("%(levelname)s %(name)s: %(message)s")
+    f = logging.Formatter(
+        "%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%Y-%m-%dT%H:%M:%SZ"
+    )
+    f.converter = time.gmtime
+    return f
+
+
 def _run(argv: Sequence[str] | None) -> int:
     args = build_parser(argv).parse_args(argv)
     # The agent's log is a fleet's record (journald under systemd adds the time): what it
     # does, at INFO, by default; other commands say only what goes wrong unless -v.
     agent_run = getattr(args, "func", None) is cmd_agent_run
+    handler = logging.StreamHandler()
+    handler.setFormatter(log_formatter(os.environ))
     logging.basicConfig(
-        level=logging.INFO if args.verbose or agent_run else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
+        level=logging.INFO if args.verbose or agent_run else logging.WARNING, handlers=[handler]
     )
     try:
         return int(args.func(args))

@@ -18,13 +18,12 @@ import contextlib
 import io
 import json
 import os
-import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import av
 import nacl.public
@@ -32,6 +31,7 @@ import nacl.public
 from agent import evidence_dir
 from agent.evidence_dir import EvidenceDirError, load_chain, unsafe_path, verify_dir
 from common.files import unwritable_dir
+from common.progress import Progress
 from evidence.custody import (
     CustodySummary,
     ExportedTrack,
@@ -41,40 +41,24 @@ from evidence.custody import (
     session_segments,
     sessions_in,
 )
-from evidence.encryption import EncryptionError, decrypt, is_encrypted
+from evidence.encryption import EncryptionError, decrypt, is_encrypted, key_id
 from evidence.seal import Entry
 from evidence.splice import Placement, SegmentPackets, Splicer, gap_between
-from evidence.verify import Problem
+from evidence.verify import Problem, wrong_evidence_key
 
-Progress = Callable[[int, int], None]  # (segments done, segments in all)
 Step = Callable[[], None]
+
+# The phases an export reports (common.progress), in order.
+VERIFYING, EXPORTING, SUMMARY = "verifying", "exporting", "writing the custody summary"
+
+# How to give the key, said when footage is encrypted and none was given.
+NO_KEY = (
+    "give the agency's evidence key with --evidence-key FILE (AGENCY/private/evidence.key), "
+    "or export where it is kept from the store (unbroken store export)"
+)
 
 # An ordinary MP4 (one moov, at the front so a browser starts playing at once).
 _OUT_OPTIONS = {"movflags": "+faststart"}
-
-
-@contextlib.contextmanager
-def progress_bar(stream: TextIO | None = None) -> Iterator[Progress | None]:
-    """A bar per segment on a terminal (stderr); nothing when stderr is a file or a pipe."""
-    stream = stream or sys.stderr
-    if not stream.isatty():
-        yield None
-        return
-    from tqdm import tqdm
-
-    bar: Any = None
-
-    def advance(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, unit="segment", desc="exporting", file=stream, leave=False)
-        bar.update(done - bar.n)
-
-    try:
-        yield advance
-    finally:
-        if bar is not None:
-            bar.close()
 
 
 class ExportError(Exception):
@@ -122,10 +106,17 @@ def export_session(
     source: str | None = None,
     agency_statements: Mapping[str, dict[str, Any]] | None = None,
     evidence_key: nacl.public.PrivateKey | None = None,
+    no_key: str = NO_KEY,
 ) -> ExportResult:
     """Verify ``root``, then export ``session`` (None: the only one) into ``out``.
-    ``evidence_key``: the agency's key the footage is encrypted to (R7), to read it."""
+    ``evidence_key``: the agency's key the footage is encrypted to (R7), to read it;
+    ``no_key``: how to give it, said if it is needed and not given. ``progress`` hears
+    of each phase (VERIFYING, EXPORTING a step per segment, SUMMARY)."""
+    step = progress or (lambda phase, done, total: None)
     try:
+        if evidence_key is not None and (why := evidence_key_problem(root, evidence_key)):
+            raise ExportError(f"{why}: the footage cannot be decrypted with it")
+        step(VERIFYING, 0, None)
         report = verify_dir(root, pubkey, evidence_key=evidence_key)
         entries = _entries(root)
     except EvidenceDirError as e:
@@ -142,16 +133,17 @@ def export_session(
     ]
     if (problems or absent) and not accept_problems:
         raise ExportRefused(_refusal(problems, absent, session), problems)
-    _check_key(root, segments, evidence_key)
+    _check_key(root, segments, evidence_key, no_key)
     files = output_names(out, session, list(segments))
     _check_outputs(out, files + _parts(out, session, list(segments)), force)
-    counted = _Counter(sum(len(s) for s in segments.values()), progress)
+    counted = _Counter(sum(len(s) for s in segments.values()), step)
     reader = _Reader(root, evidence_key, accept_problems)
     exported = {
         track: _mux_track(reader, segs, out, session, track, counted.step)
         for track, segs in segments.items()
     }
     files = [out / name for t in exported.values() for name, _ in t.files] + files[-2:]
+    step(SUMMARY, 0, 1)
     summary = custody_summary(
         entries,
         report,
@@ -167,17 +159,22 @@ def export_session(
     doc = json.dumps(summary.as_dict(), indent=2, ensure_ascii=False) + "\n"
     json_path.write_text(doc, encoding="utf-8")
     text_path.write_text(summary.text(), encoding="utf-8")
+    step(SUMMARY, 1, 1)
     return ExportResult(session, files, summary, exported)
 
 
+def evidence_key_problem(root: Path, key: nacl.public.PrivateKey) -> str | None:
+    """Why ``key`` cannot decrypt ``root``'s segments (None: they are sealed to it)."""
+    return wrong_evidence_key(load_chain(root), key_id(key.public_key))
+
+
 class _Counter:
-    def __init__(self, total: int, progress: Progress | None) -> None:
+    def __init__(self, total: int, progress: Progress) -> None:
         self.done, self.total, self.progress = 0, total, progress
 
     def step(self) -> None:
         self.done += 1
-        if self.progress:
-            self.progress(self.done, self.total)
+        self.progress(EXPORTING, self.done, self.total)
 
 
 def read_evidence_key(path: Path) -> nacl.public.PrivateKey:
@@ -216,7 +213,10 @@ def _usable(root: Path, file: str) -> bool:
 
 
 def _check_key(
-    root: Path, segments: Mapping[str, list[SealedSegment]], key: nacl.public.PrivateKey | None
+    root: Path,
+    segments: Mapping[str, list[SealedSegment]],
+    key: nacl.public.PrivateKey | None,
+    no_key: str,
 ) -> None:
     """Encrypted footage needs the agency's evidence key: say so before writing anything."""
     if key is not None:
@@ -230,8 +230,7 @@ def _check_key(
                 if is_encrypted(head):
                     raise ExportError(
                         f"{s.manifest.file} is encrypted to the agency's evidence key (key id "
-                        f"{head[8:16].hex()}): export at the agency (unbroken store export), "
-                        "or give the key with --evidence-key"
+                        f"{head[8:16].hex()}): {no_key}"
                     )
 
 
