@@ -15,9 +15,14 @@ the exit code is 1 if any did (2: the scenario could not be run).
 goes, with no broker, store or processes: only for scenarios that need none of those
 (:func:`~simulator.scenario_model.needs_real_time` says why not).
 
+What happens is told as it happens, each line with its time (UTC) and scenario second,
+and kept in ``WORKDIR/logs/runner.log`` beside each device's log (``logs/DEVICE.log``).
+
 Example::
 
     $ unbroken sim run simulator/scenarios/device-fault-voice.toml --report out/fault
+    ...
+      2026-12-05T04:53:08Z [    7.0 s] ok  bwc-hf-0002: camera ok=False  → recording, …
     ...
     PASS  gap_explained (bwc-1, voice, camera): bwc-1: camera at 8.1 s (2.0 s): voice
     4 of 4 expectations met; report: out/fault/report.html
@@ -49,7 +54,7 @@ from simulator.scenario_actions import (
     reply_text,
 )
 from simulator.scenario_collect import collect_device, status_sample, store_gaps
-from simulator.scenario_drivers import DeviceDriver, InProcessDevice
+from simulator.scenario_drivers import DeviceDriver, InProcessDevice, stamp
 from simulator.scenario_facts import ActionRecord, Outcome, RunFacts, Sample, check_all
 from simulator.scenario_model import (
     Action,
@@ -94,6 +99,7 @@ class Runner:
         self._lazy: list[tuple[ActionRecord, Pending, Action]] = []  # fast: replies to come
         self._stop_sampling = threading.Event()
         self._lock = threading.Lock()
+        self.log = workdir / "logs" / "runner.log"
         # Unix socket paths are short: not under a deep workdir
         tmp = "/tmp" if Path("/tmp").is_dir() else None
         self.sockets = Path(tempfile.mkdtemp(prefix="ub-", dir=tmp))
@@ -147,12 +153,12 @@ class Runner:
         self.drivers = provision_fleet(
             site, self.fleet, self.pins, self.workdir, self.sockets, self.fast
         )
-        self.out(
+        self.say(
             f"{self.scenario.name}: {len(self.fleet)} device(s) provisioned"
             + ("" if self.fast else f"; broker on 127.0.0.1:{site.port}, store running")
             + f"; workdir {self.workdir}"
         )
-        self.t0, self.wall0 = boot_fleet(self.drivers, self.fleet, self.fast, self.out)
+        self.t0, self.wall0 = boot_fleet(self.drivers, self.fleet, self.fast, self.say)
         self.actions = SiteActions(
             site, self.fleet, self.drivers, self.workdir, self.pins, self.fast, self.wall0
         )
@@ -233,8 +239,20 @@ class Runner:
 
     def _tell(self, record: ActionRecord, a: Action) -> None:
         mark = "ok " if record.ok else "ERR"
-        line = f"  [{record.t:7.1f} s] {mark} {record.device}: {action_text(a)}  {record.detail}"
-        self.out(line.rstrip())
+        self.event(record.t, f"{mark} {record.device}: {action_text(a)}  {record.detail}")
+
+    def event(self, t: float, text: str) -> None:
+        """A line of the narrative at scenario second ``t``."""
+        self.say(f"[{t:7.1f} s] {text}".rstrip(), indent="  ")
+
+    def say(self, line: str, indent: str = "") -> None:
+        """Told now, with the time, on the terminal and in the runner's log."""
+        line = f"{indent}{stamp()} {line}"
+        self.out(line)
+        with self._lock:
+            self.log.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.log, "a", encoding="utf-8") as f:
+                f.write(line + "\n")
 
     def _finish(self) -> None:
         """Close sessions left open, wait for the uploads, switch every device off."""
@@ -248,7 +266,7 @@ class Runner:
             self.notes.append(
                 f"sessions still open at the end were closed by the runner: {', '.join(left_open)}"
             )
-            self.out(f"  [{self.now():7.1f} s] closing sessions left open: {', '.join(left_open)}")
+            self.event(self.now(), f"closing sessions left open: {', '.join(left_open)}")
         if self.fast:
             self._until(self.now() + 1.0)
         else:
@@ -283,7 +301,7 @@ class Runner:
             self.notes.append(
                 f"uploads unfinished after sync_timeout = {self.scenario.sync_timeout:g} s: {late}"
             )
-        self.out(f"  [{self.now():7.1f} s] uploads settled in {time.monotonic() - t:.1f} s")
+        self.event(self.now(), f"uploads settled in {time.monotonic() - t:.1f} s")
 
     # -- status samples --------------------------------------------------------------------------
 

@@ -10,6 +10,9 @@
 Both keep the device clock's offset from real time by scenario second (``offsets``), so
 that the report can put device-clock readings on the scenario's time axis.
 
+A process's output (its log on stderr, what it prints) goes to its log file, every line
+with the time (UTC) it was written or, if it came without one, read (:class:`LogPipe`).
+
 Example::
 
     dev = ProcessDevice("bwc-1", data, sockets / "bwc-1.sock", logs / "bwc-1.log")
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import select
 import signal
 import subprocess
@@ -36,6 +40,43 @@ from simulator.control import ControlClient, ControlError, Pending, SimParts, pa
 from simulator.powercut import agent_command, cut
 
 BOOT_TIMEOUT = 90.0  # seconds an agent process may take to start (20 at once on 2 cores)
+_STAMPED = re.compile(rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")  # the CLI's log lines
+
+
+def stamp(at: float | None = None) -> str:
+    """A time (default now) as the logs write it: UTC, to the second."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if at is None else at))
+
+
+class LogPipe:
+    """Copies a process's output into a log file line by line, on its own thread; a line
+    without a time (what the process prints) gets the time it was read."""
+
+    def __init__(self, source: Any, log: Path, first: bytes = b"") -> None:
+        self.source = source
+        self.log = log
+        self.first = first  # what was read from the source already
+        self.thread = threading.Thread(target=self._copy, daemon=True)
+
+    def start(self) -> LogPipe:
+        self.thread.start()
+        return self
+
+    def join(self, timeout: float) -> None:
+        self.thread.join(timeout)
+
+    def _copy(self) -> None:
+        with open(self.log, "ab") as log:
+            if self.first:
+                log.write(stamped(self.first))
+                log.flush()
+            for line in self.source:
+                log.write(stamped(line))
+                log.flush()
+
+
+def stamped(line: bytes) -> bytes:
+    return line if _STAMPED.match(line) else stamp().encode() + b" " + line
 
 
 class DeviceDriver(Protocol):
@@ -93,6 +134,7 @@ class ProcessDevice(_Clocked):
         self.online = True
         self.proc: subprocess.Popen[bytes] | None = None
         self.client: ControlClient | None = None
+        self.stderr: LogPipe | None = None
         self._lock = threading.Lock()
 
     @property
@@ -111,9 +153,11 @@ class ProcessDevice(_Clocked):
             self.online = online
         options = ["--control", str(self.sock), "--clock-offset", repr(self.offset)]
         cmd, env = agent_command(self.data, *options, *([] if self.online else ["--offline"]))
+        env.pop("JOURNAL_STREAM", None)  # its log is a file here, not journald: with times
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, env=env)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        self.proc = proc
+        self.stderr = LogPipe(proc.stderr, self.log).start()
 
     def wait_ready(self, timeout: float = BOOT_TIMEOUT) -> None:
         """Until the agent says it records (after any recovery); then connect."""
@@ -133,16 +177,12 @@ class ProcessDevice(_Clocked):
             line += chunk
         if not line.startswith(b"recording:"):
             proc.wait(timeout=10)
+            if self.stderr is not None:
+                self.stderr.join(timeout=10)  # all it said is in the log
             tail = self.log.read_text(errors="replace").strip().splitlines()[-5:]
             raise ControlError(f"{self.id}: the agent did not start: " + " | ".join(tail))
-        threading.Thread(target=self._drain, args=(proc,), daemon=True).start()
+        LogPipe(proc.stdout, self.log, first=line).start()
         self.client = ControlClient(self.sock)
-
-    def _drain(self, proc: subprocess.Popen[bytes]) -> None:
-        assert proc.stdout is not None
-        with open(self.log, "ab") as log:
-            for line in proc.stdout:
-                log.write(line)
 
     def boot(self, t: float, offset_hours: float | None, online: bool | None) -> None:
         self.launch(t, offset_hours, online)

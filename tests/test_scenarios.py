@@ -9,6 +9,7 @@ with ``make scenarios``.
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +27,7 @@ from simulator.control import (
 )
 from simulator.device import SimDevice, shipped_route, sim_factory
 from simulator.scenario_actions import control_command
-from simulator.scenario_drivers import InProcessDevice
+from simulator.scenario_drivers import InProcessDevice, stamp, stamped
 from simulator.scenario_facts import (
     CutFact,
     DeviceFacts,
@@ -42,6 +43,7 @@ from simulator.scenario_facts import (
 from simulator.scenario_model import Scenario, ScenarioError, load_scenario, needs_real_time
 from unbroken.cli import main
 
+STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"  # how the logs write the time
 SHIPPED = Path(__file__).resolve().parent.parent / "simulator" / "scenarios"
 NAMED = (  # the six the regulation asks for, and power cuts
     "routine-stop",
@@ -457,6 +459,13 @@ def test_control_channel_drives_a_recording_device(
     assert s.id == sid and [g["cause"] for g in s.gaps] == ["camera", "storage_full"]
 
 
+def test_a_process_log_line_gets_a_time_unless_it_has_one() -> None:
+    assert re.fullmatch(rf"{STAMP} recording: idle\n", stamped(b"recording: idle\n").decode())
+    line = b"2026-12-05T04:53:48Z WARNING agent.recorder: camera fault\n"
+    assert stamped(line) == line
+    assert stamp(0) == "1970-01-01T00:00:00Z"
+
+
 def test_settling_waits_for_what_the_device_notices() -> None:
     fps = 25
     assert settle_frames(parse_command({"cmd": "press"}), fps) == 0
@@ -524,9 +533,23 @@ def _svgs(report: Path) -> list[str]:
 
 
 def test_device_fault_scenario_fast(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out = _run(SHIPPED / "device-fault-voice.toml", tmp_path / "r", capsys, "--fast")
+    work = tmp_path / "w"
+    code, out = _run(
+        SHIPPED / "device-fault-voice.toml",
+        tmp_path / "r",
+        capsys,
+        "--fast",
+        "--workdir",
+        str(work),
+    )
     assert code == 0, out
     assert "RESULT: PASS" in out and "camera at" in out
+    # told as it happened, with the time and the scenario second, and the state after
+    told = re.search(rf"^  {STAMP} \[    7\.0 s\] ok  bwc-hf-0002: camera ok=False .*$", out, re.M)
+    assert told and "interrupted: camera" in told.group(0), out
+    log = (work / "logs" / "runner.log").read_text(encoding="utf-8").splitlines()
+    assert len(log) > 10 and all(re.match(rf"\s*{STAMP} ", line) for line in log), log
+    assert told.group(0) in log
     assert _svgs(tmp_path / "r") == ["bwc-hf-0002"]
     doc = json.loads((tmp_path / "r" / "report.json").read_text())
     causes = [g["cause"] for g in doc["facts"]["devices"]["bwc-hf-0002"]["gaps"]]
@@ -535,9 +558,15 @@ def test_device_fault_scenario_fast(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 @pytest.mark.slow
 def test_routine_stop_in_real_time(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out = _run(SHIPPED / "routine-stop.toml", tmp_path / "r", capsys)
+    work = tmp_path / "w"
+    code, out = _run(SHIPPED / "routine-stop.toml", tmp_path / "r", capsys, "--workdir", str(work))
     assert code == 0, out
     assert "PASS  uploaded_within_24h" in out
+    for name in ("runner.log", "bwc-hf-0001.log"):  # every line with its time
+        log = (work / "logs" / name).read_text(encoding="utf-8").splitlines()
+        assert log and all(re.match(rf"\s*{STAMP} ", line) for line in log), (name, log)
+    device_log = (work / "logs" / "bwc-hf-0001.log").read_text(encoding="utf-8")
+    assert re.search(rf"^{STAMP} recording: ", device_log, re.M)  # what it printed, too
     assert _svgs(tmp_path / "r") == ["bwc-hf-0001"]
     assert "Device bwc-hf-0001" in (tmp_path / "r" / "store-report.txt").read_text()
 
