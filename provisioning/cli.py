@@ -12,6 +12,7 @@
     unbroken provision broker-config --agency AGENCY --out DIR --port PORT
     unbroken provision enroll-panel --room R --out DIR
     unbroken provision enroll-store --name N --out DIR
+    unbroken provision officers (--officer BADGE ... | --pins FILE) --out officers.json
     unbroken provision devices
 
 ``--agency`` defaults to $UNBROKEN_AGENCY. Handlers raise ProvisionError for user errors.

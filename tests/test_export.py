@@ -597,7 +597,10 @@ def test_what_the_store_holds_exports_the_same_media(
         assert main([*args, "--session", sid, "--out", str(tmp_path / "nokey")]) == 2
         err = capsys.readouterr().err
         assert f"this host has no {key_file}" in err and "store lay-out --config" in err
-        assert "unbroken export DIR --evidence-key FILE" in err
+        assert "give it with --evidence-key FILE" in err
+        brought = ["--evidence-key", str(tmp_path / "evidence.key")]  # from removable media
+        assert main([*args, "--session", sid, "--out", str(tmp_path / "brought"), *brought]) == 0
+        assert (tmp_path / "brought" / mp4.name).read_bytes() == mp4.read_bytes()
         (tmp_path / "evidence.key").rename(key_file)
 
         # the store's holdings as an evidence directory: verify runs on it
@@ -623,6 +626,7 @@ def test_what_the_store_holds_exports_the_same_media(
         assert [(r["action"], r["session"]) for r in log] == [
             ("export", sid),
             ("export", sid),  # the one refused for want of the key: on record too
+            ("export", sid),
             ("lay-out", None),
             ("lay-out", None),
         ]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import nacl.signing
 
-from evidence.manifest import UNKNOWN_LOCATION, Audio, SegmentManifest, Video
+from evidence.manifest import UNKNOWN_LOCATION, Audio, Encryption, SegmentManifest, Video
 from evidence.seal import Entry, Moment, Sealer
-from evidence.verify import MediaFacts, verify_chain
+from evidence.verify import MediaFacts, sealed_to, verify_chain, wrong_evidence_key
 
 FPS = 10
 
@@ -154,3 +156,25 @@ def test_a_voice_clip_after_a_written_statement_does_not_replace_it() -> None:
     ]
     (g,), problems = session_gaps(entries)
     assert g.explanation == "written" and not problems.bad_statements
+
+
+def test_a_wrong_evidence_key_is_named_once_with_the_key_sealed_to() -> None:
+    s = Sealer(KEY, "bwc-1", None)
+    moment = Moment(1_700_000_000, 1.0, True)
+    entries, _ = _chain(KEY, segments=1)
+    plain = SegmentManifest.from_body(entries[2].body)
+    assert wrong_evidence_key(_named(entries), "aaaa") is None  # nothing encrypted
+
+    def sealed(index: int, key: str, scheme: str = "x") -> Entry:
+        m = replace(plain, index=index, encryption=Encryption(scheme, key))
+        return s.seal("segment", m.to_body(), moment, "s1")
+
+    chain = _named([sealed(0, "k1"), sealed(1, "k1"), sealed(2, "k2"), sealed(3, "", "none")])
+    assert sealed_to(chain) == ["k1", "k2"]
+    assert wrong_evidence_key(chain, "k2") is None
+    assert wrong_evidence_key(chain[:2], "k9") == (
+        "key k9 is not the key these segments were sealed to: they name key k1"
+    )
+    assert wrong_evidence_key(chain, "k9") == (
+        "key k9 is not the key these segments were sealed to: they name keys k1, k2"
+    )

@@ -4,8 +4,13 @@
 - ``unbroken provision init-agency|enroll|assign|revoke|broker-config ...`` (the admin)
 - ``unbroken store run|report|explain|send|lay-out|export --config store.toml`` (the agency)
 - ``unbroken sim session --seconds N --data DIR [--badge B]`` (testers)
-- ``unbroken verify DIR [--pubkey FILE] [--json] [--strict]`` (anyone)
+- ``unbroken verify DIR [--pubkey FILE] [--evidence-key FILE] [--json] [--strict]`` (anyone)
 - ``unbroken export DIR [--session ID] --out DIR [--evidence-key FILE] [--accept-problems]``
+
+What a user waits for (verify, export, store export, store lay-out) shows its progress on
+stderr when that is a terminal; ``--progress`` shows it anyway, ``--quiet`` never. PINs
+are never arguments: ``--attest BADGE`` asks for each, or ``--pins FILE`` (mode 0600)
+holds them.
 - ``unbroken demo [--workdir DIR]``
 """
 
@@ -114,14 +119,18 @@ def cmd_store_export(args: argparse.Namespace) -> int:
 
     config = load_store_config(args.config)
     _writable(args.out)
-    key = config.agency / "private" / "evidence.key"  # footage is encrypted to it (R7)
+    # The footage is encrypted to the agency's evidence key (R7): the store host need not
+    # keep it, the user may bring it (--evidence-key, from removable media, say).
+    key = args.evidence_key or config.agency / "private" / "evidence.key"
     no_key = (
-        f"this host has no {key}, the agency's private evidence key, which store export "
-        "reads: run unbroken store export where that key is kept, or lay the evidence out "
-        f"here, still encrypted (unbroken store lay-out --config {args.config} --device "
-        f"{args.device} --out DIR) and export it where the key is (unbroken export DIR "
-        "--evidence-key FILE)"
+        f"this host has no {key}, the agency's private evidence key: give it with "
+        "--evidence-key FILE, or run unbroken store export where it is kept, or lay the "
+        f"evidence out here, still encrypted (unbroken store lay-out --config {args.config} "
+        f"--device {args.device} --out DIR) and export it where the key is (unbroken export "
+        "DIR --evidence-key FILE)"
     )
+    if args.evidence_key is not None and not key.is_file():
+        raise CliError(f"{key}: evidence key file not found")
     view = Path(tempfile.mkdtemp(prefix=".unbroken-view-", dir=args.out))
     try:
         with progress_shown(progress_wanted(args)) as progress:
@@ -471,6 +480,13 @@ def _add_store_commands(sub: argparse._SubParsersAction) -> None:
     se.add_argument("--config", type=Path, required=True, help="store.toml")
     se.add_argument("--device", required=True)
     _export_arguments(se)
+    se.add_argument(
+        "--evidence-key",
+        type=Path,
+        metavar="FILE",
+        help="the agency's evidence key the footage is encrypted to "
+        "(default: AGENCY/private/evidence.key of the store's configuration)",
+    )
     se.add_argument(
         "--who",
         default=getpass.getuser(),
