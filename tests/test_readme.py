@@ -1,46 +1,285 @@
-"""What the README shows a new user works: every device-settings example is valid settings,
-and the command-line example records a session that verifies."""
+"""The docs are true: every command block in README.md and docs/*.md runs, every settings
+example is valid settings, and every option a doc shows exists.
+
+Each document's shell blocks (```sh, ```bash, ```console, ```shell) run in order in one
+shell (``bash -e``) in a fresh directory, against what they start themselves (a real
+Mosquitto from the provisioned configuration, a store worker, agents on simulated
+hardware): a stale example fails the build. A command ending in ``&`` runs in the
+background until the document's last block has run. Two marks, an HTML comment on the
+line before a block, say what the test does instead:
+
+    <!-- not run: REASON -->      the block is not run here, for that reason (a Pi, sudo)
+    <!-- file: PATH -->           the block (a store.toml, a device.toml) is written to PATH
+                                  before the next shell block runs
+
+The docs are written for a real installation; the test roots its places in the run's
+directory (``PLACES``), stands the agency's directory in for the placeholder ``AGENCY``,
+and gives the broker a free port instead of 8883.
+"""
 
 from __future__ import annotations
 
+import argparse
+import os
 import re
 import shlex
+import shutil
+import signal
 import subprocess
-import sys
+import tempfile
 import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from common.settings import DeviceConfig
+from simulator.mosquitto import free_port
 from store.config import StoreConfig
+from unbroken.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
-README = (ROOT / "README.md").read_text(encoding="utf-8")
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+SHELL = {"sh", "bash", "console", "shell"}
+PLACES = ("/var/lib/unbroken", "/etc/unbroken", "/srv/unbroken", "/tmp")
+AGENCY = "/etc/unbroken/agency"  # what the placeholder AGENCY stands for
+PORT = "8883"  # the broker's port in the docs
+DOC_SECONDS = 300  # one document's blocks, all together
+
+_FENCE = re.compile(r"^(\s*)```(\S*)\s*$")
+_MARK = re.compile(r"^\s*<!--\s*(not run|file):\s*(.*?)\s*-->\s*$")
 
 
-def _blocks(lang: str) -> list[str]:
-    return re.findall(rf"```{lang}\n(.*?)```", README, flags=re.S)
+@dataclass(frozen=True)
+class Block:
+    doc: Path
+    line: int  # of the opening fence, from 1
+    lang: str
+    text: str
+    mark: tuple[str, str] | None  # ("not run", reason) or ("file", path)
+
+    @property
+    def where(self) -> str:
+        return f"{self.doc.relative_to(ROOT)}:{self.line}"
 
 
-@pytest.mark.parametrize("text", _blocks("toml"), ids=lambda t: t.splitlines()[0][:40])
-def test_every_settings_example_is_valid(text: str) -> None:
-    data = tomllib.loads(text)
-    model = StoreConfig if "database" in data else DeviceConfig  # a store.toml, or a device's
-    model.model_validate(data)
+def blocks(doc: Path) -> list[Block]:
+    """Every fenced block of ``doc``, its text dedented by the fence's indentation."""
+    lines = doc.read_text(encoding="utf-8").splitlines()
+    found, i = [], 0
+    while i < len(lines):
+        opening = _FENCE.match(lines[i])
+        if not opening:
+            i += 1
+            continue
+        indent, lang, start = len(opening.group(1)), opening.group(2), i
+        i += 1
+        body = []
+        while i < len(lines) and lines[i].strip() != "```":
+            body.append(lines[i][indent:])
+            i += 1
+        i += 1
+        before = next((t for t in reversed(lines[:start]) if t.strip()), "")
+        mark = _MARK.match(before)
+        found.append(
+            Block(
+                doc,
+                start + 1,
+                lang,
+                "\n".join(body) + "\n",
+                (mark.group(1), mark.group(2)) if mark else None,
+            )
+        )
+    return found
+
+
+def all_blocks() -> Iterator[Block]:
+    for doc in DOCS:
+        yield from blocks(doc)
+
+
+def _doc_id(doc: Path) -> str:
+    return str(doc.relative_to(ROOT))
+
+
+# -- fast: what the docs show exists ------------------------------------------------------
+
+
+def test_every_mark_is_one_the_test_honours() -> None:
+    """A block not run says why; a file block is not a command; a shell block is either run
+    or marked, so a new block that cannot run here must say so."""
+    for b in all_blocks():
+        if b.mark is None:
+            continue
+        kind, value = b.mark
+        assert value, f"{b.where}: a '{kind}' mark without its reason or path"
+        if kind == "file":
+            assert b.lang not in SHELL, f"{b.where}: a command block cannot be a file"
+        else:
+            assert b.lang in SHELL, f"{b.where}: only command blocks are run, or not"
+
+
+@pytest.mark.parametrize(
+    "block",
+    [b for b in all_blocks() if b.lang == "toml"],
+    ids=lambda b: b.where,
+)
+def test_every_settings_example_is_valid(block: Block) -> None:
+    data = tomllib.loads(block.text)
+    if "database" in data or "receipts" in data:  # a store.toml (or a part of one)
+        if "database" in data:
+            StoreConfig.model_validate(data)
+        return
+    if block.doc.name == "testers-guide.md":
+        return  # scenario files: tests/test_scenarios.py plays the shipped ones
+    DeviceConfig.model_validate(data)
+
+
+def _commands(text: str) -> Iterator[list[str]]:
+    """Each ``unbroken ...`` command in a block, continuation lines joined, comments cut."""
+    for line in text.replace("\\\n", " ").splitlines():
+        words = line.split(" #")[0].split()
+        at = next(
+            (
+                i
+                for i, w in enumerate(words[:-1])
+                if (w == "unbroken" or w.endswith("/unbroken")) and words[i + 1][0].isalpha()
+            ),
+            None,
+        )
+        if at is not None:
+            yield words[at + 1 :]
+
+
+def _options(words: list[str]) -> set[str] | None:
+    """The options the command named by ``words`` takes (None: not a command we know)."""
+    parser = build_parser(words)
+    for word in words:
+        if word.startswith("-"):
+            break
+        sub = next(
+            (a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None
+        )
+        if sub is None:
+            break
+        names = [w for w in word.split("|") if w in sub.choices]
+        if not names:
+            return None
+        parsers = [sub.choices[n] for n in names]
+        if len(parsers) > 1:  # open-session|close-session: what any of them takes
+            return {o for p in parsers for a in p._actions for o in a.option_strings}
+        parser = parsers[0]
+    return {o for a in parser._actions for o in a.option_strings}
+
+
+def test_every_option_the_docs_show_exists() -> None:
+    """Every ``--option`` of every ``unbroken`` command in a block (commands and the
+    command-line summaries alike) is one that command takes."""
+    wrong = []
+    for b in all_blocks():
+        if b.lang not in SHELL | {""}:
+            continue
+        for words in _commands(b.text):
+            known = _options(words)
+            if known is None:
+                wrong.append(f"{b.where}: no command `unbroken {' '.join(words[:2])}`")
+                continue
+            for w in words:
+                option = w.strip("[]").split("=")[0]
+                if option.startswith("--") and option not in known:
+                    wrong.append(f"{b.where}: `unbroken {' '.join(words[:2])}` has no {option}")
+    assert not wrong, "\n".join(wrong)
+
+
+# -- slow: every command block runs -------------------------------------------------------
+
+
+_PLACE = re.compile(rf"(?<![\w.])({'|'.join(map(re.escape, PLACES))})(?=/|\b)")
+
+
+def _localised(text: str, root: Path, port: str) -> str:
+    text = re.sub(r"(?<![\w/$])AGENCY\b", AGENCY, text)
+    text = _PLACE.sub(lambda m: f"{root}{m.group(1)}", text)  # one pass: root is in /tmp
+    return re.sub(rf"\b{PORT}\b", port, text)
+
+
+def script(doc: Path, root: Path, progress: Path, port: str) -> str:
+    """One shell script of the document's blocks, each announcing itself on fd 3."""
+    out = [
+        "set -eu -o pipefail",
+        f"exec 3>>{shlex.quote(str(progress))}",
+        # stop what the blocks left running: SIGTERM, which agents and stores obey
+        "trap 'kill $(jobs -p) 2>/dev/null || true; wait || true' EXIT",
+    ]
+    for n, b in enumerate(blocks(doc)):
+        if b.mark and b.mark[0] == "file":
+            path = Path(_localised(b.mark[1], root, port))
+            body = _localised(b.text, root, port)
+            out += [
+                f"echo {n} >&3",
+                f"mkdir -p {shlex.quote(str(path.parent))}",
+                f"cat > {shlex.quote(str(path))} <<'UNBROKEN_DOC_EOF'",
+                body.rstrip("\n"),
+                "UNBROKEN_DOC_EOF",
+            ]
+        elif b.lang in SHELL and b.mark is None:
+            out += [f"echo {n} >&3", _localised(b.text, root, port)]
+    return "\n".join(out) + "\n"
+
+
+def _runnable(doc: Path) -> bool:
+    return any(b.lang in SHELL and b.mark is None for b in blocks(doc))
 
 
 @pytest.mark.slow
-def test_the_command_line_example_records_and_verifies(tmp_path: Path) -> None:
-    example = next(b for b in _blocks("sh") if "sim session" in b and "verify" in b)
-    for line in example.strip().splitlines():
-        args = shlex.split(line.replace("/tmp/bwc", str(tmp_path / "bwc")))
-        assert args[0].endswith("unbroken"), line
-        done = subprocess.run(
-            [sys.executable, "-m", "unbroken.cli", *args[1:]],
-            capture_output=True,
+@pytest.mark.parametrize("doc", [d for d in DOCS if _runnable(d)], ids=_doc_id)
+def test_every_command_block_runs(doc: Path) -> None:
+    """The document's command blocks, in order, in a fresh directory: each must succeed."""
+    # a short root: the docs' Unix sockets (agent run --control) must fit in 108 bytes
+    root = Path(tempfile.mkdtemp(prefix="ubdoc-"))
+    try:
+        (root / "work").mkdir()
+        (root / "work" / ".venv").symlink_to(ROOT / ".venv")  # as in a clone after `make`
+        for place in PLACES:
+            (root / place.lstrip("/")).mkdir(parents=True, exist_ok=True)
+        progress = root / "progress"
+        progress.touch()
+        text = script(doc, root, progress, str(free_port()))
+        env = {
+            **os.environ,
+            "PATH": f"{ROOT / '.venv' / 'bin'}:/usr/sbin:{os.environ.get('PATH', '')}",
+            "PYTHONPATH": str(ROOT),
+        }
+        env.pop("UNBROKEN_AGENCY", None)
+        proc = subprocess.Popen(
+            ["bash", "-c", text],
+            cwd=root / "work",
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             text=True,
-            timeout=300,
+            start_new_session=True,  # its own process group: all it started ends with it
         )
-        assert done.returncode == 0, (line, done.stderr[-1000:])
-    assert "RESULT: OK" in done.stdout
+        try:
+            output, _ = proc.communicate(timeout=DOC_SECONDS)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            output, _ = proc.communicate()
+            proc.returncode = -1
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # anything a block left behind
+            except ProcessLookupError:
+                pass
+        ran = progress.read_text().split()
+        print(output)  # shown with -rP: what the docs' commands said
+        if proc.returncode != 0:
+            failed = blocks(doc)[int(ran[-1])] if ran else None
+            where = f"{failed.where}:\n{failed.text}" if failed else "before the first block"
+            pytest.fail(
+                f"exit {proc.returncode} in the block at {where}\n--- output ---\n"
+                f"{output[-4000:]}"
+            )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
