@@ -39,7 +39,7 @@ def add_sim_parsers(sim_subparsers: Any) -> None:
     )
     r.add_argument("--workdir", type=Path, help="where the site and devices live (new or empty)")
     r.add_argument("--keep", action="store_true", help="keep the workdir even when all passes")
-    r.set_defaults(func=_lazy("simulator.scenario", "cmd_run"))
+    r.set_defaults(func=_lazy("simulator.scenario_cli", "cmd_run"))
 
     p = sim_subparsers.add_parser(
         "panel", help="a web page for a simulated fleet: buttons, LEDs, preview, log, sync"

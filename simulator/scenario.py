@@ -9,7 +9,8 @@ opened by the case system, written statements. Then every device's evidence is v
 its receipts read, the store asked for its report, and each expectation judged
 (:mod:`simulator.scenario_facts`). The report (terminal, and HTML with a timeline picture
 per device: :mod:`simulator.timeline_report`) names every expectation that failed, and
-the exit code is 1 if any did (2: the scenario could not be run).
+the exit code is 1 if any did (2: the scenario could not be run); the command itself
+is :mod:`simulator.scenario_cli`, the run :class:`Runner`.
 
 ``--fast`` runs the devices in this process on simulated time, as fast as the encoder
 goes, with no broker, store or processes: only for scenarios that need none of those
@@ -30,17 +31,13 @@ Example::
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import json
 import shutil
-import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -55,16 +52,13 @@ from simulator.scenario_actions import (
 )
 from simulator.scenario_collect import collect_device, status_sample, store_gaps
 from simulator.scenario_drivers import DeviceDriver, InProcessDevice, stamp
-from simulator.scenario_facts import ActionRecord, Outcome, RunFacts, Sample, check_all
+from simulator.scenario_facts import ActionRecord, RunFacts, Sample
 from simulator.scenario_model import (
     Action,
     DoorAction,
     KeyAction,
     Scenario,
-    ScenarioError,
-    load_scenario,
     matching,
-    needs_real_time,
 )
 from simulator.scenario_start import boot_fleet, provision_fleet
 from simulator.site import LocalSite
@@ -351,69 +345,3 @@ class Runner:
                 drv.kills,
                 sorted(self.samples[i], key=lambda s: s.t),
             )
-
-
-def run_scenario(
-    path: Path,
-    report: Path | None = None,
-    fast: bool = False,
-    workdir: Path | None = None,
-    keep: bool = False,
-    out: Callable[[str], None] = print,
-) -> tuple[RunFacts, list[Outcome]]:
-    """Load, run, judge and report one scenario (ScenarioError: it cannot be run)."""
-    from simulator.timeline_report import format_text, write_html
-
-    scenario = load_scenario(path)
-    if fast and (why := needs_real_time(scenario)):
-        raise ScenarioError(
-            f"{path}: cannot run --fast (no broker, store or processes):\n  " + "\n  ".join(why)
-        )
-    temporary = workdir is None
-    if workdir is None:
-        workdir = Path(tempfile.mkdtemp(prefix=f"unbroken-sim-{scenario.name}-"))
-    elif workdir.exists() and any(workdir.iterdir()):
-        raise ScenarioError(f"--workdir {workdir}: not empty (a run needs a fresh site)")
-    workdir.mkdir(parents=True, exist_ok=True)
-    facts = Runner(scenario, workdir, fast, out).run()
-    outcomes = check_all(scenario.expect, facts)
-    if report is not None:
-        report.mkdir(parents=True, exist_ok=True)
-        write_html(scenario, facts, outcomes, report / "report.html")
-        (report / "report.json").write_text(
-            json.dumps(
-                {"facts": asdict(facts), "outcomes": [asdict(o) for o in outcomes]},
-                ensure_ascii=False,
-                indent=1,
-                default=str,
-            )
-        )
-        if (workdir / "store-report.txt").exists():
-            shutil.copy(workdir / "store-report.txt", report / "store-report.txt")
-    out(format_text(scenario, facts, outcomes, report / "report.html" if report else None))
-    failed = any(not o.ok for o in outcomes)
-    if temporary and not keep and not failed:
-        shutil.rmtree(workdir, ignore_errors=True)
-    elif failed or keep:
-        out(f"evidence, logs and the store are kept in {workdir}")
-    return facts, outcomes
-
-
-def _say(line: str) -> None:
-    print(line, flush=True)  # interleaved with the devices' warnings on stderr
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    try:
-        _, outcomes = run_scenario(
-            args.scenario,
-            args.report,
-            fast=args.fast,
-            workdir=args.workdir,
-            keep=args.keep,
-            out=_say,
-        )
-    except (ScenarioError, ControlError) as e:
-        print(f"unbroken: error: {e}", file=sys.stderr)
-        return 2
-    return 1 if any(not o.ok for o in outcomes) else 0
