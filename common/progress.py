@@ -66,6 +66,8 @@ class _Bars:
             self.phase = phase
             self.bar = tqdm(total=total, unit="step", desc=phase, file=self.stream, leave=False)
         self.bar.update(done - self.bar.n)
+        if total is not None and done >= total:
+            self.close()  # gone before the command prints its result on the same terminal
 
     def close(self) -> None:
         if self.bar is not None:
