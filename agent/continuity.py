@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from agent.chain import ChainWriter
 from agent.interruptions import Explained, InterruptionTracker, Started, fault_key
+from agent.overload import LoadChange
 from agent.session import OpenSession
 from common.settings import DeviceConfig
 from device.power import Battery
@@ -58,6 +59,7 @@ class Continuity:
         self._wall_offset: float | None = None
         self._storage_warned = False
         self._degraded = False
+        self._lost_before: list[tuple[Moment, Moment, str]] = []  # outside a session
 
     # -- faults and interruptions -----------------------------------------------------------
 
@@ -109,6 +111,28 @@ class Continuity:
         started = Started(str(uuid.uuid4()), cause, start, affects, detail)
         self.seal_interruption(started, end=end)
         self.gaps.resumed_after(started, end)
+
+    def time_lost(self, start: Moment, end: Moment, detail: str) -> bool:
+        """The recorder could not keep real time from ``start`` to ``end``: in a session an
+        ``overload`` gap, over as soon as found (True); outside one it is kept, for the
+        pre-event footage a session may take (:meth:`opened`)."""
+        self._error(f"overload: {detail}")
+        if self._session() is None:
+            window = self.config.recording.prebuffer_seconds
+            self._lost_before = [g for g in self._lost_before if g[1].mono > end.mono - window]
+            self._lost_before.append((start, end, detail))
+            return False
+        self.found_over("overload", start, end, ["video", "audio"], detail)
+        return True
+
+    def opened(self, at: Moment) -> None:
+        """A session opened at ``at``: time lost within its pre-event window is its gap too
+        (the footage either side of it became the session's)."""
+        window = self.config.recording.prebuffer_seconds
+        lost, self._lost_before = self._lost_before, []
+        for start, end, detail in lost:
+            if end.mono > at.mono - window:
+                self.found_over("overload", start, end, ["video", "audio"], detail)
 
     def ended_at_boot(self, gap_id: str, at: Moment) -> None:
         """A gap sealed open before a shutdown inside the session ends at this boot."""
@@ -183,6 +207,17 @@ class Continuity:
         else:
             self.clear("storage_full")
         return StorageCheck(full, degrade)
+
+    def load_changed(self, change: LoadChange) -> None:
+        """The recorder stepped its load down or back up: sealed, so the change of picture
+        rate and bitrate is on record."""
+        session = self._session()
+        body = change.event()
+        log.warning(
+            "%s to level %d (%s): %d b/s, %s pictures a second",
+            body["type"], change.level, change.reason, change.bitrate, body["picture_rate"],
+        )  # fmt: skip
+        self.chain.seal("event", body, session.id if session else None)
 
     def note_fix(self, has_fix: bool) -> None:
         """Losing the GNSS fix is an event, not a gap: the footage goes on."""

@@ -91,6 +91,7 @@ class SessionLifecycle:
         )  # fmt: skip
         self.paused = False
         self.segments.opened(at)
+        self.continuity.opened(at)
         self.led = "on"
 
     def close(self, trigger: str | None = None, case: CaseCommand | None = None) -> None:

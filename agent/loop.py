@@ -59,6 +59,12 @@ class Pacer:
         self.start = start
         self.max_lag = max_lag
 
+    def restart(self, frames: int, at: float) -> None:
+        """Frame ``frames`` was due ``at``: the schedule goes on from there. After time was
+        lost (and sealed as lost), racing to catch up would squeeze real time into fewer
+        seconds of footage than it took."""
+        self.start = at - frames / self.fps
+
     def delay(self, frames: int, now: float) -> float:
         """Seconds to wait after ``frames`` frames (0 when late)."""
         delay = self.start + frames / self.fps - now
@@ -115,9 +121,11 @@ class FrameLoop:
             self.controls.show(self.recorder.indicator)
         relay_state(self.recorder, self.uploader, self.lamp)
 
-    def frame(self) -> None:
-        self.recorder.step()
+    def frame(self) -> bool:
+        """One frame; whether real time was lost before it (see :class:`Pacer`)."""
+        lost = bool(self.recorder.step())
         self.show()
+        return lost
 
     def run(self, frames: int | None = None, seconds: float | None = None) -> int:
         """``frames``: exactly that many frame intervals (device time goes on while the
@@ -127,7 +135,9 @@ class FrameLoop:
         pacer = Pacer(self.fps, t0, self.max_lag)
         n = 0
         while self._more(n, frames, seconds, t0):
-            self.frame()
+            began = time.monotonic()
+            if self.frame():
+                pacer.restart(n, began)
             n += 1
             if self.service is not None:
                 self.service.alive(time.monotonic())

@@ -330,26 +330,28 @@ class Recorder:
 
     # -- the frame loop ------------------------------------------------------------
 
-    def step(self) -> None:
+    def step(self) -> bool:
         """Handle queued events, then capture, watermark and encode one frame
-        (:mod:`agent.frames`: faults never stop the loop)."""
+        (:mod:`agent.frames`: faults never stop the loop). Returns whether real time was
+        lost before the frame (sealed as an ``overload`` gap)."""
         if self.powered_off:
-            return
+            return False
         self.handle_events()
         now = self.clock.monotonic()
         self.life.act(self.machine.tick(now))
         self.continuity.tick()
         if self.machine.state == State.IDLE:
-            return
+            return False
         self.continuity.check_clock()
         self._frames_since_check += 1
         if self._frames_since_check >= self.config.recording.fps:
             self._frames_since_check = 0
             if self.continuity.power_critical(self.hw.battery):
                 self.stop(reason="battery", close_session=False)
-                return
+                return False
             self.frames.check_storage()
         self.frames.record(self.badges, self.room_id, self.paused)
+        return self.frames.lost
 
     # -- internals -------------------------------------------------------------------
 
@@ -412,6 +414,7 @@ class Recorder:
             "panel": self.panel_state if self.room else None,
             "explain_prompt": self.gaps.prompting,
             "unexplained": list(self.gaps.unexplained),
+            "load": self.frames.load(),
         }
 
 

@@ -127,6 +127,7 @@ class Segmenter:
         self._buffer: deque[_Buffered] = deque()
         self.frame_no = 0  # frames since capture started: the media timeline
         self.degraded = False  # lower bitrate: the disk is nearly full (from the next cut)
+        self.load_bitrate: int | None = None  # the machine is overloaded (from the next cut)
         self._frames_per_segment = config.recording.fps * config.recording.segment_seconds
         (root / SPOOL).mkdir(parents=True, exist_ok=True)
 
@@ -158,9 +159,10 @@ class Segmenter:
         self.frame_no += 1
         self._close_handed_over()
 
-    def skip(self) -> None:
-        """A frame not kept (paused, disk full, encoder failed): the timeline goes on."""
-        self.frame_no += 1
+    def skip(self, frames: int = 1) -> None:
+        """Frames not kept (paused, disk full, encoder failed, time lost to an overload):
+        the timeline goes on."""
+        self.frame_no += frames
 
     def begin(self, mono: float, wall: float) -> OpenSegment:
         bitrate = self._bitrate()
@@ -221,10 +223,11 @@ class Segmenter:
         return segs[0].start if segs else None
 
     def _bitrate(self) -> int:
-        # degraded: stretch the space left rather than stop recording
-        if self.degraded:
-            return self.config.storage.degrade_bitrate
-        return self.config.recording.video_bitrate
+        # degraded: stretch the space left rather than stop recording; overloaded: a
+        # lighter load for an encoder that cannot keep real time
+        rec, storage = self.config.recording, self.config.storage
+        rate = storage.degrade_bitrate if self.degraded else rec.video_bitrate
+        return min(rate, self.load_bitrate or rate)
 
     def _drop_encoders(self) -> None:
         for encoder in self._encoders.values():

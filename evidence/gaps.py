@@ -29,6 +29,7 @@ CAUSES = (
     "power_loss",  # found at the next boot from the journal
     "clock_jump",  # the wall clock jumped; monotonic time is unaffected
     "officer_stop",  # recording stopped while the session stayed open
+    "overload",  # the recorder could not keep real time (a stall, a slow or busy machine)
 )
 
 MIN_ATTESTERS = 2  # a written statement needs at least two distinct officers
