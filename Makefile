@@ -89,8 +89,9 @@ $(BROWSER)/node_modules/.installed: $(BROWSER)/package.json $(BROWSER)/package-l
 	cd $(BROWSER) && npm ci --no-audit --no-fund
 	touch $@
 
-# On the board, as root: the agent as a systemd service (agent/units/install.sh: packages,
-# user, venv with the system's site packages, data directory, unit enabled).
+# On the board, as root: the agent as a systemd service (agent/units/install.sh: packages
+# without recommended ones, user in the device groups the system has, venv with the system's
+# site packages, `unbroken` on PATH, data directory, unit enabled). docs/raspberry-pi.md.
 install-pi:
 	sh agent/units/install.sh
 

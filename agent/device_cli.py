@@ -1,63 +1,128 @@
 """``unbroken agent ...``: the device's provisioning commands (docs/provisioning.md).
 
     unbroken agent keygen --data DEVDIR --out REQUEST [--serial S] [--role R] [--device-id D]
-                          [--key-store file|tpm] [--tcti TCTI] [--config device.toml]
+                          [--model M | --sim] [--key-store file|tpm] [--tcti TCTI]
+                          [--config device.toml]
     unbroken agent install BUNDLE --data DEVDIR [--agency-key FILE]
     unbroken agent apply COMMAND --data DEVDIR
     unbroken agent rotate-key --data DEVDIR --out REQUEST
-    unbroken agent status --data DEVDIR
+    unbroken agent status --data DEVDIR [--json]
 
-Run them while the recorder is stopped (they append to the chain). Handlers raise
-ProvisionError for user errors, leaving DEVDIR unchanged when they refuse.
+Run them while the recorder is stopped (they append to the chain), as the user that owns
+DEVDIR (on a board, the service user: ``sudo -u unbroken -- unbroken agent ...``). REQUEST
+``-`` is standard output and BUNDLE or COMMAND ``-`` standard input, so that the service
+user needs no file of the login user's. Handlers raise ProvisionError for user errors,
+leaving DEVDIR unchanged when they refuse; a permission error names the user, the file and
+the directory that stopped it (:mod:`agent.access`).
 """
 
 from __future__ import annotations
 
 import argparse
 import fcntl
+import functools
 import json
 import os
+import sys
+import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from agent import enrolment
+from agent.access import denied
+from agent.board import board_model
 from agent.config import device_config
 from agent.enrolment import LOCK
-from agent.evidence_dir import PRIVATE, EvidenceDirError, read_public_key
+from agent.evidence_dir import PRIVATE, PUBKEY, EvidenceDirError, read_public_key
+from agent.identity import IDENTITY
 from agent.keys import key_store
 from agent.status_file import read_status
+from agent.status_text import format_status, keys_line
 from common import pki
-from common.cli import user_errors
-from device.keystore import WEAKER, Backend
+from common.cli import Handler, user_errors
+from device.keystore import Backend
 from evidence.names import ProvisionError, iso
 from evidence.seal import key_id
 
+STDIO = Path("-")
+
+
+def explained(fn: Handler) -> Handler:
+    """A permission error names the user, the file, the directory that stopped it and what
+    to run instead; other file-system errors as every command says them."""
+
+    @user_errors
+    @functools.wraps(fn)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return fn(args)
+        except PermissionError as e:
+            if not e.filename:
+                raise
+            argv = sys.argv[1:] if "agent" in sys.argv[1:3] else ()
+            raise ProvisionError(denied(e.filename, args.data, argv)) from None
+
+    return run
+
 
 def _read(path: Path, what: str) -> bytes:
+    if path == STDIO:
+        return sys.stdin.buffer.read()
     try:
         return path.read_bytes()
     except FileNotFoundError:
         raise ProvisionError(f"{path}: no such {what}") from None
 
 
-@user_errors
+@contextmanager
+def _output(out: Path) -> Iterator[Path]:
+    """Where a command writes its request: ``out``, or for ``-`` a private temporary file
+    copied to standard output once the command succeeded."""
+    if out != STDIO:
+        yield out
+        return
+    with tempfile.TemporaryDirectory(prefix="unbroken-") as tmp:
+        path = Path(tmp) / "request.json"
+        yield path
+        sys.stdout.buffer.write(path.read_bytes())
+        sys.stdout.flush()
+
+
+def _named(out: Path) -> str:
+    return "on standard output" if out == STDIO else str(out)
+
+
+def _say(args: argparse.Namespace) -> Callable[[str], None]:
+    """Messages go to standard error when standard output carries the request."""
+    stream = sys.stderr if args.out == STDIO else sys.stdout
+    return lambda line: print(line, file=stream)
+
+
+@explained
 def cmd_keygen(args: argparse.Namespace) -> int:
     backend, tcti = _key_store_choice(args)
-    identity = enrolment.keygen(
-        args.data,
-        args.out,
-        time.time(),
-        device_id=args.device_id,
-        serial=args.serial,
-        role=args.role,
-        model=args.model,
-        backend=backend,
-        tcti=tcti,
-    )
-    print(f"device {identity.device_id} ({identity.role}, {identity.model})")
-    print(f"  keys {_keys_line(key_store(args.data).describe())}")
-    print(f"  enrolment request {args.out}: take it to the agency (`provision enroll`)")
+    model = args.model
+    if model is None and not (args.data / IDENTITY).exists():
+        model = board_model(simulated=args.sim)  # a device enrolled before keeps its own
+    with _output(args.out) as out:
+        identity = enrolment.keygen(
+            args.data,
+            out,
+            time.time(),
+            device_id=args.device_id,
+            serial=args.serial,
+            role=args.role,
+            model=model,
+            backend=backend,
+            tcti=tcti,
+        )
+    say = _say(args)
+    say(f"device {identity.device_id} ({identity.role}, {identity.model})")
+    say(f"  keys {keys_line(key_store(args.data).describe())}")
+    say(f"  enrolment request {_named(args.out)}: take it to the agency (`provision enroll`)")
     return 0
 
 
@@ -74,13 +139,7 @@ def _key_store_choice(args: argparse.Namespace) -> tuple[Backend | None, str | N
     return config.keys.backend, config.keys.tcti
 
 
-def _keys_line(k: dict[str, Any]) -> str:
-    if k["backend"] == "tpm":
-        return f"tpm: sealed by this device's TPM ({k['tcti']}), a copied card cannot sign"
-    return f"file (WEAKER: {k.get('note', WEAKER)})"
-
-
-@user_errors
+@explained
 def cmd_install(args: argparse.Namespace) -> int:
     pinned = None
     if args.agency_key:
@@ -94,11 +153,11 @@ def cmd_install(args: argparse.Namespace) -> int:
     note = " (first install: trusting the agency key it carries)" if first and not pinned else ""
     print(f"installed bundle {b['bundle_sha256'][:16]}… from agency {b['agency_key_id']}{note}")
     print(f"  broker {b['broker']['host']}:{b['broker']['port']}; chain entry {entry.seq}")
-    print(f"  keys {_keys_line(key_store(args.data).describe())}")
+    print(f"  keys {keys_line(key_store(args.data).describe())}")
     return 0
 
 
-@user_errors
+@explained
 def cmd_apply(args: argparse.Namespace) -> int:
     entry = enrolment.apply_command(args.data, _read(args.command, "command"), time.time())
     b = entry.body
@@ -107,25 +166,26 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return 0
 
 
-@user_errors
+@explained
 def cmd_rotate_key(args: argparse.Namespace) -> int:
-    entry = enrolment.rotate_key(args.data, args.out, time.time())
-    print(f"key {entry.payload['key']} → {entry.body['new_key_id']}; chain entry {entry.seq}")
-    print(f"  rotation request {args.out}: import it at the agency (`provision rotate`)")
+    with _output(args.out) as out:
+        entry = enrolment.rotate_key(args.data, out, time.time())
+    say = _say(args)
+    say(f"key {entry.payload['key']} → {entry.body['new_key_id']}; chain entry {entry.seq}")
+    say(f"  rotation request {_named(args.out)}: import it at the agency (`provision rotate`)")
     return 0
 
 
-@user_errors
+@explained
 def cmd_status(args: argparse.Namespace) -> int:
     root: Path = args.data
     identity = enrolment.read_identity(root)
-    store = key_store(root)
-    key = enrolment.read_device_key(root, store)
     out: dict[str, Any] = {
         "device_id": identity.device_id,
         "role": identity.role,
-        "key_id": key_id(key.verify_key),
-        "key_store": store.describe(),  # backend, weaker (file: a copied card can sign)
+        "model": identity.model,
+        "key_id": _key_id(root),
+        "key_store": _key_store(root),  # backend, weaker (file: a copied card can sign)
         "provisioned": (root / enrolment.PROVISION / "bundle.json").exists(),
         "assignment": enrolment.current_assignment(root),
     }
@@ -142,6 +202,26 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         print(format_status(out, time.time()))
     return 0
+
+
+def _key_id(root: Path) -> str:
+    """From the device key (which must load: a card moved to another TPM is refused), or,
+    for a member of the agent's group, who may not read the private keys, from the public
+    key beside them."""
+    try:
+        return key_id(enrolment.read_device_key(root).verify_key)
+    except PermissionError:
+        try:
+            return key_id(read_public_key(root / PUBKEY))
+        except EvidenceDirError as e:
+            raise ProvisionError(str(e)) from None
+
+
+def _key_store(root: Path) -> dict[str, Any]:
+    try:
+        return key_store(root).describe()
+    except PermissionError:
+        return {"backend": None, "unreadable": f"{root / PRIVATE} is the agent user's only"}
 
 
 def agent_running(root: Path) -> bool:
@@ -173,58 +253,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def format_status(s: dict[str, Any], now: float) -> str:
-    """The status as an admin reads it: one line a subject."""
-    lines = [f"device   {s['device_id']} ({s['role']}), key {s['key_id']}"]
-    if "key_store" in s:
-        lines.append(f"keys     {_keys_line(s['key_store'])}")
-    if s["provisioned"]:
-        b = s["broker"]
-        lines.append(
-            f"agency   key {s['agency_key_id']}, broker {b['host']}:{b['port']}, certificate "
-            f"until {s['certificate_expires']}"
-        )
-    else:
-        lines.append("agency   not provisioned (records, does not sync)")
-    a = s.get("agent")
-    if not s["running"]:
-        when = f"; last status {iso(a['written_at'])}" if a and "written_at" in a else ""
-        lines.append(f"agent    not running{when}")
-    else:
-        lines.append(f"agent    running (pid {a.get('pid') if a else '?'})")
-    if a:
-        age = now - float(a.get("written_at", now))
-        lines.append(
-            f"state    {a.get('state')}, session {a.get('session') or '-'}"
-            + (f" (as of {age:.0f} s ago)" if age > 5 else "")
-        )
-        lines.append(f"last error {a.get('last_error') or '-'}")
-        st = a.get("storage")
-        if st:
-            lines.append(f"storage  {st['free'] / 1e9:.1f} GB free of {st['total'] / 1e9:.1f} GB")
-        bat = a.get("battery")
-        if bat:
-            power = ", external power" if bat["external_power"] else ""
-            lines.append(f"battery  {bat['percent']:.0f} %{power}")
-        g = a.get("gnss") or {}
-        if g.get("fix"):
-            lines.append(f"gnss     fix {g['lat']:.5f}, {g['lon']:.5f} ({g['age']} s old)")
-        else:
-            last = f", last fix {g['age']} s ago" if g.get("age") is not None else ", never a fix"
-            lines.append(f"gnss     no fix{last}")
-        c = a.get("clock") or {}
-        lines.append(f"clock    {'synchronised' if c.get('synced') else 'NOT synchronised'}")
-        sync = a.get("sync")
-        if sync:
-            backlog = sync.get("backlog") or {}
-            lines.append(
-                f"sync     {'connected' if sync['connected'] else 'not connected'}, deadline "
-                f"{sync['deadline']}, backlog {backlog.get('blobs', '?')} segment(s) / "
-                f"{backlog.get('bytes', '?')} B"
-            )
-    return "\n".join(lines)
-
-
 def add_agent_parser(sub: argparse._SubParsersAction) -> None:
     """A standalone ``agent`` command holding only the provisioning subcommands."""
     p = sub.add_parser("agent", help="device: key, enrolment request, bundle, commands")
@@ -235,11 +263,18 @@ def add_agent_commands(ps: argparse._SubParsersAction) -> None:
     """Add keygen, install, apply, rotate-key and status to an ``agent`` subcommand tree."""
     q = ps.add_parser("keygen", help="make the device key and write an enrolment request")
     q.add_argument("--data", type=Path, required=True, help="device data directory")
-    q.add_argument("--out", type=Path, required=True, help="enrolment request to write")
+    q.add_argument(
+        "--out", type=Path, required=True, help="enrolment request to write (-: standard output)"
+    )
     q.add_argument("--device-id", help="device id (default: from the key)")
     q.add_argument("--serial", help="hardware serial (default: the board's)")
     q.add_argument("--role", choices=["body_recorder", "room_controller"])
-    q.add_argument("--model", help="hardware model")
+    model = q.add_mutually_exclusive_group()
+    model.add_argument(
+        "--model",
+        help="hardware model (default: the board's, from its device tree or DMI)",
+    )
+    model.add_argument("--sim", action="store_true", help="a simulated device: model unbroken-sim")
     q.add_argument(
         "--key-store",
         choices=["file", "tpm"],
@@ -251,25 +286,27 @@ def add_agent_commands(ps: argparse._SubParsersAction) -> None:
     q.set_defaults(func=cmd_keygen)
 
     q = ps.add_parser("install", help="check and install a provisioning bundle")
-    q.add_argument("bundle", type=Path)
+    q.add_argument("bundle", type=Path, help="the bundle from the agency (-: standard input)")
     q.add_argument("--data", type=Path, required=True)
     q.add_argument("--agency-key", type=Path, help="agency public key to require (hex file)")
     q.set_defaults(func=cmd_install)
 
     q = ps.add_parser("apply", help="check and apply an agency-signed command")
-    q.add_argument("command", type=Path)
+    q.add_argument("command", type=Path, help="the agency's command (-: standard input)")
     q.add_argument("--data", type=Path, required=True)
     q.set_defaults(func=cmd_apply)
 
     q = ps.add_parser("rotate-key", help="replace the device key; write a rotation request")
     q.add_argument("--data", type=Path, required=True)
-    q.add_argument("--out", type=Path, required=True, help="rotation request to write")
+    q.add_argument(
+        "--out", type=Path, required=True, help="rotation request to write (-: standard output)"
+    )
     q.set_defaults(func=cmd_rotate_key)
 
     q = ps.add_parser(
         "status",
-        help="identity, provisioning, and the running agent's state, storage, "
-        "battery, GNSS, clock and sync",
+        help="identity, provisioning, assignment, and the running agent's state, gaps, "
+        "storage, battery, GNSS, clock and sync",
     )
     q.add_argument("--data", type=Path, required=True)
     q.add_argument("--json", action="store_true", help="machine-readable output")

@@ -40,6 +40,7 @@ import nacl.encoding
 import nacl.signing
 import tomli_w
 
+from agent.access import check_writable
 from agent.chain import ChainWriter, open_chain
 from agent.config import ASSIGNMENT, DEVICE_TOML
 from agent.evidence_dir import CHAIN, KEYS, PRIVATE, PUBKEY, EvidenceDirError, read_public_key
@@ -223,8 +224,7 @@ def keygen(
         raise ProvisionError(f"role {role!r} is not body_recorder or room_controller")
     if device_id is not None:
         check_device_id(device_id)
-    if not out.parent.is_dir():
-        raise ProvisionError(f"{out.parent}: no such directory for the request")
+    check_writable(out, root)  # said before anything is written
     root.mkdir(parents=True, exist_ok=True)
     with _locked(root):
         store = _choose_store(root, backend, tcti)
@@ -431,8 +431,7 @@ def rotate_key(root: Path, out: Path, now: float, clock: Clock | None = None) ->
     private key is destroyed; its public key stays in DATA/keys/ and the registry."""
     identity = read_identity(root)
     agency_key(root)  # only a provisioned device has an agency to tell
-    if not out.parent.is_dir():
-        raise ProvisionError(f"{out.parent}: no such directory for the request")
+    check_writable(out, root)  # said before anything is written
     with _locked(root):
         store = key_store(root)
         old = read_device_key(root, store)

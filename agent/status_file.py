@@ -94,6 +94,9 @@ class StatusFile:
                 "connected": self.uploader.connected.is_set(),
                 "deadline": self.uploader.deadline_level,
                 "backlog": self._backlog_now(now),
+                # "<code>: <text>" while the store refuses this device (revoked, quota,
+                # store_full): agent status says so as an error, never as "ok".
+                "store_refusal": self.uploader.store_refusal,
             }
         return doc
 

@@ -1,21 +1,164 @@
 """``unbroken agent status`` shows an admin whether the agent runs and what it is doing:
-state and session, storage, battery, GNSS, clock, last error; text and --json."""
+identity, assignment, state and session, gaps, storage, battery, GNSS, clock, sync and the
+store's refusal, last error; the text shows everything --json has, in human units."""
 
 from __future__ import annotations
 
+import copy
 import json
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agent.evidence_dir import verify_dir
+from agent.status_text import ago, format_status, size
 from simulator.powercut import start_agent
 
-pytestmark = pytest.mark.slow  # a real agent process, in real time
+NOW = 1_796_000_000.0
+
+# Every field `agent status --json` can hold, none empty: a running room controller with
+# an assignment, a fix, a battery, a backlog, an open gap and a store that refuses it.
+FULL: dict[str, Any] = {
+    "device_id": "room-1a2b3c4d",
+    "role": "room_controller",
+    "model": "Raspberry Pi 4 Model B Rev 1.4",
+    "key_id": "1a2b3c4d5e6f7a8b",
+    "key_store": {"backend": "file", "weaker": True, "note": "a copied card can sign"},
+    "provisioned": True,
+    "assignment": {
+        "command": "assign",
+        "badges": ["340102"],
+        "name": "Li Wei",
+        "unit": "Unit 7",
+        "room": "101",
+        "nonce": "c-5f2a",
+        "issued": NOW - 7200,
+    },
+    "agency_key_id": "9f8e7d6c5b4a3f2e",
+    "broker": {"host": "broker.agency.example", "port": 8883},
+    "certificate_expires": "2027-06-01T00:00:00Z",
+    "running": True,
+    "agent": {
+        "device": "room-1a2b3c4d",
+        "state": "recording",
+        "session": "s-20261205-0001",
+        "close_armed": True,
+        "led": "on",
+        "badges": ["340102"],
+        "chain_head": 42,
+        "last_error": "camera main: no frame for 2 s",
+        "interrupted": ["camera:main"],
+        "tracks": ["main", "wide"],
+        "room": "101",
+        "panel": "recording",
+        "explain_prompt": True,
+        "unexplained": ["g-0007"],
+        "load": {"level": 1, "bitrate": 1_000_000, "picture_rate": 15.0, "busy": 0.93},
+        "pid": 4242,
+        "written_at": NOW - 3,
+        "clock": {"wall": NOW - 3, "synced": True},
+        "storage": {"free": 12_300_000_000, "total": 29_700_000_000},
+        "battery": {"percent": 87.0, "external_power": True},
+        "gnss": {"fix": True, "age": 2.0, "lat": 31.23, "lon": 121.47},
+        "sync": {
+            "connected": True,
+            "deadline": "ok",
+            "backlog": {
+                "entries": 5,
+                "blobs": 3,
+                "bytes": 12_400_000,
+                "oldest_unsynced_end": NOW - 4000,
+            },
+            "store_refusal": "revoked: this device was revoked",
+        },
+    },
+}
+
+
+def leaves(doc: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            yield from leaves(v, (*path, k))
+    else:
+        yield path
+
+
+def changed(value: Any) -> Any:
+    """Another value of the same kind, different enough to show in any human unit."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int | float):
+        return value * 3 + 7
+    if isinstance(value, str):
+        return value + "Q"
+    if isinstance(value, list):
+        return [*value, "zz9"]
+    raise AssertionError(f"no sample value for {value!r}")
+
+
+def test_the_text_shows_every_field_of_the_json() -> None:
+    """Each field of --json, changed alone, changes the text: none is left out."""
+    shown = format_status(FULL, NOW)
+    for path in leaves(FULL):
+        doc = copy.deepcopy(FULL)
+        *parents, last = path
+        at = doc
+        for k in parents:
+            at = at[k]
+        at[last] = changed(at[last])
+        assert format_status(doc, NOW) != shown, f"{'.'.join(path)} is not in the text"
+
+
+def test_human_units_and_the_assignment_in_the_text() -> None:
+    text = format_status(FULL, NOW)
+    assert "assigned badge(s) 340102; name Li Wei; unit Unit 7; room 101 (assign command" in text
+    assert "storage  12.3 GB free of 29.7 GB (41 %)" in text
+    assert (
+        "backlog 3 segment(s) / 12.4 MB, 5 chain entries not yet acknowledged, oldest "
+        "unsynced ended 1 h 06 min ago" in text
+    )
+    assert "gaps     INTERRUPTED now: camera:main; 1 unexplained: g-0007; the explain" in text
+    assert "error    ERROR camera main: no frame for 2 s" in text
+    assert "load     STEPPED DOWN to step 1: 15 pictures/s at 1.0 Mbit/s, work 93 %" in text
+    assert "certificate until 2027-06-01T" in text  # ISO, with the local offset
+    assert [ago(s) for s in (4, 600, 3 * 3600 + 300, 2 * 86400 + 4 * 3600)] == [
+        "4 s",
+        "10 min",
+        "3 h 05 min",
+        "2 d 4 h",
+    ]
+    assert [size(n) for n in (512, 12_400_000, 2.5e9)] == ["512 B", "12.4 MB", "2.5 GB"]
+
+
+def test_a_store_that_refuses_the_device_is_an_error_never_ok() -> None:
+    text = format_status(FULL, NOW)
+    sync = [line for line in text.splitlines() if line.startswith("sync ")]
+    assert sync == [
+        "sync     ERROR: the store refuses this device: revoked: this device was revoked"
+    ]
+    assert "deadline ok" not in text and " ok" not in text.split("sync ", 1)[1]
+    accepted = copy.deepcopy(FULL)
+    accepted["agent"]["sync"]["store_refusal"] = None
+    text = format_status(accepted, NOW)
+    assert "ERROR: the store" not in text and "sync     connected, deadline ok, backlog 3" in text
+
+
+def test_an_agent_without_sync_battery_or_fix_says_so() -> None:
+    doc = copy.deepcopy(FULL)
+    a = doc["agent"]
+    del a["sync"]
+    a.update(battery=None, storage=None, gnss={"fix": False, "age": None, "lat": None, "lon": None})
+    doc["assignment"] = None
+    text = format_status(doc, NOW)
+    assert "sync     off" in text and "battery  none (mains)" in text
+    assert "gnss     no fix, never a fix" in text and "storage  unknown" in text
+    assert "assigned nobody" in text
 
 
 def status(data: Path, *extra: str) -> str:
@@ -29,6 +172,7 @@ def status(data: Path, *extra: str) -> str:
     return done.stdout
 
 
+@pytest.mark.slow  # a real agent process, in real time
 def test_status_of_a_running_then_stopped_agent(tmp_path: Path) -> None:
     data, config = tmp_path / "bwc", tmp_path / "device.toml"
     config.write_text("[recording]\nwidth = 320\nheight = 180\nfps = 10\nprebuffer_seconds = 0\n")
@@ -46,15 +190,21 @@ def test_status_of_a_running_then_stopped_agent(tmp_path: Path) -> None:
         assert f"agent    running (pid {agent.pid})" in text
         assert f"state    recording, session {live['session']}" in text
         assert "gnss     fix 31." in text and "storage  " in text and "clock    " in text
+        assert "gaps     " in text and "assigned nobody" in text
+        # Every field the real agent's --json has is one the text is shown to render.
+        known = {p[:i] for p in leaves(FULL) for i in range(1, len(p) + 1)}
+        missing = [p for p in leaves(doc) if p not in known]
+        assert not missing, f"fields not in FULL (and not checked in the text): {missing}"
     finally:
         agent.send_signal(signal.SIGTERM)
         assert agent.wait(30) == 0
     doc = json.loads(status(data, "--json"))
     assert doc["running"] is False and doc["agent"]["state"] != "recording"
-    assert "agent    not running; last status" in status(data)
+    assert "agent    not running; status of " in status(data)
     assert verify_dir(data, data / "device.pub").ok  # the status file is not evidence
 
 
+@pytest.mark.slow
 def test_status_of_a_device_that_never_ran(tmp_path: Path) -> None:
     keygen = ["agent", "keygen", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "r.json")]
     subprocess.run(
@@ -64,6 +214,7 @@ def test_status_of_a_device_that_never_ran(tmp_path: Path) -> None:
     assert "not provisioned" in text and "agent    not running" in text
 
 
+@pytest.mark.slow
 def test_the_agent_logs_what_an_admin_needs(tmp_path: Path) -> None:
     """One line per session open and close, interruption and recovery at boot (journald
     adds the time): at INFO by default for agent run."""

@@ -1,12 +1,17 @@
-"""The agent as a systemd service: readiness, status and watchdog pings reach a real Unix
-datagram socket standing in for systemd's notify socket; outside systemd nothing is sent."""
+"""The agent as a systemd service: the shipped unit verifies and can start on any Debian
+(it names no group a system may lack); readiness, status and watchdog pings reach a real
+Unix datagram socket standing in for systemd's notify socket; outside systemd nothing is
+sent."""
 
 from __future__ import annotations
 
 import contextlib
+import re
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +21,30 @@ import pytest
 from agent.evidence_dir import verify_dir
 from agent.service import ServiceNotifier
 from simulator.powercut import agent_command, start_agent
+
+ROOT = Path(__file__).resolve().parent.parent
+UNIT = ROOT / "agent" / "units" / "unbroken-agent.service"
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="no systemd-analyze here")
+def test_the_shipped_unit_verifies_and_names_no_group(tmp_path: Path) -> None:
+    """What install.sh writes, with this checkout's agent in place of the board's venv."""
+    unit = UNIT.read_text()
+    venv = Path(sys.executable).parent.parent
+    here = tmp_path / "unbroken-agent.service"
+    here.write_text(unit.replace("/opt/unbroken/venv", str(venv)))
+    check = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(here)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert check.returncode == 0 and not check.stderr, check.stderr
+    # A supplementary group the system lacks (plain Debian has no gpio) fails the start
+    # with status 216/GROUP; the user's memberships come from install.sh instead.
+    assert not re.search(r"^SupplementaryGroups=", unit, re.M)
+    for doc in re.findall(r"docs/[\w.-]+\.md", unit):
+        assert (ROOT / doc).is_file(), f"the unit points to {doc}, which does not exist"
 
 
 @pytest.fixture
