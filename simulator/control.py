@@ -20,7 +20,7 @@ recording thread never touches). A malformed command, or one the device refuses 
 marker with no session open), gets ``{"ok": false, "error": …}`` and recording goes on
 untouched.
 
-The commands (see :data:`COMMANDS` and docs/testers-guide.md):
+The commands (:mod:`simulator.control_commands`, and docs/testers-guide.md):
 
 ``press``, ``hold``                 the record button (a press opens or arms the close; a hold
                                     of ``hold_seconds`` closes)
@@ -43,6 +43,9 @@ The commands (see :data:`COMMANDS` and docs/testers-guide.md):
                                     ``key``: start/stop), without the broker
 ``status``                          the recorder's status, the simulated hardware and the backlog
 
+Here: what carrying a command out means (:class:`SimParts`). The socket and the client:
+:mod:`simulator.control_channel`.
+
 Example::
 
     with ControlClient(Path("/tmp/bwc.sock")) as c:
@@ -55,27 +58,39 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
-import os
-import socket
-import sqlite3
 import threading
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
-
-from agent.session import MarkerType, State
-from common.settings import Category
+from agent.session import State
 from device.camera import SimCamera
 from device.clock import JumpingClock
 from device.controls import MARKER_PRESS, RECORD_HOLD, RECORD_PRESS, RECORD_RELEASE
 from device.hardware import SimHardware
+from simulator.control_commands import (
+    BatteryCmd,
+    CameraCmd,
+    ClockJump,
+    CloseCmd,
+    ControlCommand,
+    ControlError,
+    Explain,
+    GpsCmd,
+    Hold,
+    Marker,
+    MicrophoneCmd,
+    NetworkCmd,
+    OpenCmd,
+    PanelCmd,
+    Pause,
+    Press,
+    Resume,
+    StorageCmd,
+    Walk,
+)
 
 if TYPE_CHECKING:
     from agent.recorder import Recorder
@@ -83,194 +98,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_LINE = 64 * 1024  # a command is small; a longer line is refused, not buffered
 REPLY_TIMEOUT = 5.0  # seconds the recording thread has to carry a command out
-MAX_SOCKET_PATH = 100  # AF_UNIX paths are limited to 107 bytes on Linux
-
-
-class ControlError(ValueError):
-    """A command that cannot be understood or carried out; its text is the reply's error."""
-
-
-# -- the commands --------------------------------------------------------------------------
-
-
-class _Cmd(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Press(_Cmd):
-    cmd: Literal["press"]
-
-
-class Hold(_Cmd):
-    cmd: Literal["hold"]
-
-
-class CloseCmd(_Cmd):
-    cmd: Literal["close"]
-
-
-class Marker(_Cmd):
-    cmd: Literal["marker"]
-    type: MarkerType | None = None  # None: the marker button (its configured type)
-    note: str = Field("", max_length=200)
-
-
-class OpenCmd(_Cmd):
-    cmd: Literal["open"]
-    category: Category | None = None
-    badges: list[str] | None = None
-
-
-class Explain(_Cmd):
-    cmd: Literal["explain"]
-
-
-class Pause(_Cmd):
-    cmd: Literal["pause"]
-    reason: str = Field("", max_length=200)
-
-
-class Resume(_Cmd):
-    cmd: Literal["resume"]
-
-
-class CameraCmd(_Cmd):
-    cmd: Literal["camera"]
-    track: str | None = None  # None: every camera
-    ok: bool
-
-
-class MicrophoneCmd(_Cmd):
-    cmd: Literal["microphone"]
-    ok: bool
-
-
-class GpsCmd(_Cmd):
-    cmd: Literal["gps"]
-    ok: bool
-
-
-class Walk(_Cmd):
-    cmd: Literal["walk"]
-    route: str = Field(min_length=1, description="an NMEA 0183 file on the device's machine")
-    loop: bool = False
-
-
-class BatteryCmd(_Cmd):
-    cmd: Literal["battery"]
-    percent: float | None = Field(None, ge=0, le=100)
-    drain_per_hour: float | None = Field(None, ge=0, description="percent per hour")
-    external: bool | None = None
-
-    @model_validator(mode="after")
-    def _something(self) -> BatteryCmd:
-        if self.percent is None and self.drain_per_hour is None and self.external is None:
-            raise ValueError("give percent, drain_per_hour or external")
-        return self
-
-
-class StorageCmd(_Cmd):
-    cmd: Literal["storage"]
-    free_bytes: int | None = Field(ge=0)
-
-
-class ClockJump(_Cmd):
-    cmd: Literal["clock_jump"]
-    seconds: float
-
-
-class NetworkCmd(_Cmd):
-    cmd: Literal["network"]
-    up: bool
-
-
-class PanelCmd(_Cmd):
-    cmd: Literal["panel"]
-    door: Literal["open", "closed"] | None = None
-    key: Literal["start", "stop"] | None = None
-
-    @model_validator(mode="after")
-    def _one(self) -> PanelCmd:
-        if (self.door is None) == (self.key is None):
-            raise ValueError("give exactly one of door (open/closed) or key (start/stop)")
-        return self
-
-
-class Status(_Cmd):
-    cmd: Literal["status"]
-
-
-ControlCommand = Annotated[
-    Press
-    | Hold
-    | CloseCmd
-    | Marker
-    | OpenCmd
-    | Explain
-    | Pause
-    | Resume
-    | CameraCmd
-    | MicrophoneCmd
-    | GpsCmd
-    | Walk
-    | BatteryCmd
-    | StorageCmd
-    | ClockJump
-    | NetworkCmd
-    | PanelCmd
-    | Status,
-    Field(discriminator="cmd"),
-]
-_ADAPTER: TypeAdapter[ControlCommand] = TypeAdapter(ControlCommand)
-COMMANDS = (
-    "press",
-    "hold",
-    "close",
-    "marker",
-    "open",
-    "explain",
-    "pause",
-    "resume",
-    "camera",
-    "microphone",
-    "gps",
-    "walk",
-    "battery",
-    "storage",
-    "clock_jump",
-    "network",
-    "panel",
-    "status",
-)
-
-
-def parse_command(line: bytes | str | Mapping[str, Any]) -> ControlCommand:
-    """One command from a JSON line (or an already decoded object); ControlError says what
-    is wrong in one line."""
-    if isinstance(line, bytes | str):
-        try:
-            obj = json.loads(line)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ControlError(f"not JSON: {e}") from None
-    else:
-        obj = dict(line)
-    if not isinstance(obj, dict):
-        raise ControlError('expected a JSON object such as {"cmd": "status"}')
-    name = obj.get("cmd")
-    if not isinstance(name, str):
-        raise ControlError(f'no "cmd" field; one of: {", ".join(COMMANDS)}')
-    if name not in COMMANDS:
-        raise ControlError(f"unknown command {name[:40]!r}; one of: {', '.join(COMMANDS)}")
-    try:
-        return _ADAPTER.validate_python(obj)
-    except ValidationError as e:
-        problems = []
-        for err in e.errors():
-            where = ".".join(str(p) for p in err["loc"][1:])  # [0] is the tag
-            problems.append(f"{where}: {err['msg']}" if where else str(err["msg"]))
-        raise ControlError(f"{name}: {'; '.join(problems)}") from None
 
 
 # -- the uploader's link a tester can cut ---------------------------------------------------
@@ -558,191 +386,3 @@ def _button_events(cmd: ControlCommand) -> list[str]:
 def _reason(e: BaseException) -> str:
     text = str(e) or type(e).__name__
     return text if isinstance(e, ControlError) else f"{type(e).__name__}: {text}"
-
-
-def sync_counts(root: Path) -> dict[str, int]:
-    """Segments sealed, receipted, and entries not yet acknowledged, from the device's
-    journal (read-only: the channel's thread never writes it)."""
-    out = {"segments": 0, "receipted": 0, "unacked": 0}
-    try:
-        db = sqlite3.connect(f"file:{root / 'journal.db'}?mode=ro", uri=True, timeout=2)
-    except sqlite3.Error:
-        return out
-    try:
-        out["segments"] = db.execute(
-            "select count(*) from entries where kind = 'segment'"
-        ).fetchone()[0]
-        with contextlib.suppress(sqlite3.Error):
-            out["receipted"] = db.execute("select count(*) from receipts").fetchone()[0]
-            out["unacked"] = db.execute(
-                "select count(*) from entries where seq not in (select seq from sync_acks)"
-            ).fetchone()[0]
-    except sqlite3.Error:
-        pass
-    finally:
-        db.close()
-    return out
-
-
-# -- the channel: a Unix socket speaking JSON lines -------------------------------------------
-
-
-def socket_path_problem(path: Path) -> str | None:
-    """Why ``path`` cannot be a control socket, or None."""
-    if len(os.fsencode(Path(path).absolute())) > MAX_SOCKET_PATH:
-        return (
-            f"control socket path {path} is longer than {MAX_SOCKET_PATH} bytes "
-            "(a Unix socket limit): choose a shorter one"
-        )
-    return None
-
-
-class ControlChannel:
-    """Serves :class:`SimParts` on a Unix socket; one thread per connected client."""
-
-    def __init__(self, path: Path, parts: SimParts, timeout: float = REPLY_TIMEOUT) -> None:
-        if problem := socket_path_problem(path):
-            raise ControlError(problem)
-        self.path = Path(path)
-        self.parts = parts
-        self.timeout = timeout
-        self._sock: socket.socket | None = None
-        self._closed = threading.Event()
-
-    def start(self) -> ControlChannel:
-        """Listen, and bring the network up if the device starts online."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.unlink(missing_ok=True)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.bind(str(self.path))
-        os.chmod(self.path, 0o600)
-        sock.listen(8)
-        self._sock = sock
-        threading.Thread(target=self._accept, name="control", daemon=True).start()
-        if self.parts.network is not None:
-            self.parts.network.start()
-        return self
-
-    def close(self) -> None:
-        self._closed.set()
-        if self._sock is not None:
-            with contextlib.suppress(OSError):
-                self._sock.shutdown(socket.SHUT_RDWR)
-            self._sock.close()
-        self.path.unlink(missing_ok=True)
-
-    def handle(self, line: bytes) -> dict[str, Any]:
-        """One request line → one reply."""
-        try:
-            cmd = parse_command(line)
-        except ControlError as e:
-            return {"ok": False, "error": str(e)}
-        reply = self.parts.run(cmd, self.timeout)
-        if isinstance(cmd, Status) and reply.get("ok"):
-            reply["sync"] = sync_counts(self.parts.recorder.root)
-        return reply
-
-    def _accept(self) -> None:
-        assert self._sock is not None
-        while not self._closed.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        with conn, conn.makefile("rwb") as f:
-            while not self._closed.is_set():
-                try:
-                    line = f.readline(MAX_LINE + 1)
-                except OSError:
-                    return
-                if not line:
-                    return
-                if len(line) > MAX_LINE:
-                    reply: dict[str, Any] = {"ok": False, "error": "line too long"}
-                    _drain_line(f)
-                elif not line.strip():
-                    continue
-                else:
-                    reply = self.handle(line)
-                try:
-                    f.write(json.dumps(reply, ensure_ascii=False, default=str).encode() + b"\n")
-                    f.flush()
-                except OSError:
-                    return
-
-
-def _drain_line(f: Any) -> None:
-    while True:
-        rest = f.readline(MAX_LINE)
-        if not rest or rest.endswith(b"\n"):
-            return
-
-
-class ControlClient:
-    """The tester's end: ``send(command) -> reply``; thread-safe (one request at a time)."""
-
-    def __init__(self, path: Path, connect_timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + connect_timeout
-        while True:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                sock.connect(str(path))
-                break
-            except OSError as e:
-                sock.close()
-                if time.monotonic() > deadline:
-                    raise ControlError(f"control socket {path}: {e.strerror or e}") from None
-                time.sleep(0.05)
-        self._sock = sock
-        self._file = sock.makefile("rwb")
-        self._lock = threading.Lock()
-
-    def send(
-        self, command: Mapping[str, Any], timeout: float = REPLY_TIMEOUT + 5
-    ) -> dict[str, Any]:
-        line = json.dumps(dict(command), ensure_ascii=False).encode() + b"\n"
-        return self.send_raw(line, timeout)
-
-    def send_raw(self, line: bytes, timeout: float = REPLY_TIMEOUT + 5) -> dict[str, Any]:
-        with self._lock:
-            self._sock.settimeout(timeout)
-            try:
-                self._file.write(line)
-                self._file.flush()
-                answer = self._file.readline()
-            except OSError as e:
-                raise ControlError(f"control channel: {e.strerror or e}") from None
-            if not answer:
-                raise ControlError("control channel closed (the agent stopped)")
-            reply: dict[str, Any] = json.loads(answer)
-            return reply
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._file.close()
-            self._sock.close()
-
-    def __enter__(self) -> ControlClient:
-        return self
-
-    def __exit__(
-        self, t: type[BaseException] | None, v: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-
-def serve(
-    path: Path,
-    recorder: Recorder,
-    hardware: SimHardware,
-    clock: JumpingClock,
-    uploader: Uploader | None,
-    online: bool = True,
-) -> ControlChannel:
-    """What ``agent run --sim --control PATH`` calls before the recorder starts: the
-    channel onto the recorder and its simulated hardware, not yet listening."""
-    network = NetworkSwitch(uploader, online) if uploader is not None else None
-    return ControlChannel(path, SimParts(recorder, hardware, clock, network))

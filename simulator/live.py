@@ -32,13 +32,8 @@ from PIL import Image
 from agent.sync import Uploader
 from device import yuv
 from device.clock import SimClock
-from simulator.control import (
-    ControlCommand,
-    ControlError,
-    NetworkSwitch,
-    SimParts,
-    parse_command,
-)
+from simulator.control import NetworkSwitch, SimParts
+from simulator.control_commands import ControlCommand, ControlError, parse_command
 from simulator.device import SimDevice
 from simulator.journal_view import JournalView
 

@@ -12,7 +12,7 @@ from agent.sync import Uploader
 from common.settings import DeviceConfig
 from device.clock import OffsetClock
 from device.hardware import HardwareError
-from simulator.control import ControlChannel, serve, socket_path_problem
+from simulator.control_channel import ControlChannel, serve, socket_path_problem
 from simulator.device import sim_factory, simulated_evidence_key
 
 

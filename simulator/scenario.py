@@ -42,7 +42,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.evidence_dir import EvidenceDirError
-from simulator.control import ControlError, Pending
+from simulator.control import Pending
+from simulator.control_commands import ControlError
 from simulator.scenario_actions import (
     RUNNER_ACTIONS,
     SiteActions,

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from simulator.control import ControlError
+from simulator.control_commands import ControlError
 from simulator.scenario import Runner
 from simulator.scenario_facts import Outcome, RunFacts, check_all
 from simulator.scenario_model import ScenarioError, load_scenario, needs_real_time

@@ -36,7 +36,9 @@ from typing import Any, Protocol, cast
 
 from common.settings import DeviceConfig
 from device.clock import SimClock
-from simulator.control import ControlClient, ControlError, Pending, SimParts, parse_command
+from simulator.control import Pending, SimParts
+from simulator.control_channel import ControlClient
+from simulator.control_commands import ControlError, parse_command
 from simulator.powercut import agent_command, cut
 
 BOOT_TIMEOUT = 90.0  # seconds an agent process may take to start (20 at once on 2 cores)

@@ -17,14 +17,9 @@ from pathlib import Path
 import pytest
 
 from common.settings import DeviceConfig, Recording
-from simulator.control import (
-    ControlChannel,
-    ControlClient,
-    ControlError,
-    SimParts,
-    parse_command,
-    settle_frames,
-)
+from simulator.control import SimParts, settle_frames
+from simulator.control_channel import ControlChannel, ControlClient
+from simulator.control_commands import ControlError, parse_command
 from simulator.device import SimDevice, shipped_route, sim_factory
 from simulator.scenario_actions import control_command
 from simulator.scenario_drivers import InProcessDevice, stamp, stamped

@@ -37,7 +37,7 @@ import pytest
 from agent.evidence_dir import load_chain
 from common.settings import Session
 from evidence.seal import Entry
-from simulator.control import BatteryCmd, ClockJump, MicrophoneCmd, NetworkCmd, StorageCmd
+from simulator.control_commands import BatteryCmd, ClockJump, MicrophoneCmd, NetworkCmd, StorageCmd
 from simulator.fleet import Fleet
 from simulator.journal_view import summarize
 from simulator.live import TESTER_COMMANDS, ActionError, button_command
