@@ -62,6 +62,7 @@ class FrameRecorder:
         self._held: dict[str, np.ndarray] | None = None  # the last pictures, watermarked
         self._held_for = 0  # frames they have been kept for
         self.lost = False  # real time was lost before the last frame (sealed as such)
+        self._waited = 0.0  # of the frame's time, spent waiting for a camera or microphone
 
     def check_storage(self) -> None:
         if self.hw.storage is None:
@@ -78,10 +79,12 @@ class FrameRecorder:
     def record(self, badges: list[str], room_id: str | None, paused: bool) -> None:
         """Capture one frame from every camera and the microphone, and keep it;
         :attr:`lost`: whether real time was lost before it."""
-        began = self.clock.monotonic()
+        began, self._waited = self.clock.monotonic(), 0.0
         self.lost = self._record(badges, room_id, paused)
         done, gov = self.clock.monotonic(), self.governor
-        change = gov.lost(done) if self.lost else gov.frame(done - began, done)
+        # the load is the work: waiting for the sensor or the sound card is no load
+        work = done - began - self._waited
+        change = gov.lost(done) if self.lost else gov.frame(work, done)
         if change:
             self.segments.load_bitrate = change.bitrate if change.level else None
             self.continuity.load_changed(change)
@@ -145,7 +148,9 @@ class FrameRecorder:
 
     def _capture(self, now: float) -> tuple[dict[str, VideoFrame], dict[str, str]]:
         """A frame from every camera; a failed one's tracks are interrupted."""
+        start = self.clock.monotonic()
         frames, failed = self.capture.read(now)
+        self._waited += self.clock.monotonic() - start
         for camera in frames:
             feeds = self.capture.feeds[camera]
             if camera in failed:
@@ -156,11 +161,14 @@ class FrameRecorder:
 
     def _listen(self) -> np.ndarray | None:
         """A frame's samples from the microphone; None (silence kept) when it failed."""
+        start = self.clock.monotonic()
         try:
             samples = self.hw.microphone.read(len(self._silence))
         except MicrophoneError as e:
             self.continuity.fault("microphone", ["audio"], str(e))
             return None
+        finally:
+            self._waited += self.clock.monotonic() - start
         self.continuity.clear("microphone")
         return samples
 

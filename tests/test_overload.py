@@ -16,15 +16,17 @@ import time
 from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from agent.capture import Capture
 from agent.evidence_dir import load_chain, verify_dir
 from agent.loop import Pacer
 from agent.overload import LoadGovernor, time_lost
 from common.settings import LoadStep, Overload
-from device.camera import VideoFrame
 from device.clock import SimClock
 from evidence.seal import Entry
 from simulator.device import SimDevice
@@ -155,23 +157,19 @@ def test_pacer_restarted_after_lost_time_does_not_race() -> None:
 
 
 class Burdened:
-    """A simulated camera on a machine where capturing and drawing a picture takes
-    ``cost`` seconds: each read moves the simulated clock on by that much."""
+    """Drawing a frame's pictures (the watermark, the picture-in-picture) on a machine
+    where that takes ``cost`` seconds: each drawing moves the simulated clock on by that
+    much. (Waiting for a camera or the microphone is no load: it is not counted.)"""
 
-    def __init__(self, camera: object, clock: SimClock, cost: float) -> None:
-        self.camera, self.clock, self.cost = camera, clock, cost
-        self.reads = 0
+    def __init__(self, capture: Capture, clock: SimClock) -> None:
+        self.draw, self.clock, self.cost = capture.pictures_of, clock, 0.0
+        self.drawn = 0
+        capture.pictures_of = self  # type: ignore[method-assign]
 
-    def read(self) -> VideoFrame:
+    def __call__(self, *args: Any) -> dict[str, np.ndarray]:
         self.clock.advance(self.cost)
-        self.reads += 1
-        return self.camera.read()  # type: ignore[attr-defined, no-any-return]
-
-    def start(self) -> None:
-        self.camera.start()  # type: ignore[attr-defined]
-
-    def stop(self) -> None:
-        self.camera.stop()  # type: ignore[attr-defined]
+        self.drawn += 1
+        return self.draw(*args)
 
 
 def _paced(dev: SimDevice, seconds: float) -> None:
@@ -190,8 +188,7 @@ def _device(root: Path, **overload: object) -> tuple[SimDevice, Burdened]:
     cfg = small_config(fps=FPS, prebuffer_seconds=0)
     rec = cfg.recording.model_copy(update={"overload": settings})
     dev = SimDevice(root, cfg.model_copy(update={"recording": rec}))
-    burden = Burdened(dev.camera, dev.clock, 0.0)
-    dev.recorder.capture.cameras = {"main": burden}  # type: ignore[dict-item]
+    burden = Burdened(dev.recorder.capture, dev.clock)
     dev.start()
     dev.recorder.open_session()
     return dev, burden
@@ -212,14 +209,14 @@ def test_a_busy_recorder_steps_down_and_back_up_and_loses_nothing(tmp_path: Path
     dev, burden = _device(tmp_path / "d")
     _paced(dev, 2.0)
     burden.cost = 0.09  # 90 % of each frame's interval: still in time, barely
-    reads = burden.reads
+    drawn = burden.drawn
     _paced(dev, 9.0)
     load = dev.recorder.status()["load"]  # what `agent status` shows
     assert (load["level"], load["bitrate"], load["picture_rate"]) == (2, 1_000_000, 5.0)
-    held_reads = burden.reads
+    held = burden.drawn
     _paced(dev, 2.0)
-    assert burden.reads - held_reads == 10, "one picture per two frames"
-    assert reads < held_reads
+    assert burden.drawn - held == 10, "one picture per two frames"
+    assert drawn < held
     burden.cost = 0.005
     _paced(dev, 10.0)
     dev.recorder.close_session()
@@ -238,6 +235,26 @@ def test_a_busy_recorder_steps_down_and_back_up_and_loses_nothing(tmp_path: Path
     rates = [e.body["media"]["video"]["bitrate"] for e in entries if e.kind == "segment"]
     full = dev.config.recording.video_bitrate
     assert rates[0] == full and 1_000_000 in rates and rates[-1] == full
+
+
+def test_waiting_for_the_sound_card_is_no_load(tmp_path: Path) -> None:
+    """A sound card that hands each frame's samples as they are captured paces the loop
+    (most of each interval is spent waiting for it): nothing steps down."""
+    dev, _ = _device(tmp_path / "d")
+    mic, clock = dev.microphone, dev.clock
+    listen = mic.read
+
+    def paced_by_the_card(n: int) -> np.ndarray:
+        clock.advance(0.09)
+        return listen(n)
+
+    mic.read = paced_by_the_card  # type: ignore[method-assign]
+    _paced(dev, 8.0)
+    assert dev.recorder.status()["load"]["level"] == 0
+    dev.recorder.close_session()
+    dev.stop()
+    assert _verified_gaps(dev.recorder.root) == []
+    assert not [e for e in _entries(dev.recorder.root) if e.kind == "event"]
 
 
 def test_a_recorder_too_slow_for_real_time_seals_what_it_loses(tmp_path: Path) -> None:
