@@ -23,6 +23,7 @@ import nacl.public
 import nacl.signing
 
 from agent.media import probe
+from common.progress import VERIFYING, Progress
 from evidence.protocol import MAX_JSON
 from evidence.receipt import ReceiptError, check_receipt
 from evidence.seal import Entry, SealError
@@ -177,9 +178,11 @@ def verify_dir(
     pubkey: Path | None,
     strict: bool = False,
     evidence_key: nacl.public.PrivateKey | None = None,
+    progress: Progress | None = None,
 ) -> Report:
     """Read and check an evidence directory; decoding every segment it seals (encrypted
-    ones only with the agency's ``evidence_key``; without it, by their framing)."""
+    ones only with the agency's ``evidence_key``; without it, by their framing).
+    ``progress`` hears of each segment read (phase ``verifying``)."""
     root = Path(root)
     if not root.is_dir():
         raise EvidenceDirError(f"{root}: no such directory")
@@ -190,7 +193,8 @@ def verify_dir(
     }
     media: dict[str, MediaFacts | None] = {}
     unsafe: dict[str, str] = {}
-    for rel in sorted(referenced):
+    files = sorted(referenced)
+    for n, rel in enumerate(files, 1):
         p = root / rel
         # A manifest must not point outside the directory (a foreign manifest might).
         if why := unsafe_path(root, rel):
@@ -198,6 +202,8 @@ def verify_dir(
             media[rel] = None
         else:
             media[rel] = probe(p, evidence_key) if p.is_file() else None
+        if progress is not None:
+            progress(VERIFYING, n, len(files))
     present = (
         {str(p.relative_to(root)) for p in (root / SEGMENTS).rglob("*") if p.is_file()}
         if (root / SEGMENTS).is_dir()

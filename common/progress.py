@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
 Progress = Callable[[str, int, int | None], None]  # (phase, steps done, steps in all or None)
+VERIFYING = "verifying"  # reading and checking every segment (verify, export)
 
 
 def worth_a_line(done: int, total: int | None, said: int) -> bool:

@@ -85,7 +85,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         with progress_shown(progress_wanted(args)) as progress:
             if progress:
                 progress("verifying", 0, None)
-            report = verify_dir(root, args.pubkey, strict=args.strict, evidence_key=key)
+            report = verify_dir(
+                root, args.pubkey, strict=args.strict, evidence_key=key, progress=progress
+            )
     except EvidenceDirError as e:
         raise CliError(str(e)) from None
     if wrong:  # said once, not as every segment undecodable

@@ -31,7 +31,7 @@ import nacl.public
 from agent import evidence_dir
 from agent.evidence_dir import EvidenceDirError, load_chain, unsafe_path, verify_dir
 from common.files import unwritable_dir
-from common.progress import Progress
+from common.progress import VERIFYING, Progress
 from evidence.custody import (
     CustodySummary,
     ExportedTrack,
@@ -49,7 +49,7 @@ from evidence.verify import Problem, wrong_evidence_key
 Step = Callable[[], None]
 
 # The phases an export reports (common.progress), in order.
-VERIFYING, EXPORTING, SUMMARY = "verifying", "exporting", "writing the custody summary"
+EXPORTING, SUMMARY = "exporting", "writing the custody summary"
 
 # How to give the key, said when footage is encrypted and none was given.
 NO_KEY = (
@@ -117,7 +117,7 @@ def export_session(
         if evidence_key is not None and (why := evidence_key_problem(root, evidence_key)):
             raise ExportError(f"{why}: the footage cannot be decrypted with it")
         step(VERIFYING, 0, None)
-        report = verify_dir(root, pubkey, evidence_key=evidence_key)
+        report = verify_dir(root, pubkey, evidence_key=evidence_key, progress=progress)
         entries = _entries(root)
     except EvidenceDirError as e:
         raise ExportError(str(e)) from None
