@@ -127,6 +127,9 @@ class FrameRecorder:
             except OSError as e:
                 self._write_failed(e)
                 return True
+            except av.FFmpegError as e:  # flushing the encoders failed
+                self._encoder_failed(e)
+                return True
         if fresh:
             text = self.capture.label(self.clock, gnss, captured, badges, room_id)
             self._held, self._held_for = self.capture.pictures_of(frames, failed, text), 1
@@ -140,10 +143,8 @@ class FrameRecorder:
             self.continuity.clear("encoder")
         except OSError as e:
             self._write_failed(e)
-        except av.FFmpegError as e:  # the encoder failed: a fresh one starts next frame
-            lost = self.segments.abandon()
-            self.continuity.fault("encoder", ["video", "audio"], str(e), since=lost)
-            self.segments.skip()
+        except av.FFmpegError as e:
+            self._encoder_failed(e)
         return bool(behind)
 
     def _capture(self, now: float) -> tuple[dict[str, VideoFrame], dict[str, str]]:
@@ -190,6 +191,12 @@ class FrameRecorder:
         lost = resumed.mono - kept.mono
         if self.continuity.time_lost(kept, resumed, f"{lost:.2f} s behind real time"):
             self.segments.skip(round(lost * self.fps))
+
+    def _encoder_failed(self, e: av.FFmpegError) -> None:
+        """The encoder failed: what it held is lost, a fresh one starts next frame."""
+        lost = self.segments.abandon()
+        self.continuity.fault("encoder", ["video", "audio"], str(e), since=lost)
+        self.segments.skip()
 
     def _write_failed(self, e: OSError) -> None:
         cause = "storage_full" if e.errno == errno.ENOSPC else "write_error"
