@@ -95,7 +95,8 @@ def workdir_problem(workdir: Path) -> str | None:
         return None
     return (
         f"--workdir {workdir}: holds files the demo did not make (no {MARKER} in it); "
-        "nothing was deleted. Give a new or empty directory, or one an earlier demo made"
+        "nothing was deleted. Give a new or empty directory, or one an earlier demo made "
+        f"(one an older version left, without {MARKER}: remove it yourself)"
     )
 
 
@@ -104,10 +105,17 @@ def prepare_workdir(workdir: Path) -> None:
     demo's, before anything else is written; refuse any other (WorkdirRefused)."""
     if problem := workdir_problem(workdir):
         raise WorkdirRefused(problem)
-    if (workdir / MARKER).is_file():
-        shutil.rmtree(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / MARKER).write_text(MARKER_TEXT)
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        for old in workdir.iterdir():  # the directory itself stays (it may be a link)
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old)
+            else:
+                old.unlink()
+        (workdir / MARKER).write_text(MARKER_TEXT)
+    except OSError as e:
+        where = e.filename or workdir
+        raise WorkdirRefused(f"--workdir {workdir}: {where}: {e.strerror or e}") from None
 
 
 def interview_room(site: LocalSite, wall_start: float) -> bool:

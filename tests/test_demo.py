@@ -85,3 +85,9 @@ def test_a_clean_demo_twice_in_its_own_directory(
     assert "Demo complete" in capsys.readouterr().out
     (again,) = verify_dir(workdir / "devices" / DEVICE, None).sessions
     assert again.id != old_session and (workdir / MARKER).is_file()
+
+
+def test_a_workdir_that_cannot_be_made_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(WorkdirRefused, match=r"file/demo: Not a directory"):
+        prepare_workdir(tmp_path / "file" / "demo")
