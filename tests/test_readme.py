@@ -20,6 +20,7 @@ and gives the broker a free port instead of 8883.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shlex
@@ -46,6 +47,7 @@ PLACES = ("/var/lib/unbroken", "/etc/unbroken", "/srv/unbroken", "/tmp")
 AGENCY = "/etc/unbroken/agency"  # what the placeholder AGENCY stands for
 PORT = "8883"  # the broker's port in the docs
 DOC_SECONDS = 300  # one document's blocks, all together
+CLONE = (".venv", "simulator")  # what the docs use of a clone (shipped scenarios, routes)
 
 _FENCE = re.compile(r"^(\s*)```(\S*)\s*$")
 _MARK = re.compile(r"^\s*<!--\s*(not run|file):\s*(.*?)\s*-->\s*$")
@@ -158,9 +160,7 @@ def _options(words: list[str]) -> set[str] | None:
     for word in words:
         if word.startswith("-"):
             break
-        sub = next(
-            (a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None
-        )
+        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
         if sub is None:
             break
         names = [w for w in word.split("|") if w in sub.choices]
@@ -240,7 +240,8 @@ def test_every_command_block_runs(doc: Path) -> None:
     root = Path(tempfile.mkdtemp(prefix="ubdoc-"))
     try:
         (root / "work").mkdir()
-        (root / "work" / ".venv").symlink_to(ROOT / ".venv")  # as in a clone after `make`
+        for name in CLONE:  # the work directory stands for a clone after `make`
+            (root / "work" / name).symlink_to(ROOT / name)
         for place in PLACES:
             (root / place.lstrip("/")).mkdir(parents=True, exist_ok=True)
         progress = root / "progress"
@@ -268,18 +269,15 @@ def test_every_command_block_runs(doc: Path) -> None:
             output, _ = proc.communicate()
             proc.returncode = -1
         finally:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)  # anything a block left behind
-            except ProcessLookupError:
-                pass
+            with contextlib.suppress(ProcessLookupError):  # anything a block left behind
+                os.killpg(proc.pid, signal.SIGKILL)
         ran = progress.read_text().split()
         print(output)  # shown with -rP: what the docs' commands said
         if proc.returncode != 0:
             failed = blocks(doc)[int(ran[-1])] if ran else None
             where = f"{failed.where}:\n{failed.text}" if failed else "before the first block"
             pytest.fail(
-                f"exit {proc.returncode} in the block at {where}\n--- output ---\n"
-                f"{output[-4000:]}"
+                f"exit {proc.returncode} in the block at {where}\n--- output ---\n{output[-4000:]}"
             )
     finally:
         shutil.rmtree(root, ignore_errors=True)
