@@ -19,6 +19,7 @@ from evidence.names import iso
 from evidence.protocol import DEADLINE_SECONDS, REFUSALS
 from evidence.seal import Entry
 from store.db import Database
+from store.mailbox import Mailbox
 from store.report_view import summary, summary_line
 from store.statements import statements_of
 
@@ -39,7 +40,47 @@ def build_report(
         "devices": report,
         "weaker_key_stores": weaker,
         "footage_in_the_clear": clear,
+        "not_recorded": [i for i in not_recorded(db, now) if device in (None, i["device"])],
     }
+
+
+def not_recorded(db: Database, now: float) -> list[dict[str, Any]]:
+    """Interviews the case system asked for that no room recorded (R3): session_open
+    commands that expired with no answer (the room never came online for them), or that
+    the room refused, with the room the controller was assigned to and the case."""
+    try:
+        lost = Mailbox(db).not_recorded(now)
+    except Exception:  # a database from before commands were kept: none to report
+        if db.postgres:
+            db.conn.rollback()
+        return []
+    return [
+        {
+            "device": c.device,
+            "room": _room_of(db, c.device),
+            "case": c.case,
+            "nonce": c.nonce,
+            "issued": c.issued,
+            "expires": c.expires,
+            "state": c.state,
+            "reason": c.reason,
+            "delivered": c.sends,
+        }
+        for c in lost
+    ]
+
+
+def _room_of(db: Database, device: str) -> str | None:
+    """The room a controller last said it serves (its last assignment entry)."""
+    rows = db.query(
+        "select entry from entries where device = ? and kind = 'assignment'"
+        " order by seq desc limit 1",
+        (device,),
+    )
+    if not rows:
+        return None
+    room = json.loads(rows[0]["entry"])["payload"]["body"].get("room")
+    return str(room) if room else None
 
 
 def known_devices(db: Database) -> list[str]:
@@ -272,6 +313,17 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"  keys in files (weaker: a copied card can sign): {', '.join(weaker)}")
     if clear := report.get("footage_in_the_clear"):
         lines.append(f"  FOOTAGE IN THE CLEAR (encryption turned off): {', '.join(clear)}")
+    for i in report.get("not_recorded", []):
+        why = (
+            f"refused by the room: {i['reason']}"
+            if i["state"] == "refused"
+            else f"expired {_when(i['expires'])} undelivered (delivered {i['delivered']}x, "
+            "never answered)"
+        )
+        lines.append(
+            f"  INTERVIEW NOT RECORDED: case {i['case']}, room {i['room'] or '?'} "
+            f"({i['device']}), asked {_when(i['issued'])}: {why}"
+        )
     for d in report["devices"]:
         st = d["status"] or {}
         backlog = st.get("backlog") or {}

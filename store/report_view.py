@@ -6,7 +6,7 @@
 - :func:`since`: sessions opened from then on (a device without one still shows if its
   status came in since)
 - :func:`needing_attention`: only what needs attention (``--problems``)
-- :func:`summary`: the counts of what is shown
+- :func:`summary`: the counts of what is shown (interviews not recorded among them)
 
 Example::
 
@@ -80,7 +80,8 @@ def since(report: dict[str, Any], t: float) -> dict[str, Any]:
         sessions = [s for s in d["sessions"] if s["opened"] is None or s["opened"] >= t]
         if sessions or (d["status_at"] or 0.0) >= t:
             devices.append({**d, "sessions": sessions})
-    return _with_devices(report, devices)
+    lost = [i for i in report.get("not_recorded", []) if i["issued"] >= t]
+    return {**_with_devices(report, devices), "not_recorded": lost}
 
 
 def needing_attention(report: dict[str, Any]) -> dict[str, Any]:
@@ -117,6 +118,7 @@ def summary(report: dict[str, Any]) -> dict[str, int]:
         "gaps_unexplained": sum(1 for s in sessions for g in s["gaps"] if g["explanation"] is None),
         "problems": sum(len(d["gaps"]) + len(d["problems"]) + bool(d["fork"]) for d in devices)
         + sum(s["overdue"] for s in sessions),
+        "not_recorded": len(report.get("not_recorded", [])),
     }
 
 
@@ -130,4 +132,9 @@ def summary_line(counts: dict[str, int]) -> str:
         f"{n(counts['segments'], 'segment', 'segments')}, {counts['late']} late, "
         f"{n(counts['gaps_unexplained'], 'gap', 'gaps')} unexplained, "
         f"{n(counts['problems'], 'problem', 'problems')}"
+        + (
+            f", {n(lost, 'interview', 'interviews')} NOT RECORDED"
+            if (lost := counts.get("not_recorded", 0))
+            else ""
+        )
     )

@@ -254,6 +254,13 @@ def _send(config: Path, command: Path, wait: float) -> tuple[int, str]:
     return code, out.getvalue()
 
 
+def _report(config: Path) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["store", "report", "--config", str(config)]) == 0
+    return out.getvalue()
+
+
 @pytest.mark.slow
 def test_a_room_started_after_the_send_records_the_session(tmp_path: Path) -> None:
     with LocalSite(tmp_path / "site") as site:
@@ -302,6 +309,13 @@ def test_a_room_started_after_the_send_records_the_session(tmp_path: Path) -> No
                 main(["store", "commands", "--config", str(config), "--device", "room-0107"])
             rows = listing.getvalue()
             assert "session_open case D-7  applied" in rows and "case E-8  expired" in rows
+            deadline = time.monotonic() + 30
+            while "room 107 (room-0107)" not in (said := _report(config)):
+                assert time.monotonic() < deadline, said  # the room's assignment syncs
+                time.sleep(0.5)
+            assert "INTERVIEW NOT RECORDED: case E-8, room 107 (room-0107)" in said
+            assert "expired" in said and "1 interview NOT RECORDED" in said
+            assert "case D-7" not in said.split("Device")[0]  # recorded: not listed as lost
         finally:
             room.send_signal(signal.SIGTERM)
             room.wait(30)
