@@ -141,7 +141,13 @@ def cmd_store_export(args: argparse.Namespace) -> int:
             db = Database.connect(config.database)
             try:
                 statements = statements_of(db, args.device)
-                detail = f"decrypted and exported to {args.out.resolve()}"
+                # Logged before the export runs (what is asked is who took footage out),
+                # saying what could happen: without the key nothing is decrypted.
+                detail = (
+                    f"decrypted and exported to {args.out.resolve()}"
+                    if key.is_file()
+                    else f"export to {args.out.resolve()} asked for; no evidence key here"
+                )
                 log_access(db, args.who, "export", args.device, args.session, detail, time.time())
             finally:
                 db.close()
