@@ -81,6 +81,11 @@ def backlog(ledger: SyncLedger) -> dict[str, Any]:
     return plan.backlog(ledger.unacked_count(), unreceipted(ledger))
 
 
+# Refusals of the device as a whole, not of one message: agent status shows them as errors
+# until the store accepts something again.
+STANDING_REFUSALS = frozenset({"revoked", "quota", "store_full", "store_error"})
+
+
 class Uploader:
     """Chain entries and media from the journal to the store, on the uploader thread; the
     connection is an :class:`agent.uplink.Uplink`, the decisions a
@@ -263,6 +268,8 @@ class Uploader:
                 log.error("store refused entry %d (%s): %s", reply.seq, reply.code, reply.reason)
                 self.refusals.append(f"entry {reply.seq}: {reply.reason}")
                 ledger.refused(reply.seq, reply.reason)
+                if reply.code in STANDING_REFUSALS:
+                    self.store_refusal = f"{reply.code}: {reply.reason}"
         elif isinstance(reply, p.Missing):
             self.plan.lacks(reply, time.monotonic())
             if reply.reason:
@@ -281,7 +288,8 @@ class Uploader:
                 "; media waits" if backs_off else "",
             )
             self.refusals.append(reply.text)
-            self.store_refusal = f"{reply.code or 'refused'}: {reply.text}"
+            if reply.code in STANDING_REFUSALS:
+                self.store_refusal = f"{reply.code}: {reply.text}"
 
     def _receipt(self, ledger: SyncLedger, reply: plan.Receipt) -> None:
         found = ledger.sealed(reply.seq)

@@ -235,3 +235,53 @@ def test_the_agent_logs_what_an_admin_needs(tmp_path: Path) -> None:
     assert "session " in second and "resumed at boot" in second
     assert "interruption " in second and ": power_loss: found at boot" in second
     assert " closed (" in second and "Traceback" not in first + second
+
+
+@pytest.mark.slow  # a real broker and store worker
+def test_a_revoked_device_shows_the_stores_refusal_as_an_error(tmp_path: Path) -> None:
+    """The issue's case: the broker still admits a revoked device (its CRL not yet
+    reloaded) and the store refuses everything it sends; status says so, never "ok"."""
+    from agent.journal import SyncLedger
+    from agent.status_file import StatusFile
+    from agent.sync import backlog
+    from simulator.device import SimDevice
+    from simulator.site import LocalSite
+    from tests.fixtures.config import small_config
+
+    with LocalSite(tmp_path / "site") as site:
+        site.start_broker()
+        site.start_store()
+        data = site.provision_device("bwc-0001")
+        site.agency.revoke("bwc-0001", "reported lost", time.time())
+        dev = SimDevice(data, small_config(prebuffer_seconds=2))
+        dev.start()
+        dev.run(2)
+        dev.recorder.open_session()
+        dev.run(3)
+        dev.recorder.close_session()
+        up = site.uploader(data, dev.clock)
+        up.start()
+        try:
+            deadline = time.monotonic() + 60
+            while up.store_refusal is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            status = StatusFile(
+                data, dev.recorder, dev.hardware, dev.clock, up, lambda: backlog(SyncLedger(data))
+            )
+            snap = status.snapshot(time.monotonic())
+        finally:
+            up.stop()
+            dev.stop()
+    refusal = snap["sync"]["store_refusal"]
+    assert refusal is not None and refusal.startswith("revoked: "), (refusal, up.refusals)
+    doc = {
+        "device_id": "bwc-0001",
+        "role": "body_recorder",
+        "key_id": "k",
+        "provisioned": False,
+        "running": True,
+        "agent": snap,
+    }
+    text = format_status(doc, time.time())
+    assert f"sync     ERROR: the store refuses this device: {refusal}" in text
+    assert "deadline ok" not in text
