@@ -38,8 +38,8 @@ import nacl.signing
 from agent.journal import Journal
 from common.files import fsync_dir
 from device.clock import Clock
-from evidence.manifest import Body
 from evidence import signed
+from evidence.manifest import Body
 from evidence.seal import Entry, Moment, Sealer
 
 

@@ -33,9 +33,11 @@ def save_identity(root: Path, identity: Identity) -> None:
     write_atomic(root / IDENTITY, json.dumps(asdict(identity), indent=2).encode() + b"\n")
 
 
-def load_or_create_identity(root: Path, key: nacl.signing.VerifyKey) -> Identity:
+def load_or_create_identity(root: Path, key: nacl.signing.VerifyKey, model: str) -> Identity:
+    """The device's identity; a device started before any keygen gets one now, with the
+    board's ``model`` (a Pi must never enrol later as a simulated device)."""
     identity = load_identity(root)
     if identity is None:
-        identity = Identity(default_device_id(key))
+        identity = Identity(default_device_id(key), model=model)
         save_identity(root, identity)
     return identity

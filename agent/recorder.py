@@ -42,6 +42,7 @@ from nacl.public import PublicKey
 
 from agent.agency_commands import AgencyCommands
 from agent.at_rest import agency_evidence_key
+from agent.board import board_model
 from agent.boot import BootRecovery
 from agent.capture import Capture
 from agent.chain import ChainWriter
@@ -63,7 +64,7 @@ from agent.watermark import Watermark
 from common.settings import Category, DeviceConfig
 from device.clock import Clock
 from device.controls import MARKER_PRESS, RECORD_HOLD, RECORD_PRESS, RECORD_RELEASE
-from device.hardware import Hardware
+from device.hardware import Hardware, SimHardware
 from evidence.manifest import Marker
 from evidence.names import ProvisionError
 from evidence.seal import Entry
@@ -100,7 +101,8 @@ class Recorder:
         self.journal = Journal(self.root)
         self._last_before_boot = self.journal.last()
         key = load_or_create_key(self.root)
-        identity = load_or_create_identity(self.root, key.verify_key)
+        simulated = isinstance(hardware, SimHardware)
+        identity = load_or_create_identity(self.root, key.verify_key, board_model(simulated))
         self.chain = ChainWriter(
             self.journal, key, identity.device_id, clock, background=seal_in_background
         )
