@@ -63,7 +63,8 @@ class Block:
 
     @property
     def where(self) -> str:
-        return f"{self.doc.relative_to(ROOT)}:{self.line}"
+        doc = self.doc.relative_to(ROOT) if self.doc.is_relative_to(ROOT) else self.doc
+        return f"{doc}:{self.line}"
 
 
 def blocks(doc: Path) -> list[Block]:
@@ -173,22 +174,33 @@ def _options(words: list[str]) -> set[str] | None:
     return {o for a in parser._actions for o in a.option_strings}
 
 
-def test_every_option_the_docs_show_exists() -> None:
-    """Every ``--option`` of every ``unbroken`` command in a block (commands and the
-    command-line summaries alike) is one that command takes."""
-    wrong = []
+def _shown_commands() -> Iterator[tuple[str, list[str]]]:
+    """Every ``unbroken`` command the docs show, with where: in command blocks, in the
+    command-line summaries (blocks without a language) and in the prose's code spans."""
     for b in all_blocks():
-        if b.lang not in SHELL | {""}:
+        if b.lang in SHELL | {""}:
+            for words in _commands(b.text):
+                yield b.where, words
+    for doc in DOCS:
+        prose = re.sub(r"```.*?```", "", doc.read_text(encoding="utf-8"), flags=re.S)
+        for span in re.findall(r"`(unbroken [^`]+)`", prose.replace("\n", " ")):
+            for words in _commands(span):
+                yield str(doc.relative_to(ROOT)), words
+
+
+def test_every_option_the_docs_show_exists() -> None:
+    """Every ``--option`` of every ``unbroken`` command the docs show is one that command
+    takes, and every command exists."""
+    wrong = []
+    for where, words in _shown_commands():
+        known = _options(words)
+        if known is None:
+            wrong.append(f"{where}: no command `unbroken {' '.join(words[:2])}`")
             continue
-        for words in _commands(b.text):
-            known = _options(words)
-            if known is None:
-                wrong.append(f"{b.where}: no command `unbroken {' '.join(words[:2])}`")
-                continue
-            for w in words:
-                option = w.strip("[]").split("=")[0]
-                if option.startswith("--") and option not in known:
-                    wrong.append(f"{b.where}: `unbroken {' '.join(words[:2])}` has no {option}")
+        for w in words:
+            option = w.strip("[]").split("=")[0]
+            if option.startswith("--") and option not in known:
+                wrong.append(f"{where}: `unbroken {' '.join(words[:2])}` has no {option}")
     assert not wrong, "\n".join(wrong)
 
 
@@ -232,10 +244,16 @@ def _runnable(doc: Path) -> bool:
     return any(b.lang in SHELL and b.mark is None for b in blocks(doc))
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("doc", [d for d in DOCS if _runnable(d)], ids=_doc_id)
-def test_every_command_block_runs(doc: Path) -> None:
-    """The document's command blocks, in order, in a fresh directory: each must succeed."""
+@dataclass(frozen=True)
+class Run:
+    returncode: int  # -1: killed after the time allowed
+    failed: Block | None  # the block running when the shell stopped, if it failed
+    output: str
+
+
+def run_doc(doc: Path, seconds: float = DOC_SECONDS) -> Run:
+    """Run the document's command blocks, in order, in a fresh directory; what a block
+    leaves running in the background is stopped when the last one has run."""
     # a short root: the docs' Unix sockets (agent run --control) must fit in 108 bytes
     root = Path(tempfile.mkdtemp(prefix="ubdoc-"))
     try:
@@ -263,21 +281,51 @@ def test_every_command_block_runs(doc: Path) -> None:
             start_new_session=True,  # its own process group: all it started ends with it
         )
         try:
-            output, _ = proc.communicate(timeout=DOC_SECONDS)
+            output, _ = proc.communicate(timeout=seconds)
+            returncode = proc.returncode
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             output, _ = proc.communicate()
-            proc.returncode = -1
+            returncode = -1
         finally:
             with contextlib.suppress(ProcessLookupError):  # anything a block left behind
                 os.killpg(proc.pid, signal.SIGKILL)
         ran = progress.read_text().split()
-        print(output)  # shown with -rP: what the docs' commands said
-        if proc.returncode != 0:
-            failed = blocks(doc)[int(ran[-1])] if ran else None
-            where = f"{failed.where}:\n{failed.text}" if failed else "before the first block"
-            pytest.fail(
-                f"exit {proc.returncode} in the block at {where}\n--- output ---\n{output[-4000:]}"
-            )
+        failed = blocks(doc)[int(ran[-1])] if returncode != 0 and ran else None
+        return Run(returncode, failed, output)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_failing_block_fails_the_run_and_is_named(tmp_path: Path) -> None:
+    """The runner itself: blocks run in order in one shell, a marked block is skipped, a
+    file block is written, the first failing command stops the run naming its block, and
+    what runs in the background is stopped at the end."""
+    doc = tmp_path / "doc.md"
+    doc.write_text(
+        "```sh\necho one > one.txt\nsleep 600 &\n```\n\n"
+        "<!-- not run: it would fail -->\n```sh\nexit 9\n```\n\n"
+        "<!-- file: /etc/unbroken/two.txt -->\n```\ntwo\n```\n\n"
+        "```sh\ntest -f one.txt && grep -q two /etc/unbroken/two.txt\nfalse\necho three\n```\n\n"
+        "```sh\necho never\n```\n",
+        encoding="utf-8",
+    )
+    run = run_doc(doc, seconds=60)
+    assert run.returncode == 1, run.output  # not 9 (skipped), not -1 (the sleep stopped)
+    assert run.failed is not None and run.failed.text.startswith("test -f one.txt")
+    assert "three" not in run.output and "never" not in run.output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("doc", [d for d in DOCS if _runnable(d)], ids=_doc_id)
+def test_every_command_block_runs(doc: Path) -> None:
+    """The document's command blocks, in order, in a fresh directory: each must succeed."""
+    run = run_doc(doc)
+    print(run.output)  # shown with -rP: what the docs' commands said
+    if run.returncode != 0:
+        where = (
+            f"{run.failed.where}:\n{run.failed.text}" if run.failed else "before the first block"
+        )
+        pytest.fail(
+            f"exit {run.returncode} in the block at {where}\n--- output ---\n{run.output[-4000:]}"
+        )
