@@ -24,11 +24,8 @@ def device_config(root: Path, explicit: Path | None = None) -> DeviceConfig:
     """An explicit file, else the settings provisioning installed in ``root``, else defaults;
     a room controller without a ``[room]`` section gets the default room, and a ``[room]``
     section on an enrolled device that is not a room controller is a ConfigError."""
-    if explicit is not None:
-        source = explicit
-    else:
-        installed = root / DEVICE_TOML
-        source = installed if installed.exists() else None
+    installed = root / DEVICE_TOML
+    source = explicit if explicit is not None else installed if installed.exists() else None
     config = load_config(source)
     from agent.identity import load_identity  # (identity → evidence_dir → media → config)
 
