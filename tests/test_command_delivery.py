@@ -18,6 +18,7 @@ import nacl.signing
 import pytest
 
 from common.commands import CommandAnswer, make_answer, make_command, open_answer
+from common.mqtt import tls_client
 from device.clock import SimClock
 from evidence import protocol as p
 from evidence import signed
@@ -27,6 +28,7 @@ from provisioning.registry import RegisteredKey
 from simulator.device import SimDevice
 from simulator.site import LocalSite, device_config
 from store.commands import APPLIED, PENDING, REFUSED, outcome
+from store.config import load_store_config
 from store.db import Database
 from store.delivery import Delivery
 from store.mailbox import RESEND_SECONDS, Mailbox, QueuedCommand, delivery_due, state_at
@@ -267,6 +269,16 @@ def test_a_room_started_after_the_send_records_the_session(tmp_path: Path) -> No
         site.start_broker()
         site.start_store()
         data = site.provision_device("room-0107", settings={"recording": SMALL}, room="107")
+        case_system = load_store_config(site.store_config("case"))  # the broker learns it
+        site.start_broker()
+        # the case system: a client of its own with a store certificate, reading answers
+        heard: list[tuple[str, bytes]] = []
+        b = case_system.broker
+        client = tls_client("case-system", b.ca, b.cert, b.key)
+        client.on_message = lambda _c, _u, m: heard.append((m.topic, bytes(m.payload)))
+        client.connect("127.0.0.1", b.port)
+        client.subscribe("unbroken/a/#", qos=1)
+        client.loop_start()
         outbox = tmp_path / "outbox"
         outbox.mkdir()
         opening = outbox / "open.cmd"
@@ -297,6 +309,14 @@ def test_a_room_started_after_the_send_records_the_session(tmp_path: Path) -> No
                 assert room.poll() is None, room.stderr.read().decode() if room.stderr else ""
                 time.sleep(0.2)
             assert got is not None and got.state == "applied", got
+            deadline = time.monotonic() + 10
+            while not heard:
+                assert time.monotonic() < deadline, "the case system heard no answer"
+                time.sleep(0.1)
+            [(topic, answer)] = heard[:1]
+            assert topic == p.answer("room-0107", nonce)
+            keys = [k.verify_key for k in site.agency.registry.device_keys("room-0107")]
+            assert open_answer(answer, keys, "room-0107").outcome == "applied"
             code, said = _send(config, opening, wait=5)  # sent again: the answer it has
             assert code == APPLIED and said.startswith("applied: session_open on room-0107")
             wrong = outbox / "wrong.cmd"
@@ -319,6 +339,8 @@ def test_a_room_started_after_the_send_records_the_session(tmp_path: Path) -> No
         finally:
             room.send_signal(signal.SIGTERM)
             room.wait(30)
+            client.loop_stop()
+            client.disconnect()
         opened = entries(data, "session_open")
         assert [e.body["case"] for e in opened] == ["D-7"]
         assert opened[0].body["room"] == "107"
