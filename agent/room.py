@@ -111,6 +111,15 @@ class RoomTriggers:
         return []
 
 
+NO_ROOM = "no room assigned: waiting for an assignment (provision assign --room ...)"
+
+
+def room_lacks(room: str | None) -> str | None:
+    """What a room controller lacks to serve its room (None: nothing). Without a room it
+    runs and records as configured, but has no panel to hear and no room to name."""
+    return None if room else NO_ROOM
+
+
 def panel_state(recording: bool, awaiting: bool, fault: bool) -> PanelState:
     """What the panel shows. The lamp means recording and nothing else, so a fault while
     recording still shows ``recording`` (the other cameras go on)."""

@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -30,7 +31,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from agent.room import room_lacks
 from agent.sync_plan import PanelEcho, is_panel_input
+from common.link_log import LinkWatch
 from common.mqtt import tls_client
 from evidence import protocol as p
 
@@ -49,24 +52,31 @@ class BrokerSettings:
     agency_key: nacl.signing.VerifyKey
 
 
+RoomOf = Callable[[], str | None]  # the room assigned now (None: none yet)
+
+
 class Uplink:
     """One device's connection: ``inbox`` holds ``("connected", None)``,
     ``("disconnected", rc)``, ``("message", msg)`` and ``("room", None)`` (the window has
-    room again), in the order they happened. A room controller (``room``) also talks with
-    its room's panel on it."""
+    room again), in the order they happened. A room controller also talks with its room's
+    panel on it: ``room`` names the room, or says which is assigned now (a callable: an
+    assignment that arrives at run time moves the panel topics with it)."""
 
     def __init__(
         self,
         device_id: str,
         broker: BrokerSettings,
         window: int,
-        room: str | None = None,
+        room: str | RoomOf | None = None,
         on_panel: Callable[[str, bytes], None] | None = None,
     ) -> None:
         self.device_id = device_id
         self.broker = broker
         self.window = window
-        self.room = room
+        self.room_of: RoomOf = room if callable(room) else (lambda: room)
+        self.room: str | None = None  # the room whose panel topics this link serves
+        self.lacks: str | None = None  # what the room controller lacks ("no room assigned…")
+        self._room_known = False  # whether the room (or its lack) was told yet
         self.on_panel = on_panel
         self.panel = PanelEcho()
         self.connected = threading.Event()
@@ -75,6 +85,10 @@ class Uplink:
         self._inflight = 0
         self._inflight_lock = threading.Lock()
         self.client = self._make_client()
+        if callable(room):  # a room controller, for sure: say now what it lacks
+            self.follow_room()
+        elif room is not None:
+            self.room, self._room_known = room, True
 
     def connect(self) -> None:
         """Open the connection (again, after a ``close()``); paho retries."""
@@ -82,8 +96,10 @@ class Uplink:
         self.client.loop_start()
 
     def close(self) -> None:
+        self.watch.quiet = True
         self.client.disconnect()
         self.client.loop_stop()
+        self.watch.quiet = False
 
     def publish(
         self,
@@ -118,9 +134,30 @@ class Uplink:
     def show_on_panel(self, state: str) -> None:
         """Thread-safe: what the room panel shows (retained: a panel that reconnects reads
         it at once). Called after every frame; sent when it changes, after a reconnect,
-        and every few seconds (:class:`agent.sync_plan.PanelEcho`)."""
-        if self.panel.show(state, time.monotonic(), self.connected.is_set()):
-            self._publish_panel(state)
+        and every few seconds (:class:`agent.sync_plan.PanelEcho`). A room controller
+        with no room yet shows nothing, and says once what it lacks."""
+        room = self.follow_room()
+        if self.panel.show(state, time.monotonic(), self.connected.is_set()) and room:
+            self._publish_panel(room, state)
+
+    def follow_room(self) -> str | None:
+        """The room assigned now; when it changed, the panel topics move to it (subscribed,
+        and the panel shown at once) and the change is logged."""
+        room = self.room_of()
+        if room == self.room and self._room_known:
+            return room
+        old, self.room, self._room_known = self.room, room, True
+        self.lacks = room_lacks(room)
+        if self.lacks:
+            log.warning("%s", self.lacks)
+        else:
+            log.info("serving room %s%s", room, f" (was {old})" if old else "")
+        if old:
+            self.client.unsubscribe([p.panel(old, "door"), p.panel(old, "key")])
+        if room:
+            self._subscribe_panel(room)
+            self.panel.sent_at = -math.inf  # the new room's panel learns the state now
+        return room
 
     # -- paho callbacks (network thread): only queue -------------------------------
 
@@ -134,7 +171,7 @@ class Uplink:
             retain=True,
         )
         c.max_inflight_messages_set(self.window)
-        c.reconnect_delay_set(min_delay=1, max_delay=15)
+        self.watch = LinkWatch(c, log, b.host, b.port, min_delay=1, max_delay=15)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
@@ -145,17 +182,17 @@ class Uplink:
         self, c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Properties | None
     ) -> None:
         if rc.is_failure:
-            log.warning("broker refused connection: %s", rc)
             self.refusals.append(f"connect: {rc}")
+            self.watch.refused(rc, f"device {self.device_id}")
             return
-        log.info("connected to broker %s:%d (%s)", self.broker.host, self.broker.port, rc)
+        self.watch.connected()
         c.subscribe(p.reply(self.device_id, "#"), qos=1)
         c.subscribe(p.command(self.device_id, "#"), qos=1)
-        if self.room:
-            c.subscribe(p.panel(self.room, "door"), qos=1)
-            c.subscribe(p.panel(self.room, "key"), qos=1)
+        room = self.room  # (the recorder's thread may move it meanwhile: it subscribes too)
+        if room:
+            self._subscribe_panel(room)
             if self.panel.state is not None:
-                self._publish_panel(self.panel.state)
+                self._publish_panel(room, self.panel.state)
         self.inbox.put(("connected", None))
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
@@ -165,13 +202,15 @@ class Uplink:
             return
         self.inbox.put(("message", msg))
 
-    def _publish_panel(self, state: str) -> None:
-        assert self.room
-        self.client.publish(p.panel(self.room, "state"), state.encode(), qos=1, retain=True)
+    def _subscribe_panel(self, room: str) -> None:
+        self.client.subscribe([(p.panel(room, "door"), 1), (p.panel(room, "key"), 1)])
+
+    def _publish_panel(self, room: str, state: str) -> None:
+        self.client.publish(p.panel(room, "state"), state.encode(), qos=1, retain=True)
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
         self.connected.clear()
-        log.info("disconnected from broker: %s (%d)", rc, rc.value)
+        self.watch.disconnected(rc)
         self.inbox.put(("disconnected", rc))
 
     def _on_publish(self, _c: mqtt.Client, _u: Any, _mid: int, rc: ReasonCode, _p: Any) -> None:

@@ -31,6 +31,7 @@ from evidence.seal import Entry, SealError, check_signature
 from provisioning.registry import RegisteredKey
 from store.blobs import BlobStore
 from store.db import Database
+from store.fleet_log import DeviceNews, receipt_lines
 from store.limits import Limits, Refused
 from store.uploads import Uploads, sealed_segment
 
@@ -81,6 +82,7 @@ class Ingest:
         self.limits = limits or Limits()
         self.uploads = Uploads(db, blobs, self.limits, receipt_key, name, certificate)
         self._expired_at = -math.inf
+        self.news = DeviceNews()  # per device, what the log already said
 
     def handle(
         self, topic: str, payload: bytes, now: float, properties: Mapping[str, str] | None = None
@@ -96,16 +98,25 @@ class Ingest:
         entries and receipts), then receipted."""
         replies: list[Reply] = []
         pending: list[_Written] = []
+        made = self.uploads.made
+        made.clear()
         for topic, payload, properties in messages:
-            device = "?"
+            device, kept = "?", len(made)
             try:
                 device, rest = p.parse_up(topic)
+                if rest != ["status"] and (line := self.news.message(device, "/".join(rest)[:40])):
+                    log.info("%s", line)  # (its status says it is online: told apart)
                 self._expire(now)
                 replies += self._dispatch(device, rest, payload, now, properties, pending)
             except Exception as e:
+                del made[kept:]  # its transaction, if any, was rolled back
                 replies += self._refused(device, topic, e, now)
         if pending:
             replies += self._receipt_written(pending, now)
+        for device, _ in made:
+            self.news.accepted(device)
+        for line in receipt_lines(made):
+            log.info("%s", line)
         return replies
 
     def _refused(self, device: str, topic: str, e: Exception, now: float) -> list[Reply]:
@@ -121,6 +132,7 @@ class Ingest:
         return self._rejected(device, topic, "store_error", f"{type(e).__name__}: {e}", now)
 
     def _receipt_written(self, pending: list[_Written], now: float) -> list[Reply]:
+        kept = len(self.uploads.made)
         try:
             self.blobs.make_durable([w.sha256 for w in pending])
             replies: list[Reply] = []
@@ -133,6 +145,7 @@ class Ingest:
                     )
             return replies
         except Exception as e:  # none receipted: each device is told, and sends again
+            del self.uploads.made[kept:]
             return [r for w in pending for r in self._refused(w.device, w.topic, e, now)]
 
     def _dispatch(
@@ -161,7 +174,9 @@ class Ingest:
 
     def _rejected(self, device: str, topic: str, code: str, reason: str, now: float) -> list[Reply]:
         reason = reason[:500]
-        log.warning("refused %s (%s): %s", topic[:200], code, reason)
+        # once per device and reason code, then quietly while the device keeps at it
+        level = self.news.refused(device, code)
+        log.log(level, "refused %s (%s): %s", topic[:200], code, reason)
         try:
             with self.db.transaction():
                 self.db.execute(
@@ -189,6 +204,7 @@ class Ingest:
             return [(p.reply(device, "ack"), judged.to_bytes())]
         with self.db.transaction():
             ack = self._record(device, e, now, judged)
+        self.news.accepted(device)
         return [(p.reply(device, "ack"), ack.to_bytes())]
 
     def _segment(
@@ -325,7 +341,8 @@ class Ingest:
     def _refuse_entry(
         self, device: str, e: Entry, now: float, reason: str, code: str = "refused_entry"
     ) -> p.Ack:
-        log.warning("refused entry %s/%d (%s): %s", device, e.seq, code, reason)
+        level = self.news.refused(device, code)
+        log.log(level, "refused entry %s/%d (%s): %s", device, e.seq, code, reason)
         with self.db.transaction():
             self.db.execute(
                 "insert into rejections values (?, ?, ?, ?)",
@@ -349,6 +366,10 @@ class Ingest:
                 " set status = excluded.status, at = excluded.at",
                 (device, json.dumps(doc), now),
             )
+        if isinstance(doc.get("online"), bool) and (
+            line := self.news.status(device, doc["online"])
+        ):
+            log.info("%s", line)
         return []
 
 

@@ -42,3 +42,23 @@ def assignment(me: str, devices: Iterable[str], workers: Iterable[str]) -> set[s
     counts as alive: it is asking)."""
     pool = sorted({*workers, me})
     return {d for d in devices if owner(d, pool) == me}
+
+
+def maybe_running(seen: float | None, now: float) -> bool:
+    """Whether a worker's name was heard of recently enough that another worker may be
+    running under it (a heartbeat within ``DEAD`` seconds)."""
+    return seen is not None and now - seen <= DEAD
+
+
+def name_in_use(
+    name: str, group: str, before: float | None, after: float | None, now: float
+) -> str | None:
+    """Why a worker must not start under ``name``: its heartbeat, read at start
+    (``before``) and a heartbeat later (``after``), moved on — another worker beats under
+    it. A heartbeat that stood still is a worker that just stopped: the name is free."""
+    if before is None or after is None or after <= before or not maybe_running(after, now):
+        return None
+    return (
+        f"a store worker named {name} is already running in group {group} "
+        f"(last seen {max(0.0, now - after):.0f} s ago): give this one another name in store.toml"
+    )

@@ -46,6 +46,8 @@ class Uploads:
     ) -> None:
         self.db, self.blobs, self.limits = db, blobs, limits
         self.receipt_key, self.name, self.certificate = receipt_key, name, certificate
+        # (device, session) of each receipt made, for the batch's summary line (Ingest)
+        self.made: list[tuple[str, str | None]] = []
 
     def _blob(self, device: str, sha256: str) -> p.BlobInit:
         rows = self.db.query(
@@ -233,6 +235,7 @@ class Uploads:
             " do update set complete = excluded.complete",
             (device, sha256, seq, size, size, "[]", now),
         )
+        self.made.append((device, session))
         return self.receipt_of(device, sha256)
 
     def expire(self, now: float) -> list[tuple[str, str]]:

@@ -26,7 +26,9 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from common.mqtt import probe, refusal_problem, tls_client
+from common.files import ConfigError
+from common.link_log import LinkWatch
+from common.mqtt import probe_cause, tls_client
 from evidence import protocol as p
 from store import pinning
 from store.blobs import BlobStore
@@ -64,11 +66,11 @@ class Worker:
         self._inbox: queue.Queue[tuple[str, bytes, dict[str, str]] | None] = queue.Queue(BACKLOG)
         self._handler = threading.Thread(target=self._handle, name="store-handler", daemon=True)
         self.problem: str | None = None  # why the broker is not reached, while it is not
-        self._quiet = False  # no disconnect warnings while probing or stopping
+        self.halted = threading.Event()  # another client took its session: it stopped
         b = config.broker
         c = tls_client(config.name, b.ca, b.cert, b.key)
         c.max_inflight_messages_set(64)
-        c.reconnect_delay_set(min_delay=1, max_delay=10)
+        self.watch = LinkWatch(c, log, b.host, b.port, 1, 10, quiet_take_over=True)
         c.on_connect = self._on_connect
         c.on_message = self._on_message
         c.on_disconnect = self._on_disconnect
@@ -77,11 +79,10 @@ class Worker:
     def _on_connect(
         self, c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Properties | None
     ) -> None:
-        if rc.is_failure:
-            self.problem = refusal_problem(rc, f"store {self.config.name}")
-            log.error("%s", self.problem)
+        if rc.is_failure:  # logged with its disconnect, once
+            self.problem = self.watch.refused(rc, f"store {self.config.name}").text
             return
-        log.info("connected to the broker %s:%d", self.config.broker.host, self.config.broker.port)
+        self.watch.connected()
         self.problem = None
         self.serves = set()  # a new connection has no subscriptions: the handler makes them
         self._beat_at = -math.inf
@@ -161,33 +162,69 @@ class Worker:
         self.serves = serves
         self.ready.set()
 
-    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
+    def _on_disconnect(self, c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
         self.ready.clear()
         self._connected.clear()
-        if rc.is_failure and not self._quiet:
-            log.warning("disconnected from the broker: %s (%d); reconnecting", rc, rc.value)
-        else:
-            log.info("disconnected from the broker: %s (%d)", rc, rc.value)
+        cause = self.watch.disconnected(rc)
+        if cause is None:
+            return
+        self.problem = cause.text
+        if cause.kind == "taken_over":
+            # Two workers under one name knock each other off every second: stop instead.
+            self.problem = taken_over_problem(self.config.name, self.config.group)
+            log.error("%s", self.problem)
+            self.halted.set()
+            self.watch.quiet = True
+            c.loop_stop()  # from its own thread: paho ends its loop, reconnecting no more
 
     def start(self, probe_seconds: float = 10.0) -> None:
-        """The first connection is tried at once, so a wrong certificate, a refusal or an
-        unreachable broker is told now (``problem``); after that paho keeps retrying."""
+        """Refused (ConfigError) when a worker of this name is running already. The first
+        connection is tried at once, so a wrong certificate, a refusal or an unreachable
+        broker is told now (``problem``); after that paho keeps retrying."""
         b = self.config.broker
-        self._quiet = True
-        self.problem = probe(self.client, b.host, b.port, 15, probe_seconds)
-        self._quiet = False
+        self.check_name()
+        self.watch.quiet = True
+        who = f"store {self.config.name}"
+        cause = probe_cause(self.client, b.host, b.port, 15, probe_seconds, who)
+        self.watch.quiet = False
         self._handler.start()
-        if self.problem:
-            log.error("%s; retrying", self.problem)
+        if cause:  # logged now; paho's retries for the same cause add nothing
+            self.problem = self.watch.down(cause).text
             self.client.connect_async(b.host, b.port, keepalive=15)
         self.client.loop_start()
 
+    def check_name(self) -> None:
+        """A worker beating under this name in this group is running: this one must not
+        (both would serve the same devices, and knock each other off the broker)."""
+        group, name, db = self.config.group, self.config.name, self.ingest.db
+        before = last_beat(db, group, name)
+        if not pinning.maybe_running(before, time.time()):
+            return
+        time.sleep(pinning.HEARTBEAT * 1.5)  # a live worker beats meanwhile; a stopped one not
+        after = last_beat(db, group, name)
+        if problem := pinning.name_in_use(name, group, before, after, time.time()):
+            raise ConfigError(problem)
+
     def stop(self) -> None:
-        self._quiet = True
+        self.watch.quiet = True
         self.client.disconnect()
         self.client.loop_stop()
         self._inbox.put(None)  # the handler finishes what was queued, then ends
         self._handler.join(timeout=30)
+
+
+def taken_over_problem(name: str, group: str) -> str:
+    return (
+        f"another client connects to the broker as {name} and takes this worker's session "
+        f"over: is a second store worker named {name} running (group {group})? give each "
+        "worker its own name in store.toml; this one stopped reconnecting"
+    )
+
+
+def last_beat(db: Database, group: str, name: str) -> float | None:
+    """When the worker ``name`` of ``group`` last beat (None: never)."""
+    rows = db.query("select seen from workers where grp = ? and name = ?", (group, name))
+    return float(rows[0]["seen"]) if rows else None
 
 
 def user_properties(msg: mqtt.MQTTMessage) -> dict[str, str]:

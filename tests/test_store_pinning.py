@@ -41,3 +41,19 @@ def test_heartbeats_are_kept_per_group(db: Database) -> None:
     assert db.heartbeat("stores", "store-2", 11.0) == {"store-1": 10.0, "store-2": 11.0}
     assert db.heartbeat("stores", "store-1", 12.0) == {"store-1": 12.0, "store-2": 11.0}
     assert db.heartbeat("other", "store-9", 12.0) == {"store-9": 12.0}
+
+
+def test_a_name_beating_meanwhile_is_taken_and_one_standing_still_is_free() -> None:
+    d = pinning.DEAD
+    assert not pinning.maybe_running(None, now=100.0)
+    assert not pinning.maybe_running(100.0 - d - 1, now=100.0)  # a worker long gone
+    assert pinning.maybe_running(99.0, now=100.0)
+    # it beat again while this one looked: another worker is running under the name
+    taken = pinning.name_in_use("store-1", "stores", before=99.0, after=101.0, now=103.0)
+    assert taken == (
+        "a store worker named store-1 is already running in group stores (last seen 2 s ago): "
+        "give this one another name in store.toml"
+    )
+    # the same beat both times: the worker that had the name just stopped (a restart)
+    assert pinning.name_in_use("store-1", "stores", before=99.0, after=99.0, now=103.0) is None
+    assert pinning.name_in_use("store-1", "stores", before=None, after=None, now=103.0) is None
