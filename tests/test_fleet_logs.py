@@ -5,12 +5,10 @@ refusals once, receipts per batch and session)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 import ssl
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +19,6 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.enrolment import broker_settings
 from agent.uplink import Uplink
-from common.files import ConfigError
 from common.link_log import FLAP_SECONDS, FLAPS, LinkLog, retry_delay
 from common.mqtt import (
     Cause,
@@ -29,7 +26,6 @@ from common.mqtt import (
     disconnect_cause,
     failure_cause,
     refusal_cause,
-    tls_client,
 )
 from simulator.mosquitto import Mosquitto, free_port
 from simulator.site import LocalSite
@@ -164,7 +160,8 @@ def test_a_cause_is_told_once_with_its_retry_cadence_then_reminded() -> None:
     lost = Cause("lost", "lost the connection")
     assert links.down(lost, now=800) == (logging.WARNING, "lost the connection (retrying in 1 s)")
     assert links.down(gone, now=801) is not None
-    assert links.up(now=830)[1] == "reconnected to the broker at h:1 after 30 s (2 failed attempts)"
+    back = "reconnected to the broker at h:1 after 30 s (2 failed attempts)"
+    assert links.up(now=830) == (logging.INFO, back)
     assert links.closed() == (logging.INFO, "disconnected from the broker at h:1")
 
 
@@ -256,6 +253,28 @@ def test_a_revoked_device_says_so_once_while_it_retries(
 
 
 @pytest.mark.slow
+def test_a_device_with_no_broker_listening_says_so_once(
+    revoked_fleet: tuple[Fleet, Mosquitto], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The agent used to log nothing at all while the broker was unreachable."""
+    f, _ = revoked_fleet
+    caplog.set_level(logging.DEBUG, logger="agent.uplink")
+    settings = dataclasses.replace(broker_settings(f.devices["a"]), port=free_port())
+    link = Uplink(f.device_id("a"), settings, window=8)
+    link.connect()
+    try:
+        _until(lambda: link.watch.links.failures >= 3, "three attempts")
+        assert link.watch.cause is not None and link.watch.cause.kind == "refused"
+    finally:
+        link.close()
+    lines = _messages(caplog, "agent.uplink")
+    assert lines == [
+        f"the broker at 127.0.0.1:{settings.port} refused the connection: is the broker "
+        "running on that port? (retrying in 1 s)"
+    ]
+
+
+@pytest.mark.slow
 def test_a_store_says_why_it_waits_and_that_it_reconnected(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -317,77 +336,3 @@ def test_the_store_tells_each_device_once_and_receipts_per_batch(
     assert counted == len(segments) and len(ours) <= len(segments), lines
     info = [r for r in caplog.records if r.name == "store.ingest" and r.levelno >= logging.INFO]
     assert len(info) < len(segments) + 4  # a line a batch, not a line a segment
-
-
-# -- two store workers under one name --------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def store_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSite]:
-    site = LocalSite(tmp_path_factory.mktemp("site"))
-    site.store_config("1")
-    site.start_broker()
-    yield site
-    site.close()
-
-
-@pytest.mark.slow
-def test_a_second_worker_of_the_same_name_is_refused_at_start(
-    store_site: LocalSite, tmp_path: Path
-) -> None:
-    path = store_site.store_config("1")
-    config = load_store_config(path)
-    first = start_worker(config)
-    try:
-        assert first.ready.wait(20)
-        with pytest.raises(ConfigError) as refused:
-            start_worker(config)
-        assert "a store worker named store-1 is already running in group" in str(refused.value)
-        assert "give this one another name in store.toml" in str(refused.value)
-        done = subprocess.run(
-            [sys.executable, "-m", "unbroken.cli", "store", "run", "--config", str(path)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode == 2, done.stderr
-        assert "already running" in done.stderr and "Traceback" not in done.stderr
-        assert first.ready.is_set() and not first.halted.is_set()  # never knocked off
-    finally:
-        first.stop()
-        first.ingest.db.close()
-
-
-@pytest.mark.slow
-def test_a_worker_whose_session_is_taken_over_says_so_and_stops(
-    store_site: LocalSite, caplog: pytest.LogCaptureFixture
-) -> None:
-    """Another client under the worker's name (a second worker, on another machine, say):
-    they knock each other off; the worker says why, once, and stops reconnecting."""
-    caplog.set_level(logging.INFO, logger="store.worker")
-    config = load_store_config(store_site.store_config("1"))
-    worker = start_worker(config)
-    b = config.broker
-    intruder = tls_client(config.name, b.ca, b.cert, b.key)
-    intruder.reconnect_delay_set(1, 1)
-    intruder.connect_async(b.host, b.port)
-    # its own thread, by its own name: paho's are named after the client id, the same
-    duel = threading.Thread(
-        target=intruder.loop_forever, kwargs={"retry_first_connection": True}, name="intruder"
-    )
-    try:
-        assert worker.ready.wait(20)
-        duel.start()
-        assert worker.halted.wait(60)
-        assert worker.problem and f"is a second store worker named {config.name}" in worker.problem
-        paho = f"paho-mqtt-client-{config.name}"
-        _until(lambda: all(t.name != paho for t in threading.enumerate()), "the worker to stop")
-        _until(intruder.is_connected, "the other client to keep the name")
-    finally:
-        intruder.disconnect()
-        duel.join(10)
-        worker.stop()
-        worker.ingest.db.close()
-    lines = _messages(caplog, "store.worker")
-    assert len([m for m in lines if "takes this worker's session over" in m]) == 1, lines
-    assert not any("session taken over" in m for m in lines), lines  # the worker's own words

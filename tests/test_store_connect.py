@@ -1,19 +1,24 @@
 """A store that cannot reach its broker says why, at once: a CA that does not match the
-broker, a client certificate the broker does not accept, nothing listening. Against a real
-Mosquitto with TLS and the agency's ACL."""
+broker, a client certificate the broker does not accept, nothing listening; a second worker
+under a name already running is refused, and one whose session is taken over stops. Against
+a real Mosquitto with TLS and the agency's ACL."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import tomli_w
 
 from common.bundle import Broker
+from common.files import ConfigError
+from common.mqtt import tls_client
 from provisioning.agency import init_agency
 from simulator.mosquitto import free_port
 from simulator.site import LocalSite
@@ -114,3 +119,77 @@ def test_a_missing_tls_file_is_a_clear_error(site: LocalSite, tmp_path: Path) ->
     )
     assert done.returncode == 2
     assert "nope.pem: no such TLS file" in done.stderr and "Traceback" not in done.stderr
+
+
+# -- two store workers under one name --------------------------------------------------------
+
+
+def test_a_second_worker_of_the_same_name_is_refused_at_start(
+    site: LocalSite, tmp_path: Path
+) -> None:
+    path = site.store_config("1")
+    config = load_store_config(path)
+    first = start_worker(config)
+    try:
+        assert first.ready.wait(20)
+        with pytest.raises(ConfigError) as refused:
+            start_worker(config)
+        assert "a store worker named store-1 is already running in group" in str(refused.value)
+        assert "give this one another name in store.toml" in str(refused.value)
+        done = subprocess.run(
+            [sys.executable, "-m", "unbroken.cli", "store", "run", "--config", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2, done.stderr
+        assert "already running" in done.stderr and "Traceback" not in done.stderr
+        assert first.ready.is_set() and not first.halted.is_set()  # never knocked off
+    finally:
+        first.stop()
+        first.ingest.db.close()
+
+
+def test_a_worker_whose_session_is_taken_over_says_so_and_stops(
+    site: LocalSite, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another client under the worker's name (a second worker, on another machine, say):
+    they knock each other off; the worker says why, once, and stops reconnecting."""
+    caplog.set_level(logging.INFO, logger="store.worker")
+    config = load_store_config(site.store_config("1"))
+    worker = start_worker(config)
+    b = config.broker
+    intruder = tls_client(config.name, b.ca, b.cert, b.key)
+    intruder.reconnect_delay_set(1, 1)
+    intruder.connect_async(b.host, b.port)
+    # its own thread, by its own name: paho's are named after the client id, the same
+    duel = threading.Thread(
+        target=intruder.loop_forever, kwargs={"retry_first_connection": True}, name="intruder"
+    )
+    try:
+        assert worker.ready.wait(20)
+        duel.start()
+        assert worker.halted.wait(60)
+        assert worker.problem and f"is a second store worker named {config.name}" in worker.problem
+        paho = f"paho-mqtt-client-{config.name}"
+        _until(lambda: all(t.name != paho for t in threading.enumerate()), "the worker to stop")
+        _until(intruder.is_connected, "the other client to keep the name")
+    finally:
+        intruder.disconnect()
+        duel.join(10)
+        worker.stop()
+        worker.ingest.db.close()
+    lines = _messages(caplog, "store.worker")
+    assert len([m for m in lines if "takes this worker's session over" in m]) == 1, lines
+    assert not any("session taken over" in m for m in lines), lines  # the worker's own words
+
+
+def _messages(caplog: pytest.LogCaptureFixture, name: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == name]
+
+
+def _until(done: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
