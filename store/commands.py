@@ -100,6 +100,8 @@ def outcome(c: QueuedCommand, online: bool | None, unreachable: str | None = Non
         return Outcome(f"pending: broker not reachable ({unreachable}); {until}", PENDING)
     if online:
         return Outcome(f"pending: {c.device} is online but has not answered; {until}", PENDING)
+    if online is None:
+        return Outcome(f"pending: device offline (no status from it yet), {until}", PENDING)
     return Outcome(f"pending: device offline, {until}", PENDING)
 
 
