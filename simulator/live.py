@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from agent.run import take_commands
 from agent.sync import Uploader
 from device import yuv
 from device.clock import SimClock
@@ -144,9 +145,8 @@ class LiveDevice:
         self.journal.open()  # its own connection; the journal exists now
         self._take_snapshot(storage=True)
         if self.uploader is not None and self.network is not None:
-            rec = self.dev.recorder
             self.uploader.status_source = lambda: dict(self.snapshot.get("status", {}))
-            self.uploader.on_command = lambda data: rec.post(lambda: rec.apply_command(data))
+            take_commands(self.uploader, self.dev.recorder)
             self.network.start()
         self._thread.start()
 

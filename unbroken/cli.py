@@ -473,7 +473,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         "--workdir",
         type=Path,
         default=Path("out/demo"),
-        help="where the agency, broker, store and device live (recreated)",
+        help="where the agency, broker, store and devices live: a new or empty directory, "
+        "or one an earlier demo made (emptied and made again); any other is refused",
     )
     d.set_defaults(func=cmd_demo)
     return p
