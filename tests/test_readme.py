@@ -35,7 +35,14 @@ from pathlib import Path
 
 import pytest
 
+from agent.config import ASSIGNMENT, DEVICE_TOML
+from agent.enrolment import PROVISION
+from agent.evidence_dir import CHAIN, KEYS, PRIVATE, PUBKEY, SEGMENTS, SPOOL
+from agent.identity import IDENTITY
+from agent.status_file import STATUS
 from common.settings import DeviceConfig
+from evidence.seal import KINDS
+from provisioning.broker_config import render_acl
 from simulator.mosquitto import free_port
 from store.config import StoreConfig
 from unbroken.cli import build_parser
@@ -202,6 +209,44 @@ def test_every_option_the_docs_show_exists() -> None:
             if option.startswith("--") and option not in known:
                 wrong.append(f"{where}: `unbroken {' '.join(words[:2])}` has no {option}")
     assert not wrong, "\n".join(wrong)
+
+
+def _doc(name: str) -> str:
+    return (ROOT / "docs" / name).read_text(encoding="utf-8")
+
+
+def test_the_evidence_format_documents_every_entry_kind() -> None:
+    """The payload table lists exactly the kinds an entry may have, and each has its body
+    described (a section of its own, or a bullet under "Other bodies")."""
+    text = _doc("evidence-format.md")
+    row = next(line for line in text.splitlines() if line.startswith("| `kind` |"))
+    assert set(re.findall(r"`([a-z_]+)`", row.split("|")[2])) == set(KINDS)
+    described = [k for k in KINDS if f"### `{k}`" in text or f"- `{k}`:" in text]
+    assert sorted(KINDS - set(described)) == []
+
+
+def test_the_evidence_directory_layout_is_the_code_s() -> None:
+    """Every place the device's code names in its data directory is in the layout."""
+    text = _doc("evidence-format.md")
+    places = [PUBKEY, CHAIN, SEGMENTS, SPOOL, PRIVATE, KEYS, PROVISION, STATUS, IDENTITY]
+    places += [DEVICE_TOML, ASSIGNMENT, "journal.db", "officers.json"]
+    missing = [p for p in places if f"DIR/{p}" not in text]
+    assert not missing, missing
+
+
+def test_the_acl_table_is_the_broker_s() -> None:
+    """Every topic filter of the ACL the agency writes is in provisioning.md's table, with
+    the table's names for the clients: <id> a device, store-<name>, R a room."""
+    acl = render_acl(["store-main"], ["101"], [("room-1", "101")], revoked=["bwc-gone"])
+    text = _doc("provisioning.md")
+    table = text[text.index("| client (certificate CN) |") : text.index("**Regenerate")]
+    filters = {
+        line.split()[-1] for line in acl.splitlines() if line.startswith(("topic", "pattern"))
+    }
+    named = {f.replace("%u", "<id>").replace("store-main", "store-<name>") for f in filters}
+    named = {f.replace("/101/", "/R/") for f in named}
+    missing = sorted(f for f in named if f"`{f}`" not in table and f"deny {f}" not in table)
+    assert not missing, missing
 
 
 # -- slow: every command block runs -------------------------------------------------------
