@@ -6,9 +6,14 @@ refusals once, receipts per batch and session)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import os
 import socket
 import ssl
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +22,9 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
+from agent import enrolment
 from agent.enrolment import broker_settings
+from agent.room import NO_ROOM
 from agent.uplink import Uplink
 from common.link_log import FLAP_SECONDS, FLAPS, LinkLog, retry_delay
 from common.mqtt import (
@@ -26,6 +33,7 @@ from common.mqtt import (
     disconnect_cause,
     failure_cause,
     refusal_cause,
+    tls_client,
 )
 from simulator.mosquitto import Mosquitto, free_port
 from simulator.site import LocalSite
@@ -33,7 +41,7 @@ from store.config import load_store_config
 from store.fleet_log import DeviceNews, receipt_lines
 from store.worker import start_worker
 from tests.fixtures.fleet import Broker, Creds, Fleet, build_fleet, run
-from tests.fixtures.room import entries
+from tests.fixtures.room import SMALL, entries
 
 # -- causes, from real exceptions ----------------------------------------------------------
 
@@ -336,3 +344,56 @@ def test_the_store_tells_each_device_once_and_receipts_per_batch(
     assert counted == len(segments) and len(ours) <= len(segments), lines
     info = [r for r in caplog.records if r.name == "store.ingest" and r.levelno >= logging.INFO]
     assert len(info) < len(segments) + 4  # a line a batch, not a line a segment
+
+
+@pytest.mark.slow
+def test_agent_run_on_a_room_controller_with_no_room_keeps_running(tmp_path: Path) -> None:
+    """`agent run` used to die with an AssertionError the moment it connected."""
+    with LocalSite(tmp_path / "site") as site:
+        site.store_config("1")  # (its certificate reads the status, as the store would)
+        site.start_broker()
+        data, request, bundle = tmp_path / "room", tmp_path / "room.req", tmp_path / "room.b"
+        enrolment.keygen(
+            data, request, time.time(), device_id="room-0104", serial="R4", role="room_controller"
+        )
+        site.agency.enroll(request.read_bytes(), bundle, time.time(), settings={"recording": SMALL})
+        enrolment.install(data, bundle.read_bytes(), time.time())
+        site.start_broker()  # the ACL now names the controller
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "unbroken.cli", "agent", "run", "--data", str(data), "--sim"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        said: list[str] = []
+        assert agent.stderr is not None
+        reader = threading.Thread(target=lambda: said.extend(agent.stderr or []), daemon=True)
+        reader.start()
+        try:
+            connected = f"connected to the broker at 127.0.0.1:{site.port}"
+            _until(lambda: any(connected in line for line in said), "the connection", 60)
+            _until(lambda: any(NO_ROOM in line for line in said), "what it lacks", 30)
+            # and it goes on: its status, published after it connected, says it is online
+            config = load_store_config(site.store_config("1"))
+            b = config.broker
+            store = tls_client("store-1", b.ca, b.cert, b.key)
+            statuses: list[dict[str, object]] = []
+            store.on_message = lambda _c, _u, m: statuses.append(json.loads(m.payload))
+            store.connect(b.host, b.port)
+            store.subscribe("unbroken/d/room-0104/status", qos=1)
+            store.loop_start()
+            try:
+                _until(lambda: any(s.get("online") for s in statuses), "an online status", 30)
+            finally:
+                store.disconnect()
+                store.loop_stop()
+            assert agent.poll() is None, "".join(said)
+            online = next(s for s in statuses if s.get("online"))
+            assert online["room"] is None and online["panel"] == "idle"
+        finally:
+            agent.terminate()
+            agent.wait(30)
+            reader.join(10)
+        assert "Traceback" not in "".join(said), "".join(said)
+        assert sum(NO_ROOM in line for line in said) == 1, "".join(said)
