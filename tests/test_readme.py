@@ -40,7 +40,8 @@ from agent.enrolment import PROVISION
 from agent.evidence_dir import CHAIN, KEYS, PRIVATE, PUBKEY, SEGMENTS, SPOOL
 from agent.identity import IDENTITY
 from agent.status_file import STATUS
-from common.settings import DeviceConfig
+from common.settings import DeviceConfig, Sync
+from evidence.protocol import WHOLE_LIMIT
 from evidence.seal import KINDS
 from provisioning.broker_config import render_acl
 from simulator.mosquitto import free_port
@@ -49,6 +50,7 @@ from unbroken.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+README = DOCS[0].read_text(encoding="utf-8")
 SHELL = {"sh", "bash", "console", "shell"}
 PLACES = ("/var/lib/unbroken", "/etc/unbroken", "/srv/unbroken", "/tmp")
 AGENCY = "/etc/unbroken/agency"  # what the placeholder AGENCY stands for
@@ -247,6 +249,14 @@ def test_the_acl_table_is_the_broker_s() -> None:
     named = {f.replace("/101/", "/R/") for f in named}
     missing = sorted(f for f in named if f"`{f}`" not in table and f"deny {f}" not in table)
     assert not missing, missing
+
+
+def test_the_sync_figures_are_the_code_s() -> None:
+    """What the README and the protocol say travels whole, and in what chunks otherwise."""
+    whole = f"{WHOLE_LIMIT // 2**20} MiB"
+    chunk = f"{Sync().chunk_size // 1024} KiB"
+    for text in (README, _doc("protocol.md")):
+        assert whole in text and chunk in text
 
 
 # -- slow: every command block runs -------------------------------------------------------
