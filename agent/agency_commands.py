@@ -55,7 +55,11 @@ class AgencyCommands:
             log.warning("agency command refused: %s", e)
             self._answer(claimed, "refused", str(e), None, now)
             raise
-        self._answer(claimed, "applied", "applied before" if repeat else "", entry, now)
+        if repeat and claimed is not None:  # the entry sealed when it was applied
+            seq = self.chain.journal.applied_command_seq(claimed[0])
+            self._answer(claimed, "applied", "applied before", seq, now)
+        else:
+            self._answer(claimed, "applied", "", entry.seq if entry is not None else None, now)
         return entry
 
     def _apply(self, data: bytes, now: float) -> tuple[Entry | None, bool]:
@@ -84,12 +88,11 @@ class AgencyCommands:
         claimed: tuple[str, str] | None,
         outcome: Outcome,
         reason: str,
-        entry: Entry | None,
+        seq: int | None,
         now: float,
     ) -> None:
         if self.answers is None or claimed is None:
             return  # nothing to answer to: not even a nonce to name
         nonce, name = claimed
-        seq = entry.seq if entry is not None else None
         answer = make_answer(self.chain.device_id, nonce, name, outcome, reason, seq, now)
         self.answers(self.chain.sign(answer.model_dump()))

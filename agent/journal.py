@@ -134,6 +134,14 @@ class Journal:
             for e in self.entries(kind)
         )
 
+    def applied_command_seq(self, nonce: str) -> int | None:
+        """The entry sealed for the agency command ``nonce`` when it was applied (None:
+        not remembered, e.g. sealed just before a power cut)."""
+        if not self.db.table("applied_commands").exists():
+            return None
+        rows = list(self.db.query("select seq from applied_commands where nonce = ?", [nonce]))
+        return int(rows[0]["seq"]) if rows and rows[0]["seq"] is not None else None
+
     def remember_command(
         self, nonce: str, command: str, issued: float, expires: float, applied: float, seq: int
     ) -> None:

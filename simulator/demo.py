@@ -20,6 +20,7 @@ something without it (:func:`prepare_workdir`).
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Callable
@@ -39,6 +40,8 @@ from evidence.seal import Entry
 from evidence.verify_report import format_report as format_verify
 from simulator.device import SimDevice
 from simulator.site import LocalSite
+from store.commands import outcome
+from store.mailbox import Mailbox
 from store.report import build_report, format_report
 
 DEVICE = "bwc-hf-0001"
@@ -143,19 +146,24 @@ def interview_room(site: LocalSite, wall_start: float) -> bool:
         badges=[BADGE, "340177"],
         person="李某",
     )
-    site.send_command(ROOM_DEVICE, "session_open", opening)
+    site.store_send(opening)  # kept by the store until the room answers; it answers as it runs
     until(lambda: dev.recorder.session is not None)
     until(lambda: lamp[-1:] == ["recording"])
     print(
         f"   case system opened the session; RECORDING lamp: {'lit' if dev.lamp_lit() else 'off'}"
     )
+    box, nonce = Mailbox(site.db()), json.loads(opening)["payload"]["nonce"]
+    until(lambda: getattr(box.get(nonce, time.time()), "state", None) != "pending")
+    answered = box.get(nonce, time.time())
+    if answered is not None:
+        print(f"   the room's signed answer, kept by the store: {outcome(answered, True).text}")
     dev.run(4)
     dev.cameras["subject"].fail()  # the close-up camera fails; the room camera goes on
     dev.run(2)
     dev.cameras["subject"].fail(False)
     dev.run(11)
     closing = site.session_command(ROOM_DEVICE, "session_close", case="皖公(刑)2026-0117")
-    site.send_command(ROOM_DEVICE, "session_close", closing)
+    site.store_send(closing)
     until(lambda: dev.recorder.session is None)
     until(lambda: lamp[-1:] == ["idle"])
     print(f"   case system closed it; RECORDING lamp: {'lit' if dev.lamp_lit() else 'off'}")

@@ -38,7 +38,8 @@ from device.clock import Clock, SimClock, SystemClock
 from provisioning.agency import Agency, init_agency
 from provisioning.broker_config import write_broker_config
 from simulator.mosquitto import Mosquitto, free_port
-from store.commands import publish_command
+from store.commands import Outcome, publish_command
+from store.commands import send_command as store_send
 from store.config import load_store_config
 from store.db import Database
 from store.worker import Worker, start_worker
@@ -239,6 +240,11 @@ class LocalSite:
             clock,
             settings or sync_settings(device_config(data)),
         )
+
+    def store_send(self, data: bytes, wait: float = 0.0) -> Outcome:
+        """``unbroken store send``: checked, kept in the store's mailbox until the device
+        answers, published; what became of it after ``wait`` seconds."""
+        return store_send(load_store_config(self.store_config("1")), data, time.time(), wait)
 
     def send_command(self, device: str, name: str, data: bytes) -> None:
         """Publish a command to a device as the store's client, unchecked (tests send

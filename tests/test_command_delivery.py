@@ -226,10 +226,11 @@ def test_the_room_answers_applied_refused_and_a_repeat_applied_again(tmp_path: P
             )
             assert rec.apply_command(opening) is None  # delivered again: not applied again
             again = open_answer(answers[-1], key, "room-0104")
-            assert (again.outcome, again.nonce, again.reason) == (
+            assert (again.outcome, again.nonce, again.reason, again.seq) == (
                 "applied",
                 first.nonce,
                 "applied before",
+                entry.seq,  # the entry sealed when it was applied
             )
             assert len(entries(data, "session_open")) == 1
             wrong = site.session_command("room-0104", "session_close", case="Z-9")
