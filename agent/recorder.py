@@ -56,7 +56,7 @@ from agent.interruptions import InterruptionTracker
 from agent.journal import Journal
 from agent.keys import load_or_create_key
 from agent.lifecycle import SessionLifecycle
-from agent.room import OpenRoomSession, RoomTriggers, panel_state
+from agent.room import OpenRoomSession, RoomTriggers, panel_state, room_lacks
 from agent.room_control import RoomControl
 from agent.segments import Segmenter
 from agent.session import MarkerType, OpenSession, SessionError, SessionMachine, State
@@ -414,6 +414,8 @@ class Recorder:
             "tracks": self.tracks,
             "room": self.room_id if self.room else None,
             "panel": self.panel_state if self.room else None,
+            # what a room controller lacks to serve a room ("no room assigned: …")
+            "room_problem": room_lacks(self.room_id) if self.room else None,
             "explain_prompt": self.gaps.prompting,
             "unexplained": list(self.gaps.unexplained),
             "load": self.frames.load(),

@@ -80,7 +80,8 @@ def make_uploader(
         clock,
         sync_settings(config),
         status_source=recorder.status,
-        room=recorder.room_id if recorder.room else None,
+        # the room assigned now: an assignment at run time moves the panel topics
+        room=(lambda: recorder.room_id) if recorder.room else None,
         on_panel=recorder.room_input,
     )
     take_commands(uploader, recorder)

@@ -125,6 +125,8 @@ def _recorder(s: dict[str, Any], a: dict[str, Any]) -> list[str]:
         lines.append(f"wearer   badge(s) {', '.join(a['badges'])} (as the recorder has them)")
     if a.get("room") is not None or a.get("panel") is not None:
         lines.append(f"room     {a.get('room') or '-'}, panel {a.get('panel') or '-'}")
+    if a.get("room_problem"):
+        lines.append(f"room     {a['room_problem']}")
     load = a.get("load")
     if load:
         lines.append(f"load     {_load(load)}")

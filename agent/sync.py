@@ -38,7 +38,7 @@ import nacl.signing
 
 from agent import sync_plan as plan
 from agent.journal import SyncLedger
-from agent.uplink import BrokerSettings, Uplink
+from agent.uplink import BrokerSettings, RoomOf, Uplink
 from device.clock import Clock
 from evidence import protocol as p
 from evidence.receipt import ReceiptError
@@ -100,7 +100,7 @@ class Uploader:
         settings: SyncSettings | None = None,
         status_source: Callable[[], dict[str, Any]] | None = None,
         on_command: Callable[[bytes], None] | None = None,
-        room: str | None = None,
+        room: str | RoomOf | None = None,
         on_panel: Callable[[str, bytes], None] | None = None,
     ) -> None:
         self.root = root

@@ -40,7 +40,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     else:
         print(f"store {config.name}: subscribed, group {config.group}", flush=True)
-    stop.wait()
+    while not stop.wait(1):
+        if worker.halted.is_set():  # another client took its session: never fight over it
+            print(f"store {config.name}: {worker.problem}", file=sys.stderr, flush=True)
+            worker.stop()
+            return 1
     worker.stop()
     return 0
 

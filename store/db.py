@@ -185,6 +185,11 @@ class Database:
         rows = self.query("select name, seen from workers where grp = ?", (group,))
         return {str(r["name"]): float(r["seen"]) for r in rows}
 
+    def last_beat(self, group: str, worker: str) -> float | None:
+        """When ``worker`` of ``group`` last beat (None: never)."""
+        rows = self.query("select seen from workers where grp = ? and name = ?", (group, worker))
+        return float(rows[0]["seen"]) if rows else None
+
     def close(self) -> None:
         self.conn.close()
 

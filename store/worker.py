@@ -197,11 +197,11 @@ class Worker:
         """A worker beating under this name in this group is running: this one must not
         (both would serve the same devices, and knock each other off the broker)."""
         group, name, db = self.config.group, self.config.name, self.ingest.db
-        before = last_beat(db, group, name)
+        before = db.last_beat(group, name)
         if not pinning.maybe_running(before, time.time()):
             return
         time.sleep(pinning.HEARTBEAT * 1.5)  # a live worker beats meanwhile; a stopped one not
-        after = last_beat(db, group, name)
+        after = db.last_beat(group, name)
         if problem := pinning.name_in_use(name, group, before, after, time.time()):
             raise ConfigError(problem)
 
@@ -219,12 +219,6 @@ def taken_over_problem(name: str, group: str) -> str:
         f"over: is a second store worker named {name} running (group {group})? give each "
         "worker its own name in store.toml; this one stopped reconnecting"
     )
-
-
-def last_beat(db: Database, group: str, name: str) -> float | None:
-    """When the worker ``name`` of ``group`` last beat (None: never)."""
-    rows = db.query("select seen from workers where grp = ? and name = ?", (group, name))
-    return float(rows[0]["seen"]) if rows else None
 
 
 def user_properties(msg: mqtt.MQTTMessage) -> dict[str, str]:

@@ -57,6 +57,7 @@ FULL: dict[str, Any] = {
         "tracks": ["main", "wide"],
         "room": "101",
         "panel": "recording",
+        "room_problem": "no room assigned: waiting for an assignment",
         "explain_prompt": True,
         "unexplained": ["g-0007"],
         "load": {"level": 1, "bitrate": 1_000_000, "picture_rate": 15.0, "busy": 0.93},

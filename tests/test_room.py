@@ -3,6 +3,7 @@ key or the door plus the key; a camera failing mid-interview; the RECORDING lamp
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -36,6 +37,7 @@ from device.clock import SimClock
 from evidence.receipt import check_receipt
 from simulator.device import SimDevice
 from simulator.site import LocalSite
+from store.mailbox import Mailbox
 from tests.fixtures.media import plain
 from tests.fixtures.panel import BOARD, Panel, launch_firmware
 from tests.fixtures.room import SMALL, entries
@@ -411,9 +413,16 @@ def test_case_system_from_the_command_line(
     bad.write_bytes(opening.read_bytes().replace(b"C-9", b"C-8"))
     assert main(["store", "send", "--config", store, str(bad)]) == 2
     assert "signature" in capsys.readouterr().err
-    assert main(["store", "send", "--config", store, str(opening)]) == 0
+    # the room here applies commands only while the test runs it: not during the wait
+    assert main(["store", "send", "--config", store, str(opening), "--wait", "0"]) == 3
+    assert capsys.readouterr().out.startswith("pending: ")
     rs.run_until(lambda: rec.session is not None)
     assert entries(rs.data, "session_open")[-1].body["case"] == "C-9"
+    nonce = json.loads(opening.read_bytes())["payload"]["nonce"]
+    box = Mailbox(rs.site.db())
+    rs.run_until(lambda: getattr(box.get(nonce, time.time()), "state", None) == "applied")
+    assert main(["store", "send", "--config", store, str(opening)]) == 0  # its answer, kept
+    assert capsys.readouterr().out.startswith("applied: session_open on room-0101")
     rs.site.provision_device("bwc-0042")
     body = ["provision", "open-session", "--agency", agency, "--device", "bwc-0042"]
     assert main([*body, "--case", "C-10", "--out", str(tmp_path / "x.cmd")]) == 2
@@ -472,7 +481,6 @@ def test_a_room_controller_with_no_room_runs_and_takes_a_room_assigned_later(
         dev = SimDevice(data, config, clock=SimClock(wall_start=time.time()), realtime=True)
         uploader = make_uploader(data, dev.recorder, config, dev.clock)
         assert uploader is not None
-        uploader.link.room_of = lambda: dev.recorder.room_id  # as agent.run wires it
         dev.uploader = uploader
         dev.start()
         uploader.start()
