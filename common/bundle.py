@@ -78,8 +78,16 @@ class Bundle:
     sha256: str
 
 
-def check_settings(settings: dict[str, Any], what: str = "settings") -> DeviceConfig:
-    """Settings must be a valid device.toml, and survive the trip through TOML."""
+def check_settings(
+    settings: dict[str, Any], what: str = "settings", role: str | None = None
+) -> DeviceConfig:
+    """Settings must be a valid device.toml, and survive the trip through TOML; a
+    ``[room]`` section only for a room controller (``role``), as the device checks at start."""
+    if role is not None and role != "room_controller" and "room" in settings:
+        raise ProvisionError(
+            f"{what} hold a [room] section, but the device enrolled as a {role}: a room "
+            "controller is keygen'd with --role room_controller"
+        )
     try:
         config = DeviceConfig.model_validate(settings)
         round_trip = tomllib.loads(tomli_w.dumps(settings))

@@ -270,7 +270,7 @@ class Agency:
         req = check_request(request, now)
         p = req.payload
         settings = settings or {}
-        check_settings(settings)
+        check_settings(settings, role=p.role)
         pki.check_valid(self.ca, now, "agency CA certificate")
         reg = self.registry
         with self.change() as files:
@@ -346,12 +346,12 @@ class Agency:
         """A fresh bundle for an enrolled device: new settings, a renewed certificate (same
         TLS key), its current device key (after a rotation), or just a bundle that expired
         before it was installed. The previous certificate stays valid until it expires."""
-        if settings is not None:
-            check_settings(settings)
         pki.check_valid(self.ca, now, "agency CA certificate")
         reg = self.registry
         with self.change() as files:
             device = self._live_device(device_id)
+            if settings is not None:
+                check_settings(settings, role=device["role"])
             key, old = reg.current_key(device_id), reg.device_certificate(device_id)
             if key is None or old is None:
                 raise ProvisionError(f"device {device_id!r} has no current key or certificate")

@@ -73,3 +73,22 @@ def test_agent_run_says_why_it_will_not_start(tmp_path: Path) -> None:
     assert "unbroken: error:" in done.stderr and "is for a room controller" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (data / "chain").exists()
+
+
+def test_the_agency_signs_no_room_settings_for_a_body_recorder(tmp_path: Path) -> None:
+    from evidence.names import ProvisionError
+    from simulator.site import LocalSite
+
+    room = {"room": {"cameras": ["subject", "room"]}}
+    with LocalSite(tmp_path / "site") as site:
+        keygen(tmp_path / "dev", None)
+        request = (tmp_path / "request.json").read_bytes()
+        bundle = tmp_path / "bundle.json"
+        with pytest.raises(ProvisionError, match=r"\[room\] section, but the device enrolled"):
+            site.agency.enroll(request, bundle, time.time(), settings=room)
+        assert not bundle.exists()
+        site.agency.enroll(request, bundle, time.time())
+        device = enrolment.read_identity(tmp_path / "dev").device_id
+        with pytest.raises(ProvisionError, match="as a body_recorder: a room controller is"):
+            site.agency.reissue(device, tmp_path / "again.json", time.time(), settings=room)
+        assert not (tmp_path / "again.json").exists()
