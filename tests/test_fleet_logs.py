@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,6 +42,7 @@ from store.fleet_log import DeviceNews, receipt_lines
 from store.worker import start_worker
 from tests.fixtures.fleet import Broker, Creds, Fleet, build_fleet, run
 from tests.fixtures.room import SMALL, entries
+from tests.fixtures.waiting import messages, until
 
 # -- causes, from real exceptions ----------------------------------------------------------
 
@@ -227,17 +228,6 @@ def test_receipts_are_summed_per_device_and_session() -> None:
     assert receipt_lines([]) == []
 
 
-def _messages(caplog: pytest.LogCaptureFixture, name: str) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == name]
-
-
-def _until(done: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 # -- against the real broker: the wiring -----------------------------------------------------
 
 
@@ -250,10 +240,10 @@ def test_a_revoked_device_says_so_once_while_it_retries(
     link = Uplink(f.device_id("b"), broker_settings(f.devices["b"]), window=8)
     link.connect()
     try:
-        _until(lambda: link.watch.links.failures >= 3, "three refused attempts")
+        until(lambda: link.watch.links.failures >= 3, "three refused attempts")
     finally:
         link.close()
-    lines = _messages(caplog, "agent.uplink")
+    lines = messages(caplog, "agent.uplink")
     revoked = [m for m in lines if "revoked" in m]
     assert len(revoked) == 1, lines
     assert revoked[0].endswith("(retrying in 1 s)") and f"127.0.0.1:{f.port}" in revoked[0]
@@ -271,11 +261,11 @@ def test_a_device_with_no_broker_listening_says_so_once(
     link = Uplink(f.device_id("a"), settings, window=8)
     link.connect()
     try:
-        _until(lambda: link.watch.links.failures >= 3, "three attempts")
+        until(lambda: link.watch.links.failures >= 3, "three attempts")
         assert link.watch.cause is not None and link.watch.cause.kind == "refused"
     finally:
         link.close()
-    lines = _messages(caplog, "agent.uplink")
+    lines = messages(caplog, "agent.uplink")
     assert lines == [
         f"the broker at 127.0.0.1:{settings.port} refused the connection: is the broker "
         "running on that port? (retrying in 1 s)"
@@ -294,18 +284,18 @@ def test_a_store_says_why_it_waits_and_that_it_reconnected(
         worker = start_worker(config)
         try:
             assert worker.problem and "refused the connection" in worker.problem
-            _until(lambda: worker.watch.links.failures >= 3, "three attempts")
+            until(lambda: worker.watch.links.failures >= 3, "three attempts")
             site.start_broker()
             assert worker.ready.wait(30)
             assert worker.problem is None
             site.stop_broker()
-            _until(lambda: not worker.ready.is_set(), "the loss to be noticed")
+            until(lambda: not worker.ready.is_set(), "the loss to be noticed")
             site.start_broker()
             assert worker.ready.wait(30)
         finally:
             worker.stop()
             worker.ingest.db.close()
-    lines = _messages(caplog, "store.worker")
+    lines = messages(caplog, "store.worker")
     refused = [m for m in lines if "refused the connection" in m]
     assert 1 <= len(refused) <= 2, lines  # at start; maybe again after the restart's loss
     assert refused[0].endswith("(retrying in 1 s)")
@@ -335,7 +325,7 @@ def test_the_store_tells_each_device_once_and_receipts_per_batch(
         finally:
             dev.stop()
             uploader.stop()
-    lines = _messages(caplog, "store.ingest")
+    lines = messages(caplog, "store.ingest")
     assert lines.count("bwc-0001 is online") == 1, lines
     assert len([m for m in lines if m.startswith("bwc-0001: first message")]) == 1
     segments = [e for e in entries(dev.recorder.root, "segment") if e.session == sid]
@@ -372,8 +362,8 @@ def test_agent_run_on_a_room_controller_with_no_room_keeps_running(tmp_path: Pat
         reader.start()
         try:
             connected = f"connected to the broker at 127.0.0.1:{site.port}"
-            _until(lambda: any(connected in line for line in said), "the connection", 60)
-            _until(lambda: any(NO_ROOM in line for line in said), "what it lacks", 30)
+            until(lambda: any(connected in line for line in said), "the connection", 60)
+            until(lambda: any(NO_ROOM in line for line in said), "what it lacks", 30)
             # and it goes on: its status, published after it connected, says it is online
             config = load_store_config(site.store_config("1"))
             b = config.broker
@@ -384,7 +374,7 @@ def test_agent_run_on_a_room_controller_with_no_room_keeps_running(tmp_path: Pat
             store.subscribe("unbroken/d/room-0104/status", qos=1)
             store.loop_start()
             try:
-                _until(lambda: any(s.get("online") for s in statuses), "an online status", 30)
+                until(lambda: any(s.get("online") for s in statuses), "an online status", 30)
             finally:
                 store.disconnect()
                 store.loop_stop()

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +24,7 @@ from simulator.mosquitto import free_port
 from simulator.site import LocalSite
 from store.config import StoreConfig, load_store_config
 from store.worker import Worker, start_worker
+from tests.fixtures.waiting import messages, until
 
 pytestmark = pytest.mark.slow  # a real Mosquitto
 
@@ -172,24 +173,13 @@ def test_a_worker_whose_session_is_taken_over_says_so_and_stops(
         assert worker.halted.wait(60)
         assert worker.problem and f"is a second store worker named {config.name}" in worker.problem
         paho = f"paho-mqtt-client-{config.name}"
-        _until(lambda: all(t.name != paho for t in threading.enumerate()), "the worker to stop")
-        _until(intruder.is_connected, "the other client to keep the name")
+        until(lambda: all(t.name != paho for t in threading.enumerate()), "the worker to stop")
+        until(intruder.is_connected, "the other client to keep the name")
     finally:
         intruder.disconnect()
         duel.join(10)
         worker.stop()
         worker.ingest.db.close()
-    lines = _messages(caplog, "store.worker")
+    lines = messages(caplog, "store.worker")
     assert len([m for m in lines if "takes this worker's session over" in m]) == 1, lines
     assert not any("session taken over" in m for m in lines), lines  # the worker's own words
-
-
-def _messages(caplog: pytest.LogCaptureFixture, name: str) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == name]
-
-
-def _until(done: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
