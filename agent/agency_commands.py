@@ -30,6 +30,9 @@ from evidence.seal import Entry
 
 log = logging.getLogger(__name__)
 
+# The reason an answer to a repeat delivery gives: applied once, when first delivered.
+REPEAT = "delivered again: applied once, before"
+
 
 class AgencyCommands:
     def __init__(
@@ -57,7 +60,7 @@ class AgencyCommands:
             raise
         if repeat and claimed is not None:  # the entry sealed when it was applied
             seq = self.chain.journal.applied_command_seq(claimed[0])
-            self._answer(claimed, "applied", "applied before", seq, now)
+            self._answer(claimed, "applied", REPEAT, seq, now)
         else:
             self._answer(claimed, "applied", "", entry.seq if entry is not None else None, now)
         return entry

@@ -151,7 +151,7 @@ def cmd_commands(args: argparse.Namespace) -> int:
         print("no commands sent" + (f" to {args.device}" if args.device else ""))
     for c in kept:
         case = f" case {c.case}" if c.case else ""
-        why = f": {c.reason}" if c.reason else ""
+        why = (f" ({c.reason})" if c.state == "applied" else f": {c.reason}") if c.reason else ""
         print(
             f"{iso(c.queued)}  {c.device}  {c.command}{case}  {c.state}{why}"
             f"  (nonce {c.nonce[:8]}, delivered {c.sends}x, expires {iso(c.expires)})"

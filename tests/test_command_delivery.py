@@ -229,7 +229,7 @@ def test_the_room_answers_applied_refused_and_a_repeat_applied_again(tmp_path: P
             assert (again.outcome, again.nonce, again.reason, again.seq) == (
                 "applied",
                 first.nonce,
-                "applied before",
+                "delivered again: applied once, before",
                 entry.seq,  # the entry sealed when it was applied
             )
             assert len(entries(data, "session_open")) == 1

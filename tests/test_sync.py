@@ -231,7 +231,10 @@ def test_commands_over_mqtt_forged_and_replayed_are_ignored(
     assert run_until(lambda: rec.badges == ["777001"]), rec.last_error
     site.send_command("bwc-0009", "assign", good)  # delivered again: answered, applied once
     assert run_until(lambda: len(answers) == 2)
-    assert [json.loads(a)["payload"]["reason"] for a in answers] == ["", "applied before"]
+    assert [json.loads(a)["payload"]["reason"] for a in answers] == [
+        "",
+        "delivered again: applied once, before",
+    ]
     forged = good.replace(b"777001", b"666666")  # altered after signing
     site.send_command("bwc-0009", "assign", forged)
     assert run_until(
