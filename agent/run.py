@@ -26,7 +26,7 @@ from agent.loop import FrameLoop
 from agent.recorder import Recorder
 from agent.service import ServiceNotifier
 from agent.status_file import StatusFile
-from agent.sync import SyncSettings, Uploader
+from agent.sync import Uploader
 from agent.sync import backlog as sync_backlog
 from common.settings import DeviceConfig
 from device.clock import Clock
@@ -54,16 +54,6 @@ class Attach(Protocol):
     def close(self) -> None: ...
 
 
-def sync_settings(config: DeviceConfig) -> SyncSettings:
-    s = config.sync
-    return SyncSettings(
-        chunk_size=s.chunk_size,
-        bandwidth=s.bandwidth,
-        keep_after_receipt_hours=s.keep_after_receipt_hours,
-        warn_hours=s.warn_hours,
-    )
-
-
 def make_uploader(
     root: Path, recorder: Recorder, config: DeviceConfig, clock: Clock
 ) -> Uploader | None:
@@ -78,7 +68,7 @@ def make_uploader(
         recorder.device_id,
         broker_settings(root),
         clock,
-        sync_settings(config),
+        config.sync,
         status_source=recorder.status,
         # the room assigned now: an assignment at run time moves the panel topics
         room=(lambda: recorder.room_id) if recorder.room else None,

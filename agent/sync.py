@@ -30,7 +30,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ import nacl.signing
 from agent import sync_plan as plan
 from agent.journal import SyncLedger
 from agent.uplink import BrokerSettings, RoomOf, Uplink
+from common.settings import Sync
 from device.clock import Clock
 from evidence import protocol as p
 from evidence.receipt import ReceiptError
@@ -47,28 +47,6 @@ from evidence.seal import Entry
 log = logging.getLogger(__name__)
 
 PAGE = 4  # entries read from the journal at a time, beyond the places free for media
-
-
-@dataclass(frozen=True)
-class SyncSettings:
-    chunk_size: int = 256 * 1024
-    bandwidth: int | None = None  # bytes per second; None: as fast as the link goes
-    window: int = 64  # QoS 1 publishes in flight
-    # Segments in flight: what one device may have queued at the broker for the store. A
-    # fleet's share must stay within the broker's queue for a busy store client, or the
-    # broker drops messages that are then only sent again after retry_seconds (bench/sync).
-    parallel_blobs: int = 6
-    retry_seconds: float = 10.0  # re-ask the store when it has not answered
-    keep_after_receipt_hours: float | None = None  # None: keep local copies
-    status_seconds: float = 10.0
-    warn_hours: tuple[float, float] = (12.0, 20.0)  # deadline warnings before 24 h
-
-    whole_limit: int = p.WHOLE_LIMIT  # segments up to this size travel in one message
-
-    def rules(self) -> plan.SyncRules:
-        return plan.SyncRules(
-            self.window, self.parallel_blobs, self.retry_seconds, self.whole_limit
-        )
 
 
 def unreceipted(ledger: SyncLedger) -> list[plan.Segment]:
@@ -97,7 +75,7 @@ class Uploader:
         device_id: str,
         broker: BrokerSettings,
         clock: Clock,
-        settings: SyncSettings | None = None,
+        settings: Sync | None = None,
         status_source: Callable[[], dict[str, Any]] | None = None,
         on_command: Callable[[bytes], None] | None = None,
         room: str | RoomOf | None = None,
@@ -107,7 +85,7 @@ class Uploader:
         self.device_id = device_id
         self.broker = broker
         self.clock = clock
-        self.settings = settings or SyncSettings()
+        self.settings = settings or Sync()
         self.status_source = status_source or dict
         # Agency commands are handed on unverified: the recorder checks and applies them
         # on its own thread (one sealer per chain).
@@ -118,7 +96,7 @@ class Uploader:
         self.client = self.link.client
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.plan = plan.SyncPlan(self.settings.rules())
+        self.plan = plan.SyncPlan(plan.rules(self.settings))
         self._pacer = plan.Pacer(self.settings.bandwidth, at=time.monotonic())
         self._status_due = plan.Every(self.settings.status_seconds)
         self.deadline_level = "ok"  # of the oldest recording without a receipt (R7)

@@ -22,6 +22,7 @@ from typing import Any
 
 import nacl.signing
 
+from common.settings import Sync
 from evidence import protocol as p
 from evidence.receipt import ReceiptClaim, check_receipt
 from evidence.seal import Entry
@@ -38,6 +39,11 @@ class SyncRules:
     parallel_blobs: int = 6  # blobs being transferred at once
     retry_seconds: float = 10.0  # re-ask the store when it has not answered
     whole_limit: int = p.WHOLE_LIMIT  # a segment up to this size travels in one message
+
+
+def rules(s: Sync) -> SyncRules:
+    """The planner's numbers, from the device's sync settings."""
+    return SyncRules(s.window, s.parallel_blobs, s.retry_seconds, s.whole_limit)
 
 
 # -- what the uploader needs from a segment manifest -------------------------------------

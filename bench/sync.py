@@ -27,10 +27,9 @@ from agent.evidence_dir import segment_name
 from agent.identity import load_identity
 from agent.journal import Journal, SyncLedger
 from agent.keys import load_or_create_key
-from agent.sync import SyncSettings
 from common import pki, topics
 from common.mqtt import tls_client
-from common.settings import DeviceConfig, Recording
+from common.settings import DeviceConfig, Recording, Sync
 from device.clock import SimClock
 from evidence.manifest import segment
 from evidence.seal import Moment
@@ -57,7 +56,7 @@ def _backlog_bytes(data: Path) -> list[Path]:
     return sorted((data / "segments").rglob("*.mp4"))
 
 
-def subscriber_baseline(site: LocalSite, files: list[Path], settings: SyncSettings) -> float:
+def subscriber_baseline(site: LocalSite, files: list[Path], settings: Sync) -> float:
     """Seconds for the files' bytes, published as the uploader sends them (a file up to
     the whole limit in one QoS 1 message, a larger one in chunks; the same window, and
     as the uploader awaits receipts, no more than ``parallel_blobs`` files ahead of what
@@ -117,7 +116,7 @@ def throughput(site: LocalSite, line: Line, source: Path, backlog_mb: int = 200)
     it was offline) connects and syncs it: from the uploader's start to every segment
     stored and receipted. Against a real subscriber receiving the same bytes."""
     data = site.provision_device("bwc-bench-tp")
-    settings = SyncSettings()
+    settings = Sync()
     size = _clone_backlog(source, data, backlog_mb * 1_000_000)
     up = site.uploader(data, SimClock(wall_start=time.time()), settings)
     t = time.perf_counter()

@@ -23,6 +23,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from evidence.models import Strict as _Strict
+from evidence.protocol import MAX_CHUNK, WHOLE_LIMIT
 from evidence.verify import MAIN_TRACK as MAIN_TRACK
 
 
@@ -315,8 +316,35 @@ class StorageLimits(_Strict):
 
 
 class Sync(_Strict):
-    chunk_size: int = Field(256 * 1024, ge=1024, le=4 * 1024 * 1024, description="Blob chunk.")
+    """How the device sends what it sealed to the agency store (docs/protocol.md): the one
+    set of sync settings, read by the uploader as they are."""
+
+    chunk_size: int = Field(
+        256 * 1024, ge=1024, le=MAX_CHUNK, description="Chunk of a segment sent in chunks."
+    )
+    whole_limit: int = Field(
+        WHOLE_LIMIT,
+        ge=0,
+        le=WHOLE_LIMIT,
+        description="A segment up to this size travels whole, with its manifest entry, in "
+        "one message; a larger one in chunks (0: always in chunks).",
+    )
     bandwidth: int | None = Field(None, ge=1000, description="Upload cap, bytes/s; None: none.")
+    window: int = Field(64, ge=1, le=1024, description="QoS 1 publishes in flight at once.")
+    parallel_blobs: int = Field(
+        6,
+        ge=1,
+        le=64,
+        description="Segments in flight at once. A fleet's share must stay within the "
+        "broker's queue for a busy store client, or the broker drops messages that are sent "
+        "again only after retry_seconds.",
+    )
+    retry_seconds: float = Field(
+        10.0, gt=0, le=3600, description="Ask the store again when it has not answered."
+    )
+    status_seconds: float = Field(
+        10.0, ge=1, le=3600, description="How often the retained status is published."
+    )
     keep_after_receipt_hours: float | None = Field(
         None, ge=0, description="Delete local media this long after its receipt; None: keep."
     )

@@ -29,11 +29,12 @@ import tomli_w
 from agent import enrolment
 from agent.config import device_config
 from agent.identity import load_identity
-from agent.run import make_uploader, sync_settings
-from agent.sync import SyncSettings, Uploader
+from agent.run import make_uploader
+from agent.sync import Uploader
 from common import pki
 from common.bundle import Broker
 from common.mqtt import tls_client
+from common.settings import Sync
 from device.clock import Clock, SimClock, SystemClock
 from provisioning.agency import Agency, init_agency
 from provisioning.broker_config import write_broker_config
@@ -230,7 +231,7 @@ class LocalSite:
         self.agency.session_command(device_id, name, args, out, time.time())
         return out.read_bytes()
 
-    def uploader(self, data: Path, clock: Clock, settings: SyncSettings | None = None) -> Uploader:
+    def uploader(self, data: Path, clock: Clock, settings: Sync | None = None) -> Uploader:
         identity = load_identity(data)
         assert identity
         return Uploader(
@@ -238,7 +239,7 @@ class LocalSite:
             identity.device_id,
             enrolment.broker_settings(data),
             clock,
-            settings or sync_settings(device_config(data)),
+            settings or device_config(data).sync,
         )
 
     def store_send(self, data: bytes, wait: float = 0.0) -> Outcome:

@@ -14,7 +14,8 @@ import pytest
 
 from agent.evidence_dir import load_chain
 from agent.journal import SyncLedger
-from agent.sync import SyncSettings, Uploader
+from agent.sync import Uploader
+from common.settings import Sync
 from device.clock import SimClock
 from evidence import protocol as p
 from evidence.receipt import make_receipt
@@ -89,7 +90,7 @@ def test_receipts_that_do_not_match_the_journal_free_nothing(
     segs = _segments(data)
     assert len(segs) >= 2
     first, second = segs[0], segs[1]
-    settings = SyncSettings(keep_after_receipt_hours=0.0)
+    settings = Sync(keep_after_receipt_hours=0.0)
     up = site.uploader(data, SimClock(wall_start=time.time()), settings)
     up.start(connect=False)
     try:

@@ -13,7 +13,8 @@ import pytest
 from agent.evidence_dir import load_chain, stored_receipt
 from agent.journal import SyncLedger
 from agent.run import take_commands
-from agent.sync import SyncSettings, backlog
+from agent.sync import backlog
+from common.settings import Sync
 from device.clock import SimClock
 from evidence import protocol as p
 from evidence.receipt import check_receipt
@@ -98,9 +99,7 @@ def test_broker_restart_mid_transfer(site: LocalSite, whole_limit: int) -> None:
     up = site.uploader(
         data,
         dev.clock,
-        SyncSettings(
-            chunk_size=16 * 1024, bandwidth=200_000, retry_seconds=2, whole_limit=whole_limit
-        ),
+        Sync(chunk_size=16 * 1024, bandwidth=200_000, retry_seconds=2, whole_limit=whole_limit),
     )
     up.start()
     deadline = time.monotonic() + 20
@@ -123,9 +122,7 @@ def test_store_killed_mid_blob_and_restarted(site: LocalSite, whole_limit: int) 
     up = site.uploader(
         data,
         dev.clock,
-        SyncSettings(
-            chunk_size=8 * 1024, bandwidth=150_000, retry_seconds=2, whole_limit=whole_limit
-        ),
+        Sync(chunk_size=8 * 1024, bandwidth=150_000, retry_seconds=2, whole_limit=whole_limit),
     )
     up.start()
     time.sleep(1.5)
@@ -184,7 +181,7 @@ def test_a_dead_workers_devices_are_taken_over_and_told_to_resend(site: LocalSit
     data = site.provision_device(_one_each(names, 1)[0])  # served by the first worker
     site.start_broker()
     dev = _record(data, 8)
-    up = site.uploader(data, dev.clock, SyncSettings(bandwidth=300_000))
+    up = site.uploader(data, dev.clock, Sync(bandwidth=300_000))
     up.start()
     deadline = time.monotonic() + 20
     while not _receipted(data) and time.monotonic() < deadline:

@@ -432,3 +432,24 @@ def test_a_refusal_with_a_back_off_code_holds_the_media() -> None:
     assert s.refused("quota", now=100.0)
     assert s.paused(100.0 + p.BACK_OFF["quota"] - 1)
     assert not s.paused(100.0 + p.BACK_OFF["quota"])
+
+
+def test_every_sync_setting_is_settable_from_device_toml_and_read_by_the_planner() -> None:
+    """One set of sync settings (common.settings.Sync): what device.toml sets is what the
+    uploader and its planner use, and a key it does not know is an error naming it."""
+    import tomllib
+
+    from common.settings import DeviceConfig
+
+    toml = (
+        "[sync]\nwhole_limit = 0\nchunk_size = 8192\nwindow = 9\nparallel_blobs = 2\n"
+        "retry_seconds = 3.5\nstatus_seconds = 5.0\nbandwidth = 5000\n"
+        "keep_after_receipt_hours = 1.0\nwarn_hours = [1.0, 2.0]\n"
+    )
+    s = DeviceConfig.model_validate(tomllib.loads(toml)).sync
+    assert set(s.model_fields_set) == set(type(s).model_fields)  # every field settable
+    assert plan.rules(s) == plan.SyncRules(
+        window=9, parallel_blobs=2, retry_seconds=3.5, whole_limit=0
+    )
+    with pytest.raises(ValueError, match="parallel_blob"):
+        DeviceConfig.model_validate({"sync": {"parallel_blob": 3}})
