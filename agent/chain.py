@@ -12,7 +12,8 @@ power cut harmless (``docs/architecture.md``) is kept in one place:
 On the device a closed segment is sealed on the chain's own thread (``background``), so
 the frame loop never waits for those fsyncs: :meth:`ChainWriter.later` queues the work,
 and every other seal first waits for what is queued, so the chain's order is the order in
-which things were handed over.
+which things were handed over. A statement about what was sealed (a session's close, its
+counts) is built there too (:meth:`ChainWriter.seal_when_sealed`).
 
 Example::
 
@@ -87,6 +88,20 @@ class ChainWriter:
         if self._queue is not None and threading.current_thread() is not self._thread:
             self._queue.join()
         self._raise_failure()
+
+    def seal_when_sealed(self, build: Callable[[], Body], session: str | None = None) -> Entry:
+        """Seal the body ``build`` makes, on the chain's own thread once everything handed
+        over before it is sealed, and wait for it: a statement about what was sealed (a
+        session's close and its counts) is made by the thread that sealed it, not from
+        what the caller believes is sealed by now."""
+        if self._queue is None or threading.current_thread() is self._thread:
+            return self.seal_body(build(), session)
+        sealed: list[Entry] = []
+        self.later(lambda: sealed.append(self.seal_body(build(), session)))
+        self.drain()
+        if not sealed:  # its failure was raised on another thread that drained first
+            raise OSError("the chain's thread failed before this entry was sealed")
+        return sealed[0]
 
     def _work(self) -> None:
         assert self._queue is not None

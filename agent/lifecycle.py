@@ -1,5 +1,6 @@
 """The session lifecycle: the state machine's decisions carried out — a session opened
-(its pre-event footage sealed into it) and closed (its counts sealed) — and the LED.
+(its pre-event footage sealed into it) and closed (its counts sealed by the chain's
+thread, once it has sealed every segment handed over) — and the LED.
 
 Example::
 
@@ -99,15 +100,19 @@ class SessionLifecycle:
         if self.segments.segment and self.segments.segment.frames:
             self.segments.end()
         self.continuity.session_closing()
-        counts = self.session.next_index
-        tracks = {t: counts.get(t, 0) for t in self.config.tracks}
-        entry = self.chain.seal_body(
-            SessionClose(sum(counts.values()), tracks, trigger, case), self.session.id
-        )
+        session = self.session
+
+        def counted() -> SessionClose:
+            # On the chain's thread, after the segments handed over before the close:
+            # the sealer's own count of what it sealed (the frame loop's is behind it).
+            counts = session.next_index
+            tracks = {t: counts.get(t, 0) for t in self.config.tracks}
+            return SessionClose(sum(counts.values()), tracks, trigger, case)
+
+        entry = self.chain.seal_when_sealed(counted, session.id)
         log.info(
             "session %s closed (%d segments%s, entry %s)",
-            self.session.id, sum(counts.values()), f", by {trigger}" if trigger else "",
-            entry.seq,
+            session.id, entry.body["segments"], f", by {trigger}" if trigger else "", entry.seq,
         )  # fmt: skip
         self.session = None
         if self.room:

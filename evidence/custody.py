@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from evidence.close_counts import session_close
 from evidence.custody_report import format_custody
 from evidence.gaps import session_gaps
 from evidence.manifest import (
@@ -40,19 +41,10 @@ PLACE_DIGITS = 4  # positions rounded to about 10 m to tell places apart
 # export of this one. Anything else (a signature, the chain's order) concerns them all.
 SESSION_PROBLEMS = frozenset(
     {
-        "segment_gap",
-        "missing_segment",
-        "unsafe_path",
-        "truncated_segment",
-        "hash_mismatch",
-        "swapped_segment",
-        "undecodable",
-        "frame_count",
-        "no_audio",
-        "timestamp_discontinuity",
-        "silent_gap",
-        "unexplained_gap",
-        "foreign_session",
+        *("segment_gap", "missing_segment", "unsafe_path", "truncated_segment"),
+        *("hash_mismatch", "swapped_segment", "undecodable", "frame_count", "no_audio"),
+        *("timestamp_discontinuity", "silent_gap", "unexplained_gap", "foreign_session"),
+        "close_count_mismatch",
     }
 )
 
@@ -148,6 +140,7 @@ def custody_summary(
     opened = next(e for e in entries if e.kind == "session_open" and e.session == session)
     spec = SessionOpen.from_body(opened.body)
     closed = next((e for e in entries if e.kind == "session_close" and e.session == session), None)
+    counts = session_close(entries, session)
     segments = session_segments(entries, session)
     manifests = [s.manifest for segs in segments.values() for s in segs]
     problems = blocking(report, session)
@@ -164,6 +157,7 @@ def custody_summary(
         "trigger": spec.trigger,
         "opened": _moment(opened.payload["at"]),
         "closed": _moment(closed.payload["at"]) if closed else None,
+        "close_counts": counts.as_dict() if counts else None,  # what the close states, held
         "footage": _footage(manifests),
         "places": _places(manifests, spec.room),
         "markers": _markers(entries, session),

@@ -35,6 +35,7 @@ def format_custody(d: Mapping[str, Any]) -> str:
         *([f"Case:        {d['case']}   person {d['person'] or '-'}"] if d["case"] else []),
         f"Opened:      {_t(d['opened'])}",
         f"Closed:      {_t(d['closed']) if d['closed'] else 'NOT CLOSED'}",
+        *_close_lines(d.get("close_counts")),
         f"Footage:     {_t(d['footage']['start'])} to {_t(d['footage']['end'])}, "
         f"{d['footage']['seconds']:.1f} s recorded in {d['footage']['segments']} segment(s)",
     ]
@@ -89,6 +90,23 @@ def _t(m: Mapping[str, Any] | None) -> str:
     if not m:
         return "-"
     return f"{m['wall']}" + ("" if m["synced"] else " (clock not synced)")
+
+
+def _close_lines(c: Mapping[str, Any] | None) -> list[str]:
+    """What the close states against the segments the chain holds for the session."""
+    if not c:
+        return []
+    held = f"the chain holds {_counts(c['held'])}"
+    if c["agrees"]:
+        return [f"Counts:      the close states {_counts(c['stated'])}, as {held}"]
+    if c["stated"] is None:  # malformed: the reason names what is wrong
+        return [f"Counts:      THE CLOSE STATES NO COUNT ({c['mismatch']}); {held}"]
+    return [f"Counts:      THE CLOSE IS WRONG: it states {_counts(c['stated'])}, but {held}"]
+
+
+def _counts(n: Mapping[str, Any]) -> str:
+    tracks = ", ".join(f"{t} {k}" for t, k in n["tracks"].items())
+    return f"{n['segments']} segment(s)" + (f" ({tracks})" if tracks else "")
 
 
 def _place_lines(p: Mapping[str, Any]) -> list[str]:

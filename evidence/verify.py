@@ -21,6 +21,7 @@ from typing import Any
 import nacl.exceptions
 import nacl.signing
 
+from evidence.close_counts import session_closes
 from evidence.gaps import Span, session_gaps, silent_gaps
 from evidence.manifest import MAIN_TRACK as MAIN_TRACK
 from evidence.manifest import ManifestError, SegmentManifest, SessionOpen
@@ -53,6 +54,7 @@ PROBLEMS = {
     "timestamp_discontinuity": "media timestamps do not continue across segments",
     "unexpected_file": "a file in the evidence directory is not referenced by the chain",
     "silent_gap": "a hole in a session's recording that no interruption entry explains",
+    "close_count_mismatch": "a session's close states other segment counts than it holds",
     "bad_statement": "a written statement that does not count (too few distinct officers)",
     "unexplained_gap": "an interruption with no explanation (a problem only with --strict)",
     "no_evidence": "the chain holds no entries: no evidence is not intact evidence",
@@ -170,6 +172,10 @@ def verify_chain(
     report = Report(device=None, key_id=key_id(verify_key), pinned=pinned)
     checker = _Checker(report, verify_key, media, archived, unsafe_paths or {})
     checker.run(entries)
+    for close in session_closes(checker.in_order):
+        if why := close.malformed or close.mismatch:
+            code = "malformed_entry" if close.malformed else "close_count_mismatch"
+            checker.problem(code, f"entry {close.seq}", why, close.session)
     checker.notices()
     if report.entries == 0:
         report.problems.append(Problem("no_evidence", "chain/", "no valid chain entries"))
@@ -404,14 +410,8 @@ class _Checker:
             self.open.add(sid)
             self.r.sessions.append(s)
             return
-        if e.kind not in (
-            "segment",
-            "marker",
-            "session_close",
-            "interruption",
-            "interruption_end",
-            "explanation",
-        ):
+        kinds = ("segment", "marker", "session_close", "interruption", "interruption_end")
+        if e.kind not in (*kinds, "explanation"):
             return
         if e.kind == "explanation" and sid in self.sessions:
             return  # a written statement may come after the session closed

@@ -13,7 +13,7 @@ from agent.chain import ChainWriter, open_chain
 from agent.evidence_dir import load_chain
 from agent.journal import Journal
 from device.clock import SimClock
-from evidence.manifest import InterruptionEnd
+from evidence.manifest import InterruptionEnd, SessionClose
 from evidence.seal import Entry, Moment, check_signature
 from evidence.verify import verify_chain
 
@@ -147,4 +147,46 @@ def test_a_failure_on_the_sealer_thread_is_raised_to_the_caller(tmp_path: Path) 
         chain.drain()
     chain.seal("marker", {"n": 1})  # raised once: sealing goes on
     assert [e.kind for e in _chain(tmp_path)] == ["marker"]
+    journal.close()
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_a_statement_of_what_was_sealed_is_made_once_it_is_sealed(
+    tmp_path: Path, background: bool
+) -> None:
+    """A session's close counts the segments handed over before it, though the sealer had
+    not sealed them when the close was asked for: its body is made on the sealer's thread."""
+    journal = Journal(tmp_path)
+    chain = ChainWriter(
+        journal, nacl.signing.SigningKey.generate(), "bwc-1", SimClock(), background=background
+    )
+    waited = threading.Event()
+    drain = chain.drain
+    sealed: list[int] = []
+
+    def draining() -> None:
+        waited.set()  # the slow disk catches up only once the caller waits for it
+        drain()
+
+    def slow_seal(n: int) -> None:
+        waited.wait(10)
+        chain.seal("marker", {"n": n}, "s1")
+        sealed.append(n)
+
+    chain.drain = draining  # type: ignore[method-assign]
+    if not background:
+        waited.set()  # inline: handed-over work is sealed at once
+    chain.later(lambda: slow_seal(1))
+    chain.later(lambda: slow_seal(2))
+    built_on: list[str] = []
+    caller = threading.current_thread().name
+
+    def close() -> SessionClose:
+        built_on.append(threading.current_thread().name)
+        return SessionClose(len(sealed), {"main": len(sealed)})
+
+    entry = chain.seal_when_sealed(close, "s1")
+    assert (entry.body["segments"], entry.session) == (2, "s1")
+    assert built_on == ["sealer" if background else caller]
+    assert [e.kind for e in _chain(tmp_path)] == ["marker", "marker", "session_close"]
     journal.close()

@@ -1,23 +1,79 @@
-"""A recorded session, checked with an independent decoder (PyAV's demuxer and decoders)."""
+"""A recorded session, checked with an independent decoder (PyAV's demuxer and decoders).
+
+Each test runs on a session sealed both ways: inline (simulated time) and on the chain's
+own thread (the device's way), there with the sealer behind the frame loop."""
 
 from __future__ import annotations
 
 import itertools
 import json
+import threading
 from pathlib import Path
 
 import av
+import pytest
 
+import simulator.session
 from agent.evidence_dir import load_chain, verify_dir
+from evidence.custody import custody_summary
 from evidence.seal import Entry
+from simulator.device import SimDevice
+from simulator.session import record_session
+from tests.fixtures.config import small_config
 from tests.fixtures.media import plain
 from unbroken.cli import main
 
 FPS, SEGMENT, PREBUFFER, SECONDS = 15, 2, 4, 5
 
 
+@pytest.fixture(scope="module", params=["inline", "background"])
+def recorded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session of conftest's ``recorded``, sealed inline or on the chain's thread."""
+    root = tmp_path_factory.mktemp(f"recorded-{request.param}") / "dev"
+    with pytest.MonkeyPatch.context() as mp:
+        if request.param == "background":
+            mp.setattr(simulator.session, "SimDevice", _behind_device)
+        record_session(root, small_config(), SECONDS, badges=["012345"])
+    return root
+
+
+def _behind_device(*args: object, **kwargs: object) -> SimDevice:
+    dev = SimDevice(*args, **kwargs, seal_in_background=True)  # type: ignore[arg-type]
+    sealer_behind(dev)
+    return dev
+
+
+def sealer_behind(dev: SimDevice) -> None:
+    """Hold the chain's thread back until the recording thread waits for it, as on a
+    device whose disk is slower than its frames: what the frame loop has cut is not
+    sealed yet when it goes on (or closes the session)."""
+    chain = dev.recorder.chain
+    waited = threading.Event()
+    drain, place = chain.drain, chain.place_segment
+
+    def draining() -> None:
+        if threading.current_thread().name == "sealer":
+            return drain()
+        waited.set()
+        try:
+            drain()
+        finally:
+            waited.clear()
+
+    def placing(written: Path, dest: Path) -> None:
+        waited.wait()
+        place(written, dest)
+
+    chain.drain = draining  # type: ignore[method-assign]
+    chain.place_segment = placing  # type: ignore[method-assign]
+
+
+def _entries(root: Path) -> list[Entry]:
+    return [e for _, e in load_chain(root) if isinstance(e, Entry)]
+
+
 def _segments(root: Path) -> list[Entry]:
-    return [e for _, e in load_chain(root) if isinstance(e, Entry) and e.kind == "segment"]
+    return [e for e in _entries(root) if e.kind == "segment"]
 
 
 def test_recorded_session_verifies(recorded: Path, capsys: object) -> None:
@@ -78,6 +134,23 @@ def test_prebuffer_puts_arrival_on_record(recorded: Path) -> None:
     assert sum(1 for e in segs if e.body["prebuffer"]) >= PREBUFFER // SEGMENT
 
 
+def test_the_close_counts_every_segment_sealed_before_it(recorded: Path) -> None:
+    """However far the sealer is behind the frame loop, the close states what it sealed;
+    verification and the custody summary compare the two."""
+    entries = _entries(recorded)
+    segments = _segments(recorded)
+    (close,) = [e for e in entries if e.kind == "session_close"]
+    assert close.seq > segments[-1].seq
+    assert close.body["segments"] == len(segments) >= (PREBUFFER + SECONDS) // SEGMENT
+    assert close.body["tracks"] == {"main": len(segments)}
+    report = verify_dir(recorded, recorded / "device.pub")
+    assert report.ok, report.problems
+    summary = custody_summary(entries, report, str(close.session), {}, 0.0).as_dict()
+    assert summary["close_counts"]["agrees"] and summary["verification"]["ok"]
+    held = {"segments": len(segments), "tracks": {"main": len(segments)}}
+    assert summary["close_counts"]["held"] == held
+
+
 def test_manifest_carries_what_the_issue_names(recorded: Path) -> None:
     body = _segments(recorded)[2].body
     for field in ("index", "sha256", "size", "start", "end", "media", "location", "badges"):
@@ -128,4 +201,6 @@ def test_in_real_time_segments_are_closed_and_sealed_off_the_frame_loop(tmp_path
     assert len(segments) >= 3 and placed_on == ["sealer"] * len(segments)
     assert [e.body["index"] for e in segments] == list(range(len(segments)))
     assert segments[0].body["prebuffer_seconds"] > 0  # arrival is on record
+    (close,) = [e for e in chain if e.kind == "session_close"]
+    assert close.body["segments"] == len(segments), "the close counts what the sealer sealed"
     assert verify_dir(dev.recorder.root, None).ok

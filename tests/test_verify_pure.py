@@ -43,7 +43,7 @@ def _chain(key: nacl.signing.SigningKey, segments: int = 3) -> tuple[list[Entry]
         )
         entries.append(s.seal("segment", manifest.to_body(), at(), "s1"))
     entries.append(s.seal("marker", {"type": "rights_notified"}, at(), "s1"))
-    entries.append(s.seal("session_close", {}, at(), "s1"))
+    entries.append(s.seal("session_close", {"segments": segments}, at(), "s1"))
     return entries, media
 
 
