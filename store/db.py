@@ -76,6 +76,14 @@ SCHEMA = [
         state text not null, reason text, seq bigint, answer text,
         answered double precision, case_id text)""",
     "create index if not exists commands_by_device on commands (device, state)",
+    # What the store report asks per device (store.report), so a device costs what it
+    # holds, not what the store holds: its refusals counted by reason from the index alone;
+    # its last entry of a kind (install, assignment); its flagged entries (few of many);
+    # its receipts since its last status.
+    "create index if not exists rejections_by_device on rejections (device, reason)",
+    "create index if not exists entries_by_kind on entries (device, kind, seq)",
+    "create index if not exists entries_flagged on entries (device, flag) where flag is not null",
+    "create index if not exists receipts_by_time on receipts (device, stored_at)",
 ]
 
 

@@ -5,23 +5,44 @@ that took longer than 24 hours or are overdue (R7), and the chain's state: gaps,
 breaks — never silently accepted (R1). Devices whose keys are in files (their last
 ``install`` entry says ``key_store: "file"``, or nothing: installed before there was a
 choice) are listed as weaker: a copied card can sign as them.
+
+What a device sent is read without trusting it (:mod:`store.report_read`): what does not
+read is listed as unreadable beside the rest. The queries per device use the indexes of
+:data:`store.db.SCHEMA` and count in the database, so a device costs what it holds, not
+what the store holds. As text: :mod:`store.report_text`.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 from evidence.gaps import session_gaps
-from evidence.names import iso
+from evidence.manifest import ManifestError, SegmentManifest
 from evidence.protocol import DEADLINE_SECONDS, REFUSALS
 from evidence.seal import Entry
 from store.db import Database
 from store.mailbox import Mailbox
-from store.report_view import summary, summary_line
+from store.report_read import STATUS_MAX, entry_of, gap_entry, read_status, room_of, session_open
+from store.report_text import format_report
 from store.statements import statements_of
+
+__all__ = ["build_report", "format_report", "known_devices", "not_recorded"]
+
+PAGE = 1000  # a device's entries are read this many at a time: memory stays bounded
+
+# Refusals by reason code (the text before ":"), counted in the database.
+_CODES = sorted({*REFUSALS, "expired"})
+assert all(c.replace("_", "").isalpha() for c in _CODES)  # safe to write into the SQL
+_REFUSALS_SQL = (
+    "select case "
+    + " ".join(
+        f"when substr(reason, 1, {len(c) + 1}) = '{c}:' or reason = '{c}' then '{c}'"
+        for c in _CODES
+    )
+    + " else 'other' end as code, count(*) as n from rejections where device = ? group by 1"
+)
 
 
 def build_report(
@@ -70,21 +91,24 @@ def not_recorded(db: Database, now: float) -> list[dict[str, Any]]:
     ]
 
 
+def _latest(db: Database, device: str, kind: str) -> Entry | str | None:
+    """The device's last entry of ``kind``: None if none, why not if it does not read."""
+    rows = db.query(
+        "select seq, entry from entries where device = ? and kind = ? order by seq desc limit 1",
+        (device, kind),
+    )
+    return entry_of(rows[0]["entry"], int(rows[0]["seq"])) if rows else None
+
+
 def _room_of(db: Database, device: str) -> str | None:
     """The room a controller last said it serves (its last assignment entry)."""
-    rows = db.query(
-        "select entry from entries where device = ? and kind = 'assignment'"
-        " order by seq desc limit 1",
-        (device,),
-    )
-    if not rows:
-        return None
-    room = json.loads(rows[0]["entry"])["payload"]["body"].get("room")
-    return str(room) if room else None
+    e = _latest(db, device, "assignment")
+    return room_of(e) if isinstance(e, Entry) else None
 
 
 def known_devices(db: Database) -> list[str]:
-    """Every device the store has heard of: entries, a status or a refused message."""
+    """Every device the store has heard of: entries, a status or a refused message (one
+    pass over each table's device index, once per report)."""
     return sorted(
         {r["device"] for r in db.query("select distinct device from entries")}
         | {r["device"] for r in db.query("select device from statuses")}
@@ -94,43 +118,158 @@ def known_devices(db: Database) -> list[str]:
 
 def _key_store(db: Database, device: str) -> str | None:
     """Where the device keeps its keys, from its last ``install`` entry: "tpm", "file"
-    (said so, or an entry from before the field existed), None if none was received."""
-    rows = db.query(
-        "select entry from entries where device = ? and kind = 'install' order by seq desc limit 1",
-        (device,),
-    )
-    if not rows:
+    (said so, an entry from before the field existed, or one that does not read), None
+    if none was received."""
+    e = _latest(db, device, "install")
+    if e is None:
         return None
-    body = json.loads(rows[0]["entry"])["payload"]["body"]
-    return "tpm" if body.get("key_store") == "tpm" else "file"
-
-
-def _clock_offsets(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """Per session, receive time minus device time at its most promptly received entry:
-    the device clock's error plus the shortest delivery delay."""
-    out: dict[str, float] = {}
-    for r in rows:
-        off = float(r["received"]) - float(r["wall"])
-        out[r["session"]] = min(off, out.get(r["session"], off))
-    return out
+    return "tpm" if isinstance(e, Entry) and e.body.get("key_store") == "tpm" else "file"
 
 
 def _skew(offset: float, bound: float) -> float | None:
     return round(offset, 1) if abs(offset) > bound else None
 
 
-def _device(db: Database, device: str, now: float, skew_seconds: float) -> dict[str, Any]:
-    seqs = [
+def _session_rows(db: Database, device: str) -> Iterator[dict[str, Any]]:
+    """The device's entries in sessions, in chain order, a page at a time."""
+    after = 0
+    while rows := db.query(
+        "select seq, kind, session, entry from entries"
+        " where device = ? and seq > ? and session is not null order by seq limit ?",
+        (device, after, PAGE),
+    ):
+        yield from rows
+        after = int(rows[-1]["seq"])
+
+
+def _new_session(session: str, skew: float | None) -> dict[str, Any]:
+    return {
+        "session": session,
+        "category": None,
+        "badges": [],
+        "opened": None,
+        "closed": None,
+        "segments": 0,
+        "in_the_clear": 0,  # sealed as stored unencrypted (a test bench's choice)
+        "receipted": 0,
+        "late": 0,
+        "overdue": 0,
+        "gaps": [],
+        "room": None,
+        "case": None,
+        "tracks": [],
+        "clock_skew": skew,
+        "unreadable": [],  # what of the session's entries does not read, and why
+    }
+
+
+def _sessions(
+    db: Database, device: str, now: float, skew_seconds: float
+) -> tuple[dict[str, dict[str, Any]], list[Entry]]:
+    """The device's sessions, and its interruptions and their ends and explanations."""
+    # Per session, receive time minus device time at its most promptly received entry:
+    # the device clock's error plus the shortest delivery delay.
+    offsets = {
+        r["session"]: float(r["off"])
+        for r in db.query(
+            "select session, min(received - wall) as off from entries"
+            " where device = ? and session is not null group by session",
+            (device,),
+        )
+    }
+    receipts = {
+        r["sha256"]: float(r["stored_at"])
+        for r in db.query("select sha256, stored_at from receipts where device = ?", (device,))
+    }
+    sessions: dict[str, dict[str, Any]] = {}
+    gap_entries: list[Entry] = []
+    for r in _session_rows(db, device):
+        s = sessions.get(r["session"])
+        if s is None:
+            skew = _skew(offsets.get(r["session"], 0.0), skew_seconds)
+            s = sessions[r["session"]] = _new_session(r["session"], skew)
+        s["segments"] += r["kind"] == "segment"  # held, whether its manifest reads or not
+        e = entry_of(r["entry"], int(r["seq"]))
+        if isinstance(e, str):
+            s["unreadable"].append(e)
+        elif e.kind == "session_open":
+            s["opened"] = e.payload["at"]["wall"]
+            _opened(s, e)
+        elif e.kind == "session_close":
+            s["closed"] = e.payload["at"]["wall"]
+        elif e.kind == "segment":
+            _segment(s, e, receipts, now)
+        elif e.kind in ("interruption", "interruption_end", "explanation"):
+            g = gap_entry(e)
+            if isinstance(g, str):
+                s["unreadable"].append(g)
+            else:
+                gap_entries.append(g)
+    return sessions, gap_entries
+
+
+def _opened(s: dict[str, Any], e: Entry) -> None:
+    opened = session_open(e)
+    if isinstance(opened, str):
+        s["unreadable"].append(opened)
+        return
+    s["category"], s["badges"], s["tracks"] = opened.category, opened.badges, opened.tracks
+    s["room"] = opened.room
+    s["case"] = opened.case.case if opened.case else None
+
+
+def _segment(s: dict[str, Any], e: Entry, receipts: dict[str, float], now: float) -> None:
+    try:
+        m = SegmentManifest.from_body(e.body)
+    except ManifestError as err:
+        s["unreadable"].append(f"entry {e.seq}: {err}")
+        return
+    s["in_the_clear"] += m.encryption is not None and not m.encryption.encrypted
+    # The end in the store's time: the device's clock corrected by its skew.
+    end = m.end.wall + (s["clock_skew"] or 0.0)
+    stored = receipts.get(m.sha256)
+    if stored is not None:
+        s["receipted"] += 1
+        s["late"] += stored - end > DEADLINE_SECONDS
+    elif now - end > DEADLINE_SECONDS:
+        s["overdue"] += 1
+
+
+def _chain(db: Database, device: str) -> tuple[int, int | None, list[list[int]]]:
+    """How many entries the store holds, the last sequence number, and what is missing
+    (counted first: the sequence numbers are read only if some are missing)."""
+    row = db.query(
+        "select count(*) as n, max(seq) as last from entries where device = ?", (device,)
+    )
+    n, last = int(row[0]["n"]), row[0]["last"]
+    if last is None or n == int(last):
+        return n, None if last is None else int(last), []
+    seqs = (
         int(r["seq"])
         for r in db.query("select seq from entries where device = ? order by seq", (device,))
-    ]
-    gaps = _gaps(seqs)
+    )
+    return n, int(last), _gaps(seqs)
+
+
+def _status(db: Database, device: str) -> tuple[dict[str, Any] | None, float | None, str | None]:
+    """The device's last status as the report reads it, when it came, what does not read."""
+    rows = db.query(
+        "select case when length(status) <= ? then status end as status,"
+        " length(status) as size, at from statuses where device = ?",
+        (STATUS_MAX, device),
+    )
+    if not rows:
+        return None, None, None
+    status, problem = read_status(rows[0]["status"], int(rows[0]["size"]))
+    return status, float(rows[0]["at"]), problem
+
+
+def _device(db: Database, device: str, now: float, skew_seconds: float) -> dict[str, Any]:
+    entries, last_seq, gaps = _chain(db, device)
     problems = db.query(
         "select seq, code, detail from chain_problems where device = ? order by seq", (device,)
     )
-    status_rows = db.query("select status, at from statuses where device = ?", (device,))
-    status = json.loads(status_rows[0]["status"]) if status_rows else None
-    status_at = float(status_rows[0]["at"]) if status_rows else None
+    status, status_at, status_unreadable = _status(db, device)
     # What the device's backlog figure may already be out of date by.
     receipted_since = (
         db.query(
@@ -140,76 +279,21 @@ def _device(db: Database, device: str, now: float, skew_seconds: float) -> dict[
         if status_at is not None
         else 0
     )
-    refusals = _refusals(db, device)
-    rejected = sum(refusals.values())
-    flags: Counter[str] = Counter()
-    for r in db.query("select flag from entries where device = ? and flag is not null", (device,)):
-        flags.update(str(r["flag"]).split(","))
-    flagged = db.query(
-        "select count(*) as n from entries where device = ? and flag is not null", (device,)
-    )[0]["n"]
-    receipts = {
-        r["sha256"]: float(r["stored_at"])
-        for r in db.query("select sha256, stored_at from receipts where device = ?", (device,))
-    }
-    sessions: dict[str, dict[str, Any]] = {}
-    rows = db.query(
-        "select kind, session, entry, wall, received from entries"
-        " where device = ? and session is not null order by seq",
-        (device,),
+    refusals = dict(
+        sorted((str(r["code"]), int(r["n"])) for r in db.query(_REFUSALS_SQL, (device,)))
     )
-    offsets = _clock_offsets(rows)
-    for r in rows:
-        payload = json.loads(r["entry"])["payload"]
-        s = sessions.setdefault(
-            r["session"],
-            {
-                "session": r["session"],
-                "category": None,
-                "badges": [],
-                "opened": None,
-                "closed": None,
-                "segments": 0,
-                "in_the_clear": 0,  # sealed as stored unencrypted (a test bench's choice)
-                "receipted": 0,
-                "late": 0,
-                "overdue": 0,
-                "gaps": [],
-                "room": None,
-                "case": None,
-                "tracks": [],
-                "clock_skew": _skew(offsets[r["session"]], skew_seconds),
-            },
-        )
-        if r["kind"] == "session_open":
-            s["category"] = payload["body"].get("category")
-            s["badges"] = payload["body"].get("badges", [])
-            s["opened"] = payload["at"]["wall"]
-            s["room"], s["case"] = payload["body"].get("room"), payload["body"].get("case")
-            s["tracks"] = payload["body"].get("tracks", [])
-        elif r["kind"] == "session_close":
-            s["closed"] = payload["at"]["wall"]
-        elif r["kind"] == "segment":
-            body = payload["body"]
-            s["segments"] += 1
-            s["in_the_clear"] += (body.get("encryption") or {}).get("scheme") == "none"
-            # The end in the store's time: the device's clock corrected by its skew.
-            end = float(body["end"]["wall"]) + (s["clock_skew"] or 0.0)
-            stored = receipts.get(body["sha256"])
-            if stored is not None:
-                s["receipted"] += 1
-                s["late"] += stored - end > DEADLINE_SECONDS
-            elif now - end > DEADLINE_SECONDS:
-                s["overdue"] += 1
-    entries = [
-        Entry.from_json(r["entry"].encode())
-        for r in db.query(
-            "select entry from entries where device = ? and kind in"
-            " ('interruption', 'interruption_end', 'explanation') order by seq",
-            (device,),
-        )
-    ]
-    interruptions, _ = session_gaps(entries)
+    flags: Counter[str] = Counter()
+    flagged = 0
+    for r in db.query(
+        "select flag, count(*) as n from entries where device = ? and flag is not null"
+        " group by flag",
+        (device,),
+    ):
+        flagged += int(r["n"])
+        for f in str(r["flag"]).split(","):
+            flags[f] += int(r["n"])
+    sessions, gap_entries = _sessions(db, device, now, skew_seconds)
+    interruptions, _ = session_gaps(gap_entries)
     written = statements_of(db, device)
     for g in interruptions:
         if g.explanation is None and g.id in written:
@@ -217,40 +301,26 @@ def _device(db: Database, device: str, now: float, skew_seconds: float) -> dict[
             g.detail = (g.detail + " (statement added at the agency)").strip()
         if g.session in sessions:
             sessions[g.session]["gaps"].append(g.as_dict())
-    chain = "ok" if not gaps and not problems else "problems"
     return {
         "device": device,
-        "entries": len(seqs),
-        "last_seq": seqs[-1] if seqs else None,
-        "chain": chain,
+        "entries": entries,
+        "last_seq": last_seq,
+        "chain": "ok" if not gaps and not problems else "problems",
         "gaps": gaps,
         "problems": problems,
-        "rejected_messages": rejected,
+        "rejected_messages": sum(refusals.values()),
         "refusals": refusals,  # by reason code; "quota" counts the quota hits
         "quota_hits": refusals.get("quota", 0),
         "flagged_entries": flagged,
         "flags": dict(sorted(flags.items())),  # future_dated, clock_backwards
         "fork": _fork(db, device),
         "key_store": _key_store(db, device),  # "file" is weaker: a copied card can sign
-        "status": status,
+        "status": status,  # its fields the report shows; None where they do not read
         "status_at": status_at,
+        "status_unreadable": status_unreadable,  # what of the status does not read
         "receipted_since_status": receipted_since,
         "sessions": list(sessions.values()),
     }
-
-
-def _status_line(d: dict[str, Any], st: dict[str, Any], backlog: dict[str, Any]) -> str:
-    """The device's own last word, dated, and not mixed up with what the store holds."""
-    if not st:
-        return "  device status: none received yet"
-    since = d.get("receipted_since_status") or 0
-    return (
-        f"  device status as reported {iso(d['status_at'])}: "
-        f"{'online' if st.get('online') else 'offline'}, "
-        f"{backlog.get('blobs', '?')} segment(s) / {backlog.get('bytes', '?')} B not yet uploaded, "
-        f"deadline {st.get('deadline', '?')}"
-        + (f" (the store has receipted {since} segment(s) since)" if since else "")
-    )
 
 
 def _fork(db: Database, device: str) -> dict[str, Any] | None:
@@ -277,16 +347,7 @@ def _fork(db: Database, device: str) -> dict[str, Any] | None:
     }
 
 
-def _refusals(db: Database, device: str) -> dict[str, int]:
-    """Refused messages and expired uploads, by reason code (the text before ``:``)."""
-    counts: Counter[str] = Counter()
-    for r in db.query("select reason from rejections where device = ?", (device,)):
-        code = str(r["reason"]).split(":", 1)[0]
-        counts[code if code in REFUSALS or code == "expired" else "other"] += 1
-    return dict(sorted(counts.items()))
-
-
-def _gaps(seqs: list[int]) -> list[list[int]]:
+def _gaps(seqs: Iterator[int] | list[int]) -> list[list[int]]:
     """Missing sequence ranges [first, last], counting from 1."""
     out, expected = [], 1
     for s in seqs:
@@ -294,88 +355,3 @@ def _gaps(seqs: list[int]) -> list[list[int]]:
             out.append([expected, s - 1])
         expected = s + 1
     return out
-
-
-def _when(t: float | None) -> str:
-    if t is None:
-        return "-"
-    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def format_report(report: dict[str, Any]) -> str:
-    """The report as people read it, ending with its summary line. ``shown``: what
-    a filter left in (store.report_view), said so the reader knows it is not all."""
-    shown = report.get("shown")
-    lines = [f"Store report, {_when(report['generated'])}" + (f" ({shown})" if shown else "")]
-    if not report["devices"]:
-        lines.append("  nothing to show" if shown else "  no devices have synced yet")
-    if weaker := report.get("weaker_key_stores"):
-        lines.append(f"  keys in files (weaker: a copied card can sign): {', '.join(weaker)}")
-    if clear := report.get("footage_in_the_clear"):
-        lines.append(f"  FOOTAGE IN THE CLEAR (encryption turned off): {', '.join(clear)}")
-    for i in report.get("not_recorded", []):
-        why = (
-            f"refused by the room: {i['reason']}"
-            if i["state"] == "refused"
-            else f"expired {_when(i['expires'])} undelivered (delivered {i['delivered']}x, "
-            "never answered)"
-        )
-        lines.append(
-            f"  INTERVIEW NOT RECORDED: case {i['case']}, room {i['room'] or '?'} "
-            f"({i['device']}), asked {_when(i['issued'])}: {why}"
-        )
-    for d in report["devices"]:
-        st = d["status"] or {}
-        backlog = st.get("backlog") or {}
-        lines += [
-            "",
-            f"Device {d['device']}: chain {d['chain']}, {d['entries']} entries "
-            f"(last {d['last_seq']}), {d['rejected_messages']} refused messages"
-            + (f", {d['flagged_entries']} flagged" if d["flagged_entries"] else ""),
-            _status_line(d, st, backlog),
-        ]
-        if d.get("key_store") == "file":
-            lines.append("  keys: file (WEAKER: a copied card can sign as this device)")
-        if fork := d["fork"]:
-            a, b = fork["branches"]
-            lines.append(
-                f"  ALERT: {fork['alert']}: the chain forks at entry {fork['seq']}: "
-                f"branch {(a['first'] or '-')[:16]} ({a['entries']} entries), "
-                f"branch {b['first'][:16]} ({b['entries']} entries); both kept"
-            )
-        if d["flags"]:
-            lines.append("  flagged: " + ", ".join(f"{f} {n}" for f, n in d["flags"].items()))
-        if d["refusals"]:
-            counts = ", ".join(f"{code} {n}" for code, n in d["refusals"].items())
-            lines.append(f"  refused: {counts}")
-        for g in d["gaps"]:
-            lines.append(f"  GAP: entries {g[0]}..{g[1]} not received")
-        for p in d["problems"]:
-            lines.append(f"  PROBLEM at entry {p['seq']}: {p['code']}: {p['detail']}")
-        for s in d["sessions"]:
-            lines.append(
-                f"  session {s['session']} [{s['category']}] badges {','.join(s['badges'])}"
-                f" opened {_when(s['opened'])} closed {_when(s['closed'])}: "
-                f"{s['receipted']}/{s['segments']} segments stored"
-                + (f", room {s['room']} case {s['case'] or '-'}" if s["room"] else "")
-                + (f", tracks {','.join(s['tracks'])}" if len(s["tracks"]) > 1 else "")
-                + (f", {s['late']} stored after 24 h" if s["late"] else "")
-                + (
-                    f", device clock {s['clock_skew']:+.0f} s off the store's"
-                    if s["clock_skew"]
-                    else ""
-                )
-                + (f", {s['overdue']} OVERDUE" if s["overdue"] else "")
-                + (f", {s['in_the_clear']} IN THE CLEAR" if s["in_the_clear"] else "")
-            )
-            if not s["gaps"]:
-                lines.append("    recording continuous")
-            for g in s["gaps"]:
-                length = "never resumed" if g["length"] is None else f"{g['length']:.1f} s"
-                on = f" on {','.join(g['tracks'])}" if g.get("tracks") else ""
-                lines.append(
-                    f"    gap {_when(g['start'])} {g['cause']} ({', '.join(g['affects'])}){on}, "
-                    f"{length}: {g['explanation'] or 'UNEXPLAINED'}"
-                )
-    lines += ["", summary_line(report.get("summary") or summary(report))]
-    return "\n".join(lines)

@@ -5,8 +5,10 @@
   says otherwise, or a span back from now: ``90m``, ``24h``, ``7d``)
 - :func:`since`: sessions opened from then on (a device without one still shows if its
   status came in since)
-- :func:`needing_attention`: only what needs attention (``--problems``)
-- :func:`summary`: the counts of what is shown (interviews not recorded among them)
+- :func:`needing_attention`: only what needs attention (``--problems``), what does not
+  read among it
+- :func:`summary`: the counts of what is shown (interviews not recorded and what does not
+  read among them)
 
 Example::
 
@@ -57,6 +59,8 @@ def session_attention(s: dict[str, Any]) -> list[str]:
         why.append(f"{unexplained} gap(s) unexplained")
     if s["in_the_clear"]:
         why.append(f"{s['in_the_clear']} in the clear")
+    if unreadable := s.get("unreadable"):
+        why.append(f"{len(unreadable)} unreadable")
     return why
 
 
@@ -69,6 +73,8 @@ def device_attention(d: dict[str, Any]) -> list[str]:
         why.append(f"{len(d['problems'])} chain problem(s)")
     if d["fork"]:
         why.append("a fork")
+    if d.get("status_unreadable"):
+        why.append("its status unreadable")
     return why
 
 
@@ -119,6 +125,9 @@ def summary(report: dict[str, Any]) -> dict[str, int]:
         "problems": sum(len(d["gaps"]) + len(d["problems"]) + bool(d["fork"]) for d in devices)
         + sum(s["overdue"] for s in sessions),
         "not_recorded": len(report.get("not_recorded", [])),
+        # entries of a session, and statuses, the report could not read
+        "unreadable": sum(len(s.get("unreadable", [])) for s in sessions)
+        + sum(bool(d.get("status_unreadable")) for d in devices),
     }
 
 
@@ -137,4 +146,5 @@ def summary_line(counts: dict[str, int]) -> str:
             if (lost := counts.get("not_recorded", 0))
             else ""
         )
+        + (f", {unreadable} UNREADABLE" if (unreadable := counts.get("unreadable", 0)) else "")
     )
