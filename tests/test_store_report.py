@@ -81,6 +81,7 @@ def test_footage_stored_in_the_clear_is_named(tmp_path: Path) -> None:
     text = format_report(report)
     assert "FOOTAGE IN THE CLEAR (encryption turned off): bench" in text
     assert "2 IN THE CLEAR" in text
+    assert "UNREADABLE" not in text  # what a recorder seals reads whole
     db.close()
 
 
