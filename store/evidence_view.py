@@ -26,7 +26,6 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -89,8 +88,8 @@ def lay_out(
     progress: Progress | None = None,
 ) -> Path:
     """Lay out ``device``'s evidence in ``dest`` (new, or empty); the media of
-    ``sessions`` only (None: all). ``link``: hard links to the blobs rather than copies,
-    for a view that is read and removed (writing to a link would write to the blob).
+    ``sessions`` only (None: all). ``link``: links to the blobs (read-only, as they are)
+    rather than copies where the blob store can, for a view that is read and removed.
     ``progress`` hears of each chain entry laid out (LAYING_OUT). Returns the file of the
     key registered first, to pin."""
     if not keys:
@@ -125,7 +124,7 @@ def lay_out(
         wanted = sessions is None or payload["session"] in sessions
         target = _inside(dest, file)
         if wanted and target is not None and blobs.has(sha):
-            _place(blobs.path(sha), target, link)
+            _place(blobs, sha, target, link)
         elif sha in receipts and blobs.has(sha):
             (dest / "receipts" / f"{sha}.json").write_text(receipts[sha])
     if progress:
@@ -145,16 +144,20 @@ def _inside(dest: Path, file: object) -> Path | None:
     return dest.joinpath(*parts)
 
 
-def _place(blob: Path, target: Path, link: bool) -> None:
-    """A hard link to the blob (no copy of the footage) where asked and possible, else a
-    read-only copy."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if link:
-        with contextlib.suppress(OSError):
-            os.link(blob, target)
+def _place(blobs: BlobStore, sha256: str, target: Path, link: bool) -> None:
+    """A read-only link to the blob (no copy of the footage) where asked and possible, else
+    a read-only copy, streamed into a new file. Never onto a file there already: the entry
+    laid out first keeps its name (the verifier names any later one sealing it), and
+    nothing here opens a blob for writing through a link."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if link and blobs.link(sha256, target):
             return
-    shutil.copyfile(blob, target)
-    target.chmod(0o444)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o444)
+    except (FileExistsError, NotADirectoryError):
+        return  # a name laid out already, or a file where a manifest names a directory
+    with os.fdopen(fd, "wb") as out, blobs.get(sha256) as blob:
+        shutil.copyfileobj(blob, out, 1 << 20)
 
 
 def log_access(

@@ -5,6 +5,12 @@ rules are tested without a broker. Workers keep no state of their own: everythin
 in the database and the blob directory, so any worker can take any message (several
 workers share one fleet through an MQTT shared subscription).
 
+Each device is its own failure domain: every field the store uses of an entry is checked as
+it is parsed (:mod:`store.judge`), and the whole segments taken together are each recorded
+in a savepoint, so that nothing one device sends refuses, delays or is reported against
+another device's segments. A manifest naming a file its device sealed already is refused,
+and raised as a chain problem: the first stays as it was stored.
+
 Example::
 
     ingest = Ingest(db, BlobStore(path), directory, receipt_key, name="store-1")
@@ -30,8 +36,10 @@ from evidence.names import iso
 from evidence.seal import Entry, SealError, check_signature
 from provisioning.registry import RegisteredKey
 from store.blobs import BlobStore
+from store.chains import Chains, savepoint
 from store.db import Database
 from store.fleet_log import DeviceNews, receipt_lines
+from store.judge import RESEALED, entry_refusal
 from store.limits import Limits, Refused
 from store.uploads import Uploads, sealed_segment
 
@@ -50,7 +58,8 @@ class _Written:
     entry: Entry
     judged: tuple[float, str | None]
     sha256: str
-    size: int
+    data: bytes
+    file: str
 
 
 class DeviceDirectory(Protocol):
@@ -61,8 +70,9 @@ class DeviceDirectory(Protocol):
     def revoked_at(self, device: str) -> float | None: ...
 
 
-_FORK = "this device's key is in two places: a second entry at seq %d (%s), kept"
 EXPIRE_EVERY = 60.0  # seconds between looks for expired uploads, per worker
+SWEEP_EVERY = 6 * 3600.0  # seconds between sweeps of unreceipted blobs (the first at start)
+_RESEALED = "file %.200r is sealed already, by entry %d (%s): the first is kept as it was stored"
 
 
 class Ingest:
@@ -81,7 +91,8 @@ class Ingest:
         self.db, self.blobs, self.directory = db, blobs, directory
         self.limits = limits or Limits()
         self.uploads = Uploads(db, blobs, self.limits, receipt_key, name, certificate)
-        self._expired_at = -math.inf
+        self.chain = Chains(db, self.limits.skew_seconds)
+        self._expired_at = self._swept_at = -math.inf
         self.news = DeviceNews()  # per device, what the log already said
 
     def handle(
@@ -95,7 +106,7 @@ class Ingest:
     def handle_many(self, messages: Sequence[Message], now: float) -> list[Reply]:
         """The replies to messages taken together, in order; the whole segments among
         them are made durable together (one pass of fsyncs, one transaction with their
-        entries and receipts), then receipted."""
+        entries and receipts, each segment in its own savepoint), then receipted."""
         replies: list[Reply] = []
         pending: list[_Written] = []
         made = self.uploads.made
@@ -132,21 +143,40 @@ class Ingest:
         return self._rejected(device, topic, "store_error", f"{type(e).__name__}: {e}", now)
 
     def _receipt_written(self, pending: list[_Written], now: float) -> list[Reply]:
-        kept = len(self.uploads.made)
+        """Store the batch's blobs, then record each segment in its own savepoint: one that
+        fails is refused alone, its device told, the others receipted. A blob this batch
+        newly placed and nothing receipted is removed again."""
+        made, kept = self.uploads.made, len(self.uploads.made)
         try:
-            self.blobs.make_durable([w.sha256 for w in pending])
-            replies: list[Reply] = []
+            placed = self.blobs.put_many([(w.sha256, w.data) for w in pending])
+        except Exception as e:  # the store's own disk: each device is told, and sends again
+            return [r for w in pending for r in self._refused(w.device, w.topic, e, now)]
+        replies: list[Reply] = []
+        failed: list[tuple[_Written, Exception]] = []
+        try:
             with self.db.transaction():
                 for w in pending:
-                    self._record(w.device, w.entry, now, w.judged)
-                    e = w.entry
-                    replies += self.uploads.receipted(
-                        w.device, e.seq, w.sha256, w.size, e.hash, e.session, now
-                    )
-            return replies
-        except Exception as e:  # none receipted: each device is told, and sends again
-            del self.uploads.made[kept:]
-            return [r for w in pending for r in self._refused(w.device, w.topic, e, now)]
+                    at = len(made)
+                    try:
+                        with savepoint(self.db):
+                            replies += self._keep_segment(w, now)
+                    except Exception as err:  # this segment alone: its device is told
+                        del made[at:]
+                        failed.append((w, err))
+        except Exception as err:  # the commit failed: none receipted
+            del made[kept:]
+            replies, failed = [], [(w, err) for w in pending]
+        lost = {w.sha256 for w, _ in failed}
+        self.uploads.withdraw_unclaimed([b for b in placed if b.sha256 in lost])
+        for w, why in failed:
+            replies += self._refused(w.device, w.topic, why, now)
+        return replies
+
+    def _keep_segment(self, w: _Written, now: float) -> list[Reply]:
+        e = w.entry
+        self.chain.record(w.device, e, now, w.judged)
+        size = len(w.data)
+        return self.uploads.receipted(w.device, e.seq, w.sha256, size, e.hash, e.session, now)
 
     def _dispatch(
         self,
@@ -194,6 +224,12 @@ class Ingest:
         if now - self._expired_at >= EXPIRE_EVERY:
             self._expired_at = now
             self.uploads.expire(now)
+        if now - self._swept_at >= SWEEP_EVERY:
+            self._swept_at = now
+            try:
+                self.uploads.sweep(now)
+            except Exception as e:  # the store's own housekeeping: no device's message fails
+                log.error("could not sweep the blob store: %s", e)
 
     # -- chain entries -----------------------------------------------------------
 
@@ -203,7 +239,7 @@ class Ingest:
         if isinstance(judged, p.Ack):
             return [(p.reply(device, "ack"), judged.to_bytes())]
         with self.db.transaction():
-            ack = self._record(device, e, now, judged)
+            ack = self.chain.record(device, e, now, judged)
         self.news.accepted(device)
         return [(p.reply(device, "ack"), ack.to_bytes())]
 
@@ -218,25 +254,25 @@ class Ingest:
         sealed = sealed_segment(e)
         if sealed is None:
             raise Refused("malformed", f"entry {e.seq} is not a segment manifest")
-        if receipt := self.uploads.receipt_of(device, sealed.sha256):
+        receipt = self.uploads.receipt_of(device, sealed.sha256)
+        if receipt and self.chain.kept(device, e):
             return receipt  # stored already: our receipt was lost, send it again
-        if refusal := self.limits.blob_refusal(len(data), e.seq, self._last_seq(device)):
+        if refusal := self.limits.blob_refusal(len(data), e.seq, self.chain.last_seq(device)):
             raise refusal
         judged = self._judge(device, e, now)
         if isinstance(judged, p.Ack):
             return [(p.reply(device, "ack"), judged.to_bytes())]
+        twin = next((w for w in pending if (w.device, w.file) == (device, sealed.file)), None)
+        if twin is not None and twin.entry.seq != e.seq:  # sealed twice in one batch (not a fork)
+            reason = _RESEALED % (sealed.file, twin.entry.seq, twin.entry.hash[:16])
+            return [(p.reply(device, "ack"), self._resealed(device, e, reason, now).to_bytes())]
         if len(data) != sealed.size or hashlib.sha256(data).hexdigest() != sealed.sha256:
             missing = p.Missing(sealed.sha256, [], "altered in transit: resend", 0.0)
             return [(p.reply(device, "missing"), missing.to_bytes())]
-        self.blobs.write(sealed.sha256, data)  # hashed once, from memory, as it is written
-        pending.append(
-            _Written(device, p.up(device, "segment"), e, judged, sealed.sha256, len(data))
-        )
+        # hashed once, from memory; stored with its batch (BlobStore.put_many)
+        topic = p.up(device, "segment")
+        pending.append(_Written(device, topic, e, judged, sealed.sha256, data, sealed.file))
         return []
-
-    def _last_seq(self, device: str) -> int:
-        rows = self.db.query("select max(seq) as m from entries where device = ?", (device,))
-        return int(rows[0]["m"] or 0)
 
     def _judge(self, device: str, e: Entry, now: float) -> p.Ack | tuple[float, str | None]:
         """A refusal (recorded), or the entry's wall time and time flags to record it."""
@@ -263,80 +299,22 @@ class Ingest:
                 device, e, now, f"received after the device was revoked ({iso(revoked)})", "revoked"
             )
         wall = float(e.payload["at"]["wall"])
-        bound = self.limits.seq_refusal(e.seq, self._last_seq(device)) or self.limits.wall_refusal(
-            wall, now
-        )
+        last = self.chain.last_seq(device)
+        bound = self.limits.seq_refusal(e.seq, last) or self.limits.wall_refusal(wall, now)
         if bound is not None:
             return self._refuse_entry(device, e, now, str(bound), bound.code)
-        return wall, self._time_flags(device, e, wall, now)
+        if (sealed := sealed_segment(e)) is not None and (
+            first := self.chain.sealer_of(device, e, sealed)
+        ):
+            return self._resealed(device, e, _RESEALED % (sealed.file, *first), now)
+        return wall, self.chain.time_flags(device, e, wall, now)
 
-    def _record(self, device: str, e: Entry, now: float, judged: tuple[float, str | None]) -> p.Ack:
-        """Keep a judged entry (inside the caller's transaction)."""
-        wall, flag = judged
-        main = self._hashes("entries", device, e.seq)
-        if e.hash in main or e.hash in self._hashes("forks", device, e.seq):
-            return p.Ack(e.seq, True, "duplicate")
-        # A second entry at a sequence number, or one continuing such an entry: a
-        # fork. Both branches are signed by a registered key, so both are kept (and
-        # their media receipted), and the fork is raised as an alert.
-        if main or e.payload["prev"] in self._hashes("forks", device, e.seq - 1):
-            self._insert("forks", device, e, wall, now, flag)
-            if main:
-                self._problem(device, e.seq, "fork", _FORK % (e.seq, e.hash[:16]), now)
-            log.warning(
-                "fork: %s entry %d (%s) kept on a second branch", device, e.seq, e.hash[:16]
-            )
-            return p.Ack(e.seq, True, "fork: kept on a second branch")
-        self._insert("entries", device, e, wall, now, flag)
-        # Continuity both ways: entries may arrive out of order across workers.
-        before = self.db.query(
-            "select hash from entries where device = ? and seq = ?", (device, e.seq - 1)
-        )
-        if before and before[0]["hash"] != e.payload["prev"]:
-            self._problem(
-                device, e.seq, "chain_break", "does not name the hash of the entry before it", now
-            )
-        after = self.db.query(
-            "select seq, prev from entries where device = ? and seq = ?", (device, e.seq + 1)
-        )
-        if after and after[0]["prev"] != e.hash:
-            self._problem(
-                device,
-                e.seq + 1,
-                "chain_break",
-                "does not name the hash of the entry before it",
-                now,
-            )
-        return p.Ack(e.seq, True)
-
-    def _hashes(self, table: str, device: str, seq: int) -> set[str]:
-        rows = self.db.query(
-            f"select hash from {table} where device = ? and seq = ?", (device, seq)
-        )
-        return {r["hash"] for r in rows}
-
-    def _insert(
-        self, table: str, device: str, e: Entry, wall: float, now: float, flag: str | None
-    ) -> None:
-        row = (device, e.seq, e.hash, e.payload["prev"], e.kind, e.session, wall)
-        self.db.execute(
-            f"insert into {table} values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (*row, e.to_json().decode(), now, flag),
-        )
-
-    def _time_flags(self, device: str, e: Entry, wall: float, now: float) -> str | None:
-        """``future_dated`` (the device's time ahead of the receive time by more than the
-        skew bound) and ``clock_backwards`` (a boot dated before the entry preceding it)."""
-        flags = []
-        if wall > now + self.limits.skew_seconds:
-            flags.append("future_dated")
-        if e.kind == "boot":
-            before = self.db.query(
-                "select wall from entries where device = ? and seq = ?", (device, e.seq - 1)
-            )
-            if before and wall < float(before[0]["wall"]) - self.limits.skew_seconds:
-                flags.append("clock_backwards")
-        return ",".join(flags) or None
+    def _resealed(self, device: str, e: Entry, reason: str, now: float) -> p.Ack:
+        """Refuse a manifest naming a file another entry sealed, and raise it as a chain
+        problem of the device: the first file's blob stays as it was receipted."""
+        with self.db.transaction():
+            self.chain.problem(device, e.seq, RESEALED, reason, now)
+        return self._refuse_entry(device, e, now, reason)
 
     def _refuse_entry(
         self, device: str, e: Entry, now: float, reason: str, code: str = "refused_entry"
@@ -349,12 +327,6 @@ class Ingest:
                 (device, f"entry {e.seq}", f"{code}: {reason}", now),
             )
         return p.Ack(e.seq, False, reason, code)
-
-    def _problem(self, device: str, seq: int, code: str, detail: str, now: float) -> None:
-        self.db.execute(
-            "insert into chain_problems values (?, ?, ?, ?, ?) on conflict do nothing",
-            (device, seq, code, detail, now),
-        )
 
     def _status(self, device: str, payload: bytes, now: float) -> list[Reply]:
         doc = p.parse_json(payload, "status")
@@ -377,6 +349,9 @@ def _parse_entry(payload: bytes) -> Entry:
     if len(payload) > p.MAX_JSON:
         raise Refused("too_large", f"entry of {len(payload)} bytes is larger than {p.MAX_JSON}")
     try:
-        return Entry.from_json(payload)
+        e = Entry.from_json(payload)
     except SealError as err:
         raise Refused("malformed", f"not a chain entry: {err}") from None
+    if (refusal := entry_refusal(e)) is not None:
+        raise refusal
+    return e

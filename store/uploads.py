@@ -3,7 +3,9 @@
 An upload's state is in the database (``blobs``, ``chunks``, ``uploads``) and the partial
 file, so any worker takes any message. A device has a quota of uploads in progress
 (:class:`store.limits.Limits`); one left unfinished for ``expire_hours`` is dropped, its
-partial file too, and the device, asking again, starts it over.
+partial file too, and the device, asking again, starts it over. A blob is placed before its
+receipt is committed: one placed by a put that failed is removed again, and one a crash
+left without a receipt is removed by the sweep (:meth:`Uploads.sweep`) after a grace period.
 
 Example::
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 
 import nacl.signing
 
@@ -23,13 +26,16 @@ from evidence import protocol as p
 from evidence.manifest import SegmentManifest, segment
 from evidence.receipt import make_receipt
 from evidence.seal import Entry, SealError
-from store.blobs import BlobStore
+from store.blobs import BlobStore, Placed
 from store.db import Database
 from store.limits import Limits, Refused
 
 log = logging.getLogger(__name__)
 
 MANIFEST_RETRY = 1.0  # seconds: a finish before its manifest arrived is asked again then
+# A stored blob no receipt names is removed once this old (seconds): longer than any
+# worker takes from placing a blob to committing its receipt.
+SWEEP_GRACE = 3600.0
 
 Reply = tuple[str, bytes]
 
@@ -183,7 +189,8 @@ class Uploads:
             raise Refused(
                 "malformed", f"entry {init.seq} does not seal blob {sha256[:16]} of {init.size} B"
             )
-        if not self.blobs.complete(device, sha256, init.size):
+        placed = self.blobs.put_partial(device, sha256, init.size)
+        if placed is None:
             with self.db.transaction():
                 self.db.execute(
                     "delete from chunks where device = ? and sha256 = ?", (device, sha256)
@@ -196,11 +203,19 @@ class Uploads:
                     p.Missing(sha256, p.chunk_offsets(init), reason).to_bytes(),
                 )
             ]
-        with self.db.transaction():
-            self.db.execute("delete from chunks where device = ? and sha256 = ?", (device, sha256))
-            self.db.execute("delete from uploads where device = ? and sha256 = ?", (device, sha256))
-            m = manifest[0]
-            return self.receipted(device, init.seq, sha256, init.size, m["hash"], m["session"], now)
+        try:
+            with self.db.transaction():
+                for table in ("chunks", "uploads"):
+                    self.db.execute(
+                        f"delete from {table} where device = ? and sha256 = ?", (device, sha256)
+                    )
+                m = manifest[0]
+                return self.receipted(
+                    device, init.seq, sha256, init.size, m["hash"], m["session"], now
+                )
+        except Exception:
+            self.withdraw_unclaimed([placed])  # placed, not receipted: the device sends again
+            raise
 
     def receipted(
         self,
@@ -266,6 +281,32 @@ class Uploads:
             self.blobs.discard(device, sha256)
             log.warning("expired the unfinished upload %s of %s", sha256[:12], device)
         return [(r["device"], r["sha256"]) for r in stale]
+
+    def withdraw_unclaimed(self, placed: Sequence[Placed]) -> int:
+        """Remove the blobs a failed put placed (only those it newly placed, never bytes
+        stored before it) that no receipt names; how many."""
+        gone = [b.sha256 for b in placed if b.new and not self._claimed(b.sha256)]
+        for sha256 in gone:
+            self.blobs.withdraw(sha256)
+        if gone:
+            log.warning("removed %d blob(s) placed by a batch that was not receipted", len(gone))
+        return len(gone)
+
+    def sweep(self, now: float, grace: float = SWEEP_GRACE) -> int:
+        """Remove stored blobs no receipt names, placed more than ``grace`` seconds ago (a
+        crash between placing a blob and receipting it leaves one); how many."""
+        claimed = {str(r["sha256"]) for r in self.db.query("select distinct sha256 from receipts")}
+        removed, cutoff = 0, now - grace
+        for sha256 in self.blobs.unclaimed_before(cutoff):
+            # a receipt committed since the set was read names it too: asked again
+            if sha256 not in claimed and not self._claimed(sha256):
+                removed += self.blobs.withdraw(sha256, touched_before=cutoff)
+        level = logging.WARNING if removed else logging.DEBUG  # each removal is news
+        log.log(level, "swept the blob store: removed %d blob(s) no receipt names", removed)
+        return removed
+
+    def _claimed(self, sha256: str) -> bool:
+        return bool(self.db.query("select 1 from receipts where sha256 = ? limit 1", (sha256,)))
 
 
 def _seals(stored: str, sha256: str, size: int) -> bool:

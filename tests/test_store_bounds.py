@@ -30,6 +30,7 @@ from tests.fixtures.store import (
     _init,
     _store,
 )
+from tests.test_store_forks import _segment
 
 
 def test_declared_sizes_sequences_and_times_are_bounded(db: Database, tmp_path: Path) -> None:
@@ -87,18 +88,19 @@ def test_inputs_that_gave_tracebacks_are_refusals(
     caplog.set_level(logging.WARNING)
     init = p.up(DEV, "blob", "init")
     assert _codes(ingest.handle(init, _init(chunks=5), NOW)) == ["malformed"]
-    # a finish whose manifest declares size "x"
-    body = {"sha256": SHA, "size": "x", "file": "segments/s/000000.mp4"}
-    (ack,) = _codes(
-        ingest.handle(p.up(DEV, "entry"), sealer.seal("segment", body, _at()).to_json(), NOW)
-    )
-    assert ack == "ok"
+    # a manifest declaring size "x": refused as it is parsed, naming the field
+    body = _segment(_after(sealer, 0), DATA, 1).body | {"size": "x"}  # as if sealed first
+    entry = sealer.seal("segment", body, _at(), "s1").to_json()
+    ((topic, reply),) = ingest.handle(p.up(DEV, "entry"), entry, NOW)
+    assert topic.endswith("/rejected")
+    assert "'size' is not an integer" in p.parse_json(reply, "rejected")["reason"]
     chunks = [hashlib.sha256(DATA[o : o + CHUNK]).hexdigest() for o in range(0, 5000, CHUNK)]
     ingest.handle(init, _init(chunks=chunks), NOW)
     for off in range(0, 5000, CHUNK):
         ingest.handle(p.up(DEV, "blob", SHA, str(off)), DATA[off : off + CHUNK], NOW)
     finish = ingest.handle(p.up(DEV, "blob", "finish"), p.dumps({"sha256": SHA}), NOW)
-    assert _codes(finish) == ["malformed"]
+    assert _codes(finish) == ["missing"]  # no manifest kept names it: nothing receipted
+    assert not ingest.blobs.has(SHA)
     assert not [r for r in caplog.records if r.exc_info]
 
 
