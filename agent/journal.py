@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ class Journal:
     def __init__(self, root: Path) -> None:
         self.root = root
         (root / CHAIN).mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()  # one connection, used by the recorder and the sealer
         conn = sqlite3.connect(root / "journal.db", check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
@@ -60,20 +62,18 @@ class Journal:
         self._insert(entry)
 
     def last(self) -> Entry | None:
-        rows = list(self.db.query("select entry from entries order by seq desc limit 1"))
+        rows = self._rows("select entry from entries order by seq desc limit 1")
         return Entry.from_json(rows[0]["entry"].encode()) if rows else None
 
     def entries(self, kind: str | None = None) -> Iterator[Entry]:
         where, args = ("where kind = ?", [kind]) if kind else ("", [])
-        for row in self.db.query(f"select entry from entries {where} order by seq", args):
+        for row in self._rows(f"select entry from entries {where} order by seq", args):
             yield Entry.from_json(row["entry"].encode())
 
     def last_of(self, kind: str) -> Entry | None:
         """The newest entry of ``kind``, if any."""
-        rows = list(
-            self.db.query(
-                "select entry from entries where kind = ? order by seq desc limit 1", [kind]
-            )
+        rows = self._rows(
+            "select entry from entries where kind = ? order by seq desc limit 1", [kind]
         )
         return Entry.from_json(rows[0]["entry"].encode()) if rows else None
 
@@ -82,11 +82,9 @@ class Journal:
     def session_left_open(self) -> Entry | None:
         """The session_open entry of a session the last boot left open (power cut or
         battery shutdown), if any."""
-        rows = list(
-            self.db.query(
-                "select kind, entry from entries where kind in ('session_open', 'session_close')"
-                " order by seq desc limit 1"
-            )
+        rows = self._rows(
+            "select kind, entry from entries where kind in ('session_open', 'session_close')"
+            " order by seq desc limit 1"
         )
         if rows and rows[0]["kind"] == "session_open":
             return Entry.from_json(rows[0]["entry"].encode())
@@ -94,7 +92,7 @@ class Journal:
 
     def segments(self, session: str) -> list[SegmentManifest]:
         """The manifests sealed for ``session``, in chain order."""
-        rows = self.db.query(
+        rows = self._rows(
             "select entry from entries where kind = 'segment' and session = ? order by seq",
             [session],
         )
@@ -121,10 +119,7 @@ class Journal:
     def command_applied(self, nonce: str) -> bool:
         """Whether the agency command ``nonce`` was applied (remembered, or sealed just
         before a power cut: the chain is the record)."""
-        table = self.db.table("applied_commands")
-        if table.exists() and list(
-            self.db.query("select 1 from applied_commands where nonce = ?", [nonce])
-        ):
+        if self._rows("select 1 from applied_commands where nonce = ?", [nonce]):
             return True
         if any(e.body.get("nonce") == nonce for e in self.entries("assignment")):
             return True
@@ -137,9 +132,7 @@ class Journal:
     def applied_command_seq(self, nonce: str) -> int | None:
         """The entry sealed for the agency command ``nonce`` when it was applied (None:
         not remembered, e.g. sealed just before a power cut)."""
-        if not self.db.table("applied_commands").exists():
-            return None
-        rows = list(self.db.query("select seq from applied_commands where nonce = ?", [nonce]))
+        rows = self._rows("select seq from applied_commands where nonce = ?", [nonce])
         return int(rows[0]["seq"]) if rows and rows[0]["seq"] is not None else None
 
     def remember_command(
@@ -153,11 +146,19 @@ class Journal:
             "applied": applied,
             "seq": seq,
         }
-        with self.db.conn:
+        with self._lock, self.db.conn:
             self.db.table("applied_commands").insert(row, pk="nonce", replace=True)
 
     def close(self) -> None:
-        self.db.conn.close()
+        with self._lock:
+            self.db.conn.close()
+
+    def _rows(self, sql: str, args: list[Any] | None = None) -> list[dict[str, Any]]:
+        """A query's rows, read whole under the lock: the recorder's thread reads while
+        the chain's own thread seals, on one connection (sqlite_utils' savepoints would
+        interleave)."""
+        with self._lock:
+            return list(self.db.query(sql, args or []))
 
     def _insert(self, entry: Entry) -> None:
         """One statement, one commit: the row as the table is created above."""
@@ -170,7 +171,7 @@ class Journal:
             entry.payload["at"]["wall"],
             entry.to_json().decode(),
         )
-        with self.db.conn:
+        with self._lock, self.db.conn:
             self.db.conn.execute(
                 "insert or replace into entries (seq, hash, kind, session, file, wall, entry)"
                 " values (?, ?, ?, ?, ?, ?, ?)",
@@ -179,7 +180,7 @@ class Journal:
 
     def _import_orphans(self) -> None:
         """Entries written to file but not to the database before a power cut."""
-        known = {r["seq"] for r in self.db.query("select seq from entries")}
+        known = {r["seq"] for r in self._rows("select seq from entries")}
         for _, e in load_chain(self.root):
             if isinstance(e, Entry) and e.seq not in known:
                 self._insert(e)
@@ -188,7 +189,7 @@ class Journal:
         """Sessions with their open entry's body, newest last (for status and the CLI)."""
         return [
             {"session": r["session"], **json.loads(r["entry"])["payload"]["body"]}
-            for r in self.db.query(
+            for r in self._rows(
                 "select session, entry from entries where kind='session_open' order by seq"
             )
         ]

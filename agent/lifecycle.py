@@ -23,6 +23,7 @@ from agent.segments import Segmenter
 from agent.session import Action, OpenSession, SessionMachine
 from common.settings import Category, DeviceConfig
 from evidence.manifest import CaseCommand, SessionClose, SessionOpen
+from evidence.seal import Entry
 
 log = logging.getLogger(__name__)
 
@@ -57,20 +58,23 @@ class SessionLifecycle:
         category: Category | None = None,
         trigger: str | None = None,
         case: CaseCommand | None = None,
-    ) -> None:
+    ) -> Entry | None:
+        """Carry out the session machine's actions; the session entry sealed, if any."""
+        sealed = None
         for a in actions:
             if a == Action.OPEN:
-                self.open(category or self.config.session.category, trigger, case)
+                sealed = self.open(category or self.config.session.category, trigger, case)
             elif a == Action.CLOSE:
-                self.close(trigger, case)
+                sealed = self.close(trigger, case)
             elif a == Action.ARM_CLOSE:
                 self.led = "blink"
             elif a == Action.DISARM_CLOSE:
                 self.led = "on"
+        return sealed
 
     def open(
         self, category: Category, trigger: str | None = None, case: CaseCommand | None = None
-    ) -> None:
+    ) -> Entry:
         at = self.chain.now()
         sid = str(uuid.uuid4())
         body = SessionOpen(
@@ -94,8 +98,9 @@ class SessionLifecycle:
         self.segments.opened(at)
         self.continuity.opened(at)
         self.led = "on"
+        return entry
 
-    def close(self, trigger: str | None = None, case: CaseCommand | None = None) -> None:
+    def close(self, trigger: str | None = None, case: CaseCommand | None = None) -> Entry:
         assert self.session
         if self.segments.segment and self.segments.segment.frames:
             self.segments.end()
@@ -119,6 +124,7 @@ class SessionLifecycle:
             self.room.closed()
         self.machine.closed()
         self.led = "off"
+        return entry
 
     def resume(self, session: OpenSession, opened: SessionOpen) -> None:
         """At boot: the session the last boot left open goes on (:mod:`agent.boot`)."""

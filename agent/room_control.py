@@ -109,13 +109,13 @@ class RoomControl:
         """Carry out the room's decisions; returns the session entry sealed, if any."""
         entry = None
         for a in actions:
+            # the entry the lifecycle sealed, not the journal's last: the chain's thread
+            # may have sealed the pre-event segments after it by now
             if isinstance(a, OpenRoomSession):
-                self.life.act(self.life.machine.open(), category, a.trigger, case)
+                entry = self.life.act(self.life.machine.open(), category, a.trigger, case)
                 self.triggers.opened(a.trigger)
-                entry = self.chain.journal.last()
             elif isinstance(a, CloseRoomSession):
-                self.life.act(self.life.machine.close(), trigger=a.trigger, case=case)
-                entry = self.chain.journal.last()
+                entry = self.life.act(self.life.machine.close(), trigger=a.trigger, case=case)
             elif isinstance(a, Refused):
                 self._error(a.why)
             elif isinstance(a, Prompt):

@@ -204,20 +204,31 @@ def test_expired_session_opens_are_interviews_not_recorded(db: Database) -> None
 # -- the device answers every command -----------------------------------------------------
 
 
-def test_the_room_answers_applied_refused_and_a_repeat_applied_again(tmp_path: Path) -> None:
+@pytest.mark.parametrize("background", [False, True], ids=["inline", "background"])
+def test_the_room_answers_applied_refused_and_a_repeat_applied_again(
+    tmp_path: Path, background: bool
+) -> None:
+    """Sealing on the chain's own thread (as the device does in real time), the pre-event
+    segments are sealed after the session opens: the answer still names the open."""
     with LocalSite(tmp_path / "site") as site:
-        data = site.provision_device("room-0104", settings={"recording": SMALL}, room="104")
-        dev = SimDevice(data, device_config(data), clock=SimClock(wall_start=time.time()))
+        settings = {"recording": {**SMALL, "prebuffer_seconds": 2}}
+        data = site.provision_device("room-0104", settings=settings, room="104")
+        dev = SimDevice(
+            data,
+            device_config(data),
+            clock=SimClock(wall_start=time.time()),
+            seal_in_background=background,
+        )
         answers: list[bytes] = []
         dev.recorder.commands.answers = answers.append
         dev.start()
         try:
-            dev.run(0.5)
+            dev.run(3)
             rec = dev.recorder
             key = [k.verify_key for k in site.agency.registry.device_keys("room-0104")]
             opening = site.session_command("room-0104", "session_open", case="C-1")
             entry = rec.apply_command(opening)
-            assert entry is not None
+            assert entry is not None and entry.kind == "session_open"
             first = open_answer(answers[-1], key, "room-0104")
             assert (first.outcome, first.seq, first.command) == (
                 "applied",
