@@ -44,7 +44,7 @@ SESSION_PROBLEMS = frozenset(
         *("segment_gap", "missing_segment", "unsafe_path", "truncated_segment"),
         *("hash_mismatch", "swapped_segment", "undecodable", "frame_count", "no_audio"),
         *("timestamp_discontinuity", "silent_gap", "unexplained_gap", "foreign_session"),
-        "close_count_mismatch",
+        *("close_count_mismatch", "resealed_file"),
     }
 )
 

@@ -35,6 +35,7 @@ PROBLEMS = {
     "later_key": "the pinned key is one the chain rotated to later: pin its first key",
     "foreign_device": "an entry names another device than the chain",
     "duplicate_sequence": "two entries claim the same sequence number",
+    "resealed_file": "two manifests seal the same file name (only one can be its bytes)",
     "sequence_gap": "entries are missing from the chain (deleted)",
     "chain_break": "an entry does not name its predecessor's hash (altered or reordered)",
     "time_order": "monotonic time goes backwards within one boot",
@@ -213,6 +214,7 @@ class _Checker:
         self.open_at: dict[int, frozenset[str]] = {}  # sessions open after each entry
         self.manifests: dict[str, SegmentManifest | None] = {}  # by entry hash
         self.in_the_clear: dict[str, int] = {}  # per session: segments stored unencrypted
+        self.sealed_by: dict[str, str] = {}  # file name -> the entry that sealed it first
         self.not_decoded = 0  # encrypted segments checked by their framing only
 
     def manifest(self, e: Entry, where: str) -> SegmentManifest | None:
@@ -486,6 +488,9 @@ class _Checker:
 
     def _media(self, s: SessionReport, m: SegmentManifest, where: str) -> MediaFacts | None:
         file = m.file
+        if (first := self.sealed_by.setdefault(file, where)) != where:
+            self.problem("resealed_file", file, f"sealed by {first} and again by {where}", s.id)
+            return None
         facts = self.media.get(file)
         if file in self.unsafe_paths:
             self.problem("unsafe_path", file, f"sealed by {where}: {self.unsafe_paths[file]}", s.id)

@@ -13,7 +13,11 @@ from evidence.verify import MediaFacts, sealed_to, verify_chain, wrong_evidence_
 FPS = 10
 
 
-def _chain(key: nacl.signing.SigningKey, segments: int = 3) -> tuple[list[Entry], dict]:
+def _chain(
+    key: nacl.signing.SigningKey, segments: int = 3, reseal: int | None = None
+) -> tuple[list[Entry], dict]:
+    """A session of ``segments`` segments; ``reseal``: that segment's manifest names the
+    first segment's file (a second manifest for a file sealed already)."""
     s = Sealer(key, "bwc-1", None)
     t = [0.0]
 
@@ -25,9 +29,9 @@ def _chain(key: nacl.signing.SigningKey, segments: int = 3) -> tuple[list[Entry]
     entries.append(s.seal("session_open", {"category": "penalty"}, at(), "s1"))
     media: dict[str, MediaFacts | None] = {}
     for i in range(segments):
-        file = f"segments/s1/{i:06d}.mp4"
+        file = f"segments/s1/{0 if i == reseal else i:06d}.mp4"
         sha = f"{i:064x}"
-        media[file] = MediaFacts(1000 + i, sha, 20, 2.0 * i, 2.0 * (i + 1), 32000)
+        media.setdefault(file, MediaFacts(1000 + i, sha, 20, 2.0 * i, 2.0 * (i + 1), 32000))
         manifest = SegmentManifest(
             index=i,
             file=file,
@@ -178,3 +182,14 @@ def test_a_wrong_evidence_key_is_named_once_with_the_key_sealed_to() -> None:
     assert wrong_evidence_key(chain, "k9") == (
         "key k9 is not the key these segments were sealed to: they name keys k1, k2"
     )
+
+
+def test_a_second_manifest_for_a_file_sealed_already_is_named() -> None:
+    entries, media = _chain(KEY, segments=3, reseal=2)
+    report = verify_chain(_named(entries), KEY.verify_key, media)
+    [again] = [p for p in report.problems if p.code == "resealed_file"]
+    assert again.where == "segments/s1/000000.mp4" and again.session == "s1"
+    assert again.message == (
+        "sealed by entry 3 (chain/0000000003.json) and again by entry 5 (chain/0000000005.json)"
+    )
+    assert "resealed_file" not in _codes(*_chain(KEY, segments=3), KEY)
