@@ -24,7 +24,7 @@ from evidence import protocol as p
 from evidence.manifest import UNKNOWN_LOCATION, Audio, SegmentManifest, Video
 from evidence.seal import Moment, Sealer, key_id
 from provisioning.registry import RegisteredKey
-from store.blobs import BlobStore
+from store.blobs import FileBlobs
 from store.db import Database
 from store.ingest import Ingest
 
@@ -51,7 +51,7 @@ def ingest_rate(tmp: Path, whole: bool) -> float:
     key = nacl.signing.SigningKey.generate()
     store = Ingest(
         Database.connect(str(tmp / "store.db")),
-        BlobStore(tmp / "blobs"),
+        FileBlobs(tmp / "blobs"),
         _Directory(key.verify_key),
         nacl.signing.SigningKey.generate(),
         "store-bench",

@@ -12,7 +12,7 @@ names it.
 
 Example::
 
-    blobs = BlobStore(Path("/var/lib/unbroken/blobs"))   # the file system backend
+    blobs = FileBlobs(Path("/var/lib/unbroken/blobs"))   # the file system backend
     placed = blobs.put_many([(sha256, data)])            # [Placed(sha256, new=True, ...)]
     with blobs.get(sha256) as f:
         f.read(1 << 20)
@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,58 +45,61 @@ class Placed:
     durability: str
 
 
-class BlobStore:
-    """The port: what the store needs of wherever its media lives. ``BlobStore(root)``
-    opens the file system backend (:class:`FileBlobs`), as ``pathlib.Path`` opens its own.
+class BlobStore(ABC):
+    """The port: what the store needs of wherever its media lives (:class:`FileBlobs` on a
+    file system; object storage is another backend of the same port).
 
     Nothing here hands out a writable place: bytes go in through :meth:`put_many` or a
     finished partial (:meth:`put_partial`), and come out as a stream (:meth:`get`)."""
 
     durability = "none"
 
-    def __new__(cls, *args: object, **kwargs: object) -> BlobStore:
-        return super().__new__(FileBlobs if cls is BlobStore else cls)
-
+    @abstractmethod
     def put_many(self, blobs: Sequence[tuple[str, bytes]]) -> list[Placed]:
         """Store whole blobs (each hash checked by the caller, as it was received), durably
         and together; one :class:`Placed` each, in order."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def put_partial(self, device: str, sha256: str, size: int) -> Placed | None:
         """Store the partial blob of ``device`` if its bytes are the ones announced (None:
         they are not, and the partial is kept for the caller to discard)."""
-        raise NotImplementedError
+        ...
 
-    def write_chunk(self, device: str, sha256: str, offset: int, data: bytes) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def write_chunk(self, device: str, sha256: str, offset: int, data: bytes) -> None: ...
 
+    @abstractmethod
     def discard(self, device: str, sha256: str) -> None:
         """Drop the partial blob of ``device`` (never a stored one)."""
-        raise NotImplementedError
+        ...
 
-    def has(self, sha256: str) -> bool:
-        raise NotImplementedError
+    @abstractmethod
+    def has(self, sha256: str) -> bool: ...
 
+    @abstractmethod
     def get(self, sha256: str) -> BinaryIO:
         """The blob's bytes as a readable stream (FileNotFoundError if not stored)."""
-        raise NotImplementedError
+        ...
 
     def link(self, sha256: str, target: Path) -> bool:
         """Make ``target`` (a new name) show the blob without a copy, read-only, where the
         backend can: False if it cannot (the caller copies from :meth:`get`)."""
         return False
 
+    @abstractmethod
     def withdraw(self, sha256: str, touched_before: float | None = None) -> bool:
         """Remove a blob that nothing refers to: the caller has checked no receipt names it
         (a put whose batch failed, an orphan of a crash). Never for a receipted blob.
         ``touched_before``: only if no put has touched it since (a put of bytes stored
         already touches them, so a sweep spares a blob being receipted again)."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def unclaimed_before(self, cutoff: float) -> Iterator[str]:
         """The stored blobs last touched before ``cutoff`` (seconds since the epoch), for
         a sweep to check against the database; and stale landings, removed as found."""
-        raise NotImplementedError
+        ...
 
 
 class FileBlobs(BlobStore):
@@ -106,22 +110,22 @@ class FileBlobs(BlobStore):
         for sub in ("partial", "landing"):
             (root / sub).mkdir(parents=True, exist_ok=True)
 
-    def path(self, sha256: str) -> Path:
-        """Where a stored blob is (read-only): for diagnostics, not for writing."""
+    def _path(self, sha256: str) -> Path:
+        """Where a stored blob is (read-only); never handed out."""
         return self.root / sha256[:2] / f"{sha256}.mp4"
 
     def partial(self, device: str, sha256: str) -> Path:
         return self.root / "partial" / f"{device}.{sha256}"
 
     def has(self, sha256: str) -> bool:
-        return self.path(sha256).is_file()
+        return self._path(sha256).is_file()
 
     def get(self, sha256: str) -> BinaryIO:
-        return open(self.path(sha256), "rb")
+        return open(self._path(sha256), "rb")
 
     def link(self, sha256: str, target: Path) -> bool:
         try:
-            os.link(self.path(sha256), target)  # never replaces: EEXIST if target is there
+            os.link(self._path(sha256), target)  # never replaces: EEXIST if target is there
         except FileExistsError:
             raise
         except OSError:
@@ -171,7 +175,7 @@ class FileBlobs(BlobStore):
         finally:
             for path in landed.values():
                 path.unlink(missing_ok=True)
-        for d in {self.path(s).parent for s in new}:
+        for d in {self._path(s).parent for s in new}:
             fsync_dir(d)
         return [Placed(sha256, sha256 in new, self.durability) for sha256, _ in blobs]
 
@@ -179,7 +183,7 @@ class FileBlobs(BlobStore):
         """Link a written (fsynced) file to its name, read-only; False if the name was taken
         (by the same bytes: its name is their hash), which is left as it is."""
         os.chmod(written, READ_ONLY)
-        dest = self.path(sha256)
+        dest = self._path(sha256)
         dest.parent.mkdir(exist_ok=True)
         try:
             os.link(written, dest)
@@ -191,14 +195,14 @@ class FileBlobs(BlobStore):
         """Whether the blob is stored; if so, marked as just put (its times, not its bytes),
         so that a sweep does not take it while its new receipt is being written."""
         try:
-            os.utime(self.path(sha256))
+            os.utime(self._path(sha256))
         except FileNotFoundError:
             return False
         return True
 
     def _stored_as(self, sha256: str, size: int) -> bool:
         try:
-            return self.path(sha256).stat().st_size == size
+            return self._path(sha256).stat().st_size == size
         except FileNotFoundError:
             return False
 
@@ -206,7 +210,7 @@ class FileBlobs(BlobStore):
         self.partial(device, sha256).unlink(missing_ok=True)
 
     def withdraw(self, sha256: str, touched_before: float | None = None) -> bool:
-        path = self.path(sha256)
+        path = self._path(sha256)
         try:
             if touched_before is not None and _touched(path) >= touched_before:
                 return False

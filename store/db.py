@@ -82,6 +82,8 @@ SCHEMA = [
     # its receipts since its last status.
     "create index if not exists rejections_by_device on rejections (device, reason)",
     "create index if not exists entries_by_kind on entries (device, kind, seq)",
+    # a session's segments, asked for each new segment (a file sealed twice is refused)
+    "create index if not exists entries_by_session on entries (device, session, kind)",
     "create index if not exists entries_flagged on entries (device, flag) where flag is not null",
     "create index if not exists receipts_by_time on receipts (device, stored_at)",
 ]

@@ -39,7 +39,7 @@ import nacl.signing
 from common.progress import Progress
 from provisioning.agency import PUBLIC, REGISTRY
 from provisioning.registry import RegisteredKey
-from store.blobs import BlobStore
+from store.blobs import BlobStore, FileBlobs
 from store.config import StoreConfig
 from store.db import Database
 from store.directory import RegistryDirectory
@@ -70,7 +70,7 @@ def lay_out_device(
         agency_key = None  # without it, segments not laid out count as missing
     db = Database.connect(config.database)
     try:
-        blobs = BlobStore(config.blobs)
+        blobs = FileBlobs(config.blobs)
         return lay_out(db, blobs, device, keys, agency_key, dest, sessions, link, progress)
     finally:
         db.close()

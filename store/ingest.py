@@ -13,7 +13,7 @@ and raised as a chain problem: the first stays as it was stored.
 
 Example::
 
-    ingest = Ingest(db, BlobStore(path), directory, receipt_key, name="store-1")
+    ingest = Ingest(db, FileBlobs(path), directory, receipt_key, name="store-1")
     for topic, payload in ingest.handle("unbroken/d/bwc-1/entry", entry_bytes, now):
         client.publish(topic, payload, qos=1)
 """

@@ -9,7 +9,7 @@ left without a receipt is removed by the sweep (:meth:`Uploads.sweep`) after a g
 
 Example::
 
-    uploads = Uploads(db, BlobStore(path), Limits(), receipt_key, "store-1", certificate)
+    uploads = Uploads(db, FileBlobs(path), Limits(), receipt_key, "store-1", certificate)
     uploads.init("bwc-1", init_bytes, now)      # -> [(reply topic, Missing...)]
 """
 

@@ -31,7 +31,7 @@ from common.link_log import LinkWatch
 from common.mqtt import probe_cause, tls_client
 from evidence import protocol as p
 from store import pinning
-from store.blobs import BlobStore
+from store.blobs import FileBlobs
 from store.config import StoreConfig
 from store.db import Database
 from store.delivery import Delivery
@@ -249,7 +249,7 @@ def start_worker(config: StoreConfig) -> Worker:
     directory = RegistryDirectory(config.agency / REGISTRY)
     ingest = Ingest(
         Database.connect(config.database),
-        BlobStore(config.blobs),
+        FileBlobs(config.blobs),
         directory,
         key,
         config.name,

@@ -37,7 +37,7 @@ from provisioning.agency import REGISTRY
 from simulator.device import SimDevice, stand_in_agency_key
 from simulator.session import record_session
 from simulator.site import LocalSite
-from store.blobs import BlobStore
+from store.blobs import FileBlobs
 from store.config import load_store_config
 from store.db import Database
 from store.directory import RegistryDirectory
@@ -557,7 +557,7 @@ def test_what_the_store_holds_exports_the_same_media(
         db = Database.connect(config.database)
         ingest = Ingest(
             db,
-            BlobStore(config.blobs),
+            FileBlobs(config.blobs),
             RegistryDirectory(config.agency / REGISTRY),
             site.agency.signing_key,
             "store-t",
@@ -618,7 +618,7 @@ def test_what_the_store_holds_exports_the_same_media(
         # At rest the store keeps the footage as it came: encrypted. Taking it out is logged.
         for e in entries:
             if e.kind == "segment":
-                blob = BlobStore(config.blobs).path(e.body["sha256"]).read_bytes()
+                blob = FileBlobs(config.blobs).get(e.body["sha256"]).read()
                 assert is_encrypted(blob) and b"ftyp" not in blob
         db = Database.connect(config.database)
         log = access_log(db, "bwc-0007")

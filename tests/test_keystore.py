@@ -32,7 +32,7 @@ from evidence.names import ProvisionError
 from evidence.seal import Entry, Moment, Sealer, key_id
 from simulator.mosquitto import Mosquitto, free_port
 from simulator.session import record_session
-from store.blobs import BlobStore
+from store.blobs import FileBlobs
 from store.db import Database
 from store.ingest import Ingest
 from store.report import build_report, format_report
@@ -318,7 +318,7 @@ def test_the_store_lists_file_backed_devices_as_weaker_and_a_clone_forks(
     for device, key in keys.items():
         directory.add(device, key.verify_key)
     ingest = Ingest(
-        db, BlobStore(tmp_path / "blobs"), directory, nacl.signing.SigningKey.generate(), "s"
+        db, FileBlobs(tmp_path / "blobs"), directory, nacl.signing.SigningKey.generate(), "s"
     )
 
     def send(e: Entry) -> None:

@@ -34,7 +34,7 @@ from evidence.seal import Entry, Moment, Sealer, canonical, key_id
 from provisioning.agency import Agency
 from provisioning.broker_config import render_acl
 from simulator.session import record_session
-from store.blobs import BlobStore
+from store.blobs import FileBlobs
 from store.db import Database
 from store.ingest import Ingest
 from tests.fixtures.admin import ok, refused
@@ -654,7 +654,7 @@ def test_store_refuses_everything_received_after_revocation(
     entries = [e for _, e in load_chain(dev) if isinstance(e, Entry)]
     a = Agency(agency)
     db = Database.connect(str(tmp_path / "store.db"))
-    ingest = Ingest(db, BlobStore(tmp_path / "blobs"), a.registry, a.signing_key, "store-t")
+    ingest = Ingest(db, FileBlobs(tmp_path / "blobs"), a.registry, a.signing_key, "store-t")
 
     def send(e: Entry) -> dict[str, object]:
         ((_, reply),) = ingest.handle(f"unbroken/d/{did}/entry", e.to_json(), time.time())

@@ -14,7 +14,7 @@ from evidence import protocol as p
 from evidence.receipt import check_receipt
 from evidence.seal import Entry, Moment, Sealer
 from simulator.session import record_session
-from store.blobs import BlobStore
+from store.blobs import FileBlobs
 from store.db import Database
 from store.ingest import Ingest
 from store.report import build_report
@@ -39,7 +39,7 @@ def _setup(
     directory.add(dev_id, pub)
     agency = nacl.signing.SigningKey.generate()
     return (
-        Ingest(db, BlobStore(tmp_path / "blobs"), directory, agency, "store-t"),
+        Ingest(db, FileBlobs(tmp_path / "blobs"), directory, agency, "store-t"),
         directory,
         dev_id,
         agency,
@@ -62,10 +62,7 @@ def test_session_synced_with_verified_receipts(db: Database, tmp_path: Path, dev
         assert topic == p.reply(dev, "receipt")
         r = check_receipt(payload, agency.verify_key, device=dev, sha256=e.body["sha256"])
         assert r["entry_hash"] == e.hash and r["size"] == e.body["size"]
-        assert (
-            ingest.blobs.path(e.body["sha256"]).read_bytes()
-            == (device / e.body["file"]).read_bytes()
-        )
+        assert ingest.blobs.get(e.body["sha256"]).read() == (device / e.body["file"]).read_bytes()
     report = build_report(db, NOW)
     (d,) = report["devices"]
     assert d["chain"] == "ok" and d["entries"] == len(entries)
@@ -96,7 +93,7 @@ def test_a_whole_segment_with_its_entry_is_one_message_and_one_receipt(
         assert topic == p.reply(dev, "receipt")
         r = check_receipt(payload, agency.verify_key, device=dev, sha256=e.body["sha256"])
         assert (r["entry_seq"], r["entry_hash"], r["size"]) == (e.seq, e.hash, len(data))
-        assert ingest.blobs.path(e.body["sha256"]).read_bytes() == data
+        assert ingest.blobs.get(e.body["sha256"]).read() == data
     for e in entries:
         ((_, payload),) = ingest.handle(p.up(dev, "entry"), e.to_json(), NOW)
         assert p.Ack.parse(payload).ok

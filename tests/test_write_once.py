@@ -31,7 +31,7 @@ from evidence import protocol as p
 from evidence.manifest import UNKNOWN_LOCATION, Audio, SegmentManifest, Video
 from evidence.seal import Entry, Moment, Sealer, canonical
 from simulator.site import LocalSite
-from store.blobs import BlobStore, FileBlobs
+from store.blobs import FileBlobs
 from store.db import Database
 from store.evidence_view import lay_out
 from store.ingest import Ingest
@@ -76,7 +76,7 @@ def _store(db: Database, tmp_path: Path) -> tuple[Ingest, dict[str, Sealer], Dir
         directory.add(dev, key.verify_key)
         sealers[dev] = Sealer(key, dev, None)
     receipt_key = nacl.signing.SigningKey.generate()
-    ingest = Ingest(db, BlobStore(tmp_path / "blobs"), directory, receipt_key, "store-t")
+    ingest = Ingest(db, FileBlobs(tmp_path / "blobs"), directory, receipt_key, "store-t")
     return ingest, sealers, directory
 
 
@@ -259,7 +259,7 @@ def test_a_failed_commit_removes_the_blobs_the_batch_placed(
 
 
 def test_blobs_are_written_once_and_read_as_streams(tmp_path: Path) -> None:
-    blobs = BlobStore(tmp_path / "blobs")
+    blobs = FileBlobs(tmp_path / "blobs")
     assert isinstance(blobs, FileBlobs)
     (placed,) = blobs.put_many([(_sha(FIRST), FIRST)])
     assert placed.new and placed.durability.startswith("fsync")
@@ -280,7 +280,7 @@ def test_blobs_are_written_once_and_read_as_streams(tmp_path: Path) -> None:
     assert not blobs.has(_sha(b"other"))
     # nothing links onto a stored name
     with pytest.raises(FileExistsError):
-        blobs.link(_sha(JUNK), blobs.path(_sha(FIRST)))
+        blobs.link(_sha(JUNK), tmp_path / "blobs" / _sha(FIRST)[:2] / f"{_sha(FIRST)}.mp4")
     assert _stored(tmp_path) == {_sha(FIRST): FIRST, _sha(JUNK): JUNK}
     assert not list((tmp_path / "blobs" / "landing").iterdir())
 
