@@ -262,11 +262,11 @@ def _check_payload_shape(p: Any) -> None:
     if missing or extra:
         raise SealError(f"payload fields wrong (missing {sorted(missing)}, extra {sorted(extra)})")
     if p["v"] != FORMAT_VERSION:
-        raise SealError(f"unsupported format version {p['v']!r}")
+        raise SealError(f"unsupported format version {str(p['v'])[:40]!r}")
     if not isinstance(p["seq"], int) or isinstance(p["seq"], bool) or p["seq"] < 1:
         raise SealError("seq is not a positive integer")
-    if p["kind"] not in KINDS:
-        raise SealError(f"unknown entry kind {p['kind']!r}")
+    if not isinstance(p["kind"], str) or p["kind"] not in KINDS:  # a list is unhashable
+        raise SealError(f"unknown entry kind {str(p['kind'])[:40]!r}")
     if not isinstance(p["body"], dict) or not isinstance(p["at"], dict):
         raise SealError("body and at must be objects")
     for f in ("wall", "mono"):

@@ -9,13 +9,14 @@ import os
 import shutil
 from pathlib import Path
 
+import nacl.signing
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.evidence_dir import load_chain, verify_dir
 from evidence.bounded_json import BoundedJSONError, loads
-from evidence.seal import Entry, SealError
+from evidence.seal import Entry, Moment, SealError, Sealer
 from unbroken.cli import main
 
 
@@ -139,3 +140,16 @@ def test_fuzz_verify_on_a_damaged_chain_file(evidence: Path, content: bytes, nam
             original.unlink()
         else:
             original.write_bytes(kept)
+
+
+@pytest.mark.parametrize("kind", [["segment"], {"k": 1}, 7, None, "x" * 10_000])
+def test_an_entry_whose_kind_is_no_string_is_refused_as_an_entry(kind: object) -> None:
+    """A kind that is a list or an object is unhashable: refused with a SealError (the
+    store's malformed, not a store failure the device would retry for ever)."""
+    key = nacl.signing.SigningKey.generate()
+    good = Sealer(key, "bwc-1", None).seal("boot", {}, Moment(1.0, 1.0, True))
+    doc = json.loads(good.to_json())
+    doc["payload"]["kind"] = kind
+    with pytest.raises(SealError, match="unknown entry kind") as e:
+        Entry.from_json(json.dumps(doc).encode())
+    assert len(str(e.value)) < 100
