@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from agent.evidence_dir import load_chain, verify_dir
 from evidence.bounded_json import BoundedJSONError, loads
-from evidence.seal import Entry, Moment, SealError, Sealer
+from evidence.seal import Entry, Moment, Sealer, SealError
 from unbroken.cli import main
 
 
