@@ -199,7 +199,8 @@ def add_store_parser(sub: argparse._SubParsersAction) -> argparse._SubParsersAct
         "--problems",
         action="store_true",
         help="only what needs attention: chain gaps, problems and forks, overdue or late "
-        "segments, unexplained gaps, footage in the clear",
+        "segments, unexplained gaps, footage in the clear, what did not read, interviews "
+        "not recorded",
     )
     p.add_argument(
         "--since",
