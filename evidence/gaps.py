@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from evidence.entries import WrittenExplanation, explanation
+from evidence.manifest import Interruption, InterruptionEnd, ManifestError, VoiceExplanation
 from evidence.seal import Entry
 
 CAUSES = (
@@ -66,11 +68,21 @@ class Gap:
 class GapProblems:
     silent: list[tuple[str, float, float]] = field(default_factory=list)  # (session, from, to)
     bad_statements: list[tuple[int, str]] = field(default_factory=list)  # (seq, why)
+    # (seq, session, why): an interruption, its end or its explanation whose body does not
+    # read as its kind says; it is named, and counts as no entry
+    malformed: list[tuple[int, str | None, str]] = field(default_factory=list)
+
+    def named(self) -> list[tuple[str, int, str | None, str]]:
+        """Each problem as (verification code, entry, session, why), in chain order."""
+        out = [("malformed_entry", *m) for m in self.malformed]
+        out += [("bad_statement", seq, None, why) for seq, why in self.bad_statements]
+        return sorted(out, key=lambda p: p[1])
 
 
 def written_statement_problem(statement: dict[str, Any]) -> str | None:
     """Why a written statement does not count, or None. Attestations are checked for
-    authenticity by whoever accepts them (device or store); here: enough distinct officers."""
+    authenticity by whoever accepts them (device or store); here: enough distinct officers.
+    ``statement`` is one its owner built or parsed (:class:`evidence.entries.Statement`)."""
     reason = str(statement.get("reason", "")).strip()
     if not reason:
         return "a written statement needs a reason"
@@ -80,39 +92,80 @@ def written_statement_problem(statement: dict[str, Any]) -> str | None:
     return None
 
 
+GapBody = Interruption | InterruptionEnd | VoiceExplanation | WrittenExplanation
+GAP_KINDS = ("interruption", "interruption_end", "explanation")
+
+
+def gap_body(entry: Entry) -> GapBody:
+    """An interruption's, its end's or its explanation's body, every field type-checked by
+    its owner; ManifestError names the entry and the field (or says it is another kind)."""
+    try:
+        return _read(entry)
+    except ManifestError as e:
+        raise ManifestError(f"entry {entry.seq}: {e}") from None
+
+
+def _read(entry: Entry) -> GapBody:
+    if entry.kind == Interruption.KIND:
+        return Interruption.from_body(entry.body)
+    if entry.kind == InterruptionEnd.KIND:
+        return InterruptionEnd.from_body(entry.body)
+    if entry.kind == "explanation":
+        return explanation(entry.body)
+    raise ManifestError(f"a {entry.kind[:40]} is no interruption, end or explanation")
+
+
 def session_gaps(entries: Iterable[Entry]) -> tuple[list[Gap], GapProblems]:
-    """The gaps of the sessions in ``entries`` (chain order), and what is wrong with them."""
+    """The gaps of the sessions in ``entries`` (chain order), and what is wrong with them.
+    Whatever a body holds: one that does not read is a problem, never an exception."""
     gaps: dict[str, Gap] = {}
     problems = GapProblems()
     for e in entries:
-        b = e.body
-        if e.kind == "interruption":
-            gaps[str(b["id"])] = Gap(
-                id=str(b["id"]),
+        if e.kind not in GAP_KINDS:
+            continue
+        try:
+            b = _read(e)
+        except ManifestError as err:  # verification names the entry: the body says what
+            problems.malformed.append((e.seq, e.session, str(err)))
+            continue
+        if isinstance(b, Interruption):
+            gaps[b.id] = Gap(
+                id=b.id,
                 session=str(e.session),
-                cause=str(b["cause"]),
-                start=float(b["start"]["wall"]),
-                end=float(b["end"]["wall"]) if b.get("end") else None,
-                affects=list(b.get("affects", [])),
-                detail=str(b.get("detail", "")),
+                cause=b.cause,
+                start=b.start.wall,
+                end=b.end.wall if b.end else None,
+                affects=list(b.affects),
+                detail=b.detail,
                 seq=e.seq,
-                tracks=[str(t) for t in b.get("tracks", [])],
+                tracks=list(b.tracks),
             )
-        elif e.kind == "interruption_end" and str(b.get("id")) in gaps:
-            gaps[str(b["id"])].end = float(b["end"]["wall"])
-        elif e.kind == "explanation" and str(b.get("interruption")) in gaps:
-            g = gaps[str(b["interruption"])]
-            if b.get("kind") == "voice":
-                # a clip spoken after a written statement (a device that died came back)
-                # does not replace the statement two officers signed
-                g.explanation = g.explanation or "voice"
-            elif b.get("kind") == "written":
-                why = written_statement_problem(b.get("statement", {}))
-                if why:
-                    problems.bad_statements.append((e.seq, why))
-                else:
-                    g.explanation, g.statement = "written", b["statement"]
+        elif isinstance(b, InterruptionEnd):
+            if b.id in gaps:
+                gaps[b.id].end = b.end.wall
+        elif b.interruption not in gaps:
+            continue
+        elif isinstance(b, VoiceExplanation):
+            # a clip spoken after a written statement (a device that died came back)
+            # does not replace the statement two officers signed
+            g = gaps[b.interruption]
+            g.explanation = g.explanation or "voice"
+        elif why := written_statement_problem(statement := b.statement.to_body()):
+            problems.bad_statements.append((e.seq, why))
+        else:
+            g = gaps[b.interruption]
+            g.explanation, g.statement = "written", statement
     return list(gaps.values()), problems
+
+
+def interrupted_tracks(entry: Entry) -> list[str]:
+    """The tracks an interruption entry stops (empty: every track, or a body that does not
+    read: :func:`session_gaps` names that one)."""
+    try:
+        b = _read(entry)
+    except ManifestError:
+        return []
+    return list(b.tracks) if isinstance(b, Interruption) else []
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,9 @@ class _Fields:
         return list(raw)
 
 
+Fields = _Fields  # the other entry kinds' bodies (evidence.entries) read the same way
+
+
 def _name(kind: type | tuple[type, ...]) -> str:
     names = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
     names.update({dict: "an object", list: "a list"})
@@ -462,13 +465,11 @@ class Interruption:
     @staticmethod
     def from_body(body: object) -> Interruption:
         f = _Fields(body, "interruption")
-        start = f.moment("start")
-        assert start
         return Interruption(
             f.get("id", str),
             f.get("cause", str),
             f.strings("affects", optional=True) or [],
-            start,
+            f.moment("start"),  # type: ignore[arg-type]  # not optional: never None
             f.moment("end", optional=True),
             f.get("detail", str, optional=True) or "",
             tuple(f.strings("tracks", optional=True) or ()),
@@ -490,9 +491,7 @@ class InterruptionEnd:
     @staticmethod
     def from_body(body: object) -> InterruptionEnd:
         f = _Fields(body, "interruption_end")
-        end = f.moment("end")
-        assert end
-        return InterruptionEnd(f.get("id", str), end)
+        return InterruptionEnd(f.get("id", str), f.moment("end"))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ import nacl.exceptions
 import nacl.signing
 
 from evidence.close_counts import session_closes
-from evidence.gaps import Span, session_gaps, silent_gaps
+from evidence.entries import KeyRotation
+from evidence.gaps import Span, interrupted_tracks, session_gaps, silent_gaps
 from evidence.manifest import MAIN_TRACK as MAIN_TRACK
 from evidence.manifest import ManifestError, SegmentManifest, SessionOpen
 from evidence.seal import GENESIS, Entry, SealError, check_signature, key_id
@@ -266,8 +267,8 @@ class _Checker:
     def gaps(self, strict: bool) -> None:
         """Every interruption per session, its explanation, and holes nobody logged."""
         gaps, problems = session_gaps(self.in_order)
-        for seq, why in problems.bad_statements:
-            self.problem("bad_statement", f"entry {seq}", why)
+        for code, seq, sid, why in problems.named():  # a malformed body, a statement
+            self.problem(code, f"entry {seq}", why, sid)
         for g in gaps:
             s = self.sessions.get(g.session)
             if s is None:
@@ -341,9 +342,9 @@ class _Checker:
                 continue
             if e.kind == "key_rotation":
                 try:
-                    key = nacl.signing.VerifyKey(bytes.fromhex(str(e.body["new_key"])))
-                except (KeyError, ValueError, nacl.exceptions.CryptoError):
-                    self.problem("malformed_entry", f"entry {e.seq} ({name})", "bad new_key")
+                    key = KeyRotation.from_body(e.body).verify_key()
+                except (ManifestError, nacl.exceptions.CryptoError) as err:
+                    self.problem("malformed_entry", f"entry {e.seq} ({name})", str(err))
         if good and len(bad) == len(good):
             signer = good[0][1].payload.get("key")
             self.problem(
@@ -424,8 +425,7 @@ class _Checker:
             return
         s = self.sessions[sid]
         if e.kind in ("interruption", "interruption_end", "explanation"):
-            tracks = body.get("tracks") if e.kind == "interruption" else None
-            for key in [(sid, str(t)) for t in tracks] if tracks else [sid]:
+            for key in tuple((sid, t) for t in interrupted_tracks(e)) or (sid,):
                 self.breaks[key] = self.breaks.get(key, 0) + 1
             return  # collected by gaps() once the whole chain is read
         if e.kind == "marker":

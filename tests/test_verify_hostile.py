@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import nacl.signing
 import pytest
@@ -16,7 +17,17 @@ from hypothesis import strategies as st
 
 from agent.evidence_dir import load_chain, verify_dir
 from evidence.bounded_json import BoundedJSONError, loads
+from evidence.custody import custody_summary
+from evidence.gaps import gap_body
+from evidence.manifest import (
+    Interruption,
+    InterruptionEnd,
+    ManifestError,
+    SessionOpen,
+    VoiceExplanation,
+)
 from evidence.seal import Entry, Moment, Sealer, SealError
+from evidence.verify import verify_chain
 from unbroken.cli import main
 
 
@@ -153,3 +164,152 @@ def test_an_entry_whose_kind_is_no_string_is_refused_as_an_entry(kind: object) -
     with pytest.raises(SealError, match="unknown entry kind") as e:
         Entry.from_json(json.dumps(doc).encode())
     assert len(str(e.value)) < 100
+
+
+# -- interruptions and their explanations, whatever their bodies hold --------------------
+
+_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53) + 1, 2**53 - 1)  # what any JSON reader keeps exactly
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
+    max_leaves=6,
+)
+_GONE = object()  # the field is left out
+
+
+def _gap_bodies() -> list[tuple[str, dict[str, Any]]]:
+    """An interruption, its end, a spoken and a written explanation, as devices seal them."""
+    start, end, spoken = (Moment(1.7e9 + t, 10.0 + t, True) for t in (1, 2, 5))
+    written = {
+        "interruption": "g1",
+        "kind": "written",
+        "statement": {
+            "reason": "camera lost",
+            "attestations": [{"badge": "1", "method": "pin"}, {"badge": "2", "method": "pin"}],
+        },
+    }
+    return [
+        ("interruption", Interruption("g1", "camera", ["video"], start, tracks=("a",)).to_body()),
+        ("interruption_end", InterruptionEnd("g1", end).to_body()),
+        ("explanation", VoiceExplanation("g1", end, spoken).to_body()),
+        ("explanation", written),
+    ]
+
+
+_PATHS = [
+    ("id",), ("cause",), ("affects",), ("start",), ("start", "wall"), ("end",), ("detail",),
+    ("tracks",), ("end", "mono"), ("interruption",), ("kind",), ("clip",), ("clip", "start"),
+    ("statement",), ("statement", "reason"), ("statement", "attestations"),
+    ("statement", "attestations", 0), ("statement", "attestations", 1, "badge"),
+]  # fmt: skip
+
+
+def _mutated(body: Any, path: tuple[Any, ...], value: Any) -> Any:
+    """``body`` with the field at ``path`` set to ``value`` (or left out), where it is."""
+    *above, last = path
+    out = json.loads(json.dumps(body))
+    node = out
+    for step in above:
+        if not isinstance(node, dict | list) or not _has(node, step):
+            return out
+        node = node[step]
+    if value is _GONE and isinstance(node, dict | list) and _has(node, last):
+        del node[last]
+    elif value is not _GONE and (isinstance(node, dict) or _has(node, last)):
+        node[last] = value
+    return out
+
+
+def _has(node: dict[str, Any] | list[Any], step: Any) -> bool:
+    if isinstance(node, dict):
+        return step in node
+    return isinstance(node, list) and isinstance(step, int) and 0 <= step < len(node)
+
+
+def _chain_with(bodies: list[tuple[str, Any]]) -> list[Entry]:
+    sealer = Sealer(_GAP_KEY, "bwc-1", None)
+    at = iter(Moment(1.7e9 + n, 10.0 + n, True) for n in range(100))
+    opened = SessionOpen("patrol", ["1"], 0.0, ["main", "a"]).to_body()
+    entries = [
+        sealer.seal("boot", {}, next(at)),
+        sealer.seal("session_open", opened, next(at), "s"),
+    ]
+    entries += [sealer.seal(kind, body, next(at), "s") for kind, body in bodies]
+    close = {"segments": 0, "tracks": {}}
+    return [*entries, sealer.seal("session_close", close, next(at), "s")]
+
+
+_GAP_KEY = nacl.signing.SigningKey.generate()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    which=st.integers(0, 3),
+    path=st.sampled_from(_PATHS),
+    value=_VALUES | st.just(_GONE),
+    whole=st.none() | _VALUES,
+)
+def test_fuzz_verify_names_any_interruption_body_it_cannot_read(
+    which: int, path: tuple[Any, ...], value: Any, whole: Any
+) -> None:
+    """An interruption, its end or its explanation with any field of any type (or any
+    body at all): verify and the custody summary name it, never a traceback."""
+    bodies = _gap_bodies()
+    kind, body = bodies[which]
+    bodies[which] = (kind, _mutated(body, path, value) if whole is None else whole)
+    if not isinstance(bodies[which][1], dict):
+        return  # no entry holds a body that is not an object (Entry.from_json refuses it)
+    entries = _chain_with(bodies)
+    report = verify_chain([(f"chain/{e.seq}.json", e) for e in entries], _GAP_KEY.verify_key, {})
+    malformed = {p.where: p.message for p in report.problems if p.code == "malformed_entry"}
+    for e in entries[2:-1]:
+        try:
+            gap_body(e)
+        except ManifestError as err:
+            assert malformed.pop(f"entry {e.seq}") in str(err)
+    assert not malformed, "only what does not read is named malformed"
+    summary = custody_summary(entries, report, "s", {}, 1.8e9).as_dict()
+    assert summary["verification"]["ok"] == report.ok
+
+
+@pytest.mark.parametrize(
+    ("which", "path", "value", "says"),
+    [
+        (0, ("affects",), None, None),  # optional: an interruption that names none
+        (0, ("affects",), "video", "interruption: 'affects' is not a list"),
+        (0, ("start", "wall"), "x", "interruption.start: 'wall' is not a number"),
+        (0, ("tracks",), 5, "interruption: 'tracks' is not a list"),
+        (1, ("end",), None, "interruption_end: 'end' is not an object"),
+        (2, ("clip",), [], "explanation: 'clip' is not an object"),
+        (
+            3,
+            ("statement", "attestations", 0),
+            "1",
+            "explanation.statement.attestations[0]: not an object",
+        ),
+        (3, ("statement", "reason"), 7, "explanation.statement: 'reason' is not a string"),
+        (3, ("kind",), "sung", "explanation: 'kind' is 'sung', neither voice nor written"),
+    ],
+)
+def test_verify_says_which_field_of_an_interruption_is_wrong(
+    which: int, path: tuple[Any, ...], value: Any, says: str | None
+) -> None:
+    bodies = _gap_bodies()
+    kind, body = bodies[which]
+    bodies[which] = (kind, _mutated(body, path, value))
+    entries = _chain_with(bodies)
+    report = verify_chain([(f"chain/{e.seq}.json", e) for e in entries], _GAP_KEY.verify_key, {})
+    named = [(p.where, p.message, p.session) for p in report.problems]
+    if says is None:
+        assert report.ok, named
+        return
+    assert named == [(f"entry {which + 3}", says, "s")]
+    (session,) = report.sessions
+    assert [p.code for p in session.problems] == ["malformed_entry"]
+    summary = custody_summary(entries, report, "s", {}, 1.8e9).as_dict()
+    assert [p["message"] for p in summary["verification"]["problems"]] == [says]
+    if which < 2:  # an interruption or its end that does not read counts as none
+        assert summary["interruptions"] == [] or summary["interruptions"][0]["end"] is None
