@@ -17,18 +17,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from evidence.close_counts import session_close
 from evidence.custody_report import format_custody
-from evidence.gaps import session_gaps
-from evidence.manifest import (
-    ManifestError,
-    SegmentManifest,
-    SessionOpen,
-    VoiceExplanation,
-)
+from evidence.gaps import gap_body, session_gaps
+from evidence.manifest import ManifestError, SegmentManifest, SessionOpen, VoiceExplanation
 from evidence.seal import Entry
 from evidence.splice import Placement
 from evidence.verify import Problem, Report
@@ -101,10 +97,14 @@ class ExportedTrack:
 
 
 def when(wall: float | None) -> str | None:
-    """A sealed wall time as ISO 8601 with its UTC offset (devices seal UTC)."""
+    """A sealed wall time as ISO 8601 with its UTC offset (devices seal UTC); one that no
+    calendar holds (a clock far off, a forged body) as the number it is."""
     if wall is None:
         return None
-    return dt.datetime.fromtimestamp(wall, dt.UTC).isoformat(timespec="milliseconds")
+    try:
+        return dt.datetime.fromtimestamp(wall, dt.UTC).isoformat(timespec="milliseconds")
+    except (OverflowError, ValueError, OSError):
+        return f"{wall} (no date)"
 
 
 @dataclass
@@ -267,12 +267,9 @@ def _interruptions(
     gaps, _ = session_gaps(entries)
     clips: dict[str, tuple[str | None, str | None]] = {}
     for e in entries:
-        if e.kind == "explanation" and e.body.get("kind") == "voice":
-            try:
-                v = VoiceExplanation.from_body(e.body)
-            except ManifestError:
-                continue
-            clips.setdefault(v.interruption, (when(v.start.wall), when(v.end.wall)))
+        with suppress(ManifestError):  # verification names an explanation that does not read
+            if e.kind == "explanation" and isinstance(v := gap_body(e), VoiceExplanation):
+                clips.setdefault(v.interruption, (when(v.start.wall), when(v.end.wall)))
     out = []
     for g in gaps:
         if g.session != session:

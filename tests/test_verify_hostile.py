@@ -279,6 +279,8 @@ def test_fuzz_verify_names_any_interruption_body_it_cannot_read(
     ("which", "path", "value", "says"),
     [
         (0, ("affects",), None, None),  # optional: an interruption that names none
+        (0, ("start", "wall"), 1e12, None),  # a time no calendar holds: shown as sealed
+        (1, ("end", "wall"), -1e300, None),
         (0, ("affects",), "video", "interruption: 'affects' is not a list"),
         (0, ("start", "wall"), "x", "interruption.start: 'wall' is not a number"),
         (0, ("tracks",), 5, "interruption: 'tracks' is not a list"),
@@ -303,13 +305,15 @@ def test_verify_says_which_field_of_an_interruption_is_wrong(
     entries = _chain_with(bodies)
     report = verify_chain([(f"chain/{e.seq}.json", e) for e in entries], _GAP_KEY.verify_key, {})
     named = [(p.where, p.message, p.session) for p in report.problems]
+    summary = custody_summary(entries, report, "s", {}, 1.8e9).as_dict()
     if says is None:
         assert report.ok, named
+        (gap,) = summary["interruptions"]
+        assert f"{value} (no date)" in (gap["start"], gap["end"]) or gap["affects"] == []
         return
     assert named == [(f"entry {which + 3}", says, "s")]
     (session,) = report.sessions
     assert [p.code for p in session.problems] == ["malformed_entry"]
-    summary = custody_summary(entries, report, "s", {}, 1.8e9).as_dict()
     assert [p["message"] for p in summary["verification"]["problems"]] == [says]
     if which < 2:  # an interruption or its end that does not read counts as none
         assert summary["interruptions"] == [] or summary["interruptions"][0]["end"] is None
