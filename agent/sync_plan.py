@@ -3,7 +3,8 @@
 The uploader (:mod:`agent.sync`) feeds these objects facts — what the journal says is
 unsent or unreceipted, what arrived from the store, the time — and does what they answer:
 publish an entry, ask what a blob lacks, send a chunk, finish, keep a receipt. The rules of
-the protocol itself (message formats, the deadline levels) are in :mod:`evidence.protocol`.
+the protocol itself (message formats, the deadline levels) are in :mod:`evidence.protocol`
+and :mod:`evidence.messages` (the status, ``rejected``, ``resend``).
 
 Example::
 
@@ -24,6 +25,7 @@ import nacl.signing
 
 from common.settings import Sync
 from evidence import protocol as p
+from evidence.messages import Backlog, Rejected, Resend, Status
 from evidence.receipt import ReceiptClaim, check_receipt
 from evidence.seal import Entry
 
@@ -79,12 +81,12 @@ def segment(seq: int, manifest: dict[str, Any]) -> Segment:
 
 def backlog(unacked_entries: int, unreceipted: Sequence[Segment]) -> dict[str, Any]:
     """What is left to send, as the status document reports it."""
-    return {
-        "entries": unacked_entries,
-        "blobs": len(unreceipted),
-        "bytes": sum(s.size for s in unreceipted),
-        "oldest_unsynced_end": min((s.end_wall for s in unreceipted), default=None),
-    }
+    return Backlog(
+        entries=unacked_entries,
+        blobs=len(unreceipted),
+        bytes=sum(s.size for s in unreceipted),
+        oldest_unsynced_end=min((s.end_wall for s in unreceipted), default=None),
+    ).model_dump()
 
 
 def status_doc(
@@ -95,17 +97,19 @@ def status_doc(
     warn_hours: tuple[float, float],
     extra: dict[str, Any],
 ) -> dict[str, Any]:
-    """The retained status: backlog, the age of the oldest unreceipted recording and its
-    24-hour deadline level (R7); ``extra`` (the recorder's state) only when online."""
+    """The retained status (:class:`evidence.messages.Status`): backlog, the age of the
+    oldest unreceipted recording and its 24-hour deadline level (R7); ``extra`` (the
+    recorder's state) only when online, without the fields the status itself says."""
     oldest = backlog["oldest_unsynced_end"]
-    return {
-        "device": device,
-        "online": online,
-        **(extra if online else {}),
-        "backlog": backlog,
-        "oldest_unsynced_age": None if oldest is None else round(wall - oldest, 1),
-        "deadline": p.deadline_level(wall, oldest, warn_hours),
-    }
+    recorder = {k: v for k, v in extra.items() if k not in Status.model_fields} if online else {}
+    return Status(
+        device=device,
+        online=online,
+        backlog=Backlog.model_validate(backlog),
+        oldest_unsynced_age=None if oldest is None else round(wall - oldest, 1),
+        deadline=p.deadline_level(wall, oldest, warn_hours),
+        recorder=recorder,
+    ).to_doc()
 
 
 def retention_cutoff(now: float, keep_hours: float | None) -> float | None:
@@ -170,29 +174,6 @@ def receipt_refusal(claim: ReceiptClaim, sealed: Sealed | None) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class Rejected:
-    """The store refused a message; the text says why, the code (a key of
-    :data:`evidence.protocol.REFUSALS`) what to do about it."""
-
-    text: str
-    code: str = ""
-
-    @staticmethod
-    def parse(payload: bytes) -> Rejected:
-        try:
-            doc = p.parse_json(payload, "rejected")
-        except p.ProtocolError:  # an older store's plain text
-            return Rejected(payload.decode("utf-8", "replace")[:300])
-        return Rejected(str(doc.get("reason", ""))[:300], str(doc.get("code", ""))[:40])
-
-
-@dataclass(frozen=True)
-class Resend:
-    """A store worker has just taken this device over (its predecessor died, or the store
-    started): what was in flight may have gone nowhere, send it again now."""
-
-
 Reply = CommandArrived | p.Ack | p.Missing | Receipt | Rejected | Resend | None
 
 
@@ -219,7 +200,7 @@ def read_reply(
     if what == "rejected":
         return Rejected.parse(payload)
     if what == "resend":
-        return Resend()
+        return Resend.parse(payload)
     return None
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 from evidence import bounded_json
 
@@ -61,6 +61,18 @@ REFUSALS = {
     "refused_entry": "a chain entry the store does not accept (see the reason)",
     "revoked": "received after the device was revoked: nothing new is accepted",
 }
+Refusal = Literal[
+    "malformed",
+    "too_large",
+    "out_of_range",
+    "unknown_blob",
+    "quota",
+    "store_full",
+    "store_error",
+    "refused_entry",
+    "revoked",
+]
+assert set(get_args(Refusal)) == set(REFUSALS)  # one list of codes, spelled twice for types
 BACK_OFF = {"quota": 30.0, "store_full": 60.0, "store_error": 10.0}  # seconds, by code
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from common.commands import AgencyCommand, check_command
 from evidence import protocol as p
+from evidence.messages import Status
 from evidence.names import iso
 from evidence.signed import SignedError, parse
 from provisioning.agency import Agency
@@ -106,12 +107,12 @@ def outcome(c: QueuedCommand, online: bool | None, unreachable: str | None = Non
 
 
 def device_online(db: Database, device: str) -> bool | None:
-    """What the device's last status said (None: it never sent one)."""
+    """What the device's last status said (None: it never sent one, or none that reads)."""
     rows = db.query("select status from statuses where device = ?", (device,))
     if not rows:
         return None
     try:
-        return p.parse_json(rows[0]["status"].encode(), "status").get("online") is True
+        return Status.parse(rows[0]["status"].encode()).online
     except p.ProtocolError:
         return None
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from common.commands import open_answer
 from evidence import protocol as p
+from evidence.messages import Status
 from evidence.names import ProvisionError
 from provisioning.registry import RegisteredKey
 from store.mailbox import Mailbox
@@ -80,9 +81,12 @@ class Delivery:
 
     def _status(self, device: str, payload: bytes, now: float) -> list[tuple[str, bytes]]:
         try:
-            online = p.parse_json(payload, "status").get("online") is True
+            status = Status.parse(payload)
         except p.ProtocolError:
             return []  # Ingest refuses it with its reason
+        if status.device != device:
+            return []  # as is one naming another device
+        online = status.online
         came_online = online and not self._online.get(device, False)
         self._online[device] = online
         return self.deliver(device, now, came_online) if online else []

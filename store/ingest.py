@@ -32,6 +32,7 @@ from typing import Protocol
 import nacl.signing
 
 from evidence import protocol as p
+from evidence.messages import Rejected, Status
 from evidence.names import iso
 from evidence.seal import Entry, SealError, check_signature
 from provisioning.registry import RegisteredKey
@@ -217,8 +218,7 @@ class Ingest:
             log.error("could not record the refusal of %s: %s", topic[:200], e)
         if device == "?":
             return []
-        doc = {"topic": topic[:300], "reason": reason, "code": code}
-        return [(p.reply(device, "rejected"), p.dumps(doc))]
+        return [(p.reply(device, "rejected"), Rejected.of(topic, code, reason).to_bytes())]
 
     def _expire(self, now: float) -> None:
         if now - self._expired_at >= EXPIRE_EVERY:
@@ -330,7 +330,8 @@ class Ingest:
 
     def _status(self, device: str, payload: bytes, now: float) -> list[Reply]:
         doc = p.parse_json(payload, "status")
-        if doc.get("device") != device:
+        status = Status.of(doc)  # kept as it came (the recorder's fields too), once it fits
+        if status.device != device:
             raise Refused("malformed", "status names another device")
         with self.db.transaction(durable=False):
             self.db.execute(
@@ -338,9 +339,7 @@ class Ingest:
                 " set status = excluded.status, at = excluded.at",
                 (device, json.dumps(doc), now),
             )
-        if isinstance(doc.get("online"), bool) and (
-            line := self.news.status(device, doc["online"])
-        ):
+        if line := self.news.status(device, status.online):
             log.info("%s", line)
         return []
 

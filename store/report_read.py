@@ -31,6 +31,7 @@ from evidence.manifest import (
     SessionOpen,
     VoiceExplanation,
 )
+from evidence.messages import Status, kind
 from evidence.seal import Entry
 
 TEXT_LIMIT = 80  # characters of one device-sent value on a line of the text report
@@ -130,9 +131,9 @@ def _written(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_status(stored: str | None, size: int = 0) -> tuple[dict[str, Any] | None, str | None]:
-    """The fields of a retained status the report shows (:func:`agent.sync_plan.status_doc`
-    writes them), and what in it does not read; ``stored`` None: left unread, ``size``
-    characters long. A field that does not read is None, the others are kept."""
+    """The fields of a retained status the report shows (:class:`evidence.messages.Status`
+    says what they are), and what in it does not read; ``stored`` None: left unread,
+    ``size`` characters long. A field that does not read is None, the others are kept."""
     if stored is None:
         return None, f"{size} characters, more than a status may have"
     try:
@@ -142,37 +143,14 @@ def read_status(stored: str | None, size: int = 0) -> tuple[dict[str, Any] | Non
     except bounded_json.BoundedJSONError as e:
         return None, str(e)
     if not isinstance(doc, dict):
-        return None, f"not an object but {_kind(doc)}"
-    problems: list[str] = []
-    raw = doc.get("backlog")
-    if not isinstance(raw, dict):
-        if raw is not None:
-            problems.append(f"'backlog' is {_kind(raw)}, not an object")
-        raw = {}
+        return None, f"not an object but {kind(doc)}"
+    fits, problems = Status.fitting(doc)
+    backlog = fits.get("backlog")
+    backlog = backlog if isinstance(backlog, dict) else {}
     status = {
-        "online": _field(doc, "online", bool, problems),
-        "backlog": {
-            "blobs": _field(raw, "blobs", int, problems, "backlog."),
-            "bytes": _field(raw, "bytes", int, problems, "backlog."),
-        },
-        "deadline": _field(doc, "deadline", str, problems),
-        "oldest_unsynced_age": _field(doc, "oldest_unsynced_age", float, problems),
+        "online": fits.get("online"),
+        "backlog": {"blobs": backlog.get("blobs"), "bytes": backlog.get("bytes")},
+        "deadline": fits.get("deadline"),
+        "oldest_unsynced_age": fits.get("oldest_unsynced_age"),
     }
     return status, "; ".join(problems) or None
-
-
-def _field(doc: dict[str, Any], key: str, kind: type, problems: list[str], where: str = "") -> Any:
-    value = doc.get(key)
-    fits = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
-    if value is None or fits or (kind is float and type(value) is int):
-        return value
-    problems.append(f"'{where}{key}' is {_kind(value)}, not {_NAMES[kind]}")
-    return None
-
-
-_NAMES = {str: "a string", int: "a number", float: "a number", bool: "true or false"}
-_NAMES |= {dict: "an object", list: "a list", type(None): "null"}
-
-
-def _kind(value: Any) -> str:
-    return _NAMES.get(type(value), type(value).__name__)

@@ -30,6 +30,7 @@ from common.files import ConfigError
 from common.link_log import LinkWatch
 from common.mqtt import probe_cause, tls_client
 from evidence import protocol as p
+from evidence.messages import Resend
 from store import pinning
 from store.blobs import FileBlobs
 from store.config import StoreConfig
@@ -157,7 +158,7 @@ class Worker:
             options = SubscribeOptions(qos=1, retainAsPublished=True)
             self.client.subscribe([(p.up(d, "#"), options) for d in take])
             for d in take:  # what it had in flight went nowhere: send it again, now
-                self.client.publish(p.reply(d, "resend"), p.dumps({"retry": 0}), qos=1)
+                self.client.publish(p.reply(d, "resend"), Resend().to_bytes(), qos=1)
             log.info("serving %d devices (%d taken, %d given)", len(serves), len(take), len(give))
         self.serves = serves
         self.ready.set()

@@ -10,6 +10,7 @@ import pytest
 
 from agent import sync_plan as plan
 from evidence import protocol as p
+from evidence.messages import Status
 from evidence.receipt import ReceiptClaim, ReceiptError, make_receipt
 from evidence.seal import Entry, Moment, Sealer
 
@@ -83,6 +84,7 @@ def test_status_reports_the_24_hour_deadline_level(age_hours: float, level: str)
     assert doc["deadline"] == level
     assert doc["oldest_unsynced_age"] == round(age_hours * 3600, 1)
     assert doc["state"] == "idle" and doc["online"] is True
+    assert Status.of(doc).to_doc() == doc
 
 
 def test_offline_status_leaves_out_the_recorder_state() -> None:
@@ -116,7 +118,9 @@ def test_replies_are_read_by_topic() -> None:
     assert read(p.reply(DEV, "missing"), p.Missing(H1, [0, 1024]).to_bytes()) == p.Missing(
         H1, [0, 1024]
     )
-    assert read(p.reply(DEV, "rejected"), "nö".encode() * 200) == plan.Rejected("nö" * 150)
+    # an older store's plain text is the reason
+    assert read(p.reply(DEV, "rejected"), "nö".encode() * 300) == plan.Rejected(reason="nö" * 250)
+    assert read(p.reply(DEV, "resend"), b'{"retry":0}') == plan.Resend()
     assert read(p.reply(DEV, "something-new"), b"{}") is None
     receipt = make_receipt(
         key,
@@ -426,7 +430,8 @@ def test_an_answer_about_another_blob_changes_nothing() -> None:
 
 def test_a_refusal_with_a_back_off_code_holds_the_media() -> None:
     rejected = p.dumps({"topic": "t", "reason": "3 uploads in progress", "code": "quota"})
-    assert plan.Rejected.parse(rejected) == plan.Rejected("3 uploads in progress", "quota")
+    refusal = plan.Rejected(topic="t", reason="3 uploads in progress", code="quota")
+    assert plan.Rejected.parse(rejected) == refusal
     s = plan.SyncPlan(plan.SyncRules())
     assert not s.refused("malformed", now=100.0) and not s.paused(100.0)
     assert s.refused("quota", now=100.0)
