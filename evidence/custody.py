@@ -23,6 +23,7 @@ from typing import Any
 
 from evidence.close_counts import session_close
 from evidence.custody_report import format_custody
+from evidence.entries import Assignment
 from evidence.gaps import gap_body, session_gaps
 from evidence.manifest import ManifestError, SegmentManifest, SessionOpen, VoiceExplanation
 from evidence.seal import Entry
@@ -204,12 +205,13 @@ def _collector(
         if e.seq > opened.seq:
             break
         if e.kind == "assignment":
-            b = e.body
-            assigned = (
-                None
-                if b.get("command") == "unassign"
-                else {k: b.get(k) for k in ("badges", "name", "unit", "room", "agency", "issued")}
-            )
+            try:
+                a = Assignment.from_body(e.body)
+            except ManifestError as err:  # said, not left out: the device sealed it so
+                assigned = {"unreadable": str(err)}
+                continue
+            fields = ("badges", "name", "unit", "room", "agency", "issued")
+            assigned = None if a.command == "unassign" else {k: getattr(a, k) for k in fields}
     return {"badges": list(spec.badges), "in_picture": burned, "assigned": assigned}
 
 

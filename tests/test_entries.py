@@ -16,6 +16,7 @@ from agent.evidence_dir import load_chain
 from agent.statement import seal_statement
 from common.settings import Continuity, DeviceConfig, StorageLimits
 from common.statements import Attestation, PinCredentials, officer_credentials
+from evidence.custody import custody_summary
 from evidence.entries import (
     Assignment,
     Event,
@@ -27,8 +28,9 @@ from evidence.entries import (
     explanation,
 )
 from evidence.gaps import gap_body
-from evidence.manifest import ManifestError
+from evidence.manifest import ManifestError, SessionOpen
 from evidence.seal import KINDS, Entry, Moment, Sealer
+from evidence.verify import verify_chain
 from simulator.device import SimDevice
 from tests.fixtures.config import small_config
 from tests.fixtures.fleet import build_fleet
@@ -182,3 +184,29 @@ def test_a_written_explanation_builds_the_body_devices_seal() -> None:
     body = statement_body("g1", " lost ", said, Anyone())
     w = WrittenExplanation.from_body(body)
     assert w.to_body() == body and [a.badge for a in w.statement.attestations] == ["1", "2"]
+
+
+@pytest.mark.parametrize(
+    ("badges", "assigned"),
+    [
+        (["340102"], {"badges": ["340102"], "name": "Li Wei", "unit": None, "room": None}),
+        ([340102], {"unreadable": "assignment: 'badges' is not a list of strings"}),
+    ],
+)
+def test_the_custody_summary_reads_the_assignment_through_its_owner(
+    badges: list[object], assigned: dict[str, object]
+) -> None:
+    key = nacl.signing.SigningKey.generate()
+    sealer = Sealer(key, "bwc-1", None)
+    doc = {"command": "assign", "badges": badges, "name": "Li Wei", "unit": None, "room": None}
+    doc |= {"nonce": "0" * 32, "issued": 1.7e9, "agency": "a1", "expires": 1.8e9}
+    opened = SessionOpen("patrol", ["340102"], 0.0, ["main"]).to_body()
+    entries = [
+        sealer.seal("assignment", doc, AT),
+        sealer.seal("session_open", opened, AT, "s"),
+    ]
+    report = verify_chain([(f"chain/{e.seq}.json", e) for e in entries], key.verify_key, {})
+    summary = custody_summary(entries, report, "s", {}, 1.8e9)
+    got = summary.as_dict()["collector"]["assigned"]
+    assert {k: got[k] for k in assigned} == assigned
+    assert "Li Wei" in summary.text() or "unreadable" in got
