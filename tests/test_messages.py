@@ -11,6 +11,8 @@ from typing import Any
 
 import nacl.signing
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent import sync_plan as plan
 from common.commands import make_command
@@ -227,3 +229,38 @@ def test_commands_go_to_a_device_only_on_its_own_status_saying_online(db: Databa
         assert len(rest) == 1 and out == []  # on to Ingest, which refuses it
     _, out = desk.take([(p.up(DEV, "status"), TODAYS_STATUS, {})], NOW + 2)
     assert out == [(p.command(DEV, "session_open"), data)]
+
+
+# -- fuzzed: any JSON where a field of a message was ----------------------------------
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**60), 2**60)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=10), c, max_size=4),
+    max_leaves=10,
+)
+_FIELDS = ["device", "online", "backlog", "oldest_unsynced_age", "deadline", "state"]
+_FIELDS += ["reason", "code", "topic", "retry"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(key=st.sampled_from(_FIELDS), value=_JSON, drop=st.booleans(), noise=st.binary(max_size=30))
+def test_fuzz_every_message_is_read_or_refused_naming_it(
+    key: str, value: Any, drop: bool, noise: bytes
+) -> None:
+    doc = _todays() | {"reason": "r", "code": "quota", "topic": "t"}
+    if drop:
+        doc.pop(key, None)
+    else:
+        doc[key] = value
+    for payload in (p.dumps(doc), p.dumps({key: value}), noise):
+        for message in (Rejected, Resend, Status):
+            try:
+                message.parse(payload)
+            except p.ProtocolError as e:
+                assert str(e).startswith(f"{message.__name__.lower()}: "), e
+    kept, _ = Status.fitting(doc)
+    assert Status.fitting(kept) == (kept, [])  # what is kept fits
