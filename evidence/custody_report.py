@@ -23,7 +23,9 @@ def format_custody(d: Mapping[str, Any]) -> str:
         f"Officers:    {', '.join(c['badges']) or '-'}"
         + (f"   in the picture: {', '.join(c['in_picture'])}" if c["in_picture"] else ""),
     ]
-    if c["assigned"]:
+    if c["assigned"] and "unreadable" in c["assigned"]:  # an assignment entry that did not read
+        lines.append(f"Assigned:    UNREADABLE ({c['assigned']['unreadable']})")
+    elif c["assigned"]:
         a = c["assigned"]
         lines.append(
             f"Assigned:    {a.get('name') or '-'} ({a.get('unit') or '-'}), badges "
