@@ -36,6 +36,7 @@ from agent.sync_plan import PanelEcho, is_panel_input
 from common.link_log import LinkWatch
 from common.mqtt import tls_client
 from evidence import protocol as p
+from evidence.messages import Status
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ class Uplink:
         c = tls_client(self.device_id, b.ca, b.cert, b.key)
         c.will_set(
             p.up(self.device_id, "status"),
-            p.dumps({"device": self.device_id, "online": False}),
+            Status(device=self.device_id, online=False).to_bytes(),
             qos=1,
             retain=True,
         )

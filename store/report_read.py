@@ -24,13 +24,8 @@ from typing import Any
 
 from evidence import bounded_json
 from evidence import protocol as p
-from evidence.manifest import (
-    Interruption,
-    InterruptionEnd,
-    ManifestError,
-    SessionOpen,
-    VoiceExplanation,
-)
+from evidence.gaps import gap_body
+from evidence.manifest import ManifestError, SessionOpen
 from evidence.messages import Status, kind
 from evidence.seal import Entry
 
@@ -99,35 +94,13 @@ def room_of(e: Entry) -> str | None:
 
 
 def gap_entry(e: Entry) -> Entry | str:
-    """An interruption, its end or its explanation with its body as its owner writes it
-    (what :func:`evidence.gaps.session_gaps` may read without a check), or why not."""
+    """An interruption, its end or its explanation that reads as its owner says (what
+    :func:`evidence.gaps.session_gaps` reads), or why it does not ("entry N: ...")."""
     try:
-        if e.kind == "interruption":
-            body = Interruption.from_body(e.body).to_body()
-        elif e.kind == "interruption_end":
-            body = InterruptionEnd.from_body(e.body).to_body()
-        elif e.body.get("kind") == "voice":
-            body = VoiceExplanation.from_body(e.body).to_body()
-        elif e.body.get("kind") == "written":
-            body = _written(e.body)
-        else:
-            raise ManifestError("explanation: neither spoken nor written")
+        gap_body(e)
     except ManifestError as err:
-        return f"entry {e.seq}: {err}"
-    return Entry(payload={**e.payload, "body": body}, signature=e.signature)
-
-
-def _written(body: dict[str, Any]) -> dict[str, Any]:
-    """A written explanation whose statement has the shape its check reads (the check,
-    :func:`evidence.gaps.written_statement_problem`, says whether it counts)."""
-    statement = body.get("statement")
-    attestations = statement.get("attestations", []) if isinstance(statement, dict) else None
-    if not isinstance(attestations, list) or not all(isinstance(a, dict) for a in attestations):
-        raise ManifestError("explanation: the written statement is not a statement")
-    gap = body.get("interruption")
-    if not isinstance(gap, str):
-        raise ManifestError("explanation: 'interruption' is not a string")
-    return {"interruption": gap, "kind": "written", "statement": statement}
+        return str(err)
+    return e
 
 
 def read_status(stored: str | None, size: int = 0) -> tuple[dict[str, Any] | None, str | None]:
