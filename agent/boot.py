@@ -23,8 +23,9 @@ from agent.media import Sealed, WrittenSegment, probe
 from agent.segments import Segmenter
 from agent.session import OpenSession
 from common.settings import MAIN_TRACK, Category, DeviceConfig
-from evidence.manifest import UNKNOWN_LOCATION, InterruptionEnd, SessionOpen
+from evidence.manifest import UNKNOWN_LOCATION
 from evidence.seal import Entry, Moment
+from evidence.session_bodies import InterruptionEnd, SessionOpen
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,7 @@ from agent.journal import Journal
 from common.files import fsync_dir
 from device.clock import Clock
 from evidence import signed
-from evidence.manifest import Body
+from evidence.entries import Body
 from evidence.seal import Entry, Moment, Sealer
 
 

@@ -25,8 +25,8 @@ from agent.session import OpenSession
 from common.settings import DeviceConfig
 from device.power import Battery
 from device.storage import Storage
-from evidence.manifest import Interruption, InterruptionEnd, VoiceExplanation
 from evidence.seal import Moment
+from evidence.session_bodies import Interruption, InterruptionEnd, VoiceExplanation
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,13 @@ import nacl.signing
 
 from agent.media import probe
 from common.progress import VERIFYING, Progress
+from evidence.manifest import MAIN_TRACK
+from evidence.media_check import MediaFacts
 from evidence.protocol import MAX_JSON
 from evidence.receipt import ReceiptError, check_receipt
 from evidence.seal import Entry, SealError
-from evidence.verify import MAIN_TRACK, MediaFacts, Report, verify_chain
+from evidence.verify import verify_chain
+from evidence.verify_report import Report
 
 PUBKEY = "device.pub"
 CHAIN = "chain"

@@ -21,8 +21,9 @@ import sqlite_utils
 from agent.evidence_dir import CHAIN, entry_name, load_chain
 from common.files import write_atomic
 from evidence import manifest
-from evidence.manifest import Interruption, InterruptionEnd, SegmentManifest
+from evidence.manifest import SegmentManifest
 from evidence.seal import Entry
+from evidence.session_bodies import Interruption, InterruptionEnd
 
 
 class Journal:

@@ -22,8 +22,8 @@ from agent.room import RoomTriggers, Trigger
 from agent.segments import Segmenter
 from agent.session import Action, OpenSession, SessionMachine
 from common.settings import Category, DeviceConfig
-from evidence.manifest import CaseCommand, SessionClose, SessionOpen
 from evidence.seal import Entry
+from evidence.session_bodies import CaseCommand, SessionClose, SessionOpen
 
 log = logging.getLogger(__name__)
 

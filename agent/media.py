@@ -50,7 +50,7 @@ from evidence.encryption import (
     is_encrypted,
     key_id,
 )
-from evidence.verify import MediaFacts
+from evidence.media_check import MediaFacts
 
 _log = logging.getLogger(__name__)
 

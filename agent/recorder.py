@@ -65,9 +65,9 @@ from common.settings import Category, DeviceConfig
 from device.clock import Clock
 from device.controls import MARKER_PRESS, RECORD_HOLD, RECORD_PRESS, RECORD_RELEASE
 from device.hardware import Hardware, SimHardware
-from evidence.manifest import Marker
 from evidence.names import ProvisionError
 from evidence.seal import Entry
+from evidence.session_bodies import Marker
 
 log = logging.getLogger(__name__)
 

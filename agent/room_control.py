@@ -28,8 +28,8 @@ from agent.session import SessionError
 from common.commands import AgencyCommand, SessionArgs
 from common.settings import Category
 from device.clock import Clock
-from evidence.manifest import CaseCommand
 from evidence.seal import Entry
+from evidence.session_bodies import CaseCommand
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from evidence.manifest import MAIN_TRACK as MAIN_TRACK
 from evidence.models import Strict as _Strict
 from evidence.protocol import MAX_CHUNK, WHOLE_LIMIT
-from evidence.verify import MAIN_TRACK as MAIN_TRACK
 
 
 class Category(enum.StrEnum):

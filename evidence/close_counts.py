@@ -18,8 +18,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from evidence.manifest import MAIN_TRACK, ManifestError, SessionClose
+from evidence.body_fields import ManifestError
+from evidence.manifest import MAIN_TRACK
 from evidence.seal import Entry
+from evidence.session_bodies import SessionClose
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""A custody summary as people read it: the text file beside an export. Pure formatting.
+"""A custody summary as people read it: the text file beside an export, and the sealed
+times as the summary writes them (:func:`when`). Pure formatting.
 
 Example::
 
@@ -7,6 +8,7 @@ Example::
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -86,6 +88,17 @@ def format_custody(d: Mapping[str, Any]) -> str:
     lines += ["", f"Exported {d['exported_at']} by unbroken {d['software']}".rstrip(), ""]
     lines += ["How to check this export:", *[f"  {step}" for step in d["how_to_check"]]]
     return "\n".join(lines) + "\n"
+
+
+def when(wall: float | None) -> str | None:
+    """A sealed wall time as ISO 8601 with its UTC offset (devices seal UTC); one that no
+    calendar holds (a clock far off, a forged body) as the number it is."""
+    if wall is None:
+        return None
+    try:
+        return dt.datetime.fromtimestamp(wall, dt.UTC).isoformat(timespec="milliseconds")
+    except (OverflowError, ValueError, OSError):
+        return f"{wall} (no date)"
 
 
 def _t(m: Mapping[str, Any] | None) -> str:

@@ -24,19 +24,18 @@ from typing import Any
 
 import nacl.signing
 
-from evidence.manifest import (
+from evidence.body_fields import Fields, ManifestError
+from evidence.manifest import SegmentManifest
+from evidence.seal import Entry
+from evidence.session_bodies import (
     CaseCommand,
-    Fields,
     Interruption,
     InterruptionEnd,
-    ManifestError,
     Marker,
-    SegmentManifest,
     SessionClose,
     SessionOpen,
     VoiceExplanation,
 )
-from evidence.seal import Entry
 
 _HEX_KEY = re.compile(r"^[0-9a-f]{64}$")  # an Ed25519 public key, as key_rotation names it
 

@@ -17,9 +17,10 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from evidence.body_fields import ManifestError
 from evidence.entries import WrittenExplanation, explanation
-from evidence.manifest import Interruption, InterruptionEnd, ManifestError, VoiceExplanation
 from evidence.seal import Entry
+from evidence.session_bodies import Interruption, InterruptionEnd, VoiceExplanation
 
 CAUSES = (
     "camera",  # camera failure or stall

@@ -2,7 +2,10 @@
 
 The caller (``unbroken verify``, the store) reads files and decodes media; this module
 decides. Each problem has a stable ``code`` so that tools and tests can tell a flipped
-byte from a deleted segment from a foreign manifest.
+byte from a deleted segment from a foreign manifest. Here: the chain's order, links and
+sessions; which key signs each entry is :mod:`evidence.chain_keys`', whether each file
+holds what was sealed :mod:`evidence.media_check`', the report and its codes
+:mod:`evidence.verify_report`'s.
 
 Example::
 
@@ -15,142 +18,20 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence, Set
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
-import nacl.exceptions
 import nacl.signing
 
+from evidence.body_fields import ManifestError
+from evidence.chain_keys import check_signatures
 from evidence.close_counts import session_closes
-from evidence.entries import KeyRotation
 from evidence.gaps import Span, interrupted_tracks, session_gaps, silent_gaps
-from evidence.manifest import MAIN_TRACK as MAIN_TRACK
-from evidence.manifest import ManifestError, SegmentManifest, SessionOpen
-from evidence.seal import GENESIS, Entry, SealError, check_signature, key_id
-
-# code -> what it means; docs/evidence-format.md lists the same.
-PROBLEMS = {
-    "malformed_entry": "a file in the chain is not a valid entry (corrupt or foreign)",
-    "bad_signature": "an entry's signature does not verify with the device key",
-    "wrong_key": "the chain was signed by a different key than the pinned one",
-    "later_key": "the pinned key is one the chain rotated to later: pin its first key",
-    "foreign_device": "an entry names another device than the chain",
-    "duplicate_sequence": "two entries claim the same sequence number",
-    "resealed_file": "two manifests seal the same file name (only one can be its bytes)",
-    "sequence_gap": "entries are missing from the chain (deleted)",
-    "chain_break": "an entry does not name its predecessor's hash (altered or reordered)",
-    "time_order": "monotonic time goes backwards within one boot",
-    "foreign_session": "an entry belongs to a session that is not open at that point",
-    "misplaced_entry": "an entry file holds another sequence number than its name says",
-    "segment_gap": "a session's segment numbering skips (segment deleted)",
-    "missing_segment": "a segment's media file is absent",
-    "unsafe_path": "a segment's file is named through a symbolic link or outside the directory",
-    "truncated_segment": "a segment's media file is shorter than sealed",
-    "hash_mismatch": "a segment's media bytes differ from the sealed hash",
-    "swapped_segment": "a segment's file holds the bytes sealed for another segment",
-    "undecodable": "a segment's media does not decode",
-    "frame_count": "a segment decodes to a different number of frames than sealed",
-    "no_audio": "a segment that was sealed with audio has none",
-    "encryption_mismatch": "a segment's file is not encrypted as its manifest says",
-    "plaintext_mismatch": "a segment decrypts to other media than its manifest sealed",
-    "timestamp_discontinuity": "media timestamps do not continue across segments",
-    "unexpected_file": "a file in the evidence directory is not referenced by the chain",
-    "silent_gap": "a hole in a session's recording that no interruption entry explains",
-    "close_count_mismatch": "a session's close states other segment counts than it holds",
-    "bad_statement": "a written statement that does not count (too few distinct officers)",
-    "unexplained_gap": "an interruption with no explanation (a problem only with --strict)",
-    "no_evidence": "the chain holds no entries: no evidence is not intact evidence",
-}
-
-
-@dataclass(frozen=True)
-class Problem:
-    code: str
-    where: str  # which entry or file
-    message: str
-    session: str | None = None
-
-
-@dataclass(frozen=True)
-class MediaFacts:
-    """What the I/O shell found in one media file."""
-
-    size: int
-    sha256: str
-    video_frames: int = 0
-    video_start: float | None = None  # seconds, first frame's presentation time
-    video_end: float | None = None  # seconds, last frame's time plus one frame
-    audio_samples: int = 0
-    decode_error: str | None = None
-    encrypted: str | None = None  # the agency key id an encrypted file is encrypted to
-    # False: encrypted and not decrypted here: frames and audio are the file's own
-    # (authenticated, but only checked with the agency's key) counts, nothing decoded
-    decoded: bool = True
-    plain_sha256: str | None = None  # of the MP4 inside an encrypted file, once decrypted
-
-
-@dataclass
-class SessionReport:
-    id: str
-    category: str | None = None
-    badges: list[str] = field(default_factory=list)
-    opened: float | None = None  # wall clock
-    closed: float | None = None
-    segments: int = 0  # on all tracks
-    duration: float = 0.0  # seconds of sealed media (the longest track)
-    tracks: dict[str, dict[str, Any]] = field(default_factory=dict)  # segments, duration
-    prebuffer: float = 0.0  # seconds recorded before the session opened
-    archived: int = 0  # segments deleted locally after the agency's receipt
-    gaps: list[dict[str, Any]] = field(default_factory=list)  # every interruption, explained?
-    markers: list[dict[str, Any]] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
-    room: str | None = None  # an interview room's session
-    case: str | None = None
-    first_track: str = MAIN_TRACK  # whose pre-event footage is counted
-
-    @property
-    def state(self) -> str:
-        return "closed" if self.closed is not None else "open"
-
-    @property
-    def continuous(self) -> bool:
-        return not self.gaps
-
-
-@dataclass
-class Report:
-    device: str | None
-    key_id: str
-    pinned: bool
-    entries: int = 0
-    sessions: list[SessionReport] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
-    # worth a reader's attention, not a fault of the evidence (clock_backwards)
-    notices: list[Problem] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "device": self.device,
-            "key_id": self.key_id,
-            "key_pinned": self.pinned,
-            "entries": self.entries,
-            "sessions": [
-                {
-                    **asdict(s),
-                    "state": s.state,
-                    "continuous": s.continuous,
-                    "problems": [asdict(p) for p in s.problems],
-                }
-                for s in self.sessions
-            ],
-            "problems": [asdict(p) for p in self.problems],
-            "notices": [asdict(p) for p in self.notices],
-        }
+from evidence.manifest import MAIN_TRACK, SegmentManifest
+from evidence.media_check import MediaFacts, SegmentFiles
+from evidence.seal import GENESIS, Entry, SealError, key_id
+from evidence.session_bodies import SessionOpen
+from evidence.verify_report import Problem, Report, SessionReport
 
 
 def verify_chain(
@@ -178,7 +59,7 @@ def verify_chain(
         if why := close.malformed or close.mismatch:
             code = "malformed_entry" if close.malformed else "close_count_mismatch"
             checker.problem(code, f"entry {close.seq}", why, close.session)
-    checker.notices()
+    report.notices += checker.files.notices()
     if report.entries == 0:
         report.problems.append(Problem("no_evidence", "chain/", "no valid chain entries"))
     checker.gaps(strict)
@@ -196,27 +77,20 @@ class _Checker:
         archived: Set[str] = frozenset(),
         unsafe_paths: Mapping[str, str] | None = None,
     ) -> None:
-        self.archived = archived
-        self.unsafe_paths = unsafe_paths or {}
         self.in_order: list[Entry] = []
         # interruptions so far, per session and per (session, track): media need not
         # continue across one
         self.breaks: dict[str | tuple[str, str], int] = {}
         self.r = report
         self.key = verify_key
-        self.media = media
+        self.files = SegmentFiles(media, archived, unsafe_paths or {}, self.problem)
         self.sessions: dict[str, SessionReport] = {}
         self.open: set[str] = set()
         # per (session, track): last index, its media, the interruptions seen by then
         self.last_segment: dict[tuple[str, str], tuple[int, MediaFacts | None, int]] = {}
-        # (file, what was found, sealed size, session)
-        self.mismatched: list[tuple[str, MediaFacts, int, str]] = []
         self.misplaced: list[tuple[str, int, Entry]] = []  # (file, seq its name says, entry)
         self.open_at: dict[int, frozenset[str]] = {}  # sessions open after each entry
         self.manifests: dict[str, SegmentManifest | None] = {}  # by entry hash
-        self.in_the_clear: dict[str, int] = {}  # per session: segments stored unencrypted
-        self.sealed_by: dict[str, str] = {}  # file name -> the entry that sealed it first
-        self.not_decoded = 0  # encrypted segments checked by their framing only
 
     def manifest(self, e: Entry, where: str) -> SegmentManifest | None:
         """A segment entry's manifest; a malformed one is named once and counts as none."""
@@ -244,7 +118,7 @@ class _Checker:
         good.sort(key=lambda ne: ne[1].seq)
         good = self._placement(good)
         self.r.entries = len(good)
-        self._signatures(good)
+        check_signatures(good, self.key, self.r.key_id, self.problem)
         self.r.device = _majority([e.payload["device"] for _, e in good])
         seen_hash: dict[int, str] = {}
         prev: Entry | None = None
@@ -329,50 +203,6 @@ class _Checker:
             else:
                 self.problem("misplaced_entry", name, f"holds entry {e.seq}, not {named}")
 
-    def _signatures(self, good: list[tuple[str, Entry]]) -> None:
-        """Check each entry against the key in force at its place in the chain: the pinned
-        key, then whichever key a verified key_rotation entry hands over to."""
-        key = self.key
-        bad = []
-        for name, e in good:
-            try:
-                check_signature(e, key)
-            except SealError:
-                bad.append((name, e))
-                continue
-            if e.kind == "key_rotation":
-                try:
-                    key = KeyRotation.from_body(e.body).verify_key()
-                except (ManifestError, nacl.exceptions.CryptoError) as err:
-                    self.problem("malformed_entry", f"entry {e.seq} ({name})", str(err))
-        if good and len(bad) == len(good):
-            signer = good[0][1].payload.get("key")
-            self.problem(
-                "wrong_key",
-                "chain",
-                f"no entry verifies with key {self.r.key_id}; entries name key {signer}",
-            )
-            return
-        pinned = bytes(self.key).hex()
-        handover = next(
-            (e for _, e in good if e.kind == "key_rotation" and e.body.get("new_key") == pinned),
-            None,
-        )
-        if bad and handover is not None and all(e.seq <= handover.seq for _, e in bad):
-            first = good[0][1].payload.get("key")
-            self.problem(
-                "later_key",
-                "chain",
-                f"the pinned key {self.r.key_id} takes over at entry {handover.seq} by a signed "
-                f"rotation; entries 1..{handover.seq} are signed by key {first}: pin the chain's "
-                f"first key (keys/{first}.pub, the one registered at enrolment) to verify them all",
-            )
-            return
-        for name, e in bad:
-            self.problem(
-                "bad_signature", f"entry {e.seq} ({name})", "signature does not verify", e.session
-            )
-
     def _link(self, prev: Entry | None, e: Entry, where: str) -> None:
         expected_seq = prev.seq + 1 if prev else 1
         if e.seq > expected_seq:
@@ -455,7 +285,7 @@ class _Checker:
         s.duration = max(float(x["duration"]) for x in s.tracks.values())
         if m.prebuffer and track == s.first_track:
             s.prebuffer += max(0.0, min(duration, m.prebuffer_seconds))
-        facts = self._media(s, m, where)
+        facts = self.files.check(s, m, where)
         breaks = self.breaks.get(s.id, 0) + self.breaks.get((s.id, track), 0)
         if breaks != breaks_then:
             last_facts = None
@@ -486,100 +316,13 @@ class _Checker:
             )
         self.last_segment[(s.id, track)] = (index, facts, breaks)
 
-    def _media(self, s: SessionReport, m: SegmentManifest, where: str) -> MediaFacts | None:
-        file = m.file
-        if (first := self.sealed_by.setdefault(file, where)) != where:
-            self.problem("resealed_file", file, f"sealed by {first} and again by {where}", s.id)
-            return None
-        facts = self.media.get(file)
-        if file in self.unsafe_paths:
-            self.problem("unsafe_path", file, f"sealed by {where}: {self.unsafe_paths[file]}", s.id)
-            return None
-        if facts is None and m.sha256 in self.archived:
-            s.archived += 1
-            return None
-        if facts is None:
-            self.problem("missing_segment", file, f"sealed by {where} but absent", s.id)
-            return None
-        if facts.sha256 != m.sha256:
-            # Named once all manifests are known: a swap shows only against the others.
-            self.mismatched.append((file, facts, m.size, s.id))
-            return None
-        if not self._encryption(s, m, facts):
-            return None
-        if facts.decode_error:
-            self.problem("undecodable", file, facts.decode_error, s.id)
-            return None
-        if facts.video_frames != m.video.frames:
-            self.problem(
-                "frame_count",
-                file,
-                f"decodes to {facts.video_frames} frames, sealed with {m.video.frames}",
-                s.id,
-            )
-        if m.audio and facts.audio_samples == 0:
-            self.problem("no_audio", file, "sealed with audio, decodes to none", s.id)
-        return facts
-
-    def _encryption(self, s: SessionReport, m: SegmentManifest, facts: MediaFacts) -> bool:
-        """The file is stored as its manifest says; False if not (a problem named)."""
-        enc = m.encryption
-        if enc is None or not enc.encrypted:
-            if facts.encrypted is not None:
-                self.problem("encryption_mismatch", m.file, "encrypted, sealed as not", s.id)
-                return False
-            self.in_the_clear[s.id] = self.in_the_clear.get(s.id, 0) + (enc is not None)
-            return True
-        if facts.encrypted != enc.key:
-            found = "not encrypted" if facts.encrypted is None else f"to key {facts.encrypted}"
-            self.problem("encryption_mismatch", m.file, f"{found}, sealed to {enc.key}", s.id)
-            return False
-        if not facts.decoded:
-            self.not_decoded += 1
-        elif enc.plain_sha256 and facts.plain_sha256 not in (None, enc.plain_sha256):
-            self.problem("plaintext_mismatch", m.file, "decrypts to other bytes", s.id)
-            return False
-        return True
-
-    def notices(self) -> None:
-        """What a reader must know of how the media is stored (not faults)."""
-        for sid, n in self.in_the_clear.items():
-            if n:
-                self.r.notices.append(
-                    Problem(
-                        "in_the_clear",
-                        f"session {sid}",
-                        f"{n} segments stored unencrypted (encryption turned off)",
-                        sid,
-                    )
-                )
-        if self.not_decoded:
-            self.r.notices.append(
-                Problem(
-                    "not_decoded",
-                    "segments/",
-                    f"{self.not_decoded} segments are encrypted to the agency: their bytes "
-                    "and framing were checked, not their pictures and sound (give the "
-                    "agency's evidence key to decode them)",
-                )
-            )
-
     def _sealed_media_hashes(self, good: list[tuple[str, Entry]]) -> None:
         sealed = {}
         for name, e in good:
             m = self.manifest(e, f"entry {e.seq} ({name})") if e.kind == "segment" else None
             if m:
                 sealed[m.sha256] = m.file
-        for file, found, sealed_size, sid in self.mismatched:
-            other = sealed.get(found.sha256)
-            if other and other != file:
-                self.problem("swapped_segment", file, f"holds the bytes sealed for {other}", sid)
-            elif found.size < sealed_size:
-                self.problem(
-                    "truncated_segment", file, f"{found.size} bytes, sealed with {sealed_size}", sid
-                )
-            else:
-                self.problem("hash_mismatch", file, "bytes differ from the sealed SHA-256", sid)
+        self.files.name_mismatched(sealed)
 
 
 def sealed_to(entries: Sequence[tuple[str, Entry | SealError]]) -> list[str]:

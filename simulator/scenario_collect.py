@@ -18,9 +18,10 @@ from typing import Any
 import nacl.signing
 
 from agent.evidence_dir import PUBKEY, EvidenceDirError, load_chain, stored_receipt, verify_dir
-from evidence.manifest import SessionOpen, segment
+from evidence.manifest import segment
 from evidence.receipt import ReceiptError, check_receipt
 from evidence.seal import Entry
+from evidence.session_bodies import SessionOpen
 from simulator.powercut import footage_lost
 from simulator.scenario_facts import (
     CutFact,

@@ -18,8 +18,9 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+from evidence.body_fields import ManifestError
 from evidence.gaps import session_gaps
-from evidence.manifest import ManifestError, SegmentManifest
+from evidence.manifest import SegmentManifest
 from evidence.protocol import DEADLINE_SECONDS, REFUSALS
 from evidence.seal import Entry
 from store.db import Database

@@ -24,10 +24,11 @@ from typing import Any
 
 from evidence import bounded_json
 from evidence import protocol as p
+from evidence.body_fields import ManifestError
 from evidence.gaps import gap_body
-from evidence.manifest import ManifestError, SessionOpen
 from evidence.messages import Status, kind
 from evidence.seal import Entry
+from evidence.session_bodies import SessionOpen
 
 TEXT_LIMIT = 80  # characters of one device-sent value on a line of the text report
 LIST_LIMIT = 10  # values of one device-sent list on a line

@@ -13,8 +13,8 @@ from agent.chain import ChainWriter, open_chain
 from agent.evidence_dir import load_chain
 from agent.journal import Journal
 from device.clock import SimClock
-from evidence.manifest import InterruptionEnd, SessionClose
 from evidence.seal import Entry, Moment, check_signature
+from evidence.session_bodies import InterruptionEnd, SessionClose
 from evidence.verify import verify_chain
 
 KEY = nacl.signing.SigningKey.generate()

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from evidence.verify import Problem, Report
-from evidence.verify_report import format_report
+from evidence.verify_report import Problem, Report, format_report
 from unbroken.cli import main
 
 

@@ -9,8 +9,10 @@ import nacl.signing
 from evidence.close_counts import session_closes
 from evidence.custody import blocking, custody_summary
 from evidence.manifest import UNKNOWN_LOCATION, Audio, SegmentManifest, Video
+from evidence.media_check import MediaFacts
 from evidence.seal import Entry, Moment, Sealer
-from evidence.verify import MediaFacts, Report, verify_chain
+from evidence.verify import verify_chain
+from evidence.verify_report import Report
 
 KEY = nacl.signing.SigningKey.generate()
 FPS = 10

@@ -16,6 +16,7 @@ from agent.evidence_dir import load_chain
 from agent.statement import seal_statement
 from common.settings import Continuity, DeviceConfig, StorageLimits
 from common.statements import Attestation, PinCredentials, officer_credentials
+from evidence.body_fields import ManifestError
 from evidence.custody import custody_summary
 from evidence.entries import (
     Assignment,
@@ -28,8 +29,8 @@ from evidence.entries import (
     explanation,
 )
 from evidence.gaps import gap_body
-from evidence.manifest import ManifestError, SessionOpen
 from evidence.seal import KINDS, Entry, Moment, Sealer
+from evidence.session_bodies import SessionOpen
 from evidence.verify import verify_chain
 from simulator.device import SimDevice
 from tests.fixtures.config import small_config

@@ -32,7 +32,7 @@ from evidence.encryption import decrypt, is_encrypted, key_id
 from evidence.manifest import SegmentManifest
 from evidence.seal import Entry
 from evidence.splice import SegmentPackets, Splicer
-from evidence.verify import Problem, Report
+from evidence.verify_report import Problem, Report
 from provisioning.agency import REGISTRY
 from simulator.device import SimDevice, stand_in_agency_key
 from simulator.session import record_session

@@ -7,20 +7,18 @@ from typing import Any
 
 import pytest
 
-from evidence.manifest import (
+from evidence.body_fields import ManifestError
+from evidence.manifest import Location, SegmentManifest, segment
+from evidence.seal import Moment, Sealer, canonical
+from evidence.session_bodies import (
     CaseCommand,
     Interruption,
     InterruptionEnd,
-    Location,
-    ManifestError,
     Marker,
-    SegmentManifest,
     SessionClose,
     SessionOpen,
     VoiceExplanation,
-    segment,
 )
-from evidence.seal import Moment, Sealer, canonical
 
 # As the recorder sealed them before the types existed (a body recorder's session).
 SEGMENT: dict[str, Any] = {

@@ -18,17 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from evidence.encryption import SCHEME
-from evidence.manifest import (
-    UNKNOWN_LOCATION,
-    Encryption,
-    Interruption,
-    InterruptionEnd,
-    SegmentManifest,
-    SessionOpen,
-    Video,
-    VoiceExplanation,
-)
+from evidence.manifest import UNKNOWN_LOCATION, Encryption, SegmentManifest, Video
 from evidence.seal import Moment, Sealer
+from evidence.session_bodies import Interruption, InterruptionEnd, SessionOpen, VoiceExplanation
 from store.db import Database
 from store.report import build_report, format_report
 from store.report_read import STATUS_MAX, read_status, shown

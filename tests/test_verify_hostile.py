@@ -16,17 +16,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.evidence_dir import load_chain, verify_dir
+from evidence.body_fields import ManifestError
 from evidence.bounded_json import BoundedJSONError, loads
 from evidence.custody import custody_summary
 from evidence.gaps import gap_body
-from evidence.manifest import (
-    Interruption,
-    InterruptionEnd,
-    ManifestError,
-    SessionOpen,
-    VoiceExplanation,
-)
 from evidence.seal import Entry, Moment, Sealer, SealError
+from evidence.session_bodies import Interruption, InterruptionEnd, SessionOpen, VoiceExplanation
 from evidence.verify import verify_chain
 from unbroken.cli import main
 

@@ -7,8 +7,9 @@ from dataclasses import replace
 import nacl.signing
 
 from evidence.manifest import UNKNOWN_LOCATION, Audio, Encryption, SegmentManifest, Video
+from evidence.media_check import MediaFacts
 from evidence.seal import Entry, Moment, Sealer
-from evidence.verify import MediaFacts, sealed_to, verify_chain, wrong_evidence_key
+from evidence.verify import sealed_to, verify_chain, wrong_evidence_key
 
 FPS = 10
 

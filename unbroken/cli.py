@@ -72,7 +72,8 @@ def _evidence_dir(path: Path, command: str) -> Path:
 def cmd_verify(args: argparse.Namespace) -> int:
     from common.progress import progress_shown
     from evidence.encryption import key_id
-    from evidence.verify import Problem, wrong_evidence_key
+    from evidence.verify import wrong_evidence_key
+    from evidence.verify_report import Problem
 
     root = _evidence_dir(args.dir, "verify")
     wrong = None

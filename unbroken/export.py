@@ -32,19 +32,13 @@ from agent import evidence_dir
 from agent.evidence_dir import EvidenceDirError, load_chain, unsafe_path, verify_dir
 from common.files import unwritable_dir
 from common.progress import VERIFYING, Progress
-from evidence.custody import (
-    CustodySummary,
-    ExportedTrack,
-    SealedSegment,
-    blocking,
-    custody_summary,
-    session_segments,
-    sessions_in,
-)
+from evidence.custody import CustodySummary, blocking, custody_summary, sessions_in
+from evidence.custody_tracks import ExportedTrack, SealedSegment, session_segments
 from evidence.encryption import EncryptionError, decrypt, is_encrypted, key_id
 from evidence.seal import Entry
 from evidence.splice import Placement, SegmentPackets, Splicer, gap_between
-from evidence.verify import Problem, wrong_evidence_key
+from evidence.verify import wrong_evidence_key
+from evidence.verify_report import Problem
 
 Step = Callable[[], None]
 
