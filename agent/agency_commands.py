@@ -18,10 +18,11 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from agent.assignment import apply_assignment, checked_command, remember_command
 from agent.chain import ChainWriter
 from agent.config import assigned_room
-from agent.enrolment import agency_key, apply_assignment, checked_command, remember_command
 from agent.lifecycle import SessionLifecycle
+from agent.provisioned import agency_key
 from agent.room_control import RoomControl
 from agent.session import SessionError
 from common.commands import Outcome, SessionArgs, check_command, command_nonce, make_answer

@@ -1,4 +1,5 @@
-"""Boot recovery: the last boot ended inside a session (power cut, battery shutdown).
+"""Boot: the ``boot`` entry (:func:`seal_boot`), and recovery when the last boot ended
+inside a session (power cut, battery shutdown).
 
 What reached the disk is kept — spooled segments cut back to their last complete fragment
 (:mod:`agent.fragments`) and sealed as recovered — the gap is logged, and recording resumes
@@ -11,6 +12,8 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +22,7 @@ from typing import Any
 from agent.chain import ChainWriter
 from agent.continuity import Continuity
 from agent.fragments import read_sidecar, truncate_to_fragments
+from agent.journal import Journal
 from agent.media import Sealed, WrittenSegment, probe
 from agent.segments import Segmenter
 from agent.session import OpenSession
@@ -28,6 +32,18 @@ from evidence.seal import Entry, Moment
 from evidence.session_bodies import InterruptionEnd, SessionOpen
 
 log = logging.getLogger(__name__)
+
+SOFTWARE = "unbroken 0.1.0"
+
+
+def seal_boot(chain: ChainWriter, journal: Journal, config: DeviceConfig) -> None:
+    """The ``boot`` entry, and the settings in a ``config`` entry when they changed."""
+    settings = config.model_dump(mode="json")
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+    chain.seal("boot", {"software": SOFTWARE, "config_sha256": digest})
+    last_config = journal.last_of("config")
+    if last_config is None or last_config.body.get("sha256") != digest:
+        chain.seal("config", {"sha256": digest, "settings": settings})
 
 
 class BootRecovery:

@@ -31,11 +31,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from agent import enrolment
+from agent import assignment, enrolment, provisioned
 from agent.access import denied
 from agent.board import board_model
 from agent.config import device_config
-from agent.enrolment import LOCK
+from agent.device_lock import LOCK
 from agent.evidence_dir import PRIVATE, PUBKEY, EvidenceDirError, read_public_key
 from agent.identity import IDENTITY
 from agent.keys import key_store
@@ -147,7 +147,7 @@ def cmd_install(args: argparse.Namespace) -> int:
             pinned = read_public_key(args.agency_key)
         except EvidenceDirError as e:
             raise ProvisionError(str(e)) from None
-    first = not (args.data / enrolment.PROVISION / "agency.pub").exists()
+    first = not (args.data / provisioned.PROVISION / "agency.pub").exists()
     entry = enrolment.install(args.data, _read(args.bundle, "bundle"), time.time(), pinned)
     b = entry.body
     note = " (first install: trusting the agency key it carries)" if first and not pinned else ""
@@ -159,7 +159,7 @@ def cmd_install(args: argparse.Namespace) -> int:
 
 @explained
 def cmd_apply(args: argparse.Namespace) -> int:
-    entry = enrolment.apply_command(args.data, _read(args.command, "command"), time.time())
+    entry = assignment.apply_command(args.data, _read(args.command, "command"), time.time())
     b = entry.body
     who = ", ".join(b["badges"]) or (f"room {b['room']}" if b["room"] else "nobody")
     print(f"applied {b['command']}: {who}; chain entry {entry.seq}")
@@ -179,19 +179,19 @@ def cmd_rotate_key(args: argparse.Namespace) -> int:
 @explained
 def cmd_status(args: argparse.Namespace) -> int:
     root: Path = args.data
-    identity = enrolment.read_identity(root)
+    identity = provisioned.read_identity(root)
     out: dict[str, Any] = {
         "device_id": identity.device_id,
         "role": identity.role,
         "model": identity.model,
         "key_id": _key_id(root),
         "key_store": _key_store(root),  # backend, weaker (file: a copied card can sign)
-        "provisioned": (root / enrolment.PROVISION / "bundle.json").exists(),
-        "assignment": enrolment.current_assignment(root),
+        "provisioned": (root / provisioned.PROVISION / "bundle.json").exists(),
+        "assignment": assignment.current_assignment(root),
     }
     if out["provisioned"]:
-        bundle = json.loads((root / enrolment.PROVISION / "bundle.json").read_bytes())["payload"]
-        client = pki.load_cert((root / enrolment.PROVISION / "client.pem").read_bytes(), "cert")
+        bundle = json.loads((root / provisioned.PROVISION / "bundle.json").read_bytes())["payload"]
+        client = pki.load_cert((root / provisioned.PROVISION / "client.pem").read_bytes(), "cert")
         out["agency_key_id"] = bundle["agency"]
         out["broker"] = bundle["broker"]
         out["certificate_expires"] = iso(client.not_valid_after_utc.timestamp())
@@ -209,7 +209,7 @@ def _key_id(root: Path) -> str:
     for a member of the agent's group, who may not read the private keys, from the public
     key beside them."""
     try:
-        return key_id(enrolment.read_device_key(root).verify_key)
+        return key_id(provisioned.read_device_key(root).verify_key)
     except PermissionError:
         try:
             return key_id(read_public_key(root / PUBKEY))

@@ -1,5 +1,6 @@
 """The device's side of provisioning: make the key and the enrolment request, install the
-agency's bundle, apply agency-signed commands, rotate the device key.
+agency's bundle, rotate the device key. Reading what provisioning left is
+:mod:`agent.provisioned`'s job; applying agency-signed commands :mod:`agent.assignment`'s.
 
 Every check runs before anything is written: a refused bundle or command leaves DATA as it
 was. What is installed is recorded in the chain (``install``, ``assignment``,
@@ -22,32 +23,39 @@ Example::
 
     keygen(root, Path("req.json"), serial="PI-0001", now=time.time())
     install(root, Path("bundle.json").read_bytes(), now=time.time())
-    apply_command(root, Path("assign.json").read_bytes(), now=time.time())
+    rotate_key(root, Path("rotation.json"), now=time.time())
 """
 
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import nacl.encoding
 import nacl.signing
 import tomli_w
 
 from agent.access import check_writable
-from agent.chain import ChainWriter, open_chain
-from agent.config import ASSIGNMENT, DEVICE_TOML
-from agent.evidence_dir import CHAIN, KEYS, PRIVATE, PUBKEY, EvidenceDirError, read_public_key
-from agent.identity import load_identity, save_identity
+from agent.chain import open_chain
+from agent.config import DEVICE_TOML
+from agent.device_lock import LOCK
+from agent.evidence_dir import KEYS, PRIVATE, PUBKEY
+from agent.identity import save_identity
 from agent.journal import Journal
 from agent.keys import key_store, load_or_create_key
-from common.commands import SESSION_COMMANDS, AgencyCommand, AssignmentArgs, check_command
+from agent.provisioned import (
+    PROVISION,
+    agency_key,
+    chain_started,
+    read_device_key,
+    read_identity,
+    tls_key,
+)
 from common.files import write_atomic
 from common.identity import Identity, Role, default_device_id
 from common.settings import Keys
@@ -62,95 +70,19 @@ from device.keystore import (
     new_key_store,
     record_key_store,
 )
-from evidence.names import ProvisionError, check_device_id, iso
+from evidence.names import ProvisionError, check_device_id
 from evidence.seal import Entry, key_id
 
-if TYPE_CHECKING:
-    from agent.uplink import BrokerSettings
-    from common.pki import PrivateKey
-
-# X.509, bundles and requests (the cryptography library) and the MQTT client are loaded by
-# the commands that use them, not by the recorder, which imports this module for rotation
-# and agency commands: 25 MB less resident while recording.
-
-PROVISION = "provision"
-LOCK = "agent.lock"
-
-
-# -- reading the device's own state (never writes) ----------------------------------------
-
-
-def read_device_key(root: Path, store: KeyStore | None = None) -> nacl.signing.SigningKey:
-    store = store or key_store(root)
-    path = store.path(DEVICE_KEY)
-    key = store.signing_key()
-    if key is None:
-        raise ProvisionError(
-            f"{root}: no device key ({path.relative_to(root)}): run `unbroken agent keygen` first"
-        )
-    pub = root / PUBKEY
-    if pub.exists() and pub.read_text().strip() != bytes(key.verify_key).hex():
-        raise ProvisionError(f"{pub} does not match {path}: the device key files disagree")
-    return key
-
-
-def read_identity(root: Path) -> Identity:
-    try:
-        identity = load_identity(root)
-    except ValueError as e:
-        raise ProvisionError(str(e)) from None
-    if identity is None:
-        raise ProvisionError(f"{root}: no identity.json: run `unbroken agent keygen` first")
-    return identity
-
-
-def _tls_key(root: Path, store: KeyStore | None = None) -> PrivateKey:
-    store = store or key_store(root)
-    key = store.tls_key()
-    if key is None:
-        raise ProvisionError(
-            f"{root}: no TLS key ({store.path(TLS_KEY).relative_to(root)}): run "
-            "`unbroken agent keygen` first"
-        )
-    return key
-
-
-def agency_key(root: Path) -> nacl.signing.VerifyKey:
-    """The key of the agency this device was provisioned by."""
-    path = root / PROVISION / "agency.pub"
-    if not path.exists():
-        raise ProvisionError(f"{root}: the device is not provisioned (run `agent install`)")
-    try:
-        return read_public_key(path)
-    except EvidenceDirError as e:
-        raise ProvisionError(str(e)) from None
-
-
-def broker_settings(root: Path) -> BrokerSettings:
-    """How the uploader reaches the broker, from the installed bundle."""
-    from agent.uplink import BrokerSettings
-
-    agency = agency_key(root)
-    bundle = json.loads((root / PROVISION / "bundle.json").read_bytes())["payload"]
-    return BrokerSettings(
-        host=str(bundle["broker"]["host"]),
-        port=int(bundle["broker"]["port"]),
-        ca=root / PROVISION / "ca.pem",
-        cert=root / PROVISION / "client.pem",
-        key=key_store(root).tls_key_file(),  # the TPM's: in memory, never on the card
-        agency_key=agency,
-    )
-
-
-def _chain_started(root: Path) -> bool:
-    return (root / CHAIN).is_dir() and any((root / CHAIN).iterdir())
+# X.509, bundles and requests (the cryptography library) are loaded by the commands that
+# use them, not by the recorder, which imports this module for rotation and (through
+# agent.assignment) agency commands: 25 MB less resident while recording.
 
 
 # -- writing: one agent command at a time, and never beside a half-done rotation -----------
 
 
 @contextmanager
-def _locked(root: Path) -> Iterator[None]:
+def locked(root: Path) -> Iterator[None]:
     """Agent commands that append to the chain exclude each other (and the recorder, once
     it holds the same lock): two sealers on one chain would fork it."""
     (root / PRIVATE).mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -226,13 +158,13 @@ def keygen(
         check_device_id(device_id)
     check_writable(out, root)  # said before anything is written
     root.mkdir(parents=True, exist_ok=True)
-    with _locked(root):
+    with locked(root):
         store = _choose_store(root, backend, tcti)
         existing = read_identity(root) if (root / "identity.json").exists() else None
-        if existing is not None or _chain_started(root):
+        if existing is not None or chain_started(root):
             read_device_key(root, store)  # an identity or chain without a key: refuse
         key = load_or_create_key(root, store)
-        started = _chain_started(root) or (root / PROVISION).exists()
+        started = chain_started(root) or (root / PROVISION).exists()
         wanted = role or (existing.role if existing else "body_recorder")
         r: Role = "room_controller" if wanted == "room_controller" else "body_recorder"
         if device_id is None:
@@ -306,7 +238,7 @@ def install(
         identity.device_id,
         identity.role,
         bytes(key.verify_key).hex(),
-        _tls_key(root, store).public_key(),
+        tls_key(root, store).public_key(),
     )
     installed = root / PROVISION / "agency.pub"
     trusted = agency_key(root) if installed.exists() else None
@@ -317,7 +249,7 @@ def install(
         )
     bundle = check_bundle(data, facts, now, trusted or pinned)
     b = bundle.payload
-    with _locked(root):
+    with locked(root):
         stage = root / f"{PROVISION}.new"
         shutil.rmtree(stage, ignore_errors=True)
         stage.mkdir()
@@ -347,82 +279,6 @@ def _swap_dir(new: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-# -- commands (assignment) ----------------------------------------------------------------
-
-
-def remember_command(journal: Journal, cmd: AgencyCommand, seq: int, now: float) -> None:
-    journal.remember_command(cmd.nonce, cmd.command, cmd.issued, cmd.expires, now, seq)
-
-
-def current_assignment(root: Path) -> dict[str, Any] | None:
-    path = root / ASSIGNMENT
-    if not path.exists():
-        return None
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
-        raise ProvisionError(f"{path}: not valid JSON") from None
-    return doc if isinstance(doc, dict) else None
-
-
-def apply_command(root: Path, data: bytes, now: float, clock: Clock | None = None) -> Entry:
-    """Verify an agency command for this device and apply it: write assignment.json and
-    seal an ``assignment`` entry. Refused: forged, foreign, expired, replayed, superseded.
-    For a device whose recorder is not running; a running recorder applies commands that
-    arrive over MQTT itself (:meth:`agent.recorder.Recorder.apply_command`)."""
-    identity = read_identity(root)
-    key = read_device_key(root)
-    with _locked(root), open_chain(root, key, identity.device_id, clock or SystemClock()) as chain:
-        cmd = checked_command(root, chain.journal, data, now)
-        if cmd.command in SESSION_COMMANDS:
-            raise ProvisionError(
-                f"{cmd.command} is for a running room controller: deliver it with "
-                "`unbroken store send`"
-            )
-        return apply_assignment(root, chain, cmd, data, now)
-
-
-def checked_command(root: Path, journal: Journal, data: bytes, now: float) -> AgencyCommand:
-    """Every check of an agency command: signature, this device, validity, role, replay.
-    The caller holds the device lock (one sealer per chain)."""
-    identity = read_identity(root)
-    cmd = check_command(data, agency_key(root), identity.device_id, now)
-    room = cmd.command in SESSION_COMMANDS or getattr(cmd.args, "room", None) is not None
-    if room and identity.role != "room_controller":
-        raise ProvisionError(f"{cmd.command} is for a room, but this device is a body recorder")
-    if journal.command_applied(cmd.nonce):
-        raise ProvisionError(f"command {cmd.nonce} was already applied: replay refused")
-    return cmd
-
-
-def apply_assignment(
-    root: Path, chain: ChainWriter, cmd: AgencyCommand, data: bytes, now: float
-) -> Entry:
-    """A checked assign/unassign command's effect: ``assignment.json`` written and the
-    ``assignment`` entry sealed on the caller's chain."""
-    a = cmd.args
-    assert isinstance(a, AssignmentArgs)
-    current = current_assignment(root)
-    if current and float(current.get("issued", 0)) > cmd.issued:
-        raise ProvisionError(
-            f"command issued {iso(cmd.issued)} is older than the assignment in force "
-            f"(issued {iso(float(current['issued']))}): superseded"
-        )
-    doc = {
-        "command": cmd.command,
-        "badges": a.badges,
-        "name": a.name,
-        "unit": a.unit,
-        "room": a.room,
-        "nonce": cmd.nonce,
-        "issued": cmd.issued,
-    }
-    write_atomic(root / ASSIGNMENT, json.dumps(doc, indent=2, ensure_ascii=False).encode())
-    entry = chain.seal("assignment", {**doc, "agency": cmd.agency, "expires": cmd.expires})
-    remember_command(chain.journal, cmd, entry.seq, now)
-    return entry
-
-
 # -- key rotation -------------------------------------------------------------------------
 
 
@@ -432,7 +288,7 @@ def rotate_key(root: Path, out: Path, now: float, clock: Clock | None = None) ->
     identity = read_identity(root)
     agency_key(root)  # only a provisioned device has an agency to tell
     check_writable(out, root)  # said before anything is written
-    with _locked(root):
+    with locked(root):
         store = key_store(root)
         old = read_device_key(root, store)
         new = nacl.signing.SigningKey.generate()

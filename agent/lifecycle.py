@@ -20,7 +20,7 @@ from agent.chain import ChainWriter
 from agent.continuity import Continuity
 from agent.room import RoomTriggers, Trigger
 from agent.segments import Segmenter
-from agent.session import Action, OpenSession, SessionMachine
+from agent.session import Action, OpenSession, SessionError, SessionMachine
 from common.settings import Category, DeviceConfig
 from evidence.seal import Entry
 from evidence.session_bodies import CaseCommand, SessionClose, SessionOpen
@@ -125,6 +125,20 @@ class SessionLifecycle:
         self.machine.closed()
         self.led = "off"
         return entry
+
+    def officer_pause(self, reason: str) -> None:
+        """The officer stops recording while the session stays open: an interruption
+        (``officer_stop``) until :meth:`officer_resume`, explained like any other."""
+        if self.session is None:
+            raise SessionError("no session is open: nothing to pause")
+        self.paused = True
+        if self.segments.segment:
+            self.segments.end()
+        self.continuity.fault("officer_stop", ["video", "audio"], reason)
+
+    def officer_resume(self) -> None:
+        self.paused = False
+        self.continuity.clear("officer_stop")
 
     def resume(self, session: OpenSession, opened: SessionOpen) -> None:
         """At boot: the session the last boot left open goes on (:mod:`agent.boot`)."""

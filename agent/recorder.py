@@ -6,8 +6,9 @@ is ordered and testable without threads. Buttons and other threads only *post* e
 collaborator's: capture and picture (:mod:`agent.capture`), segments and the pre-event
 buffer (:mod:`agent.segments`), interruptions and health checks (:mod:`agent.continuity`),
 the session lifecycle (:mod:`agent.lifecycle`), boot recovery (:mod:`agent.boot`), the room
-(:mod:`agent.room_control`), agency commands (:mod:`agent.agency_commands`), and sealing
-(:mod:`agent.chain`, the only way anything is sealed).
+(:mod:`agent.room_control`), agency commands (:mod:`agent.agency_commands`), what it shows
+of itself (:mod:`agent.recorder_status`), and sealing (:mod:`agent.chain`, the only way
+anything is sealed).
 
 A failing request (a marker with no session, a malformed command) raises or is logged,
 but never stops the frame loop: recording goes on.
@@ -26,9 +27,6 @@ Example::
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import json
 import logging
 import os
 import queue
@@ -40,23 +38,26 @@ from typing import Any
 import numpy as np
 from nacl.public import PublicKey
 
+from agent import recorder_status
 from agent.agency_commands import AgencyCommands
 from agent.at_rest import agency_evidence_key
 from agent.board import board_model
-from agent.boot import BootRecovery
+from agent.boot import BootRecovery, seal_boot
 from agent.capture import Capture
 from agent.chain import ChainWriter
 from agent.config import assigned_badges
 from agent.continuity import Continuity
-from agent.enrolment import LOCK, finish_rotation
-from agent.evidence_dir import PRIVATE, SEGMENTS
+from agent.device_lock import hold_lock
+from agent.enrolment import finish_rotation
+from agent.evidence_dir import SEGMENTS
 from agent.frames import FrameRecorder
 from agent.identity import load_or_create_identity
 from agent.interruptions import InterruptionTracker
 from agent.journal import Journal
 from agent.keys import load_or_create_key
 from agent.lifecycle import SessionLifecycle
-from agent.room import OpenRoomSession, RoomTriggers, panel_state, room_lacks
+from agent.markers import position, typed_marker
+from agent.room import OpenRoomSession, RoomTriggers
 from agent.room_control import RoomControl
 from agent.segments import Segmenter
 from agent.session import MarkerType, OpenSession, SessionError, SessionMachine, State
@@ -70,8 +71,6 @@ from evidence.seal import Entry
 from evidence.session_bodies import Marker
 
 log = logging.getLogger(__name__)
-
-SOFTWARE = "unbroken 0.1.0"
 
 
 class Recorder:
@@ -96,7 +95,7 @@ class Recorder:
         self.hw = hardware
         self.clock = clock
         (self.root / SEGMENTS).mkdir(parents=True, exist_ok=True)
-        self._lock = _hold_lock(self.root)  # one sealer per chain: a second would fork it
+        self._lock = hold_lock(self.root)  # one sealer per chain: a second would fork it
         finish_rotation(self.root)
         self.journal = Journal(self.root)
         self._last_before_boot = self.journal.last()
@@ -204,12 +203,7 @@ class Recorder:
     # -- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
-        settings = self.config.model_dump(mode="json")
-        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
-        self.chain.seal("boot", {"software": SOFTWARE, "config_sha256": digest})
-        last_config = self.journal.last_of("config")
-        if last_config is None or last_config.body.get("sha256") != digest:
-            self.chain.seal("config", {"sha256": digest, "settings": settings})
+        seal_boot(self.chain, self.journal, self.config)
         recovery = BootRecovery(self.config, self.chain, self.segments, self.continuity)
         recovery.recover(self.life.resume, self._last_before_boot)
         self.capture.start()
@@ -293,37 +287,24 @@ class Recorder:
 
     @property
     def panel_state(self) -> str:
-        """What the room panel shows; its RECORDING lamp is lit exactly on ``recording``."""
-        return panel_state(
-            self.session is not None, bool(self.room and self.room.awaiting), bool(self.faults)
-        )
+        """What the room panel shows (:func:`agent.recorder_status.panel`)."""
+        return recorder_status.panel(self)
 
     def mark(self, marker: MarkerType | str, note: str = "") -> Entry:
         """Drop a typed marker on the open session's timeline (R2)."""
-        try:
-            marker = MarkerType(marker)
-        except ValueError:
-            raise SessionError(
-                f"unknown marker type {marker!r}; one of {', '.join(m.value for m in MarkerType)}"
-            ) from None
+        marker = typed_marker(marker)
         if self.session is None:
             raise SessionError("no session is open: a marker needs one")
-        body = Marker(marker.value, note, self._position_now())
+        body = Marker(marker.value, note, position(self.hw.gnss.state(), self.clock.monotonic()))
         return self.chain.seal_body(body, self.session.id)
 
     def pause(self, reason: str = "") -> None:
         """The officer stops recording while the session stays open: an interruption
         (``officer_stop``) until :meth:`resume`, explained like any other."""
-        if self.session is None:
-            raise SessionError("no session is open: nothing to pause")
-        self.life.paused = True
-        if self.segments.segment:
-            self.segments.end()
-        self.continuity.fault("officer_stop", ["video", "audio"], reason)
+        self.life.officer_pause(reason)
 
     def resume(self) -> None:
-        self.life.paused = False
-        self.continuity.clear("officer_stop")
+        self.life.officer_resume()
 
     def explain(self) -> bool:
         """The explain control: the oldest gap awaiting a spoken explanation gets one,
@@ -375,16 +356,6 @@ class Recorder:
         except (SessionError, ValueError) as e:
             self._error(str(e))
 
-    def _position_now(self) -> dict[str, Any]:
-        st = self.hw.gnss.state()
-        fix = st.last_fix
-        return {
-            "fix": st.has_fix,
-            "lat": fix.lat if fix else None,
-            "lon": fix.lon if fix else None,
-            "age": st.age(self.clock.monotonic()),
-        }
-
     def _error(self, message: str) -> None:
         if message != self.last_error:
             log.warning("%s", message)
@@ -392,46 +363,8 @@ class Recorder:
 
     @property
     def indicator(self) -> str:
-        """What the recording LED shows: off, on, blink (close armed), prompt (explain),
-        deadline (not recording, and a recording nears or passed its 24 hours unsynced)."""
-        if self.session and self.gaps.prompting and self.led == "on":
-            return "prompt"
-        if self.session is None and self.sync_deadline in ("warn", "urgent", "overdue"):
-            return "deadline"
-        return self.led
+        """What the recording LED shows (:func:`agent.recorder_status.indicator`)."""
+        return recorder_status.indicator(self)
 
     def status(self) -> dict[str, Any]:
-        return {
-            "device": self.device_id,
-            "state": self.machine.state.value,
-            "session": self.session.id if self.session else None,
-            "close_armed": self.machine.close_armed,
-            "led": self.led,
-            "badges": self.badges,
-            "chain_head": self.chain.head[0],
-            "last_error": self.last_error,
-            "interrupted": sorted(self.gaps.active),
-            "tracks": self.tracks,
-            "room": self.room_id if self.room else None,
-            "panel": self.panel_state if self.room else None,
-            # what a room controller lacks to serve a room ("no room assigned: …")
-            "room_problem": room_lacks(self.room_id) if self.room else None,
-            "explain_prompt": self.gaps.prompting,
-            "unexplained": list(self.gaps.unexplained),
-            "load": self.frames.load(),
-        }
-
-
-class RecorderBusy(RuntimeError):
-    """Another process (a recorder, or an agent command) is writing this device's chain."""
-
-
-def _hold_lock(root: Path) -> int:
-    (root / PRIVATE).mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(root / PRIVATE / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise RecorderBusy(f"{root} is in use by another agent process") from None
-    return fd
+        return recorder_status.recorder_status(self)

@@ -58,7 +58,7 @@ def make_uploader(
     root: Path, recorder: Recorder, config: DeviceConfig, clock: Clock
 ) -> Uploader | None:
     """The uploader, once the device is provisioned (None before: nothing to sync to)."""
-    from agent.enrolment import PROVISION, broker_settings
+    from agent.provisioned import PROVISION, broker_settings
 
     if not (root / PROVISION / "bundle.json").exists():
         log.warning("not provisioned: recording without sync")

@@ -7,7 +7,8 @@ forced, and is closed once the encoders have handed over all of its audio, a fra
 later. An explicit :meth:`Segmenter.end` (session closed, pause, disk full, shutdown)
 flushes the encoders and closes everything at once. Outside a session closed segments stay in the
 spool as the pre-event buffer and age out; inside one each closed segment is moved into
-``segments/`` and its manifest sealed (:meth:`Segmenter.seal`).
+``segments/`` and its manifest sealed (:meth:`Segmenter.seal`). What an open segment holds
+is :mod:`agent.open_segment`'s, what its manifest says :mod:`agent.segment_manifest`'s.
 
 Example::
 
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -33,68 +33,20 @@ from agent.chain import ChainWriter
 from agent.evidence_dir import SPOOL, segment_name
 from agent.fragments import sidecar, write_sidecar
 from agent.media import (
-    AUDIO_CODEC,
-    VIDEO_CODEC,
     EncoderChoice,
-    Sealed,
     SegmentFile,
     TrackEncoder,
     WrittenSegment,
     configured_encoder,
 )
+from agent.open_segment import Buffered, OpenSegment, owner
+from agent.segment_manifest import segment_manifest
 from agent.session import OpenSession
 from common.settings import MAIN_TRACK, DeviceConfig
 from device.clock import Clock
 from device.gnss import GnssState
-from evidence.encryption import SCHEME
-from evidence.manifest import IN_THE_CLEAR, Audio, Encryption, Location, SegmentManifest, Video
+from evidence.manifest import Location
 from evidence.seal import Entry, Moment
-
-
-@dataclass
-class OpenSegment:
-    """The segment being written — one file per track, cut at the same frame — and what
-    its manifests will say about where it was recorded."""
-
-    writers: dict[str, SegmentFile]
-    start: Moment
-    positions: list[tuple[float, float] | None] = field(default_factory=list)
-    max_fix_age: float | None = None
-    audio_ok: bool = True
-    frames: int = 0  # frames given to the encoders for it
-
-    def note_position(self, gnss: GnssState, now: float) -> None:
-        fix = gnss.last_fix
-        self.positions.append((fix.lat, fix.lon) if gnss.has_fix and fix else None)
-        age = gnss.age(now)
-        if not gnss.has_fix and age is not None:
-            self.max_fix_age = max(self.max_fix_age or 0.0, age)
-
-    def location(self) -> Location:
-        fixes = [p for p in self.positions if p]
-        if not fixes:
-            quality = "none"
-        elif len(fixes) == len(self.positions):
-            quality = "ok"
-        else:
-            quality = "partial"
-        return Location(
-            quality,
-            fixes[0] if fixes else None,
-            fixes[-1] if fixes else None,
-            None if self.max_fix_age is None else round(self.max_fix_age, 3),
-        )
-
-
-@dataclass
-class _Buffered:
-    """A closed pre-event segment waiting in the spool: sealed if a session opens in time."""
-
-    written: dict[str, WrittenSegment]
-    start: Moment
-    end: Moment
-    location: Location
-    audio_ok: bool
 
 
 class Segmenter:
@@ -124,7 +76,7 @@ class Segmenter:
         self.encoder = EncoderChoice(configured_encoder(config.recording.encoder))
         self._seen_video: dict[str, int] = {}  # the latest timestamp each track handed over
         self._seen_audio: dict[str, int] = {}
-        self._buffer: deque[_Buffered] = deque()
+        self._buffer: deque[Buffered] = deque()
         self.frame_no = 0  # frames since capture started: the media timeline
         self.degraded = False  # lower bitrate: the disk is nearly full (from the next cut)
         self.load_bitrate: int | None = None  # the machine is overloaded (from the next cut)
@@ -242,11 +194,11 @@ class Segmenter:
         writers = [s.writers[track] for s in segs]
         for p in video:
             pts = p.pts  # read first: muxing rewrites it
-            _owner(writers, pts, "video_origin").mux_video(p)
+            owner(writers, pts, "video_origin").mux_video(p)
             self._seen_video[track] = max(self._seen_video.get(track, -1), pts or 0)
         for p in sound:
             pts = p.pts
-            _owner(writers, pts, "audio_origin").mux_audio(p)
+            owner(writers, pts, "audio_origin").mux_audio(p)
             self._seen_audio[track] = max(self._seen_audio.get(track, -1), pts or 0)
 
     def _close_handed_over(self) -> None:
@@ -296,7 +248,7 @@ class Segmenter:
             self.chain.later(close_and_seal)
             return
         written = {track: w.close(audio_end[track]) for track, w in seg.writers.items()}
-        self._buffer.append(_Buffered(written, seg.start, end, location, seg.audio_ok))
+        self._buffer.append(Buffered(written, seg.start, end, location, seg.audio_ok))
         window = self.config.recording.prebuffer_seconds
         while self._buffer and self._buffer[0].end.mono <= end.mono - window:
             for w in self._buffer.popleft().written.values():
@@ -352,33 +304,19 @@ class Segmenter:
         sidecar(w.path).unlink(missing_ok=True)
         rec = self.config.recording
         before_open = max(0.0, s.opened.mono - start.mono)
-        manifest = SegmentManifest(
-            index=index,
-            file=rel,
-            sha256=w.sha256,
-            size=w.size,
-            start=start,
-            end=end,
-            video=Video(
-                VIDEO_CODEC,
-                rec.width,
-                rec.height,
-                rec.fps,
-                rec.keyframe_seconds,
-                w.bitrate,
-                w.frames,
-                w.first_frame,
-                timestamps="segment",
-            ),
-            audio=Audio(AUDIO_CODEC, rec.audio_rate, 1, w.audio_samples)
-            if audio_ok and w.audio_samples
-            else None,
-            prebuffer_seconds=round(before_open, 6),
-            location=location,
-            badges=list(self._badges()) if badges is None else badges,  # as burned in
-            track=track,
-            recovered=recovered,
-            encryption=_encryption(w.sealed),
+        manifest = segment_manifest(
+            w,
+            index,
+            rel,
+            start,
+            end,
+            location,
+            audio_ok,
+            rec,
+            before_open,
+            list(self._badges()) if badges is None else badges,  # as burned in
+            track,
+            recovered,
         )
         s.next_index[track] = index + 1
         return self.chain.seal_body(manifest, s.id)
@@ -410,18 +348,3 @@ class Segmenter:
                     "session": session.id if session else None,
                 },
             )
-
-
-def _owner(writers: list[SegmentFile], pts: int | None, origin: str) -> SegmentFile:
-    """The last of ``writers`` (oldest first) starting at or before ``pts``; the oldest for
-    what comes before them all."""
-    for w in reversed(writers):
-        if pts is not None and pts >= getattr(w, origin):
-            return w
-    return writers[0]
-
-
-def _encryption(sealed: Sealed | None) -> Encryption:
-    if sealed is None:
-        return IN_THE_CLEAR
-    return Encryption(SCHEME, sealed.key_id, sealed.plain_sha256, sealed.plain_size)

@@ -7,7 +7,8 @@ first, so every one meets its 24-hour deadline (R7). Local media is deleted only
 receipt that verifies with the agency key is stored, and only once the configured retention
 allows (R9).
 
-This module is the I/O shell: the decisions are in :mod:`agent.sync_plan`. Threads: paho's
+This module is the I/O shell: the decisions are in :mod:`agent.sync_plan`, what goes on the
+wire in :mod:`agent.sync_send`. Threads: paho's
 network thread only queues what arrives; one uploader thread owns the journal connection,
 asks the plan what to do, and does it (journal reads, file reads, publishes, receipts).
 
@@ -23,8 +24,6 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import logging
 import queue
 import threading
@@ -36,17 +35,17 @@ from typing import Any
 import nacl.signing
 
 from agent import sync_plan as plan
+from agent import sync_replies, sync_timing
 from agent.journal import SyncLedger
+from agent.sync_send import Sender
 from agent.uplink import BrokerSettings, RoomOf, Uplink
 from common.settings import Sync
 from device.clock import Clock
+from evidence import messages
 from evidence import protocol as p
 from evidence.receipt import ReceiptError
-from evidence.seal import Entry
 
 log = logging.getLogger(__name__)
-
-PAGE = 4  # entries read from the journal at a time, beyond the places free for media
 
 
 def unreceipted(ledger: SyncLedger) -> list[plan.Segment]:
@@ -97,8 +96,9 @@ class Uploader:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.plan = plan.SyncPlan(plan.rules(self.settings))
-        self._pacer = plan.Pacer(self.settings.bandwidth, at=time.monotonic())
-        self._status_due = plan.Every(self.settings.status_seconds)
+        pacer = sync_timing.Pacer(self.settings.bandwidth, at=time.monotonic())
+        self.sender = Sender(root, device_id, self.link, self.plan, self.settings, pacer)
+        self._status_due = sync_timing.Every(self.settings.status_seconds)
         self.deadline_level = "ok"  # of the oldest recording without a receipt (R7)
         self.refusals = self.link.refusals  # what the store or broker refused
         # The store's standing refusal of this device ("revoked: …", "store_full: …"),
@@ -220,7 +220,7 @@ class Uploader:
             self.plan.reset()
         elif kind == "message":
             try:
-                reply = plan.read_reply(
+                reply = sync_replies.read_reply(
                     self.device_id, data.topic, bytes(data.payload), self.broker.agency_key
                 )
             except ReceiptError as e:
@@ -231,8 +231,8 @@ class Uploader:
                 return
             self._apply(ledger, reply, data.topic)
 
-    def _apply(self, ledger: SyncLedger, reply: plan.Reply, topic: str) -> None:
-        if isinstance(reply, plan.CommandArrived):
+    def _apply(self, ledger: SyncLedger, reply: sync_replies.Reply, topic: str) -> None:
+        if isinstance(reply, sync_replies.CommandArrived):
             if self.on_command is None:
                 log.warning("no recorder to apply the command on %s", topic)
             else:
@@ -252,12 +252,12 @@ class Uploader:
             self.plan.lacks(reply, time.monotonic())
             if reply.reason:
                 log.info("store asks again for %s: %s", reply.sha256[:12], reply.reason)
-        elif isinstance(reply, plan.Receipt):
+        elif isinstance(reply, sync_replies.Receipt):
             self._receipt(ledger, reply)
-        elif isinstance(reply, plan.Resend):
+        elif isinstance(reply, messages.Resend):
             log.info("a store worker took this device over: sending again what was in flight")
             self.plan.reset()  # the journal says again what is unsent
-        elif isinstance(reply, plan.Rejected):
+        elif isinstance(reply, messages.Rejected):
             backs_off = self.plan.refused(reply.code, time.monotonic())
             log.warning(
                 "store rejected a message (%s): %s%s",
@@ -269,13 +269,13 @@ class Uploader:
             if reply.code in STANDING_REFUSALS:
                 self.store_refusal = f"{reply.code}: {reply.text}"
 
-    def _receipt(self, ledger: SyncLedger, reply: plan.Receipt) -> None:
+    def _receipt(self, ledger: SyncLedger, reply: sync_replies.Receipt) -> None:
         found = ledger.sealed(reply.seq)
         sealed = None
         if found is not None:
             s = plan.segment(reply.seq, found[1])
-            sealed = plan.Sealed(s.sha256, s.size, found[0])
-        why = plan.receipt_refusal(reply.claim, sealed)
+            sealed = sync_replies.Sealed(s.sha256, s.size, found[0])
+        why = sync_replies.receipt_refusal(reply.claim, sealed)
         if why is not None:
             log.warning("receipt for %s refused: %s", reply.sha256[:12], why)
             self.refusals.append(f"receipt {reply.sha256[:12]}: {why}")
@@ -295,87 +295,13 @@ class Uploader:
         if scans.glance_due(now):
             scans.glanced(ledger.head(), self.plan.waiting_on_quiet_store(now))
         if scans.take():
-            self._scan(ledger, now)
+            self.sender.scan(ledger, now)
         if self.plan.paused(now):
             self._publish_status(ledger)
             return
         for t in list(self.plan.transfers.values()):
-            self._advance(t, now)
+            self.sender.advance(t, now)
         self._publish_status(ledger)
-
-    def _scan(self, ledger: SyncLedger, now: float) -> None:
-        # 1. chain entries, in order, before (or with) the media they seal: after the
-        # cursor, and those the store left unanswered
-        for e in (e for seq in self.plan.quiet_entries(now) if (e := ledger.entry(seq))):
-            self.link.publish(p.up(self.device_id, "entry"), e.to_json())
-        while True:  # a page at a time, no more than can go now
-            places = self.settings.parallel_blobs - len(self.plan.transfers)
-            page = ledger.unacked(max(places, 0) + PAGE, self.plan.cursor)
-            entries, more = self.plan.entries_to_send(
-                page, self.link.room_in_window(), now, self._whole
-            )
-            for e in entries:
-                self.link.publish(p.up(self.device_id, "entry"), e.to_json())
-            if more:
-                self.plan.scans.wake()  # the rest when the window has room
-                return
-            if not page or self.plan.cursor < page[-1].seq:
-                break  # all read, or waiting for a place
-        # 2. media, oldest first, a few blobs at a time
-        if len(self.plan.transfers) >= self.settings.parallel_blobs or self.plan.paused(now):
-            return
-        acked = ledger.unreceipted_segments(self.settings.parallel_blobs * 2, acked=True)
-        segments = [plan.segment(seq, m) for seq, m in acked]
-        for s in self.plan.blobs_to_start(segments, self._present):
-            path = self.root / s.file
-            entry = ledger.entry(s.seq) if s.size <= self.settings.whole_limit else None
-            if entry is not None:
-                self.plan.add_whole(entry, path)
-                continue
-            size = self.settings.chunk_size
-            init = p.BlobInit(s.sha256, s.size, size, s.seq, _chunk_hashes(path, size))
-            self.plan.add_transfer(init, path)
-
-    def _present(self, s: plan.Segment) -> bool:
-        return (self.root / s.file).is_file()
-
-    def _whole(self, e: Entry) -> Path | None:
-        """The file of a segment whose media travels whole with its manifest entry."""
-        if e.kind != "segment":
-            return None
-        s = plan.segment(e.seq, e.body)
-        path = self.root / s.file
-        return path if s.size <= self.settings.whole_limit and path.is_file() else None
-
-    def _advance(self, t: plan.Transfer, now: float) -> None:
-        with contextlib.ExitStack() as opened:
-            f = None
-            while (step := t.next(now, self.plan.silence.quiet)) is not None:
-                if isinstance(step, plan.SendWhole):
-                    assert t.entry is not None
-                    if not self.link.room_in_window():
-                        return
-                    data = t.file.read_bytes()
-                    if not self._pacer.spend(len(data), time.monotonic()):
-                        return
-                    payload, props = p.whole_segment(t.entry.to_json(), data)
-                    self.link.publish(p.up(self.device_id, "segment"), payload, props)
-                elif isinstance(step, plan.AskInit):
-                    self.link.publish(p.up(self.device_id, "blob", "init"), t.init.to_bytes())
-                elif isinstance(step, plan.Finish):
-                    finish = p.dumps({"sha256": t.sha256})
-                    self.link.publish(p.up(self.device_id, "blob", "finish"), finish)
-                else:
-                    if not self.link.room_in_window():
-                        return
-                    f = f or opened.enter_context(open(t.file, "rb"))
-                    f.seek(step.offset)
-                    chunk = f.read(step.length)
-                    if not self._pacer.spend(len(chunk), time.monotonic()):
-                        return
-                    topic = p.up(self.device_id, "blob", t.sha256, str(step.offset))
-                    self.link.publish(topic, chunk)
-                t.sent(step, now)
 
     def _publish_status(self, ledger: SyncLedger, force: bool = False) -> None:
         if not self._status_due.due(time.monotonic(), force):
@@ -402,14 +328,6 @@ class Uploader:
         for sha, seq, manifest in ledger.receipted_before(cutoff):
             (self.root / plan.segment(seq, manifest).file).unlink(missing_ok=True)
             ledger.deleted(sha, self.clock.wall())
-
-
-def _chunk_hashes(path: Path, chunk_size: int) -> tuple[str, ...]:
-    out = []
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_size):
-            out.append(hashlib.sha256(chunk).hexdigest())
-    return tuple(out)
 
 
 def load_receipt_key(path: Path) -> nacl.signing.VerifyKey:

@@ -32,7 +32,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.room import room_lacks
-from agent.sync_plan import PanelEcho, is_panel_input
+from agent.sync_replies import is_panel_input
+from agent.sync_timing import PanelEcho
 from common.link_log import LinkWatch
 from common.mqtt import tls_client
 from evidence import protocol as p
@@ -135,7 +136,7 @@ class Uplink:
     def show_on_panel(self, state: str) -> None:
         """Thread-safe: what the room panel shows (retained: a panel that reconnects reads
         it at once). Called after every frame; sent when it changes, after a reconnect,
-        and every few seconds (:class:`agent.sync_plan.PanelEcho`). A room controller
+        and every few seconds (:class:`agent.sync_timing.PanelEcho`). A room controller
         with no room yet shows nothing, and says once what it lacks."""
         room = self.follow_room()
         if self.panel.show(state, time.monotonic(), self.connected.is_set()) and room:

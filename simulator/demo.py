@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from agent import enrolment
+from agent import assignment
 from agent.evidence_dir import PUBKEY, load_chain, stored_receipt, verify_dir
 from agent.journal import SyncLedger
 from agent.session import MarkerType
@@ -209,7 +209,7 @@ def run_demo(workdir: Path) -> int:
         data = site.provision_device(DEVICE, settings=demo_settings(), clock=clock)
         command = workdir / "assign.cmd"
         site.agency.assign(DEVICE, command, time.time(), badges=[BADGE], name="Officer Wang")
-        enrolment.apply_command(data, command.read_bytes(), clock.wall(), clock=clock)
+        assignment.apply_command(data, command.read_bytes(), clock.wall(), clock=clock)
 
         print("\n== 3. Record a session (simulated hardware, 1280x720@30), syncing as it goes")
         dev = SimDevice(data, DeviceConfig.model_validate(demo_settings()), clock=clock)

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from agent import enrolment
+from agent import assignment
 from agent.run import make_uploader
 from common.settings import DeviceConfig, Recording, Room
 from device.clock import SimClock
@@ -154,7 +154,7 @@ class Fleet:
         command = site.workdir / "outbox" / f"{device_id}-assign.cmd"
         command.parent.mkdir(parents=True, exist_ok=True)
         site.agency.assign(device_id, command, time.time(), badges=self.badges(device_id))
-        enrolment.apply_command(data, command.read_bytes(), time.time())
+        assignment.apply_command(data, command.read_bytes(), time.time())
 
     def device(self, device_id: str) -> LiveDevice | None:
         return next((d for d in self.devices if d.id == device_id), None)

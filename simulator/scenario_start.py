@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from agent import enrolment
+from agent import assignment
 from simulator.scenario_drivers import DeviceDriver, InProcessDevice, ProcessDevice
 from simulator.scenario_model import Device
 from simulator.site import LocalSite
@@ -39,7 +39,7 @@ def provision_fleet(
             cmd = workdir / "outbox" / f"{dev.id}-assign.cmd"
             cmd.parent.mkdir(parents=True, exist_ok=True)
             site.agency.assign(dev.id, cmd, time.time(), badges=dev.spec.badges)
-            enrolment.apply_command(data, cmd.read_bytes(), time.time())
+            assignment.apply_command(data, cmd.read_bytes(), time.time())
         if pins:
             shutil.copy(officers, data / "officers.json")  # what `agent explain` reads
         if fast:

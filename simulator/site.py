@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import paho.mqtt.client as mqtt
 import tomli_w
 
-from agent import enrolment
+from agent import assignment, enrolment, provisioned
 from agent.config import device_config
 from agent.identity import load_identity
 from agent.run import make_uploader
@@ -171,7 +171,7 @@ class LocalSite:
             command = self.workdir / "outbox" / f"{device_id}-assign.cmd"
             command.parent.mkdir(parents=True, exist_ok=True)
             self.agency.assign(device_id, command, time.time(), room=room)
-            enrolment.apply_command(data, command.read_bytes(), device_now(), clock=clock)
+            assignment.apply_command(data, command.read_bytes(), device_now(), clock=clock)
             if self.broker:
                 self.start_broker()  # the controller may now use its room's topics
         return data
@@ -237,7 +237,7 @@ class LocalSite:
         return Uploader(
             data,
             identity.device_id,
-            enrolment.broker_settings(data),
+            provisioned.broker_settings(data),
             clock,
             settings or device_config(data).sync,
         )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import enrolment
+from agent import enrolment, provisioned
 from agent.config import device_config
 from common.files import ConfigError
 
@@ -88,7 +88,7 @@ def test_the_agency_signs_no_room_settings_for_a_body_recorder(tmp_path: Path) -
             site.agency.enroll(request, bundle, time.time(), settings=room)
         assert not bundle.exists()
         site.agency.enroll(request, bundle, time.time())
-        device = enrolment.read_identity(tmp_path / "dev").device_id
+        device = provisioned.read_identity(tmp_path / "dev").device_id
         with pytest.raises(ProvisionError, match="as a body_recorder: a room controller is"):
             site.agency.reissue(device, tmp_path / "again.json", time.time(), settings=room)
         assert not (tmp_path / "again.json").exists()

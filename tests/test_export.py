@@ -22,7 +22,7 @@ import nacl.public
 import numpy as np
 import pytest
 
-from agent import enrolment
+from agent import assignment
 from agent.evidence_dir import load_chain
 from common.settings import Continuity, DeviceConfig, Recording, Room
 from device.clock import SimClock
@@ -541,7 +541,7 @@ def test_what_the_store_holds_exports_the_same_media(
         data = site.provision_device("bwc-0007")
         command = tmp_path / "assign.cmd"
         site.agency.assign("bwc-0007", command, time.time(), badges=["340102"], name="Wang Wei")
-        enrolment.apply_command(data, command.read_bytes(), time.time())
+        assignment.apply_command(data, command.read_bytes(), time.time())
         dev = SimDevice(
             data, small_config(prebuffer_seconds=2), clock=SimClock(wall_start=time.time())
         )

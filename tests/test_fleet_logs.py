@@ -23,7 +23,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent import enrolment
-from agent.enrolment import broker_settings
+from agent.provisioned import broker_settings
 from agent.room import NO_ROOM
 from agent.uplink import Uplink
 from common.link_log import FLAP_SECONDS, FLAPS, LinkLog, retry_delay

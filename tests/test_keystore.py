@@ -21,7 +21,7 @@ from pathlib import Path
 import nacl.signing
 import pytest
 
-from agent import enrolment
+from agent import enrolment, provisioned
 from agent.evidence_dir import load_chain, verify_dir
 from agent.keys import key_store, load_or_create_key
 from common import pki
@@ -248,7 +248,7 @@ def test_enrol_record_rotate_restart_and_connect(tpm: Swtpm, tmp_path: Path) -> 
     assert done.stdout.strip() == second
 
     # the TLS key, unsealed into memory, opens the uplink's TLS connection to the broker
-    settings = enrolment.broker_settings(dev)
+    settings = provisioned.broker_settings(dev)
     assert str(settings.key).startswith("/proc/self/fd/")
     ssl.create_default_context().load_cert_chain(settings.cert, settings.key)
     broker_dir = tmp_path / "broker"

@@ -20,7 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from agent import enrolment
+from agent import assignment, enrolment, provisioned
 from agent.config import assigned_badges, device_config
 from agent.evidence_dir import load_chain, verify_dir
 from common import pki
@@ -347,7 +347,7 @@ def test_enrolment_end_to_end(
     assert entries[0].body["bundle_sha256"] == hashlib.sha256(bundle.read_bytes()).hexdigest()
     assert entries[0].body["device_id"] == did
     assert verify_dir(dev, None).ok
-    broker = enrolment.broker_settings(dev)
+    broker = provisioned.broker_settings(dev)
     assert (broker.host, broker.port) == ("127.0.0.1", 8883)
 
     reg = Agency(agency).registry
@@ -570,7 +570,7 @@ def test_bad_assignment_commands_are_refused(
     third = tmp_path / "third.json"
     ok(f"provision assign --agency {agency} --device {did} --badge 3 --out {third}")
     with pytest.raises(ProvisionError, match="expired at"):
-        enrolment.apply_command(dev, third.read_bytes(), NOW + 2 * 86400)
+        assignment.apply_command(dev, third.read_bytes(), NOW + 2 * 86400)
     assert assigned_badges(dev) == ["2"]
 
 

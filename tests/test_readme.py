@@ -36,9 +36,9 @@ from pathlib import Path
 import pytest
 
 from agent.config import ASSIGNMENT, DEVICE_TOML
-from agent.enrolment import PROVISION
 from agent.evidence_dir import CHAIN, KEYS, PRIVATE, PUBKEY, SEGMENTS, SPOOL
 from agent.identity import IDENTITY
+from agent.provisioned import PROVISION
 from agent.status_file import STATUS
 from common.settings import DeviceConfig, Sync
 from evidence.protocol import WHOLE_LIMIT

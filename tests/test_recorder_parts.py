@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agent.interruptions import InterruptionTracker
-from agent.segments import OpenSegment
+from agent.open_segment import OpenSegment
 from agent.session import SessionError, SessionMachine, State
 from device.gnss import Fix, GnssState
 from evidence.manifest import Location

@@ -12,7 +12,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from agent import enrolment
+from agent import provisioned
 from common.mqtt import tls_client
 from evidence import protocol as p
 from simulator.site import LocalSite
@@ -40,7 +40,7 @@ def site(tmp_path: Path) -> Iterator[LocalSite]:
 
 
 def _client(site: LocalSite, data: Path, name: str) -> mqtt.Client:
-    b = enrolment.broker_settings(data)
+    b = provisioned.broker_settings(data)
     c = tls_client(name, b.ca, b.cert, b.key)
     c.connect("127.0.0.1", site.port)
     c.loop_start()

@@ -8,7 +8,9 @@ from pathlib import Path
 import nacl.signing
 import pytest
 
+from agent import blob_transfer, sync_replies, sync_timing
 from agent import sync_plan as plan
+from evidence import messages
 from evidence import protocol as p
 from evidence.messages import Status
 from evidence.receipt import ReceiptClaim, ReceiptError, make_receipt
@@ -110,17 +112,19 @@ def test_replies_are_read_by_topic() -> None:
     key = nacl.signing.SigningKey.generate()
     vk = key.verify_key
 
-    def read(topic: str, payload: bytes) -> plan.Reply:
-        return plan.read_reply(DEV, topic, payload, vk)
+    def read(topic: str, payload: bytes) -> sync_replies.Reply:
+        return sync_replies.read_reply(DEV, topic, payload, vk)
 
-    assert read(p.command(DEV, "assign"), b"\x00any") == plan.CommandArrived(b"\x00any")
+    assert read(p.command(DEV, "assign"), b"\x00any") == sync_replies.CommandArrived(b"\x00any")
     assert read(p.reply(DEV, "ack"), p.Ack(4, False, "fork").to_bytes()) == p.Ack(4, False, "fork")
     assert read(p.reply(DEV, "missing"), p.Missing(H1, [0, 1024]).to_bytes()) == p.Missing(
         H1, [0, 1024]
     )
     # an older store's plain text is the reason
-    assert read(p.reply(DEV, "rejected"), "nö".encode() * 300) == plan.Rejected(reason="nö" * 250)
-    assert read(p.reply(DEV, "resend"), b'{"retry":0}') == plan.Resend()
+    assert read(p.reply(DEV, "rejected"), "nö".encode() * 300) == messages.Rejected(
+        reason="nö" * 250
+    )
+    assert read(p.reply(DEV, "resend"), b'{"retry":0}') == messages.Resend()
     assert read(p.reply(DEV, "something-new"), b"{}") is None
     receipt = make_receipt(
         key,
@@ -134,20 +138,23 @@ def test_replies_are_read_by_topic() -> None:
         store="1",
     )
     claim = ReceiptClaim(H1, 10, 7, H2)
-    assert read(p.reply(DEV, "receipt"), receipt) == plan.Receipt(claim, receipt)
+    assert read(p.reply(DEV, "receipt"), receipt) == sync_replies.Receipt(claim, receipt)
 
 
 def test_a_receipt_frees_only_what_the_journal_sealed_at_its_entry() -> None:
     claim = ReceiptClaim(sha256=H1, size=10, entry_seq=7, entry_hash=H2)
-    assert plan.receipt_refusal(claim, plan.Sealed(H1, 10, H2)) is None
-    assert plan.receipt_refusal(claim, None) == "entry 7 is not a sealed segment on this device"
+    assert sync_replies.receipt_refusal(claim, sync_replies.Sealed(H1, 10, H2)) is None
+    assert (
+        sync_replies.receipt_refusal(claim, None)
+        == "entry 7 is not a sealed segment on this device"
+    )
     wrong = {
-        "sha256": plan.Sealed(H3, 10, H2),  # a random hash with a real entry_seq
-        "size": plan.Sealed(H1, 11, H2),
-        "entry_hash": plan.Sealed(H1, 10, H3),
+        "sha256": sync_replies.Sealed(H3, 10, H2),  # a random hash with a real entry_seq
+        "size": sync_replies.Sealed(H1, 11, H2),
+        "entry_hash": sync_replies.Sealed(H1, 10, H3),
     }
     for field, sealed in wrong.items():
-        assert plan.receipt_refusal(claim, sealed) == (
+        assert sync_replies.receipt_refusal(claim, sealed) == (
             f"its {field} is not the one sealed at entry 7"
         )
 
@@ -180,13 +187,13 @@ def test_receipt_fields_from_the_network_are_validated(
     }
     receipt = make_receipt(key, **{**fields, **change})  # type: ignore[arg-type]
     with pytest.raises(ReceiptError, match=problem):
-        plan.read_reply(DEV, p.reply(DEV, "receipt"), receipt, key.verify_key)
+        sync_replies.read_reply(DEV, p.reply(DEV, "receipt"), receipt, key.verify_key)
 
 
 def test_bad_replies_are_errors_naming_the_problem() -> None:
     vk = nacl.signing.SigningKey.generate().verify_key
     with pytest.raises(p.ProtocolError, match="ack: not JSON"):
-        plan.read_reply(DEV, p.reply(DEV, "ack"), b"{", vk)
+        sync_replies.read_reply(DEV, p.reply(DEV, "ack"), b"{", vk)
     forged = make_receipt(
         nacl.signing.SigningKey.generate(),
         device=DEV,
@@ -199,21 +206,21 @@ def test_bad_replies_are_errors_naming_the_problem() -> None:
         store="1",
     )
     with pytest.raises(ReceiptError, match="does not verify"):
-        plan.read_reply(DEV, p.reply(DEV, "receipt"), forged, vk)
+        sync_replies.read_reply(DEV, p.reply(DEV, "receipt"), forged, vk)
 
 
 def test_panel_input_is_told_apart_only_for_a_room_controller() -> None:
-    assert plan.is_panel_input(p.panel("room-1", "door"), "room-1")
-    assert not plan.is_panel_input(p.panel("room-2", "door"), "room-1")
-    assert not plan.is_panel_input(p.panel("room-1", "door"), None)
-    assert not plan.is_panel_input(p.reply(DEV, "ack"), "room-1")
+    assert sync_replies.is_panel_input(p.panel("room-1", "door"), "room-1")
+    assert not sync_replies.is_panel_input(p.panel("room-2", "door"), "room-1")
+    assert not sync_replies.is_panel_input(p.panel("room-1", "door"), None)
+    assert not sync_replies.is_panel_input(p.reply(DEV, "ack"), "room-1")
 
 
 # -- pacing and timing ---------------------------------------------------------------------
 
 
 def test_a_store_that_answers_anything_is_not_quiet() -> None:
-    s = plan.Silence(retry_seconds=10)
+    s = sync_timing.Silence(retry_seconds=10)
     assert not s.quiet(since=0.0, now=10.0)
     assert s.quiet(since=0.0, now=10.5)
     s.heard(8.0)
@@ -222,11 +229,11 @@ def test_a_store_that_answers_anything_is_not_quiet() -> None:
 
 
 def test_without_a_cap_every_chunk_goes() -> None:
-    assert plan.Pacer(None).spend(10**9, now=0.0)
+    assert sync_timing.Pacer(None).spend(10**9, now=0.0)
 
 
 def test_the_bandwidth_cap_is_a_token_bucket() -> None:
-    pacer = plan.Pacer(1000, at=0.0)
+    pacer = sync_timing.Pacer(1000, at=0.0)
     assert not pacer.spend(500, now=0.1)  # 100 tokens so far
     assert pacer.spend(500, now=0.5)  # 500
     assert not pacer.spend(500, now=0.6)  # 100 left
@@ -237,7 +244,7 @@ def test_the_bandwidth_cap_is_a_token_bucket() -> None:
 
 
 def test_every_is_due_once_per_period_unless_forced() -> None:
-    e = plan.Every(10.0)
+    e = sync_timing.Every(10.0)
     assert e.due(10.0)
     assert not e.due(15.0)
     assert e.due(15.0, force=True)
@@ -246,7 +253,7 @@ def test_every_is_due_once_per_period_unless_forced() -> None:
 
 
 def test_the_journal_is_read_on_news_not_on_every_turn() -> None:
-    s = plan.ScanSchedule()
+    s = sync_timing.ScanSchedule()
     assert s.take()  # the first turn reads it
     assert not s.take()
     assert s.glance_due(0.0)
@@ -265,7 +272,7 @@ def test_the_journal_is_read_on_news_not_on_every_turn() -> None:
 
 
 def test_the_panel_state_is_sent_on_change_and_repeated() -> None:
-    panel = plan.PanelEcho()
+    panel = sync_timing.PanelEcho()
     assert panel.show("idle", now=0.0, connected=True)
     assert not panel.show("idle", now=1.0, connected=True)
     assert panel.show("recording", now=2.0, connected=True)
@@ -335,12 +342,12 @@ def test_media_no_longer_on_the_device_is_not_started() -> None:
     assert [s.seq for s in started] == [2]
 
 
-def _run(t: plan.Transfer, now: float, room: int = 100) -> list[plan.Step]:
+def _run(t: blob_transfer.Transfer, now: float, room: int = 100) -> list[blob_transfer.Step]:
     """What the uploader would publish now, the window taking ``room`` chunks."""
-    quiet = plan.Silence(retry_seconds=10).quiet
-    out: list[plan.Step] = []
+    quiet = sync_timing.Silence(retry_seconds=10).quiet
+    out: list[blob_transfer.Step] = []
     while (step := t.next(now, quiet)) is not None:
-        if isinstance(step, plan.SendChunk):
+        if isinstance(step, blob_transfer.SendChunk):
             if room == 0:
                 break
             room -= 1
@@ -350,30 +357,37 @@ def _run(t: plan.Transfer, now: float, room: int = 100) -> list[plan.Step]:
 
 
 def test_a_blob_is_announced_sent_as_the_store_lacks_it_and_finished() -> None:
-    t = plan.Transfer(_init(size=2500, chunk=1024), Path("x.mp4"))
-    assert _run(t, 0.0) == [plan.AskInit()]
+    t = blob_transfer.Transfer(_init(size=2500, chunk=1024), Path("x.mp4"))
+    assert _run(t, 0.0) == [blob_transfer.AskInit()]
     assert _run(t, 1.0) == []  # awaiting the store's answer
     t.lacks(p.Missing(H1, [0, 2048]), now=2.0)
-    assert _run(t, 2.0) == [plan.SendChunk(0, 1024), plan.SendChunk(2048, 452), plan.Finish()]
+    assert _run(t, 2.0) == [
+        blob_transfer.SendChunk(0, 1024),
+        blob_transfer.SendChunk(2048, 452),
+        blob_transfer.Finish(),
+    ]
     assert _run(t, 3.0) == []  # awaiting the receipt
 
 
 def test_a_full_window_holds_the_rest_and_the_finish() -> None:
-    t = plan.Transfer(_init(size=3072, chunk=1024), Path("x.mp4"))
+    t = blob_transfer.Transfer(_init(size=3072, chunk=1024), Path("x.mp4"))
     _run(t, 0.0)
     t.lacks(p.Missing(H1, [0, 1024, 2048]), now=1.0)
-    assert _run(t, 1.0, room=2) == [plan.SendChunk(0, 1024), plan.SendChunk(1024, 1024)]
-    assert _run(t, 1.5, room=5) == [plan.SendChunk(2048, 1024), plan.Finish()]
+    assert _run(t, 1.0, room=2) == [
+        blob_transfer.SendChunk(0, 1024),
+        blob_transfer.SendChunk(1024, 1024),
+    ]
+    assert _run(t, 1.5, room=5) == [blob_transfer.SendChunk(2048, 1024), blob_transfer.Finish()]
 
 
 def test_nothing_lacking_with_a_reason_waits_then_asks_again() -> None:
-    t = plan.Transfer(_init(), Path("x.mp4"))
+    t = blob_transfer.Transfer(_init(), Path("x.mp4"))
     _run(t, 0.0)
     t.lacks(p.Missing(H1, [], "manifest not yet received"), now=1.0)
     assert _run(t, 5.0) == []
-    assert _run(t, 11.5) == [plan.AskInit()]  # the store went quiet: ask again
+    assert _run(t, 11.5) == [blob_transfer.AskInit()]  # the store went quiet: ask again
     t.lacks(p.Missing(H1, []), now=12.0)  # it has everything: finish
-    assert _run(t, 12.0) == [plan.Finish()]
+    assert _run(t, 12.0) == [blob_transfer.Finish()]
 
 
 def test_a_segment_travels_whole_with_its_entry_and_waits_for_a_place() -> None:
@@ -394,29 +408,29 @@ def test_a_segment_travels_whole_with_its_entry_and_waits_for_a_place() -> None:
 
 
 def test_a_store_that_says_when_is_asked_again_then() -> None:
-    t = plan.Transfer(_init(), Path("x.mp4"))
+    t = blob_transfer.Transfer(_init(), Path("x.mp4"))
     _run(t, 0.0)
     t.lacks(p.Missing(H1, [], "manifest entry 7 not received", retry=1.5), now=1.0)
     assert _run(t, 2.0) == []
-    assert _run(t, 2.6) == [plan.AskInit()]  # when the store said, not after silence
+    assert _run(t, 2.6) == [blob_transfer.AskInit()]  # when the store said, not after silence
     assert _run(t, 3.0) == []
 
 
 def test_a_whole_segment_is_one_message_resent_when_the_store_says() -> None:
     e = _segment_entry(7, sha=H1, size=5000)
-    t = plan.Transfer(plan.whole_init(e), Path("x.mp4"), e)
-    assert _run(t, 0.0) == [plan.SendWhole()]
+    t = blob_transfer.Transfer(blob_transfer.whole_init(e), Path("x.mp4"), e)
+    assert _run(t, 0.0) == [blob_transfer.SendWhole()]
     assert _run(t, 1.0) == []  # awaiting the receipt
     t.lacks(p.Missing(H1, [], "altered in transit: resend"), now=2.0)
-    assert _run(t, 2.0) == [plan.SendWhole()]
-    assert _run(t, 13.0) == [plan.SendWhole()]  # the store went quiet: again
+    assert _run(t, 2.0) == [blob_transfer.SendWhole()]
+    assert _run(t, 13.0) == [blob_transfer.SendWhole()]  # the store went quiet: again
 
 
 def test_a_store_that_never_answers_is_asked_again() -> None:
-    t = plan.Transfer(_init(), Path("x.mp4"))
-    assert _run(t, 0.0) == [plan.AskInit()]
+    t = blob_transfer.Transfer(_init(), Path("x.mp4"))
+    assert _run(t, 0.0) == [blob_transfer.AskInit()]
     assert _run(t, 10.0) == []
-    assert _run(t, 10.5) == [plan.AskInit()]
+    assert _run(t, 10.5) == [blob_transfer.AskInit()]
 
 
 def test_an_answer_about_another_blob_changes_nothing() -> None:
@@ -430,8 +444,8 @@ def test_an_answer_about_another_blob_changes_nothing() -> None:
 
 def test_a_refusal_with_a_back_off_code_holds_the_media() -> None:
     rejected = p.dumps({"topic": "t", "reason": "3 uploads in progress", "code": "quota"})
-    refusal = plan.Rejected(topic="t", reason="3 uploads in progress", code="quota")
-    assert plan.Rejected.parse(rejected) == refusal
+    refusal = messages.Rejected(topic="t", reason="3 uploads in progress", code="quota")
+    assert messages.Rejected.parse(rejected) == refusal
     s = plan.SyncPlan(plan.SyncRules())
     assert not s.refused("malformed", now=100.0) and not s.paused(100.0)
     assert s.refused("quota", now=100.0)

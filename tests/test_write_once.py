@@ -23,9 +23,9 @@ from typing import Any
 import nacl.signing
 import pytest
 
-from agent.enrolment import broker_settings
 from agent.evidence_dir import load_chain
 from agent.keys import load_or_create_key
+from agent.provisioned import broker_settings
 from agent.uplink import Uplink
 from evidence import protocol as p
 from evidence.manifest import UNKNOWN_LOCATION, Audio, SegmentManifest, Video

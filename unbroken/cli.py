@@ -30,8 +30,8 @@ from pathlib import Path
 from agent.at_rest import EvidenceKeyError
 from agent.config import load_config
 from agent.device_cli import add_agent_commands
+from agent.device_lock import RecorderBusy
 from agent.evidence_dir import EvidenceDirError, load_chain, read_evidence_key, verify_dir
-from agent.recorder import RecorderBusy
 from agent.session import SessionError
 from agent.watermark import FontError
 from common.cli import (
