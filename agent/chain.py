@@ -152,7 +152,7 @@ class ChainWriter:
         return self._append(self._sealer.seal(kind, body, at or self.now(), session))
 
     def seal_body(self, body: Body, session: str | None = None, at: Moment | None = None) -> Entry:
-        """Seal a typed body (:mod:`evidence.manifest`) under its own kind."""
+        """Seal a typed body (:mod:`evidence.entries` says which) under its own kind."""
         return self.seal(body.KIND, body.to_body(), session, at)
 
     def rotate(self, new_key: nacl.signing.SigningKey) -> Entry:

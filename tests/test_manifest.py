@@ -1,4 +1,5 @@
-"""The typed bodies of evidence/manifest.py: the bytes sealed are today's, to the byte."""
+"""The typed bodies of evidence/manifest.py and evidence/session_bodies.py: the bytes sealed
+are today's, to the byte."""
 
 from __future__ import annotations
 
