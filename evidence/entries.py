@@ -3,9 +3,10 @@
 :mod:`evidence.manifest` owns segments and :mod:`evidence.session_bodies` sessions,
 interruptions, voice explanations and markers; this module owns the rest of
 :data:`evidence.seal.KINDS`: ``boot``, ``config``, ``shutdown``, ``install``,
-``assignment``, ``key_rotation``, ``event`` and the written ``explanation``. Each type turns into exactly the dict devices seal (:meth:`to_body`: the
-bytes of every chain sealed so far stay as they are) and back (:meth:`from_body`, which
-type-checks every field it keeps and raises :class:`ManifestError` naming the entry kind
+``assignment``, ``key_rotation``, ``event`` and the written ``explanation``. Each type
+turns into exactly the dict devices seal (:meth:`to_body`: the bytes of every chain sealed
+so far stay as they are) and back (:meth:`from_body`, which type-checks every field it
+keeps and raises :class:`ManifestError` naming the entry kind
 and the field). :func:`body_of` reads any entry's body through its owner.
 
 Example::
