@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 
 from common.files import ConfigError, load_toml
-from common.settings import DeviceConfig, Room
+from common.room_settings import Room
+from common.settings import DeviceConfig
 
 
 def load_config(path: Path | None) -> DeviceConfig:

@@ -39,7 +39,7 @@ import numpy as np
 from nacl.public import PrivateKey, PublicKey
 
 from agent.fragments import FragmentCutter
-from common.settings import Recording
+from common.recording_settings import Recording
 from device.camera import Image
 from device.microphone import Samples
 from evidence.encryption import (

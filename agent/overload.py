@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from common.settings import Overload
+from common.recording_settings import Overload
 
 SMOOTHING_SECONDS = 1.0  # the work share is an average over about this long
 MAX_SHARE = 2.0  # one frame's work counts as no more than this many frame intervals

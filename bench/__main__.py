@@ -29,7 +29,8 @@ from bench import ingest as ingest_bench
 from bench import pipeline as pipeline_bench
 from bench import room as room_bench
 from bench import sync as sync_bench
-from common.settings import DeviceConfig, Recording
+from common.recording_settings import Recording
+from common.settings import DeviceConfig
 from device import yuv
 from device.clock import SimClock
 from device.controls import RECORD_PRESS

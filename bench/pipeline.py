@@ -37,7 +37,8 @@ import numpy as np
 
 from agent.capture import Capture
 from agent.media import SegmentSink, TrackEncoder
-from common.settings import DeviceConfig, Recording, StorageLimits
+from common.recording_settings import Recording
+from common.settings import DeviceConfig, StorageLimits
 from device import yuv
 from device.camera import SimCamera
 from device.clock import SimClock

@@ -29,7 +29,8 @@ from agent.journal import Journal, SyncLedger
 from agent.keys import load_or_create_key
 from common import pki, topics
 from common.mqtt import tls_client
-from common.settings import DeviceConfig, Recording, Sync
+from common.recording_settings import Recording
+from common.settings import DeviceConfig, Sync
 from device.clock import SimClock
 from evidence.manifest import segment
 from evidence.seal import Moment

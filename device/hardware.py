@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from common.settings import MAIN_TRACK, CameraSource, DeviceConfig, HardwareSettings
+from common.hardware_settings import CameraSource, HardwareSettings
+from common.settings import MAIN_TRACK, DeviceConfig
 from device.camera import Camera, CameraError, SimCamera
 from device.clock import Clock, SystemClock
 from device.gnss import Gnss, GpsdClient, NmeaReplay, NoGnss, SimGnss

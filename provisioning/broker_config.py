@@ -31,7 +31,8 @@ from cryptography import x509
 from common import pki, topics
 from evidence import protocol
 from evidence.names import ProvisionError, iso
-from provisioning.agency import CRL, Agency
+from provisioning.agency import Agency
+from provisioning.agency_directory import CRL
 from provisioning.registry import Registry
 
 FILES = ("mosquitto.conf", "acl", "ca.pem", "server.pem", "server.key", "crl.pem")

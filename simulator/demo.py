@@ -32,7 +32,8 @@ from agent.journal import SyncLedger
 from agent.session import MarkerType
 from agent.sync import backlog as sync_backlog
 from common.cli import CliError
-from common.settings import DeviceConfig, Labels, Recording, Watermark
+from common.recording_settings import Recording
+from common.settings import DeviceConfig, Labels, Watermark
 from device.clock import SimClock
 from evidence.manifest import SegmentManifest, segment
 from evidence.receipt import ReceiptError, check_receipt

@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from agent import assignment
 from agent.run import make_uploader
-from common.settings import DeviceConfig, Recording, Room
+from common.recording_settings import Recording
+from common.room_settings import Room
+from common.settings import DeviceConfig
 from device.clock import SimClock
 from simulator.device import SimDevice
 from simulator.live import LiveDevice

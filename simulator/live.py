@@ -3,6 +3,9 @@ own thread steps the frames; the page reads a snapshot and acts through the mock
 the control channel's commands (:class:`~simulator.control.SimParts`), and a tester can
 cut its power and switch it on again.
 
+What a tester's button stands for is in :mod:`simulator.tester_buttons`; the JPEG previews
+in :mod:`simulator.previews`.
+
 Example::
 
     live = LiveDevice(SimDevice(root, config, realtime=True))
@@ -15,7 +18,6 @@ Example::
 
 from __future__ import annotations
 
-import io
 import logging
 import shutil
 import tempfile
@@ -26,67 +28,19 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from PIL import Image
-
 from agent.run import take_commands
 from agent.sync import Uploader
-from device import yuv
 from device.clock import SimClock
 from simulator.control import NetworkSwitch, SimParts
-from simulator.control_commands import ControlCommand, ControlError, parse_command
+from simulator.control_commands import ControlCommand
 from simulator.device import SimDevice
 from simulator.journal_view import JournalView
+from simulator.previews import PREVIEW_WIDTH, JpegPreviews
+from simulator.tester_buttons import ActionError, button_command
 
 log = logging.getLogger(__name__)
 
 EVENTS_SHOWN = 12  # chain entries per device in /api/fleet
-PREVIEW_WIDTH = 640  # larger pictures are scaled down for the page
-
-
-class ActionError(Exception):
-    """An action the device cannot take as asked: a bad argument (400), or not possible
-    here and now (409, e.g. the case system without sync)."""
-
-    def __init__(self, message: str, status: HTTPStatus = HTTPStatus.BAD_REQUEST) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-# A tester's button -> the control channel's command (docs/testers-guide.md): the same
-# switches the scenarios flip, carried out the same way. Each takes the request's args.
-TESTER_COMMANDS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
-    "explain": lambda a: {"cmd": "explain"},
-    "camera-fault": lambda a: {"cmd": "camera", "ok": False},
-    "camera-ok": lambda a: {"cmd": "camera", "ok": True},
-    "microphone-fault": lambda a: {"cmd": "microphone", "ok": False},
-    "microphone-ok": lambda a: {"cmd": "microphone", "ok": True},
-    "gps-lost": lambda a: {"cmd": "gps", "ok": False},
-    "gps-ok": lambda a: {"cmd": "gps", "ok": True},
-    "storage-fill": lambda a: {"cmd": "storage", "free_bytes": a.get("free_bytes", 0)},
-    "storage-free": lambda a: {"cmd": "storage", "free_bytes": None},
-    "network-down": lambda a: {"cmd": "network", "up": False},
-    "network-up": lambda a: {"cmd": "network", "up": True},
-    "clock-jump": lambda a: {"cmd": "clock_jump", "seconds": a.get("seconds", 3600)},
-    "battery": lambda a: {
-        "cmd": "battery",
-        **{k: a[k] for k in ("percent", "external", "drain_per_hour") if k in a},
-    },
-}
-
-
-def button_command(action: str, args: Mapping[str, Any]) -> ControlCommand:
-    """The control command a tester's button stands for, with its figures from ``args``
-    (the query's text, or the JSON body's values); ``KeyError`` for no such button,
-    :class:`ActionError` for a figure the command refuses.
-
-    >>> button_command("clock-jump", {"seconds": "-3600"})
-    ClockJump(cmd='clock_jump', seconds=-3600.0)
-    """
-    try:
-        return parse_command(TESTER_COMMANDS[action](args))
-    except ControlError as e:
-        raise ActionError(str(e)) from None
 
 
 class LiveDevice:
@@ -372,42 +326,6 @@ class LiveDevice:
         return self.previews.jpeg(
             track, picture, (rec.height, rec.width), self.preview_width(track)
         )
-
-
-class JpegPreviews:
-    """The last picture of each track as JPEG, encoded once per picture however many
-    pages ask for it (any thread). No picture yet: grey; none any more (the device
-    stopped): the last one.
-
-    >>> JpegPreviews().jpeg("main", None, (360, 640), 320)[:2]
-    b'\\xff\\xd8'
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._cache: dict[str, tuple[np.ndarray | None, bytes]] = {}
-
-    def jpeg(
-        self, track: str, picture: np.ndarray | None, size: tuple[int, int], width: int
-    ) -> bytes:
-        """``picture``: the track's last (YUV 4:2:0, converted here: the preview is the
-        only place frames become RGB); ``size``: (height, width) of the grey one;
-        ``width``: wider pictures are scaled down to it."""
-        with self._lock:
-            cached, data = self._cache.get(track, (None, b""))
-            if picture is not None and picture is cached:
-                return data
-            if picture is None:
-                if data:
-                    return data
-                picture = yuv.blank(size[1], size[0], luma=40)
-            img = Image.fromarray(yuv.to_rgb(picture))
-            if img.width > width:
-                img = img.resize((width, img.height * width // img.width))
-            buf = io.BytesIO()
-            img.save(buf, "JPEG", quality=75)
-            self._cache[track] = (picture, buf.getvalue())
-            return buf.getvalue()
 
 
 def disk_as_cut(root: Path, shut_down: Callable[[], object]) -> None:

@@ -23,7 +23,9 @@ from agent.recorder import Recorder
 from agent.sync import Uploader
 from evidence.names import ProvisionError
 from simulator.device import SimDevice
-from simulator.live import PREVIEW_WIDTH, ActionError, LiveDevice, button_command
+from simulator.live import LiveDevice
+from simulator.previews import PREVIEW_WIDTH
+from simulator.tester_buttons import ActionError, button_command
 
 if TYPE_CHECKING:
     import paho.mqtt.client as mqtt

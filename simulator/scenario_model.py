@@ -125,7 +125,7 @@ class DeviceSpec(_Strict):
                 )
             ) from None
         if self.kind == "room" and config.room is None:
-            from common.settings import Room
+            from common.room_settings import Room
 
             config = config.model_copy(update={"room": Room()})
         return config

@@ -8,7 +8,7 @@ pattern the recorder asks for), battery, storage, network, GPS, clock, state, se
 officer, a live preview of the watermarked picture, the chain's latest entries and the
 sync backlog. A click on record drives the record button's mock pin, exactly as the
 switch would. A tester's buttons flip the switches the scenarios flip, as the control
-channel does (:func:`~simulator.live.button_command`): camera, microphone and GPS faults,
+channel does (:func:`~simulator.tester_buttons.button_command`): camera, microphone and GPS faults,
 storage filled and given back, the network dropped and back, the clock stepped an hour
 either way, the battery's level and external power, and a power cut (the disk stays as
 the cut left it; power on boots again and seals the ``power_loss`` gap). Each body
@@ -79,7 +79,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from agent.config import load_config
 from simulator.fleet import Fleet, panel_config
-from simulator.live import ActionError
+from simulator.tester_buttons import ActionError
 
 log = logging.getLogger(__name__)
 

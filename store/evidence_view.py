@@ -37,7 +37,7 @@ import nacl.exceptions
 import nacl.signing
 
 from common.progress import Progress
-from provisioning.agency import PUBLIC, REGISTRY
+from provisioning.agency_directory import PUBLIC, REGISTRY
 from provisioning.registry import RegisteredKey
 from store.blobs import BlobStore, FileBlobs
 from store.config import StoreConfig

@@ -239,7 +239,8 @@ def retained_elsewhere(topic: str) -> bool:
 
 def start_worker(config: StoreConfig) -> Worker:
     """A worker with its own database connection and view of the agency registry."""
-    from provisioning.agency import REGISTRY, Agency
+    from provisioning.agency import Agency
+    from provisioning.agency_directory import REGISTRY
 
     if config.receipts is not None:
         key = nacl.signing.SigningKey(bytes.fromhex(config.receipts.key.read_text().strip()))

@@ -17,7 +17,8 @@ from agent.at_rest import EvidenceKeyError
 from agent.evidence_dir import load_chain, verify_dir
 from agent.media import plain_media, probe
 from agent.recorder import Recorder
-from common.settings import DeviceConfig, Room, StorageLimits
+from common.room_settings import Room
+from common.settings import DeviceConfig, StorageLimits
 from device.clock import SimClock
 from evidence.encryption import (
     HEADER_SIZE,

@@ -251,7 +251,7 @@ def test_officer_stop_inside_a_session_is_a_gap(tmp_path: Path) -> None:
 
 
 def test_gnss_fix_loss_is_an_event_not_a_gap(tmp_path: Path) -> None:
-    from common.settings import Gnss
+    from common.hardware_settings import Gnss
     from simulator.device import shipped_route
 
     lines = shipped_route().read_text().splitlines()

@@ -17,7 +17,7 @@ from agent.media import (
     automatic_encoder,
     configured_encoder,
 )
-from common.settings import Recording
+from common.recording_settings import Recording
 from evidence.seal import Entry
 from simulator.device import SimDevice
 from tests.fixtures.config import small_config

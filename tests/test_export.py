@@ -24,7 +24,9 @@ import pytest
 
 from agent import assignment
 from agent.evidence_dir import load_chain
-from common.settings import Continuity, DeviceConfig, Recording, Room
+from common.recording_settings import Recording
+from common.room_settings import Room
+from common.settings import Continuity, DeviceConfig
 from device.clock import SimClock
 from evidence import protocol as p
 from evidence.custody import blocking
@@ -33,7 +35,7 @@ from evidence.manifest import SegmentManifest
 from evidence.seal import Entry
 from evidence.splice import SegmentPackets, Splicer
 from evidence.verify_report import Problem, Report
-from provisioning.agency import REGISTRY
+from provisioning.agency_directory import REGISTRY
 from simulator.device import SimDevice, stand_in_agency_key
 from simulator.session import record_session
 from simulator.site import LocalSite
@@ -55,8 +57,8 @@ from unbroken.export import (
     VERIFYING,
     ExportResult,
     export_session,
-    read_evidence_key,
 )
+from unbroken.export_reading import read_evidence_key
 
 FPS, RATE, SECONDS = 15, 48000, 60
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from common.settings import DeviceConfig, Recording, Room
+from common.recording_settings import Recording
+from common.room_settings import Room
+from common.settings import DeviceConfig
 from device.camera import CameraError
 from device.clock import OffsetClock, SimClock
 from device.hardware import BoardFactory, HardwareError, SimFactory, camera_tracks

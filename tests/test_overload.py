@@ -26,7 +26,7 @@ from agent.capture import Capture
 from agent.evidence_dir import load_chain, verify_dir
 from agent.loop import Pacer
 from agent.overload import LoadGovernor, time_lost
-from common.settings import LoadStep, Overload
+from common.recording_settings import LoadStep, Overload
 from device.clock import SimClock
 from evidence.seal import Entry
 from simulator.device import SimDevice

@@ -31,7 +31,9 @@ from agent.room import (
 )
 from agent.run import make_uploader
 from common.commands import make_command
-from common.settings import DeviceConfig, PictureInPicture, Recording, Room
+from common.recording_settings import Recording
+from common.room_settings import PictureInPicture, Room
+from common.settings import DeviceConfig
 from device import yuv
 from device.clock import SimClock
 from evidence.receipt import check_receipt

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from common.settings import DeviceConfig, Recording
+from common.recording_settings import Recording
+from common.settings import DeviceConfig
 from simulator.control import SimParts, settle_frames
 from simulator.control_channel import ControlChannel, ControlClient
 from simulator.control_commands import ControlError, parse_command

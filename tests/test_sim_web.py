@@ -40,8 +40,8 @@ from evidence.seal import Entry
 from simulator.control_commands import BatteryCmd, ClockJump, MicrophoneCmd, NetworkCmd, StorageCmd
 from simulator.fleet import Fleet
 from simulator.journal_view import summarize
-from simulator.live import TESTER_COMMANDS, ActionError, button_command
 from simulator.live_room import LiveRoom
+from simulator.tester_buttons import TESTER_COMMANDS, ActionError, button_command
 from simulator.web import STATIC, PanelServer, mosquitto_available
 from tests.fixtures.config import small_config
 
