@@ -24,6 +24,7 @@ import pytest
 
 from agent import assignment
 from agent.evidence_dir import load_chain
+from common.progress import VERIFYING
 from common.recording_settings import Recording
 from common.room_settings import Room
 from common.settings import Continuity, DeviceConfig
@@ -54,7 +55,6 @@ from unbroken.cli import main
 from unbroken.export import (
     EXPORTING,
     SUMMARY,
-    VERIFYING,
     ExportResult,
     export_session,
 )
