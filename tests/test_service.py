@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -21,14 +20,15 @@ import pytest
 from agent.evidence_dir import verify_dir
 from agent.service import ServiceNotifier
 from simulator.powercut import agent_command, start_agent
+from tests.fixtures.system import need
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "agent" / "units" / "unbroken-agent.service"
 
 
-@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="no systemd-analyze here")
 def test_the_shipped_unit_verifies_and_names_no_group(tmp_path: Path) -> None:
     """What install.sh writes, with this checkout's agent in place of the board's venv."""
+    need("/usr/bin/systemd-analyze", "systemd")  # fails under CI without it, as the others
     unit = UNIT.read_text()
     venv = Path(sys.executable).parent.parent
     here = tmp_path / "unbroken-agent.service"
