@@ -42,6 +42,7 @@ from store.fleet_log import DeviceNews, receipt_lines
 from store.worker import start_worker
 from tests.fixtures.fleet import Broker, Creds, Fleet, build_fleet, run
 from tests.fixtures.room import SMALL, entries
+from tests.fixtures.session import synced_session
 from tests.fixtures.waiting import messages, until
 
 # -- causes, from real exceptions ----------------------------------------------------------
@@ -315,16 +316,7 @@ def test_the_store_tells_each_device_once_and_receipts_per_batch(
         site.start_broker()
         site.start_store()
         dev = site.start_device("bwc-0001")
-        uploader = dev.uploader
-        assert uploader is not None
-        try:
-            sid = dev.recorder.open_session()
-            dev.run(6)
-            dev.recorder.close_session()
-            assert uploader.wait_idle(60)
-        finally:
-            dev.stop()
-            uploader.stop()
+        sid = synced_session(dev, 6)
     lines = messages(caplog, "store.ingest")
     assert lines.count("bwc-0001 is online") == 1, lines
     assert len([m for m in lines if m.startswith("bwc-0001: first message")]) == 1

@@ -8,31 +8,19 @@ import hashlib
 from pathlib import Path
 
 from evidence import protocol as p
-from evidence.manifest import UNKNOWN_LOCATION, Audio, SegmentManifest, Video
 from evidence.receipt import check_receipt
 from evidence.seal import Entry, Moment, Sealer
 from store.db import Database
 from store.ingest import Ingest
 from store.report import build_report, format_report
-from tests.fixtures.store import DEV, NOW, _store
+from tests.fixtures.store import DEV, NOW, _store, segment_manifest
 
 CHUNK = 1024
 
 
 def _segment(sealer: Sealer, data: bytes, i: int) -> Entry:
-    manifest = SegmentManifest(
-        index=i,
-        file=f"segments/s1/{i:06d}.mp4",
-        sha256=hashlib.sha256(data).hexdigest(),
-        size=len(data),
-        start=Moment(NOW, 2.0 * i, True),
-        end=Moment(NOW + 2, 2.0 * (i + 1), True),
-        video=Video("h264", 640, 360, 10, 1, 1_000_000, 20, 20 * i),
-        audio=Audio("aac", 16000, 1, 32000),
-        prebuffer_seconds=0,
-        location=UNKNOWN_LOCATION,
-        badges=[],
-    )
+    sha = hashlib.sha256(data).hexdigest()
+    manifest = segment_manifest(i, f"segments/s1/{i:06d}.mp4", sha, len(data), NOW)
     return sealer.seal("segment", manifest.to_body(), Moment(NOW, float(i), True), "s1")
 
 

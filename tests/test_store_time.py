@@ -9,32 +9,18 @@ from pathlib import Path
 import nacl.signing
 
 from evidence import protocol as p
-from evidence.manifest import UNKNOWN_LOCATION, Audio, SegmentManifest, Video
 from evidence.seal import Moment, Sealer
 from evidence.verify import verify_chain
 from evidence.verify_report import format_report as format_verify
 from store.db import Database
 from store.report import build_report, format_report
-from tests.fixtures.store import DEV, NOW, _entry, _store
+from tests.fixtures.store import DEV, NOW, _entry, _store, segment_manifest
 
 DAY = 86400.0
 
 
 def _segment_body(sha: str, end: float) -> dict[str, object]:
-    """A whole segment manifest (the store type-checks every field it reads)."""
-    return SegmentManifest(
-        index=0,
-        file="segments/s1/000000.mp4",
-        sha256=sha,
-        size=10,
-        start=Moment(end - 2, 0.0, True),
-        end=Moment(end, 2.0, True),
-        video=Video("h264", 640, 360, 10, 1, 1_000_000, 20, 0),
-        audio=Audio("aac", 16000, 1, 32000),
-        prebuffer_seconds=0,
-        location=UNKNOWN_LOCATION,
-        badges=[],
-    ).to_body()
+    return segment_manifest(0, "segments/s1/000000.mp4", sha, 10, end - 2).to_body()
 
 
 def test_revocation_is_judged_by_the_receive_time(db: Database, tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ from agent.keys import load_or_create_key
 from agent.provisioned import broker_settings
 from agent.uplink import Uplink
 from evidence import protocol as p
-from evidence.manifest import UNKNOWN_LOCATION, Audio, SegmentManifest, Video
+from evidence.manifest import SegmentManifest
 from evidence.seal import Entry, Moment, Sealer, canonical
 from simulator.site import LocalSite
 from store.blobs import FileBlobs
@@ -37,7 +37,8 @@ from store.evidence_view import lay_out
 from store.ingest import Ingest
 from store.judge import RESEALED
 from store.uploads import SWEEP_GRACE
-from tests.fixtures.store import DEV, NOW, Directory, _codes
+from tests.fixtures.session import synced_session
+from tests.fixtures.store import DEV, NOW, Directory, _codes, segment_manifest
 from unbroken.cli import main
 
 OTHER = "bwc-0099"
@@ -47,19 +48,7 @@ FILE = "segments/s1/000001.mp4"
 
 
 def _manifest(sealer: Sealer, data: bytes, index: int, file: str) -> Entry:
-    m = SegmentManifest(
-        index=index,
-        file=file,
-        sha256=hashlib.sha256(data).hexdigest(),
-        size=len(data),
-        start=Moment(NOW, 2.0 * index, True),
-        end=Moment(NOW + 2, 2.0 * (index + 1), True),
-        video=Video("h264", 640, 360, 10, 1, 1_000_000, 20, 20 * index),
-        audio=Audio("aac", 16000, 1, 32000),
-        prebuffer_seconds=0,
-        location=UNKNOWN_LOCATION,
-        badges=[],
-    )
+    m = segment_manifest(index, file, hashlib.sha256(data).hexdigest(), len(data), NOW)
     return sealer.seal("segment", m.to_body(), Moment(NOW, float(index), True), "s1")
 
 
@@ -325,16 +314,7 @@ def test_a_resealed_file_sent_through_the_broker_leaves_the_export_and_blobs_int
         site.start_broker()
         site.start_store()
         dev = site.start_device("bwc-0007")
-        uploader = dev.uploader
-        assert uploader is not None
-        try:
-            sid = dev.recorder.open_session()
-            dev.run(4)
-            dev.recorder.close_session()
-            assert uploader.wait_idle(60)
-        finally:
-            dev.stop()
-            uploader.stop()
+        sid = synced_session(dev, 4)
         data = dev.recorder.root
         chain = [e for _, e in load_chain(data) if isinstance(e, Entry)]
         first = next(e for e in chain if e.kind == "segment" and e.session == sid)
