@@ -23,13 +23,14 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, cast
 
 from common.commands import AgencyCommand, CommandAnswer, SessionArgs
 from store.db import Database
 
 RESEND_SECONDS = 30.0  # a command not answered is delivered again at most this often
-STATES = ("pending", "applied", "refused", "expired")
+# What became of a command: nobody answered yet, the device's answer, or too late for one.
+CommandState = Literal["pending", "applied", "refused", "expired"]
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class QueuedCommand:
     queued: float
     sent: float | None
     sends: int
-    state: str  # one of STATES, expiry applied as of the time asked
+    state: CommandState  # expiry applied as of the time asked
     reason: str | None
     seq: int | None
     answered: float | None
@@ -69,10 +70,12 @@ class QueuedCommand:
         )
 
 
-def state_at(stored: str, expires: float, now: float) -> str:
+def state_at(stored: str, expires: float, now: float) -> CommandState:
     """A command nobody answered is ``expired`` once its validity has passed: the device
     would refuse it now, and it is delivered no more."""
-    return "expired" if stored == "pending" and now >= expires else stored
+    if stored not in ("pending", "applied", "refused"):  # only this module writes it
+        raise ValueError(f"a command in an unknown state {stored!r}")
+    return "expired" if stored == "pending" and now >= expires else cast(CommandState, stored)
 
 
 def delivery_due(c: QueuedCommand, now: float, came_online: bool) -> bool:
