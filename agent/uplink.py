@@ -173,7 +173,7 @@ class Uplink:
             retain=True,
         )
         c.max_inflight_messages_set(self.window)
-        self.watch = LinkWatch(c, log, b.host, b.port, min_delay=1, max_delay=15)
+        self.watch = LinkWatch(c, log, b.host, b.port, min_delay=1, max_delay=15, cert=b.cert)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -23,7 +24,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 from common.mqtt import (
     Cause,
     alert_cause,
+    certificate_valid_until,
     disconnect_cause,
+    expired_whose,
     failure_cause,
     refusal_cause,
     taken_over,
@@ -137,8 +140,10 @@ class LinkWatch:
         min_delay: float,
         max_delay: float,
         quiet_take_over: bool = False,
+        cert: Path | None = None,
     ) -> None:
         self.log, self.host, self.port = logger, host, port
+        self.cert_until = certificate_valid_until(cert)  # to tell its expiry from the CRL's
         self.links = LinkLog(f"the broker at {host}:{port}", min_delay, max_delay)
         self.quiet = False  # this side is closing (or probing): a disconnect is no news
         self.quiet_take_over = quiet_take_over
@@ -174,6 +179,7 @@ class LinkWatch:
     def down(self, cause: Cause) -> Cause:
         """An attempt failed, or the connection ended, because of ``cause`` (logged if it
         is news); the cause as judged (a series of brief connections is a take-over)."""
+        cause = expired_whose(cause, self.cert_until, time.time())
         said = self.links.down(cause, time.time())
         cause = self.links.cause or cause
         if not (self.quiet_take_over and cause.kind == "taken_over"):

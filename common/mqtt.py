@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import paho.mqtt.client as mqtt
+from cryptography import x509
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -33,18 +34,28 @@ from common.files import ConfigError
 TAKEN_OVER = 142  # MQTT v5 DISCONNECT: another client connected with this client id
 
 
-def tls_client(client_id: str, ca: Path, cert: Path | None, key: Path | None) -> mqtt.Client:
-    """A v5 client over TLS; a TLS file that is missing or unreadable is a ConfigError."""
+def tls_client(
+    client_id: str,
+    ca: Path,
+    cert: Path | None,
+    key: Path | None,
+    verdict_in_handshake: bool = False,
+) -> mqtt.Client:
+    """A v5 client over TLS; a TLS file that is missing or unreadable is a ConfigError.
+    ``verdict_in_handshake``: TLS 1.2, where the broker's verdict on this client's
+    certificate (revoked, expired) is an alert inside the handshake; with TLS 1.3 it comes
+    after, as a connection closed without a reason."""
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     for path in (ca, cert, key):
         if path is not None and not Path(path).is_file():
             raise ConfigError(f"{path}: no such TLS file (broker settings)")
     try:
-        c.tls_set(
-            ca_certs=str(ca),
-            certfile=str(cert) if cert else None,
-            keyfile=str(key) if key else None,
-        )
+        context = ssl.create_default_context(cafile=str(ca))
+        if cert:
+            context.load_cert_chain(str(cert), str(key) if key else None)
+        if verdict_in_handshake:
+            context.maximum_version = ssl.TLSVersion.TLSv1_2
+        c.tls_set_context(context)
     except (OSError, ValueError) as e:
         raise ConfigError(f"TLS files {ca}, {cert}, {key} are not usable: {e}") from None
     c.on_socket_open = _nodelay
@@ -113,6 +124,34 @@ def _tls_cause(reason: str, detail: str, where: str) -> Cause:
     if "ALERT" in reason:
         return Cause("tls_alert", _REFUSED_CERT.format(where=where) + f" ({reason.lower()})")
     return Cause("tls", f"TLS with the broker at {where} failed: {detail}")
+
+
+def expired_whose(cause: Cause, cert_valid_until: float | None, now: float) -> Cause:
+    """A broker says "certificate expired" both for the client's certificate and for its
+    own CRL having run out; while the client's certificate is valid, it is the CRL (and
+    every client of the fleet is refused until the agency renews it)."""
+    if cause.kind != "tls_expired" or cert_valid_until is None or cert_valid_until <= now:
+        return cause
+    until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(cert_valid_until))
+    where = cause.text.removeprefix("the broker at ").split(" ", 1)[0]
+    return Cause(
+        "tls_crl_expired",
+        f"the broker at {where} refuses this client as expired, but its certificate is "
+        f"valid until {until}: the broker's CRL has expired, and it refuses every client "
+        "until the agency renews it (provision renew-crl) and reloads the broker",
+    )
+
+
+def certificate_valid_until(path: Path | None) -> float | None:
+    """When the certificate in ``path`` expires (None: none, or unreadable)."""
+    if path is None:
+        return None
+    try:
+        return x509.load_pem_x509_certificate(
+            Path(path).read_bytes()
+        ).not_valid_after_utc.timestamp()
+    except (OSError, ValueError):
+        return None
 
 
 def failure_cause(e: BaseException, host: str, port: int) -> Cause:

@@ -10,9 +10,11 @@ Layout::
     AGENCY/agency.pub           the agency's Ed25519 public key (hex)
     AGENCY/ca.pem               the broker CA certificate
     AGENCY/crl.pem              its current CRL
+    AGENCY/crl-probe.pem        the certificate revoked first in it (provisioning.crl_probe)
     AGENCY/registry.db          devices, keys, certificates, assignments, audit trail
     AGENCY/private/agency.key   Ed25519 signing key (hex, 0600)
     AGENCY/private/ca.key       CA key (PEM, 0600)
+    AGENCY/private/crl-probe.key the CRL probe's key (0600)
     AGENCY/private/evidence.key X25519 key devices encrypt footage to (hex, 0600): the store
                                 uses it to export; it is never on a device
     AGENCY/evidence.pub         its public key (hex), put in every device's bundle
@@ -40,6 +42,7 @@ from common.bundle import Broker
 from common.files import write_atomic
 from evidence.models import Strict, validate
 from evidence.names import ProvisionError, iso
+from provisioning.crl_probe import PROBE_CERT, PROBE_KEY, PROBE_SUBJECT, new_probe
 from provisioning.registry import Registry
 
 CONFIG = "agency.toml"
@@ -164,9 +167,14 @@ class AgencyDirectory:
                     path.unlink()
             raise
 
-    def crl(self, now: float) -> bytes:
-        """A fresh CRL of every revoked certificate (inside a transaction: it is numbered)."""
-        return pki.make_crl(
+    def crl(self, now: float) -> tuple[bytes, list[tuple[Path, bytes, int]]]:
+        """A fresh CRL of every revoked certificate (inside a transaction: it is numbered),
+        and the files to write: AGENCY/crl.pem and the probe revoked in it first, by which
+        :mod:`provisioning.crl_probe` asks the broker whether it holds this CRL."""
+        probe, probe_key = new_probe(self.ca_key, self.ca, now, self.config.crl_days)
+        row = self.certificate_row(probe, PROBE_SUBJECT, now)
+        self.registry.add_certificate({**row, "revoked_at": now, "revoke_reason": "CRL probe"})
+        crl = pki.make_crl(
             self.ca_key,
             self.ca,
             self.registry.revoked_serials(),
@@ -174,6 +182,11 @@ class AgencyDirectory:
             self.registry.next_crl_number(),
             self.config.crl_days,
         )
+        return crl, [
+            (self.root / CRL, crl, 0o644),
+            (self.root / PROBE_CERT, pki.cert_pem(probe), 0o644),
+            (self.root / PRIVATE / PROBE_KEY, probe_key, 0o600),
+        ]
 
     def _live_device(self, device_id: str) -> dict[str, Any]:
         device = self.registry.device(device_id)

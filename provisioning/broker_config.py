@@ -29,6 +29,7 @@ from pathlib import Path
 from cryptography import x509
 
 from common import pki, topics
+from common.files import write_atomic
 from evidence import protocol
 from evidence.names import ProvisionError, iso
 from provisioning.agency import Agency
@@ -179,7 +180,7 @@ def write_broker_config(
     reg = agency.registry
     with agency.change() as files:
         reg.add_certificate(agency.certificate_row(cert, "broker", now))
-        crl = agency.crl(now)
+        crl, crl_files = agency.crl(now)
         acl = render_acl(
             stores=[r["subject"] for r in reg.subjects("store", now)],
             panels=[r["room"] for r in reg.subjects("panel", now)],
@@ -188,7 +189,7 @@ def write_broker_config(
         )
         reg.audit(now, "broker-config", "broker", port=port, bind=bind, names=sans)
         files += [
-            (agency.root / CRL, crl, 0o644),
+            *crl_files,
             (out / "crl.pem", crl, 0o644),
             (out / "ca.pem", pki.cert_pem(agency.ca), 0o644),
             (out / "server.pem", pki.cert_pem(cert), 0o644),
@@ -227,7 +228,20 @@ def renew_crl(agency: Agency, out: Path, now: float, within_days: float) -> floa
     if crl_valid_until(agency) - now > within_days * 86400:
         return None
     with agency.change() as files:
-        crl = agency.crl(now)
+        crl, crl_files = agency.crl(now)
         agency.registry.audit(now, "renew-crl", "broker", out=str(out))
-        files += [(agency.root / CRL, crl, 0o644), (out / "crl.pem", crl, 0o644)]
+        files += [*crl_files, (out / "crl.pem", crl, 0o644)]
     return crl_valid_until(agency)
+
+
+def install_crl(agency: Agency, out: Path) -> bool:
+    """Put AGENCY/crl.pem into OUT if OUT holds another (a revocation made since the last
+    renewal rewrote only the agency's): True if it did."""
+    crl = (agency.root / CRL).read_bytes()
+    try:
+        if (out / "crl.pem").read_bytes() == crl:
+            return False
+    except FileNotFoundError:
+        pass
+    write_atomic(out / "crl.pem", crl, 0o644)
+    return True

@@ -161,8 +161,12 @@ def add_provision_parser(sub: argparse._SubParsersAction) -> None:
         help="renew when the CRL runs out within this many days (default 10)",
     )
     q.add_argument(
-        "--reload", help="command that reloads the broker, e.g. 'systemctl reload mosquitto'"
+        "--reload",
+        help="command that reloads the broker, e.g. 'systemctl reload unbroken-broker': run "
+        "until the broker itself says it holds the newest CRL",
     )
+    q.add_argument("--tries", type=int, default=5, help="reloads before giving up (default 5)")
+    q.add_argument("--wait", type=float, default=3.0, help="seconds between reloads (default 3)")
     q.set_defaults(func=cmd_renew_crl)
 
     q = ps.add_parser("enroll-panel", help="P-256 key and certificate (DER) for a room panel")

@@ -22,11 +22,20 @@ from common.commands import AssignmentArgs
 from common.requests import check_request
 from evidence.names import ProvisionError, iso
 from provisioning.agency import Agency, init_agency
+from provisioning.agency_directory import PRIVATE
 from provisioning.broker_config import (
     crl_expiry_note,
     crl_valid_until,
+    install_crl,
     renew_crl,
     write_broker_config,
+)
+from provisioning.crl_probe import (
+    Verdict,
+    broker_serves,
+    first_answer,
+    listener,
+    reload_until_current,
 )
 
 
@@ -203,27 +212,51 @@ def cmd_broker_config(args: argparse.Namespace) -> int:
 
 @user_errors
 def cmd_renew_crl(args: argparse.Namespace) -> int:
+    """Renew the CRL when due, put the agency's newest into the broker's directory, and
+    (``--reload``) reload the broker until the broker itself says it holds it: a reload
+    that failed on an earlier run is made again on this one."""
     agency, now = _agency(args), time.time()
     until = renew_crl(agency, args.out, now, args.within_days)
-    if until is None:
-        left = (crl_valid_until(agency) - now) / 86400
-        print(f"CRL valid until {iso(crl_valid_until(agency))} ({left:.1f} days): not renewed")
-        return 0
-    print(f"CRL renewed in {agency.root / 'crl.pem'} and {args.out}: valid until {iso(until)}")
-    if args.reload:
-        try:
-            done = subprocess.run(shlex.split(args.reload), capture_output=True, text=True)
-        except OSError as e:
-            raise ProvisionError(f"reload command {args.reload!r} failed: {e.strerror}") from None
-        if done.returncode != 0:
-            raise ProvisionError(
-                f"reload command {args.reload!r} exited {done.returncode}: "
-                f"{(done.stderr or done.stdout).strip()[:300]}"
-            )
-        print(f"  broker reloaded ({args.reload})")
+    valid = crl_valid_until(agency)
+    if until is not None:
+        print(f"CRL renewed in {agency.root / 'crl.pem'} and {args.out}: valid until {iso(until)}")
+    elif install_crl(agency, args.out):
+        print(f"CRL valid until {iso(valid)}: the agency's newest put into {args.out}")
     else:
-        print("  reload the broker so that it reads it (kill -HUP <mosquitto pid>)")
+        print(f"CRL valid until {iso(valid)} ({(valid - now) / 86400:.1f} days): not renewed")
+    host, port = listener(args.out / "mosquitto.conf")
+
+    def ask() -> Verdict:
+        return broker_serves(agency.root, agency.root / PRIVATE, host, port)
+
+    if not args.reload:
+        verdict = first_answer(ask, args.tries, args.wait)
+        print(f"  {verdict.text}")
+        if not verdict.current:
+            print("  reload the broker so that it reads it (kill -HUP <mosquitto pid>)")
+        return 0 if verdict.current else 1
+    verdict, reloads = reload_until_current(
+        ask, lambda: _reload(args.reload), args.tries, args.wait
+    )
+    if not verdict.current:
+        raise ProvisionError(
+            f"{verdict.text} after {reloads} reload(s) with {args.reload!r}: the broker "
+            f"refuses every client when its CRL expires; reload it by hand"
+        )
+    print(f"  {verdict.text}" + (f" (reloaded: {args.reload})" if reloads else ""))
     return 0
+
+
+def _reload(command: str) -> None:
+    try:
+        done = subprocess.run(shlex.split(command), capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise ProvisionError(f"reload command {command!r} failed: {e}") from None
+    if done.returncode != 0:
+        raise ProvisionError(
+            f"reload command {command!r} exited {done.returncode}: "
+            f"{(done.stderr or done.stdout).strip()[:300]}"
+        )
 
 
 @user_errors

@@ -6,7 +6,7 @@ from __future__ import annotations
 from common.requests import check_rotation_request
 from evidence.names import SKEW_SECONDS, ProvisionError, iso
 from evidence.seal import key_id
-from provisioning.agency_directory import CRL, AgencyDirectory
+from provisioning.agency_directory import AgencyDirectory
 
 
 class Revocation(AgencyDirectory):
@@ -30,7 +30,7 @@ class Revocation(AgencyDirectory):
                 reg.revoke_device(subject, now, reason)
                 count = reg.revoke_certificates(now, reason, device_id=subject)
             reg.audit(now, "revoke", subject, reason=reason, certificates=count)
-            files.append((self.root / CRL, self.crl(now), 0o644))
+            files += self.crl(now)[1]
         return count
 
     def rotate(self, request: bytes, now: float) -> tuple[str, str, str]:

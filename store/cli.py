@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from common.cli import add_pin_options, add_progress_options
 from store.config import load_store_config
@@ -79,12 +80,25 @@ def cmd_report(args: argparse.Namespace) -> int:
         report = needing_attention(report)
         shown.append("only what needs attention")
     report["shown"] = ", ".join(shown) or None
+    report["crl"] = _crl(config.agency)
     report["summary"] = summary(report)
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
     else:
         print(format_report(report))
     return 0
+
+
+def _crl(agency: Path) -> dict[str, Any]:
+    """When the broker's CRL (the agency's, which the renewal puts into the broker) runs
+    out: past it, the broker refuses every device and store."""
+    from evidence.names import ProvisionError
+    from provisioning.crl_probe import crl_expiry
+
+    try:
+        return {"file": str(agency / "crl.pem"), "valid_until": crl_expiry(agency / "crl.pem")}
+    except ProvisionError as e:
+        return {"file": str(agency / "crl.pem"), "unreadable": str(e)}
 
 
 def cmd_explain(args: argparse.Namespace) -> int:

@@ -71,6 +71,8 @@ def _header(report: dict[str, Any]) -> list[str]:
     lines = [f"Store report, {_when(report['generated'])}" + (f" ({shown_as})" if shown_as else "")]
     if not report["devices"]:
         lines.append("  nothing to show" if shown_as else "  no devices have synced yet")
+    if crl := report.get("crl"):
+        lines.append(crl_line(crl, report["generated"]))
     if weaker := report.get("weaker_key_stores"):
         names = shown_list(weaker, ", ", len(weaker))
         lines.append(f"  keys in files (weaker: a copied card can sign): {names}")
@@ -91,6 +93,29 @@ def _header(report: dict[str, Any]) -> list[str]:
             f"({shown(i['device'])}), asked {_when(i['issued'])}: {why}"
         )
     return lines
+
+
+CRL_WARN_DAYS = 10  # the shipped renewal renews 10 days ahead: later than that, it failed
+
+
+def crl_line(crl: dict[str, Any], now: float) -> str:
+    """The broker's CRL: when it runs out, said loudly when it has or soon will (then the
+    broker refuses every device and store)."""
+    if "unreadable" in crl:
+        return f"  BROKER CRL UNREADABLE: {shown(crl['unreadable'], 300)}"
+    until = float(crl["valid_until"])
+    days = (until - now) / 86400
+    if days <= 0:
+        return (
+            f"  BROKER CRL EXPIRED {_when(until)}: the broker refuses every device and store "
+            "until it is renewed (provision renew-crl) and the broker reloaded"
+        )
+    if days <= CRL_WARN_DAYS:
+        return (
+            f"  BROKER CRL RUNS OUT {_when(until)} ({days:.1f} days): its renewal has not run "
+            "or failed (provision renew-crl)"
+        )
+    return f"  broker CRL valid until {_when(until)} ({days:.0f} days)"
 
 
 def _device(d: dict[str, Any]) -> list[str]:

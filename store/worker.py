@@ -71,7 +71,7 @@ class Worker:
         b = config.broker
         c = tls_client(config.name, b.ca, b.cert, b.key)
         c.max_inflight_messages_set(64)
-        self.watch = LinkWatch(c, log, b.host, b.port, 1, 10, quiet_take_over=True)
+        self.watch = LinkWatch(c, log, b.host, b.port, 1, 10, quiet_take_over=True, cert=b.cert)
         c.on_connect = self._on_connect
         c.on_message = self._on_message
         c.on_disconnect = self._on_disconnect

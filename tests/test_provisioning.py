@@ -642,7 +642,14 @@ def test_revoke_marks_registry_and_crl(agency: Path, installed: Path, tmp_path: 
         "no live certificate for 'panel-101'",
         f"provision revoke panel-101 --agency {agency} --reason x",
     )
-    assert len(x509.load_pem_x509_crl((agency / "crl.pem").read_bytes())) == 2
+    listed = {c.serial_number for c in x509.load_pem_x509_crl((agency / "crl.pem").read_bytes())}
+    kinds = {
+        int(r["serial"], 16): r["kind"]
+        for r in Agency(agency).registry.db.query("select serial, kind from certificates")
+    }
+    # the device and the panel, and the probe of each CRL so far (provisioning.crl_probe)
+    assert sorted(kinds[s] for s in listed if kinds[s] != "crl-probe") == ["device", "panel"]
+    assert [kinds[s] for s in listed].count("crl-probe") == 2
 
 
 def test_store_refuses_everything_received_after_revocation(
