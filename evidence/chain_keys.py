@@ -28,15 +28,20 @@ def check_signatures(
     key, then whichever key a verified key_rotation entry hands over to."""
     key = pinned_key
     bad = []
+    retired: list[tuple[nacl.signing.VerifyKey, int]] = []  # (key, the rotation retiring it)
     for name, e in good:
         try:
             check_signature(e, key)
         except SealError:
-            bad.append((name, e))
+            if (seq := _retired_by(e, retired)) is not None:
+                problem("retired_key", f"entry {e.seq} ({name})", retired_key(e, seq), e.session)
+            else:
+                bad.append((name, e))
             continue
         if e.kind == "key_rotation":
             try:
-                key = KeyRotation.from_body(e.body).verify_key()
+                key, old = KeyRotation.from_body(e.body).verify_key(), key
+                retired.append((old, e.seq))
             except (ManifestError, nacl.exceptions.CryptoError) as err:
                 problem("malformed_entry", f"entry {e.seq} ({name})", str(err))
     if good and len(bad) == len(good):
@@ -64,3 +69,44 @@ def check_signatures(
         return
     for name, e in bad:
         problem("bad_signature", f"entry {e.seq} ({name})", "signature does not verify", e.session)
+
+
+def _retired_by(e: Entry, retired: Sequence[tuple[nacl.signing.VerifyKey, int]]) -> int | None:
+    """The rotation that retired the key ``e`` is signed by, if it is one it retired."""
+    for key, seq in retired:
+        try:
+            check_signature(e, key)
+        except SealError:
+            continue
+        return seq
+    return None
+
+
+def retired_key(e: Entry, rotation_seq: int) -> str:
+    """Why an entry signed by a key after the rotation that retired it is not evidence:
+    whoever still holds the old key (a copy of the card) is not the device."""
+    return (
+        f"signed by key {e.payload.get('key')}, which the rotation at entry {rotation_seq} "
+        f"retired: entry {e.seq} comes after it (a copy of the old key?)"
+    )
+
+
+def key_out_of_place(
+    key_id: str, from_seq: int | None, until_seq: int | None, seq: int
+) -> tuple[str, str] | None:
+    """(code, why) if a registered key may not sign the entry at ``seq``: after the
+    rotation entry that retired it, or before the entry after the rotation that
+    introduced it; None if it may (or its place is not known)."""
+    if until_seq is not None and seq > until_seq:
+        return (
+            "retired_key",
+            f"key {key_id} was retired by the rotation at entry {until_seq}: entry {seq} "
+            "signed by it comes after (a copy of the old key?)",
+        )
+    if from_seq is not None and seq < from_seq:
+        return (
+            "key_not_yet",
+            f"key {key_id} signs from entry {from_seq} on (after the rotation that "
+            f"introduced it): entry {seq} is before",
+        )
+    return None

@@ -60,6 +60,8 @@ REFUSALS = {
     "store_error": "the store failed on the message: back off, send again",
     "refused_entry": "a chain entry the store does not accept (see the reason)",
     "revoked": "received after the device was revoked: nothing new is accepted",
+    "retired_key": "signed by a key after the rotation that retired it (a copy of the card?)",
+    "key_not_yet": "signed by a key before the rotation that introduced it",
 }
 Refusal = Literal[
     "malformed",
@@ -71,6 +73,8 @@ Refusal = Literal[
     "store_error",
     "refused_entry",
     "revoked",
+    "retired_key",
+    "key_not_yet",
 ]
 assert set(get_args(Refusal)) == set(REFUSALS)  # one list of codes, spelled twice for types
 BACK_OFF = {"quota": 30.0, "store_full": 60.0, "store_error": 10.0}  # seconds, by code

@@ -15,6 +15,7 @@ PROBLEMS = {
     "malformed_entry": "a file in the chain is not a valid entry (corrupt or foreign)",
     "bad_signature": "an entry's signature does not verify with the device key",
     "wrong_key": "the chain was signed by a different key than the pinned one",
+    "retired_key": "an entry is signed by a key after the rotation that retired it",
     "later_key": "the pinned key is one the chain rotated to later: pin its first key",
     "foreign_device": "an entry names another device than the chain",
     "duplicate_sequence": "two entries claim the same sequence number",

@@ -51,6 +51,10 @@ _SCHEMA: dict[str, tuple[dict[str, Any], str]] = {
             "public_key": str,
             "valid_from": float,
             "valid_until": float,
+            # by chain position, which a device cannot back-date: the rotation entry that
+            # retired the key is its last (until_seq), the one after it the next key's first
+            "from_seq": int,
+            "until_seq": int,
         },
         "key_id",
     ),
@@ -97,6 +101,11 @@ class Registry:
         conn.execute("PRAGMA busy_timeout=10000")
         conn.execute("PRAGMA foreign_keys=ON")
         self.db = sqlite_utils.Database(conn)
+        if self.db.table("keys").exists():  # a registry made before keys had positions
+            have = {c.name for c in self.db.table("keys").columns}
+            for column in ("from_seq", "until_seq"):
+                if column not in have:
+                    self.db.execute(f"alter table keys add column {column} integer")
         if not self.db.table("devices").exists():
             with self.db.atomic():
                 for name, (columns, pk) in _SCHEMA.items():
@@ -163,7 +172,14 @@ class Registry:
     def add_device(self, row: dict[str, Any]) -> None:
         self.db.table("devices").insert(row)
 
-    def add_key(self, device_id: str, key_id: str, public_key: str, valid_from: float) -> None:
+    def add_key(
+        self,
+        device_id: str,
+        key_id: str,
+        public_key: str,
+        valid_from: float,
+        from_seq: int | None = None,
+    ) -> None:
         self.db.table("keys").insert(
             {
                 "key_id": key_id,
@@ -171,11 +187,16 @@ class Registry:
                 "public_key": public_key,
                 "valid_from": valid_from,
                 "valid_until": None,
+                "from_seq": from_seq,
+                "until_seq": None,
             }
         )
 
-    def end_key(self, key_id: str, until: float) -> None:
-        self.db.execute("update keys set valid_until = ? where key_id = ?", (until, key_id))
+    def end_key(self, key_id: str, until: float, until_seq: int) -> None:
+        self.db.execute(
+            "update keys set valid_until = ?, until_seq = ? where key_id = ?",
+            (until, until_seq, key_id),
+        )
 
     def device_keys(self, device: str) -> list[RegisteredKey]:
         """Every key the device has had, oldest first: footage signed by a retired key
@@ -186,6 +207,8 @@ class Registry:
                 nacl.signing.VerifyKey(bytes.fromhex(r["public_key"])),
                 float(r["valid_from"]),
                 None if r["valid_until"] is None else float(r["valid_until"]),
+                None if r["from_seq"] is None else int(r["from_seq"]),
+                None if r["until_seq"] is None else int(r["until_seq"]),
             )
             for r in self.db.query(
                 "select * from keys where device_id = ? order by valid_from", (device,)
@@ -297,7 +320,13 @@ class Registry:
 
 @dataclass(frozen=True)
 class RegisteredKey:
+    """A device key and when it is in force: from ``valid_from`` (wall time) and, once
+    rotated, until ``valid_until``; by chain position from ``from_seq`` and until
+    ``until_seq`` (the rotation entry, the last the key signs), where known."""
+
     key_id: str
     verify_key: nacl.signing.VerifyKey
     valid_from: float
     valid_until: float | None
+    from_seq: int | None = None
+    until_seq: int | None = None

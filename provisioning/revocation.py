@@ -56,8 +56,9 @@ class Revocation(AgencyDirectory):
                 raise ProvisionError(
                     f"rotation is dated {iso(rot.rotated_at)}, outside the old key's validity"
                 )
-            reg.end_key(current["key_id"], rot.rotated_at)
-            reg.add_key(rot.device_id, key_id(rot.new_key), new_hex, rot.rotated_at)
+            seq = rot.entry.seq  # the rotation entry: the old key's last
+            reg.end_key(current["key_id"], rot.rotated_at, seq)
+            reg.add_key(rot.device_id, key_id(rot.new_key), new_hex, rot.rotated_at, seq + 1)
             reg.audit(
                 now,
                 "rotate",

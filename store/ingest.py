@@ -32,6 +32,7 @@ from typing import Protocol
 import nacl.signing
 
 from evidence import protocol as p
+from evidence.chain_keys import key_out_of_place
 from evidence.messages import Rejected, Status
 from evidence.names import iso
 from evidence.seal import Entry, SealError, check_signature
@@ -292,6 +293,8 @@ class Ingest:
             check_signature(e, key.verify_key)
         except SealError as err:
             return self._refuse_entry(device, e, now, str(err))
+        if out := key_out_of_place(key.key_id, key.from_seq, key.until_seq, e.seq):
+            return self._refuse_entry(device, e, now, out[1], out[0])
         # Judged by what the store saw: the receive time, not the time the device claims.
         revoked = self.directory.revoked_at(device)
         if revoked is not None and now >= revoked:

@@ -738,6 +738,8 @@ def test_rotation_keeps_old_footage_verifiable(
         (new_id, None),
     ]
     assert keys[1].valid_from == rotation.payload["at"]["wall"]
+    # and by place in the chain: the old key's last entry is the rotation
+    assert (keys[0].until_seq, keys[1].from_seq) == (rotation.seq, rotation.seq + 1)
 
 
 def test_rotation_requests_are_checked(agency: Path, installed: Path, tmp_path: Path) -> None:
