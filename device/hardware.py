@@ -27,8 +27,10 @@ from common.hardware_settings import CameraSource, HardwareSettings
 from common.settings import MAIN_TRACK, DeviceConfig
 from device.camera import Camera, CameraError, SimCamera
 from device.clock import Clock, SystemClock
-from device.gnss import Gnss, GpsdClient, NmeaReplay, NoGnss, SimGnss
+from device.gnss import Gnss, NoGnss
+from device.gpsd import GpsdClient
 from device.microphone import Microphone, MicrophoneError, SimMicrophone
+from device.nmea_replay import NmeaReplay, SimGnss
 from device.power import Battery, SimBattery
 from device.storage import DiskStorage, SimStorage, Storage
 

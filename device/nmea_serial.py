@@ -2,7 +2,7 @@
 speaks NMEA 0183 (a USB receiver's ``/dev/ttyACM0``, a Pi HAT's ``/dev/serial0``).
 
 :class:`SerialNmeaReceiver` reads the line in a daemon thread and keeps the latest fix,
-decoding each sentence with the NMEA parsing of :mod:`device.gnss`, so the replayed
+decoding each sentence with the NMEA parsing of :mod:`device.nmea`, so the replayed
 routes and the real receiver agree on what a sentence means. A receiver that was unplugged
 reports no fix (the last one kept) and is opened again, with backoff, when it comes back.
 
@@ -24,8 +24,10 @@ import termios
 import threading
 import tty
 
+from device.backoff import Backoff
 from device.clock import Clock
-from device.gnss import Backoff, Fix, GnssState, _decode, _utc_midnight
+from device.gnss import Fix, GnssState
+from device.nmea import decode_sentence, utc_midnight
 
 _log = logging.getLogger(__name__)
 _MAX_LINE = 256  # NMEA allows 82 characters; anything much longer is line noise
@@ -55,7 +57,7 @@ class NmeaFixes:
         self.bad_sentences = 0
 
     def feed(self, line: str, received: float) -> None:
-        s = _decode(line)
+        s = decode_sentence(line)
         if s is None or s.kind == "other":
             return
         if s.date is not None:
@@ -66,7 +68,7 @@ class NmeaFixes:
             self.has_fix = False
         elif s.tod is not None:
             date = self._date or dt.datetime.fromtimestamp(self._clock.wall(), dt.UTC).date()
-            fix_time = _utc_midnight(date) + s.tod
+            fix_time = utc_midnight(date) + s.tod
             alt, satellites, hdop = s.alt, s.satellites, s.hdop
             prev = self.last_fix
             if s.merge and self.has_fix and prev is not None and prev.fix_time == fix_time:

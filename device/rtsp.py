@@ -31,9 +31,9 @@ from typing import Any
 
 import av
 
+from device.backoff import Backoff
 from device.camera import CameraError, Image, VideoFrame
 from device.clock import Clock
-from device.gnss import Backoff
 
 _log = logging.getLogger(__name__)
 

@@ -45,9 +45,9 @@ from common.settings import DeviceConfig
 from device.camera import SimCamera
 from device.clock import SimClock
 from device.controls import Controls, RecordingLamp
-from device.gnss import SimGnss
 from device.hardware import SIM_CARD, SimFactory, SimHardware
 from device.microphone import SimMicrophone
+from device.nmea_replay import SimGnss
 from device.power import SimBattery
 from device.storage import SimStorage
 

@@ -28,7 +28,8 @@ def run_scenario(
     out: Callable[[str], None] = print,
 ) -> tuple[RunFacts, list[Outcome]]:
     """Load, run, judge and report one scenario (ScenarioError: it cannot be run)."""
-    from simulator.timeline_report import format_text, write_html
+    from simulator.run_summary import format_text
+    from simulator.timeline_report import write_html
 
     scenario = load_scenario(path)
     if fast and (why := needs_real_time(scenario)):

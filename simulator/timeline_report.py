@@ -1,155 +1,21 @@
-"""A scenario run's report: a terminal summary and a self-contained HTML page with one
-timeline picture (inline SVG) per device.
-
-Each picture has scenario seconds across and, from the top: what the timeline did to the
-device (ticks; power cuts as red lines, boots as green), its sessions with their markers,
-one row per track with every sealed segment (pre-event, recorded, recovered after a power
-cut; hatched until the store's receipt arrived), every gap over the tracks it interrupted
-(blue: explained by voice, purple: written statement, red: unexplained; dashed when it
-never resumed), the device's state from its status samples (recording, buffering, off,
-offline) and the sync progress: segments sealed against segments receipted, with the
-24-hour deadline level the device showed.
+"""A scenario run's report page: self-contained HTML with the verdict, each expectation, and
+per device its timeline picture (:mod:`simulator.timeline_picture`), gaps, problems and the
+timeline actions it was given.
 
 Example::
 
-    print(format_text(scenario, facts, outcomes, Path("out/report.html")))
     write_html(scenario, facts, outcomes, Path("out/report.html"))
 """
 
 from __future__ import annotations
 
 import html
-import math
 from pathlib import Path
 
-from simulator.scenario_facts import DeviceFacts, GapFact, Outcome, RunFacts
+from simulator.run_summary import device_text, gap_line
+from simulator.scenario_facts import DeviceFacts, Outcome, RunFacts
 from simulator.scenario_model import Scenario
-
-COLOURS = {
-    "segment": "#2e7d32",
-    "prebuffer": "#81c784",
-    "recovered": "#f9a825",
-    "voice": "#1565c0",
-    "written": "#7b1fa2",
-    "unexplained": "#c62828",
-    "session": "#e3f2fd",
-    "cut": "#c62828",
-    "boot": "#2e7d32",
-    "recording": "#e53935",
-    "buffering": "#bdbdbd",
-    "idle": "#eeeeee",
-    "offline": "#616161",
-    "sealed": "#757575",
-    "receipted": "#2e7d32",
-    "warn": "#fbc02d",
-    "urgent": "#f57c00",
-    "overdue": "#c62828",
-    "no_fix": "#8d6e63",
-}
-
-
-def fix_losses(d: DeviceFacts, t_end: float) -> list[tuple[float, float | None]]:
-    """The spans without a GNSS fix, from the chain's ``gnss_lost``/``gnss_regained``
-    events (end None: not regained before the run ended)."""
-    spans: list[tuple[float, float | None]] = []
-    lost: float | None = None
-    for at, kind in sorted(d.events):
-        if kind == "gnss_lost" and lost is None:
-            lost = at
-        elif kind == "gnss_regained" and lost is not None:
-            spans.append((lost, at))
-            lost = None
-    if lost is not None:
-        spans.append((lost, None))
-    return [(a, b) for a, b in spans if a <= t_end]
-
-
-# -- the terminal ---------------------------------------------------------------------------------
-
-
-def format_text(
-    scenario: Scenario, facts: RunFacts, outcomes: list[Outcome], html_path: Path | None = None
-) -> str:
-    lines = [
-        "",
-        f"Scenario {scenario.name} ({facts.mode}): {len(facts.devices)} device(s), timeline "
-        f"{facts.duration:g} s, ended at {facts.ended:.1f} s; "
-        f"the run took {facts.wall_seconds:.1f} s",
-    ]
-    for d in facts.devices.values():
-        lines += _device_text(d)
-    failed_actions = [a for a in facts.actions if not a.ok]
-    if failed_actions:
-        lines.append("Timeline actions refused:")
-        lines += [f"  {a.t:7.1f} s {a.device}: {a.do}: {a.detail}" for a in failed_actions]
-    for n in facts.notes:
-        lines.append(f"Note: {n}")
-    lines.append("Expectations:")
-    for o in outcomes:
-        lines.append(f"  {'PASS' if o.ok else 'FAIL'}  {o.name}: {o.detail}")
-    failed = [o for o in outcomes if not o.ok]
-    if failed:
-        lines.append(
-            f"RESULT: FAIL: {len(failed)} of {len(outcomes)} expectations failed: "
-            + ", ".join(o.name for o in failed)
-        )
-    else:
-        lines.append(f"RESULT: PASS: {len(outcomes)} of {len(outcomes)} expectations met")
-    if html_path is not None:
-        lines.append(f"report: {html_path}")
-    return "\n".join(lines)
-
-
-def _device_text(d: DeviceFacts) -> list[str]:
-    receipted = sum(s.stored_at is not None for s in d.segments)
-    chain = "chain ok" if d.verify_ok else f"chain: {len(d.problems)} problem(s)"
-    out = [
-        f"Device {d.id} ({d.kind}): {len(d.sessions)} session(s), {len(d.segments)} segments "
-        f"({receipted} receipted), {len(d.gaps)} gap(s), {len(d.markers)} marker(s); {chain}"
-    ]
-    if len(d.sessions) <= 4:
-        for s in d.sessions:
-            closed = "open" if s.closed is None else f"{s.closed:.1f} s"
-            tracks = ", ".join(f"{t} {n}" for t, n in s.tracks.items())
-            label = s.case or s.category or ""
-            out.append(f"  session {s.id[:8]} {_t(s.opened)}–{closed} {label}: {tracks}")
-            out += [f"    gap {_gap_line(g)}" for g in d.gaps if g.session == s.id]
-    elif d.gaps:
-        out.append(f"  gaps: {'; '.join(_gap_line(g) for g in d.gaps[:3])}")
-    for c in d.cuts:
-        lost = "-" if c.lost is None else f"{c.lost:.2f} s"
-        where = "in a session" if c.session else "outside a session"
-        out.append(f"  power cut at {c.t:.1f} s ({where}): footage lost {lost}")
-    for why in d.cut_problems:
-        out.append(f"  power cuts: {why}")
-    for gone, back in fix_losses(d, float("inf")):
-        again = "not regained" if back is None else f"regained at {back:.1f} s"
-        out.append(f"  GNSS fix lost at {gone:.1f} s, {again}")
-    for prob in d.problems[:5]:
-        out.append(f"  PROBLEM {prob['code']} at {prob['where']}: {prob['message']}")
-    hours = [s.upload_hours for s in d.segments if s.upload_hours is not None]
-    if hours:
-        slowest = max(hours)
-        shown = f"{slowest:.1f} h" if slowest >= 0.1 else f"{slowest * 3600:.1f} s"
-        levels = ", ".join(d.deadline_levels) or "-"
-        out.append(f"  uploads: slowest {shown} after recording; deadline levels seen: {levels}")
-    return out
-
-
-def _gap_line(g: GapFact) -> str:
-    length = "never resumed" if g.length is None else f"{g.length:.1f} s"
-    on = f" on {','.join(g.tracks)}" if g.tracks else ""
-    how = g.explanation or "UNEXPLAINED"
-    if g.where == "store":
-        how += " (at the agency)"
-    return f"{g.cause}{on} at {g.start:.1f} s ({length}): {how}"
-
-
-def _t(t: float | None) -> str:
-    return "?" if t is None else f"{t:.1f} s"
-
-
-# -- the page -------------------------------------------------------------------------------------
+from simulator.timeline_picture import COLOURS, device_svg, time_range
 
 
 def write_html(scenario: Scenario, facts: RunFacts, outcomes: list[Outcome], path: Path) -> None:
@@ -157,6 +23,7 @@ def write_html(scenario: Scenario, facts: RunFacts, outcomes: list[Outcome], pat
 
 
 def render_html(scenario: Scenario, facts: RunFacts, outcomes: list[Outcome]) -> str:
+    """The whole page, self-contained: its pictures are inline SVG and its style inline."""
     e = html.escape
     failed = [o for o in outcomes if not o.ok]
     verdict = (
@@ -224,23 +91,6 @@ def _legend() -> str:
     )
 
 
-def time_range(facts: RunFacts) -> tuple[float, float]:
-    """The span every picture shows: from the earliest footage (pre-event buffers start
-    before scenario second 0) to the end of the run."""
-    lo = 0.0
-    hi = max(facts.ended, facts.duration)
-    for d in facts.devices.values():
-        for s in d.segments:
-            lo = min(lo, s.start)
-            hi = max(hi, s.end)
-        for sample in d.samples:
-            hi = max(hi, sample.t)
-        for seg in d.segments:
-            if seg.receipt_t is not None:
-                hi = max(hi, seg.receipt_t)
-    return math.floor(lo), math.ceil(hi)
-
-
 def _device_html(d: DeviceFacts, facts: RunFacts, t_lo: float, t_hi: float) -> str:
     e = html.escape
     actions = [a for a in facts.actions if a.device == d.id]
@@ -249,11 +99,11 @@ def _device_html(d: DeviceFacts, facts: RunFacts, t_lo: float, t_hi: float) -> s
         f'<span class="small">{e(a.detail)}</span></li>'
         for a in actions
     )
-    gaps = "".join(f"<li>{e(_gap_line(g))}</li>" for g in d.gaps)
+    gaps = "".join(f"<li>{e(gap_line(g))}</li>" for g in d.gaps)
     problems = "".join(
         f"<li>{e(p['code'])} at {e(p['where'])}: {e(p['message'])}</li>" for p in d.problems
     )
-    summary = e(_device_text(d)[0])
+    summary = e(device_text(d)[0])
     return f"""<h2 id="{e(d.id)}">{e(d.id)}</h2>
 <p class="small">{summary}</p>
 {device_svg(d, facts, t_lo, t_hi)}
@@ -265,201 +115,3 @@ def _device_html(d: DeviceFacts, facts: RunFacts, t_lo: float, t_hi: float) -> s
 
 def _details(summary: str, items: str) -> str:
     return f"<details><summary>{html.escape(summary)}</summary><ul>{items}</ul></details>"
-
-
-def device_svg(d: DeviceFacts, facts: RunFacts, t_lo: float, t_hi: float) -> str:
-    """One device's timeline picture (inline SVG)."""
-    width, left, right = 1000, 110, 16
-    row, pad = 18, 6
-    span = max(1e-6, t_hi - t_lo)
-
-    def x(t: float) -> float:
-        return round(left + (min(max(t, t_lo), t_hi) - t_lo) / span * (width - left - right), 2)
-
-    parts: list[str] = []
-    labels: list[tuple[float, str]] = []
-    y = 20.0
-    e = html.escape
-
-    def title(text: str) -> str:
-        return f"<title>{e(text)}</title>"
-
-    # what the timeline did
-    labels.append((y, "timeline"))
-    for a in (a for a in facts.actions if a.device == d.id):
-        colour = "#424242" if a.ok else COLOURS["unexplained"]
-        parts.append(
-            f'<line x1="{x(a.t)}" y1="{y}" x2="{x(a.t)}" y2="{y + row}" stroke="{colour}" '
-            f'stroke-width="2">{title(f"{a.t:.1f} s {a.do}: {a.detail}")}</line>'
-        )
-    y += row + pad
-    top_tracks = y
-    # sessions and markers
-    labels.append((y, "session"))
-    for s in d.sessions:
-        x0 = x(s.opened if s.opened is not None else t_lo)
-        x1 = x(s.closed if s.closed is not None else t_hi)
-        label = s.case or s.category or ""
-        about = f"session {s.id} {label} badges {', '.join(s.badges)}"
-        parts.append(
-            f'<rect x="{x0}" y="{y}" width="{max(1.0, x1 - x0)}" height="{row}" '
-            f'fill="{COLOURS["session"]}" stroke="#1565c0">{title(about)}</rect>'
-        )
-        parts.append(f'<text x="{x0 + 3}" y="{y + row - 5}" font-size="11">{e(label)[:40]}</text>')
-    for m in d.markers:
-        cx = x(m.t)
-        parts.append(
-            f'<path d="M{cx},{y + 2} l5,7 l-5,7 l-5,-7 z" fill="#ff6f00">'
-            f"{title(f'{m.t:.1f} s marker {m.type} {m.note}')}</path>"
-        )
-    y += row + pad
-    # GNSS: where the position in the watermark and manifests is "no fix"
-    labels.append((y, "GNSS fix"))
-    for lost, back in fix_losses(d, t_hi):
-        x0, x1 = x(lost), x(back if back is not None else t_hi)
-        again = "not regained" if back is None else f"regained at {back:.1f} s"
-        parts.append(
-            f'<rect x="{x0}" y="{y + 4}" width="{max(2.0, x1 - x0)}" height="{row - 8}" '
-            f'fill="{COLOURS["no_fix"]}" class="no-fix">'
-            f"{title(f'GNSS fix lost at {lost:.1f} s, {again}')}</rect>"
-        )
-    y += row + pad
-    # tracks: segments
-    track_y: dict[str, float] = {}
-    for track in d.tracks:
-        labels.append((y, f"track {track}"))
-        track_y[track] = y
-        for seg in (s for s in d.segments if s.track == track):
-            kind = "recovered" if seg.recovered else "prebuffer" if seg.prebuffer else "segment"
-            x0, x1 = x(seg.start), x(seg.end)
-            fill = COLOURS[kind] if seg.stored_at is not None else f"url(#hatch-{kind})"
-            receipt = (
-                f"receipted {seg.upload_hours * 3600:.1f} s after recording"
-                if seg.upload_hours is not None
-                else "no receipt"
-            )
-            about = f"{track} #{seg.index} {seg.start:.1f}–{seg.end:.1f} s, {kind}, {receipt}"
-            parts.append(
-                f'<rect x="{x0}" y="{y + 2}" width="{max(0.8, x1 - x0 - 0.5)}" '
-                f'height="{row - 4}" fill="{fill}" stroke="{COLOURS[kind]}" stroke-width="0.5">'
-                f"{title(about)}</rect>"
-            )
-        y += row
-    bottom_tracks = y
-    # gaps over the tracks they interrupted
-    for g in d.gaps:
-        colour = COLOURS[g.explanation or "unexplained"]
-        x0 = x(g.start)
-        x1 = x(g.end if g.end is not None else t_hi)
-        rows = [track_y[t] for t in (g.tracks or d.tracks) if t in track_y] or [top_tracks]
-        dash = ' stroke-dasharray="4 2"' if g.end is None else ""
-        for ry in rows:
-            parts.append(
-                f'<rect x="{x0}" y="{ry}" width="{max(2.0, x1 - x0)}" height="{row}" '
-                f'fill="{colour}" fill-opacity="0.55" stroke="{colour}"{dash}>'
-                f"{title(_gap_line(g) + (' ' + g.detail if g.detail else ''))}</rect>"
-            )
-    y += pad
-    # power cuts and boots across everything above
-    for c in d.cuts:
-        parts.append(
-            f'<line x1="{x(c.t)}" y1="20" x2="{x(c.t)}" y2="{bottom_tracks}" '
-            f'stroke="{COLOURS["cut"]}" stroke-width="2" stroke-dasharray="3 2">'
-            f"{title(f'power cut at {c.t:.1f} s, footage lost {c.lost}')}</line>"
-        )
-    for b in d.boots:
-        parts.append(
-            f'<path d="M{x(b)},{top_tracks - 2} l-4,-6 h8 z" fill="{COLOURS["boot"]}">'
-            f"{title(f'boot at {b:.1f} s')}</path>"
-        )
-    # the device's state from its status samples
-    labels.append((y, "state"))
-    samples = d.samples
-    for i, sm in enumerate(samples):
-        end = samples[i + 1].t if i + 1 < len(samples) else sm.t + 1.0
-        if end - sm.t > 3.0:
-            end = sm.t + 1.0  # no answer in between: the device was off
-        colour = COLOURS.get(sm.state, COLOURS["idle"])
-        battery = "" if sm.battery is None else f", battery {sm.battery:.0f} %"
-        w = max(0.5, x(end) - x(sm.t))
-        parts.append(
-            f'<rect x="{x(sm.t)}" y="{y + 2}" width="{w}" height="{row - 10}" '
-            f'fill="{colour}">{title(f"{sm.t:.1f} s {sm.state}, network {sm.network}{battery}")}'
-            "</rect>"
-        )
-        if sm.network is False:  # a strip under the state: the network was down
-            parts.append(
-                f'<rect x="{x(sm.t)}" y="{y + row - 6}" width="{w}" height="4" '
-                f'fill="{COLOURS["offline"]}"><title>network down</title></rect>'
-            )
-    y += row + pad
-    # sync progress
-    labels.append((y, "sync"))
-    h = 40.0
-    total = max(1, len(d.segments))
-    sealed = sorted(s.sealed for s in d.segments)
-    receipted = sorted(s.receipt_t for s in d.segments if s.receipt_t is not None)
-    for times, colour in ((sealed, COLOURS["sealed"]), (receipted, COLOURS["receipted"])):
-        if times:
-            pts = [f"{x(t_lo)},{y + h}"]
-            for n, t in enumerate(times, 1):
-                prev = y + h - (n - 1) / total * h
-                cur = y + h - n / total * h
-                pts += [f"{x(t)},{prev:.1f}", f"{x(t)},{cur:.1f}"]
-            pts.append(f"{x(t_hi)},{y + h - len(times) / total * h:.1f}")
-            parts.append(
-                f'<polyline points="{" ".join(pts)}" fill="none" stroke="{colour}" '
-                f'stroke-width="2"/>'
-            )
-    for sm in samples:
-        if sm.deadline in ("warn", "urgent", "overdue"):
-            parts.append(
-                f'<circle cx="{x(sm.t)}" cy="{y + 4}" r="3.5" fill="{COLOURS[sm.deadline]}">'
-                f"{title(f'{sm.t:.1f} s deadline {sm.deadline}')}</circle>"
-            )
-    parts.append(
-        f'<text x="{width - right}" y="{y + 10}" font-size="10" text-anchor="end">'
-        f"{len(receipted)}/{len(sealed)} receipted</text>"
-    )
-    y += h + pad
-    # the axis
-    axis = [f'<line x1="{left}" y1="{y}" x2="{width - right}" y2="{y}" stroke="#9e9e9e"/>']
-    step = nice_step(span)
-    t = math.ceil(t_lo / step) * step
-    while t <= t_hi + 1e-9:
-        axis.append(
-            f'<line x1="{x(t)}" y1="{y}" x2="{x(t)}" y2="{y + 4}" stroke="#9e9e9e"/>'
-            f'<text x="{x(t)}" y="{y + 15}" font-size="10" text-anchor="middle">{t:g} s</text>'
-        )
-        if t == 0:
-            axis.append(
-                f'<line x1="{x(0)}" y1="16" x2="{x(0)}" y2="{y}" stroke="#9e9e9e" '
-                'stroke-dasharray="1 3"/>'
-            )
-        t += step
-    y += 22
-    names = "".join(
-        f'<text x="4" y="{ly + row - 5}" font-size="11" fill="#424242">{e(name)}</text>'
-        for ly, name in labels
-    )
-    defs = "".join(
-        f'<pattern id="hatch-{k}" width="5" height="5" patternUnits="userSpaceOnUse" '
-        f'patternTransform="rotate(45)"><rect width="5" height="5" fill="white"/>'
-        f'<line x1="0" y1="0" x2="0" y2="5" stroke="{COLOURS[k]}" stroke-width="3"/></pattern>'
-        for k in ("segment", "prebuffer", "recovered")
-    )
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="timeline" data-device="{e(d.id)}" '
-        f'width="{width}" height="{y:.0f}" viewBox="0 0 {width} {y:.0f}">'
-        f"<defs>{defs}</defs>"
-        f'<text x="4" y="12" font-size="12" font-weight="bold">{e(d.id)}</text>'
-        f"{names}{''.join(parts)}{''.join(axis)}</svg>"
-    )
-
-
-def nice_step(span: float) -> float:
-    """An axis tick interval giving about ten ticks: 1, 2, 5, 10, 20, 30, 60, 120 …"""
-    for step in (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600):
-        if span / step <= 12:
-            return float(step)
-    return 7200.0

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from device import gnss
+from device.backoff import Backoff
 from device.clock import SimClock
-from device.gnss import Backoff, Fix, GnssState, GpsdClient, NmeaReplay, format_position
+from device.gnss import Fix, GnssState, format_position
+from device.gpsd import GpsdClient
+from device.nmea_replay import NmeaReplay
 from tests.fixtures.nmea import gga, nmea, rmc
 
 ROUTE = Path(__file__).resolve().parents[1] / "simulator" / "routes" / "hefei-foot-patrol.nmea"
@@ -298,7 +300,7 @@ class FakeGpsd:
 
 def test_gpsd_client_follows_tpv_and_reconnects(monkeypatch: pytest.MonkeyPatch) -> None:
     # Without the shutdown in close(), the reader would sit in recv() past close()'s join.
-    monkeypatch.setattr(gnss, "_RECV_BACKSTOP", 60.0)
+    monkeypatch.setattr("device.gpsd._RECV_BACKSTOP", 60.0)
     drop, release, client_gone = threading.Event(), threading.Event(), threading.Event()
     good = {
         "class": "TPV",

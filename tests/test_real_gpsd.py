@@ -1,4 +1,4 @@
-"""The gpsd client (device/gnss.py) against a real gpsd: ``gpsfake`` runs gpsd on a
+"""The gpsd client (device/gpsd.py) against a real gpsd: ``gpsfake`` runs gpsd on a
 pseudo-terminal and feeds it the shipped route, moved to Beijing so that every fix the
 client reports must have come through gpsd from what the test fed.
 
@@ -17,7 +17,8 @@ import pynmea2
 import pytest
 
 from device.clock import SystemClock
-from device.gnss import Fix, GpsdClient
+from device.gnss import Fix
+from device.gpsd import GpsdClient
 from simulator.mosquitto import free_port
 from tests.fixtures.nmea import ROUTE, moved_route
 from tests.fixtures.real import gpsfake

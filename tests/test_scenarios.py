@@ -321,7 +321,9 @@ def test_expectations_match_devices_by_pattern() -> None:
 def test_report_draws_each_device(tmp_path: Path) -> None:
     import xml.dom.minidom
 
-    from simulator.timeline_report import COLOURS, format_text, render_html
+    from simulator.run_summary import format_text
+    from simulator.timeline_picture import COLOURS
+    from simulator.timeline_report import render_html
 
     scenario = load_scenario_text("[[expect]]\ncheck = 'continuous'")
     d = _dev(

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import xml.dom.minidom
 
+from simulator.run_summary import fix_losses, format_text
 from simulator.scenario_facts import DeviceFacts, RunFacts, SessionFact
 from simulator.scenario_model import Scenario
-from simulator.timeline_report import COLOURS, fix_losses, format_text, render_html
+from simulator.timeline_picture import COLOURS
+from simulator.timeline_report import render_html
 
 
 def _scenario() -> Scenario:

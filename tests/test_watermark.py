@@ -16,7 +16,8 @@ from common.settings import DeviceConfig, Labels
 from common.settings import Watermark as WatermarkConfig
 from device import yuv
 from device.clock import SimClock
-from device.gnss import Fix, GnssState, NmeaReplay
+from device.gnss import Fix, GnssState
+from device.nmea_replay import NmeaReplay
 from simulator.device import SimDevice, shipped_route
 from tests.fixtures.config import small_config
 from tests.fixtures.media import agency_key_for
