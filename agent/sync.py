@@ -43,6 +43,7 @@ from common.settings import Sync
 from device.clock import Clock
 from evidence import messages
 from evidence import protocol as p
+from evidence.blob_messages import Missing
 from evidence.receipt import ReceiptError
 
 log = logging.getLogger(__name__)
@@ -237,7 +238,7 @@ class Uploader:
                 log.warning("no recorder to apply the command on %s", topic)
             else:
                 self.on_command(reply.payload)
-        elif isinstance(reply, p.Ack):
+        elif isinstance(reply, messages.Ack):
             self.plan.answered(reply.seq, reply.ok)
             if reply.ok:
                 ledger.ack(reply.seq)
@@ -248,7 +249,7 @@ class Uploader:
                 ledger.refused(reply.seq, reply.reason)
                 if reply.code in STANDING_REFUSALS:
                     self.store_refusal = f"{reply.code}: {reply.reason}"
-        elif isinstance(reply, p.Missing):
+        elif isinstance(reply, Missing):
             self.plan.lacks(reply, time.monotonic())
             if reply.reason:
                 log.info("store asks again for %s: %s", reply.sha256[:12], reply.reason)

@@ -27,6 +27,7 @@ from agent.blob_transfer import Transfer, whole_init
 from agent.sync_timing import ScanSchedule, Silence
 from common.settings import Sync
 from evidence import protocol as p
+from evidence.blob_messages import BlobInit, Missing
 from evidence.messages import Backlog, Status
 from evidence.seal import Entry
 
@@ -217,7 +218,7 @@ class SyncPlan:
                 out[s.sha256] = s
         return list(out.values())
 
-    def add_transfer(self, init: p.BlobInit, file: Path, entry: Entry | None = None) -> Transfer:
+    def add_transfer(self, init: BlobInit, file: Path, entry: Entry | None = None) -> Transfer:
         t = self.transfers[init.sha256] = Transfer(init, file, entry)
         return t
 
@@ -225,7 +226,7 @@ class SyncPlan:
         """A segment that travels whole with its manifest entry ``e``."""
         return self.add_transfer(whole_init(e), file, e)
 
-    def lacks(self, missing: p.Missing, now: float) -> None:
+    def lacks(self, missing: Missing, now: float) -> None:
         t = self.transfers.get(missing.sha256)
         if t:
             t.lacks(missing, now)
