@@ -54,7 +54,7 @@ def unreceipted(ledger: SyncLedger) -> list[plan.Segment]:
     return [plan.segment(seq, m) for seq, m in ledger.unreceipted_segments()]
 
 
-def backlog(ledger: SyncLedger) -> dict[str, Any]:
+def backlog(ledger: SyncLedger) -> messages.Backlog:
     """What the device has yet to get stored at the agency (the status's ``backlog``)."""
     return plan.backlog(ledger.unacked_count(), unreceipted(ledger))
 
@@ -141,11 +141,11 @@ class Uploader:
         if self.connected.is_set():  # a clean stop sends no will: say offline ourselves
             ledger = SyncLedger(self.root)
             try:
-                doc = self._status_doc(ledger, online=False)
+                status = self._status(ledger, online=False)
             finally:
                 ledger.close()
             info = self.client.publish(
-                p.up(self.device_id, "status"), p.dumps(doc), qos=1, retain=True
+                p.up(self.device_id, "status"), status.to_bytes(), qos=1, retain=True
             )
             info.wait_for_publish(timeout=5)
         self.link.close()
@@ -199,7 +199,7 @@ class Uploader:
             self._pump(ledger)
         elif self._status_due.due(time.monotonic()):
             # Offline the 24-hour clock still runs: the LED and buzzer must warn.
-            self._status_doc(ledger, online=False)
+            self._status(ledger, online=False)
 
     def _handle_safely(self, ledger: SyncLedger, kind: str, data: Any) -> None:
         """One message never stops the uploader, whatever it holds."""
@@ -307,11 +307,11 @@ class Uploader:
     def _publish_status(self, ledger: SyncLedger, force: bool = False) -> None:
         if not self._status_due.due(time.monotonic(), force):
             return
-        status = self._status_doc(ledger, online=True)
-        self.link.publish(p.up(self.device_id, "status"), p.dumps(status), retain=True)
+        status = self._status(ledger, online=True)
+        self.link.publish(p.up(self.device_id, "status"), status.to_bytes(), retain=True)
 
-    def _status_doc(self, ledger: SyncLedger, online: bool) -> dict[str, Any]:
-        doc = plan.status_doc(
+    def _status(self, ledger: SyncLedger, online: bool) -> messages.Status:
+        status = plan.status(
             self.device_id,
             online,
             backlog(ledger),
@@ -319,8 +319,8 @@ class Uploader:
             self.settings.warn_hours,
             self.status_source() if online else {},
         )
-        self.deadline_level = doc["deadline"]
-        return doc
+        self.deadline_level = status.deadline or "ok"
+        return status
 
     def _sweep(self, ledger: SyncLedger) -> None:
         cutoff = plan.retention_cutoff(self.clock.wall(), self.settings.keep_after_receipt_hours)

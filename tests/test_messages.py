@@ -27,7 +27,7 @@ from store.mailbox import Mailbox
 from store.report import build_report
 from tests.fixtures.store import DEV, NOW, _codes, _store
 
-# What a recording body camera published before the model (agent.sync_plan.status_doc
+# What a recording body camera published before the model (agent.sync_plan.status
 # with the recorder's status beside it), as a store receives it from a device in the field.
 TODAYS_STATUS = (
     b'{"device":"bwc-0042","online":true,"state":"recording","session":"s-1",'
@@ -192,13 +192,13 @@ def test_a_recording_device_builds_a_status_the_store_reads(tmp_path: Path) -> N
     finally:
         dev.stop()
     backlog = plan.backlog(3, [plan.Segment(3, "a" * 64, 10, "s/1.mp4", NOW - 7200)])
-    doc = plan.status_doc(DEV, True, backlog, NOW, (12.0, 20.0), recorder)
-    status = Status.parse(p.dumps(doc))
+    sent = plan.status(DEV, True, backlog, NOW, (12.0, 20.0), recorder)
+    status = Status.parse(sent.to_bytes())
     assert status.device == DEV and status.recorder["state"] == recorder["state"]
     assert status.oldest_unsynced_age == 7200.0 and status.deadline == "ok"
-    assert status.to_doc() == doc
-    offline = plan.status_doc(DEV, False, backlog, NOW, (12.0, 20.0), recorder)
-    assert Status.parse(p.dumps(offline)).recorder == {}
+    assert status == sent
+    offline = plan.status(DEV, False, backlog, NOW, (12.0, 20.0), recorder)
+    assert Status.parse(offline.to_bytes()).recorder == {}
 
 
 def _todays(**changes: Any) -> dict[str, Any]:

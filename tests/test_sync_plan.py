@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import nacl.signing
@@ -13,7 +14,7 @@ from agent import sync_plan as plan
 from evidence import messages
 from evidence import protocol as p
 from evidence.blob_messages import BlobInit, Missing
-from evidence.messages import Ack, Status
+from evidence.messages import Ack, Backlog, Status
 from evidence.receipt import ReceiptClaim, ReceiptError, make_receipt
 from evidence.seal import Entry, Moment, Sealer
 
@@ -66,14 +67,9 @@ def test_a_manifest_missing_a_field_is_refused() -> None:
 
 
 def test_backlog_counts_blobs_bytes_and_the_oldest_end() -> None:
-    assert plan.backlog(0, []) == {
-        "entries": 0,
-        "blobs": 0,
-        "bytes": 0,
-        "oldest_unsynced_end": None,
-    }
+    assert plan.backlog(0, []) == Backlog(entries=0, blobs=0, bytes=0, oldest_unsynced_end=None)
     b = plan.backlog(3, [_seg(2, H1, 100, 50.0), _seg(5, H2, 250, 40.0)])
-    assert b == {"entries": 3, "blobs": 2, "bytes": 350, "oldest_unsynced_end": 40.0}
+    assert b == Backlog(entries=3, blobs=2, bytes=350, oldest_unsynced_end=40.0)
 
 
 @pytest.mark.parametrize(
@@ -83,19 +79,19 @@ def test_backlog_counts_blobs_bytes_and_the_oldest_end() -> None:
 def test_status_reports_the_24_hour_deadline_level(age_hours: float, level: str) -> None:
     now = 100_000.0
     backlog = plan.backlog(0, [_seg(1, H1, end=now - age_hours * 3600)])
-    doc = plan.status_doc(DEV, True, backlog, now, (12.0, 20.0), {"state": "idle"})
-    assert doc["deadline"] == level
-    assert doc["oldest_unsynced_age"] == round(age_hours * 3600, 1)
-    assert doc["state"] == "idle" and doc["online"] is True
-    assert Status.of(doc).to_doc() == doc
+    status = plan.status(DEV, True, backlog, now, (12.0, 20.0), {"state": "idle"})
+    assert status.deadline == level
+    assert status.oldest_unsynced_age == round(age_hours * 3600, 1)
+    assert status.recorder == {"state": "idle"} and status.online is True
+    assert Status.parse(status.to_bytes()) == status
 
 
 def test_offline_status_leaves_out_the_recorder_state() -> None:
-    doc = plan.status_doc(DEV, False, plan.backlog(0, []), 5.0, (12.0, 20.0), {"state": "x"})
-    assert doc == {
+    status = plan.status(DEV, False, plan.backlog(0, []), 5.0, (12.0, 20.0), {"state": "x"})
+    assert json.loads(status.to_bytes()) == {
         "device": DEV,
         "online": False,
-        "backlog": plan.backlog(0, []),
+        "backlog": {"entries": 0, "blobs": 0, "bytes": 0, "oldest_unsynced_end": None},
         "oldest_unsynced_age": None,
         "deadline": "ok",
     }
