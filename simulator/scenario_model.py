@@ -127,11 +127,7 @@ class DeviceSpec(_Strict):
                     f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
                 )
             ) from None
-        if self.kind == "room" and config.room is None:
-            from common.room_settings import Room
-
-            config = config.model_copy(update={"room": Room()})
-        return config
+        return config.for_room_controller() if self.kind == "room" else config
 
 
 @dataclass(frozen=True)
