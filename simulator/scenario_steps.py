@@ -23,7 +23,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from common.commands import SessionArgs
 from evidence.gaps import CAUSES
-from simulator.control_commands import COMMANDS, CameraCmd, Command, Hold, Marker, Press, Walk
+from simulator.control_commands import (
+    COMMANDS,
+    CameraCmd,
+    Command,
+    Hold,
+    Marker,
+    Press,
+    StorageCmd,
+    Walk,
+)
 
 
 class _Verb(BaseModel):
@@ -134,7 +143,7 @@ class Step(BaseModel):
     def text(self) -> str:
         """The step as the run's log tells it: ``marker type=credential_shown``."""
         c = self.command
-        if c.cmd == "storage" and getattr(c, "free_bytes", 0) is None:
+        if isinstance(c, StorageCmd) and c.free_bytes is None:
             return "storage: space freed"
         fields = c.model_dump(mode="json", exclude={"cmd"}, exclude_none=True)
         shown = " ".join(f"{k}={_short(v)}" for k, v in fields.items() if v not in ("", []))
