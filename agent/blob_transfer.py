@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from evidence import protocol as p
+from evidence.blob_messages import BlobInit, Missing
 from evidence.seal import Entry
 
 
@@ -53,7 +53,7 @@ class Transfer:
     await the receipt. Chunked: announce, send what the store lacks, finish, await the
     receipt. Either way ask again when the store went quiet, or when it said when."""
 
-    init: p.BlobInit
+    init: BlobInit
     file: Path
     entry: Entry | None = None  # set: the segment travels whole, with this entry
     to_send: list[int] = field(default_factory=list)
@@ -79,7 +79,7 @@ class Transfer:
             return None
         if self.to_send:
             offset = self.to_send[0]
-            return SendChunk(offset, p.chunk_length(self.init, offset))
+            return SendChunk(offset, self.init.chunk_length(offset))
         return Finish()
 
     def sent(self, step: Step, now: float) -> None:
@@ -92,7 +92,7 @@ class Transfer:
         else:
             self.finished, self.asked_at = True, now
 
-    def lacks(self, missing: p.Missing, now: float) -> None:
+    def lacks(self, missing: Missing, now: float) -> None:
         """The store's answer. Nothing lacking but a reason (the manifest has not arrived,
         a whole segment altered in transit): ask again after the store's ``retry``;
         nothing lacking and no reason: finish."""
@@ -106,7 +106,7 @@ class Transfer:
         self.retry_at = now + missing.retry if self.finished and missing.retry else None
 
 
-def whole_init(e: Entry) -> p.BlobInit:
+def whole_init(e: Entry) -> BlobInit:
     """What a segment travelling whole is, in the terms of a chunked one (one chunk)."""
     sha, size = str(e.body["sha256"]), int(e.body["size"])
-    return p.BlobInit(sha, size, size, e.seq, (sha,))
+    return BlobInit(sha256=sha, size=size, chunk_size=size, seq=e.seq, chunks=(sha,))

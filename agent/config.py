@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 from common.files import ConfigError, load_toml
-from common.room_settings import Room
 from common.settings import DeviceConfig
 
 
@@ -36,9 +35,9 @@ def device_config(root: Path, explicit: Path | None = None) -> DeviceConfig:
         raise ConfigError(str(e)) from None
     if identity is None:
         return config
-    if config.room is None and identity.role == "room_controller":
-        return config.model_copy(update={"room": Room()})  # a room records every camera
-    if config.room is not None and identity.role != "room_controller" and _enrolled(root):
+    if identity.role == "room_controller":
+        return config.for_room_controller()
+    if config.room is not None and _enrolled(root):
         # The agency registered this device in its role: a body recorder given a [room]
         # would record tracks and obey room commands the broker's ACL and the store do not
         # expect of it, so the mismatch stops the start instead of recording something else.

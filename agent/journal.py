@@ -343,3 +343,28 @@ class SyncLedger:
 
     def close(self) -> None:
         self.db.close()
+
+
+def sync_counts(root: Path) -> dict[str, int]:
+    """Segments sealed, receipted, and entries not yet acknowledged, read from the device's
+    journal without writing it (zeros for what it does not hold yet): what the tester's
+    control channel tells of the uploads, from a thread of its own."""
+    out = {"segments": 0, "receipted": 0, "unacked": 0}
+    try:
+        db = sqlite3.connect(f"file:{root / 'journal.db'}?mode=ro", uri=True, timeout=2)
+    except sqlite3.Error:
+        return out
+    try:
+        out["segments"] = db.execute(
+            "select count(*) from entries where kind = 'segment'"
+        ).fetchone()[0]
+        with contextlib.suppress(sqlite3.Error):
+            out["receipted"] = db.execute("select count(*) from receipts").fetchone()[0]
+            out["unacked"] = db.execute(
+                "select count(*) from entries where seq not in (select seq from sync_acks)"
+            ).fetchone()[0]
+    except sqlite3.Error:
+        pass
+    finally:
+        db.close()
+    return out

@@ -295,7 +295,8 @@ class Recorder:
         marker = typed_marker(marker)
         if self.session is None:
             raise SessionError("no session is open: a marker needs one")
-        body = Marker(marker.value, note, position(self.hw.gnss.state(), self.clock.monotonic()))
+        where = position(self.hw.gnss.state(), self.clock.monotonic())
+        body = Marker.new(marker.value, note, where)
         return self.chain.seal_body(body, self.session.id)
 
     def pause(self, reason: str = "") -> None:

@@ -17,7 +17,7 @@ import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from nacl.public import PublicKey
 
@@ -32,6 +32,7 @@ from common.settings import DeviceConfig
 from device.clock import Clock
 from device.controls import Controls, RecordingLamp
 from device.hardware import Hardware, HardwareError
+from evidence.messages import Backlog
 
 if TYPE_CHECKING:
     from gpiozero import Factory
@@ -85,8 +86,8 @@ def take_commands(uploader: Uploader, recorder: Recorder) -> None:
     recorder.commands.answers = uploader.answer
 
 
-def _backlog(root: Path) -> Callable[[], dict[str, Any]]:
-    def backlog() -> dict[str, Any]:
+def _backlog(root: Path) -> Callable[[], Backlog]:
+    def backlog() -> Backlog:
         ledger = SyncLedger(root)
         try:
             return sync_backlog(ledger)

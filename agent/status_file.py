@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from common.files import write_atomic
+from evidence.messages import Backlog
 
 if TYPE_CHECKING:
     from agent.recorder import Recorder
@@ -38,7 +39,7 @@ class StatusFile:
         hardware: Hardware,
         clock: Clock,
         uploader: Uploader | None = None,
-        backlog: Callable[[], dict[str, Any]] | None = None,
+        backlog: Callable[[], Backlog] | None = None,
         every: float = 1.0,
     ) -> None:
         self.root = root
@@ -49,7 +50,7 @@ class StatusFile:
         self.backlog = backlog
         self.every = every
         self._last: float | None = None
-        self._backlog: dict[str, Any] | None = None
+        self._backlog: Backlog | None = None
         self._backlog_at: float | None = None
 
     def maybe_write(self, now: float) -> bool:
@@ -93,14 +94,14 @@ class StatusFile:
             doc["sync"] = {
                 "connected": self.uploader.connected.is_set(),
                 "deadline": self.uploader.deadline_level,
-                "backlog": self._backlog_now(now),
+                "backlog": backlog.model_dump() if (backlog := self._backlog_now(now)) else None,
                 # "<code>: <text>" while the store refuses this device (revoked, quota,
                 # store_full): agent status says so as an error, never as "ok".
                 "store_refusal": self.uploader.store_refusal,
             }
         return doc
 
-    def _backlog_now(self, now: float) -> dict[str, Any] | None:
+    def _backlog_now(self, now: float) -> Backlog | None:
         """The journal's backlog, asked for every 5 s (a query, not a per-frame cost)."""
         if self.backlog is None:
             return None

@@ -43,6 +43,7 @@ from common.settings import Sync
 from device.clock import Clock
 from evidence import messages
 from evidence import protocol as p
+from evidence.blob_messages import Missing
 from evidence.receipt import ReceiptError
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def unreceipted(ledger: SyncLedger) -> list[plan.Segment]:
     return [plan.segment(seq, m) for seq, m in ledger.unreceipted_segments()]
 
 
-def backlog(ledger: SyncLedger) -> dict[str, Any]:
+def backlog(ledger: SyncLedger) -> messages.Backlog:
     """What the device has yet to get stored at the agency (the status's ``backlog``)."""
     return plan.backlog(ledger.unacked_count(), unreceipted(ledger))
 
@@ -140,11 +141,11 @@ class Uploader:
         if self.connected.is_set():  # a clean stop sends no will: say offline ourselves
             ledger = SyncLedger(self.root)
             try:
-                doc = self._status_doc(ledger, online=False)
+                status = self._status(ledger, online=False)
             finally:
                 ledger.close()
             info = self.client.publish(
-                p.up(self.device_id, "status"), p.dumps(doc), qos=1, retain=True
+                p.up(self.device_id, "status"), status.to_bytes(), qos=1, retain=True
             )
             info.wait_for_publish(timeout=5)
         self.link.close()
@@ -198,7 +199,7 @@ class Uploader:
             self._pump(ledger)
         elif self._status_due.due(time.monotonic()):
             # Offline the 24-hour clock still runs: the LED and buzzer must warn.
-            self._status_doc(ledger, online=False)
+            self._status(ledger, online=False)
 
     def _handle_safely(self, ledger: SyncLedger, kind: str, data: Any) -> None:
         """One message never stops the uploader, whatever it holds."""
@@ -237,7 +238,7 @@ class Uploader:
                 log.warning("no recorder to apply the command on %s", topic)
             else:
                 self.on_command(reply.payload)
-        elif isinstance(reply, p.Ack):
+        elif isinstance(reply, messages.Ack):
             self.plan.answered(reply.seq, reply.ok)
             if reply.ok:
                 ledger.ack(reply.seq)
@@ -248,7 +249,7 @@ class Uploader:
                 ledger.refused(reply.seq, reply.reason)
                 if reply.code in STANDING_REFUSALS:
                     self.store_refusal = f"{reply.code}: {reply.reason}"
-        elif isinstance(reply, p.Missing):
+        elif isinstance(reply, Missing):
             self.plan.lacks(reply, time.monotonic())
             if reply.reason:
                 log.info("store asks again for %s: %s", reply.sha256[:12], reply.reason)
@@ -306,11 +307,11 @@ class Uploader:
     def _publish_status(self, ledger: SyncLedger, force: bool = False) -> None:
         if not self._status_due.due(time.monotonic(), force):
             return
-        status = self._status_doc(ledger, online=True)
-        self.link.publish(p.up(self.device_id, "status"), p.dumps(status), retain=True)
+        status = self._status(ledger, online=True)
+        self.link.publish(p.up(self.device_id, "status"), status.to_bytes(), retain=True)
 
-    def _status_doc(self, ledger: SyncLedger, online: bool) -> dict[str, Any]:
-        doc = plan.status_doc(
+    def _status(self, ledger: SyncLedger, online: bool) -> messages.Status:
+        status = plan.status(
             self.device_id,
             online,
             backlog(ledger),
@@ -318,8 +319,8 @@ class Uploader:
             self.settings.warn_hours,
             self.status_source() if online else {},
         )
-        self.deadline_level = doc["deadline"]
-        return doc
+        self.deadline_level = status.deadline or "ok"
+        return status
 
     def _sweep(self, ledger: SyncLedger) -> None:
         cutoff = plan.retention_cutoff(self.clock.wall(), self.settings.keep_after_receipt_hours)

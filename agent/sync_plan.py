@@ -27,6 +27,7 @@ from agent.blob_transfer import Transfer, whole_init
 from agent.sync_timing import ScanSchedule, Silence
 from common.settings import Sync
 from evidence import protocol as p
+from evidence.blob_messages import BlobInit, Missing
 from evidence.messages import Backlog, Status
 from evidence.seal import Entry
 
@@ -77,37 +78,37 @@ def segment(seq: int, manifest: dict[str, Any]) -> Segment:
     )
 
 
-def backlog(unacked_entries: int, unreceipted: Sequence[Segment]) -> dict[str, Any]:
+def backlog(unacked_entries: int, unreceipted: Sequence[Segment]) -> Backlog:
     """What is left to send, as the status document reports it."""
     return Backlog(
         entries=unacked_entries,
         blobs=len(unreceipted),
         bytes=sum(s.size for s in unreceipted),
         oldest_unsynced_end=min((s.end_wall for s in unreceipted), default=None),
-    ).model_dump()
+    )
 
 
-def status_doc(
+def status(
     device: str,
     online: bool,
-    backlog: dict[str, Any],
+    backlog: Backlog,
     wall: float,
     warn_hours: tuple[float, float],
     extra: dict[str, Any],
-) -> dict[str, Any]:
-    """The retained status (:class:`evidence.messages.Status`): backlog, the age of the
-    oldest unreceipted recording and its 24-hour deadline level (R7); ``extra`` (the
-    recorder's state) only when online, without the fields the status itself says."""
-    oldest = backlog["oldest_unsynced_end"]
+) -> Status:
+    """The retained status: backlog, the age of the oldest unreceipted recording and its
+    24-hour deadline level (R7); ``extra`` (the recorder's state) only when online,
+    without the fields the status itself says."""
+    oldest = backlog.oldest_unsynced_end
     recorder = {k: v for k, v in extra.items() if k not in Status.model_fields} if online else {}
     return Status(
         device=device,
         online=online,
-        backlog=Backlog.model_validate(backlog),
+        backlog=backlog,
         oldest_unsynced_age=None if oldest is None else round(wall - oldest, 1),
         deadline=p.deadline_level(wall, oldest, warn_hours),
         recorder=recorder,
-    ).to_doc()
+    )
 
 
 def retention_cutoff(now: float, keep_hours: float | None) -> float | None:
@@ -217,7 +218,7 @@ class SyncPlan:
                 out[s.sha256] = s
         return list(out.values())
 
-    def add_transfer(self, init: p.BlobInit, file: Path, entry: Entry | None = None) -> Transfer:
+    def add_transfer(self, init: BlobInit, file: Path, entry: Entry | None = None) -> Transfer:
         t = self.transfers[init.sha256] = Transfer(init, file, entry)
         return t
 
@@ -225,7 +226,7 @@ class SyncPlan:
         """A segment that travels whole with its manifest entry ``e``."""
         return self.add_transfer(whole_init(e), file, e)
 
-    def lacks(self, missing: p.Missing, now: float) -> None:
+    def lacks(self, missing: Missing, now: float) -> None:
         t = self.transfers.get(missing.sha256)
         if t:
             t.lacks(missing, now)

@@ -9,7 +9,7 @@ is which, without sockets or disks.
 
 Example::
 
-    read_reply("BC-1", "unbroken/v1/dev/BC-1/ack", payload, agency_key)  # -> p.Ack(...)
+    read_reply("BC-1", "unbroken/v1/dev/BC-1/ack", payload, agency_key)  # -> Ack(...)
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import nacl.signing
 
 from evidence import protocol as p
-from evidence.messages import Rejected, Resend
+from evidence.blob_messages import Missing
+from evidence.messages import Ack, Rejected, Resend
 from evidence.receipt import ReceiptClaim, check_receipt
 
 
@@ -77,7 +78,7 @@ def receipt_refusal(claim: ReceiptClaim, sealed: Sealed | None) -> str | None:
     return None
 
 
-Reply = CommandArrived | p.Ack | p.Missing | Receipt | Rejected | Resend | None
+Reply = CommandArrived | Ack | Missing | Receipt | Rejected | Resend | None
 
 
 def is_panel_input(topic: str, room: str | None) -> bool:
@@ -94,9 +95,9 @@ def read_reply(
         return CommandArrived(payload)
     what = topic.rsplit("/", 1)[-1]
     if what == "ack":
-        return p.Ack.parse(payload)
+        return Ack.parse(payload)
     if what == "missing":
-        return p.Missing.parse(payload)
+        return Missing.parse(payload)
     if what == "receipt":
         receipt = check_receipt(payload, agency_key, device=device)
         return Receipt(ReceiptClaim.of(receipt), payload)

@@ -29,6 +29,7 @@ from agent.sync_timing import Pacer
 from agent.uplink import Uplink
 from common.settings import Sync
 from evidence import protocol as p
+from evidence.blob_messages import BlobFinish, BlobInit
 from evidence.seal import Entry
 
 PAGE = 4  # entries read from the journal at a time, beyond the places free for media
@@ -83,7 +84,8 @@ class Sender:
                 self.plan.add_whole(entry, path)
                 continue
             size = self.settings.chunk_size
-            init = p.BlobInit(s.sha256, s.size, size, s.seq, _chunk_hashes(path, size))
+            chunks = _chunk_hashes(path, size)
+            init = BlobInit(sha256=s.sha256, size=s.size, chunk_size=size, seq=s.seq, chunks=chunks)
             self.plan.add_transfer(init, path)
 
     def _present(self, s: Segment) -> bool:
@@ -113,7 +115,7 @@ class Sender:
                 elif isinstance(step, blob_transfer.AskInit):
                     self.link.publish(p.up(self.device_id, "blob", "init"), t.init.to_bytes())
                 elif isinstance(step, blob_transfer.Finish):
-                    finish = p.dumps({"sha256": t.sha256})
+                    finish = BlobFinish(sha256=t.sha256).to_bytes()
                     self.link.publish(p.up(self.device_id, "blob", "finish"), finish)
                 else:
                     if not self.link.room_in_window():

@@ -21,6 +21,7 @@ from pathlib import Path
 import nacl.signing
 
 from evidence import protocol as p
+from evidence.blob_messages import BlobInit
 from evidence.manifest import UNKNOWN_LOCATION, Audio, SegmentManifest, Video
 from evidence.seal import Moment, Sealer, key_id
 from provisioning.registry import RegisteredKey
@@ -83,7 +84,7 @@ def ingest_rate(tmp: Path, whole: bool) -> float:
         hashes = tuple(
             hashlib.sha256(data[o : o + CHUNK]).hexdigest() for o in range(0, len(data), CHUNK)
         )
-        init = p.BlobInit(sha, len(data), CHUNK, entry.seq, hashes)
+        init = BlobInit(sha256=sha, size=len(data), chunk_size=CHUNK, seq=entry.seq, chunks=hashes)
         store.handle(p.up(DEVICE, "blob", "init"), init.to_bytes(), now)
         for o in range(0, len(data), CHUNK):
             store.handle(p.up(DEVICE, "blob", sha, str(o)), data[o : o + CHUNK], now)

@@ -27,11 +27,16 @@ from typing import Any, cast
 import paho.mqtt.client as mqtt
 from cryptography import x509
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from common.files import ConfigError
 
 TAKEN_OVER = 142  # MQTT v5 DISCONNECT: another client connected with this client id
+WITH_WILL = 4  # MQTT v5 DISCONNECT: "disconnect with will message"
+# What the tools hold of a connection and get from it, without naming paho.
+Client = mqtt.Client
+Message = mqtt.MQTTMessage
 
 
 def tls_client(
@@ -60,6 +65,13 @@ def tls_client(
         raise ConfigError(f"TLS files {ca}, {cert}, {key} are not usable: {e}") from None
     c.on_socket_open = _nodelay
     return c
+
+
+def drop(client: mqtt.Client) -> None:
+    """Close ``client``'s connection as a link that failed would be: the broker publishes
+    its will (the store sees the device go offline); its network loop stops."""
+    client.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT, identifier=WITH_WILL))
+    client.loop_stop()
 
 
 def _nodelay(_c: mqtt.Client, _u: Any, sock: Any) -> None:

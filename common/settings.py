@@ -201,3 +201,8 @@ class DeviceConfig(_Strict):
     def tracks(self) -> list[str]:
         """The tracks every segment of a session is recorded on."""
         return self.room.tracks if self.room else [MAIN_TRACK]
+
+    def for_room_controller(self) -> DeviceConfig:
+        """These settings on a room controller: its ``[room]``, or the default room when
+        they have none (the one rule, wherever a controller's settings are made)."""
+        return self if self.room is not None else self.model_copy(update={"room": Room()})

@@ -1,5 +1,6 @@
-"""The store's ``rejected`` and ``resend`` replies and a device's retained status: each
-built and parsed here only, by both sides of the wire.
+"""The store's ``ack``, ``rejected`` and ``resend`` replies and a device's retained
+status: each built and parsed here only, by both sides of the wire (a segment sent in
+chunks: :mod:`evidence.blob_messages`).
 
 Every message is a :class:`Message` (strict: no field of another type is coerced, no field
 nobody defined is taken), and every refusal is a :class:`~evidence.protocol.ProtocolError`
@@ -30,6 +31,7 @@ RECORDER_FIELDS = 64  # a recorder says about 20 things of itself (agent.recorde
 FIELD_NAME_CHARS = 64
 
 M = TypeVar("M", bound=BaseModel)
+Count = Annotated[int, Field(ge=0, le=2**53)]
 
 
 class Message(Strict):
@@ -107,10 +109,8 @@ class Rejected(Message):
 
     @staticmethod
     def of(topic: str, code: str, reason: str) -> Rejected:
-        """The store's reply; a code not in REFUSALS is the store's own fault, said as
-        such rather than sent as a code no device knows."""
-        if code not in get_args(p.Refusal):
-            code, reason = "store_error", f"{code}: {reason}"
+        """The store's reply (an unknown code: see :func:`_known`)."""
+        code, reason = _known(code, reason)
         doc = {"topic": topic[:TOPIC_CHARS], "reason": reason[:REASON_CHARS], "code": code}
         return Rejected.model_validate(doc)
 
@@ -126,6 +126,36 @@ class Rejected(Message):
         return validated(Rejected, doc, "rejected")
 
 
+def _known(code: str, reason: str) -> tuple[str, str]:
+    """A refusal's code and reason; a code not in REFUSALS is the store's own fault, said
+    as such rather than sent as a code no device knows."""
+    if code not in get_args(p.Refusal):
+        return "store_error", f"{code}: {reason}"
+    return code, reason
+
+
+class Ack(Message):
+    """The store's answer to a chain entry: accepted (``ok``; ``reason`` may say how: a
+    duplicate, a fork kept) or refused, with the ``code`` (a key of
+    :data:`evidence.protocol.REFUSALS`) and the reason."""
+
+    seq: Annotated[int, Field(ge=1, le=2**53)]
+    ok: bool
+    reason: str = Field("", max_length=REASON_CHARS)
+    code: Literal[p.Refusal, ""] = ""
+
+    @staticmethod
+    def refused(seq: int, code: str, reason: str) -> Ack:
+        """The store's refusal of entry ``seq`` (a code as :meth:`Rejected.of` takes it)."""
+        code, reason = _known(code, reason)
+        doc = {"seq": seq, "ok": False, "reason": reason[:REASON_CHARS], "code": code}
+        return Ack.model_validate(doc)
+
+    @staticmethod
+    def parse(payload: bytes) -> Ack:
+        return validated(Ack, p.parse_json(payload, "ack"), "ack")
+
+
 class Resend(Message):
     """A store worker has just taken this device over (its predecessor died, or the store
     started): what was in flight may have gone nowhere, send it again in ``retry`` seconds
@@ -139,8 +169,6 @@ class Resend(Message):
 
 
 # -- device → store ------------------------------------------------------------------
-
-Count = Annotated[int, Field(ge=0, le=2**53)]
 
 
 class Backlog(Message):

@@ -1,20 +1,20 @@
-"""The sync protocol between a device and the agency store: messages and rules, no I/O.
+"""The sync protocol between a device and the agency store: its rules, topics and
+framing, no I/O. Its messages are :mod:`evidence.messages`' (acks, refusals, the status)
+and :mod:`evidence.blob_messages`' (a segment in chunks).
 
 See docs/protocol.md. Everything here is shared by the device's uploader
 (:mod:`agent.sync`) and the store (:mod:`store`), so both sides parse and decide alike.
 
 Example::
 
-    init = BlobInit(sha256="ab"*32, size=600_000, chunk_size=262_144, seq=17, chunks=(...))
-    chunk_offsets(init)                    # -> [0, 262144, 524288]
-    missing(init, received={0})            # -> [262144, 524288]
+    deadline_level(now, oldest_unsynced_end=now - 13 * HOUR)   # -> "warn"
+    up("bwc-1", "blob", "init")            # -> "unbroken/d/bwc-1/blob/init"
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
 from typing import Any, Literal, get_args
 
 from evidence import bounded_json
@@ -102,131 +102,14 @@ def dumps(doc: dict[str, Any]) -> bytes:
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def is_sha256(value: Any) -> bool:
+    return isinstance(value, str) and _HEX64.match(value) is not None
+
+
 def check_sha256(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not _HEX64.match(value):
+    if not is_sha256(value):
         raise ProtocolError(f"{what}: not a lowercase hex SHA-256")
     return value
-
-
-def _int(doc: dict[str, Any], key: str, what: str, low: int = 0, high: int = 2**53) -> int:
-    v = doc.get(key)
-    if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high:
-        raise ProtocolError(f"{what}: {key} must be an integer in [{low}, {high}]")
-    return v
-
-
-@dataclass(frozen=True)
-class BlobInit:
-    """Announces a blob: its hash, size, chunking, the SHA-256 of each chunk (so a chunk
-    altered in transit is refused on arrival, not at the end) and the manifest entry that
-    seals the blob."""
-
-    sha256: str
-    size: int
-    chunk_size: int
-    seq: int
-    chunks: tuple[str, ...]
-
-    @staticmethod
-    def parse(payload: bytes) -> BlobInit:
-        doc = parse_json(payload, "blob init")
-        init = BlobInit(
-            sha256=check_sha256(doc.get("sha256"), "blob init"),
-            size=_int(doc, "size", "blob init", 1),
-            chunk_size=_int(doc, "chunk_size", "blob init", 1024, MAX_CHUNK),
-            seq=_int(doc, "seq", "blob init", 1),
-            chunks=_hashes(doc.get("chunks"), "blob init chunks"),
-        )
-        if len(init.chunks) != len(chunk_offsets(init)):
-            raise ProtocolError(
-                f"blob init: {len(init.chunks)} chunk hashes for {len(chunk_offsets(init))} chunks"
-            )
-        return init
-
-    def to_bytes(self) -> bytes:
-        return dumps({**asdict(self), "chunks": list(self.chunks)})
-
-    def chunk_hash(self, offset: int) -> str:
-        return self.chunks[offset // self.chunk_size]
-
-
-def _hashes(value: Any, what: str) -> tuple[str, ...]:
-    if not isinstance(value, list):
-        raise ProtocolError(f"{what}: not a list of SHA-256s")
-    return tuple(check_sha256(c, what) for c in value)
-
-
-def chunk_offsets(init: BlobInit) -> list[int]:
-    return list(range(0, init.size, init.chunk_size))
-
-
-def chunk_length(init: BlobInit, offset: int) -> int:
-    """The only length a chunk at ``offset`` may have; ProtocolError if out of range."""
-    if offset < 0 or offset >= init.size or offset % init.chunk_size:
-        raise ProtocolError(
-            f"chunk offset {offset} is not a multiple of {init.chunk_size} below {init.size}"
-        )
-    return min(init.chunk_size, init.size - offset)
-
-
-def missing(init: BlobInit, received: set[int]) -> list[int]:
-    """Offsets of chunks the store still lacks, in order."""
-    return [o for o in chunk_offsets(init) if o not in received]
-
-
-@dataclass(frozen=True)
-class Missing:
-    """The store's answer to an init or a finish: what it still lacks (empty: complete);
-    ``retry``: when to ask again, in seconds (0: at once when offsets are given)."""
-
-    sha256: str
-    offsets: list[int]
-    reason: str = ""
-    retry: float = 0.0
-
-    @staticmethod
-    def parse(payload: bytes) -> Missing:
-        doc = parse_json(payload, "missing")
-        offsets = doc.get("offsets")
-        if not isinstance(offsets, list) or not all(
-            isinstance(o, int) and not isinstance(o, bool) and 0 <= o < 2**53 for o in offsets
-        ):
-            raise ProtocolError("missing: offsets must be a list of integers in [0, 2^53)")
-        retry = doc.get("retry", 0.0)
-        if not isinstance(retry, int | float) or isinstance(retry, bool) or not 0 <= retry <= HOUR:
-            raise ProtocolError("missing: retry must be a number of seconds in [0, 3600]")
-        return Missing(
-            check_sha256(doc.get("sha256"), "missing"),
-            offsets,
-            str(doc.get("reason", ""))[:500],
-            float(retry),
-        )
-
-    def to_bytes(self) -> bytes:
-        return dumps(asdict(self))
-
-
-@dataclass(frozen=True)
-class Ack:
-    """The store's answer to a chain entry: accepted (ok) or refused with a reason."""
-
-    seq: int
-    ok: bool
-    reason: str = ""
-    code: str = ""  # a REFUSALS key when refused
-
-    @staticmethod
-    def parse(payload: bytes) -> Ack:
-        doc = parse_json(payload, "ack")
-        return Ack(
-            _int(doc, "seq", "ack", 1),
-            bool(doc.get("ok")),
-            str(doc.get("reason", ""))[:500],
-            str(doc.get("code", ""))[:40],
-        )
-
-    def to_bytes(self) -> bytes:
-        return dumps(asdict(self))
 
 
 def deadline(end_wall: float) -> float:

@@ -231,13 +231,24 @@ class VoiceExplanation:
 
 @dataclass(frozen=True)
 class Marker:
-    """A typed act on the timeline (R2) and where it happened."""
+    """A typed act on the timeline (R2) and where it happened. A device seals a note of at
+    most :attr:`NOTE_CHARS` (:meth:`new`); a longer one sealed before is read as it is."""
 
     type: str
     note: str
     location: dict[str, Any]
 
     KIND = "marker"
+    NOTE_CHARS = 200  # what the officer may say of the act: a line, not a statement
+
+    @staticmethod
+    def new(type: str, note: str, location: dict[str, Any]) -> Marker:
+        """A marker to seal; ValueError for a note longer than :attr:`NOTE_CHARS`."""
+        if len(note) > Marker.NOTE_CHARS:
+            raise ValueError(
+                f"a marker's note is {len(note)} characters, more than {Marker.NOTE_CHARS}"
+            )
+        return Marker(type, note, location)
 
     def to_body(self) -> dict[str, Any]:
         return {"type": self.type, "note": self.note, "location": dict(self.location)}

@@ -66,6 +66,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.session import State
+from common import mqtt
 from device.camera import SimCamera
 from device.clock import JumpingClock
 from device.controls import MARKER_PRESS, RECORD_HOLD, RECORD_PRESS, RECORD_RELEASE
@@ -120,20 +121,14 @@ class NetworkSwitch:
             self.uploader.start(connect=self.up)
 
     def set(self, up: bool) -> None:
-        from paho.mqtt.packettypes import PacketTypes
-        from paho.mqtt.reasoncodes import ReasonCode
-
         with self._lock:
             if up == self.up:
                 return
             self.up = up
-            client = self.uploader.client
             if up:
                 self.uploader.connect()
             else:
-                # reason 4, "disconnect with will message": the broker publishes the will
-                client.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT, identifier=4))
-                client.loop_stop()
+                mqtt.drop(self.uploader.client)
 
     def state(self) -> dict[str, Any]:
         return {"up": self.up, "connected": self.uploader.connected.is_set()}

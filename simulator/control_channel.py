@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import socket
-import sqlite3
 import threading
 import time
 from collections.abc import Mapping
@@ -24,6 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from agent.journal import sync_counts
 from device.clock import JumpingClock
 from device.hardware import SimHardware
 from simulator.control import REPLY_TIMEOUT, NetworkSwitch, SimParts
@@ -35,30 +35,6 @@ if TYPE_CHECKING:
 
 MAX_LINE = 64 * 1024  # a command is small; a longer line is refused, not buffered
 MAX_SOCKET_PATH = 100  # AF_UNIX paths are limited to 107 bytes on Linux
-
-
-def sync_counts(root: Path) -> dict[str, int]:
-    """Segments sealed, receipted, and entries not yet acknowledged, from the device's
-    journal (read-only: the channel's thread never writes it)."""
-    out = {"segments": 0, "receipted": 0, "unacked": 0}
-    try:
-        db = sqlite3.connect(f"file:{root / 'journal.db'}?mode=ro", uri=True, timeout=2)
-    except sqlite3.Error:
-        return out
-    try:
-        out["segments"] = db.execute(
-            "select count(*) from entries where kind = 'segment'"
-        ).fetchone()[0]
-        with contextlib.suppress(sqlite3.Error):
-            out["receipted"] = db.execute("select count(*) from receipts").fetchone()[0]
-            out["unacked"] = db.execute(
-                "select count(*) from entries where seq not in (select seq from sync_acks)"
-            ).fetchone()[0]
-    except sqlite3.Error:
-        pass
-    finally:
-        db.close()
-    return out
 
 
 # -- the channel: a Unix socket speaking JSON lines -------------------------------------------

@@ -1,6 +1,9 @@
-"""The control channel's commands (:mod:`simulator.control`): one pydantic model each,
-extra fields forbidden, and :func:`parse_command`, whose error names what is wrong in one
-line.
+"""The tester's command vocabulary: what the control channel (:mod:`simulator.control`)
+carries out, what a panel button sends (:mod:`simulator.tester_buttons`) and what a
+scenario's timeline step does (:mod:`simulator.scenario_steps`: a command, at a time, on
+some devices). One pydantic model each, extra fields forbidden, with the device's own
+limits (a marker's note: :attr:`evidence.session_bodies.Marker.NOTE_CHARS`), and
+:func:`parse_command`, whose error names what is wrong in one line.
 
 Example::
 
@@ -12,12 +15,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from agent.session import MarkerType
 from common.settings import Category
+from evidence.session_bodies import Marker as SealedMarker
+
+PAUSE_REASON_CHARS = 200  # why the officer stopped recording: sealed as the gap's detail
 
 
 class ControlError(ValueError):
@@ -46,7 +52,7 @@ class CloseCmd(_Cmd):
 class Marker(_Cmd):
     cmd: Literal["marker"]
     type: MarkerType | None = None  # None: the marker button (its configured type)
-    note: str = Field("", max_length=200)
+    note: str = Field("", max_length=SealedMarker.NOTE_CHARS)
 
 
 class OpenCmd(_Cmd):
@@ -61,7 +67,7 @@ class Explain(_Cmd):
 
 class Pause(_Cmd):
     cmd: Literal["pause"]
-    reason: str = Field("", max_length=200)
+    reason: str = Field("", max_length=PAUSE_REASON_CHARS)
 
 
 class Resume(_Cmd):
@@ -71,17 +77,17 @@ class Resume(_Cmd):
 class CameraCmd(_Cmd):
     cmd: Literal["camera"]
     track: str | None = None  # None: every camera
-    ok: bool
+    ok: bool = False  # left out: the camera fails
 
 
 class MicrophoneCmd(_Cmd):
     cmd: Literal["microphone"]
-    ok: bool
+    ok: bool = False
 
 
 class GpsCmd(_Cmd):
     cmd: Literal["gps"]
-    ok: bool
+    ok: bool = False
 
 
 class Walk(_Cmd):
@@ -105,7 +111,9 @@ class BatteryCmd(_Cmd):
 
 class StorageCmd(_Cmd):
     cmd: Literal["storage"]
-    free_bytes: int | None = Field(ge=0)
+    free_bytes: int | None = Field(
+        None, ge=0, description="Bytes free from now on; null or left out: the space is back."
+    )
 
 
 class ClockJump(_Cmd):
@@ -134,7 +142,7 @@ class Status(_Cmd):
     cmd: Literal["status"]
 
 
-ControlCommand = Annotated[
+Command = (
     Press
     | Hold
     | CloseCmd
@@ -152,29 +160,12 @@ ControlCommand = Annotated[
     | ClockJump
     | NetworkCmd
     | PanelCmd
-    | Status,
-    Field(discriminator="cmd"),
-]
+    | Status
+)
+ControlCommand = Annotated[Command, Field(discriminator="cmd")]
 _ADAPTER: TypeAdapter[ControlCommand] = TypeAdapter(ControlCommand)
-COMMANDS = (
-    "press",
-    "hold",
-    "close",
-    "marker",
-    "open",
-    "explain",
-    "pause",
-    "resume",
-    "camera",
-    "microphone",
-    "gps",
-    "walk",
-    "battery",
-    "storage",
-    "clock_jump",
-    "network",
-    "panel",
-    "status",
+COMMANDS: tuple[str, ...] = tuple(
+    get_args(model.model_fields["cmd"].annotation)[0] for model in get_args(Command)
 )
 
 

@@ -234,10 +234,7 @@ def run_demo(workdir: Path) -> int:
         synced = uploader.wait_idle(120)
         uploader.stop()
         backlog = sync_backlog(SyncLedger(data))
-        print(
-            f"   synced: {synced}; backlog {backlog['blobs']} segments, {backlog['entries']} "
-            "entries"
-        )
+        print(f"   synced: {synced}; backlog {backlog.blobs} segments, {backlog.entries} entries")
 
         print("\n== 4. Every segment has a receipt signed by the agency")
         segments = _segments(data)

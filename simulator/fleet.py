@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 from agent import assignment
 from agent.run import make_uploader
 from common.recording_settings import Recording
-from common.room_settings import Room
 from common.settings import DeviceConfig
 from device.clock import SimClock
 from simulator.device import SimDevice
@@ -62,9 +61,7 @@ class Fleet:
         self.workdir = workdir.resolve()
         self.config = config or panel_config()
         self.body_config = self.config.model_copy(update={"room": None})
-        self.room_config = (
-            self.config if self.config.room else self.config.model_copy(update={"room": Room()})
-        )
+        self.room_config = self.config.for_room_controller()
         self.sync = sync
         self.count = devices
         self.room_count = rooms

@@ -19,6 +19,7 @@ from typing import Any
 
 from agent.journal import SyncLedger
 from agent.sync import backlog as sync_backlog
+from evidence.messages import Backlog
 
 
 class JournalView:
@@ -41,7 +42,7 @@ class JournalView:
                 self._ledger.close()
                 self._ledger = None
 
-    def counts(self) -> tuple[int, int, dict[str, int]] | None:
+    def counts(self) -> tuple[int, int, Backlog] | None:
         """Segments sealed, entries, and the backlog; None while closed."""
         with self._lock:
             if self._ledger is None:

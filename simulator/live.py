@@ -300,10 +300,10 @@ class LiveDevice:
             "connected": bool(up and up.connected.is_set()),
             "deadline": up.deadline_level if up else None,
             "segments_sealed": sealed,
-            "segments_receipted": sealed - backlog["blobs"],
+            "segments_receipted": sealed - backlog.blobs,
             "entries": total,
-            "entries_unsynced": backlog["entries"],
-            "backlog": backlog,
+            "entries_unsynced": backlog.entries,
+            "backlog": backlog.model_dump(),
             "refusals": list(up.refusals[-3:]) if up else [],
         }
 

@@ -28,8 +28,7 @@ from simulator.previews import PREVIEW_WIDTH
 from simulator.tester_buttons import ActionError, button_command
 
 if TYPE_CHECKING:
-    import paho.mqtt.client as mqtt
-
+    from common import mqtt
     from simulator.site import LocalSite
 
 ROOM_EVENTS_SHOWN = 18  # per room: each segment is one entry per track
@@ -96,7 +95,7 @@ class SimPanel:
         client.publish(self.prefix + "panel", b"online", qos=1, retain=True)
         client.publish(self.prefix + "door", self._door(), qos=1, retain=True)
 
-    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.Message) -> None:
         if msg.topic == self.prefix + "state":
             state = msg.payload.decode("utf-8", "replace")
             if state != self.shown:

@@ -43,25 +43,14 @@ from typing import Any
 
 from agent.evidence_dir import EvidenceDirError
 from simulator.control import Pending
-from simulator.control_commands import ControlError
-from simulator.scenario_actions import (
-    RUNNER_ACTIONS,
-    SiteActions,
-    action_text,
-    control_command,
-    reply_text,
-)
+from simulator.control_commands import ClockJump, ControlError
+from simulator.scenario_actions import SiteActions, reply_text
 from simulator.scenario_collect import collect_device, status_sample, store_gaps
 from simulator.scenario_drivers import DeviceDriver, InProcessDevice, stamp
 from simulator.scenario_facts import ActionRecord, RunFacts, Sample
-from simulator.scenario_model import (
-    Action,
-    DoorAction,
-    KeyAction,
-    Scenario,
-    matching,
-)
+from simulator.scenario_model import Scenario, matching
 from simulator.scenario_start import boot_fleet, provision_fleet
+from simulator.scenario_steps import RUNNER_VERBS, Door, Key, Step
 from simulator.site import LocalSite
 
 SAMPLE_SECONDS = 1.0  # how often each device's status is asked
@@ -91,7 +80,7 @@ class Runner:
         self.t0 = 0.0  # monotonic at scenario second 0 (real time)
         self.wall0 = 0.0
         self.fast_t = 0.0
-        self._lazy: list[tuple[ActionRecord, Pending, Action]] = []  # fast: replies to come
+        self._lazy: list[tuple[ActionRecord, Pending, Step]] = []  # fast: replies to come
         self._stop_sampling = threading.Event()
         self._lock = threading.Lock()
         self.log = workdir / "logs" / "runner.log"
@@ -196,7 +185,7 @@ class Runner:
                 left.append((record, pending, a))
         self._lazy = left
 
-    def _apply_all(self, jobs: list[tuple[Action, str]]) -> None:
+    def _apply_all(self, jobs: list[tuple[Step, str]]) -> None:
         if self.fast or len(jobs) == 1:
             for a, i in jobs:
                 self._apply(a, i)
@@ -204,11 +193,12 @@ class Runner:
         with ThreadPoolExecutor(max_workers=min(8, len(jobs))) as pool:
             list(pool.map(lambda job: self._apply(*job), jobs))
 
-    def _apply(self, a: Action, device: str) -> None:
+    def _apply(self, a: Step, device: str) -> None:
         t = self.now()
         record = ActionRecord(a.at, round(t, 3), device, a.do, False)
+        c = a.command
         try:
-            if a.do in RUNNER_ACTIONS and not (self.fast and isinstance(a, DoorAction | KeyAction)):
+            if a.do in RUNNER_VERBS and not (self.fast and isinstance(c, Door | Key)):
                 assert self.actions is not None
                 done = self.actions.carry_out(a, device, t)
                 if isinstance(done, Pending):  # fast: carried out at the next frame
@@ -217,11 +207,14 @@ class Runner:
                 else:
                     record.ok, record.detail = done
             else:  # fast: the panel speaks through the control channel, not the broker
-                reply = self.drivers[device].command(control_command(a))
+                doc = c.model_dump(mode="json")
+                if isinstance(c, Door | Key):
+                    doc = {"cmd": "panel", c.cmd: c.state}
+                reply = self.drivers[device].command(doc)
                 record.ok = bool(reply.get("ok"))
                 record.detail = reply_text(reply)
-                if record.ok and a.do == "clock_jump":
-                    self.drivers[device].note_jump(t, float(getattr(a, "seconds", 0.0)))
+                if record.ok and isinstance(c, ClockJump):
+                    self.drivers[device].note_jump(t, c.seconds)
                 if isinstance(reply.get("pending"), Pending):
                     self._lazy.append((record, reply["pending"], a))
         except (ControlError, OSError, EvidenceDirError) as e:
@@ -232,9 +225,9 @@ class Runner:
             return  # fast: told once the device carried it out (_settle)
         self._tell(record, a)
 
-    def _tell(self, record: ActionRecord, a: Action) -> None:
+    def _tell(self, record: ActionRecord, a: Step) -> None:
         mark = "ok " if record.ok else "ERR"
-        self.event(record.t, f"{mark} {record.device}: {action_text(a)}  {record.detail}")
+        self.event(record.t, f"{mark} {record.device}: {a.text()}  {record.detail}")
 
     def event(self, t: float, text: str) -> None:
         """A line of the narrative at scenario second ``t``."""

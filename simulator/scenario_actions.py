@@ -1,8 +1,9 @@
-"""The timeline actions the scenario runner carries out itself, not the device's panel.
+"""The timeline steps the scenario runner carries out itself, not the device's control
+channel (:data:`~simulator.scenario_steps.RUNNER_VERBS`).
 
 Power cuts and boots (the process), the room's door and key (over the broker, as a real
 panel), case-system sessions (signed agency commands) and written statements (`agent
-explain` or `store explain`). Also the text of each action and reply in the run's log.
+explain` or `store explain`). Also the text of each reply in the run's log.
 """
 
 from __future__ import annotations
@@ -15,43 +16,31 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
-
 from agent.evidence_dir import verify_dir
+from common.mqtt import Client
 from evidence import protocol as p
 from simulator.control import Pending
 from simulator.powercut import PROJECT
 from simulator.scenario_drivers import DeviceDriver
-from simulator.scenario_model import (
-    Action,
-    BootAction,
-    CaseCloseAction,
-    CaseOpenAction,
-    Device,
-    DoorAction,
-    KeyAction,
-    PowerCutAction,
-    PowerOffAction,
-    StatementAction,
-    StorageAction,
+from simulator.scenario_model import Device
+from simulator.scenario_steps import (
+    Boot,
+    CaseClose,
+    CaseOpen,
+    Door,
+    Key,
+    PowerCut,
+    PowerOff,
+    Statement,
+    Step,
 )
 from simulator.site import LocalSite
 
 EFFECT_WAIT = 8.0  # seconds a command over MQTT may take to show on the device
-RUNNER_ACTIONS = (
-    "power_cut",
-    "power_off",
-    "boot",
-    "door",
-    "key",
-    "case_open",
-    "case_close",
-    "statement",
-)
 
 
 class SiteActions:
-    """Carries out :data:`RUNNER_ACTIONS` on the booted fleet of one run."""
+    """Carries out the runner's verbs on the booted fleet of one run."""
 
     def __init__(
         self,
@@ -70,36 +59,36 @@ class SiteActions:
         self.pins = pins
         self.fast = fast
         self.wall0 = wall0
-        self.panels: dict[str, mqtt.Client] = {}
+        self.panels: dict[str, Client] = {}
 
     def close(self) -> None:
         for client in self.panels.values():
             client.disconnect()
             client.loop_stop()
 
-    def carry_out(self, a: Action, device: str, t: float) -> tuple[bool, str] | Pending:
-        drv = self.drivers[device]
-        if isinstance(a, PowerCutAction):
+    def carry_out(self, step: Step, device: str, t: float) -> tuple[bool, str] | Pending:
+        drv, a = self.drivers[device], step.command
+        if isinstance(a, PowerCut):
             drv.power_cut(t)
             return True, "SIGKILL"
-        if isinstance(a, PowerOffAction):
+        if isinstance(a, PowerOff):
             if not drv.running:
                 return False, f"{device} is already off"
             drv.power_off()
             return True, "SIGTERM: shut down cleanly"
-        if isinstance(a, BootAction):
+        if isinstance(a, Boot):
             drv.boot(t, a.clock_offset_hours, a.network)
             st = drv.command({"cmd": "status"}).get("status", {})
             offset = f", clock {drv.offset / 3600:+g} h" if drv.offset else ""
             return True, f"booted: {st.get('state')}{offset}{'' if drv.online else ', offline'}"
-        if isinstance(a, DoorAction | KeyAction):
-            what = "door" if isinstance(a, DoorAction) else "key"
-            return self._over_mqtt(drv, lambda: self._panel(device, what, a.state))
-        if isinstance(a, CaseOpenAction | CaseCloseAction):
+        if isinstance(a, Door | Key):
+            state = a.state
+            return self._over_mqtt(drv, lambda: self._panel(device, a.cmd, state))
+        if isinstance(a, CaseOpen | CaseClose):
             return self._case(a, device, drv, t)
-        if isinstance(a, StatementAction):
+        if isinstance(a, Statement):
             return self._statement(a, device, drv)
-        raise AssertionError(a.do)
+        raise AssertionError(step.do)
 
     def _over_mqtt(self, drv: DeviceDriver, send: Callable[[], None]) -> tuple[bool, str]:
         """Send something over the broker; wait until the device's state shows it."""
@@ -128,18 +117,12 @@ class SiteActions:
         info.wait_for_publish(timeout=5)
 
     def _case(
-        self, a: CaseOpenAction | CaseCloseAction, device: str, drv: DeviceDriver, t: float
+        self, a: CaseOpen | CaseClose, device: str, drv: DeviceDriver, t: float
     ) -> tuple[bool, str] | Pending:
         assert self.site is not None
-        args: dict[str, Any] = {"case": a.case}
-        name: Any = "session_close"
-        if isinstance(a, CaseOpenAction):
-            name = "session_open"
-            args["badges"] = a.badges
-            if a.person:
-                args["person"] = a.person
-            if a.category:
-                args["category"] = a.category.value
+        # the agency command's own arguments, as the step gave them
+        args = a.model_dump(mode="json", exclude={"cmd"}, exclude_defaults=True)
+        name: Any = "session_open" if isinstance(a, CaseOpen) else "session_close"
         # signed "now" as the device sees it (fast: simulated time), so it is not stale
         now = self.wall0 + drv.offset + t if self.fast else time.time()
         out = self.workdir / "outbox" / f"{device}-{name}-{time.time_ns()}.cmd"
@@ -161,7 +144,7 @@ class SiteActions:
         st = drv.command({"cmd": "status"}).get("status", {})
         return False, f"{name} sent, but the room did not follow: {st.get('last_error')}"
 
-    def _statement(self, a: StatementAction, device: str, drv: DeviceDriver) -> tuple[bool, str]:
+    def _statement(self, a: Statement, device: str, drv: DeviceDriver) -> tuple[bool, str]:
         assert self.site is not None
         if a.where == "device" and drv.running:
             return False, (
@@ -196,7 +179,7 @@ class SiteActions:
         said = (done.stdout.strip() or done.stderr.strip()).splitlines()
         return done.returncode == 0, (said[-1] if said else f"exit {done.returncode}")
 
-    def _open_gap(self, a: StatementAction, device: str, drv: DeviceDriver) -> str | None:
+    def _open_gap(self, a: Statement, device: str, drv: DeviceDriver) -> str | None:
         """The last gap without an explanation (of the cause named), where it is added."""
         gaps: list[dict[str, Any]] = []
         if a.where == "device":
@@ -226,16 +209,6 @@ class SiteActions:
     # -- the end --------------------------------------------------------------------------------
 
 
-def control_command(a: Action) -> dict[str, Any]:
-    """The control channel command a timeline action becomes."""
-    if isinstance(a, DoorAction | KeyAction):
-        return {"cmd": "panel", a.do: a.state}
-    fields = a.model_dump(mode="json", exclude={"at", "device", "do"})
-    if a.do != "storage":  # there, null means "the real disk again"
-        fields = {k: v for k, v in fields.items() if v is not None}
-    return {"cmd": a.do, **fields}
-
-
 def state(reply: dict[str, Any]) -> tuple[str, str | None, str | None]:
     st = reply.get("status") or {}
     return str(st.get("state")), st.get("session"), st.get("panel")
@@ -257,19 +230,3 @@ def reply_text(reply: dict[str, Any]) -> str:
     if st.get("explain_prompt"):
         parts.append("prompting for an explanation")
     return "→ " + ", ".join(p for p in parts if p)
-
-
-def _short(value: object, limit: int = 40) -> str:
-    text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def action_text(a: Action) -> str:
-    if isinstance(a, StorageAction) and a.free_bytes is None:
-        return "storage: space freed"
-    fields = a.model_dump(mode="json", exclude={"at", "device", "do"}, exclude_none=True)
-    shown = " ".join(f"{k}={_short(v)}" for k, v in fields.items() if v not in ("", [], None))
-    return f"{a.do} {shown}".strip()
-
-
-# -- the command line ---------------------------------------------------------------------------

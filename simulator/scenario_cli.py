@@ -15,7 +15,8 @@ from pathlib import Path
 
 from simulator.control_commands import ControlError
 from simulator.scenario import Runner
-from simulator.scenario_facts import Outcome, RunFacts, check_all
+from simulator.scenario_checks import check_all
+from simulator.scenario_facts import Outcome, RunFacts
 from simulator.scenario_model import ScenarioError, load_scenario, needs_real_time
 
 

@@ -1,9 +1,11 @@
 """Scenario files: strict models loaded from TOML, with errors that name the line of thought.
 
 A scenario is a fleet (``[[devices]]``), a timeline of what happens to it
-(``[[timeline]]``: button presses, faults, room sessions, power cuts, statements) and what
-must be true at the end (``[[expect]]``). Unknown keys are errors, as in device.toml: a
-misspelt expectation must not silently pass. See docs/testers-guide.md.
+(``[[timeline]]``: steps, :mod:`simulator.scenario_steps`: the tester's commands and the
+runner's power cuts, room sessions and statements) and what must be true at the end
+(``[[expect]]``, :mod:`simulator.scenario_expect`). Unknown keys are errors, as in
+device.toml: a misspelt expectation must not silently pass. A step a device would refuse
+is refused here, naming it. See docs/testers-guide.md.
 
 Example::
 
@@ -34,14 +36,15 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from agent.session import MarkerType
 from common.files import ConfigError, load_toml
-from common.settings import Category, DeviceConfig
-from evidence.gaps import CAUSES
+from common.settings import DeviceConfig
+from simulator import scenario_steps
+from simulator.scenario_expect import REAL_TIME_CHECKS, Expectation
+from simulator.scenario_steps import Step, step_refusal
 
 _NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 DEFAULT_SETTINGS: dict[str, Any] = {
@@ -124,11 +127,7 @@ class DeviceSpec(_Strict):
                     f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
                 )
             ) from None
-        if self.kind == "room" and config.room is None:
-            from common.room_settings import Room
-
-            config = config.model_copy(update={"room": Room()})
-        return config
+        return config.for_room_controller() if self.kind == "room" else config
 
 
 @dataclass(frozen=True)
@@ -155,257 +154,6 @@ class Device:
         return self.config().tracks
 
 
-# -- the timeline --------------------------------------------------------------------------------
-
-
-class _Action(_Strict):
-    at: float = Field(ge=0, description="Seconds after the start of the scenario.")
-    device: str = Field("*", description="A device id or a pattern (fnmatch: bwc-*, *).")
-
-
-class PressAction(_Action):
-    do: Literal["press"]
-
-
-class HoldAction(_Action):
-    do: Literal["hold"]
-
-
-class CloseAction(_Action):
-    do: Literal["close"]
-
-
-class MarkerAction(_Action):
-    do: Literal["marker"]
-    type: MarkerType | None = None
-    note: str = ""
-
-
-class OpenAction(_Action):
-    do: Literal["open"]
-    category: Category | None = None
-    badges: list[str] | None = None
-
-
-class ExplainAction(_Action):
-    do: Literal["explain"]
-
-
-class PauseAction(_Action):
-    do: Literal["pause"]
-    reason: str = ""
-
-
-class ResumeAction(_Action):
-    do: Literal["resume"]
-
-
-class CameraAction(_Action):
-    do: Literal["camera"]
-    track: str | None = None
-    ok: bool = False
-
-
-class MicrophoneAction(_Action):
-    do: Literal["microphone"]
-    ok: bool = False
-
-
-class GpsAction(_Action):
-    do: Literal["gps"]
-    ok: bool = False
-
-
-class WalkAction(_Action):
-    do: Literal["walk"]
-    route: str
-    loop: bool = False
-
-
-class BatteryAction(_Action):
-    do: Literal["battery"]
-    percent: float | None = Field(None, ge=0, le=100)
-    drain_per_hour: float | None = Field(None, ge=0)
-    external: bool | None = None
-
-
-class StorageAction(_Action):
-    do: Literal["storage"]
-    free_bytes: int | None = Field(
-        None, ge=0, description="Bytes free from now on; left out: the space is back."
-    )
-
-
-class ClockJumpAction(_Action):
-    do: Literal["clock_jump"]
-    seconds: float
-
-
-class NetworkAction(_Action):
-    do: Literal["network"]
-    up: bool
-
-
-class PowerCutAction(_Action):
-    do: Literal["power_cut"]
-
-
-class PowerOffAction(_Action):
-    do: Literal["power_off"]
-
-
-class BootAction(_Action):
-    do: Literal["boot"]
-    clock_offset_hours: float | None = Field(None, ge=-24 * 30, le=24 * 30)
-    network: bool | None = None
-
-
-class DoorAction(_Action):
-    do: Literal["door"]
-    state: Literal["open", "closed"]
-
-
-class KeyAction(_Action):
-    do: Literal["key"]
-    state: Literal["start", "stop"]
-
-
-class CaseOpenAction(_Action):
-    do: Literal["case_open"]
-    case: str = Field(min_length=1, max_length=64)
-    badges: list[str] = Field(default_factory=list)
-    person: str | None = None
-    category: Category | None = None
-
-
-class CaseCloseAction(_Action):
-    do: Literal["case_close"]
-    case: str = Field(min_length=1, max_length=64)
-
-
-class StatementAction(_Action):
-    do: Literal["statement"]
-    reason: str = Field(min_length=1)
-    officers: list[str] = Field(min_length=1, description="Badges of the officers attesting.")
-    where: Literal["device", "store"] = "device"
-    cause: str | None = Field(None, description="Which gap: the last unexplained of this cause.")
-
-
-Action = Annotated[
-    PressAction
-    | HoldAction
-    | CloseAction
-    | MarkerAction
-    | OpenAction
-    | ExplainAction
-    | PauseAction
-    | ResumeAction
-    | CameraAction
-    | MicrophoneAction
-    | GpsAction
-    | WalkAction
-    | BatteryAction
-    | StorageAction
-    | ClockJumpAction
-    | NetworkAction
-    | PowerCutAction
-    | PowerOffAction
-    | BootAction
-    | DoorAction
-    | KeyAction
-    | CaseOpenAction
-    | CaseCloseAction
-    | StatementAction,
-    Field(discriminator="do"),
-]
-
-ROOM_ONLY = ("door", "key", "case_open", "case_close")
-# Timeline actions that need agent processes, the broker or the store: not in --fast.
-REAL_TIME_ACTIONS = {
-    "power_cut": "a power cut kills an agent process",
-    "network": "the network is the real broker",
-    "statement": "(where = 'store') the statement is added at the store",
-}
-
-
-# -- the expectations --------------------------------------------------------------------------
-
-
-class _Expect(_Strict):
-    devices: str = Field("*", description="A device id or a pattern (fnmatch).")
-
-
-class ChainVerifies(_Expect):
-    check: Literal["chain_verifies"]
-    strict: bool = Field(False, description="An unexplained gap fails it too.")
-
-
-class GapExplained(_Expect):
-    check: Literal["gap_explained"]
-    how: Literal["voice", "written", "any"] = "any"
-    cause: str | None = None
-    at_least: int = Field(1, ge=0, description="This many such gaps must have happened.")
-
-
-class UploadedWithin(_Expect):
-    check: Literal["uploaded_within_24h"]
-    hours: float = Field(24.0, gt=0, le=24 * 30)
-
-
-class FootageLost(_Expect):
-    check: Literal["footage_lost_max_seconds"]
-    seconds: float = Field(1.0, ge=0)
-
-
-class AllTracksPresent(_Expect):
-    check: Literal["all_tracks_present"]
-
-
-class NoSilentGap(_Expect):
-    check: Literal["no_silent_gap"]
-
-
-class Continuous(_Expect):
-    check: Literal["continuous"]
-
-
-class Sessions(_Expect):
-    check: Literal["sessions"]
-    count: int = Field(ge=0, description="Sessions each matching device recorded.")
-    closed: bool = Field(True, description="All of them closed.")
-
-
-class DeadlineSeen(_Expect):
-    check: Literal["deadline_seen"]
-    level: Literal["warn", "urgent", "overdue"] = "warn"
-
-
-class Markers(_Expect):
-    check: Literal["markers"]
-    type: MarkerType
-    at_least: int = Field(1, ge=1)
-
-
-Expectation = Annotated[
-    ChainVerifies
-    | GapExplained
-    | UploadedWithin
-    | FootageLost
-    | AllTracksPresent
-    | NoSilentGap
-    | Continuous
-    | Sessions
-    | DeadlineSeen
-    | Markers,
-    Field(discriminator="check"),
-]
-REAL_TIME_CHECKS = {
-    "uploaded_within_24h": "uploads need the broker and the store",
-    "deadline_seen": "the deadline level is the uploader's",
-    "footage_lost_max_seconds": "power cuts kill agent processes",
-}
-
-
 # -- the scenario ----------------------------------------------------------------------------
 
 
@@ -419,7 +167,7 @@ class Scenario(_Strict):
     site: Site = Site()
     officers: list[Officer] = Field(default_factory=list)
     devices: list[DeviceSpec] = Field(min_length=1)
-    timeline: list[Action] = Field(default_factory=list)
+    timeline: list[Step] = Field(default_factory=list)
     expect: list[Expectation] = Field(min_length=1, description="A scenario is a test.")
 
     @model_validator(mode="after")
@@ -431,39 +179,20 @@ class Scenario(_Strict):
             raise ValueError(f"device ids repeat: {', '.join(dupes)}")
         by_id = {d.id: d for d in fleet}
         badges = {o.badge for o in self.officers}
-        for i, a in enumerate(self.timeline):
-            where = f"timeline[{i}] ({a.do} at {a.at:g} s)"
-            if a.at > self.duration:
+        for i, step in enumerate(self.timeline):
+            where = f"timeline[{i}] ({step.do} at {step.at:g} s)"
+            if step.at > self.duration:
                 raise ValueError(f"{where}: after the end (duration = {self.duration:g})")
-            matched = [by_id[m] for m in fnmatch.filter(ids, a.device)]
+            matched = [by_id[m] for m in fnmatch.filter(ids, step.device)]
             if not matched:
-                raise ValueError(f"{where}: device {a.device!r} matches no device")
-            if a.do in ROOM_ONLY and any(d.kind != "room" for d in matched):
-                raise ValueError(f"{where}: {a.do} is for room controllers (kind = 'room')")
-            if isinstance(a, CameraAction) and a.track is not None:
-                for d in matched:
-                    if a.track not in d.cameras:
-                        raise ValueError(
-                            f"{where}: {d.id} has no camera {a.track!r} "
-                            f"(cameras: {', '.join(d.cameras)})"
-                        )
-            if isinstance(a, StatementAction):
-                missing = [b for b in a.officers if b not in badges]
-                if missing:
-                    raise ValueError(
-                        f"{where}: officers {', '.join(missing)} are not in [[officers]] "
-                        "(their PINs attest)"
-                    )
-                if a.cause is not None and a.cause not in CAUSES:
-                    raise ValueError(f"{where}: unknown cause {a.cause!r}; one of {CAUSES}")
+                raise ValueError(f"{where}: device {step.device!r} matches no device")
+            if refusal := step_refusal(step, list(matched), badges):
+                raise ValueError(f"{where}: {refusal}")
         for i, e in enumerate(self.expect):
             if not fnmatch.filter(ids, e.devices):
                 raise ValueError(
                     f"expect[{i}] ({e.check}): devices {e.devices!r} matches no device"
                 )
-            cause = getattr(e, "cause", None)
-            if cause is not None and cause not in CAUSES:
-                raise ValueError(f"expect[{i}] ({e.check}): unknown cause {cause!r}")
         return self
 
     def fleet(self) -> list[Device]:
@@ -485,11 +214,9 @@ def needs_real_time(scenario: Scenario) -> list[str]:
     """Why the scenario cannot run with ``--fast`` (in-process devices on simulated time,
     no broker, no store); empty if it can."""
     out = []
-    for i, a in enumerate(scenario.timeline):
-        if a.do in REAL_TIME_ACTIONS and not (
-            isinstance(a, StatementAction) and a.where == "device"
-        ):
-            out.append(f"timeline[{i}] {a.do} at {a.at:g} s: {REAL_TIME_ACTIONS[a.do]}")
+    for i, step in enumerate(scenario.timeline):
+        if why := scenario_steps.needs_real_time(step):
+            out.append(f"timeline[{i}] {step.do} at {step.at:g} s: {why}")
     for i, e in enumerate(scenario.expect):
         if e.check in REAL_TIME_CHECKS:
             out.append(f"expect[{i}] {e.check}: {REAL_TIME_CHECKS[e.check]}")
@@ -500,25 +227,48 @@ def load_scenario(path: Path) -> Scenario:
     """Read and check a scenario file; ScenarioError names the file and every problem.
     Route files are resolved against the scenario's folder."""
     path = Path(path)
+    read: dict[str, Any] = {}
+
+    def prepare(data: dict[str, Any]) -> None:
+        _resolve_routes(data, path.parent)
+        read.update(data)
+
     return load_toml(
         path,
         Scenario,
         "scenario",
-        prepare=lambda data: _resolve_routes(data, path.parent),
-        where=_where,
+        prepare=prepare,
+        where=lambda loc: _where(loc, read),
         error=ScenarioError,
     )
 
 
-def _where(loc: tuple[int | str, ...]) -> str:
-    """('timeline', 3, 'press', 'at') → 'timeline[3].at' (the tag is in the message)."""
-    parts = list(loc)
-    if len(parts) >= 3 and parts[0] in ("timeline", "expect") and isinstance(parts[1], int):
+def _where(loc: tuple[int | str, ...], data: dict[str, Any]) -> str:
+    """('timeline', 3, 'command', 'marker', 'note') → 'timeline[3].note (marker at 5 s)':
+    the step's field, and the step as the file says it; an expectation's tag is in the
+    message."""
+    parts, step = list(loc), ""
+    if len(parts) >= 3 and parts[0] == "expect" and isinstance(parts[1], int):
         del parts[2]  # the discriminator's tag
+    if len(parts) >= 2 and parts[0] == "timeline" and isinstance(parts[1], int):
+        if parts[2:3] == ["command"]:
+            del parts[2:4]  # the step's command and its tag: the fields are the step's
+        step = _step_said(data, parts[1])
     out = ""
     for p in parts:
         out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out or "(top)"
+    return (out or "(top)") + step
+
+
+def _step_said(data: dict[str, Any], i: int) -> str:
+    """`` (marker at 5 s)``: what the file's step ``i`` does and when, as far as it says."""
+    steps = data.get("timeline")
+    step = steps[i] if isinstance(steps, list) and i < len(steps) else None
+    if not isinstance(step, dict) or not isinstance(step.get("do"), str):
+        return ""
+    at = step.get("at")
+    when = f" at {at:g} s" if isinstance(at, int | float) and not isinstance(at, bool) else ""
+    return f" ({step['do'][:40]}{when})"
 
 
 def _resolve_routes(data: dict[str, Any], base: Path) -> None:

@@ -23,7 +23,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
-import paho.mqtt.client as mqtt
 import tomli_w
 
 from agent import assignment, enrolment, provisioned
@@ -33,7 +32,7 @@ from agent.run import make_uploader
 from agent.sync import Uploader
 from common import pki
 from common.bundle import Broker
-from common.mqtt import tls_client
+from common.mqtt import Client, tls_client
 from common.settings import Sync
 from device.clock import Clock, SimClock, SystemClock
 from provisioning.agency import Agency, init_agency
@@ -210,7 +209,7 @@ class LocalSite:
             self.start_broker()
         return out
 
-    def panel_client(self, room: str) -> mqtt.Client:
+    def panel_client(self, room: str) -> Client:
         """A connected MQTT client with room ``room``'s panel certificate (enrolled first
         if need be): what the panel firmware speaks, from CPython."""
         d = self.workdir / "panels" / room

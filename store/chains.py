@@ -16,8 +16,8 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from evidence import protocol as p
 from evidence.manifest import SegmentManifest
+from evidence.messages import Ack
 from evidence.seal import Entry
 from store.db import Database
 from store.judge import file_pattern, seals_file
@@ -56,12 +56,12 @@ class Chains:
                 return int(r["seq"]), str(r["hash"])[:16]
         return None
 
-    def record(self, device: str, e: Entry, now: float, judged: tuple[float, str | None]) -> p.Ack:
+    def record(self, device: str, e: Entry, now: float, judged: tuple[float, str | None]) -> Ack:
         """Keep a judged entry (inside the caller's transaction)."""
         wall, flag = judged
         main = self.hashes("entries", device, e.seq)
         if e.hash in main or e.hash in self.hashes("forks", device, e.seq):
-            return p.Ack(e.seq, True, "duplicate")
+            return Ack(seq=e.seq, ok=True, reason="duplicate")
         # A second entry at a sequence number, or one continuing such an entry: a
         # fork. Both branches are signed by a registered key, so both are kept (and
         # their media receipted), and the fork is raised as an alert.
@@ -72,7 +72,7 @@ class Chains:
             log.warning(
                 "fork: %s entry %d (%s) kept on a second branch", device, e.seq, e.hash[:16]
             )
-            return p.Ack(e.seq, True, "fork: kept on a second branch")
+            return Ack(seq=e.seq, ok=True, reason="fork: kept on a second branch")
         self.insert("entries", device, e, wall, now, flag)
         # Continuity both ways: entries may arrive out of order across workers.
         before = self.db.query(
@@ -93,7 +93,7 @@ class Chains:
                 "does not name the hash of the entry before it",
                 now,
             )
-        return p.Ack(e.seq, True)
+        return Ack(seq=e.seq, ok=True)
 
     def hashes(self, table: str, device: str, seq: int) -> set[str]:
         rows = self.db.query(

@@ -32,8 +32,9 @@ from typing import Protocol
 import nacl.signing
 
 from evidence import protocol as p
+from evidence.blob_messages import Missing
 from evidence.chain_keys import key_out_of_place
-from evidence.messages import Rejected, Status
+from evidence.messages import Ack, Rejected, Status
 from evidence.names import iso
 from evidence.seal import Entry, SealError, check_signature
 from provisioning.registry import RegisteredKey
@@ -237,7 +238,7 @@ class Ingest:
     def _entry(self, device: str, payload: bytes, now: float) -> list[Reply]:
         e = _parse_entry(payload)
         judged = self._judge(device, e, now)
-        if isinstance(judged, p.Ack):
+        if isinstance(judged, Ack):
             return [(p.reply(device, "ack"), judged.to_bytes())]
         with self.db.transaction():
             ack = self.chain.record(device, e, now, judged)
@@ -261,21 +262,21 @@ class Ingest:
         if refusal := self.limits.blob_refusal(len(data), e.seq, self.chain.last_seq(device)):
             raise refusal
         judged = self._judge(device, e, now)
-        if isinstance(judged, p.Ack):
+        if isinstance(judged, Ack):
             return [(p.reply(device, "ack"), judged.to_bytes())]
         twin = next((w for w in pending if (w.device, w.file) == (device, sealed.file)), None)
         if twin is not None and twin.entry.seq != e.seq:  # sealed twice in one batch (not a fork)
             reason = _RESEALED % (sealed.file, twin.entry.seq, twin.entry.hash[:16])
             return [(p.reply(device, "ack"), self._resealed(device, e, reason, now).to_bytes())]
         if len(data) != sealed.size or hashlib.sha256(data).hexdigest() != sealed.sha256:
-            missing = p.Missing(sealed.sha256, [], "altered in transit: resend", 0.0)
+            missing = Missing(sha256=sealed.sha256, offsets=[], reason="altered in transit: resend")
             return [(p.reply(device, "missing"), missing.to_bytes())]
         # hashed once, from memory; stored with its batch (BlobStore.put_many)
         topic = p.up(device, "segment")
         pending.append(_Written(device, topic, e, judged, sealed.sha256, data, sealed.file))
         return []
 
-    def _judge(self, device: str, e: Entry, now: float) -> p.Ack | tuple[float, str | None]:
+    def _judge(self, device: str, e: Entry, now: float) -> Ack | tuple[float, str | None]:
         """A refusal (recorded), or the entry's wall time and time flags to record it."""
         if e.payload["device"] != device:
             return self._refuse_entry(
@@ -312,7 +313,7 @@ class Ingest:
             return self._resealed(device, e, _RESEALED % (sealed.file, *first), now)
         return wall, self.chain.time_flags(device, e, wall, now)
 
-    def _resealed(self, device: str, e: Entry, reason: str, now: float) -> p.Ack:
+    def _resealed(self, device: str, e: Entry, reason: str, now: float) -> Ack:
         """Refuse a manifest naming a file another entry sealed, and raise it as a chain
         problem of the device: the first file's blob stays as it was receipted."""
         with self.db.transaction():
@@ -321,7 +322,7 @@ class Ingest:
 
     def _refuse_entry(
         self, device: str, e: Entry, now: float, reason: str, code: str = "refused_entry"
-    ) -> p.Ack:
+    ) -> Ack:
         level = self.news.refused(device, code)
         log.log(level, "refused entry %s/%d (%s): %s", device, e.seq, code, reason)
         with self.db.transaction():
@@ -329,7 +330,7 @@ class Ingest:
                 "insert into rejections values (?, ?, ?, ?)",
                 (device, f"entry {e.seq}", f"{code}: {reason}", now),
             )
-        return p.Ack(e.seq, False, reason, code)
+        return Ack.refused(e.seq, code, reason)
 
     def _status(self, device: str, payload: bytes, now: float) -> list[Reply]:
         doc = p.parse_json(payload, "status")

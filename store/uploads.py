@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import nacl.signing
 
 from evidence import protocol as p
+from evidence.blob_messages import BlobFinish, BlobInit, Missing
 from evidence.manifest import SegmentManifest, segment
 from evidence.receipt import make_receipt
 from evidence.seal import Entry, SealError
@@ -55,7 +56,7 @@ class Uploads:
         # (device, session) of each receipt made, for the batch's summary line (Ingest)
         self.made: list[tuple[str, str | None]] = []
 
-    def _blob(self, device: str, sha256: str) -> p.BlobInit:
+    def _blob(self, device: str, sha256: str) -> BlobInit:
         rows = self.db.query(
             "select * from blobs where device = ? and sha256 = ?", (device, sha256)
         )
@@ -64,12 +65,12 @@ class Uploads:
                 "unknown_blob", f"chunk or finish for unknown blob {sha256[:16]}: send init first"
             )
         b = rows[0]
-        return p.BlobInit(
-            sha256,
-            int(b["size"]),
-            int(b["chunk_size"]),
-            int(b["seq"]),
-            tuple(json.loads(b["chunks"])),
+        return BlobInit(
+            sha256=sha256,
+            size=int(b["size"]),
+            chunk_size=int(b["chunk_size"]),
+            seq=int(b["seq"]),
+            chunks=tuple(json.loads(b["chunks"])),
         )
 
     def _received(self, device: str, sha256: str) -> set[int]:
@@ -99,7 +100,7 @@ class Uploads:
             raise refusal
 
     def init(self, device: str, payload: bytes, now: float) -> list[Reply]:
-        init = p.BlobInit.parse(payload)
+        init = BlobInit.parse(payload)
         if receipt := self.receipt_of(device, init.sha256):
             return receipt  # already stored: the device lost our receipt, send it again
         if refusal := self.limits.blob_refusal(init.size, init.seq, self._last_seq(device)):
@@ -136,8 +137,9 @@ class Uploads:
                     (init.size, init.chunk_size, chunks, init.seq, device, init.sha256),
                 )
             self.blobs.discard(device, init.sha256)
-        lacking = p.missing(init, self._received(device, init.sha256))
-        return [(p.reply(device, "missing"), p.Missing(init.sha256, lacking).to_bytes())]
+        lacking = init.lacking(self._received(device, init.sha256))
+        missing = Missing(sha256=init.sha256, offsets=lacking)
+        return [(p.reply(device, "missing"), missing.to_bytes())]
 
     def chunk(self, device: str, sha256: str, offset_text: str, data: bytes) -> list[Reply]:
         p.check_sha256(sha256, "chunk topic")
@@ -145,7 +147,7 @@ class Uploads:
             raise Refused("malformed", f"chunk offset {offset_text[:20]!r} is not a number")
         init = self._blob(device, sha256)
         offset = int(offset_text)
-        expected = p.chunk_length(init, offset)
+        expected = init.chunk_length(offset)
         if len(data) != expected:
             raise Refused(
                 "malformed", f"chunk at {offset} has {len(data)} bytes, expected {expected}"
@@ -165,15 +167,14 @@ class Uploads:
         return []
 
     def finish(self, device: str, payload: bytes, now: float) -> list[Reply]:
-        sha256 = p.check_sha256(p.parse_json(payload, "finish").get("sha256"), "finish")
+        sha256 = BlobFinish.parse(payload).sha256
         if receipt := self.receipt_of(device, sha256):
             return receipt
         init = self._blob(device, sha256)
-        lacking = p.missing(init, self._received(device, sha256))
+        lacking = init.lacking(self._received(device, sha256))
         if lacking:
-            return [
-                (p.reply(device, "missing"), p.Missing(sha256, lacking, "incomplete").to_bytes())
-            ]
+            missing = Missing(sha256=sha256, offsets=lacking, reason="incomplete")
+            return [(p.reply(device, "missing"), missing.to_bytes())]
         # On either branch of a fork: both are kept, so both are receipted.
         manifests = self.db.query(
             "select hash, session, entry from entries where device = ? and seq = ?"
@@ -182,7 +183,7 @@ class Uploads:
         )
         if not manifests:  # on its way, maybe through another worker: ask again soon
             reason = f"manifest entry {init.seq} not received"
-            missing = p.Missing(sha256, [], reason, MANIFEST_RETRY)
+            missing = Missing(sha256=sha256, offsets=[], reason=reason, retry=MANIFEST_RETRY)
             return [(p.reply(device, "missing"), missing.to_bytes())]
         manifest = [m for m in manifests if _seals(m["entry"], sha256, init.size)]
         if not manifest:
@@ -197,12 +198,8 @@ class Uploads:
                 )
             self.blobs.discard(device, sha256)
             reason = "assembled blob does not match: resend"
-            return [
-                (
-                    p.reply(device, "missing"),
-                    p.Missing(sha256, p.chunk_offsets(init), reason).to_bytes(),
-                )
-            ]
+            missing = Missing(sha256=sha256, offsets=init.offsets(), reason=reason)
+            return [(p.reply(device, "missing"), missing.to_bytes())]
         try:
             with self.db.transaction():
                 for table in ("chunks", "uploads"):

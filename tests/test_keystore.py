@@ -28,6 +28,7 @@ from common import pki
 from common.requests import check_request
 from device.keystore import TpmKeyStore
 from evidence import protocol as p
+from evidence.messages import Ack
 from evidence.names import ProvisionError
 from evidence.seal import Entry, Moment, Sealer, key_id
 from simulator.mosquitto import Mosquitto, free_port
@@ -323,7 +324,7 @@ def test_the_store_lists_file_backed_devices_as_weaker_and_a_clone_forks(
 
     def send(e: Entry) -> None:
         ((_, ack),) = ingest.handle(p.up(e.payload["device"], "entry"), e.to_json(), NOW)
-        assert p.Ack.parse(ack).ok, ack
+        assert Ack.parse(ack).ok, ack
 
     body = {"bundle_sha256": "0" * 64, "agency_key_id": "a", "broker": {}}
     sealers = {}

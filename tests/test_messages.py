@@ -1,7 +1,8 @@
-"""Every ``rejected``, ``resend`` and retained status is built and parsed by one owner
-(:mod:`evidence.messages`): what devices and stores in the field send today still reads,
-what does not fit is refused naming the field, and the store reads a status the same way
-wherever it reads one."""
+"""Every ``ack``, ``rejected``, ``resend`` and retained status is built and parsed by one
+owner (:mod:`evidence.messages`), a chunked segment's ``blob/init``, ``blob/finish`` and
+``missing`` by :mod:`evidence.blob_messages`: what devices and stores in the field send
+today still reads, what does not fit is refused naming the field, and the store reads a
+status the same way wherever it reads one."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from hypothesis import strategies as st
 from agent import sync_plan as plan
 from common.commands import make_command
 from evidence import protocol as p
-from evidence.messages import RECORDER_FIELDS, Rejected, Resend, Status
+from evidence.blob_messages import BlobFinish, BlobInit, Missing
+from evidence.messages import RECORDER_FIELDS, Ack, Rejected, Resend, Status
 from store.commands import device_online
 from store.db import Database
 from store.delivery import Delivery
@@ -25,7 +27,7 @@ from store.mailbox import Mailbox
 from store.report import build_report
 from tests.fixtures.store import DEV, NOW, _codes, _store
 
-# What a recording body camera published before the model (agent.sync_plan.status_doc
+# What a recording body camera published before the model (agent.sync_plan.status
 # with the recorder's status beside it), as a store receives it from a device in the field.
 TODAYS_STATUS = (
     b'{"device":"bwc-0042","online":true,"state":"recording","session":"s-1",'
@@ -101,6 +103,69 @@ def test_a_resend_that_does_not_fit_is_refused(payload: bytes, says: str) -> Non
     assert str(e.value).startswith(says), e.value
 
 
+# -- acks and a segment in chunks ----------------------------------------------------
+
+H = "ab" * 32
+
+
+def test_acks_and_chunk_messages_read_as_stores_and_devices_send_them() -> None:
+    # the bytes stores and devices have always sent
+    assert Ack(seq=4, ok=True).to_bytes() == b'{"seq":4,"ok":true,"reason":"","code":""}'
+    assert Ack.parse(b'{"seq":4,"ok":false,"reason":"fork","code":"refused_entry"}') == Ack(
+        seq=4, ok=False, reason="fork", code="refused_entry"
+    )
+    init = BlobInit(sha256=H, size=2500, chunk_size=1024, seq=7, chunks=(H, H, H))
+    assert json.loads(init.to_bytes())["chunks"] == [H, H, H]
+    assert BlobInit.parse(init.to_bytes()) == init
+    assert (init.offsets(), init.lacking({1024}), init.chunk_length(2048)) == (
+        [0, 1024, 2048],
+        [0, 2048],
+        452,
+    )
+    missing = Missing(sha256=H, offsets=[0], reason="incomplete", retry=1)
+    assert (
+        missing.to_bytes()
+        == b'{"sha256":"%s","offsets":[0],"reason":"incomplete","retry":1.0}' % H.encode()
+    )
+    assert Missing.parse(missing.to_bytes()) == missing
+    assert BlobFinish.parse(b'{"sha256":"%s"}' % H.encode()).sha256 == H
+
+
+def test_a_store_refusal_with_a_code_of_its_own_is_its_own_fault() -> None:
+    ack = Ack.refused(9, "disk_on_fire", "x" * 900)
+    assert (ack.ok, ack.code, len(ack.reason)) == (False, "store_error", 500)
+
+
+@pytest.mark.parametrize(
+    ("message", "payload", "says"),
+    [
+        (Ack, b'{"seq":0,"ok":true}', "ack: 'seq': Input should be greater than or equal to 1"),
+        (Ack, b'{"seq":1,"ok":"yes"}', "ack: 'ok' is a string, not true or false"),
+        (Ack, b'{"seq":1,"ok":false,"code":"nope"}', "ack: 'code' is 'nope', not 'malformed'"),
+        (Ack, b'{"seq":1}', "ack: 'ok' is missing"),
+        (BlobInit, b'{"sha256":"AB","size":1,"chunk_size":1024,"seq":1,"chunks":[]}',
+         "blob init: 'sha256': not a lowercase hex SHA-256"),
+        (BlobInit, b'{"sha256":"%s","size":1,"chunk_size":1024,"seq":1,"chunks":[]}' % H.encode(),
+         "blob init: the message: 0 chunk hashes for 1 chunks"),
+        (BlobInit, b'{"sha256":"%s","size":5000,"chunk_size":10,"seq":1,"chunks":[]}' % H.encode(),
+         "blob init: the message: chunk_size 10 is below 1024 bytes"),
+        (BlobInit, b'{"sha256":"x","size":true,"chunk_size":1024,"seq":1,"chunks":[]}',
+         "blob init: 'sha256': not a lowercase hex SHA-256; 'size' is true, not an integer"),
+        (Missing, b'{"sha256":"%s","offsets":[-1]}' % H.encode(),
+         "missing: 'offsets.0': Input should be greater than or equal to 0"),
+        (Missing, b'{"sha256":"%s","offsets":[],"retry":7200}' % H.encode(),
+         "missing: 'retry': Input should be less than or equal to 3600"),
+        (BlobFinish, b'{"sha256":"%s","size":1}' % H.encode(), "finish: 'size' is no field"),
+    ],
+)  # fmt: skip
+def test_an_ack_or_chunk_message_that_does_not_fit_is_refused_naming_the_field(
+    message: type[Ack | BlobInit | Missing | BlobFinish], payload: bytes, says: str
+) -> None:
+    with pytest.raises(p.ProtocolError) as e:
+        message.parse(payload)
+    assert str(e.value).startswith(says), e.value
+
+
 # -- the status ----------------------------------------------------------------------
 
 
@@ -127,13 +192,13 @@ def test_a_recording_device_builds_a_status_the_store_reads(tmp_path: Path) -> N
     finally:
         dev.stop()
     backlog = plan.backlog(3, [plan.Segment(3, "a" * 64, 10, "s/1.mp4", NOW - 7200)])
-    doc = plan.status_doc(DEV, True, backlog, NOW, (12.0, 20.0), recorder)
-    status = Status.parse(p.dumps(doc))
+    sent = plan.status(DEV, True, backlog, NOW, (12.0, 20.0), recorder)
+    status = Status.parse(sent.to_bytes())
     assert status.device == DEV and status.recorder["state"] == recorder["state"]
     assert status.oldest_unsynced_age == 7200.0 and status.deadline == "ok"
-    assert status.to_doc() == doc
-    offline = plan.status_doc(DEV, False, backlog, NOW, (12.0, 20.0), recorder)
-    assert Status.parse(p.dumps(offline)).recorder == {}
+    assert status == sent
+    offline = plan.status(DEV, False, backlog, NOW, (12.0, 20.0), recorder)
+    assert Status.parse(offline.to_bytes()).recorder == {}
 
 
 def _todays(**changes: Any) -> dict[str, Any]:
@@ -243,7 +308,9 @@ _JSON = st.recursive(
     max_leaves=10,
 )
 _FIELDS = ["device", "online", "backlog", "oldest_unsynced_age", "deadline", "state"]
-_FIELDS += ["reason", "code", "topic", "retry"]
+_FIELDS += ["reason", "code", "topic", "retry", "seq", "ok", "sha256", "offsets", "chunks"]
+_MESSAGES: list[tuple[Any, str]] = [(Rejected, "rejected"), (Resend, "resend"), (Status, "status")]
+_MESSAGES += [(Ack, "ack"), (BlobInit, "blob init"), (Missing, "missing"), (BlobFinish, "finish")]
 
 
 @settings(max_examples=200, deadline=None)
@@ -257,10 +324,10 @@ def test_fuzz_every_message_is_read_or_refused_naming_it(
     else:
         doc[key] = value
     for payload in (p.dumps(doc), p.dumps({key: value}), noise):
-        for message in (Rejected, Resend, Status):
+        for message, name in _MESSAGES:
             try:
                 message.parse(payload)
             except p.ProtocolError as e:
-                assert str(e).startswith(f"{message.__name__.lower()}: "), e
+                assert str(e).startswith(f"{name}: "), e
     kept, _ = Status.fitting(doc)
     assert Status.fitting(kept) == (kept, [])  # what is kept fits

@@ -18,11 +18,12 @@ import pytest
 
 from common.recording_settings import Recording
 from common.settings import DeviceConfig
+from evidence.session_bodies import Marker
 from simulator.control import SimParts, settle_frames
 from simulator.control_channel import ControlChannel, ControlClient
-from simulator.control_commands import ControlError, parse_command
+from simulator.control_commands import ControlError, StorageCmd, parse_command
 from simulator.device import SimDevice, shipped_route, sim_factory
-from simulator.scenario_actions import control_command
+from simulator.scenario_checks import check
 from simulator.scenario_drivers import InProcessDevice, stamp, stamped
 from simulator.scenario_facts import (
     CutFact,
@@ -33,7 +34,6 @@ from simulator.scenario_facts import (
     Sample,
     SegmentFact,
     SessionFact,
-    check,
     scenario_time,
 )
 from simulator.scenario_model import Scenario, ScenarioError, load_scenario, needs_real_time
@@ -90,7 +90,7 @@ def test_shipped_fleet_is_twenty_devices() -> None:
 def test_scenario_errors_name_what_is_wrong(tmp_path: Path) -> None:
     assert "not valid TOML" in _error(tmp_path, "name = ")
     msg = _error(tmp_path, MINIMAL + "\n[[timeline]]\nat = 1\ndo = 'jump'\n")
-    assert "timeline[0]" in msg and "'jump'" in msg and "'press'" in msg
+    assert "timeline[0] (jump at 1 s): unknown step 'jump'; one of: press, hold" in msg
     msg = _error(tmp_path, MINIMAL + "\n[[timeline]]\nat = -1\ndo = 'press'\n")
     assert "timeline[0].at" in msg and "greater than or equal to 0" in msg
     msg = _error(tmp_path, MINIMAL + "\n[[timeline]]\nat = 11\ndo = 'press'\n")
@@ -133,11 +133,42 @@ def test_fast_mode_is_refused_with_reasons(tmp_path: Path) -> None:
     assert needs_real_time(load_scenario(SHIPPED / "device-fault-voice.toml")) == []
 
 
-def test_storage_action_without_free_bytes_gives_the_space_back(tmp_path: Path) -> None:
+def test_a_step_is_the_control_command_a_tester_would_send(tmp_path: Path) -> None:
     s = _load(tmp_path, MINIMAL + "\n[[timeline]]\nat = 1\ndo = 'storage'\n")
-    assert control_command(s.timeline[0]) == {"cmd": "storage", "free_bytes": None}
-    s = _load(tmp_path, MINIMAL + "\n[[timeline]]\nat = 1\ndo = 'marker'\n")
-    assert control_command(s.timeline[0]) == {"cmd": "marker", "note": ""}
+    assert s.timeline[0].command == StorageCmd(cmd="storage", free_bytes=None)
+    assert s.timeline[0].text() == "storage: space freed"
+    step = "\n[[timeline]]\nat = 2\ndo = 'marker'\ntype = 'credential_shown'\nnote = 'x'\n"
+    s = _load(tmp_path, MINIMAL + step)
+    sent = s.timeline[0].command.model_dump(mode="json")
+    assert parse_command(sent) == s.timeline[0].command  # what the device is sent, it takes
+    assert sent == {"cmd": "marker", "type": "credential_shown", "note": "x"}
+
+
+def test_a_step_the_device_would_refuse_is_refused_when_the_scenario_loads(
+    tmp_path: Path,
+) -> None:
+    long_note = "x" * 300
+    msg = _error(
+        tmp_path, MINIMAL + f"\n[[timeline]]\nat = 4\ndo = 'marker'\nnote = '{long_note}'\n"
+    )
+    assert (
+        f"timeline[0].note (marker at 4 s): String should have at most {Marker.NOTE_CHARS} "
+        "characters"
+    ) in msg, msg
+    # the device itself refuses such a note too, from the same owner
+    with pytest.raises(ValueError, match="more than 200"):
+        Marker.new("credential_shown", long_note, {})
+    room = MINIMAL.replace('id = "bwc-1"', 'id = "r-1"\nkind = "room"\nroom = "101"')
+    msg = _error(tmp_path, room + "\n[[timeline]]\nat = 1\ndo = 'press'\n")
+    assert "timeline[0] (press at 1 s): r-1 is a room controller: it has no buttons" in msg
+    case = f"\n[[timeline]]\nat = 1\ndo = 'case_open'\ncase = 'A-1'\nperson = '{long_note}'\n"
+    assert "timeline[0].person (case_open at 1 s): String should have at most 100" in _error(
+        tmp_path, room + case
+    )
+    msg = _error(tmp_path, MINIMAL + "\n[[timeline]]\nat = 1\ndo = 'battery'\n")
+    assert "timeline[0] (battery at 1 s): give percent, drain_per_hour or external" in msg
+    msg = _error(tmp_path, MINIMAL + "\n[[timeline]]\nat = 1\ndo = 'walk'\nroute = 'no.nmea'\n")
+    assert "timeline[0] (walk at 1 s): route " in msg and "no.nmea: no such file" in msg
 
 
 # -- time ------------------------------------------------------------------------------------------
@@ -367,7 +398,8 @@ def test_control_commands_parse_with_clear_errors() -> None:
         (b'{"cmd": "battery", "percent": 140}', "percent: Input should be less than"),
         (b'{"cmd": "press", "extra": 1}', "extra: Extra inputs are not permitted"),
         (b'{"cmd": "panel", "door": "ajar"}', "door"),
-        (b'{"cmd": "storage"}', "free_bytes: Field required"),
+        (b'{"cmd": "storage", "free_bytes": -1}', "free_bytes: Input should be greater"),
+        (b'{"cmd": "marker", "note": "%s"}' % (b"x" * 201), "note: String should have at most 200"),
     ]:
         with pytest.raises(ControlError, match=message):
             parse_command(line)

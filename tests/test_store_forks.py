@@ -8,6 +8,8 @@ import hashlib
 from pathlib import Path
 
 from evidence import protocol as p
+from evidence.blob_messages import BlobInit
+from evidence.messages import Ack
 from evidence.receipt import check_receipt
 from evidence.seal import Entry, Moment, Sealer
 from store.db import Database
@@ -29,7 +31,7 @@ def _upload(ingest: Ingest, e: Entry, data: bytes) -> list[tuple[str, bytes]]:
     chunks = tuple(
         hashlib.sha256(data[o : o + CHUNK]).hexdigest() for o in range(0, len(data), CHUNK)
     )
-    init = p.BlobInit(sha, len(data), CHUNK, e.seq, chunks)
+    init = BlobInit(sha256=sha, size=len(data), chunk_size=CHUNK, seq=e.seq, chunks=chunks)
     ingest.handle(p.up(DEV, "blob", "init"), init.to_bytes(), NOW)
     for o in range(0, len(data), CHUNK):
         ingest.handle(p.up(DEV, "blob", sha, str(o)), data[o : o + CHUNK], NOW)
@@ -45,7 +47,7 @@ def test_both_branches_of_a_fork_are_kept_receipted_and_alerted(
     entries_ok = []
     for e in [head] + [_segment(clone, b"clone %d" % i * 300, i) for i in range(1, 4)]:
         ((_, ack),) = ingest.handle(p.up(DEV, "entry"), e.to_json(), NOW)
-        entries_ok.append(p.Ack.parse(ack).ok)
+        entries_ok.append(Ack.parse(ack).ok)
     # the genuine device comes back online with 4 new segments
     mine = [
         (_segment(genuine, b"genuine %d" % i * 300, i), b"genuine %d" % i * 300)
@@ -54,7 +56,7 @@ def test_both_branches_of_a_fork_are_kept_receipted_and_alerted(
     receipted = 0
     for e, data in mine:
         ((_, ack),) = ingest.handle(p.up(DEV, "entry"), e.to_json(), NOW)
-        assert p.Ack.parse(ack).ok, p.Ack.parse(ack)
+        assert Ack.parse(ack).ok, Ack.parse(ack)
         replies = _upload(ingest, e, data)
         assert [t.rsplit("/", 1)[-1] for t, _ in replies] == ["receipt"]
         r = check_receipt(replies[0][1], ingest.uploads.receipt_key.verify_key, device=DEV)

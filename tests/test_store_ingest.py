@@ -11,6 +11,8 @@ import pytest
 
 from agent.evidence_dir import load_chain
 from evidence import protocol as p
+from evidence.blob_messages import BlobInit, Missing
+from evidence.messages import Ack
 from evidence.receipt import check_receipt
 from evidence.seal import Entry, Moment, Sealer
 from simulator.session import record_session
@@ -55,7 +57,7 @@ def test_session_synced_with_verified_receipts(db: Database, tmp_path: Path, dev
     entries = _entries(device)
     for e in entries:
         ((topic, payload),) = ingest.handle(p.up(dev, "entry"), e.to_json(), NOW)
-        assert topic == p.reply(dev, "ack") and p.Ack.parse(payload).ok
+        assert topic == p.reply(dev, "ack") and Ack.parse(payload).ok
     segments = [e for e in entries if e.kind == "segment"]
     for e in segments:
         ((topic, payload),) = _upload(ingest, dev, device, e)
@@ -70,7 +72,7 @@ def test_session_synced_with_verified_receipts(db: Database, tmp_path: Path, dev
     assert s["receipted"] == s["segments"] == len(segments)
     # idempotent: the same entry again is a duplicate, the same blob gets the same receipt
     ((_, again),) = ingest.handle(p.up(dev, "entry"), entries[0].to_json(), NOW)
-    assert p.Ack.parse(again) == p.Ack(entries[0].seq, True, "duplicate")
+    assert Ack.parse(again) == Ack(seq=entries[0].seq, ok=True, reason="duplicate")
     ((_, first_receipt),) = _upload(ingest, dev, device, segments[0])
     assert check_receipt(first_receipt, agency.verify_key, device=dev)["stored_at"] == NOW
 
@@ -96,7 +98,7 @@ def test_a_whole_segment_with_its_entry_is_one_message_and_one_receipt(
         assert ingest.blobs.get(e.body["sha256"]).read() == data
     for e in entries:
         ((_, payload),) = ingest.handle(p.up(dev, "entry"), e.to_json(), NOW)
-        assert p.Ack.parse(payload).ok
+        assert Ack.parse(payload).ok
     (d,) = build_report(db, NOW)["devices"]
     assert d["chain"] == "ok" and d["entries"] == len(entries)
     (s,) = d["sessions"]
@@ -116,7 +118,7 @@ def test_a_whole_segment_altered_or_without_its_entry_is_not_stored(
     data = bytearray((device / seg.body["file"]).read_bytes())
     data[100] ^= 1
     ((topic, payload),) = _whole(ingest, dev, seg, bytes(data))
-    missing = p.Missing.parse(payload)
+    missing = Missing.parse(payload)
     assert topic == p.reply(dev, "missing") and "altered in transit" in missing.reason
     assert not ingest.blobs.has(seg.body["sha256"])
     ((topic, payload),) = _whole(ingest, dev, seg, bytes(data[:-1]))  # a byte short
@@ -143,7 +145,7 @@ def test_a_whole_segment_signed_by_an_unknown_key_is_refused(
         "segment", seg.body, Moment(**seg.payload["at"]), seg.session
     )
     ((topic, payload),) = _whole(ingest, dev, forged, (device / seg.body["file"]).read_bytes())
-    assert topic == p.reply(dev, "ack") and not p.Ack.parse(payload).ok
+    assert topic == p.reply(dev, "ack") and not Ack.parse(payload).ok
     assert not ingest.blobs.has(seg.body["sha256"])
 
 
@@ -153,13 +155,19 @@ def test_a_finish_before_its_manifest_says_when_to_ask_again(
     ingest, _, dev, _ = _setup(db, tmp_path, device)
     seg = next(e for e in _entries(device) if e.kind == "segment")
     data = (device / seg.body["file"]).read_bytes()
-    init = p.BlobInit(seg.body["sha256"], len(data), len(data), seg.seq, (seg.body["sha256"],))
+    init = BlobInit(
+        sha256=seg.body["sha256"],
+        size=len(data),
+        chunk_size=len(data),
+        seq=seg.seq,
+        chunks=(seg.body["sha256"],),
+    )
     ingest.handle(p.up(dev, "blob", "init"), init.to_bytes(), NOW)
     ingest.handle(p.up(dev, "blob", init.sha256, "0"), data, NOW)
     ((topic, payload),) = ingest.handle(
         p.up(dev, "blob", "finish"), p.dumps({"sha256": init.sha256}), NOW
     )
-    missing = p.Missing.parse(payload)
+    missing = Missing.parse(payload)
     assert topic == p.reply(dev, "missing") and "not received" in missing.reason
     assert 0 < missing.retry < 10  # at once, with a time: never by silence
 
@@ -174,7 +182,9 @@ def test_altered_chunk_is_refused_and_resent(db: Database, tmp_path: Path, devic
     hashes = tuple(
         hashlib.sha256(data[o : o + chunk]).hexdigest() for o in range(0, len(data), chunk)
     )
-    init = p.BlobInit(seg.body["sha256"], len(data), chunk, seg.seq, hashes)
+    init = BlobInit(
+        sha256=seg.body["sha256"], size=len(data), chunk_size=chunk, seq=seg.seq, chunks=hashes
+    )
     ingest.handle(p.up(dev, "blob", "init"), init.to_bytes(), NOW)
     altered = bytearray(data[:chunk])
     altered[100] ^= 1
@@ -186,7 +196,7 @@ def test_altered_chunk_is_refused_and_resent(db: Database, tmp_path: Path, devic
     ((topic, payload),) = ingest.handle(
         p.up(dev, "blob", "finish"), p.dumps({"sha256": init.sha256}), NOW
     )
-    assert topic == p.reply(dev, "missing") and p.Missing.parse(payload).offsets == [0]
+    assert topic == p.reply(dev, "missing") and Missing.parse(payload).offsets == [0]
     ingest.handle(p.up(dev, "blob", init.sha256, "0"), data[:chunk], NOW)
     ((topic, _),) = ingest.handle(
         p.up(dev, "blob", "finish"), p.dumps({"sha256": init.sha256}), NOW
@@ -198,7 +208,8 @@ def test_altered_chunk_is_refused_and_resent(db: Database, tmp_path: Path, devic
     "topic,payload,reason",
     [
         ("unbroken/d/{dev}/entry", b"\xff garbage", "not a chain entry"),
-        ("unbroken/d/{dev}/blob/init", b"{}", "not a lowercase hex SHA-256"),
+        ("unbroken/d/{dev}/blob/init", b"{}", "blob init: 'sha256' is missing; 'size' is"),
+        ("unbroken/d/{dev}/blob/finish", b'{"sha256":"AB"}', "not a lowercase hex SHA-256"),
         ("unbroken/d/{dev}/blob/" + "a" * 64 + "/0", b"x", "unknown blob"),
         ("unbroken/d/{dev}/blob/finish", b"[1]", "not a JSON object"),
         ("unbroken/d/{dev}/selfdestruct", b"", "unknown message type"),
@@ -217,7 +228,7 @@ def test_bad_messages_are_refused_with_a_reason(
 
 def test_out_of_range_chunk(db: Database, tmp_path: Path, device: Path) -> None:
     ingest, _, dev, _ = _setup(db, tmp_path, device)
-    init = p.BlobInit("b" * 64, 3000, 1024, 5, ("c" * 64,) * 3)
+    init = BlobInit(sha256="b" * 64, size=3000, chunk_size=1024, seq=5, chunks=("c" * 64,) * 3)
     ingest.handle(p.up(dev, "blob", "init"), init.to_bytes(), NOW)
     for off, data, reason in [
         (4096, b"x" * 10, "not a multiple"),
@@ -233,19 +244,19 @@ def test_identity_and_key_checks(db: Database, tmp_path: Path, device: Path) -> 
     e = _entries(device)[0]
     # a device uploading under another's topic (the broker would refuse it first)
     ((_, ack),) = ingest.handle(p.up("bwc-other", "entry"), e.to_json(), NOW)
-    assert "topic says" in p.Ack.parse(ack).reason
+    assert "topic says" in Ack.parse(ack).reason
     # a manifest signed by another device's key, claiming this device
     other = Sealer(nacl.signing.SigningKey.generate(), dev, None).seal(
         "boot", {}, Moment(NOW, 1.0, True)
     )
     ((_, ack),) = ingest.handle(p.up(dev, "entry"), other.to_json(), NOW)
-    assert "not registered" in p.Ack.parse(ack).reason
+    assert "not registered" in Ack.parse(ack).reason
     # unknown device
     stranger = Sealer(nacl.signing.SigningKey.generate(), "bwc-x", None).seal(
         "boot", {}, Moment(NOW, 1.0, True)
     )
     ((_, ack),) = ingest.handle(p.up("bwc-x", "entry"), stranger.to_json(), NOW)
-    assert "unknown device" in p.Ack.parse(ack).reason
+    assert "unknown device" in Ack.parse(ack).reason
 
 
 def test_revocation_refuses_what_arrives_after_it(
@@ -254,11 +265,11 @@ def test_revocation_refuses_what_arrives_after_it(
     ingest, directory, dev, _ = _setup(db, tmp_path, device)
     entries = _entries(device)
     for e in entries[:4]:
-        assert p.Ack.parse(ingest.handle(p.up(dev, "entry"), e.to_json(), NOW)[0][1]).ok
+        assert Ack.parse(ingest.handle(p.up(dev, "entry"), e.to_json(), NOW)[0][1]).ok
     # revoked now: whatever the entries' own dates, nothing received later is accepted
     directory.revoked[dev] = NOW
     acks = [
-        p.Ack.parse(ingest.handle(p.up(dev, "entry"), e.to_json(), NOW)[0][1]) for e in entries[4:]
+        Ack.parse(ingest.handle(p.up(dev, "entry"), e.to_json(), NOW)[0][1]) for e in entries[4:]
     ]
     assert not any(a.ok for a in acks) and {a.code for a in acks} == {"revoked"}
     assert build_report(db, NOW)["devices"][0]["refusals"] == {"revoked": len(acks)}
@@ -278,7 +289,7 @@ def test_gaps_and_forks_are_reported(db: Database, tmp_path: Path, device: Path)
     assert d["gaps"] == [[2, 2]] and d["chain"] == "problems"
     ingest.handle(p.up("bwc-f", "entry"), e2.to_json(), NOW)
     ((_, ack),) = ingest.handle(p.up("bwc-f", "entry"), fork.to_json(), NOW)
-    assert p.Ack.parse(ack).ok and "fork" in p.Ack.parse(ack).reason  # kept, not dropped
+    assert Ack.parse(ack).ok and "fork" in Ack.parse(ack).reason  # kept, not dropped
     d = build_report(db, NOW)["devices"][0]
     assert d["gaps"] == [] and [x["code"] for x in d["problems"]] == ["fork"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import nacl.signing
@@ -12,7 +13,8 @@ from agent import blob_transfer, sync_replies, sync_timing
 from agent import sync_plan as plan
 from evidence import messages
 from evidence import protocol as p
-from evidence.messages import Status
+from evidence.blob_messages import BlobInit, Missing
+from evidence.messages import Ack, Backlog, Status
 from evidence.receipt import ReceiptClaim, ReceiptError, make_receipt
 from evidence.seal import Entry, Moment, Sealer
 
@@ -41,7 +43,7 @@ def _seg(seq: int, sha: str, size: int = 100, end: float = 1000.0) -> plan.Segme
 
 def _init(sha: str = H1, size: int = 2500, chunk: int = 1024) -> p.BlobInit:
     n = len(range(0, size, chunk))
-    return p.BlobInit(sha, size, chunk, 7, tuple([H2] * n))
+    return BlobInit(sha256=sha, size=size, chunk_size=chunk, seq=7, chunks=tuple([H2] * n))
 
 
 # -- the manifest, the backlog, the status -------------------------------------------------
@@ -65,14 +67,9 @@ def test_a_manifest_missing_a_field_is_refused() -> None:
 
 
 def test_backlog_counts_blobs_bytes_and_the_oldest_end() -> None:
-    assert plan.backlog(0, []) == {
-        "entries": 0,
-        "blobs": 0,
-        "bytes": 0,
-        "oldest_unsynced_end": None,
-    }
+    assert plan.backlog(0, []) == Backlog(entries=0, blobs=0, bytes=0, oldest_unsynced_end=None)
     b = plan.backlog(3, [_seg(2, H1, 100, 50.0), _seg(5, H2, 250, 40.0)])
-    assert b == {"entries": 3, "blobs": 2, "bytes": 350, "oldest_unsynced_end": 40.0}
+    assert b == Backlog(entries=3, blobs=2, bytes=350, oldest_unsynced_end=40.0)
 
 
 @pytest.mark.parametrize(
@@ -82,19 +79,19 @@ def test_backlog_counts_blobs_bytes_and_the_oldest_end() -> None:
 def test_status_reports_the_24_hour_deadline_level(age_hours: float, level: str) -> None:
     now = 100_000.0
     backlog = plan.backlog(0, [_seg(1, H1, end=now - age_hours * 3600)])
-    doc = plan.status_doc(DEV, True, backlog, now, (12.0, 20.0), {"state": "idle"})
-    assert doc["deadline"] == level
-    assert doc["oldest_unsynced_age"] == round(age_hours * 3600, 1)
-    assert doc["state"] == "idle" and doc["online"] is True
-    assert Status.of(doc).to_doc() == doc
+    status = plan.status(DEV, True, backlog, now, (12.0, 20.0), {"state": "idle"})
+    assert status.deadline == level
+    assert status.oldest_unsynced_age == round(age_hours * 3600, 1)
+    assert status.recorder == {"state": "idle"} and status.online is True
+    assert Status.parse(status.to_bytes()) == status
 
 
 def test_offline_status_leaves_out_the_recorder_state() -> None:
-    doc = plan.status_doc(DEV, False, plan.backlog(0, []), 5.0, (12.0, 20.0), {"state": "x"})
-    assert doc == {
+    status = plan.status(DEV, False, plan.backlog(0, []), 5.0, (12.0, 20.0), {"state": "x"})
+    assert json.loads(status.to_bytes()) == {
         "device": DEV,
         "online": False,
-        "backlog": plan.backlog(0, []),
+        "backlog": {"entries": 0, "blobs": 0, "bytes": 0, "oldest_unsynced_end": None},
         "oldest_unsynced_age": None,
         "deadline": "ok",
     }
@@ -116,10 +113,12 @@ def test_replies_are_read_by_topic() -> None:
         return sync_replies.read_reply(DEV, topic, payload, vk)
 
     assert read(p.command(DEV, "assign"), b"\x00any") == sync_replies.CommandArrived(b"\x00any")
-    assert read(p.reply(DEV, "ack"), p.Ack(4, False, "fork").to_bytes()) == p.Ack(4, False, "fork")
-    assert read(p.reply(DEV, "missing"), p.Missing(H1, [0, 1024]).to_bytes()) == p.Missing(
-        H1, [0, 1024]
+    assert read(p.reply(DEV, "ack"), Ack(seq=4, ok=False, reason="fork").to_bytes()) == Ack(
+        seq=4, ok=False, reason="fork"
     )
+    assert read(
+        p.reply(DEV, "missing"), Missing(sha256=H1, offsets=[0, 1024]).to_bytes()
+    ) == Missing(sha256=H1, offsets=[0, 1024])
     # an older store's plain text is the reason
     assert read(p.reply(DEV, "rejected"), "nö".encode() * 300) == messages.Rejected(
         reason="nö" * 250
@@ -360,7 +359,7 @@ def test_a_blob_is_announced_sent_as_the_store_lacks_it_and_finished() -> None:
     t = blob_transfer.Transfer(_init(size=2500, chunk=1024), Path("x.mp4"))
     assert _run(t, 0.0) == [blob_transfer.AskInit()]
     assert _run(t, 1.0) == []  # awaiting the store's answer
-    t.lacks(p.Missing(H1, [0, 2048]), now=2.0)
+    t.lacks(Missing(sha256=H1, offsets=[0, 2048]), now=2.0)
     assert _run(t, 2.0) == [
         blob_transfer.SendChunk(0, 1024),
         blob_transfer.SendChunk(2048, 452),
@@ -372,7 +371,7 @@ def test_a_blob_is_announced_sent_as_the_store_lacks_it_and_finished() -> None:
 def test_a_full_window_holds_the_rest_and_the_finish() -> None:
     t = blob_transfer.Transfer(_init(size=3072, chunk=1024), Path("x.mp4"))
     _run(t, 0.0)
-    t.lacks(p.Missing(H1, [0, 1024, 2048]), now=1.0)
+    t.lacks(Missing(sha256=H1, offsets=[0, 1024, 2048]), now=1.0)
     assert _run(t, 1.0, room=2) == [
         blob_transfer.SendChunk(0, 1024),
         blob_transfer.SendChunk(1024, 1024),
@@ -383,10 +382,10 @@ def test_a_full_window_holds_the_rest_and_the_finish() -> None:
 def test_nothing_lacking_with_a_reason_waits_then_asks_again() -> None:
     t = blob_transfer.Transfer(_init(), Path("x.mp4"))
     _run(t, 0.0)
-    t.lacks(p.Missing(H1, [], "manifest not yet received"), now=1.0)
+    t.lacks(Missing(sha256=H1, offsets=[], reason="manifest not yet received"), now=1.0)
     assert _run(t, 5.0) == []
     assert _run(t, 11.5) == [blob_transfer.AskInit()]  # the store went quiet: ask again
-    t.lacks(p.Missing(H1, []), now=12.0)  # it has everything: finish
+    t.lacks(Missing(sha256=H1, offsets=[]), now=12.0)  # it has everything: finish
     assert _run(t, 12.0) == [blob_transfer.Finish()]
 
 
@@ -410,7 +409,9 @@ def test_a_segment_travels_whole_with_its_entry_and_waits_for_a_place() -> None:
 def test_a_store_that_says_when_is_asked_again_then() -> None:
     t = blob_transfer.Transfer(_init(), Path("x.mp4"))
     _run(t, 0.0)
-    t.lacks(p.Missing(H1, [], "manifest entry 7 not received", retry=1.5), now=1.0)
+    t.lacks(
+        Missing(sha256=H1, offsets=[], reason="manifest entry 7 not received", retry=1.5), now=1.0
+    )
     assert _run(t, 2.0) == []
     assert _run(t, 2.6) == [blob_transfer.AskInit()]  # when the store said, not after silence
     assert _run(t, 3.0) == []
@@ -421,7 +422,7 @@ def test_a_whole_segment_is_one_message_resent_when_the_store_says() -> None:
     t = blob_transfer.Transfer(blob_transfer.whole_init(e), Path("x.mp4"), e)
     assert _run(t, 0.0) == [blob_transfer.SendWhole()]
     assert _run(t, 1.0) == []  # awaiting the receipt
-    t.lacks(p.Missing(H1, [], "altered in transit: resend"), now=2.0)
+    t.lacks(Missing(sha256=H1, offsets=[], reason="altered in transit: resend"), now=2.0)
     assert _run(t, 2.0) == [blob_transfer.SendWhole()]
     assert _run(t, 13.0) == [blob_transfer.SendWhole()]  # the store went quiet: again
 
@@ -436,9 +437,9 @@ def test_a_store_that_never_answers_is_asked_again() -> None:
 def test_an_answer_about_another_blob_changes_nothing() -> None:
     sp = plan.SyncPlan(plan.SyncRules())
     t = sp.add_transfer(_init(H1), Path("x.mp4"))
-    sp.lacks(p.Missing(H2, [0]), now=1.0)
+    sp.lacks(Missing(sha256=H2, offsets=[0]), now=1.0)
     assert not t.answered and t.to_send == []
-    sp.lacks(p.Missing(H1, [0]), now=1.0)
+    sp.lacks(Missing(sha256=H1, offsets=[0]), now=1.0)
     assert t.answered and t.to_send == [0]
 
 
