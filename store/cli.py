@@ -1,4 +1,5 @@
-"""``unbroken store run|report|explain|send|commands|lay-out``: the agency store's commands.
+"""``unbroken store run|report|explain|send|commands|lay-out|migrate``: the agency store's
+commands.
 
 (``unbroken store export`` is registered by :mod:`unbroken.cli`: it verifies and muxes
 with the device side's tools, which the store does not import.)"""
@@ -183,6 +184,25 @@ def cmd_lay_out(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from common.cli import CliError
+    from store.db import without_password
+    from store.schema import SchemaError, known_migrations
+
+    config = load_store_config(args.config)
+    try:
+        db = Database.connect(config.database)
+    except SchemaError as e:
+        raise CliError(str(e)) from None
+    db.close()
+    where = without_password(config.database)
+    if db.migrated:
+        print(f"{where}: applied {', '.join(db.migrated)}")
+    else:
+        print(f"{where}: already current (at {known_migrations()[-1]})")
+    return 0
+
+
 def add_store_parser(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
     """The ``store`` commands; returns their subparsers, for commands registered above."""
     store = sub.add_parser("store", help="the agency store").add_subparsers(
@@ -253,4 +273,13 @@ def add_store_parser(sub: argparse._SubParsersAction) -> argparse._SubParsersAct
     )
     add_progress_options(v)
     v.set_defaults(func=cmd_lay_out)
+    m = store.add_parser(
+        "migrate",
+        help="bring the store's database to this version's schema, and say what was applied",
+        description="Applies the store's migrations its database lacks (a database made "
+        "before migrations is adopted, every row kept). The store does it too when it "
+        "starts; a report reads a database only once it is current.",
+    )
+    m.add_argument("--config", type=Path, required=True, help="store.toml")
+    m.set_defaults(func=cmd_migrate)
     return store
