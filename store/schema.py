@@ -101,11 +101,17 @@ def bring_current(url: str, db: Queries, where: str) -> list[str]:
         raise SchemaError(f"{where}: could not migrate the store's database: {e}") from e
 
 
-def _django() -> None:
+def configure_django() -> None:
     """Django configured once per process with the store app (or, in a process that
     configured Django itself, checked to have it)."""
     with _setup:
-        import django
+        try:
+            import django
+        except ImportError:
+            raise SchemaError(
+                "the store's schema is Django's migrations: install the agency side's "
+                "packages (pip install 'unbroken[agency]')"
+            ) from None
         from django.apps import apps
         from django.conf import settings
 
@@ -180,7 +186,7 @@ def _one_at_a_time(conn: Any, url: str) -> Iterator[None]:
 
 
 def _migrate(url: str) -> list[str]:
-    _django()
+    configure_django()
     from django.db.migrations.executor import MigrationExecutor
 
     with _connection(url) as conn, _one_at_a_time(conn, url):
