@@ -192,16 +192,27 @@ def _migrate(url: str) -> list[str]:
     with _connection(url) as conn, _one_at_a_time(conn, url):
         executor = MigrationExecutor(conn)
         adopted = []
-        if (APP, FIRST) not in executor.recorder.applied_migrations():
-            with conn.cursor() as cur:
-                old = "entries" in conn.introspection.table_names(cur)
-            if old:  # made before migrations: adopted as the first migration
-                _adopt(conn, executor.loader.project_state((APP, FIRST), at_end=True))
-                adopted, executor = [FIRST], MigrationExecutor(conn)
+        # a database made before migrations: adopted as the first migration
+        if (APP, FIRST) not in executor.loader.applied_migrations and _has_entries(conn):
+            _adopt(conn, executor.loader.project_state((APP, FIRST), at_end=True))
+            adopted, executor = [FIRST], MigrationExecutor(conn)
         targets = executor.loader.graph.leaf_nodes(APP)
         plan = executor.migration_plan(targets)
         executor.migrate(targets, plan)
         return adopted + [m.name for m, _backwards in plan]
+
+
+def _has_entries(conn: Any) -> bool:
+    """Whether the store's main table is there (one query: Django's list of every table
+    costs more on a PostgreSQL server holding many)."""
+    with conn.cursor() as cur:
+        if conn.vendor == "postgresql":
+            cur.execute("select to_regclass('entries') is not null")
+        else:
+            cur.execute(
+                "select count(*) from sqlite_master where type = 'table' and name = 'entries'"
+            )
+        return bool(cur.fetchone()[0])
 
 
 def _adopt(conn: Any, state: Any) -> None:
