@@ -13,15 +13,33 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from common.cli import add_pin_options, add_progress_options
+from common.cli import CliError, add_pin_options, add_progress_options
 from store.config import load_store_config
 from store.db import Database
 from store.report import build_report, format_report
+from store.schema import SchemaError
 from store.worker import start_worker
 
+Command = Callable[[argparse.Namespace], int]
 
+
+def schema_told(command: Command) -> Command:
+    """A command opening the store's database: one it cannot bring to the schema (not the
+    store's, from a newer version) is said as an error, not a traceback."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except SchemaError as e:
+            raise CliError(str(e)) from None
+
+    return run
+
+
+@schema_told
 def cmd_run(args: argparse.Namespace) -> int:
     config = load_store_config(args.config)
     worker = start_worker(config)
@@ -51,7 +69,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from common.cli import CliError
     from store.db import DatabaseMissing
     from store.report import known_devices
     from store.report_view import SinceError, needing_attention, parse_since, since, summary
@@ -88,8 +105,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+@schema_told
 def cmd_explain(args: argparse.Namespace) -> int:
-    from common.cli import CliError, officers_pins
+    from common.cli import officers_pins
     from common.statements import PinCredentials, StatementError, pin_attestations
     from provisioning.agency import Agency
     from store.statements import add_statement
@@ -118,8 +136,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+@schema_told
 def cmd_send(args: argparse.Namespace) -> int:
-    from common.cli import CliError
     from evidence.names import ProvisionError
     from store.commands import SignedError, send_command
 
@@ -138,6 +156,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     return result.status
 
 
+@schema_told
 def cmd_commands(args: argparse.Namespace) -> int:
     from evidence.names import iso
     from store.mailbox import Mailbox
@@ -160,8 +179,9 @@ def cmd_commands(args: argparse.Namespace) -> int:
     return 0
 
 
+@schema_told
 def cmd_lay_out(args: argparse.Namespace) -> int:
-    from common.cli import CliError, progress_wanted
+    from common.cli import progress_wanted
     from common.progress import progress_shown
     from store.db import Database
     from store.evidence_view import ViewError, lay_out_device, log_access
@@ -184,16 +204,13 @@ def cmd_lay_out(args: argparse.Namespace) -> int:
     return 0
 
 
+@schema_told
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from common.cli import CliError
     from store.db import without_password
-    from store.schema import SchemaError, known_migrations
+    from store.schema import known_migrations
 
     config = load_store_config(args.config)
-    try:
-        db = Database.connect(config.database)
-    except SchemaError as e:
-        raise CliError(str(e)) from None
+    db = Database.connect(config.database)
     db.close()
     where = without_password(config.database)
     if db.migrated:
