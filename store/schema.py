@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import pkgutil
 import threading
 from collections.abc import Iterator, Sequence
@@ -39,7 +40,6 @@ import store.migrations
 
 APP = "store"
 FIRST = "0001_initial"
-_LOCK_KEY = 0x756E62726F6B656E  # "unbroken": the PostgreSQL advisory lock of a migration
 _setup = threading.Lock()
 
 
@@ -154,12 +154,11 @@ def _connection(url: str) -> Iterator[Any]:
     """A Django connection to ``url``, under an alias of its own, closed after."""
     from django.db import DEFAULT_DB_ALIAS, connections
 
-    alias = "store-" + hashlib.sha256(url.encode()).hexdigest()[:16]
+    wanted = _database_settings(url)  # a relative path resolved: the file, not the name
+    alias = "store-" + hashlib.sha256(json.dumps(wanted, sort_keys=True).encode()).hexdigest()[:16]
     with _setup:
         if alias not in connections.settings:
-            made = connections.configure_settings(
-                {DEFAULT_DB_ALIAS: {}, alias: _database_settings(url)}
-            )
+            made = connections.configure_settings({DEFAULT_DB_ALIAS: {}, alias: wanted})
             connections.settings[alias] = made[alias]
     conn = connections[alias]
     try:
@@ -171,14 +170,15 @@ def _connection(url: str) -> Iterator[Any]:
 @contextlib.contextmanager
 def _one_at_a_time(conn: Any, url: str) -> Iterator[None]:
     """Held while migrating: another process migrating the same database waits."""
-    if conn.vendor == "postgresql":
+    if conn.vendor == "postgresql":  # one lock per schema: the store's tables are in one
+        key = "select hashtext('unbroken store schema ' || current_schema())"
         with conn.cursor() as cur:
-            cur.execute("select pg_advisory_lock(%s)", [_LOCK_KEY])
+            cur.execute(f"select pg_advisory_lock(({key}))")
         try:
             yield
         finally:
             with conn.cursor() as cur:
-                cur.execute("select pg_advisory_unlock(%s)", [_LOCK_KEY])
+                cur.execute(f"select pg_advisory_unlock(({key}))")
         return
     with open(sqlite_path(url), "rb") as f:  # the store's connection made the file
         fcntl.flock(f, fcntl.LOCK_EX)  # not SQLite's own (fcntl) locks: independent
