@@ -20,7 +20,8 @@ else is touched; a table that is not what the store made is refused, naming it.
 
 Example::
 
-    bring_current("sqlite:///var/lib/unbroken/store.db", db)  # ["0001_initial"], or []
+    url = "sqlite:///var/lib/unbroken/store.db"
+    bring_current(url, db, url)     # ["0001_initial"] the first time, then []
 """
 
 from __future__ import annotations
