@@ -10,7 +10,7 @@ the code (new, made before migrations, or from an older version) starts Django, 
 here once per process with the store app installed (no settings module needed), and a
 connection for that database's URL under an alias of its own, so that one process may keep
 several stores, SQLite and PostgreSQL. Migrations of one database run one at a time (a lock
-on the file, or a PostgreSQL advisory lock), so workers started together do not race.
+on the directory, or a PostgreSQL advisory lock), so workers started together do not race.
 
 A database made before migrations (its tables made by ``create table if not exists``) is
 adopted: its tables are checked column by column against the first migration, the two logs
@@ -30,6 +30,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import os
 import pkgutil
 import threading
 from collections.abc import Iterator, Sequence
@@ -181,9 +182,15 @@ def _one_at_a_time(conn: Any, url: str) -> Iterator[None]:
             with conn.cursor() as cur:
                 cur.execute(f"select pg_advisory_unlock(({key}))")
         return
-    with open(sqlite_path(url), "rb") as f:  # the store's connection made the file
-        fcntl.flock(f, fcntl.LOCK_EX)  # not SQLite's own (fcntl) locks: independent
+    # On SQLite, a lock on the database's directory: never a descriptor of the database
+    # file itself, whose closing would drop the locks SQLite holds on it (POSIX locks are
+    # the process's, per file). flock locks are apart from SQLite's own fcntl locks.
+    fd = os.open(sqlite_path(url).resolve().parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
+    finally:
+        os.close(fd)
 
 
 def _migrate(url: str) -> list[str]:
