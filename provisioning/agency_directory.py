@@ -23,7 +23,6 @@ Layout::
 
 from __future__ import annotations
 
-import sqlite3
 import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -138,10 +137,7 @@ class AgencyDirectory:
         path = self.root / REGISTRY
         if not path.is_file():
             raise ProvisionError(f"{path}: the registry is missing")
-        try:
-            return Registry(path)
-        except sqlite3.DatabaseError as e:
-            raise ProvisionError(f"{path}: not a registry database ({e})") from None
+        return Registry(path)  # ProvisionError if it is not a registry
 
     def close(self) -> None:
         if "registry" in self.__dict__:

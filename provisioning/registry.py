@@ -28,6 +28,8 @@ from typing import Any
 import nacl.signing
 import sqlite_utils
 
+from evidence.names import ProvisionError
+
 _SCHEMA: dict[str, tuple[dict[str, Any], str]] = {
     "meta": ({"name": str, "value": int}, "name"),
     "devices": (
@@ -94,27 +96,45 @@ _SCHEMA: dict[str, tuple[dict[str, Any], str]] = {
 
 
 class Registry:
+    """The registry at ``path`` (made there if new); ProvisionError naming a file that is
+    not a database."""
+
     def __init__(self, path: Path) -> None:
         # isolation_level None: transactions are explicit (transaction()). Not tied to a thread:
         # the store reads it from its MQTT network thread.
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA busy_timeout=10000")
-        conn.execute("PRAGMA foreign_keys=ON")
-        self.db = sqlite_utils.Database(conn)
-        if self.db.table("keys").exists():  # a registry made before keys had positions
-            have = {c.name for c in self.db.table("keys").columns}
-            for column in ("from_seq", "until_seq"):
-                if column not in have:
-                    self.db.execute(f"alter table keys add column {column} integer")
-        if not self.db.table("devices").exists():
-            with self.db.atomic():
-                for name, (columns, pk) in _SCHEMA.items():
-                    self.db.table(name).create(columns, pk=pk, not_null={pk})
-                self.db.table("devices").create_index(["serial"])
-                self.db.table("keys").create_index(["device_id"])
-                self.db.table("keys").create_index(["public_key"], unique=True)
-                self.db.table("certificates").create_index(["subject"])
-                self.db.table("assignments").create_index(["device_id"])
+        try:
+            conn.execute("PRAGMA busy_timeout=10000")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self.db = sqlite_utils.Database(conn)
+            if not self.db.table("devices").exists():
+                self._create()
+            self._key_places()
+        except sqlite3.DatabaseError as e:
+            conn.close()
+            raise ProvisionError(f"{path}: not a registry database ({e})") from None
+
+    def _create(self) -> None:
+        with self.db.atomic():
+            for name, (columns, pk) in _SCHEMA.items():
+                self.db.table(name).create(columns, pk=pk, not_null={pk})
+            self.db.table("devices").create_index(["serial"])
+            self.db.table("keys").create_index(["device_id"])
+            self.db.table("keys").create_index(["public_key"], unique=True)
+            self.db.table("certificates").create_index(["subject"])
+            self.db.table("assignments").create_index(["device_id"])
+
+    def _key_places(self) -> None:
+        """A registry made before keys had places in the chain gets their columns."""
+        have = {c.name for c in self.db.table("keys").columns}
+        for column in ("from_seq", "until_seq"):
+            if column not in have:
+                self.db.execute(f"alter table keys add column {column} integer")
+
+    def changes(self) -> int:
+        """A number that changes when another connection commits to the registry (SQLite's
+        data_version): what a reader keeping answers checks them against."""
+        return int(self.db.execute("pragma data_version").fetchone()[0])
 
     def close(self) -> None:
         self.db.close()

@@ -24,6 +24,11 @@ from store.judge import file_pattern, seals_file
 
 log = logging.getLogger("store.ingest")  # what the ingest keeps, told in its log
 
+# A chain entry is kept in entries, or in forks when it is the second branch of a fork.
+_KEEP = {
+    "entries": "insert into entries values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "forks": "insert into forks values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+}
 _FORK = "this device's key is in two places: a second entry at seq %d (%s), kept"
 
 
@@ -105,10 +110,7 @@ class Chains:
         self, table: str, device: str, e: Entry, wall: float, now: float, flag: str | None
     ) -> None:
         row = (device, e.seq, e.hash, e.payload["prev"], e.kind, e.session, wall)
-        self.db.execute(
-            f"insert into {table} values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (*row, e.to_json().decode(), now, flag),
-        )
+        self.db.execute(_KEEP[table], (*row, e.to_json().decode(), now, flag))
 
     def time_flags(self, device: str, e: Entry, wall: float, now: float) -> str | None:
         """``future_dated`` (the device's time ahead of the receive time by more than the

@@ -1,4 +1,5 @@
-"""``unbroken store run|report|explain|send|commands|lay-out``: the agency store's commands.
+"""``unbroken store run|report|explain|send|commands|lay-out|migrate``: the agency store's
+commands.
 
 (``unbroken store export`` is registered by :mod:`unbroken.cli`: it verifies and muxes
 with the device side's tools, which the store does not import.)"""
@@ -12,16 +13,34 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from common.cli import add_pin_options, add_progress_options
+from common.cli import CliError, add_pin_options, add_progress_options
 from store.config import load_store_config
 from store.db import Database
 from store.report import build_report, format_report
+from store.schema import SchemaError
 from store.worker import start_worker
 
+Command = Callable[[argparse.Namespace], int]
 
+
+def schema_told(command: Command) -> Command:
+    """A command opening the store's database: one it cannot bring to the schema (not the
+    store's, from a newer version) is said as an error, not a traceback."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except SchemaError as e:
+            raise CliError(str(e)) from None
+
+    return run
+
+
+@schema_told
 def cmd_run(args: argparse.Namespace) -> int:
     config = load_store_config(args.config)
     worker = start_worker(config)
@@ -51,7 +70,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from common.cli import CliError
     from store.db import DatabaseMissing
     from store.report import known_devices
     from store.report_view import SinceError, needing_attention, parse_since, since, summary
@@ -101,8 +119,9 @@ def _crl(agency: Path) -> dict[str, Any]:
         return {"file": str(agency / "crl.pem"), "unreadable": str(e)}
 
 
+@schema_told
 def cmd_explain(args: argparse.Namespace) -> int:
-    from common.cli import CliError, officers_pins
+    from common.cli import officers_pins
     from common.statements import PinCredentials, StatementError, pin_attestations
     from provisioning.agency import Agency
     from store.statements import add_statement
@@ -131,8 +150,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+@schema_told
 def cmd_send(args: argparse.Namespace) -> int:
-    from common.cli import CliError
     from evidence.names import ProvisionError
     from store.commands import SignedError, send_command
 
@@ -151,6 +170,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     return result.status
 
 
+@schema_told
 def cmd_commands(args: argparse.Namespace) -> int:
     from evidence.names import iso
     from store.mailbox import Mailbox
@@ -173,8 +193,9 @@ def cmd_commands(args: argparse.Namespace) -> int:
     return 0
 
 
+@schema_told
 def cmd_lay_out(args: argparse.Namespace) -> int:
-    from common.cli import CliError, progress_wanted
+    from common.cli import progress_wanted
     from common.progress import progress_shown
     from store.db import Database
     from store.evidence_view import ViewError, lay_out_device, log_access
@@ -194,6 +215,22 @@ def cmd_lay_out(args: argparse.Namespace) -> int:
         raise CliError(str(e)) from None
     print(f"evidence of {args.device} laid out in {args.out}")
     print(f"verify with: unbroken verify {args.out} --pubkey {pin}")
+    return 0
+
+
+@schema_told
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from store.db import without_password
+    from store.schema import known_migrations
+
+    config = load_store_config(args.config)
+    db = Database.connect(config.database)
+    db.close()
+    where = without_password(config.database)
+    if db.migrated:
+        print(f"{where}: applied {', '.join(db.migrated)}")
+    else:
+        print(f"{where}: already current (at {known_migrations()[-1]})")
     return 0
 
 
@@ -267,4 +304,13 @@ def add_store_parser(sub: argparse._SubParsersAction) -> argparse._SubParsersAct
     )
     add_progress_options(v)
     v.set_defaults(func=cmd_lay_out)
+    m = store.add_parser(
+        "migrate",
+        help="bring the store's database to this version's schema, and say what was applied",
+        description="Applies the store's migrations its database lacks (a database made "
+        "before migrations is adopted, every row kept). The store does it too when it "
+        "starts; a report reads a database only once it is current.",
+    )
+    m.add_argument("--config", type=Path, required=True, help="store.toml")
+    m.set_defaults(func=cmd_migrate)
     return store

@@ -25,7 +25,7 @@ class RegistryDirectory:
         local = self._local
         if getattr(local, "registry", None) is None:
             local.registry, local.answers, local.version = Registry(self.path), {}, None
-        version = local.registry.db.execute("pragma data_version").fetchone()[0]
+        version = local.registry.changes()
         if version != local.version:  # something was committed since: read afresh
             local.answers, local.version = {}, version
         return local.registry, local.answers

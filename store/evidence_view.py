@@ -167,7 +167,8 @@ def log_access(
     before the footage leaves, so an export that fails half way is on record too."""
     with db.transaction():
         db.execute(
-            "insert into access_log values (?, ?, ?, ?, ?, ?)",
+            "insert into access_log (at, who, action, device, session, detail)"
+            " values (?, ?, ?, ?, ?, ?)",
             (at, who, action, device, session, detail),
         )
 

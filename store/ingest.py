@@ -44,6 +44,7 @@ from store.db import Database
 from store.fleet_log import DeviceNews, receipt_lines
 from store.judge import RESEALED, entry_refusal
 from store.limits import Limits, Refused
+from store.rejections import record_refusal
 from store.uploads import Uploads, sealed_segment
 
 log = logging.getLogger(__name__)
@@ -212,10 +213,7 @@ class Ingest:
         log.log(level, "refused %s (%s): %s", topic[:200], code, reason)
         try:
             with self.db.transaction():
-                self.db.execute(
-                    "insert into rejections values (?, ?, ?, ?)",
-                    (device, topic[:300], f"{code}: {reason}", now),
-                )
+                record_refusal(self.db, device, topic[:300], f"{code}: {reason}", now)
         except Exception as e:  # the database itself failing: the log line must do
             log.error("could not record the refusal of %s: %s", topic[:200], e)
         if device == "?":
@@ -326,10 +324,7 @@ class Ingest:
         level = self.news.refused(device, code)
         log.log(level, "refused entry %s/%d (%s): %s", device, e.seq, code, reason)
         with self.db.transaction():
-            self.db.execute(
-                "insert into rejections values (?, ?, ?, ?)",
-                (device, f"entry {e.seq}", f"{code}: {reason}", now),
-            )
+            record_refusal(self.db, device, f"entry {e.seq}", f"{code}: {reason}", now)
         return Ack.refused(e.seq, code, reason)
 
     def _status(self, device: str, payload: bytes, now: float) -> list[Reply]:

@@ -8,7 +8,7 @@ choice) are listed as weaker: a copied card can sign as them.
 
 What a device sent is read without trusting it (:mod:`store.report_read`): what does not
 read is listed as unreadable beside the rest. The queries per device use the indexes of
-:data:`store.db.SCHEMA` and count in the database, so a device costs what it holds, not
+:mod:`store.models` and count in the database, so a device costs what it holds, not
 what the store holds. As text: :mod:`store.report_text`.
 """
 

@@ -30,6 +30,7 @@ from evidence.seal import Entry, SealError
 from store.blobs import BlobStore, Placed
 from store.db import Database
 from store.limits import Limits, Refused
+from store.rejections import record_refusal
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,11 @@ class Uploads:
             "select receipt from receipts where device = ? and sha256 = ?", (device, sha256)
         )
         return [(p.reply(device, "receipt"), rows[0]["receipt"].encode())] if rows else []
+
+    def _forget_upload(self, device: str, sha256: str) -> None:
+        """The upload's bookkeeping gone (its chunks, when it began); the blob's row stays."""
+        self.db.execute("delete from chunks where device = ? and sha256 = ?", (device, sha256))
+        self.db.execute("delete from uploads where device = ? and sha256 = ?", (device, sha256))
 
     def _last_seq(self, device: str) -> int:
         rows = self.db.query("select max(seq) as m from entries where device = ?", (device,))
@@ -202,10 +208,7 @@ class Uploads:
             return [(p.reply(device, "missing"), missing.to_bytes())]
         try:
             with self.db.transaction():
-                for table in ("chunks", "uploads"):
-                    self.db.execute(
-                        f"delete from {table} where device = ? and sha256 = ?", (device, sha256)
-                    )
+                self._forget_upload(device, sha256)
                 m = manifest[0]
                 return self.receipted(
                     device, init.seq, sha256, init.size, m["hash"], m["session"], now
@@ -262,19 +265,12 @@ class Uploads:
         for r in stale:
             device, sha256 = r["device"], r["sha256"]
             with self.db.transaction():
-                for table in ("chunks", "uploads", "blobs"):
-                    self.db.execute(
-                        f"delete from {table} where device = ? and sha256 = ?", (device, sha256)
-                    )
+                self._forget_upload(device, sha256)
                 self.db.execute(
-                    "insert into rejections values (?, ?, ?, ?)",
-                    (
-                        device,
-                        f"blob {sha256}",
-                        f"expired: unfinished after {self.limits.expire_hours:g} h",
-                        now,
-                    ),
+                    "delete from blobs where device = ? and sha256 = ?", (device, sha256)
                 )
+                why = f"expired: unfinished after {self.limits.expire_hours:g} h"
+                record_refusal(self.db, device, f"blob {sha256}", why, now)
             self.blobs.discard(device, sha256)
             log.warning("expired the unfinished upload %s of %s", sha256[:12], device)
         return [(r["device"], r["sha256"]) for r in stale]

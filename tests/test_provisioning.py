@@ -322,6 +322,10 @@ def test_init_agency_keys_private_and_never_printed(
     x509.load_pem_x509_crl((root / "crl.pem").read_bytes())
     refused("already exists and is not empty", f"provision init-agency --dir {root}")
     refused("not an agency directory", f"provision devices --agency {tmp_path}")
+    (root / "registry.db").write_bytes(b"not a database, " * 64)  # e.g. a file copied over it
+    refused(
+        f"{root / 'registry.db'}: not a registry database", f"provision devices --agency {root}"
+    )
 
 
 def test_enrolment_end_to_end(

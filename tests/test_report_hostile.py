@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from evidence.manifest import UNKNOWN_LOCATION, Encryption, SegmentManifest, Vid
 from evidence.seal import Moment, Sealer
 from evidence.session_bodies import Interruption, InterruptionEnd, SessionOpen, VoiceExplanation
 from store.db import Database
+from store.rejections import record_refusal
 from store.report import build_report, format_report
 from store.report_read import STATUS_MAX, read_status, shown
 from store.report_view import needing_attention, summary
@@ -248,8 +248,8 @@ def test_refusals_are_counted_by_code_in_the_database(db: Database) -> None:
     reasons = ["quota: 9 uploads", "quota", "tooXlarge: like too_large", "expired: 24 h", "odd"]
     with db.transaction():
         for i, reason in enumerate([*reasons, "too_large: 1 GB"]):
-            db.execute("insert into rejections values (?, ?, ?, ?)", ("bwc-r", "t", reason, i))
-        db.execute("insert into rejections values (?, ?, ?, ?)", ("?", "t", "malformed: x", 0))
+            record_refusal(db, "bwc-r", "t", reason, i)
+        record_refusal(db, "?", "t", "malformed: x", 0)
     (d,) = build_report(db, NOW)["devices"]
     assert d["refusals"] == {"expired": 1, "other": 2, "quota": 2, "too_large": 1}
     assert d["rejected_messages"] == 6 and d["quota_hits"] == 2
@@ -275,12 +275,12 @@ PER_DEVICE = ("entries", "rejections", "receipts", "forks", "chain_problems", "s
 
 
 def test_the_reports_queries_read_through_indexes_not_whole_tables(tmp_path: Path) -> None:
-    conn = sqlite3.connect(tmp_path / "store.db")
+    conn = Database.connect(str(tmp_path / "store.db")).conn  # migrated, then watched
     db = _Recording(conn)
     _store(db, GOOD, _chain())
     _store(db, HOSTILE, [("install", {}, None), ("boot", {}, None)])
     with db.transaction():
-        db.execute("insert into rejections values (?, ?, ?, ?)", (GOOD, "t", "quota: x", 1.0))
+        record_refusal(db, GOOD, "t", "quota: x", 1.0)
         db.execute("update entries set flag = 'future_dated' where seq = 2")
     _status(db, GOOD, GOOD_STATUS)
     db.asked.clear()
