@@ -17,7 +17,7 @@ from store.db import Database
 from tests.fixtures.config import small_config
 from tests.fixtures.fleet import Broker, Fleet, build_fleet
 from tests.fixtures.panel import UMQTT_PACKAGE, UMQTT_VERSION, install_umqtt
-from tests.fixtures.store import postgres_url
+from tests.fixtures.store import drop_created_schemas, postgres_url
 
 
 @pytest.fixture(scope="session")
@@ -69,3 +69,7 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     database = Database.connect(url)
     yield database
     database.close()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    drop_created_schemas()
