@@ -44,7 +44,7 @@ from store.db import Database
 from store.fleet_log import DeviceNews, receipt_lines
 from store.judge import RESEALED, entry_refusal
 from store.limits import Limits, Refused
-from store.rejections import record_refusal
+from store.rejections import Refusals
 from store.uploads import Uploads, sealed_segment
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,7 @@ class Ingest:
         self.chain = Chains(db, self.limits.skew_seconds)
         self._expired_at = self._swept_at = -math.inf
         self.news = DeviceNews()  # per device, what the log already said
+        self.refusals = Refusals()  # of the batch in hand, written when it is done
 
     def handle(
         self, topic: str, payload: bytes, now: float, properties: Mapping[str, str] | None = None
@@ -128,6 +129,7 @@ class Ingest:
                 replies += self._refused(device, topic, e, now)
         if pending:
             replies += self._receipt_written(pending, now)
+        self._record_refusals()
         for device, _ in made:
             self.news.accepted(device)
         for line in receipt_lines(made):
@@ -211,11 +213,7 @@ class Ingest:
         # once per device and reason code, then quietly while the device keeps at it
         level = self.news.refused(device, code)
         log.log(level, "refused %s (%s): %s", topic[:200], code, reason)
-        try:
-            with self.db.transaction():
-                record_refusal(self.db, device, topic[:300], f"{code}: {reason}", now)
-        except Exception as e:  # the database itself failing: the log line must do
-            log.error("could not record the refusal of %s: %s", topic[:200], e)
+        self.refusals.add(device, topic[:300], f"{code}: {reason}", now)
         if device == "?":
             return []
         return [(p.reply(device, "rejected"), Rejected.of(topic, code, reason).to_bytes())]
@@ -323,9 +321,24 @@ class Ingest:
     ) -> Ack:
         level = self.news.refused(device, code)
         log.log(level, "refused entry %s/%d (%s): %s", device, e.seq, code, reason)
-        with self.db.transaction():
-            record_refusal(self.db, device, f"entry {e.seq}", f"{code}: {reason}", now)
+        self.refusals.add(device, f"entry {e.seq}", f"{code}: {reason}", now)
         return Ack.refused(e.seq, code, reason)
+
+    def busy(self, overflow: Mapping[str, int], share: int, now: float) -> None:
+        """Record the messages a worker did not queue because their device had its share
+        waiting (:mod:`store.fair_share`): one record per device and batch, with the count."""
+        for device, n in overflow.items():
+            level = self.news.refused(device, "quota")
+            log.log(level, "device %s floods the store: %d message(s) not queued", device, n)
+            why = f"quota: {n} message(s) not queued, {share} of this device's already waiting"
+            self.refusals.add(device, "messages", why, now)
+        self._record_refusals()
+
+    def _record_refusals(self) -> None:
+        try:
+            self.refusals.flush(self.db)
+        except Exception as e:  # the database itself failing: the log lines must do
+            log.error("could not record refusals: %s: %s", type(e).__name__, e)
 
     def _status(self, device: str, payload: bytes, now: float) -> list[Reply]:
         doc = p.parse_json(payload, "status")

@@ -4,17 +4,17 @@ Workers of a group split a fleet by device, never by message (:mod:`store.pinnin
 subscribes to the topics of the devices it serves, and, every heartbeat, takes over those
 of a worker that died, or gives back those of one that came back. A device taken over is
 told at once to send again what it had in flight (``unbroken/r/<dev>/resend``), rather
-than finding out by silence. paho's network thread only queues what arrives (a bounded
-queue: when the worker falls behind, the network thread waits, and the broker with it); one
-handler thread takes what has queued up, in order, as one batch — whole segments made
-durable together — publishes the replies at QoS 1, and beats the heartbeat.
+than finding out by silence. paho's network thread only queues what arrives, each device's
+in its own queue (:mod:`store.fair_share`: a device over its share is told to back off, and
+when the whole inbox is full the network thread waits, and the broker with it); one handler
+thread takes a batch by turns between the devices — whole segments made durable together —
+publishes the replies at QoS 1, and beats the heartbeat.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -30,20 +30,25 @@ from common.files import ConfigError
 from common.link_log import LinkWatch
 from common.mqtt import probe_cause, tls_client
 from evidence import protocol as p
-from evidence.messages import Resend
+from evidence.messages import Rejected, Resend
 from store import pinning
 from store.blobs import FileBlobs
 from store.config import StoreConfig
 from store.db import Database
 from store.delivery import Delivery
 from store.directory import RegistryDirectory
+from store.fair_share import FairInbox
 from store.ingest import Ingest
 from store.mailbox import Mailbox
 
 log = logging.getLogger(__name__)
 
 BACKLOG = 256  # messages queued before the network thread waits
+# Messages one device may have waiting: more than any device's upload window, a small
+# part of the whole, so a flood from one device leaves room for every other.
+SHARE = 48
 BATCH, BATCH_BYTES = 64, 64 * 1024 * 1024  # handled together at most
+BUSY = "the store has {n} messages of this device waiting: back off, then send again"
 
 
 class Worker:
@@ -64,7 +69,8 @@ class Worker:
         self.serves: set[str] = set()  # the devices this worker is subscribed for
         self._connected = threading.Event()
         self._beat_at = -math.inf
-        self._inbox: queue.Queue[tuple[str, bytes, dict[str, str]] | None] = queue.Queue(BACKLOG)
+        self._inbox = FairInbox(SHARE, BACKLOG)
+        self._told_busy: dict[str, float] = {}  # per device, when it was last told to back off
         self._handler = threading.Thread(target=self._handle, name="store-handler", daemon=True)
         self.problem: str | None = None  # why the broker is not reached, while it is not
         self.halted = threading.Event()  # another client took its session: it stopped
@@ -88,7 +94,7 @@ class Worker:
         self.serves = set()  # a new connection has no subscriptions: the handler makes them
         self._beat_at = -math.inf
         self._connected.set()
-        self._inbox.put(("", b"", {}))  # wake the handler: subscribe now
+        self._inbox.wake()  # subscribe now
 
     def _on_message(self, c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         if msg.retain and retained_elsewhere(msg.topic):
@@ -98,34 +104,32 @@ class Worker:
             # its memory after the device left. An empty retained message deletes it.
             log.warning("cleared a retained message on %s", msg.topic[:200])
             c.publish(msg.topic, b"", qos=1, retain=True)
-        self._inbox.put((msg.topic, bytes(msg.payload), user_properties(msg)))
+        device = device_of(msg.topic)
+        if not self._inbox.put(device, (msg.topic, bytes(msg.payload), user_properties(msg))):
+            self._busy(c, device, msg.topic)
+
+    def _busy(self, c: mqtt.Client, device: str, topic: str) -> None:
+        """Tell a device over its share to back off (``quota``), once a second at most: a
+        flood is not answered message for message."""
+        now = time.monotonic()
+        if device and now - self._told_busy.get(device, -math.inf) >= 1.0:
+            self._told_busy[device] = now
+            text = BUSY.format(n=SHARE)
+            c.publish(p.reply(device, "rejected"), Rejected.of(topic, "quota", text).to_bytes(), 1)
 
     def _handle(self) -> None:
         while True:
-            try:
-                first = self._inbox.get(timeout=pinning.HEARTBEAT / 2)
-            except queue.Empty:
-                first = ("", b"", {})
-            if first is None:
+            got = self._inbox.take(BATCH, BATCH_BYTES, timeout=pinning.HEARTBEAT / 2)
+            if got is None:
                 return
             try:
                 self._pin()
             except Exception as e:  # the database away: keep serving, beat again next time
                 log.error("heartbeat failed: %s: %s", type(e).__name__, e)
-            if not first[0]:
-                continue  # only a wake-up
-            batch, size = [first], len(first[1])
-            while len(batch) < BATCH and size < BATCH_BYTES:
-                try:
-                    more = self._inbox.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._inbox.put(None)
-                    break
-                if more[0]:
-                    batch.append(more)
-                size += len(more[1])
+            self.ingest.busy(self._inbox.overflow(), SHARE, time.time())
+            batch = [m for m in got if m[0]]  # not the wake-ups
+            if not batch:
+                continue
             try:  # commands due to devices that came online; answers kept (store.delivery)
                 batch, commands = self.delivery.take(batch, time.time())
                 for topic, payload in commands:
@@ -210,7 +214,7 @@ class Worker:
         self.watch.quiet = True
         self.client.disconnect()
         self.client.loop_stop()
-        self._inbox.put(None)  # the handler finishes what was queued, then ends
+        self._inbox.close()  # the handler finishes what was queued, then ends
         self._handler.join(timeout=30)
 
 
@@ -229,6 +233,14 @@ def user_properties(msg: mqtt.MQTTMessage) -> dict[str, str]:
     for name, value in pairs:
         out.setdefault(str(name), str(value))
     return out
+
+
+def device_of(topic: str) -> str:
+    """The device a message is from, to queue it by ("?" for a topic naming none)."""
+    try:
+        return p.parse_up(topic)[0]
+    except p.ProtocolError:
+        return "?"
 
 
 def retained_elsewhere(topic: str) -> bool:
