@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from evidence import protocol as p
+from evidence.manifest import segment
 from evidence.seal import Entry
 
 
@@ -108,5 +109,5 @@ class Transfer:
 
 def whole_init(e: Entry) -> p.BlobInit:
     """What a segment travelling whole is, in the terms of a chunked one (one chunk)."""
-    sha, size = str(e.body["sha256"]), int(e.body["size"])
-    return p.BlobInit(sha, size, size, e.seq, (sha,))
+    m = segment(e)
+    return p.BlobInit(m.sha256, m.size, m.size, e.seq, (m.sha256,))

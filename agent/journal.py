@@ -9,7 +9,7 @@ instant the files are a valid chain prefix and the database can be rebuilt from 
 from __future__ import annotations
 
 import contextlib
-import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -21,9 +21,13 @@ import sqlite_utils
 from agent.evidence_dir import CHAIN, entry_name, load_chain
 from common.files import write_atomic
 from evidence import manifest
+from evidence.body_fields import ManifestError
+from evidence.entries import Assignment, Event
 from evidence.manifest import SegmentManifest
 from evidence.seal import Entry
-from evidence.session_bodies import Interruption, InterruptionEnd
+from evidence.session_bodies import Interruption, InterruptionEnd, SessionClose, SessionOpen
+
+log = logging.getLogger(__name__)
 
 
 class Journal:
@@ -102,8 +106,8 @@ class Journal:
     def interruption(self, gap: str) -> tuple[Interruption, str | None] | None:
         """Interruption ``gap`` and the session it belongs to, if the chain has it."""
         for e in self.entries("interruption"):
-            if e.body.get("id") == gap:
-                return Interruption.from_body(e.body), e.session
+            if (found := Interruption.from_body(e.body)).id == gap:
+                return found, e.session
         return None
 
     def open_interruption(self, session: str) -> str | None:
@@ -122,13 +126,12 @@ class Journal:
         before a power cut: the chain is the record)."""
         if self._rows("select 1 from applied_commands where nonce = ?", [nonce]):
             return True
-        if any(e.body.get("nonce") == nonce for e in self.entries("assignment")):
+        if any(Assignment.from_body(e.body).nonce == nonce for e in self.entries("assignment")):
             return True
-        return any(
-            (e.body.get("command") or {}).get("nonce") == nonce
-            for kind in ("session_open", "session_close")
-            for e in self.entries(kind)
-        )
+        cases = [SessionOpen.from_body(e.body).case for e in self.entries("session_open")]
+        cases += [SessionClose.from_body(e.body).case for e in self.entries("session_close")]
+        cases += [Event.from_body(e.body).case_command for e in self.entries("event")]
+        return any(c is not None and c.nonce == nonce for c in cases)
 
     def applied_command_seq(self, nonce: str) -> int | None:
         """The entry sealed for the agency command ``nonce`` when it was applied (None:
@@ -168,7 +171,7 @@ class Journal:
             entry.hash,
             entry.kind,
             entry.session,
-            entry.body.get("file"),
+            _segment_file(entry),
             entry.payload["at"]["wall"],
             entry.to_json().decode(),
         )
@@ -186,14 +189,18 @@ class Journal:
             if isinstance(e, Entry) and e.seq not in known:
                 self._insert(e)
 
-    def sessions(self) -> list[dict[str, Any]]:
-        """Sessions with their open entry's body, newest last (for status and the CLI)."""
-        return [
-            {"session": r["session"], **json.loads(r["entry"])["payload"]["body"]}
-            for r in self._rows(
-                "select session, entry from entries where kind='session_open' order by seq"
-            )
-        ]
+
+def _segment_file(entry: Entry) -> str | None:
+    """The ``file`` column: the file a segment entry seals (None: another kind). It only
+    indexes the row, which keeps the entry whole: a manifest that does not read (a chain
+    file altered on the disk) is said in the log and indexed with none."""
+    if entry.kind != SegmentManifest.KIND:
+        return None
+    try:
+        return manifest.segment(entry).file
+    except ManifestError as e:
+        log.error("journal: %s", e)
+        return None
 
 
 # -- what the uploader asks --------------------------------------------------------------
@@ -202,16 +209,17 @@ class Journal:
 
 
 class SyncLedger:
-    """The uploader's view of ``journal.db`` (its own connection, WAL; one thread).
+    """The uploader's view of ``journal.db`` (its own connection, WAL; one thread), which
+    the panel's page reads too (:mod:`simulator.journal_view`).
 
-    Segment manifests are returned as their entry's body, undecoded: the uploader reads
-    what it needs from them in one place (``agent.sync_plan.segment``).
+    Segment manifests come as their type (:class:`evidence.manifest.SegmentManifest`,
+    ManifestError naming the entry if one does not read): nothing here decodes them by hand.
 
     Example::
 
         ledger = SyncLedger(root)
         ledger.unacked(64)              # [Entry(seq=1, ...), ...] oldest first
-        ledger.unreceipted_segments()   # [(7, {"sha256": ..., "size": ..., ...}), ...]
+        ledger.unreceipted_segments()   # [(7, SegmentManifest(sha256=..., ...)), ...]
         ledger.close()
     """
 
@@ -275,40 +283,55 @@ class SyncLedger:
         return int(self.db.execute(sql).fetchone()[0])
 
     def unreceipted_count(self) -> int:
-        """How many sealed segments have no receipt (counted, nothing decoded)."""
-        sql = (
-            "select count(*) from entries where kind = 'segment'"
-            " and json_extract(entry, '$.payload.body.sha256') not in"
-            " (select sha256 from receipts) and seq not in (select seq from sync_refused)"
-        )
-        return int(self.db.execute(sql).fetchone()[0])
+        """How many sealed segments have no receipt."""
+        return sum(1 for _ in self._unreceipted(acked=False))
 
     def unreceipted_segments(
         self, limit: int = -1, acked: bool = False
-    ) -> list[tuple[int, dict[str, Any]]]:
+    ) -> list[tuple[int, SegmentManifest]]:
         """(seq, manifest) of sealed segments whose media has no receipt, oldest first
         (not those whose manifest the store refused: it will not take their media);
         ``acked``: only those whose manifest the store acknowledged; at most ``limit``."""
+        out: list[tuple[int, SegmentManifest]] = []
+        for found in self._unreceipted(acked):
+            if len(out) == limit:
+                break
+            out.append(found)
+        return out
+
+    def _unreceipted(self, acked: bool) -> Iterator[tuple[int, SegmentManifest]]:
+        """Segments without a receipt, read a row at a time. A receipt is kept only for
+        the entry that seals its media (:meth:`sealed`), so an entry whose seq has one is
+        receipted and is not read; the others are, and a receipt for the same bytes
+        sealed again (the store keeps media by hash) counts for them too."""
         only_acked = " and seq in (select seq from sync_acks)" if acked else ""
         rows = self.db.execute(
-            "select seq, json_extract(entry, '$.payload.body') as manifest"
-            " from entries where kind = 'segment'"
-            " and json_extract(entry, '$.payload.body.sha256') not in"
-            " (select sha256 from receipts)"
-            f" and seq not in (select seq from sync_refused){only_acked} order by seq limit ?",
-            (limit,),
-        ).fetchall()
-        return [(int(r["seq"]), json.loads(r["manifest"])) for r in rows]
+            "select entry from entries where kind = 'segment'"
+            " and seq not in (select seq from receipts where seq is not null)"
+            f" and seq not in (select seq from sync_refused){only_acked} order by seq"
+        )
+        try:
+            for row in rows:
+                e = Entry.from_json(row["entry"].encode())
+                m = manifest.segment(e)
+                if not self._has_receipt(m.sha256):
+                    yield e.seq, m
+        finally:
+            rows.close()  # read no further: the caller has what it asked for
 
-    def sealed(self, seq: int) -> tuple[str, dict[str, Any]] | None:
+    def _has_receipt(self, sha256: str) -> bool:
+        sql = "select 1 from receipts where sha256 = ?"
+        return self.db.execute(sql, (sha256,)).fetchone() is not None
+
+    def sealed(self, seq: int) -> tuple[str, SegmentManifest] | None:
         """(entry hash, manifest) of the segment this device sealed at ``seq``; None if the
         entry at ``seq`` is not a segment (or there is none)."""
         row = self.db.execute(
-            "select hash, json_extract(entry, '$.payload.body') as manifest"
-            " from entries where seq = ? and kind = 'segment'",
-            (seq,),
+            "select hash, entry from entries where seq = ? and kind = 'segment'", (seq,)
         ).fetchone()
-        return None if row is None else (str(row["hash"]), json.loads(row["manifest"]))
+        if row is None:
+            return None
+        return str(row["hash"]), manifest.segment(Entry.from_json(row["entry"].encode()))
 
     def ack(self, seq: int) -> None:
         self.db.execute("insert or ignore into sync_acks values (?)", (seq,))
@@ -326,16 +349,36 @@ class SyncLedger:
         )
         self._commit()
 
-    def receipted_before(self, received: float) -> list[tuple[str, int, dict[str, Any]]]:
-        """(sha256, seq, manifest) of receipted media still on the device, receipted at or
+    def receipted_before(self, received: float) -> list[tuple[str, SegmentManifest]]:
+        """(sha256, manifest) of receipted media still on the device, receipted at or
         before ``received``."""
         rows = self.db.execute(
-            "select r.sha256, r.seq, json_extract(e.entry, '$.payload.body') as manifest"
-            " from receipts r join entries e on e.seq = r.seq"
+            "select r.sha256, e.entry from receipts r join entries e on e.seq = r.seq"
             " where r.deleted is null and r.received <= ?",
             (received,),
         ).fetchall()
-        return [(r["sha256"], int(r["seq"]), json.loads(r["manifest"])) for r in rows]
+        return [
+            (str(r["sha256"]), manifest.segment(Entry.from_json(r["entry"].encode()))) for r in rows
+        ]
+
+    def receipt_lags(self) -> list[float]:
+        """For each receipt kept: seconds from its segment's sealing (the entry's wall
+        time) to the receipt's arrival."""
+        sql = "select r.received - e.wall from receipts r join entries e on e.seq = r.seq"
+        return [float(r[0]) for r in self.db.execute(sql)]
+
+    # -- what the panel's page reads ------------------------------------------------
+
+    def sealed_counts(self) -> tuple[int, int]:
+        """Segments sealed, and entries in all."""
+        sql = "select count(*), coalesce(sum(kind = 'segment'), 0) from entries"
+        total, segments = self.db.execute(sql).fetchone()
+        return int(segments), int(total)
+
+    def newest(self, limit: int) -> list[Entry]:
+        """The newest ``limit`` entries, newest first."""
+        sql = "select entry from entries order by seq desc limit ?"
+        return [Entry.from_json(r["entry"].encode()) for r in self.db.execute(sql, (limit,))]
 
     def deleted(self, sha256: str, now: float) -> None:
         self.db.execute("update receipts set deleted = ? where sha256 = ?", (now, sha256))

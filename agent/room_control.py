@@ -28,8 +28,9 @@ from agent.session import SessionError
 from common.commands import AgencyCommand, SessionArgs
 from common.settings import Category
 from device.clock import Clock
+from evidence.entries import Event
 from evidence.seal import Entry
-from evidence.session_bodies import CaseCommand
+from evidence.session_bodies import CaseCommand, SessionOpen
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +78,7 @@ class RoomControl:
             if args.badges:
                 self.life.badges = list(args.badges)
             if self.life.session is not None:  # opened at the panel: the case system names it
-                return self.chain.seal(
-                    "event", {"type": "case", **case.to_body()}, self.life.session.id
-                )
+                return self.chain.seal_body(Event.case_named(case), self.life.session.id)
         elif self.life.session is None:
             raise SessionError(f"session_close for case {args.case}: no session is open")
         else:
@@ -91,14 +90,15 @@ class RoomControl:
     def _case_of(self, session: str) -> str | None:
         """The case the open session is for: named when it opened, or named since (a
         session opened at the panel, then claimed by the case system)."""
-        case = None
-        for kind in ("session_open", "event"):
-            for e in self.chain.journal.entries(kind):
-                if e.session == session and (
-                    kind == "session_open" or e.body.get("type") == "case"
-                ):
-                    case = e.body.get("case") or case
-        return case
+        journal, said = self.chain.journal, []
+        for e in journal.entries(SessionOpen.KIND):
+            if e.session == session:
+                said.append(SessionOpen.from_body(e.body).case)
+        for e in journal.entries(Event.KIND):
+            if e.session == session:
+                said.append(Event.from_body(e.body).case_command)
+        named = [c.case for c in said if c is not None and c.case]
+        return named[-1] if named else None
 
     def act(
         self,
