@@ -28,6 +28,7 @@ from evidence.seal import Entry
 from evidence.session_bodies import Interruption, InterruptionEnd, SessionClose, SessionOpen
 
 log = logging.getLogger(__name__)
+_PAGE = 200  # manifests checked against the receipts at a time (SQLite: 999 parameters)
 
 
 class Journal:
@@ -243,6 +244,7 @@ class SyncLedger:
             if "receipt" not in columns:  # a journal from before receipts were kept here
                 self.db.execute("alter table receipts add column receipt text")
         self._batch = 0
+        self._waiting: dict[int, SegmentManifest] = {}  # unreceipted manifests, by seq
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -300,28 +302,35 @@ class SyncLedger:
         return out
 
     def _unreceipted(self, acked: bool) -> Iterator[tuple[int, SegmentManifest]]:
-        """Segments without a receipt, read a row at a time. A receipt is kept only for
-        the entry that seals its media (:meth:`sealed`), so an entry whose seq has one is
-        receipted and is not read; the others are, and a receipt for the same bytes
-        sealed again (the store keeps media by hash) counts for them too."""
+        """Segments without a receipt, a page at a time. A receipt is kept only for the
+        entry that seals its media (:meth:`sealed`), so an entry whose seq has one is
+        receipted; of the others, those whose bytes a receipt names (sealed twice: the
+        store keeps media by hash) are too. Each manifest is read once while it waits:
+        the backlog is asked for every few seconds, for as long as the device is offline."""
         only_acked = " and seq in (select seq from sync_acks)" if acked else ""
-        rows = self.db.execute(
-            "select entry from entries where kind = 'segment'"
-            " and seq not in (select seq from receipts where seq is not null)"
-            f" and seq not in (select seq from sync_refused){only_acked} order by seq"
-        )
-        try:
-            for row in rows:
-                e = Entry.from_json(row["entry"].encode())
-                m = manifest.segment(e)
-                if not self._has_receipt(m.sha256):
-                    yield e.seq, m
-        finally:
-            rows.close()  # read no further: the caller has what it asked for
+        seqs = [
+            int(r[0])
+            for r in self.db.execute(
+                "select seq from entries where kind = 'segment'"
+                " and seq not in (select seq from receipts where seq is not null)"
+                f" and seq not in (select seq from sync_refused){only_acked} order by seq"
+            )
+        ]
+        for start in range(0, len(seqs), _PAGE):
+            page = [(seq, self._manifest(seq)) for seq in seqs[start : start + _PAGE]]
+            shas = [m.sha256 for _, m in page]
+            marks = ",".join("?" * len(shas))
+            sql = f"select sha256 from receipts where sha256 in ({marks})"
+            held = {r[0] for r in self.db.execute(sql, shas)}
+            yield from ((seq, m) for seq, m in page if m.sha256 not in held)
+        if not acked:  # a whole pass: what no longer waits is forgotten
+            self._waiting = {seq: self._waiting[seq] for seq in seqs}
 
-    def _has_receipt(self, sha256: str) -> bool:
-        sql = "select 1 from receipts where sha256 = ?"
-        return self.db.execute(sql, (sha256,)).fetchone() is not None
+    def _manifest(self, seq: int) -> SegmentManifest:
+        if (m := self._waiting.get(seq)) is None:
+            row = self.db.execute("select entry from entries where seq = ?", (seq,)).fetchone()
+            m = self._waiting[seq] = manifest.segment(Entry.from_json(row["entry"].encode()))
+        return m
 
     def sealed(self, seq: int) -> tuple[str, SegmentManifest] | None:
         """(entry hash, manifest) of the segment this device sealed at ``seq``; None if the

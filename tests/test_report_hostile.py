@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from common.statements import Attestation, StatementError
 from evidence.encryption import SCHEME
 from evidence.entries import Assignment, Install
 from evidence.manifest import UNKNOWN_LOCATION, Encryption, SegmentManifest, Video
@@ -26,6 +27,7 @@ from store.db import Database
 from store.report import build_report, format_report
 from store.report_read import STATUS_MAX, key_store_of, read_status, room_of, shown
 from store.report_view import needing_attention, summary
+from store.statements import add_statement
 from tests.fixtures.store import NOW
 from unbroken.cli import main
 
@@ -395,3 +397,21 @@ def test_the_room_and_the_key_store_are_read_through_their_owners() -> None:
     half = {k: v for k, v in ASSIGNMENT.to_body().items() if k != "nonce"}
     assert room_of(sealer.seal("assignment", half, at)) is None
     assert key_store_of(sealer.seal("install", {"key_store": "tpm"}, at)) == "file"
+
+
+class _Anyone:
+    def check(self, a: Attestation) -> bool:
+        return True
+
+
+def test_a_statement_at_the_agency_explains_only_an_interruption_that_reads(
+    db: Database,
+) -> None:
+    _store(db, HOSTILE, _chain(("interruption", {"id": "g-s1", "cause": 7})))
+    key, said = nacl.signing.SigningKey.generate(), [Attestation("1", "pin", "p")]
+    said.append(Attestation("2", "pin", "q"))
+    with pytest.raises(StatementError, match="holds no interruption 'g-s1'"):
+        add_statement(db, key, HOSTILE, "g-s1", "lost", said, _Anyone(), NOW)
+    doc = add_statement(db, key, HOSTILE, "g-s2", " lost ", said, _Anyone(), NOW)
+    assert (doc["payload"]["interruption"], doc["payload"]["session"]) == ("g-s2", "s2")
+    assert doc["payload"]["statement"]["reason"] == "lost"
