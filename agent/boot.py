@@ -42,8 +42,8 @@ def seal_boot(chain: ChainWriter, journal: Journal, config: DeviceConfig) -> Non
     settings = config.model_dump(mode="json")
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
     chain.seal_body(Boot(SOFTWARE, digest))
-    last_config = journal.last_of(Config.KIND)
-    if last_config is None or Config.from_body(last_config.body).sha256 != digest:
+    last_config = journal.last_body(Config.KIND, Config.from_body)
+    if last_config is None or last_config.sha256 != digest:
         chain.seal_body(Config(digest, settings))
 
 

@@ -304,10 +304,10 @@ def finish_rotation(root: Path) -> None:
     if (root / "journal.db").exists():
         journal = Journal(root)
         try:
-            last = journal.last_of(KeyRotation.KIND)
+            last = journal.last_body(KeyRotation.KIND, KeyRotation.from_body)
         finally:
             journal.close()
-    if last is not None and KeyRotation.from_body(last.body).new_key == bytes(new.verify_key).hex():
+    if last is not None and last.new_key == bytes(new.verify_key).hex():
         old = store.signing_key(DEVICE_KEY)
         if old is not None:
             _remember_key(root, old.verify_key)

@@ -9,12 +9,13 @@ instant the files are a valid chain prefix and the database can be rebuilt from 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlite_utils
 
@@ -28,6 +29,7 @@ from evidence.seal import Entry
 from evidence.session_bodies import Interruption, InterruptionEnd, SessionClose, SessionOpen
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 _PAGE = 200  # manifests checked against the receipts at a time (SQLite: 999 parameters)
 
 
@@ -76,12 +78,21 @@ class Journal:
         for row in self._rows(f"select entry from entries {where} order by seq", args):
             yield Entry.from_json(row["entry"].encode())
 
-    def last_of(self, kind: str) -> Entry | None:
-        """The newest entry of ``kind``, if any."""
+    def bodies(self, kind: str, owner: Callable[[object], T]) -> Iterator[tuple[Entry, T]]:
+        """The entries of ``kind``, in chain order, each with its body as ``owner`` reads
+        it. One that does not read is said in the log (the entry, its kind, the field) and
+        passed over: what the recorder asks of its chain goes on (a command, a boot)."""
+        for e in self.entries(kind):
+            if (body := _read(e, owner)) is not None:
+                yield e, body
+
+    def last_body(self, kind: str, owner: Callable[[object], T]) -> T | None:
+        """The newest entry of ``kind``'s body as ``owner`` reads it (None: there is none,
+        or it does not read, which the log says)."""
         rows = self._rows(
             "select entry from entries where kind = ? order by seq desc limit 1", [kind]
         )
-        return Entry.from_json(rows[0]["entry"].encode()) if rows else None
+        return _read(Entry.from_json(rows[0]["entry"].encode()), owner) if rows else None
 
     # -- what recovery asks: a session the last boot left open ------------------------
 
@@ -106,16 +117,15 @@ class Journal:
 
     def interruption(self, gap: str) -> tuple[Interruption, str | None] | None:
         """Interruption ``gap`` and the session it belongs to, if the chain has it."""
-        for e in self.entries("interruption"):
-            if (found := Interruption.from_body(e.body)).id == gap:
+        for e, found in self.bodies(Interruption.KIND, Interruption.from_body):
+            if found.id == gap:
                 return found, e.session
         return None
 
     def open_interruption(self, session: str) -> str | None:
         """An interruption of ``session`` sealed without an end and never ended."""
-        ended = {InterruptionEnd.from_body(e.body).id for e in self.entries("interruption_end")}
-        for e in self.entries("interruption"):
-            gap = Interruption.from_body(e.body)
+        ended = {end.id for _, end in self.bodies(InterruptionEnd.KIND, InterruptionEnd.from_body)}
+        for e, gap in self.bodies(Interruption.KIND, Interruption.from_body):
             if e.session == session and gap.end is None and gap.id not in ended:
                 return gap.id
         return None
@@ -127,11 +137,11 @@ class Journal:
         before a power cut: the chain is the record)."""
         if self._rows("select 1 from applied_commands where nonce = ?", [nonce]):
             return True
-        if any(Assignment.from_body(e.body).nonce == nonce for e in self.entries("assignment")):
+        if any(a.nonce == nonce for _, a in self.bodies(Assignment.KIND, Assignment.from_body)):
             return True
-        cases = [SessionOpen.from_body(e.body).case for e in self.entries("session_open")]
-        cases += [SessionClose.from_body(e.body).case for e in self.entries("session_close")]
-        cases += [Event.from_body(e.body).case_command for e in self.entries("event")]
+        cases = [b.case for _, b in self.bodies(SessionOpen.KIND, SessionOpen.from_body)]
+        cases += [b.case for _, b in self.bodies(SessionClose.KIND, SessionClose.from_body)]
+        cases += [b.case_command for _, b in self.bodies(Event.KIND, Event.from_body)]
         return any(c is not None and c.nonce == nonce for c in cases)
 
     def applied_command_seq(self, nonce: str) -> int | None:
@@ -143,14 +153,8 @@ class Journal:
     def remember_command(
         self, nonce: str, command: str, issued: float, expires: float, applied: float, seq: int
     ) -> None:
-        row = {
-            "nonce": nonce,
-            "command": command,
-            "issued": issued,
-            "expires": expires,
-            "applied": applied,
-            "seq": seq,
-        }
+        row = dict(nonce=nonce, command=command, issued=issued, expires=expires)
+        row |= dict(applied=applied, seq=seq)
         with self._lock, self.db.conn:
             self.db.table("applied_commands").insert(row, pk="nonce", replace=True)
 
@@ -191,17 +195,23 @@ class Journal:
                 self._insert(e)
 
 
+def _read(e: Entry, owner: Callable[[object], T]) -> T | None:
+    """``e``'s body as ``owner`` reads it; None if it does not, which the log says."""
+    try:
+        return owner(e.body)
+    except ManifestError as err:
+        log.error("journal: entry %d does not read, passed over: %s", e.seq, err)
+        return None
+
+
 def _segment_file(entry: Entry) -> str | None:
-    """The ``file`` column: the file a segment entry seals (None: another kind). It only
-    indexes the row, which keeps the entry whole: a manifest that does not read (a chain
-    file altered on the disk) is said in the log and indexed with none."""
+    """The ``file`` column: the file a segment entry seals (None: another kind, or a
+    manifest that does not read, a chain file altered on the disk). It only indexes the
+    row, which keeps the entry whole."""
     if entry.kind != SegmentManifest.KIND:
         return None
-    try:
-        return manifest.segment(entry).file
-    except ManifestError as e:
-        log.error("journal: %s", e)
-        return None
+    m = _read(entry, SegmentManifest.from_body)
+    return None if m is None else m.file
 
 
 # -- what the uploader asks --------------------------------------------------------------
@@ -294,19 +304,13 @@ class SyncLedger:
         """(seq, manifest) of sealed segments whose media has no receipt, oldest first
         (not those whose manifest the store refused: it will not take their media);
         ``acked``: only those whose manifest the store acknowledged; at most ``limit``."""
-        out: list[tuple[int, SegmentManifest]] = []
-        for found in self._unreceipted(acked):
-            if len(out) == limit:
-                break
-            out.append(found)
-        return out
+        return list(itertools.islice(self._unreceipted(acked), None if limit < 0 else limit))
 
     def _unreceipted(self, acked: bool) -> Iterator[tuple[int, SegmentManifest]]:
-        """Segments without a receipt, a page at a time. A receipt is kept only for the
-        entry that seals its media (:meth:`sealed`), so an entry whose seq has one is
-        receipted; of the others, those whose bytes a receipt names (sealed twice: the
-        store keeps media by hash) are too. Each manifest is read once while it waits:
-        the backlog is asked for every few seconds, for as long as the device is offline."""
+        """Segments without a receipt. A receipt is kept only for the entry sealing its
+        media (:meth:`sealed`); one naming the same bytes (sealed twice: the store keeps
+        media by hash) counts too. Each manifest is read once while it waits: the backlog
+        is asked for every few seconds, for as long as the device is offline."""
         only_acked = " and seq in (select seq from sync_acks)" if acked else ""
         seqs = [
             int(r[0])
@@ -338,9 +342,8 @@ class SyncLedger:
         row = self.db.execute(
             "select hash, entry from entries where seq = ? and kind = 'segment'", (seq,)
         ).fetchone()
-        if row is None:
-            return None
-        return str(row["hash"]), manifest.segment(Entry.from_json(row["entry"].encode()))
+        entry = None if row is None else Entry.from_json(row["entry"].encode())
+        return None if entry is None else (entry.hash, manifest.segment(entry))
 
     def ack(self, seq: int) -> None:
         self.db.execute("insert or ignore into sync_acks values (?)", (seq,))

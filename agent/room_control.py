@@ -90,13 +90,11 @@ class RoomControl:
     def _case_of(self, session: str) -> str | None:
         """The case the open session is for: named when it opened, or named since (a
         session opened at the panel, then claimed by the case system)."""
-        journal, said = self.chain.journal, []
-        for e in journal.entries(SessionOpen.KIND):
-            if e.session == session:
-                said.append(SessionOpen.from_body(e.body).case)
-        for e in journal.entries(Event.KIND):
-            if e.session == session:
-                said.append(Event.from_body(e.body).case_command)
+        journal = self.chain.journal
+        opened = journal.bodies(SessionOpen.KIND, SessionOpen.from_body)
+        claimed = journal.bodies(Event.KIND, Event.from_body)
+        said = [b.case for e, b in opened if e.session == session]
+        said += [b.case_command for e, b in claimed if e.session == session]
         named = [c.case for c in said if c is not None and c.case]
         return named[-1] if named else None
 

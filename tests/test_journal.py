@@ -5,6 +5,7 @@ is named (the entry, its kind, the field), never a KeyError or TypeError."""
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from agent.chain import ChainWriter
 from agent.journal import Journal, SyncLedger
 from device.clock import SimClock
 from evidence.body_fields import ManifestError
-from evidence.entries import Assignment, Boot, Event
+from evidence.entries import Assignment, Boot, Config, Event
 from evidence.seal import Entry, Moment, Sealer
 from evidence.session_bodies import CaseCommand, Interruption, SessionClose, SessionOpen
 from tests.fixtures.store import segment_manifest
@@ -139,18 +140,29 @@ def test_gaps_and_applied_commands_are_read_through_their_owners(chain: ChainWri
 @pytest.mark.parametrize(
     ("kind", "body", "why"),
     [
-        ("interruption", {"id": "g-1", "cause": "camera"}, "interruption: 'start' is missing"),
+        ("interruption", {"id": "g-2", "cause": "camera"}, "interruption: 'start' is missing"),
         ("assignment", {"nonce": "n-1"}, "assignment: 'command' is missing"),
         ("session_open", {"category": 7}, "session_open: 'category' is not a string"),
         ("event", {"type": "case", "case": "C-1"}, "event: a case event names no 'command'"),
+        ("config", {"sha256": ["ab"]}, "config: 'sha256' is not a string"),
     ],
 )
-def test_a_gap_or_command_entry_that_does_not_read_is_named(
-    chain: ChainWriter, kind: str, body: dict[str, object], why: str
+def test_a_body_the_recorder_asks_about_that_does_not_read_is_named_and_passed_over(
+    chain: ChainWriter,
+    caplog: pytest.LogCaptureFixture,
+    kind: str,
+    body: dict[str, object],
+    why: str,
 ) -> None:
-    _malformed(chain, kind, body, "s1")
-    with pytest.raises(ManifestError, match=why):
-        if kind == "interruption":
-            chain.journal.interruption("g-1")
-        else:
-            chain.journal.command_applied("n-1")
+    """A command is still checked and a boot still made: the entry is named in the log."""
+    journal = chain.journal
+    chain.seal_body(Interruption("g-1", "camera", ["video"], AT), "s1")
+    bad = _malformed(chain, kind, body, "s1")
+    with caplog.at_level(logging.ERROR, logger="agent.journal"):
+        assert journal.interruption("g-1") == (Interruption("g-1", "camera", ["video"], AT), "s1")
+        assert journal.interruption("g-3") is None  # every interruption read
+        assert journal.open_interruption("s1") == "g-1"
+        assert not journal.command_applied("n-1")
+        assert journal.last_body(Config.KIND, Config.from_body) is None
+    said = [r.getMessage() for r in caplog.records]
+    assert f"journal: entry {bad.seq} does not read, passed over: {why}" in said
