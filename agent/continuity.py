@@ -215,7 +215,7 @@ class Continuity:
         event = change.event()
         log.warning(
             "%s to level %d (%s): %d b/s, %s pictures a second",
-            event.type, change.level, change.reason, change.bitrate, event.fields["picture_rate"],
+            event.type, change.level, change.reason, change.bitrate, round(change.picture_rate, 3),
         )  # fmt: skip
         self.chain.seal_body(event, session.id if session else None)
 
