@@ -26,6 +26,7 @@ from agent.provisioned import agency_key
 from agent.room_control import RoomControl
 from agent.session import SessionError
 from common.commands import Outcome, SessionArgs, check_command, command_nonce, make_answer
+from evidence.entries import Assignment
 from evidence.names import ProvisionError
 from evidence.seal import Entry
 
@@ -83,7 +84,7 @@ class AgencyCommands:
             return entry, False
         entry = apply_assignment(self.root, self.chain, cmd, data, now)
         log.info("agency command %s applied (entry %s)", cmd.command, entry.seq)
-        self.life.badges = list(entry.body.get("badges") or [])
+        self.life.badges = list(Assignment.from_body(entry.body).badges)
         self.room_id = assigned_room(self.root)
         return entry, False
 

@@ -25,6 +25,7 @@ from agent.provisioned import agency_key, read_device_key, read_identity
 from common.commands import SESSION_COMMANDS, AgencyCommand, AssignmentArgs, check_command
 from common.files import write_atomic
 from device.clock import Clock, SystemClock
+from evidence.entries import Assignment
 from evidence.names import ProvisionError, iso
 from evidence.seal import Entry
 
@@ -87,16 +88,13 @@ def apply_assignment(
             f"command issued {iso(cmd.issued)} is older than the assignment in force "
             f"(issued {iso(float(current['issued']))}): superseded"
         )
-    doc = {
-        "command": cmd.command,
-        "badges": a.badges,
-        "name": a.name,
-        "unit": a.unit,
-        "room": a.room,
-        "nonce": cmd.nonce,
-        "issued": cmd.issued,
-    }
+    sealed = Assignment(
+        cmd.command, list(a.badges), a.name, a.unit, a.room,
+        cmd.nonce, cmd.issued, cmd.agency, cmd.expires,
+    )  # fmt: skip
+    # assignment.json: what is in force, as sealed, less the command's agency and expiry
+    doc = {k: v for k, v in sealed.to_body().items() if k not in ("agency", "expires")}
     write_atomic(root / ASSIGNMENT, json.dumps(doc, indent=2, ensure_ascii=False).encode())
-    entry = chain.seal("assignment", {**doc, "agency": cmd.agency, "expires": cmd.expires})
+    entry = chain.seal_body(sealed)
     remember_command(chain.journal, cmd, entry.seq, now)
     return entry

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from evidence.blob_messages import BlobInit, Missing
+from evidence.manifest import segment
 from evidence.seal import Entry
 
 
@@ -108,5 +109,5 @@ class Transfer:
 
 def whole_init(e: Entry) -> BlobInit:
     """What a segment travelling whole is, in the terms of a chunked one (one chunk)."""
-    sha, size = str(e.body["sha256"]), int(e.body["size"])
-    return BlobInit(sha256=sha, size=size, chunk_size=size, seq=e.seq, chunks=(sha,))
+    m = segment(e)
+    return BlobInit(sha256=m.sha256, size=m.size, chunk_size=m.size, seq=e.seq, chunks=(m.sha256,))

@@ -27,6 +27,7 @@ from agent.media import Sealed, WrittenSegment, probe
 from agent.segments import Segmenter
 from agent.session import OpenSession
 from common.settings import MAIN_TRACK, Category, DeviceConfig
+from evidence.entries import Boot, Config
 from evidence.manifest import UNKNOWN_LOCATION
 from evidence.seal import Entry, Moment
 from evidence.session_bodies import InterruptionEnd, SessionOpen
@@ -40,10 +41,10 @@ def seal_boot(chain: ChainWriter, journal: Journal, config: DeviceConfig) -> Non
     """The ``boot`` entry, and the settings in a ``config`` entry when they changed."""
     settings = config.model_dump(mode="json")
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
-    chain.seal("boot", {"software": SOFTWARE, "config_sha256": digest})
-    last_config = journal.last_of("config")
-    if last_config is None or last_config.body.get("sha256") != digest:
-        chain.seal("config", {"sha256": digest, "settings": settings})
+    chain.seal_body(Boot(SOFTWARE, digest))
+    last_config = journal.last_body(Config.KIND, Config.from_body)
+    if last_config is None or last_config.sha256 != digest:
+        chain.seal_body(Config(digest, settings))
 
 
 class BootRecovery:

@@ -18,7 +18,7 @@ counts) is built there too (:meth:`ChainWriter.seal_when_sealed`).
 Example::
 
     with open_chain(root, key, device_id, clock) as chain:   # an agent command
-        chain.seal("install", body)
+        chain.seal_body(Install(...))
 
     chain = ChainWriter(journal, key, device_id, clock)      # the recorder
     chain.seal_body(InterruptionEnd(gap_id, chain.now()), session_id)
@@ -140,20 +140,12 @@ class ChainWriter:
             mono = max(mono, float(self._last.payload["at"]["mono"]))
         return Moment(self.clock.wall(), mono, self.clock.synced())
 
-    def seal(
-        self,
-        kind: str,
-        body: dict[str, Any],
-        session: str | None = None,
-        at: Moment | None = None,
-    ) -> Entry:
-        """Seal ``body`` as an entry of ``kind``, now (or ``at``), and record it."""
-        self.drain()
-        return self._append(self._sealer.seal(kind, body, at or self.now(), session))
-
     def seal_body(self, body: Body, session: str | None = None, at: Moment | None = None) -> Entry:
-        """Seal a typed body (:mod:`evidence.entries` says which) under its own kind."""
-        return self.seal(body.KIND, body.to_body(), session, at)
+        """Seal a typed body (:mod:`evidence.entries` says which) under its own kind, now
+        (or ``at``), and record it: the body is built by its owner, never by hand."""
+        self.drain()
+        entry = self._sealer.seal(body.KIND, body.to_body(), at or self.now(), session)
+        return self._append(entry)
 
     def rotate(self, new_key: nacl.signing.SigningKey) -> Entry:
         """Hand the chain to ``new_key``: the entry is signed by the current key."""

@@ -25,6 +25,7 @@ from agent.session import OpenSession
 from common.settings import DeviceConfig
 from device.power import Battery
 from device.storage import Storage
+from evidence.entries import Event
 from evidence.seal import Moment
 from evidence.session_bodies import Interruption, InterruptionEnd, VoiceExplanation
 
@@ -189,16 +190,15 @@ class Continuity:
         if usage.fraction_used >= limits.warn_fraction and not self._storage_warned:
             self._storage_warned = True
             used = round(usage.fraction_used, 3)
-            self.chain.seal("event", {"type": "storage_warning", "used": used})
+            self.chain.seal_body(Event("storage_warning", {"used": used}))
         degrade = (
             limits.degrade_fraction is not None and usage.fraction_used >= limits.degrade_fraction
         )
         if degrade != self._degraded:
             self._degraded = degrade
             kind = "storage_degraded" if degrade else "storage_restored"
-            self.chain.seal(
-                "event",
-                {"type": kind, "used": round(usage.fraction_used, 3)},
+            self.chain.seal_body(
+                Event(kind, {"used": round(usage.fraction_used, 3)}),
                 session.id if session else None,
             )
         full = usage.free < limits.min_free_bytes
@@ -212,17 +212,17 @@ class Continuity:
         """The recorder stepped its load down or back up: sealed, so the change of picture
         rate and bitrate is on record."""
         session = self._session()
-        body = change.event()
+        event = change.event()
         log.warning(
             "%s to level %d (%s): %d b/s, %s pictures a second",
-            body["type"], change.level, change.reason, change.bitrate, body["picture_rate"],
+            event.type, change.level, change.reason, change.bitrate, round(change.picture_rate, 3),
         )  # fmt: skip
-        self.chain.seal("event", body, session.id if session else None)
+        self.chain.seal_body(event, session.id if session else None)
 
     def note_fix(self, has_fix: bool) -> None:
         """Losing the GNSS fix is an event, not a gap: the footage goes on."""
         session = self._session()
         if self._had_fix is not None and has_fix != self._had_fix and session:
             kind = "gnss_regained" if has_fix else "gnss_lost"
-            self.chain.seal("event", {"type": kind}, session.id)
+            self.chain.seal_body(Event(kind), session.id)
         self._had_fix = has_fix

@@ -44,6 +44,7 @@ from agent.status_text import format_status, keys_line
 from common import pki
 from common.cli import Handler, user_errors
 from device.keystore import Backend
+from evidence.entries import Assignment, Install, KeyRotation
 from evidence.names import ProvisionError, iso
 from evidence.seal import key_id
 
@@ -149,10 +150,10 @@ def cmd_install(args: argparse.Namespace) -> int:
             raise ProvisionError(str(e)) from None
     first = not (args.data / provisioned.PROVISION / "agency.pub").exists()
     entry = enrolment.install(args.data, _read(args.bundle, "bundle"), time.time(), pinned)
-    b = entry.body
+    b = Install.from_body(entry.body)
     note = " (first install: trusting the agency key it carries)" if first and not pinned else ""
-    print(f"installed bundle {b['bundle_sha256'][:16]}… from agency {b['agency_key_id']}{note}")
-    print(f"  broker {b['broker']['host']}:{b['broker']['port']}; chain entry {entry.seq}")
+    print(f"installed bundle {b.bundle_sha256[:16]}… from agency {b.agency_key_id}{note}")
+    print(f"  broker {b.broker.get('host')}:{b.broker.get('port')}; chain entry {entry.seq}")
     print(f"  keys {keys_line(key_store(args.data).describe())}")
     return 0
 
@@ -160,9 +161,9 @@ def cmd_install(args: argparse.Namespace) -> int:
 @explained
 def cmd_apply(args: argparse.Namespace) -> int:
     entry = assignment.apply_command(args.data, _read(args.command, "command"), time.time())
-    b = entry.body
-    who = ", ".join(b["badges"]) or (f"room {b['room']}" if b["room"] else "nobody")
-    print(f"applied {b['command']}: {who}; chain entry {entry.seq}")
+    a = Assignment.from_body(entry.body)
+    who = ", ".join(a.badges) or (f"room {a.room}" if a.room else "nobody")
+    print(f"applied {a.command}: {who}; chain entry {entry.seq}")
     return 0
 
 
@@ -171,7 +172,8 @@ def cmd_rotate_key(args: argparse.Namespace) -> int:
     with _output(args.out) as out:
         entry = enrolment.rotate_key(args.data, out, time.time())
     say = _say(args)
-    say(f"key {entry.payload['key']} → {entry.body['new_key_id']}; chain entry {entry.seq}")
+    rotated = KeyRotation.from_body(entry.body)
+    say(f"key {entry.payload['key']} → {rotated.new_key_id}; chain entry {entry.seq}")
     say(f"  rotation request {_named(args.out)}: import it at the agency (`provision rotate`)")
     return 0
 

@@ -34,7 +34,6 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
 
 import nacl.encoding
 import nacl.signing
@@ -70,6 +69,7 @@ from device.keystore import (
     new_key_store,
     record_key_store,
 )
+from evidence.entries import Install, KeyRotation
 from evidence.names import ProvisionError, check_device_id
 from evidence.seal import Entry, key_id
 
@@ -98,18 +98,6 @@ def locked(root: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
-
-
-def _seal(
-    root: Path,
-    key: nacl.signing.SigningKey,
-    device_id: str,
-    kind: str,
-    body: dict[str, Any],
-    clock: Clock,
-) -> Entry:
-    with open_chain(root, key, device_id, clock) as chain:
-        return chain.seal(kind, body)
 
 
 def _remember_key(root: Path, key: nacl.signing.VerifyKey) -> None:
@@ -259,14 +247,15 @@ def install(
         write_atomic(stage / "agency.pub", b.agency_public_key.encode() + b"\n")
         _swap_dir(stage, root / PROVISION)
         write_atomic(root / DEVICE_TOML, tomli_w.dumps(b.settings).encode())
-        body = {
-            "bundle_sha256": bundle.sha256,
-            "agency_key_id": b.agency,
-            "device_id": b.device_id,
-            "broker": b.broker.model_dump(),
-            "key_store": store.backend,  # "file" is weaker: a copied card can sign
-        }
-        return _seal(root, key, identity.device_id, "install", body, clock or SystemClock())
+        sealed = Install(
+            bundle.sha256,
+            b.agency,
+            b.device_id,
+            b.broker.model_dump(),
+            store.backend,  # "file" is weaker: a copied card can sign
+        )
+        with open_chain(root, key, identity.device_id, clock or SystemClock()) as chain:
+            return chain.seal_body(sealed)
 
 
 def _swap_dir(new: Path, target: Path) -> None:
@@ -315,10 +304,10 @@ def finish_rotation(root: Path) -> None:
     if (root / "journal.db").exists():
         journal = Journal(root)
         try:
-            last = journal.last_of("key_rotation")
+            last = journal.last_body(KeyRotation.KIND, KeyRotation.from_body)
         finally:
             journal.close()
-    if last is not None and last.body.get("new_key") == bytes(new.verify_key).hex():
+    if last is not None and last.new_key == bytes(new.verify_key).hex():
         old = store.signing_key(DEVICE_KEY)
         if old is not None:
             _remember_key(root, old.verify_key)

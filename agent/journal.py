@@ -9,21 +9,28 @@ instant the files are a valid chain prefix and the database can be rebuilt from 
 from __future__ import annotations
 
 import contextlib
-import json
+import itertools
+import logging
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlite_utils
 
 from agent.evidence_dir import CHAIN, entry_name, load_chain
 from common.files import write_atomic
 from evidence import manifest
+from evidence.body_fields import ManifestError
+from evidence.entries import Assignment, Event
 from evidence.manifest import SegmentManifest
 from evidence.seal import Entry
-from evidence.session_bodies import Interruption, InterruptionEnd
+from evidence.session_bodies import Interruption, InterruptionEnd, SessionClose, SessionOpen
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+_PAGE = 200  # manifests checked against the receipts at a time (SQLite: 999 parameters)
 
 
 class Journal:
@@ -71,12 +78,21 @@ class Journal:
         for row in self._rows(f"select entry from entries {where} order by seq", args):
             yield Entry.from_json(row["entry"].encode())
 
-    def last_of(self, kind: str) -> Entry | None:
-        """The newest entry of ``kind``, if any."""
+    def bodies(self, kind: str, owner: Callable[[object], T]) -> Iterator[tuple[Entry, T]]:
+        """The entries of ``kind``, in chain order, each with its body as ``owner`` reads
+        it. One that does not read is said in the log (the entry, its kind, the field) and
+        passed over: what the recorder asks of its chain goes on (a command, a boot)."""
+        for e in self.entries(kind):
+            if (body := _read(e, owner)) is not None:
+                yield e, body
+
+    def last_body(self, kind: str, owner: Callable[[object], T]) -> T | None:
+        """The newest entry of ``kind``'s body as ``owner`` reads it (None: there is none,
+        or it does not read, which the log says)."""
         rows = self._rows(
             "select entry from entries where kind = ? order by seq desc limit 1", [kind]
         )
-        return Entry.from_json(rows[0]["entry"].encode()) if rows else None
+        return _read(Entry.from_json(rows[0]["entry"].encode()), owner) if rows else None
 
     # -- what recovery asks: a session the last boot left open ------------------------
 
@@ -101,16 +117,15 @@ class Journal:
 
     def interruption(self, gap: str) -> tuple[Interruption, str | None] | None:
         """Interruption ``gap`` and the session it belongs to, if the chain has it."""
-        for e in self.entries("interruption"):
-            if e.body.get("id") == gap:
-                return Interruption.from_body(e.body), e.session
+        for e, found in self.bodies(Interruption.KIND, Interruption.from_body):
+            if found.id == gap:
+                return found, e.session
         return None
 
     def open_interruption(self, session: str) -> str | None:
         """An interruption of ``session`` sealed without an end and never ended."""
-        ended = {InterruptionEnd.from_body(e.body).id for e in self.entries("interruption_end")}
-        for e in self.entries("interruption"):
-            gap = Interruption.from_body(e.body)
+        ended = {end.id for _, end in self.bodies(InterruptionEnd.KIND, InterruptionEnd.from_body)}
+        for e, gap in self.bodies(Interruption.KIND, Interruption.from_body):
             if e.session == session and gap.end is None and gap.id not in ended:
                 return gap.id
         return None
@@ -122,13 +137,12 @@ class Journal:
         before a power cut: the chain is the record)."""
         if self._rows("select 1 from applied_commands where nonce = ?", [nonce]):
             return True
-        if any(e.body.get("nonce") == nonce for e in self.entries("assignment")):
+        if any(a.nonce == nonce for _, a in self.bodies(Assignment.KIND, Assignment.from_body)):
             return True
-        return any(
-            (e.body.get("command") or {}).get("nonce") == nonce
-            for kind in ("session_open", "session_close")
-            for e in self.entries(kind)
-        )
+        cases = [b.case for _, b in self.bodies(SessionOpen.KIND, SessionOpen.from_body)]
+        cases += [b.case for _, b in self.bodies(SessionClose.KIND, SessionClose.from_body)]
+        cases += [b.case_command for _, b in self.bodies(Event.KIND, Event.from_body)]
+        return any(c is not None and c.nonce == nonce for c in cases)
 
     def applied_command_seq(self, nonce: str) -> int | None:
         """The entry sealed for the agency command ``nonce`` when it was applied (None:
@@ -139,14 +153,8 @@ class Journal:
     def remember_command(
         self, nonce: str, command: str, issued: float, expires: float, applied: float, seq: int
     ) -> None:
-        row = {
-            "nonce": nonce,
-            "command": command,
-            "issued": issued,
-            "expires": expires,
-            "applied": applied,
-            "seq": seq,
-        }
+        row = dict(nonce=nonce, command=command, issued=issued, expires=expires)
+        row |= dict(applied=applied, seq=seq)
         with self._lock, self.db.conn:
             self.db.table("applied_commands").insert(row, pk="nonce", replace=True)
 
@@ -168,7 +176,7 @@ class Journal:
             entry.hash,
             entry.kind,
             entry.session,
-            entry.body.get("file"),
+            _segment_file(entry),
             entry.payload["at"]["wall"],
             entry.to_json().decode(),
         )
@@ -186,14 +194,24 @@ class Journal:
             if isinstance(e, Entry) and e.seq not in known:
                 self._insert(e)
 
-    def sessions(self) -> list[dict[str, Any]]:
-        """Sessions with their open entry's body, newest last (for status and the CLI)."""
-        return [
-            {"session": r["session"], **json.loads(r["entry"])["payload"]["body"]}
-            for r in self._rows(
-                "select session, entry from entries where kind='session_open' order by seq"
-            )
-        ]
+
+def _read(e: Entry, owner: Callable[[object], T]) -> T | None:
+    """``e``'s body as ``owner`` reads it; None if it does not, which the log says."""
+    try:
+        return owner(e.body)
+    except ManifestError as err:
+        log.error("journal: entry %d does not read, passed over: %s", e.seq, err)
+        return None
+
+
+def _segment_file(entry: Entry) -> str | None:
+    """The ``file`` column: the file a segment entry seals (None: another kind, or a
+    manifest that does not read, a chain file altered on the disk). It only indexes the
+    row, which keeps the entry whole."""
+    if entry.kind != SegmentManifest.KIND:
+        return None
+    m = _read(entry, SegmentManifest.from_body)
+    return None if m is None else m.file
 
 
 # -- what the uploader asks --------------------------------------------------------------
@@ -202,16 +220,17 @@ class Journal:
 
 
 class SyncLedger:
-    """The uploader's view of ``journal.db`` (its own connection, WAL; one thread).
+    """The uploader's view of ``journal.db`` (its own connection, WAL; one thread), which
+    the panel's page reads too (:mod:`simulator.journal_view`).
 
-    Segment manifests are returned as their entry's body, undecoded: the uploader reads
-    what it needs from them in one place (``agent.sync_plan.segment``).
+    Segment manifests come as their type (:class:`evidence.manifest.SegmentManifest`,
+    ManifestError naming the entry if one does not read): nothing here decodes them by hand.
 
     Example::
 
         ledger = SyncLedger(root)
         ledger.unacked(64)              # [Entry(seq=1, ...), ...] oldest first
-        ledger.unreceipted_segments()   # [(7, {"sha256": ..., "size": ..., ...}), ...]
+        ledger.unreceipted_segments()   # [(7, SegmentManifest(sha256=..., ...)), ...]
         ledger.close()
     """
 
@@ -235,6 +254,7 @@ class SyncLedger:
             if "receipt" not in columns:  # a journal from before receipts were kept here
                 self.db.execute("alter table receipts add column receipt text")
         self._batch = 0
+        self._waiting: dict[int, SegmentManifest] = {}  # unreceipted manifests, by seq
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -275,40 +295,55 @@ class SyncLedger:
         return int(self.db.execute(sql).fetchone()[0])
 
     def unreceipted_count(self) -> int:
-        """How many sealed segments have no receipt (counted, nothing decoded)."""
-        sql = (
-            "select count(*) from entries where kind = 'segment'"
-            " and json_extract(entry, '$.payload.body.sha256') not in"
-            " (select sha256 from receipts) and seq not in (select seq from sync_refused)"
-        )
-        return int(self.db.execute(sql).fetchone()[0])
+        """How many sealed segments have no receipt."""
+        return sum(1 for _ in self._unreceipted(acked=False))
 
     def unreceipted_segments(
         self, limit: int = -1, acked: bool = False
-    ) -> list[tuple[int, dict[str, Any]]]:
+    ) -> list[tuple[int, SegmentManifest]]:
         """(seq, manifest) of sealed segments whose media has no receipt, oldest first
         (not those whose manifest the store refused: it will not take their media);
         ``acked``: only those whose manifest the store acknowledged; at most ``limit``."""
-        only_acked = " and seq in (select seq from sync_acks)" if acked else ""
-        rows = self.db.execute(
-            "select seq, json_extract(entry, '$.payload.body') as manifest"
-            " from entries where kind = 'segment'"
-            " and json_extract(entry, '$.payload.body.sha256') not in"
-            " (select sha256 from receipts)"
-            f" and seq not in (select seq from sync_refused){only_acked} order by seq limit ?",
-            (limit,),
-        ).fetchall()
-        return [(int(r["seq"]), json.loads(r["manifest"])) for r in rows]
+        return list(itertools.islice(self._unreceipted(acked), None if limit < 0 else limit))
 
-    def sealed(self, seq: int) -> tuple[str, dict[str, Any]] | None:
+    def _unreceipted(self, acked: bool) -> Iterator[tuple[int, SegmentManifest]]:
+        """Segments without a receipt. A receipt is kept only for the entry sealing its
+        media (:meth:`sealed`); one naming the same bytes (sealed twice: the store keeps
+        media by hash) counts too. Each manifest is read once while it waits: the backlog
+        is asked for every few seconds, for as long as the device is offline."""
+        only_acked = " and seq in (select seq from sync_acks)" if acked else ""
+        seqs = [
+            int(r[0])
+            for r in self.db.execute(
+                "select seq from entries where kind = 'segment'"
+                " and seq not in (select seq from receipts where seq is not null)"
+                f" and seq not in (select seq from sync_refused){only_acked} order by seq"
+            )
+        ]
+        for start in range(0, len(seqs), _PAGE):
+            page = [(seq, self._manifest(seq)) for seq in seqs[start : start + _PAGE]]
+            shas = [m.sha256 for _, m in page]
+            marks = ",".join("?" * len(shas))
+            sql = f"select sha256 from receipts where sha256 in ({marks})"
+            held = {r[0] for r in self.db.execute(sql, shas)}
+            yield from ((seq, m) for seq, m in page if m.sha256 not in held)
+        if not acked:  # a whole pass: what no longer waits is forgotten
+            self._waiting = {seq: self._waiting[seq] for seq in seqs}
+
+    def _manifest(self, seq: int) -> SegmentManifest:
+        if (m := self._waiting.get(seq)) is None:
+            row = self.db.execute("select entry from entries where seq = ?", (seq,)).fetchone()
+            m = self._waiting[seq] = manifest.segment(Entry.from_json(row["entry"].encode()))
+        return m
+
+    def sealed(self, seq: int) -> tuple[str, SegmentManifest] | None:
         """(entry hash, manifest) of the segment this device sealed at ``seq``; None if the
         entry at ``seq`` is not a segment (or there is none)."""
         row = self.db.execute(
-            "select hash, json_extract(entry, '$.payload.body') as manifest"
-            " from entries where seq = ? and kind = 'segment'",
-            (seq,),
+            "select hash, entry from entries where seq = ? and kind = 'segment'", (seq,)
         ).fetchone()
-        return None if row is None else (str(row["hash"]), json.loads(row["manifest"]))
+        entry = None if row is None else Entry.from_json(row["entry"].encode())
+        return None if entry is None else (entry.hash, manifest.segment(entry))
 
     def ack(self, seq: int) -> None:
         self.db.execute("insert or ignore into sync_acks values (?)", (seq,))
@@ -326,16 +361,36 @@ class SyncLedger:
         )
         self._commit()
 
-    def receipted_before(self, received: float) -> list[tuple[str, int, dict[str, Any]]]:
-        """(sha256, seq, manifest) of receipted media still on the device, receipted at or
+    def receipted_before(self, received: float) -> list[tuple[str, SegmentManifest]]:
+        """(sha256, manifest) of receipted media still on the device, receipted at or
         before ``received``."""
         rows = self.db.execute(
-            "select r.sha256, r.seq, json_extract(e.entry, '$.payload.body') as manifest"
-            " from receipts r join entries e on e.seq = r.seq"
+            "select r.sha256, e.entry from receipts r join entries e on e.seq = r.seq"
             " where r.deleted is null and r.received <= ?",
             (received,),
         ).fetchall()
-        return [(r["sha256"], int(r["seq"]), json.loads(r["manifest"])) for r in rows]
+        return [
+            (str(r["sha256"]), manifest.segment(Entry.from_json(r["entry"].encode()))) for r in rows
+        ]
+
+    def receipt_lags(self) -> list[float]:
+        """For each receipt kept: seconds from its segment's sealing (the entry's wall
+        time) to the receipt's arrival."""
+        sql = "select r.received - e.wall from receipts r join entries e on e.seq = r.seq"
+        return [float(r[0]) for r in self.db.execute(sql)]
+
+    # -- what the panel's page reads ------------------------------------------------
+
+    def sealed_counts(self) -> tuple[int, int]:
+        """Segments sealed, and entries in all."""
+        sql = "select count(*), coalesce(sum(kind = 'segment'), 0) from entries"
+        total, segments = self.db.execute(sql).fetchone()
+        return int(segments), int(total)
+
+    def newest(self, limit: int) -> list[Entry]:
+        """The newest ``limit`` entries, newest first."""
+        sql = "select entry from entries order by seq desc limit ?"
+        return [Entry.from_json(r["entry"].encode()) for r in self.db.execute(sql, (limit,))]
 
     def deleted(self, sha256: str, now: float) -> None:
         self.db.execute("update receipts set deleted = ? where sha256 = ?", (now, sha256))

@@ -117,7 +117,8 @@ class SessionLifecycle:
         entry = self.chain.seal_when_sealed(counted, session.id)
         log.info(
             "session %s closed (%d segments%s, entry %s)",
-            session.id, entry.body["segments"], f", by {trigger}" if trigger else "", entry.seq,
+            session.id, SessionClose.from_body(entry.body).segments,
+            f", by {trigger}" if trigger else "", entry.seq,
         )  # fmt: skip
         self.session = None
         if self.room:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from common.recording_settings import Overload
+from evidence.entries import Event
 
 SMOOTHING_SECONDS = 1.0  # the work share is an average over about this long
 MAX_SHARE = 2.0  # one frame's work counts as no more than this many frame intervals
@@ -55,16 +56,18 @@ class LoadChange:
         """Whether this change stepped down (else back up)."""
         return self.reason != "spare"
 
-    def event(self) -> dict[str, object]:
-        """The chain's ``event`` body: a court sees the picture rate and bitrate change."""
-        return {
-            "type": "load_reduced" if self.reduced else "load_restored",
-            "level": self.level,
-            "bitrate": self.bitrate,
-            "picture_rate": round(self.picture_rate, 3),
-            "busy": round(self.busy, 3),
-            "reason": self.reason,
-        }
+    def event(self) -> Event:
+        """The chain's ``event``: a court sees the picture rate and bitrate change."""
+        return Event(
+            "load_reduced" if self.reduced else "load_restored",
+            {
+                "level": self.level,
+                "bitrate": self.bitrate,
+                "picture_rate": round(self.picture_rate, 3),
+                "busy": round(self.busy, 3),
+                "reason": self.reason,
+            },
+        )
 
 
 class LoadGovernor:

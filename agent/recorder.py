@@ -66,6 +66,7 @@ from common.settings import Category, DeviceConfig
 from device.clock import Clock
 from device.controls import MARKER_PRESS, RECORD_HOLD, RECORD_PRESS, RECORD_RELEASE
 from device.hardware import Hardware, SimHardware
+from evidence.entries import Shutdown
 from evidence.names import ProvisionError
 from evidence.seal import Entry
 from evidence.session_bodies import Marker
@@ -219,7 +220,7 @@ class Recorder:
                 self.segments.end()  # keep every frame of an open session
             else:
                 self.segments.abandon()
-        self.chain.seal("shutdown", {"reason": reason})
+        self.chain.seal_body(Shutdown(reason))
         if not self.session:
             self.segments.clean_spool()
         self.capture.stop()

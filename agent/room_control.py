@@ -28,8 +28,9 @@ from agent.session import SessionError
 from common.commands import AgencyCommand, SessionArgs
 from common.settings import Category
 from device.clock import Clock
+from evidence.entries import Event
 from evidence.seal import Entry
-from evidence.session_bodies import CaseCommand
+from evidence.session_bodies import CaseCommand, SessionOpen
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +78,7 @@ class RoomControl:
             if args.badges:
                 self.life.badges = list(args.badges)
             if self.life.session is not None:  # opened at the panel: the case system names it
-                return self.chain.seal(
-                    "event", {"type": "case", **case.to_body()}, self.life.session.id
-                )
+                return self.chain.seal_body(Event.case_named(case), self.life.session.id)
         elif self.life.session is None:
             raise SessionError(f"session_close for case {args.case}: no session is open")
         else:
@@ -91,14 +90,13 @@ class RoomControl:
     def _case_of(self, session: str) -> str | None:
         """The case the open session is for: named when it opened, or named since (a
         session opened at the panel, then claimed by the case system)."""
-        case = None
-        for kind in ("session_open", "event"):
-            for e in self.chain.journal.entries(kind):
-                if e.session == session and (
-                    kind == "session_open" or e.body.get("type") == "case"
-                ):
-                    case = e.body.get("case") or case
-        return case
+        journal = self.chain.journal
+        opened = journal.bodies(SessionOpen.KIND, SessionOpen.from_body)
+        claimed = journal.bodies(Event.KIND, Event.from_body)
+        said = [b.case for e, b in opened if e.session == session]
+        said += [b.case_command for e, b in claimed if e.session == session]
+        named = [c.case for c in said if c is not None and c.case]
+        return named[-1] if named else None
 
     def act(
         self,

@@ -86,15 +86,22 @@ def take_commands(uploader: Uploader, recorder: Recorder) -> None:
     recorder.commands.answers = uploader.answer
 
 
-def _backlog(root: Path) -> Callable[[], Backlog]:
-    def backlog() -> Backlog:
-        ledger = SyncLedger(root)
-        try:
-            return sync_backlog(ledger)
-        finally:
-            ledger.close()
+class _Backlog:
+    """What is left to sync, for ``status.json``: through one connection to the journal
+    for the agent's life, so that each manifest waiting is read once, not every time the
+    frame loop asks (every few seconds, for as long as the device is offline)."""
 
-    return backlog
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._ledger: SyncLedger | None = None
+
+    def __call__(self) -> Backlog:
+        self._ledger = self._ledger or SyncLedger(self.root)
+        return sync_backlog(self._ledger)
+
+    def close(self) -> None:
+        if self._ledger is not None:
+            self._ledger.close()
 
 
 def run_agent(
@@ -153,7 +160,8 @@ def run_agent(
     print(state, flush=True)
     service = ServiceNotifier.from_environment()
     service.ready(state)
-    status = StatusFile(root, recorder, hardware, clock, uploader, backlog=_backlog(root))
+    backlog = _Backlog(root)
+    status = StatusFile(root, recorder, hardware, clock, uploader, backlog=backlog)
     loop = FrameLoop(
         recorder,
         config.recording.fps,
@@ -180,5 +188,6 @@ def run_agent(
         if controls is not None:
             controls.close()
         status.maybe_write(float("inf"))  # the last word: stopped
+        backlog.close()
         service.close()
     return 0

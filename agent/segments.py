@@ -45,6 +45,7 @@ from agent.session import OpenSession
 from common.settings import MAIN_TRACK, DeviceConfig
 from device.clock import Clock
 from device.gnss import GnssState
+from evidence.entries import Event
 from evidence.manifest import Location
 from evidence.seal import Entry, Moment
 
@@ -130,9 +131,11 @@ class Segmenter:
                 raise
             if fallback := self.encoder.take_fallback():
                 wanted, why = fallback
-                body = {"type": "encoder_fallback", "wanted": wanted, "used": self.encoder.codec}
+                said = {"wanted": wanted, "used": self.encoder.codec, "reason": why}
                 session = self._session()
-                self.chain.seal("event", body | {"reason": why}, session.id if session else None)
+                self.chain.seal_body(
+                    Event("encoder_fallback", said), session.id if session else None
+                )
         writers: dict[str, SegmentFile] = {}
         try:
             for track, encoder in self._encoders.items():

@@ -18,8 +18,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common.statements import Attestation, CredentialChecker, StatementError, statement_body
+from common.statements import (
+    Attestation,
+    CredentialChecker,
+    StatementError,
+    written_explanation,
+)
 from device.clock import SystemClock
+from evidence.entries import Boot
 from evidence.seal import Entry, Moment
 
 
@@ -43,8 +49,8 @@ def seal_statement(
         found = chain.journal.interruption(gap_id)
         if found is None:
             raise StatementError(f"no interruption {gap_id!r} in this device's chain")
-        body = statement_body(gap_id, reason, attestations, checker)
+        written = written_explanation(gap_id, reason, attestations, checker)
         # every process that writes the chain opens with a boot entry: its monotonic
         # clock is its own
-        chain.seal("boot", {"software": "unbroken", "tool": "explain"}, at=at)
-        return chain.seal("explanation", body, found[1], at=at)
+        chain.seal_body(Boot(software="unbroken", tool="explain"), at=at)
+        return chain.seal_body(written, found[1], at=at)

@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 
 def unreceipted(ledger: SyncLedger) -> list[plan.Segment]:
     """Sealed segments without a receipt, oldest first."""
-    return [plan.segment(seq, m) for seq, m in ledger.unreceipted_segments()]
+    return [plan.Segment.sealed(seq, m) for seq, m in ledger.unreceipted_segments()]
 
 
 def backlog(ledger: SyncLedger) -> messages.Backlog:
@@ -274,8 +274,8 @@ class Uploader:
         found = ledger.sealed(reply.seq)
         sealed = None
         if found is not None:
-            s = plan.segment(reply.seq, found[1])
-            sealed = sync_replies.Sealed(s.sha256, s.size, found[0])
+            entry_hash, m = found
+            sealed = sync_replies.Sealed(m.sha256, m.size, entry_hash)
         why = sync_replies.receipt_refusal(reply.claim, sealed)
         if why is not None:
             log.warning("receipt for %s refused: %s", reply.sha256[:12], why)
@@ -326,8 +326,8 @@ class Uploader:
         cutoff = plan.retention_cutoff(self.clock.wall(), self.settings.keep_after_receipt_hours)
         if cutoff is None:
             return
-        for sha, seq, manifest in ledger.receipted_before(cutoff):
-            (self.root / plan.segment(seq, manifest).file).unlink(missing_ok=True)
+        for sha, manifest in ledger.receipted_before(cutoff):
+            (self.root / manifest.file).unlink(missing_ok=True)
             ledger.deleted(sha, self.clock.wall())
 
 

@@ -28,6 +28,7 @@ from agent.sync_timing import ScanSchedule, Silence
 from common.settings import Sync
 from evidence import protocol as p
 from evidence.blob_messages import BlobInit, Missing
+from evidence.manifest import SegmentManifest, segment
 from evidence.messages import Backlog, Status
 from evidence.seal import Entry
 
@@ -52,7 +53,13 @@ def rules(s: Sync) -> SyncRules:
 
 @dataclass(frozen=True)
 class Segment:
-    """A sealed segment whose media is to be stored at the agency."""
+    """A sealed segment whose media is to be stored at the agency.
+
+    Example::
+
+        Segment.sealed(7, manifest)   # manifest: the journal's SegmentManifest
+        # -> Segment(seq=7, sha256=..., size=..., file='segments/...', end_wall=...)
+    """
 
     seq: int  # the manifest entry that seals the media
     sha256: str
@@ -60,22 +67,10 @@ class Segment:
     file: str  # relative to the evidence directory
     end_wall: float  # the recording's end: its 24-hour deadline runs from here
 
-
-def segment(seq: int, manifest: dict[str, Any]) -> Segment:
-    """The one place the uploader reads a segment manifest (an entry's body).
-
-    Example::
-
-        segment(7, {"sha256": h, "size": 10, "file": "s/1.mp4", "end": {"wall": 5.0}, ...})
-        # -> Segment(seq=7, sha256=h, size=10, file='s/1.mp4', end_wall=5.0)
-    """
-    return Segment(
-        seq=seq,
-        sha256=str(manifest["sha256"]),
-        size=int(manifest["size"]),
-        file=str(manifest["file"]),
-        end_wall=float(manifest["end"]["wall"]),
-    )
+    @staticmethod
+    def sealed(seq: int, m: SegmentManifest) -> Segment:
+        """What the uploader needs of the manifest sealed at ``seq``."""
+        return Segment(seq, m.sha256, m.size, m.file, m.end.wall)
 
 
 def backlog(unacked_entries: int, unreceipted: Sequence[Segment]) -> Backlog:
@@ -176,7 +171,7 @@ class SyncPlan:
                 continue
             file = whole(e) if not self.paused(now) else None
             if file is not None:
-                if str(e.body["sha256"]) not in self.transfers:
+                if segment(e).sha256 not in self.transfers:
                     if len(self.transfers) >= self.rules.parallel_blobs:
                         return out, False
                     self.add_whole(e, file)

@@ -24,12 +24,13 @@ from pathlib import Path
 
 from agent import blob_transfer
 from agent.journal import SyncLedger
-from agent.sync_plan import Segment, SyncPlan, segment
+from agent.sync_plan import Segment, SyncPlan
 from agent.sync_timing import Pacer
 from agent.uplink import Uplink
 from common.settings import Sync
 from evidence import protocol as p
 from evidence.blob_messages import BlobFinish, BlobInit
+from evidence.manifest import segment
 from evidence.seal import Entry
 
 PAGE = 4  # entries read from the journal at a time, beyond the places free for media
@@ -76,7 +77,7 @@ class Sender:
         if len(self.plan.transfers) >= self.settings.parallel_blobs or self.plan.paused(now):
             return
         acked = ledger.unreceipted_segments(self.settings.parallel_blobs * 2, acked=True)
-        segments = [segment(seq, m) for seq, m in acked]
+        segments = [Segment.sealed(seq, m) for seq, m in acked]
         for s in self.plan.blobs_to_start(segments, self._present):
             path = self.root / s.file
             entry = ledger.entry(s.seq) if s.size <= self.settings.whole_limit else None
@@ -95,9 +96,9 @@ class Sender:
         """The file of a segment whose media travels whole with its manifest entry."""
         if e.kind != "segment":
             return None
-        s = segment(e.seq, e.body)
-        path = self.root / s.file
-        return path if s.size <= self.settings.whole_limit and path.is_file() else None
+        m = segment(e)
+        path = self.root / m.file
+        return path if m.size <= self.settings.whole_limit and path.is_file() else None
 
     def advance(self, t: blob_transfer.Transfer, now: float) -> None:
         with contextlib.ExitStack() as opened:

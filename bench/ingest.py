@@ -24,6 +24,7 @@ from evidence import protocol as p
 from evidence.blob_messages import BlobInit
 from evidence.manifest import UNKNOWN_LOCATION, Audio, SegmentManifest, Video
 from evidence.seal import Moment, Sealer, key_id
+from evidence.session_bodies import SessionOpen
 from provisioning.registry import RegisteredKey
 from store.blobs import FileBlobs
 from store.db import Database
@@ -59,7 +60,8 @@ def ingest_rate(tmp: Path, whole: bool) -> float:
         "store-bench",
     )
     sealer, now = Sealer(key, DEVICE, None), time.time()
-    opened = sealer.seal("session_open", {"category": "inspection"}, Moment(now, 0, True), "s1")
+    body = SessionOpen("inspection", [], 0.0, []).to_body()
+    opened = sealer.seal(SessionOpen.KIND, body, Moment(now, 0, True), "s1")
     store.handle(p.up(DEVICE, "entry"), opened.to_json(), now)
     t0, batch = time.perf_counter(), []
     for i in range(SEGMENTS):
@@ -72,7 +74,7 @@ def ingest_rate(tmp: Path, whole: bool) -> float:
             audio=Audio("aac", 16000, 1, 32000), prebuffer_seconds=0,
             location=UNKNOWN_LOCATION, badges=[],
         )  # fmt: skip
-        entry = sealer.seal("segment", manifest.to_body(), Moment(now, 2.0 * i, True), "s1")
+        entry = sealer.seal(manifest.KIND, manifest.to_body(), Moment(now, 2.0 * i, True), "s1")
         if whole:
             batch.append((p.up(DEVICE, "segment"), *p.whole_segment(entry.to_json(), data)))
             if len(batch) == BATCH or i == SEGMENTS - 1:

@@ -32,8 +32,10 @@ from common.mqtt import tls_client
 from common.recording_settings import Recording
 from common.settings import DeviceConfig, Sync
 from device.clock import SimClock
+from evidence.entries import Boot
 from evidence.manifest import segment
 from evidence.seal import Moment
+from evidence.session_bodies import SessionClose, SessionOpen
 from simulator.device import SimDevice
 from simulator.site import LocalSite
 
@@ -164,12 +166,8 @@ def latency(site: LocalSite, line: Line) -> None:
     up.wait_idle(60)
     up.stop()
     ledger = SyncLedger(data)
-    rows = ledger.db.execute(
-        "select r.received - json_extract(e.entry, '$.payload.at.wall') as lag"
-        " from receipts r join entries e on e.seq = r.seq"
-    ).fetchall()
+    lags = sorted(lag * 1e3 for lag in ledger.receipt_lags())
     ledger.close()
-    lags = sorted(float(r["lag"]) * 1e3 for r in rows)
     # A p99 needs 100 samples: fewer, and the worst is printed as what it is.
     tail = "p99" if len(lags) >= 100 else "worst"
     worst = lags[min(len(lags) - 1, int(len(lags) * 0.99))] if tail == "p99" else lags[-1]
@@ -195,11 +193,10 @@ def _clone_backlog(source: Path, data: Path, target_bytes: int) -> int:
     src_journal.close()
     sid = f"backlog-{identity.device_id}"
     mono, wall = 1.0, time.time() - 3600
-    chain.seal("boot", {"software": "bench"}, at=Moment(wall, mono, True))
-    chain.seal(
-        "session_open", {"category": "inspection", "badges": []}, sid, Moment(wall, mono, True)
-    )
-    total, i = 0, 0
+    chain.seal_body(Boot(software="bench"), at=Moment(wall, mono, True))
+    opened = SessionOpen("inspection", [], 0.0, sorted({s.track_name for s in segs}))
+    chain.seal_body(opened, sid, Moment(wall, mono, True))
+    total, i, tracks = 0, 0, dict.fromkeys(opened.tracks, 0)
     while total < target_bytes:
         src = segs[i % len(segs)]
         rel = segment_name(sid, i)
@@ -215,8 +212,9 @@ def _clone_backlog(source: Path, data: Path, target_bytes: int) -> int:
         mono += 2
         chain.seal_body(copy, sid, Moment(wall + mono, mono, True))
         total += len(media)
+        tracks[copy.track_name] += 1
         i += 1
-    chain.seal("session_close", {"segments": i}, sid, Moment(wall + mono, mono, True))
+    chain.seal_body(SessionClose(i, tracks), sid, Moment(wall + mono, mono, True))
     journal.close()
     return total
 

@@ -27,6 +27,8 @@ from pydantic import Field
 from common import pki
 from common.identity import Identity
 from evidence import signed
+from evidence.body_fields import ManifestError
+from evidence.entries import KeyRotation
 from evidence.models import Strict, validate
 from evidence.names import SKEW_SECONDS, ProvisionError, check_device_id, iso
 from evidence.seal import Entry, SealError, canonical, check_signature, key_id
@@ -160,12 +162,15 @@ def check_rotation_request(data: bytes) -> Rotation:
         check_signature(entry, old)
     except SealError as e:
         raise ProvisionError(f"rotation request: its chain entry is not valid: {e}") from None
-    body = entry.body
+    try:
+        rotated = KeyRotation.from_body(entry.body) if entry.kind == KeyRotation.KIND else None
+    except ManifestError as e:
+        raise ProvisionError(f"rotation request: its chain entry does not read: {e}") from None
     if (
-        entry.kind != "key_rotation"
+        rotated is None
         or entry.payload["device"] != req.device_id
         or entry.payload["key"] != key_id(old)
-        or body.get("new_key") != req.new_key
+        or rotated.new_key != req.new_key
     ):
         raise ProvisionError(
             "rotation request: its chain entry is not this device's rotation from the old key "

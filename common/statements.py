@@ -9,12 +9,13 @@ import hmac
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import nacl.exceptions
 import nacl.signing
 
 from evidence import signed
+from evidence.entries import Attested, Statement, WrittenExplanation
 from evidence.gaps import written_statement_problem
 from evidence.seal import key_id
 
@@ -77,20 +78,18 @@ class PinCredentials:
         return hmac.compare_digest(pin_digest(a.proof, bytes.fromhex(o["salt"])), o["scrypt"])
 
 
-def statement_body(
+def written_explanation(
     gap_id: str, reason: str, attestations: list[Attestation], checker: CredentialChecker
-) -> dict[str, Any]:
-    """Check every attestation and build the explanation entry's body; StatementError
-    names the first problem (a wrong credential, one officer twice, too few)."""
+) -> WrittenExplanation:
+    """Check every attestation and build the explanation entry; StatementError names the
+    first problem (a wrong credential, one officer twice, too few)."""
     for a in attestations:
         if not checker.check(a):
             raise StatementError(f"officer {a.badge}: credential not accepted")
-    statement = {
-        "reason": reason.strip(),
-        # the proof (PIN) is never written down: only who attested, and how
-        "attestations": [{"badge": a.badge, "method": a.method} for a in attestations],
-    }
+    # the proof (PIN) is never written down: only who attested, and how
+    attested = tuple(Attested(a.badge, a.method) for a in attestations)
+    statement = Statement(reason.strip(), attested)
     why = written_statement_problem(statement)
     if why:
         raise StatementError(why)
-    return {"interruption": gap_id, "kind": "written", "statement": statement}
+    return WrittenExplanation(gap_id, statement)

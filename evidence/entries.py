@@ -237,6 +237,18 @@ class Event:
         return {"type": self.type, **self.fields}
 
     @staticmethod
+    def case_named(case: CaseCommand) -> Event:
+        """The case system named a session opened at the panel."""
+        return Event(CASE, case.to_body())
+
+    @property
+    def case_command(self) -> CaseCommand | None:
+        """What a ``case`` event says (None: another type)."""
+        if self.type != CASE:
+            return None
+        return CaseCommand.from_body(Fields(self.fields, "event"))
+
+    @staticmethod
     def from_body(body: object) -> Event:
         f = Fields(body, "event")
         kind = f.get("type", str)

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from evidence.body_fields import ManifestError
-from evidence.entries import WrittenExplanation, explanation
+from evidence.entries import Statement, WrittenExplanation, explanation
 from evidence.seal import Entry
 from evidence.session_bodies import Interruption, InterruptionEnd, VoiceExplanation
 
@@ -80,14 +80,12 @@ class GapProblems:
         return sorted(out, key=lambda p: p[1])
 
 
-def written_statement_problem(statement: dict[str, Any]) -> str | None:
+def written_statement_problem(statement: Statement) -> str | None:
     """Why a written statement does not count, or None. Attestations are checked for
-    authenticity by whoever accepts them (device or store); here: enough distinct officers.
-    ``statement`` is one its owner built or parsed (:class:`evidence.entries.Statement`)."""
-    reason = str(statement.get("reason", "")).strip()
-    if not reason:
+    authenticity by whoever accepts them (device or store); here: enough distinct officers."""
+    if not statement.reason.strip():
         return "a written statement needs a reason"
-    badges = {str(a.get("badge")) for a in statement.get("attestations", []) if a.get("badge")}
+    badges = {a.badge for a in statement.attestations if a.badge}
     if len(badges) < MIN_ATTESTERS:
         return f"a written statement needs {MIN_ATTESTERS} distinct officers, has {len(badges)}"
     return None
@@ -151,11 +149,11 @@ def session_gaps(entries: Iterable[Entry]) -> tuple[list[Gap], GapProblems]:
             # does not replace the statement two officers signed
             g = gaps[b.interruption]
             g.explanation = g.explanation or "voice"
-        elif why := written_statement_problem(statement := b.statement.to_body()):
+        elif why := written_statement_problem(b.statement):
             problems.bad_statements.append((e.seq, why))
         else:
             g = gaps[b.interruption]
-            g.explanation, g.statement = "written", statement
+            g.explanation, g.statement = "written", b.statement.to_body()
     return list(gaps.values()), problems
 
 

@@ -7,19 +7,42 @@ Example::
     journal.open()
     for e in journal.events(12):
         print(e["seq"], e["kind"], e["summary"])     # e.g. 3 boot unbroken 0.1.0
+    summarize(Marker("rights_notified", "", {}))       # "rights_notified"
     journal.close()
 """
 
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 from typing import Any
 
 from agent.journal import SyncLedger
 from agent.sync import backlog as sync_backlog
+from evidence.body_fields import ManifestError
+from evidence.entries import (
+    Assignment,
+    Body,
+    Boot,
+    Config,
+    Event,
+    Install,
+    KeyRotation,
+    Shutdown,
+    WrittenExplanation,
+    body_of,
+)
+from evidence.manifest import MAIN_TRACK, SegmentManifest
 from evidence.messages import Backlog
+from evidence.seal import Entry
+from evidence.session_bodies import (
+    Interruption,
+    InterruptionEnd,
+    Marker,
+    SessionClose,
+    SessionOpen,
+    VoiceExplanation,
+)
 
 
 class JournalView:
@@ -48,9 +71,7 @@ class JournalView:
             if self._ledger is None:
                 return None
             backlog = sync_backlog(self._ledger)
-            db = self._ledger.db
-            sealed = db.execute("select count(*) from entries where kind = 'segment'").fetchone()[0]
-            total = db.execute("select count(*) from entries").fetchone()[0]
+            sealed, total = self._ledger.sealed_counts()
         return sealed, total, backlog
 
     def events(self, limit: int) -> list[dict[str, Any]]:
@@ -58,78 +79,74 @@ class JournalView:
         with self._lock:
             if self._ledger is None:
                 return []
-            rows = self._ledger.db.execute(
-                "select seq, kind, session, wall, json_extract(entry, '$.payload.body') as body"
-                " from entries order by seq desc limit ?",
-                (limit,),
-            ).fetchall()
+            entries = self._ledger.newest(limit)
         return [
             {
-                "seq": r["seq"],
-                "kind": r["kind"],
-                "session": r["session"],
-                "wall": r["wall"],
-                "summary": summarize(r["kind"], json.loads(r["body"] or "{}")),
+                "seq": e.seq,
+                "kind": e.kind,
+                "session": e.session,
+                "wall": e.payload["at"]["wall"],
+                "summary": summary_of(e),
             }
-            for r in rows
+            for e in entries
         ]
 
 
-def summarize(kind: str, body: dict[str, Any]) -> str:
+def summary_of(e: Entry) -> str:
+    """One line for the event log: the entry's body as its owner reads it, or what in it
+    does not read."""
+    try:
+        return summarize(body_of(e))
+    except ManifestError as err:
+        return f"unreadable: {err}"
+
+
+def summarize(body: Body) -> str:
     """One line for the event log."""
-    if kind == "boot":
-        return str(body.get("software", ""))
-    if kind == "config":
-        return f"settings {str(body.get('sha256', ''))[:12]}"
-    if kind == "session_open":
-        badges = ", ".join(body.get("badges") or []) or "no badge"
-        parts = [f"{body.get('category')} ({badges})"]
-        if body.get("trigger"):
-            parts.insert(0, f"by {body['trigger']}")
-        if body.get("case"):
-            parts.append(f"case {body['case']}")
-        return ", ".join(parts)
-    if kind == "session_close":
-        by = f", by {body['trigger']}" if body.get("trigger") else ""
-        return f"{body.get('segments')} segments{by}"
-    if kind == "segment":
-        try:
-            seconds = float(body["end"]["wall"]) - float(body["start"]["wall"])
-        except (KeyError, TypeError, ValueError):
-            seconds = 0.0
-        pre = " pre-event" if body.get("prebuffer") else ""
-        track = body.get("track")
-        if track and track != "main":
-            pre = f" {track}{pre}"
-        fix = (body.get("location") or {}).get("fix", "?")
-        return (
-            f"#{body.get('index')}{pre} {seconds:.1f} s, {int(body.get('size', 0)) // 1024} KiB, "
-            f"fix {fix}"
-        )
-    if kind == "marker":
-        return f"{body.get('type')} {body.get('note') or ''}".strip()
-    if kind == "interruption":
-        return f"{body.get('cause')}: {body.get('detail') or ''}".rstrip(": ")
-    if kind == "interruption_end":
-        return f"gap {str(body.get('id', ''))[:8]} ended"
-    if kind == "explanation":
-        return f"{body.get('kind')} explanation of gap {str(body.get('interruption', ''))[:8]}"
-    if kind == "event":
-        case = f" {body['case']}" if body.get("type") == "case" and body.get("case") else ""
-        return f"{body.get('type', '')}{case}"
-    if kind == "shutdown":
-        return str(body.get("reason", ""))
-    if kind == "install":
-        broker = body.get("broker") or {}
-        return (
-            f"provisioned by agency key {body.get('agency_key_id')}, "
-            f"broker {broker.get('host')}:{broker.get('port')}"
-        )
-    if kind == "key_rotation":
-        return f"new key {str(body.get('new_key', ''))[:16]}"
-    if kind == "assignment":
-        if body.get("room"):
-            return f"room {body['room']}"
-        return ", ".join(body.get("badges") or []) or "unassigned"
-    text = json.dumps(body, ensure_ascii=False, sort_keys=True)
-    return text if len(text) <= 80 else text[:77] + "..."
+    match body:
+        case Boot():
+            return body.software or ""
+        case Config():
+            return f"settings {body.sha256[:12]}"
+        case SessionOpen():
+            parts = [f"{body.category} ({', '.join(body.badges) or 'no badge'})"]
+            if body.trigger:
+                parts.insert(0, f"by {body.trigger}")
+            if body.case and body.case.case:
+                parts.append(f"case {body.case.case}")
+            return ", ".join(parts)
+        case SessionClose():
+            return f"{body.segments} segments" + (f", by {body.trigger}" if body.trigger else "")
+        case SegmentManifest():
+            pre = " pre-event" if body.prebuffer else ""
+            if body.track_name != MAIN_TRACK:
+                pre = f" {body.track_name}{pre}"
+            seconds = body.end.wall - body.start.wall
+            return (
+                f"#{body.index}{pre} {seconds:.1f} s, {body.size // 1024} KiB, "
+                f"fix {body.location.fix}"
+            )
+        case Marker():
+            return f"{body.type} {body.note}".strip()
+        case Interruption():
+            return f"{body.cause}: {body.detail}".rstrip(": ")
+        case InterruptionEnd():
+            return f"gap {body.id[:8]} ended"
+        case VoiceExplanation():
+            return f"voice explanation of gap {body.interruption[:8]}"
+        case WrittenExplanation():
+            return f"written explanation of gap {body.interruption[:8]}"
+        case Event():
+            case = body.case_command
+            return f"{body.type} {case.case}" if case and case.case else body.type
+        case Shutdown():
+            return body.reason
+        case Install():
+            broker = f"{body.broker.get('host')}:{body.broker.get('port')}"
+            return f"provisioned by agency key {body.agency_key_id}, broker {broker}"
+        case KeyRotation():
+            return f"new key {body.new_key[:16]}"
+        case Assignment():
+            if body.room:
+                return f"room {body.room}"
+            return ", ".join(body.badges) or "unassigned"

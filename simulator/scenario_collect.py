@@ -18,10 +18,12 @@ from typing import Any
 import nacl.signing
 
 from agent.evidence_dir import PUBKEY, EvidenceDirError, load_chain, stored_receipt, verify_dir
-from evidence.manifest import segment
+from evidence.body_fields import ManifestError
+from evidence.entries import Boot, Event, Shutdown, body_of
+from evidence.manifest import SegmentManifest
 from evidence.receipt import ReceiptError, check_receipt
 from evidence.seal import Entry
-from evidence.session_bodies import SessionOpen
+from evidence.session_bodies import Marker, SessionClose, SessionOpen
 from simulator.powercut import footage_lost
 from simulator.scenario_facts import (
     CutFact,
@@ -71,51 +73,52 @@ def collect_device(
     sessions: dict[str, SessionFact] = {}
     for e in entries:
         at = float(e.payload["at"]["wall"])
-        b = e.body
-        if e.kind == "boot" and not b.get("tool"):  # a tool's boot (agent explain) is no boot
+        try:
+            b = body_of(e)
+        except ManifestError as err:  # named, and read as no entry
+            unread = {"code": "malformed_entry", "where": "chain", "message": str(err)}
+            facts.problems.append(unread)
+            continue
+        if isinstance(b, Boot) and not b.tool:  # a tool's boot (agent explain) is no boot
             facts.boots.append(t(at))
-        elif e.kind == "shutdown":
-            facts.shutdowns.append((t(at), str(b.get("reason", ""))))
-        elif e.kind == "session_open":
-            opened = SessionOpen.from_body(b)
+        elif isinstance(b, Shutdown):
+            facts.shutdowns.append((t(at), b.reason))
+        elif isinstance(b, SessionOpen):
             sessions[str(e.session)] = SessionFact(
                 str(e.session),
                 t(at),
                 None,
-                opened.category,
-                list(opened.badges),
-                opened.room,
-                opened.case.case if opened.case else None,
+                b.category,
+                list(b.badges),
+                b.room,
+                b.case.case if b.case else None,
             )
-        elif e.kind == "session_close" and str(e.session) in sessions:
+        elif isinstance(b, SessionClose) and str(e.session) in sessions:
             sessions[str(e.session)].closed = t(at)
-        elif e.kind == "segment":
-            m = segment(e)
-            track = m.track_name
+        elif isinstance(b, SegmentManifest):
+            track = b.track_name
             seg = SegmentFact(
                 session=str(e.session),
                 track=track,
-                index=m.index,
-                start=t(m.start.wall),
-                end=t(m.end.wall),
-                end_wall=m.end.wall,
+                index=b.index,
+                start=t(b.start.wall),
+                end=t(b.end.wall),
+                end_wall=b.end.wall,
                 sealed=t(at),
-                prebuffer=m.prebuffer,
-                recovered=m.recovered,
+                prebuffer=b.prebuffer,
+                recovered=b.recovered,
             )
-            seg.stored_at = _stored_at(data, device, m.sha256, agency_key)
+            seg.stored_at = _stored_at(data, device, b.sha256, agency_key)
             if seg.stored_at is not None:
                 seg.receipt_t = round(seg.stored_at - wall0, 3)  # the store runs on real time
             facts.segments.append(seg)
             if seg.session in sessions:
                 counts = sessions[seg.session].tracks
                 counts[track] = counts.get(track, 0) + 1
-        elif e.kind == "marker":
-            facts.markers.append(
-                MarkerFact(t(at), str(b.get("type")), str(b.get("note", "")), e.session)
-            )
-        elif e.kind == "event":
-            facts.events.append((t(at), str(b.get("type"))))
+        elif isinstance(b, Marker):
+            facts.markers.append(MarkerFact(t(at), b.type, b.note, e.session))
+        elif isinstance(b, Event):
+            facts.events.append((t(at), b.type))
     facts.sessions = list(sessions.values())
     gaps_by_session: dict[str, list[dict[str, Any]]] = {}
     for s in report.sessions:

@@ -25,7 +25,15 @@ from evidence.protocol import DEADLINE_SECONDS, REFUSALS
 from evidence.seal import Entry
 from store.db import Database
 from store.mailbox import Mailbox
-from store.report_read import STATUS_MAX, entry_of, gap_entry, read_status, room_of, session_open
+from store.report_read import (
+    STATUS_MAX,
+    entry_of,
+    gap_entry,
+    key_store_of,
+    read_status,
+    room_of,
+    session_open,
+)
 from store.report_text import format_report
 from store.statements import statements_of
 
@@ -124,7 +132,7 @@ def _key_store(db: Database, device: str) -> str | None:
     e = _latest(db, device, "install")
     if e is None:
         return None
-    return "tpm" if isinstance(e, Entry) and e.body.get("key_store") == "tpm" else "file"
+    return key_store_of(e) if isinstance(e, Entry) else "file"
 
 
 def _skew(offset: float, bound: float) -> float | None:

@@ -25,6 +25,7 @@ from typing import Any
 from evidence import bounded_json
 from evidence import protocol as p
 from evidence.body_fields import ManifestError
+from evidence.entries import Assignment, Install
 from evidence.gaps import gap_body
 from evidence.messages import Status, kind
 from evidence.seal import Entry
@@ -89,9 +90,20 @@ def session_open(e: Entry) -> SessionOpen | str:
 
 
 def room_of(e: Entry) -> str | None:
-    """The room an assignment entry names; None if it names none, or not as text."""
-    room = e.body.get("room")
-    return room if isinstance(room, str) and room else None
+    """The room an assignment entry names; None if it names none, or does not read."""
+    try:
+        return Assignment.from_body(e.body).room or None
+    except ManifestError:
+        return None
+
+
+def key_store_of(e: Entry) -> str:
+    """Where an install entry says the device keeps its keys: "tpm", or "file" (said so,
+    an entry from before the field existed, or one that does not read)."""
+    try:
+        return "tpm" if Install.from_body(e.body).key_store == "tpm" else "file"
+    except ManifestError:
+        return "file"
 
 
 def gap_entry(e: Entry) -> Entry | str:

@@ -2,7 +2,7 @@
 hand (broken, or the action ended away from it).
 
 The agency checks the attestations against its officer list, exactly as a device would
-(:func:`agent.statement.statement_body`), and keeps the statement signed by the agency
+(:func:`common.statements.written_explanation`), and keeps the statement signed by the agency
 key beside the device's chain; the store report counts the gap as explained in writing.
 
 Example::
@@ -19,8 +19,15 @@ from typing import Any
 
 import nacl.signing
 
-from common.statements import Attestation, CredentialChecker, StatementError, statement_body
+from common.statements import (
+    Attestation,
+    CredentialChecker,
+    StatementError,
+    written_explanation,
+)
+from evidence.body_fields import ManifestError
 from evidence.seal import Entry, canonical, key_id
+from evidence.session_bodies import Interruption
 from store.db import Database
 
 
@@ -40,17 +47,17 @@ def add_statement(
             "select entry from entries where device = ? and kind = 'interruption'", (device,)
         )
     ]
-    found = [e for e in gap if str(e.body.get("id")) == gap_id]
+    found = [e for e in gap if _gap_id(e) == gap_id]
     if not found:
         raise StatementError(f"the store holds no interruption {gap_id!r} of device {device!r}")
-    body = statement_body(gap_id, reason, attestations, checker)
+    written = written_explanation(gap_id, reason, attestations, checker)
     payload = {
         "type": "statement",
         "agency": key_id(agency_key.verify_key),
         "device": device,
         "session": found[0].session,
         "at": now,
-        **body,
+        **written.to_body(),
     }
     doc = {"payload": payload, "signature": agency_key.sign(canonical(payload)).signature.hex()}
     with db.transaction():
@@ -59,6 +66,15 @@ def add_statement(
             (device, gap_id, now, json.dumps(doc, ensure_ascii=False)),
         )
     return doc
+
+
+def _gap_id(e: Entry) -> str | None:
+    """The gap an interruption entry opens; None if its body does not read (the report
+    names it, and counts it as no entry: no statement explains it)."""
+    try:
+        return Interruption.from_body(e.body).id
+    except ManifestError:
+        return None
 
 
 def statements_of(db: Database, device: str) -> dict[str, dict[str, Any]]:

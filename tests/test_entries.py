@@ -175,16 +175,24 @@ def test_every_kind_has_an_owner() -> None:
 
 
 def test_a_written_explanation_builds_the_body_devices_seal() -> None:
-    from common.statements import statement_body
+    from common.statements import written_explanation
 
     class Anyone:
         def check(self, a: Attestation) -> bool:
             return True
 
     said = [Attestation("1", "pin", "p"), Attestation("2", "pin", "q")]
-    body = statement_body("g1", " lost ", said, Anyone())
-    w = WrittenExplanation.from_body(body)
-    assert w.to_body() == body and [a.badge for a in w.statement.attestations] == ["1", "2"]
+    written = written_explanation("g1", " lost ", said, Anyone())
+    body = written.to_body()
+    assert body == {
+        "interruption": "g1",
+        "kind": "written",
+        "statement": {
+            "reason": "lost",
+            "attestations": [{"badge": "1", "method": "pin"}, {"badge": "2", "method": "pin"}],
+        },
+    }
+    assert WrittenExplanation.from_body(body) == written
 
 
 @pytest.mark.parametrize(

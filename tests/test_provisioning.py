@@ -27,7 +27,12 @@ from common import pki
 from common.bundle import Broker, DeviceFacts, check_bundle, make_bundle
 from common.commands import check_command, make_command
 from common.identity import Identity
-from common.requests import check_request, make_request
+from common.requests import (
+    check_request,
+    check_rotation_request,
+    make_request,
+    make_rotation_request,
+)
 from evidence import signed
 from evidence.names import ProvisionError
 from evidence.seal import Entry, Moment, Sealer, canonical, key_id
@@ -766,6 +771,14 @@ def test_rotation_requests_are_checked(agency: Path, installed: Path, tmp_path: 
     refused("keygen` first", f"agent rotate-key --data {tmp_path / 'x'} --out {rot}")
     ok(f"agent keygen --data {tmp_path / 'y'} --out {tmp_path / 'y.json'} --serial 1")
     refused("not provisioned", f"agent rotate-key --data {tmp_path / 'y'} --out {rot}")
+
+
+def test_a_rotation_request_whose_entry_does_not_read_is_refused_by_name() -> None:
+    old, new = nacl.signing.SigningKey.generate(), nacl.signing.SigningKey.generate()
+    body = {"new_key": "not hex", "new_key_id": key_id(new.verify_key)}
+    entry = Sealer(old, "bwc-1", None).seal("key_rotation", body, Moment(time.time(), 1, True))
+    with pytest.raises(ProvisionError, match="'new_key' is not a public key"):
+        check_rotation_request(make_rotation_request(old, new, entry, time.time()))
 
 
 def _write(tmp_path: Path, data: bytes) -> Path:

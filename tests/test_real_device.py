@@ -89,7 +89,7 @@ def test_a_body_recorder_on_real_backends_records_seals_and_syncs(tmp_path: Path
     with av.open(io.BytesIO(plain_media(data / segments[1].body["file"], agency_key))) as c:
         audio = np.concatenate([f.to_ndarray().reshape(-1) for f in c.decode(audio=0)])
     assert _dominant_hz(audio, 48000) == pytest.approx(440, abs=5)
-    receipted = {sha for sha, _, _ in SyncLedger(data).receipted_before(float("inf"))}
+    receipted = {sha for sha, _ in SyncLedger(data).receipted_before(float("inf"))}
     assert receipted, "nothing reached the store"
     assert receipted <= {e.body["sha256"] for e in segments}
 

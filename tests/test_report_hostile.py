@@ -16,21 +16,26 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from common.statements import Attestation, StatementError
 from evidence.encryption import SCHEME
+from evidence.entries import Assignment, Install
 from evidence.manifest import UNKNOWN_LOCATION, Encryption, SegmentManifest, Video
 from evidence.seal import Moment, Sealer
 from evidence.session_bodies import Interruption, InterruptionEnd, SessionOpen, VoiceExplanation
 from store.db import Database
 from store.rejections import record_refusal
 from store.report import build_report, format_report
-from store.report_read import STATUS_MAX, read_status, shown
+from store.report_read import STATUS_MAX, key_store_of, read_status, room_of, shown
 from store.report_view import needing_attention, summary
+from store.statements import add_statement
 from tests.fixtures.store import NOW
 from unbroken.cli import main
 
 GOOD = "bwc-good"
 HOSTILE = "bwc-hostile"
 T0 = NOW - 3600.0
+INSTALL = Install("ab" * 32, "agency-key", GOOD, {"host": "127.0.0.1", "port": 8883}, "tpm")
+ASSIGNMENT = Assignment("assign", ["012345"], None, None, "room-1", "n-1", T0, "agency", NOW)
 
 
 def _segment(sha: str, end: float) -> dict[str, Any]:
@@ -70,8 +75,8 @@ def _chain(swap: tuple[str, Any] | None = None) -> list[tuple[str, dict[str, Any
     """A device's chain: installed, assigned to a room, two sessions; ``swap`` (kind,
     body) replaces the body of the first entry of that kind (in the first session)."""
     chain = [
-        ("install", {"key_store": "tpm"}, None),
-        ("assignment", {"badges": ["012345"], "room": "room-1"}, None),
+        ("install", INSTALL.to_body(), None),
+        ("assignment", ASSIGNMENT.to_body(), None),
         *_session("s1", T0),
         *_session("s2", T0 + 60),
     ]
@@ -180,8 +185,11 @@ def test_a_body_that_is_not_what_its_kind_says_is_named_and_hides_nothing_else(
     assert {**hostile["s2"], "clock_skew": None} == {**good["s2"], "clock_skew": None}
     s1 = hostile["s1"]
     assert s1["segments"] == 1 and s1["closed"] is not None and s1["opened"] is not None
+    if kind == "install":  # read as keys in a file: the weaker, said
+        assert (devices[HOSTILE]["key_store"], devices[GOOD]["key_store"]) == ("file", "tpm")
+        assert HOSTILE in report["weaker_key_stores"]
     if kind in ("assignment", "install"):
-        return  # read as no room, and as keys in a file (the weaker, said)
+        return  # an assignment that does not read names no room
     assert s1["unreadable"] and s1["unreadable"][0].startswith("entry ")
     assert f"UNREADABLE {shown(s1['unreadable'][0], 200)}" in text
     assert [d["device"] for d in needing_attention(report)["devices"]] == [HOSTILE]
@@ -378,3 +386,32 @@ def test_fuzz_the_report_on_any_body_field_and_any_status(
     devices = _by_name(report)
     assert devices[GOOD] == _by_name(alone)[GOOD]
     assert _sessions(devices[HOSTILE])["s2"]["receipted"] == 1
+
+
+def test_the_room_and_the_key_store_are_read_through_their_owners() -> None:
+    sealer = Sealer(nacl.signing.SigningKey.generate(), HOSTILE, None)
+    at = Moment(T0, 1.0, True)
+    assert room_of(sealer.seal("assignment", ASSIGNMENT.to_body(), at)) == "room-1"
+    assert key_store_of(sealer.seal("install", INSTALL.to_body(), at)) == "tpm"
+    # a room or a key store beside fields that do not read: the body does not read
+    half = {k: v for k, v in ASSIGNMENT.to_body().items() if k != "nonce"}
+    assert room_of(sealer.seal("assignment", half, at)) is None
+    assert key_store_of(sealer.seal("install", {"key_store": "tpm"}, at)) == "file"
+
+
+class _Anyone:
+    def check(self, a: Attestation) -> bool:
+        return True
+
+
+def test_a_statement_at_the_agency_explains_only_an_interruption_that_reads(
+    db: Database,
+) -> None:
+    _store(db, HOSTILE, _chain(("interruption", {"id": "g-s1", "cause": 7})))
+    key, said = nacl.signing.SigningKey.generate(), [Attestation("1", "pin", "p")]
+    said.append(Attestation("2", "pin", "q"))
+    with pytest.raises(StatementError, match="holds no interruption 'g-s1'"):
+        add_statement(db, key, HOSTILE, "g-s1", "lost", said, _Anyone(), NOW)
+    doc = add_statement(db, key, HOSTILE, "g-s2", " lost ", said, _Anyone(), NOW)
+    assert (doc["payload"]["interruption"], doc["payload"]["session"]) == ("g-s2", "s2")
+    assert doc["payload"]["statement"]["reason"] == "lost"

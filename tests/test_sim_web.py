@@ -32,14 +32,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import nacl.signing
 import pytest
 
 from agent.evidence_dir import load_chain
 from common.settings import Session
-from evidence.seal import Entry
+from evidence.entries import Assignment, Event
+from evidence.seal import Entry, Moment, Sealer
+from evidence.session_bodies import CaseCommand, Interruption, Marker, SessionClose, SessionOpen
 from simulator.control_commands import BatteryCmd, ClockJump, MicrophoneCmd, NetworkCmd, StorageCmd
 from simulator.fleet import Fleet
-from simulator.journal_view import summarize
+from simulator.journal_view import summarize, summary_of
 from simulator.live_room import LiveRoom
 from simulator.tester_buttons import TESTER_COMMANDS, ActionError, button_command
 from simulator.web import STATIC, PanelServer, mosquitto_available
@@ -47,6 +50,7 @@ from tests.fixtures.config import small_config
 
 BROWSER_DIR = Path(__file__).parent / "browser"
 CHROMIUM = Path("/usr/bin/chromium")
+AT = Moment(1_773_451_800.0, 1.0, True)
 
 
 def _browser_or_skip() -> str:
@@ -368,12 +372,31 @@ def test_the_page_names_only_actions_the_api_has() -> None:
 
 
 def test_summaries() -> None:
-    assert summarize("session_close", {"segments": 3}) == "3 segments"
-    assert summarize("marker", {"type": "credential_shown", "note": ""}) == "credential_shown"
-    assert summarize("interruption", {"cause": "camera", "detail": ""}) == "camera"
-    assert summarize("something_new", {"a": 1}) == '{"a": 1}'
-    opened = {"category": "interview", "badges": ["340102"], "trigger": "door", "case": "C-1"}
-    assert summarize("session_open", opened) == "by door, interview (340102), case C-1"
-    assert summarize("session_close", {"segments": 6, "trigger": "key"}) == "6 segments, by key"
-    assert summarize("event", {"type": "case", "case": "C-1"}) == "case C-1"
-    assert summarize("assignment", {"badges": [], "room": "101"}) == "room 101"
+    assert summarize(SessionClose(3, {})) == "3 segments"
+    assert summarize(Marker("credential_shown", "", {})) == "credential_shown"
+    assert summarize(Interruption("g1", "camera", ["video"], AT)) == "camera"
+    case = CaseCommand("C-1", None, "n1", 1.0, "agency")
+    opened = SessionOpen("interview", ["340102"], 0.0, ["main"], True, "101", "door", case)
+    assert summarize(opened) == "by door, interview (340102), case C-1"
+    assert summarize(SessionClose(6, {"main": 6}, "key")) == "6 segments, by key"
+    assert summarize(Event.case_named(case)) == "case C-1"
+    assert summarize(Event("gnss_lost")) == "gnss_lost"
+    room = Assignment("assign", [], None, None, "101", "n2", 1.0, "agency", 2.0)
+    assert summarize(room) == "room 101"
+
+
+@pytest.mark.parametrize(
+    ("kind", "body"),
+    [
+        ("session_close", {"segments": "3"}),
+        ("marker", {"note": "no type"}),
+        ("interruption", {"cause": "camera", "detail": ""}),
+        ("event", {"type": "case", "case": "C-1"}),
+        ("assignment", {"badges": [], "room": "101"}),
+        ("segment", {"index": 1, "end": "later"}),
+    ],
+)
+def test_an_entry_that_does_not_read_is_summed_up_as_such(kind: str, body: dict[str, Any]) -> None:
+    entry = Sealer(nacl.signing.SigningKey.generate(), "bwc-1", None).seal(kind, body, AT)
+    line = summary_of(entry)
+    assert line.startswith("unreadable: entry 1: ") and kind.split("_")[0] in line

@@ -14,9 +14,11 @@ from agent import sync_plan as plan
 from evidence import messages
 from evidence import protocol as p
 from evidence.blob_messages import BlobInit, Missing
+from evidence.body_fields import ManifestError
 from evidence.messages import Ack, Backlog, Status
 from evidence.receipt import ReceiptClaim, ReceiptError, make_receipt
 from evidence.seal import Entry, Moment, Sealer
+from tests.fixtures.store import segment_manifest
 
 DEV = "bwc-0001"
 AT = Moment(wall=1_773_451_800.0, mono=1.0, synced=True)
@@ -29,19 +31,19 @@ def _entries(n: int) -> list[Entry]:
 
 
 def _segment_entry(seq: int, sha: str, size: int) -> Entry:
-    """A segment manifest entry at ``seq`` (the fields the uploader reads)."""
+    """A segment manifest entry at ``seq``."""
     s = Sealer(nacl.signing.SigningKey.generate(), DEV, last=None)
     for _ in range(seq - 1):
         s.seal("marker", {"type": "note"}, AT, "s1")
-    body = {"sha256": sha, "size": size, "file": f"segments/{seq}.mp4", "end": {"wall": 5.0}}
-    return s.seal("segment", body, AT, "s1")
+    m = segment_manifest(seq, f"segments/{seq}.mp4", sha, size, 3.0)
+    return s.seal(m.KIND, m.to_body(), AT, "s1")
 
 
 def _seg(seq: int, sha: str, size: int = 100, end: float = 1000.0) -> plan.Segment:
     return plan.Segment(seq, sha, size, f"segments/{seq}.mp4", end)
 
 
-def _init(sha: str = H1, size: int = 2500, chunk: int = 1024) -> p.BlobInit:
+def _init(sha: str = H1, size: int = 2500, chunk: int = 1024) -> BlobInit:
     n = len(range(0, size, chunk))
     return BlobInit(sha256=sha, size=size, chunk_size=chunk, seq=7, chunks=tuple([H2] * n))
 
@@ -50,20 +52,19 @@ def _init(sha: str = H1, size: int = 2500, chunk: int = 1024) -> p.BlobInit:
 
 
 def test_a_segment_manifest_gives_what_the_uploader_needs() -> None:
-    manifest = {
-        "sha256": H1,
-        "size": 4096,
-        "file": "segments/s1/000001.mp4",
-        "start": {"wall": 10.0},
-        "end": {"wall": 12.5, "mono": 3.0},
-        "track": "video",
-    }
-    assert plan.segment(9, manifest) == plan.Segment(9, H1, 4096, "segments/s1/000001.mp4", 12.5)
+    manifest = segment_manifest(1, "segments/s1/000001.mp4", H1, 4096, 10.5)
+    expected = plan.Segment(9, H1, 4096, "segments/s1/000001.mp4", 12.5)
+    assert plan.Segment.sealed(9, manifest) == expected
 
 
-def test_a_manifest_missing_a_field_is_refused() -> None:
-    with pytest.raises(KeyError):
-        plan.segment(9, {"sha256": H1, "size": 1, "file": "x"})
+def test_a_segment_entry_that_does_not_read_is_named_not_sent_whole() -> None:
+    s = Sealer(nacl.signing.SigningKey.generate(), DEV, last=None)
+    bad = s.seal("segment", {"sha256": H1, "size": 1, "file": "x"}, AT, "s1")
+    sp = plan.SyncPlan(plan.SyncRules())
+    with pytest.raises(ManifestError, match="entry 1: segment manifest: 'media' is missing"):
+        sp.entries_to_send([bad], room=4, now=0.0, whole=lambda _e: Path("x"))
+    with pytest.raises(ManifestError, match="entry 1: segment manifest"):
+        blob_transfer.whole_init(bad)
 
 
 def test_backlog_counts_blobs_bytes_and_the_oldest_end() -> None:
