@@ -243,7 +243,8 @@ class SyncLedger:
         with self.db:
             self.db.execute("create table if not exists sync_acks (seq integer primary key)")
             self.db.execute(
-                "create table if not exists sync_refused (seq integer primary key, reason text)"
+                "create table if not exists sync_refused (seq integer primary key, reason text,"
+                " at real not null default 0)"
             )
             # The receipts themselves are kept here (verifiable, never deleted).
             self.db.execute(
@@ -253,6 +254,9 @@ class SyncLedger:
             columns = {r[1] for r in self.db.execute("pragma table_info(receipts)")}
             if "receipt" not in columns:  # a journal from before receipts were kept here
                 self.db.execute("alter table receipts add column receipt text")
+            columns = {r[1] for r in self.db.execute("pragma table_info(sync_refused)")}
+            if "at" not in columns:  # from when a refusal was for good: retried now
+                self.db.execute("alter table sync_refused add column at real not null default 0")
         self._batch = 0
         self._waiting: dict[int, SegmentManifest] = {}  # unreceipted manifests, by seq
 
@@ -302,8 +306,8 @@ class SyncLedger:
         self, limit: int = -1, acked: bool = False
     ) -> list[tuple[int, SegmentManifest]]:
         """(seq, manifest) of sealed segments whose media has no receipt, oldest first
-        (not those whose manifest the store refused: it will not take their media);
-        ``acked``: only those whose manifest the store acknowledged; at most ``limit``."""
+        (refused ones too: nothing of theirs is at the agency, so they stay in the backlog
+        and its deadline); ``acked``: only those the store acknowledged; at most ``limit``."""
         return list(itertools.islice(self._unreceipted(acked), None if limit < 0 else limit))
 
     def _unreceipted(self, acked: bool) -> Iterator[tuple[int, SegmentManifest]]:
@@ -317,7 +321,7 @@ class SyncLedger:
             for r in self.db.execute(
                 "select seq from entries where kind = 'segment'"
                 " and seq not in (select seq from receipts where seq is not null)"
-                f" and seq not in (select seq from sync_refused){only_acked} order by seq"
+                f"{only_acked} order by seq"
             )
         ]
         for start in range(0, len(seqs), _PAGE):
@@ -349,9 +353,22 @@ class SyncLedger:
         self.db.execute("insert or ignore into sync_acks values (?)", (seq,))
         self._commit()
 
-    def refused(self, seq: int, reason: str) -> None:
-        self.db.execute("insert or replace into sync_refused values (?, ?)", (seq, reason))
+    def refused(self, seq: int, reason: str, now: float) -> None:
+        """The store refused entry ``seq`` (a signed ack): not sent again until
+        :meth:`retry_refused`; it stays in the backlog and its deadline."""
+        self.db.execute(
+            "insert or replace into sync_refused (seq, reason, at) values (?, ?, ?)",
+            (seq, reason, now),
+        )
         self._commit()
+
+    def retry_refused(self, before: float) -> int:
+        """Send again the entries refused before ``before``: a refusal may be the store's
+        mistake or passing state, and only the agency's signed word takes footage off the
+        backlog. How many."""
+        n = self.db.execute("delete from sync_refused where at < ?", (before,)).rowcount
+        self._commit()
+        return int(n)
 
     def receipt(self, sha256: str, seq: int, data: bytes, now: float) -> None:
         """Keep a verified receipt."""

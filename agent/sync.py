@@ -45,6 +45,7 @@ from evidence import messages
 from evidence import protocol as p
 from evidence.blob_messages import Missing
 from evidence.receipt import ReceiptError
+from evidence.store_acks import OpenedAck
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,9 @@ def backlog(ledger: SyncLedger) -> messages.Backlog:
 # Refusals of the device as a whole, not of one message: agent status shows them as errors
 # until the store accepts something again.
 STANDING_REFUSALS = frozenset({"revoked", "quota", "store_full", "store_error"})
+# An entry the store refused is sent again after a while: it stays in the backlog and its
+# deadline until the store takes it (or the agency signs it off), never dropped for good.
+REFUSED_WAIT, RETRY_REFUSED_EVERY = 3600.0, 600.0
 
 
 class Uploader:
@@ -100,6 +104,7 @@ class Uploader:
         pacer = sync_timing.Pacer(self.settings.bandwidth, at=time.monotonic())
         self.sender = Sender(root, device_id, self.link, self.plan, self.settings, pacer)
         self._status_due = sync_timing.Every(self.settings.status_seconds)
+        self._retry_due = sync_timing.Every(RETRY_REFUSED_EVERY)
         self.deadline_level = "ok"  # of the oldest recording without a receipt (R7)
         self.refusals = self.link.refusals  # what the store or broker refused
         # The store's standing refusal of this device ("revoked: …", "store_full: …"),
@@ -238,17 +243,8 @@ class Uploader:
                 log.warning("no recorder to apply the command on %s", topic)
             else:
                 self.on_command(reply.payload)
-        elif isinstance(reply, messages.Ack):
-            self.plan.answered(reply.seq, reply.ok)
-            if reply.ok:
-                ledger.ack(reply.seq)
-                self.store_refusal = None
-            else:
-                log.error("store refused entry %d (%s): %s", reply.seq, reply.code, reply.reason)
-                self.refusals.append(f"entry {reply.seq}: {reply.reason}")
-                ledger.refused(reply.seq, reply.reason)
-                if reply.code in STANDING_REFUSALS:
-                    self.store_refusal = f"{reply.code}: {reply.reason}"
+        elif isinstance(reply, OpenedAck):
+            self._ack(ledger, reply)
         elif isinstance(reply, Missing):
             self.plan.lacks(reply, time.monotonic())
             if reply.reason:
@@ -269,6 +265,27 @@ class Uploader:
             self.refusals.append(reply.text)
             if reply.code in STANDING_REFUSALS:
                 self.store_refusal = f"{reply.code}: {reply.text}"
+
+    def _ack(self, ledger: SyncLedger, opened: OpenedAck) -> None:
+        """Act on an ack only when the store signed it for this very entry: an unsigned
+        one (anyone on the reply topic could send it) changes nothing, and the entry waits
+        for the store's own answer, or is sent again."""
+        reply = opened.ack
+        entry = ledger.entry(reply.seq)
+        if not opened.signed or entry is None or entry.hash != opened.entry_hash:
+            why = "unsigned" if not opened.signed else "for another entry than this device's"
+            log.warning("ack of entry %d ignored: %s", reply.seq, why)
+            return
+        self.plan.answered(reply.seq, reply.ok)
+        if reply.ok:
+            ledger.ack(reply.seq)
+            self.store_refusal = None
+            return
+        log.error("store refused entry %d (%s): %s", reply.seq, reply.code, reply.reason)
+        self.refusals.append(f"entry {reply.seq}: {reply.reason}")
+        ledger.refused(reply.seq, reply.reason, self.clock.wall())
+        if reply.code in STANDING_REFUSALS:
+            self.store_refusal = f"{reply.code}: {reply.reason}"
 
     def _receipt(self, ledger: SyncLedger, reply: sync_replies.Receipt) -> None:
         found = ledger.sealed(reply.seq)
@@ -295,6 +312,8 @@ class Uploader:
         scans = self.plan.scans
         if scans.glance_due(now):
             scans.glanced(ledger.head(), self.plan.waiting_on_quiet_store(now))
+        if self._retry_due.due(now) and ledger.retry_refused(self.clock.wall() - REFUSED_WAIT):
+            scans.wake()  # refused a while ago: sent again (only a sign-off ends it)
         if scans.take():
             self.sender.scan(ledger, now)
         if self.plan.paused(now):

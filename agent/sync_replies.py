@@ -20,8 +20,9 @@ import nacl.signing
 
 from evidence import protocol as p
 from evidence.blob_messages import Missing
-from evidence.messages import Ack, Rejected, Resend
+from evidence.messages import Rejected, Resend
 from evidence.receipt import ReceiptClaim, check_receipt
+from evidence.store_acks import OpenedAck, open_ack
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def receipt_refusal(claim: ReceiptClaim, sealed: Sealed | None) -> str | None:
     return None
 
 
-Reply = CommandArrived | Ack | Missing | Receipt | Rejected | Resend | None
+Reply = CommandArrived | OpenedAck | Missing | Receipt | Rejected | Resend | None
 
 
 def is_panel_input(topic: str, room: str | None) -> bool:
@@ -95,7 +96,7 @@ def read_reply(
         return CommandArrived(payload)
     what = topic.rsplit("/", 1)[-1]
     if what == "ack":
-        return Ack.parse(payload)
+        return open_ack(payload, agency_key, device=device)
     if what == "missing":
         return Missing.parse(payload)
     if what == "receipt":

@@ -123,7 +123,7 @@ def check_receipt(
     hashes and numbers are well-formed (:class:`ReceiptClaim`)."""
     try:
         payload, sig = signed.parse(data, "receipt")
-        key = _signer(payload, agency_key)
+        key = certified_signer(payload, agency_key)
         signed.verify(payload, sig, key, "receipt signature does not verify with the agency key")
     except signed.SignedError as e:
         raise ReceiptError(str(e)) from None
@@ -140,9 +140,12 @@ def check_receipt(
 _CERTIFIED: set[tuple[bytes, bytes]] = set()  # (certificate, agency key) verified
 
 
-def _signer(payload: dict[str, Any], agency_key: nacl.signing.VerifyKey) -> nacl.signing.VerifyKey:
-    """The key a receipt must verify with: the agency's, or the store key its embedded
-    certificate names, if the agency signed that certificate for this store."""
+def certified_signer(
+    payload: dict[str, Any], agency_key: nacl.signing.VerifyKey
+) -> nacl.signing.VerifyKey:
+    """The key a store's signed statement (a receipt, an ack) must verify with: the
+    agency's, or the store key its embedded certificate names, if the agency signed that
+    certificate for this store."""
     cert = payload.get("certificate")
     if cert is None:
         return agency_key

@@ -37,6 +37,7 @@ from evidence.chain_keys import key_out_of_place
 from evidence.messages import Ack, Rejected, Status
 from evidence.names import iso
 from evidence.seal import Entry, SealError, check_signature
+from evidence.store_acks import sign_ack
 from provisioning.registry import RegisteredKey
 from store.blobs import BlobStore
 from store.chains import Chains, savepoint
@@ -235,11 +236,21 @@ class Ingest:
         e = _parse_entry(payload)
         judged = self._judge(device, e, now)
         if isinstance(judged, Ack):
-            return [(p.reply(device, "ack"), judged.to_bytes())]
+            return [self._ack(device, e, judged)]
         with self.db.transaction():
             ack = self.chain.record(device, e, now, judged)
         self.news.accepted(device)
-        return [(p.reply(device, "ack"), ack.to_bytes())]
+        return [self._ack(device, e, ack)]
+
+    def _ack(self, device: str, e: Entry, ack: Ack) -> Reply:
+        """The ack of entry ``e``, signed with the store's receipt key: it makes the device
+        send the entry no more, or mark it refused (:mod:`evidence.store_acks`)."""
+        u = self.uploads
+        data = sign_ack(
+            u.receipt_key, ack, device=device, entry_hash=e.hash, store=u.name,
+            certificate=u.certificate,
+        )  # fmt: skip
+        return (p.reply(device, "ack"), data)
 
     def _segment(
         self, device: str, data: bytes, entry: bytes, now: float, pending: list[_Written]
@@ -259,11 +270,11 @@ class Ingest:
             raise refusal
         judged = self._judge(device, e, now)
         if isinstance(judged, Ack):
-            return [(p.reply(device, "ack"), judged.to_bytes())]
+            return [self._ack(device, e, judged)]
         twin = next((w for w in pending if (w.device, w.file) == (device, sealed.file)), None)
         if twin is not None and twin.entry.seq != e.seq:  # sealed twice in one batch (not a fork)
             reason = _RESEALED % (sealed.file, twin.entry.seq, twin.entry.hash[:16])
-            return [(p.reply(device, "ack"), self._resealed(device, e, reason, now).to_bytes())]
+            return [self._ack(device, e, self._resealed(device, e, reason, now))]
         if len(data) != sealed.size or hashlib.sha256(data).hexdigest() != sealed.sha256:
             missing = Missing(sha256=sealed.sha256, offsets=[], reason="altered in transit: resend")
             return [(p.reply(device, "missing"), missing.to_bytes())]

@@ -97,10 +97,18 @@ def test_the_same_bytes_sealed_twice_are_receipted_for_both(
     assert ledger.unreceipted_segments() == [] and ledger.unreceipted_count() == 0
 
 
-def test_a_refused_manifest_is_not_waited_for(chain: ChainWriter, ledger: SyncLedger) -> None:
+def test_a_refused_manifest_stays_in_the_backlog_and_is_sent_again_later(
+    chain: ChainWriter, ledger: SyncLedger
+) -> None:
+    """A refusal is never the end of footage: the segment still counts against the 24-hour
+    deadline, and its entry is sent again once the refusal is old."""
     first, second = _segments(chain, H1, H2)
-    ledger.refused(first.seq, "no")
-    assert [seq for seq, _ in ledger.unreceipted_segments()] == [second.seq]
+    ledger.refused(first.seq, "no", now=1000.0)
+    assert [seq for seq, _ in ledger.unreceipted_segments()] == [first.seq, second.seq]
+    assert first.seq not in [e.seq for e in ledger.unacked(10)]
+    assert ledger.retry_refused(before=1000.0) == 0  # not old enough yet
+    assert ledger.retry_refused(before=1000.5) == 1
+    assert first.seq in [e.seq for e in ledger.unacked(10)]
 
 
 def test_a_segment_that_does_not_read_is_named_to_the_uploader(

@@ -12,14 +12,13 @@ import nacl.signing
 from evidence import protocol as p
 from evidence.chain_keys import key_out_of_place
 from evidence.entries import Boot
-from evidence.messages import Ack
 from evidence.seal import Entry, Sealer, key_id
 from evidence.verify import verify_chain
 from provisioning.registry import RegisteredKey
 from store.blobs import FileBlobs
 from store.db import Database
 from store.ingest import Ingest
-from tests.fixtures.store import DEV, NOW, Directory, _at
+from tests.fixtures.store import DEV, NOW, Directory, _at, ack_of
 
 
 def _chain() -> tuple[nacl.signing.SigningKey, nacl.signing.SigningKey, list[Entry], Entry]:
@@ -54,16 +53,16 @@ def test_the_store_refuses_a_retired_key_after_its_rotation(db: Database, tmp_pa
     ingest = Ingest(db, FileBlobs(tmp_path / "blobs"), directory, receipt_key, "store-t")
     for e in chain:
         ((_, reply),) = ingest.handle(p.up(DEV, "entry"), e.to_json(), NOW + 10)
-        assert Ack.parse(reply).ok, reply
+        assert ack_of(reply).ok, reply
     ((_, reply),) = ingest.handle(p.up(DEV, "entry"), copy.to_json(), NOW + 10)
-    ack = Ack.parse(reply)
+    ack = ack_of(reply)
     assert not ack.ok and ack.code == "retired_key" and "rotation at entry 2" in ack.reason
     stored = db.query("select seq from entries where device = ? order by seq", (DEV,))
     assert [r["seq"] for r in stored] == [1, 2, 3]
     # the new key before its rotation is refused too (an entry no device could sign)
     early = Sealer(new, DEV, None).seal("boot", Boot("x").to_body(), _at(NOW))
     ((_, reply),) = ingest.handle(p.up(DEV, "entry"), early.to_json(), NOW + 10)
-    assert Ack.parse(reply).code == "key_not_yet"
+    assert ack_of(reply).code == "key_not_yet"
 
 
 def test_verify_names_an_entry_signed_by_a_retired_key() -> None:

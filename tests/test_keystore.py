@@ -28,7 +28,6 @@ from common import pki
 from common.requests import check_request
 from device.keystore import TpmKeyStore
 from evidence import protocol as p
-from evidence.messages import Ack
 from evidence.names import ProvisionError
 from evidence.seal import Entry, Moment, Sealer, key_id
 from simulator.mosquitto import Mosquitto, free_port
@@ -40,7 +39,7 @@ from store.report import build_report, format_report
 from tests.fixtures.admin import ok, refused
 from tests.fixtures.config import small_config
 from tests.fixtures.fleet import Client, Creds
-from tests.fixtures.store import NOW, Directory
+from tests.fixtures.store import NOW, Directory, ack_of
 from tests.fixtures.swtpm import Swtpm, need_tpm_tools
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -324,7 +323,7 @@ def test_the_store_lists_file_backed_devices_as_weaker_and_a_clone_forks(
 
     def send(e: Entry) -> None:
         ((_, ack),) = ingest.handle(p.up(e.payload["device"], "entry"), e.to_json(), NOW)
-        assert Ack.parse(ack).ok, ack
+        assert ack_of(ack).ok, ack
 
     body = {"bundle_sha256": "0" * 64, "agency_key_id": "a", "broker": {}}
     sealers = {}

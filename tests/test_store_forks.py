@@ -9,13 +9,12 @@ from pathlib import Path
 
 from evidence import protocol as p
 from evidence.blob_messages import BlobInit
-from evidence.messages import Ack
 from evidence.receipt import check_receipt
 from evidence.seal import Entry, Moment, Sealer
 from store.db import Database
 from store.ingest import Ingest
 from store.report import build_report, format_report
-from tests.fixtures.store import DEV, NOW, _store, segment_manifest
+from tests.fixtures.store import DEV, NOW, _store, ack_of, segment_manifest
 
 CHUNK = 1024
 
@@ -47,7 +46,7 @@ def test_both_branches_of_a_fork_are_kept_receipted_and_alerted(
     entries_ok = []
     for e in [head] + [_segment(clone, b"clone %d" % i * 300, i) for i in range(1, 4)]:
         ((_, ack),) = ingest.handle(p.up(DEV, "entry"), e.to_json(), NOW)
-        entries_ok.append(Ack.parse(ack).ok)
+        entries_ok.append(ack_of(ack).ok)
     # the genuine device comes back online with 4 new segments
     mine = [
         (_segment(genuine, b"genuine %d" % i * 300, i), b"genuine %d" % i * 300)
@@ -56,7 +55,7 @@ def test_both_branches_of_a_fork_are_kept_receipted_and_alerted(
     receipted = 0
     for e, data in mine:
         ((_, ack),) = ingest.handle(p.up(DEV, "entry"), e.to_json(), NOW)
-        assert Ack.parse(ack).ok, Ack.parse(ack)
+        assert ack_of(ack).ok, ack_of(ack)
         replies = _upload(ingest, e, data)
         assert [t.rsplit("/", 1)[-1] for t, _ in replies] == ["receipt"]
         r = check_receipt(replies[0][1], ingest.uploads.receipt_key.verify_key, device=DEV)

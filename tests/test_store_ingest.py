@@ -21,7 +21,7 @@ from store.db import Database
 from store.ingest import Ingest
 from store.report import build_report
 from tests.fixtures.config import small_config
-from tests.fixtures.store import NOW, Directory
+from tests.fixtures.store import NOW, Directory, ack_of
 from tests.fixtures.store import upload as _upload
 
 
@@ -57,7 +57,7 @@ def test_session_synced_with_verified_receipts(db: Database, tmp_path: Path, dev
     entries = _entries(device)
     for e in entries:
         ((topic, payload),) = ingest.handle(p.up(dev, "entry"), e.to_json(), NOW)
-        assert topic == p.reply(dev, "ack") and Ack.parse(payload).ok
+        assert topic == p.reply(dev, "ack") and ack_of(payload).ok
     segments = [e for e in entries if e.kind == "segment"]
     for e in segments:
         ((topic, payload),) = _upload(ingest, dev, device, e)
@@ -72,7 +72,7 @@ def test_session_synced_with_verified_receipts(db: Database, tmp_path: Path, dev
     assert s["receipted"] == s["segments"] == len(segments)
     # idempotent: the same entry again is a duplicate, the same blob gets the same receipt
     ((_, again),) = ingest.handle(p.up(dev, "entry"), entries[0].to_json(), NOW)
-    assert Ack.parse(again) == Ack(seq=entries[0].seq, ok=True, reason="duplicate")
+    assert ack_of(again) == Ack(seq=entries[0].seq, ok=True, reason="duplicate")
     ((_, first_receipt),) = _upload(ingest, dev, device, segments[0])
     assert check_receipt(first_receipt, agency.verify_key, device=dev)["stored_at"] == NOW
 
@@ -98,7 +98,7 @@ def test_a_whole_segment_with_its_entry_is_one_message_and_one_receipt(
         assert ingest.blobs.get(e.body["sha256"]).read() == data
     for e in entries:
         ((_, payload),) = ingest.handle(p.up(dev, "entry"), e.to_json(), NOW)
-        assert Ack.parse(payload).ok
+        assert ack_of(payload).ok
     (d,) = build_report(db, NOW)["devices"]
     assert d["chain"] == "ok" and d["entries"] == len(entries)
     (s,) = d["sessions"]
@@ -145,7 +145,7 @@ def test_a_whole_segment_signed_by_an_unknown_key_is_refused(
         "segment", seg.body, Moment(**seg.payload["at"]), seg.session
     )
     ((topic, payload),) = _whole(ingest, dev, forged, (device / seg.body["file"]).read_bytes())
-    assert topic == p.reply(dev, "ack") and not Ack.parse(payload).ok
+    assert topic == p.reply(dev, "ack") and not ack_of(payload).ok
     assert not ingest.blobs.has(seg.body["sha256"])
 
 
@@ -244,19 +244,19 @@ def test_identity_and_key_checks(db: Database, tmp_path: Path, device: Path) -> 
     e = _entries(device)[0]
     # a device uploading under another's topic (the broker would refuse it first)
     ((_, ack),) = ingest.handle(p.up("bwc-other", "entry"), e.to_json(), NOW)
-    assert "topic says" in Ack.parse(ack).reason
+    assert "topic says" in ack_of(ack).reason
     # a manifest signed by another device's key, claiming this device
     other = Sealer(nacl.signing.SigningKey.generate(), dev, None).seal(
         "boot", {}, Moment(NOW, 1.0, True)
     )
     ((_, ack),) = ingest.handle(p.up(dev, "entry"), other.to_json(), NOW)
-    assert "not registered" in Ack.parse(ack).reason
+    assert "not registered" in ack_of(ack).reason
     # unknown device
     stranger = Sealer(nacl.signing.SigningKey.generate(), "bwc-x", None).seal(
         "boot", {}, Moment(NOW, 1.0, True)
     )
     ((_, ack),) = ingest.handle(p.up("bwc-x", "entry"), stranger.to_json(), NOW)
-    assert "unknown device" in Ack.parse(ack).reason
+    assert "unknown device" in ack_of(ack).reason
 
 
 def test_revocation_refuses_what_arrives_after_it(
@@ -265,12 +265,10 @@ def test_revocation_refuses_what_arrives_after_it(
     ingest, directory, dev, _ = _setup(db, tmp_path, device)
     entries = _entries(device)
     for e in entries[:4]:
-        assert Ack.parse(ingest.handle(p.up(dev, "entry"), e.to_json(), NOW)[0][1]).ok
+        assert ack_of(ingest.handle(p.up(dev, "entry"), e.to_json(), NOW)[0][1]).ok
     # revoked now: whatever the entries' own dates, nothing received later is accepted
     directory.revoked[dev] = NOW
-    acks = [
-        Ack.parse(ingest.handle(p.up(dev, "entry"), e.to_json(), NOW)[0][1]) for e in entries[4:]
-    ]
+    acks = [ack_of(ingest.handle(p.up(dev, "entry"), e.to_json(), NOW)[0][1]) for e in entries[4:]]
     assert not any(a.ok for a in acks) and {a.code for a in acks} == {"revoked"}
     assert build_report(db, NOW)["devices"][0]["refusals"] == {"revoked": len(acks)}
 
@@ -289,7 +287,7 @@ def test_gaps_and_forks_are_reported(db: Database, tmp_path: Path, device: Path)
     assert d["gaps"] == [[2, 2]] and d["chain"] == "problems"
     ingest.handle(p.up("bwc-f", "entry"), e2.to_json(), NOW)
     ((_, ack),) = ingest.handle(p.up("bwc-f", "entry"), fork.to_json(), NOW)
-    assert Ack.parse(ack).ok and "fork" in Ack.parse(ack).reason  # kept, not dropped
+    assert ack_of(ack).ok and "fork" in ack_of(ack).reason  # kept, not dropped
     d = build_report(db, NOW)["devices"][0]
     assert d["gaps"] == [] and [x["code"] for x in d["problems"]] == ["fork"]
 

@@ -9,13 +9,12 @@ from pathlib import Path
 import nacl.signing
 
 from evidence import protocol as p
-from evidence.messages import Ack
 from evidence.seal import Moment, Sealer
 from evidence.verify import verify_chain
 from evidence.verify_report import format_report as format_verify
 from store.db import Database
 from store.report import build_report, format_report
-from tests.fixtures.store import DEV, NOW, _entry, _store, segment_manifest
+from tests.fixtures.store import DEV, NOW, _entry, _store, ack_of, segment_manifest
 
 DAY = 86400.0
 
@@ -31,7 +30,7 @@ def test_revocation_is_judged_by_the_receive_time(db: Database, tmp_path: Path) 
     # signed afterwards, back-dated by an hour: still received after the revocation
     backdated = sealer.seal("marker", {}, Moment(NOW - 3600, 2, True))
     replies = ingest.handle(p.up(DEV, "entry"), backdated.to_json(), NOW)
-    (ack,) = [Ack.parse(b) for _, b in replies]
+    (ack,) = [ack_of(b) for _, b in replies]
     assert not ack.ok and ack.code == "revoked" and "revoked" in ack.reason
 
 

@@ -18,6 +18,7 @@ from evidence.body_fields import ManifestError
 from evidence.messages import Ack, Backlog, Status
 from evidence.receipt import ReceiptClaim, ReceiptError, make_receipt
 from evidence.seal import Entry, Moment, Sealer
+from evidence.store_acks import OpenedAck, sign_ack
 from tests.fixtures.store import segment_manifest
 
 DEV = "bwc-0001"
@@ -114,9 +115,18 @@ def test_replies_are_read_by_topic() -> None:
         return sync_replies.read_reply(DEV, topic, payload, vk)
 
     assert read(p.command(DEV, "assign"), b"\x00any") == sync_replies.CommandArrived(b"\x00any")
-    assert read(p.reply(DEV, "ack"), Ack(seq=4, ok=False, reason="fork").to_bytes()) == Ack(
-        seq=4, ok=False, reason="fork"
+    refusal = Ack(seq=4, ok=False, reason="fork")
+    # unsigned: advice only; signed by the agency (or a store key it certified): acted on
+    assert read(p.reply(DEV, "ack"), refusal.to_bytes()) == OpenedAck(refusal, None, False)
+    signed_ack = sign_ack(key, refusal, device=DEV, entry_hash=H1, store="store-1")
+    assert read(p.reply(DEV, "ack"), signed_ack) == OpenedAck(refusal, H1, True)
+    forged = sign_ack(
+        nacl.signing.SigningKey.generate(), refusal, device=DEV, entry_hash=H1, store="x"
     )
+    with pytest.raises(p.ProtocolError, match="does not verify"):
+        read(p.reply(DEV, "ack"), forged)
+    with pytest.raises(p.ProtocolError, match="not 'bwc-0001'"):
+        read(p.reply(DEV, "ack"), sign_ack(key, refusal, device="x", entry_hash=H1, store="s"))
     assert read(
         p.reply(DEV, "missing"), Missing(sha256=H1, offsets=[0, 1024]).to_bytes()
     ) == Missing(sha256=H1, offsets=[0, 1024])

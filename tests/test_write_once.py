@@ -29,7 +29,6 @@ from agent.provisioned import broker_settings
 from agent.uplink import Uplink
 from evidence import protocol as p
 from evidence.manifest import SegmentManifest
-from evidence.messages import Ack
 from evidence.seal import Entry, Moment, Sealer, canonical
 from simulator.site import LocalSite
 from store.blobs import FileBlobs
@@ -39,7 +38,7 @@ from store.ingest import Ingest
 from store.judge import RESEALED
 from store.uploads import SWEEP_GRACE
 from tests.fixtures.session import synced_session
-from tests.fixtures.store import DEV, NOW, Directory, _codes, segment_manifest
+from tests.fixtures.store import DEV, NOW, Directory, _codes, ack_of, segment_manifest
 from unbroken.cli import main
 
 OTHER = "bwc-0099"
@@ -101,13 +100,13 @@ def test_a_second_manifest_naming_a_sealed_file_is_refused(db: Database, tmp_pat
     # the key holder seals other bytes under the same name
     second = _manifest(sealer, JUNK, 2, FILE)
     ((topic, reply),) = ingest.handle_many([_whole(DEV, second, JUNK)], NOW)
-    ack = Ack.parse(reply)
+    ack = ack_of(reply)
     assert topic.endswith("/ack") and not ack.ok and ack.code == "refused_entry"
     assert f"file {FILE!r} is sealed already, by entry 1" in ack.reason
     # ... and the same blob under the same name, as an entry and then its chunks
     third = _manifest(sealer, FIRST, 3, FILE)
     ((_, reply),) = ingest.handle(p.up(DEV, "entry"), third.to_json(), NOW)
-    assert Ack.parse(reply).code == "refused_entry"
+    assert ack_of(reply).code == "refused_entry"
     assert _problems(db, DEV) == [(2, RESEALED), (3, RESEALED)]
     kept = db.query("select seq from entries where device = ? order by seq", (DEV,))
     assert [r["seq"] for r in kept] == [1]
@@ -332,7 +331,7 @@ def test_a_resealed_file_sent_through_the_broker_leaves_the_export_and_blobs_int
                 e = sealer.seal("segment", body, Moment(time.time(), 99.0, True), sid)
                 payload, properties = p.whole_segment(e.to_json(), media)
                 link.publish(p.up("bwc-0007", "segment"), payload, properties)
-                ack = Ack.parse(_next(link, "message", p.reply("bwc-0007", "ack")))
+                ack = ack_of(_next(link, "message", p.reply("bwc-0007", "ack")))
                 assert (ack.seq, ack.ok, ack.code) == (e.seq, False, "refused_entry")
                 assert f"file {file!r} is sealed already" in ack.reason
         finally:
