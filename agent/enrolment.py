@@ -44,7 +44,6 @@ from agent.access import check_writable
 from agent.chain import open_chain
 from agent.config import DEVICE_TOML
 from agent.device_lock import LOCK
-from agent.evidence_dir import KEYS, PRIVATE, PUBKEY
 from agent.identity import save_identity
 from agent.journal import Journal
 from agent.keys import key_store, load_or_create_key
@@ -70,6 +69,7 @@ from device.keystore import (
     new_key_store,
     record_key_store,
 )
+from evidence.layout import KEYS, PRIVATE, PUBKEY
 from evidence.names import ProvisionError, check_device_id
 from evidence.seal import Entry, key_id
 

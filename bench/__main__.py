@@ -23,12 +23,12 @@ from pathlib import Path
 import nacl.signing
 
 from agent.chain import open_chain
-from agent.evidence_dir import load_chain
 from agent.watermark import Watermark, find_font
 from bench import ingest as ingest_bench
 from bench import pipeline as pipeline_bench
 from bench import room as room_bench
 from bench import sync as sync_bench
+from common.archive.device_directory import load_chain
 from common.recording_settings import Recording
 from common.settings import DeviceConfig
 from device import yuv
@@ -363,7 +363,8 @@ def power_cuts(tmp: Path, cuts: int = 12) -> None:
     lost per cut, restart-to-recording time, and boot-to-prompt time."""
     import random
 
-    from agent.evidence_dir import verify_dir
+    from common.archive.device_directory import DeviceDirectory, read_public_key
+    from common.archive.verify import verify_archive
     from simulator.powercut import cut, footage_lost, start_agent
 
     rng = random.Random(7)
@@ -382,7 +383,7 @@ def power_cuts(tmp: Path, cuts: int = 12) -> None:
     last = start_agent(data, config)  # a last boot seals the last cut's gap
     last.terminate()
     last.wait(timeout=30)
-    report = verify_dir(data, data / "device.pub")
+    report = verify_archive(DeviceDirectory(data), read_public_key(data / "device.pub"))
     lost = sorted(footage_lost(report.sessions[0].gaps, kills))
     line(
         "footage lost per power cut",

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from agent.chain import ChainWriter
-from agent.evidence_dir import segment_name
 from agent.identity import load_identity
 from agent.journal import Journal, SyncLedger
 from agent.keys import load_or_create_key
@@ -32,6 +31,7 @@ from common.mqtt import tls_client
 from common.recording_settings import Recording
 from common.settings import DeviceConfig, Sync
 from device.clock import SimClock
+from evidence.layout import segment_name
 from evidence.manifest import segment
 from evidence.seal import Moment
 from simulator.device import SimDevice

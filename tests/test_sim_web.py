@@ -34,7 +34,7 @@ from typing import Any
 
 import pytest
 
-from agent.evidence_dir import load_chain
+from common.archive.device_directory import load_chain
 from common.settings import Session
 from evidence.seal import Entry
 from simulator.control_commands import BatteryCmd, ClockJump, MicrophoneCmd, NetworkCmd, StorageCmd

@@ -23,14 +23,15 @@ from typing import Any
 import nacl.signing
 import pytest
 
-from agent.evidence_dir import load_chain
 from agent.keys import load_or_create_key
 from agent.provisioned import broker_settings
 from agent.uplink import Uplink
+from common.archive.device_directory import load_chain
 from evidence import protocol as p
 from evidence.manifest import SegmentManifest
 from evidence.seal import Entry, Moment, Sealer, canonical
 from simulator.site import LocalSite
+from store.archive import StoreArchive
 from store.blobs import FileBlobs
 from store.db import Database
 from store.evidence_view import lay_out
@@ -116,7 +117,8 @@ def test_a_second_manifest_naming_a_sealed_file_is_refused(db: Database, tmp_pat
     # the store's view of the device, linked and copied: the first segment as it came
     for link in (True, False):
         view = tmp_path / f"view-{link}"
-        lay_out(db, ingest.blobs, DEV, directory.device_keys(DEV), None, view, link=link)
+        archive = StoreArchive(db, ingest.blobs, DEV, directory.device_keys(DEV), None)
+        lay_out(archive, view, link=link)
         assert (view / FILE).read_bytes() == FIRST
         assert _stored(tmp_path) == {_sha(FIRST): FIRST}
 
@@ -151,7 +153,8 @@ def test_a_view_never_writes_through_a_link_into_a_blob(db: Database, tmp_path: 
     assert before == {_sha(FIRST): FIRST, _sha(JUNK): JUNK}
     for link in (True, False):
         view = tmp_path / f"view-{link}"
-        lay_out(db, ingest.blobs, DEV, directory.device_keys(DEV), None, view, link=link)
+        archive = StoreArchive(db, ingest.blobs, DEV, directory.device_keys(DEV), None)
+        lay_out(archive, view, link=link)
         assert (view / FILE).read_bytes() == FIRST
         assert _stored(tmp_path) == before
 
