@@ -6,7 +6,7 @@ Every check runs before anything is written: a refused bundle or command leaves 
 was. What is installed is recorded in the chain (``install``, ``assignment``,
 ``key_rotation`` entries), so the provenance of the footage starts at enrolment.
 
-Files (beside the evidence layout of :mod:`agent.evidence_dir`)::
+Files (beside the evidence layout of :mod:`evidence.layout`)::
 
     DATA/private/tls.key            the TLS client key (P-256, PEM, 0600); never leaves
                                     (with the TPM key store: tls.key.sealed, see

@@ -359,4 +359,3 @@ def _rebase(p: av.Packet, origin: int) -> None:
         p.pts -= origin
     if p.dts is not None:
         p.dts -= origin
-

@@ -27,9 +27,12 @@ from agent.keys import load_or_create_key
 from agent.provisioned import broker_settings
 from agent.uplink import Uplink
 from common.archive.device_directory import load_chain
+from common.archive.export import export_session
 from evidence import protocol as p
 from evidence.manifest import SegmentManifest
 from evidence.seal import Entry, Moment, Sealer, canonical
+from simulator.device import stand_in_agency_key
+from simulator.history import into_store, with_history
 from simulator.site import LocalSite
 from store.archive import StoreArchive
 from store.blobs import FileBlobs
@@ -157,6 +160,41 @@ def test_a_view_never_writes_through_a_link_into_a_blob(db: Database, tmp_path: 
         lay_out(archive, view, link=link)
         assert (view / FILE).read_bytes() == FIRST
         assert _stored(tmp_path) == before
+
+
+def test_an_export_of_a_session_with_a_repeated_file_leaves_every_blob_as_it_was(
+    db: Database, tmp_path: Path, recorded: Path
+) -> None:
+    """A recorded session in a store that also kept, past the judge as an older store did,
+    a later manifest of the session naming its first file with other bytes: exporting the
+    session (its problems accepted) reads the blobs and writes only the export."""
+    key = nacl.signing.SigningKey.generate()
+    entries = with_history(recorded, tmp_path / "dev", 0, key)
+    device = str(entries[0].payload["device"])
+    directory = Directory()
+    directory.add(device, key.verify_key)
+    ingest = Ingest(db, FileBlobs(tmp_path / "blobs"), directory, key, "store-t")
+    into_store(ingest, entries, tmp_path / "dev", NOW)
+    first = next(e for e in entries if e.kind == "segment")
+    again = Sealer(key, device, entries[-1]).seal(
+        "segment",
+        {**first.body, "sha256": _sha(JUNK), "size": len(JUNK)},
+        Moment(NOW, 1e6, True),
+        first.session,
+    )
+    (placed,) = ingest.blobs.put_many([(_sha(JUNK), JUNK)])
+    with db.transaction():
+        ingest.chain.record(device, again, NOW, (NOW, None))
+        ingest.uploads.receipted(device, again.seq, placed.sha256, len(JUNK), again.hash, "x", NOW)
+    before = _stored(tmp_path)
+    archive = StoreArchive(db, ingest.blobs, device, directory.device_keys(device), None)
+    out = tmp_path / "out"
+    agency = stand_in_agency_key(recorded)
+    result = export_session(archive, first.session, out, accept_problems=True, evidence_key=agency)
+    named = {(p["code"], p["where"]) for p in result.summary.doc["verification"]["problems"]}
+    assert ("foreign_session", f"entry {again.seq} (chain/{again.seq:010d}.json)") in named
+    assert _stored(tmp_path) == before  # every blob's SHA-256 its name, before and after
+    assert sorted(f.name for f in out.iterdir()) == sorted(f.name for f in result.files)
 
 
 # -- one failure domain per device ---------------------------------------------------------
