@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import shutil
 from collections.abc import Collection
 from pathlib import Path
@@ -30,6 +31,7 @@ from store.db import Database
 from store.ingest import Ingest
 from tests.fixtures.config import small_config
 from tests.fixtures.store import NOW, Directory
+from unbroken.cli import main
 
 HISTORY = 400  # entries sealed before the sessions
 
@@ -254,3 +256,17 @@ def test_an_export_reads_each_segment_once(
     for path, data in before.items():
         assert path.read_bytes() == data and hashlib.sha256(data).hexdigest() == path.stem
     assert (tmp_path / "device" / result.files[0].name).read_bytes() == result.files[0].read_bytes()
+
+
+def test_verify_reads_one_session_when_asked(
+    two_sessions: tuple[Path, list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, ids = two_sessions
+    key = root.parent / "dev.agency-evidence.key"
+    args = ["verify", str(root), "--evidence-key", str(key), "--json"]
+    assert main([*args, "--session", ids[1], "--decode"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [s["id"] for s in report["sessions"]] == [ids[1]] and report["ok"]
+    assert main([*args, "--session", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "holds no session 'nope'" in err and ids[0] in err and "Traceback" not in err
