@@ -38,14 +38,14 @@ HISTORY = 400  # entries sealed before the sessions
 
 @pytest.fixture(scope="module")
 def two_sessions(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
-    """Two sessions of 2 s, encrypted to a stand-in agency key. Read-only."""
+    """Two sessions of 8 s, encrypted to a stand-in agency key. Read-only."""
     root = tmp_path_factory.mktemp("two") / "dev"
     dev = SimDevice(root, small_config(width=320, height=180, prebuffer_seconds=0))
     dev.start()
     ids = []
     for _ in range(2):
         ids.append(dev.recorder.open_session())
-        dev.run(2)
+        dev.run(8)
         dev.recorder.close_session()
         dev.run(0.2)
     dev.stop()
@@ -61,18 +61,18 @@ class Counting:
         self.opened: list[str] = []
 
     def entries(self, first: int | None = None, last: int | None = None) -> list[Named]:
-        got: list[Named] = super().entries(first, last)  # type: ignore[misc]
+        got: list[Named] = super().entries(first, last)
         self.handed += len(got)
         return got
 
     def entries_of_kind(self, kinds: Collection[str], before: int) -> list[Named]:
-        got: list[Named] = super().entries_of_kind(kinds, before)  # type: ignore[misc]
+        got: list[Named] = super().entries_of_kind(kinds, before)
         self.handed += len(got)
         return got
 
     def open_media(self, file: str, sha256: str) -> BinaryIO:
         self.opened.append(file)
-        stream: BinaryIO = super().open_media(file, sha256)  # type: ignore[misc]
+        stream: BinaryIO = super().open_media(file, sha256)
         return stream
 
 
@@ -91,10 +91,18 @@ def _long(two: tuple[Path, list[str]], dest: Path) -> tuple[Path, nacl.signing.S
     return dest, key
 
 
+def _device_id(root: Path) -> str:
+    return next(
+        str(e.payload["device"])
+        for _, e in DeviceDirectory(root).entries(1, 1)
+        if isinstance(e, Entry)
+    )
+
+
 def _store(
     db: Database, tmp_path: Path, root: Path, key: nacl.signing.SigningKey
 ) -> tuple[Ingest, Directory]:
-    device = str(next(e for _, e in DeviceDirectory(root).entries(1, 1)).payload["device"])  # type: ignore[union-attr]
+    device = _device_id(root)
     directory = Directory()
     directory.add(device, key.verify_key)
     ingest = Ingest(
@@ -120,7 +128,7 @@ def test_a_device_directory_and_the_store_read_alike(
     root, key = _long(two_sessions, tmp_path / "long")
     ingest, directory = _store(db, tmp_path, root, key)
     device = DeviceDirectory(root)
-    device_id = str(device.entries(1, 1)[0][1].payload["device"])  # type: ignore[union-attr]
+    device_id = _device_id(root)
     store = StoreArchive(db, ingest.blobs, device_id, directory.device_keys(device_id), None)
     evidence_key = stand_in_agency_key(tmp_path / "long")
     # the device kept the store's receipts, where earlier versions did (one file each)
@@ -165,7 +173,7 @@ def test_one_session_of_a_long_history_reads_its_span_only(
 ) -> None:
     root, key = _long(two_sessions, tmp_path / "long")
     ingest, directory = _store(db, tmp_path, root, key)
-    device_id = str(DeviceDirectory(root).entries(1, 1)[0][1].payload["device"])  # type: ignore[union-attr]
+    device_id = _device_id(root)
     everything = len(DeviceDirectory(root).entries())
     for archive in (
         CountingDirectory(root),
@@ -186,7 +194,7 @@ def test_one_session_of_a_long_history_reads_its_span_only(
 
 
 def _resign(root: Path, seq: int, key: nacl.signing.SigningKey, **changes: Any) -> None:
-    """Entry ``seq`` with ``changes`` to its payload, signed again by the device key."""
+    """Entry ``seq`` with ``changes`` to its payload, signed (again) by ``key``."""
     e = next(e for _, e in DeviceDirectory(root).entries(seq, seq) if isinstance(e, Entry))
     payload = {**e.payload, **changes}
     signature = base64.b64encode(key.sign(canonical(payload)).signature).decode()
@@ -207,20 +215,35 @@ def test_one_session_verify_names_its_problems_and_no_others(
     data = (root / entry_name(a[0] + 1)).read_bytes()
     (root / entry_name(a[0] + 1)).write_bytes(data.replace(b'"synced":true', b'"synced":false', 1))
     _resign(root, a[1] + 1, key, prev="0" * 64)
-    # the second session: an entry deleted from its middle
-    middle = (b[0] + b[1]) // 2
-    (root / entry_name(middle)).unlink()
+    # the second session: a segment's entry deleted (a gap, and its close now states one
+    # more segment than the chain holds), one naming a file sealed before, one signed by
+    # another key
+    segs = [
+        e
+        for _, e in DeviceDirectory(root).entries(b[0], b[1])
+        if isinstance(e, Entry) and e.kind == "segment"
+    ]
+    assert len(segs) >= 4
+    (root / entry_name(segs[1].seq)).unlink()
+    resealed = str(segs[0].body["file"])
+    _resign(root, segs[2].seq, key, body={**segs[2].body, "file": resealed})
+    _resign(root, segs[3].seq, nacl.signing.SigningKey.generate())
 
     first = verify_archive(DeviceDirectory(root), key.verify_key, session=first_s)
     codes = {(p.code, p.where.split(" (")[0]) for p in first.problems}
     assert ("missing_segment", gone) in codes
     assert ("bad_signature", f"entry {a[0] + 1}") in codes
     assert ("chain_break", f"entry {a[1] + 1}") in codes  # the link at its edge
-    assert not any(p.code == "sequence_gap" for p in first.problems)  # the other's
+    others = {"sequence_gap", "close_count_mismatch", "resealed_file"}
+    assert not others & {code for code, _ in codes}  # the second session's
     second = verify_archive(DeviceDirectory(root), key.verify_key, session=second_s)
     codes = {(p.code, p.where.split(" (")[0]) for p in second.problems}
-    assert ("sequence_gap", f"entry {middle + 1}") in codes
-    assert not any(p.code in ("missing_segment", "bad_signature") for p in second.problems)
+    assert ("sequence_gap", f"entry {segs[1].seq + 1}") in codes
+    assert "close_count_mismatch" in {code for code, _ in codes}
+    assert ("resealed_file", resealed) in codes
+    assert ("bad_signature", f"entry {segs[3].seq}") in codes
+    assert ("missing_segment", gone) not in codes
+    assert ("bad_signature", f"entry {a[0] + 1}") not in codes
     assert [s.id for s in second.sessions] == [second_s]
     everything = verify_archive(DeviceDirectory(root), key.verify_key)
     assert {p.code for p in first.problems + second.problems} <= {
@@ -233,7 +256,7 @@ def test_an_export_reads_each_segment_once(
 ) -> None:
     root, key = _long(two_sessions, tmp_path / "long")
     ingest, directory = _store(db, tmp_path, root, key)
-    device_id = str(DeviceDirectory(root).entries(1, 1)[0][1].payload["device"])  # type: ignore[union-attr]
+    device_id = _device_id(root)
     evidence_key: nacl.public.PrivateKey = stand_in_agency_key(tmp_path / "long")
     sid = two_sessions[1][1]
     blobs = sorted((tmp_path / "blobs").rglob("*"))
