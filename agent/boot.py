@@ -23,9 +23,10 @@ from agent.chain import ChainWriter
 from agent.continuity import Continuity
 from agent.fragments import read_sidecar, truncate_to_fragments
 from agent.journal import Journal
-from agent.media import Sealed, WrittenSegment, probe
+from agent.media import Sealed, WrittenSegment
 from agent.segments import Segmenter
 from agent.session import OpenSession
+from common.archive.media import probe_file
 from common.settings import MAIN_TRACK, Category, DeviceConfig
 from evidence.entries import Boot, Config
 from evidence.manifest import UNKNOWN_LOCATION
@@ -116,7 +117,7 @@ class BootRecovery:
         if truncate_to_fragments(path) == 0:
             self.segments.discard(path)
             return None
-        facts = probe(path)
+        facts = probe_file(path)
         if facts.video_frames == 0 or facts.decode_error:
             self.segments.discard(path)
             return None

@@ -7,8 +7,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from agent.identity import load_identity
+from agent.keys import key_store
 from common.files import ConfigError, load_toml
 from common.settings import DeviceConfig
+from device.keystore import TLS_KEY
 
 
 def load_config(path: Path | None) -> DeviceConfig:
@@ -27,8 +30,6 @@ def device_config(root: Path, explicit: Path | None = None) -> DeviceConfig:
     installed = root / DEVICE_TOML
     source = explicit if explicit is not None else installed if installed.exists() else None
     config = load_config(source)
-    from agent.identity import load_identity  # (identity → evidence_dir → media → config)
-
     try:
         identity = load_identity(root)
     except ValueError as e:
@@ -53,9 +54,6 @@ def _enrolled(root: Path) -> bool:
     """Whether keygen made this device's enrolment keys: its role is then the one it asked
     the agency for. (A device never enrolled gets an identity at its first start, with the
     default role: a simulated room on a test bench has one of those.)"""
-    from agent.keys import key_store  # (keys → evidence_dir → media → config)
-    from device.keystore import TLS_KEY
-
     return key_store(root).has(TLS_KEY)
 
 

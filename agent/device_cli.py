@@ -36,15 +36,17 @@ from agent.access import denied
 from agent.board import board_model
 from agent.config import device_config
 from agent.device_lock import LOCK
-from agent.evidence_dir import PRIVATE, PUBKEY, EvidenceDirError, read_public_key
 from agent.identity import IDENTITY
 from agent.keys import key_store
 from agent.status_file import read_status
 from agent.status_text import format_status, keys_line
 from common import pki
+from common.archive.archive import ArchiveError
+from common.archive.device_directory import read_public_key
 from common.cli import Handler, user_errors
 from device.keystore import Backend
 from evidence.entries import Assignment, Install, KeyRotation
+from evidence.layout import PRIVATE, PUBKEY
 from evidence.names import ProvisionError, iso
 from evidence.seal import key_id
 
@@ -146,7 +148,7 @@ def cmd_install(args: argparse.Namespace) -> int:
     if args.agency_key:
         try:
             pinned = read_public_key(args.agency_key)
-        except EvidenceDirError as e:
+        except ArchiveError as e:
             raise ProvisionError(str(e)) from None
     first = not (args.data / provisioned.PROVISION / "agency.pub").exists()
     entry = enrolment.install(args.data, _read(args.bundle, "bundle"), time.time(), pinned)
@@ -215,7 +217,7 @@ def _key_id(root: Path) -> str:
     except PermissionError:
         try:
             return key_id(read_public_key(root / PUBKEY))
-        except EvidenceDirError as e:
+        except ArchiveError as e:
             raise ProvisionError(str(e)) from None
 
 

@@ -17,7 +17,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from agent.evidence_dir import PRIVATE
+from evidence.layout import PRIVATE
 
 LOCK = "agent.lock"
 

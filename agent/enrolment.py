@@ -6,7 +6,7 @@ Every check runs before anything is written: a refused bundle or command leaves 
 was. What is installed is recorded in the chain (``install``, ``assignment``,
 ``key_rotation`` entries), so the provenance of the footage starts at enrolment.
 
-Files (beside the evidence layout of :mod:`agent.evidence_dir`)::
+Files (beside the evidence layout of :mod:`evidence.layout`)::
 
     DATA/private/tls.key            the TLS client key (P-256, PEM, 0600); never leaves
                                     (with the TPM key store: tls.key.sealed, see
@@ -43,7 +43,6 @@ from agent.access import check_writable
 from agent.chain import open_chain
 from agent.config import DEVICE_TOML
 from agent.device_lock import LOCK
-from agent.evidence_dir import KEYS, PRIVATE, PUBKEY
 from agent.identity import save_identity
 from agent.journal import Journal
 from agent.keys import key_store, load_or_create_key
@@ -70,6 +69,7 @@ from device.keystore import (
     record_key_store,
 )
 from evidence.entries import Install, KeyRotation
+from evidence.layout import KEYS, PRIVATE, PUBKEY
 from evidence.names import ProvisionError, check_device_id
 from evidence.seal import Entry, key_id
 

@@ -19,11 +19,12 @@ from typing import Any, TypeVar
 
 import sqlite_utils
 
-from agent.evidence_dir import CHAIN, entry_name, load_chain
+from common.archive.device_directory import load_chain
 from common.files import write_atomic
 from evidence import manifest
 from evidence.body_fields import ManifestError
 from evidence.entries import Assignment, Event
+from evidence.layout import CHAIN, entry_name
 from evidence.manifest import SegmentManifest
 from evidence.seal import Entry
 from evidence.session_bodies import Interruption, InterruptionEnd, SessionClose, SessionOpen

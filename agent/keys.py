@@ -18,9 +18,9 @@ from pathlib import Path
 import nacl.encoding
 import nacl.signing
 
-from agent.evidence_dir import PRIVATE, PUBKEY
 from common.files import write_atomic
 from device.keystore import KeyStore, open_key_store
+from evidence.layout import PRIVATE, PUBKEY
 
 
 def key_store(root: Path) -> KeyStore:

@@ -1,4 +1,5 @@
-"""Encoding a recording into segment files, and reading them back (PyAV).
+"""Encoding a recording into segment files (PyAV); reading them back is
+:mod:`common.archive.media`'s.
 
 One :class:`TrackEncoder` per track runs for the life of a recording (pre-event buffer
 included): its H.264 and AAC encoders are never restarted between segments, so the audio
@@ -29,28 +30,22 @@ import hashlib
 import io
 import logging
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import av
-import numpy as np
-from nacl.public import PrivateKey, PublicKey
+from nacl.public import PublicKey
 
 from agent.fragments import FragmentCutter
 from common.recording_settings import Recording
 from device.camera import Image
 from device.microphone import Samples
 from evidence.encryption import (
-    EncryptionError,
     Encryptor,
-    decrypt,
-    framing,
-    is_encrypted,
     key_id,
 )
-from evidence.media_check import MediaFacts
 
 _log = logging.getLogger(__name__)
 
@@ -364,99 +359,3 @@ def _rebase(p: av.Packet, origin: int) -> None:
         p.pts -= origin
     if p.dts is not None:
         p.dts -= origin
-
-
-def hash_file(path: Path) -> tuple[int, str]:
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-            size += len(chunk)
-    return size, h.hexdigest()
-
-
-AAC_FRAME = 1024  # samples in one AAC-LC packet
-
-
-def probe(path: Path, agency: PrivateKey | None = None) -> MediaFacts:
-    """Hash a segment and decode it fully with PyAV. An encrypted one is decrypted with
-    the agency's evidence key when given; without it, its framing is read (the counts it
-    carries, nothing decoded: ``decoded`` False)."""
-    size, digest = hash_file(path)
-    with open(path, "rb") as f:
-        encrypted = is_encrypted(f.read(8))
-    if not encrypted:
-        return _decoded(path, size, digest)
-    data = path.read_bytes()
-    try:
-        if agency is None:
-            fr = framing(data)
-            cut = None if fr.complete else f"{fr.size - fr.end} bytes after the last record"
-            audio = fr.audio_frames * AAC_FRAME
-            return MediaFacts(
-                size, digest, fr.video_frames, None, None, audio, cut, fr.key_id, decoded=False
-            )
-        plain = decrypt(data, agency).plain
-    except EncryptionError as e:
-        return MediaFacts(size, digest, decode_error=str(e), encrypted=data[8:16].hex())
-    facts = _decoded(io.BytesIO(plain), size, digest)
-    plain_sha = hashlib.sha256(plain).hexdigest()
-    return replace(facts, encrypted=data[8:16].hex(), plain_sha256=plain_sha)
-
-
-def _decoded(source: Path | io.BytesIO, size: int, digest: str) -> MediaFacts:
-    frames, audio = 0, 0
-    first: float | None = None
-    last: float | None = None
-    frame_dur = 0.0
-    try:
-        with av.open(_rewound(source)) as c:
-            if not c.streams.video:
-                return MediaFacts(size, digest, decode_error="no video stream")
-            vs = c.streams.video[0]
-            frame_dur = 1 / float(vs.average_rate or vs.guessed_rate or 30)
-            for frame in c.decode(video=0):
-                if frame.pts is None or frame.time_base is None:
-                    return MediaFacts(size, digest, frames, decode_error="frame without timestamp")
-                t = float(frame.pts * frame.time_base)
-                first = t if first is None else min(first, t)
-                last = t if last is None else max(last, t)
-                frames += 1
-        with av.open(_rewound(source)) as c:
-            if c.streams.audio:
-                for af in c.decode(audio=0):
-                    audio += af.samples
-    except (av.FFmpegError, OSError, ValueError) as e:
-        return MediaFacts(size, digest, frames, first, None, audio, decode_error=str(e))
-    end = None if last is None else last + frame_dur
-    return MediaFacts(size, digest, frames, first, end, audio)
-
-
-def _rewound(source: Path | io.BytesIO) -> Any:
-    if isinstance(source, Path):
-        return str(source)
-    source.seek(0)
-    return source
-
-
-def plain_media(path: Path, agency: PrivateKey | None) -> bytes:
-    """The MP4 of a segment file: decrypted with the agency's key if it is encrypted
-    (EncryptionError when it is and no key is given, naming the key it needs)."""
-    data = path.read_bytes()
-    if not is_encrypted(data):
-        return data
-    if agency is None:
-        raise EncryptionError(
-            f"{path.name} is encrypted to agency key {data[8:16].hex()}: give the agency's "
-            "evidence key to read it"
-        )
-    return decrypt(data, agency).plain
-
-
-def decode_frames(
-    path: Path, agency: PrivateKey | None = None
-) -> list[np.ndarray[Any, np.dtype[np.uint8]]]:
-    """Every video frame of a segment as YUV 4:2:0 pictures (for tests)."""
-    with av.open(io.BytesIO(plain_media(path, agency)), "r") as c:
-        return [np.asarray(f.to_ndarray(format="yuv420p"), np.uint8) for f in c.decode(video=0)]

@@ -19,11 +19,13 @@ from typing import TYPE_CHECKING
 
 import nacl.signing
 
-from agent.evidence_dir import CHAIN, PUBKEY, EvidenceDirError, read_public_key
 from agent.identity import load_identity
 from agent.keys import key_store
+from common.archive.archive import ArchiveError
+from common.archive.device_directory import read_public_key
 from common.identity import Identity
 from device.keystore import DEVICE_KEY, TLS_KEY, KeyStore
+from evidence.layout import CHAIN, PUBKEY
 from evidence.names import ProvisionError
 
 if TYPE_CHECKING:
@@ -78,7 +80,7 @@ def agency_key(root: Path) -> nacl.signing.VerifyKey:
         raise ProvisionError(f"{root}: the device is not provisioned (run `agent install`)")
     try:
         return read_public_key(path)
-    except EvidenceDirError as e:
+    except ArchiveError as e:
         raise ProvisionError(str(e)) from None
 
 

@@ -49,7 +49,6 @@ from agent.config import assigned_badges
 from agent.continuity import Continuity
 from agent.device_lock import hold_lock
 from agent.enrolment import finish_rotation
-from agent.evidence_dir import SEGMENTS
 from agent.frames import FrameRecorder
 from agent.identity import load_or_create_identity
 from agent.interruptions import InterruptionTracker
@@ -67,6 +66,7 @@ from device.clock import Clock
 from device.controls import MARKER_PRESS, RECORD_HOLD, RECORD_PRESS, RECORD_RELEASE
 from device.hardware import Hardware, SimHardware
 from evidence.entries import Shutdown
+from evidence.layout import SEGMENTS
 from evidence.names import ProvisionError
 from evidence.seal import Entry
 from evidence.session_bodies import Marker

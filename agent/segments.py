@@ -30,15 +30,8 @@ import numpy as np
 from nacl.public import PublicKey
 
 from agent.chain import ChainWriter
-from agent.evidence_dir import SPOOL, segment_name
 from agent.fragments import sidecar, write_sidecar
-from agent.media import (
-    EncoderChoice,
-    SegmentFile,
-    TrackEncoder,
-    WrittenSegment,
-    configured_encoder,
-)
+from agent.media import EncoderChoice, SegmentFile, TrackEncoder, WrittenSegment, configured_encoder
 from agent.open_segment import Buffered, OpenSegment, owner
 from agent.segment_manifest import segment_manifest
 from agent.session import OpenSession
@@ -46,6 +39,7 @@ from common.settings import MAIN_TRACK, DeviceConfig
 from device.clock import Clock
 from device.gnss import GnssState
 from evidence.entries import Event
+from evidence.layout import SPOOL, segment_name
 from evidence.manifest import Location
 from evidence.seal import Entry, Moment
 

@@ -1,7 +1,8 @@
 """Recording benchmarks (issue 2): trigger latency, pre-buffer coverage, sealing throughput,
 watermark cost, pipeline speed on one core, and the recording agent's peak memory; sync
 (issue 4, bench/sync.py); interview rooms (issue 6, bench/room.py); the media pipeline's
-cost per stage (issue 12, bench/pipeline.py).
+cost per stage (issue 12, bench/pipeline.py); power cuts (issue 5, bench/power.py); reading
+evidence back: verify and export (bench/reading.py).
 
 Each line prints the figure, its baseline from this same run, and the target.
 """
@@ -23,12 +24,14 @@ from pathlib import Path
 import nacl.signing
 
 from agent.chain import open_chain
-from agent.evidence_dir import load_chain
 from agent.watermark import Watermark, find_font
 from bench import ingest as ingest_bench
 from bench import pipeline as pipeline_bench
+from bench import power as power_bench
+from bench import reading as reading_bench
 from bench import room as room_bench
 from bench import sync as sync_bench
+from common.archive.device_directory import load_chain
 from common.recording_settings import Recording
 from common.settings import DeviceConfig
 from device import yuv
@@ -349,86 +352,6 @@ def peak_rss(tmp: Path) -> None:
     )
 
 
-POWER_CUT_CONFIG = """
-[recording]
-width = 640
-height = 360
-fps = 15
-prebuffer_seconds = 0
-"""
-
-
-def power_cuts(tmp: Path, cuts: int = 12) -> None:
-    """Kill `unbroken agent run --sim` with SIGKILL at random moments (issue 5): footage
-    lost per cut, restart-to-recording time, and boot-to-prompt time."""
-    import random
-
-    from agent.evidence_dir import verify_dir
-    from simulator.powercut import cut, footage_lost, start_agent
-
-    rng = random.Random(7)
-    data, config = tmp / "cuts", tmp / "cuts.toml"
-    config.write_text(POWER_CUT_CONFIG)
-    kills, restarts = [], []
-    for _ in range(cuts):
-        t = time.perf_counter()
-        proc = start_agent(data, config)
-        restarts.append(time.perf_counter() - t)
-        time.sleep(rng.uniform(0.5, 2.5))
-        kills.append(cut(proc))
-    t = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import agent.recorder, av"], check=True)
-    imports = time.perf_counter() - t
-    last = start_agent(data, config)  # a last boot seals the last cut's gap
-    last.terminate()
-    last.wait(timeout=30)
-    report = verify_dir(data, data / "device.pub")
-    lost = sorted(footage_lost(report.sessions[0].gaps, kills))
-    line(
-        "footage lost per power cut",
-        f"median {lost[len(lost) // 2]:.2f} s",
-        f"worst {lost[-1]:.2f} s over {cuts} cuts",
-        "<= ~1 s",
-        lost[-1] <= 1.25,
-    )
-    restart = statistics.median(restarts)
-    line(
-        "restart to recording after a cut",
-        f"{restart:.2f} s (median)",
-        f"python + imports alone {imports:.2f} s",
-        "",
-        report.ok,
-    )
-    prompt_latency(tmp)
-
-
-def prompt_latency(tmp: Path) -> None:
-    """From power-on (agent start on a disk left by a cut) to the explain prompt, in-process,
-    against one frame interval."""
-    import shutil
-
-    cfg = DeviceConfig(recording=Recording(width=640, height=360, fps=15, prebuffer_seconds=0))
-    dev = SimDevice(tmp / "prompt", cfg)
-    dev.start()
-    dev.recorder.open_session()
-    dev.run(2.5)
-    shutil.copytree(tmp / "prompt", tmp / "prompt-cut")
-    dev.stop()
-    t = time.perf_counter()
-    again = SimDevice(tmp / "prompt-cut", cfg)
-    again.start()
-    prompted = again.recorder.indicator == "prompt"
-    elapsed = time.perf_counter() - t
-    again.stop()
-    line(
-        "power-on to explanation prompt",
-        f"{elapsed * 1e3:.0f} ms",
-        f"one frame interval {1000 / 15:.0f} ms",
-        "",
-        prompted,
-    )
-
-
 def main() -> None:
     print(f"{'figure':<34} {'value':<22} {'baseline (same run)':<34} target")
     with tempfile.TemporaryDirectory() as d:
@@ -439,9 +362,10 @@ def main() -> None:
         sealing(tmp)
         watermark_cost()
         peak_rss(tmp)
-        power_cuts(tmp)
+        power_bench.run(tmp, line)
         sync_bench.run(tmp, line)
         ingest_bench.run(tmp, line)
+        reading_bench.run(tmp, line)
         room_bench.run(tmp, line)
         pipeline(tmp)  # last: these pin this process to one core
         pipeline_bench.run(tmp, line)

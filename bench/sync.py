@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from agent.chain import ChainWriter
-from agent.evidence_dir import segment_name
 from agent.identity import load_identity
 from agent.journal import Journal, SyncLedger
 from agent.keys import load_or_create_key
@@ -33,6 +32,7 @@ from common.recording_settings import Recording
 from common.settings import DeviceConfig, Sync
 from device.clock import SimClock
 from evidence.entries import Boot
+from evidence.layout import segment_name
 from evidence.manifest import segment
 from evidence.seal import Moment
 from evidence.session_bodies import SessionClose, SessionOpen

@@ -6,7 +6,7 @@ not at all when stderr is not a terminal and nobody asked, or with ``--quiet``.
 Example::
 
     with progress_shown(wanted=None) as progress:     # None: only on a terminal
-        export_session(root, None, out, progress=progress)
+        export_session(DeviceDirectory(root), None, out, progress=progress)
     # the work, step by step:
     progress("verifying", 3, 61)                      # 3 of 61 segments done
     progress("writing the custody summary", 0, None)  # a phase of unknown length begins

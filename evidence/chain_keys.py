@@ -110,3 +110,29 @@ def key_out_of_place(
             f"introduced it): entry {seq} is before",
         )
     return None
+
+
+def key_in_force(
+    rotations: Sequence[tuple[str, Entry]],
+    pinned_key: nacl.signing.VerifyKey,
+    problem: NameProblem,
+) -> nacl.signing.VerifyKey:
+    """The key that signs the entries after ``rotations`` (the chain's key_rotation
+    entries before them, in order): the pinned key, handed over by each rotation signed
+    by the key in force. One that does not verify hands nothing over, and is named."""
+    key = pinned_key
+    ordered = sorted(rotations, key=lambda ne: ne[1].seq)
+    pinned = bytes(pinned_key).hex()
+    for n, (name, e) in enumerate(ordered):
+        try:
+            check_signature(e, key)
+        except SealError:
+            if key is pinned_key and any(r.body.get("new_key") == pinned for _, r in ordered[n:]):
+                continue  # a key pinned later than this rotation: not yet in force here
+            problem("bad_signature", f"entry {e.seq} ({name})", "signature does not verify")
+            continue
+        try:
+            key = KeyRotation.from_body(e.body).verify_key()
+        except (ManifestError, nacl.exceptions.CryptoError) as err:
+            problem("malformed_entry", f"entry {e.seq} ({name})", str(err))
+    return key

@@ -43,6 +43,8 @@ def verify_chain(
     archived: Set[str] = frozenset(),
     strict: bool = False,
     unsafe_paths: Mapping[str, str] | None = None,
+    first_seq: int = 1,
+    session: str | None = None,
 ) -> Report:
     """Check a device chain and the media it seals.
 
@@ -51,11 +53,19 @@ def verify_chain(
     names SHA-256s for which the agency's signed receipt was verified: media absent after
     such a receipt was deleted lawfully (R9), not lost. ``unsafe_paths`` maps files the
     reader refused to follow (a link, ``../``) to why: those are named, not "absent".
+
+    One session's part of a chain: ``session``, with ``entries`` from ``first_seq`` (the
+    entry before the session's first) to the entry after its last, and ``verify_key`` the
+    key in force at ``first_seq``. Every entry there is checked for its seal, link and
+    device; only ``session``'s for what they say (other sessions' are left out, unread).
     """
     report = Report(device=None, key_id=key_id(verify_key), pinned=pinned)
     checker = _Checker(report, verify_key, media, archived, unsafe_paths or {})
+    checker.first_seq, checker.only = first_seq, session
     checker.run(entries)
     for close in session_closes(checker.in_order):
+        if session is not None and close.session != session:
+            continue
         if why := close.malformed or close.mismatch:
             code = "malformed_entry" if close.malformed else "close_count_mismatch"
             checker.problem(code, f"entry {close.seq}", why, close.session)
@@ -91,6 +101,8 @@ class _Checker:
         self.misplaced: list[tuple[str, int, Entry]] = []  # (file, seq its name says, entry)
         self.open_at: dict[int, frozenset[str]] = {}  # sessions open after each entry
         self.manifests: dict[str, SegmentManifest | None] = {}  # by entry hash
+        self.first_seq = 1  # where the entries checked begin (1: the whole chain)
+        self.only: str | None = None  # the one session checked for what its entries say
 
     def manifest(self, e: Entry, where: str) -> SegmentManifest | None:
         """A segment entry's manifest; a malformed one is named once and counts as none."""
@@ -142,7 +154,8 @@ class _Checker:
         """Every interruption per session, its explanation, and holes nobody logged."""
         gaps, problems = session_gaps(self.in_order)
         for code, seq, sid, why in problems.named():  # a malformed body, a statement
-            self.problem(code, f"entry {seq}", why, sid)
+            if self.only is None or sid == self.only:
+                self.problem(code, f"entry {seq}", why, sid)
         for g in gaps:
             s = self.sessions.get(g.session)
             if s is None:
@@ -204,7 +217,9 @@ class _Checker:
                 self.problem("misplaced_entry", name, f"holds entry {e.seq}, not {named}")
 
     def _link(self, prev: Entry | None, e: Entry, where: str) -> None:
-        expected_seq = prev.seq + 1 if prev else 1
+        expected_seq = prev.seq + 1 if prev else self.first_seq
+        if prev is None and e.seq == expected_seq > 1:
+            return  # the first entry read of a part of the chain: what it follows is unread
         if e.seq > expected_seq:
             self.problem(
                 "sequence_gap",
@@ -229,6 +244,8 @@ class _Checker:
 
     def _apply(self, e: Entry, where: str) -> None:
         sid, body = e.session, e.body
+        if self.only is not None and sid is not None and sid != self.only:
+            return  # another session's, in this session's part of the chain
         if e.kind == "session_open" and sid is not None:
             try:
                 opened = SessionOpen.from_body(body)

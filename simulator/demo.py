@@ -27,14 +27,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agent import assignment
-from agent.evidence_dir import PUBKEY, load_chain, stored_receipt, verify_dir
 from agent.journal import SyncLedger
 from agent.session import MarkerType
 from agent.sync import backlog as sync_backlog
+from common.archive.device_directory import DeviceDirectory, load_chain, read_public_key
+from common.archive.verify import verify_archive
 from common.cli import CliError
 from common.recording_settings import Recording
 from common.settings import DeviceConfig, Labels, Watermark
 from device.clock import SimClock
+from evidence.layout import PUBKEY
 from evidence.manifest import SegmentManifest, segment
 from evidence.receipt import ReceiptError, check_receipt
 from evidence.seal import Entry
@@ -176,7 +178,7 @@ def interview_room(site: LocalSite, wall_start: float) -> bool:
     synced = uploader.wait_idle(120)
     uploader.stop()
     segments = _segments(data)
-    receipts = {m.sha256: stored_receipt(data, m.sha256) for _, m in segments}
+    receipts = {m.sha256: DeviceDirectory(data).stored_receipt(m.sha256) for _, m in segments}
     verified = sum(
         check_receipt(r, site.agency.verify_key, device=ROOM_DEVICE, sha256=m.sha256)["entry_hash"]
         == e.hash
@@ -187,7 +189,7 @@ def interview_room(site: LocalSite, wall_start: float) -> bool:
     print(f"   {verified}/{len(segments)} segments on tracks {', '.join(tracks)} receipted")
 
     print("\n== 8. Verify the room's evidence offline")
-    report = verify_dir(data, data / PUBKEY, strict=True)
+    report = verify_archive(DeviceDirectory(data), read_public_key(data / PUBKEY), strict=True)
     print(format_verify(report, str(data)))
     return synced and verified == len(segments) > 0 and len(tracks) == 3 and report.ok
 
@@ -241,7 +243,7 @@ def run_demo(workdir: Path) -> int:
         verified = 0
         for e, m in segments:
             try:
-                receipt = stored_receipt(data, m.sha256) or b""
+                receipt = DeviceDirectory(data).stored_receipt(m.sha256) or b""
                 r = check_receipt(receipt, site.agency.verify_key, device=DEVICE, sha256=m.sha256)
                 verified += r["entry_hash"] == e.hash
             except ReceiptError as err:
@@ -249,7 +251,7 @@ def run_demo(workdir: Path) -> int:
         print(f"   {verified}/{len(segments)} segments receipted and verified")
 
         print("\n== 5. Verify the device's evidence offline, pinning its public key")
-        report = verify_dir(data, data / PUBKEY, strict=True)
+        report = verify_archive(DeviceDirectory(data), read_public_key(data / PUBKEY), strict=True)
         print(format_verify(report, str(data)))
 
         print("\n== 6. Flip one byte of one segment in a copy, and verify again")
@@ -259,7 +261,7 @@ def run_demo(workdir: Path) -> int:
         raw = bytearray(victim.read_bytes())
         raw[len(raw) // 2] ^= 0xFF
         victim.write_bytes(bytes(raw))
-        for p in verify_dir(tampered, data / PUBKEY).problems:
+        for p in verify_archive(DeviceDirectory(tampered), read_public_key(data / PUBKEY)).problems:
             print(f"   caught: {p.code}: {p.where}: {p.message}")
 
         room_ok = interview_room(site, wall_start=clock.wall())  # after the body's

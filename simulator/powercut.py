@@ -7,7 +7,7 @@ Example::
 
     agent = start_agent(data, config)      # returns once recording runs (after recovery)
     kill_at = cut(agent)                   # SIGKILL; the wall time of the cut
-    lost = footage_lost(verify_dir(data, None).sessions[0].gaps, [kill_at])
+    lost = footage_lost(verify_archive(DeviceDirectory(data)).sessions[0].gaps, [kill_at])
 """
 
 from __future__ import annotations

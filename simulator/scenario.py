@@ -41,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from agent.evidence_dir import EvidenceDirError
+from common.archive.archive import ArchiveError
 from simulator.control import Pending
 from simulator.control_commands import ClockJump, ControlError
 from simulator.scenario_actions import SiteActions, reply_text
@@ -217,7 +217,7 @@ class Runner:
                     self.drivers[device].note_jump(t, c.seconds)
                 if isinstance(reply.get("pending"), Pending):
                     self._lazy.append((record, reply["pending"], a))
-        except (ControlError, OSError, EvidenceDirError) as e:
+        except (ControlError, OSError, ArchiveError) as e:
             record.ok, record.detail = False, str(e)
         with self._lock:
             self.records.append(record)

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agent.evidence_dir import verify_dir
+from common.archive.device_directory import DeviceDirectory
+from common.archive.verify import verify_archive
 from common.mqtt import Client
 from evidence import protocol as p
 from simulator.control import Pending
@@ -183,7 +184,7 @@ class SiteActions:
         """The last gap without an explanation (of the cause named), where it is added."""
         gaps: list[dict[str, Any]] = []
         if a.where == "device":
-            report = verify_dir(drv.data, None)
+            report = verify_archive(DeviceDirectory(drv.data), None)
             gaps = [g for s in report.sessions for g in s.gaps]
         else:
             from store.report import build_report

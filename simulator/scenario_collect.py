@@ -17,9 +17,12 @@ from typing import Any
 
 import nacl.signing
 
-from agent.evidence_dir import PUBKEY, EvidenceDirError, load_chain, stored_receipt, verify_dir
+from common.archive.archive import ArchiveError
+from common.archive.device_directory import DeviceDirectory, load_chain, read_public_key
+from common.archive.verify import verify_archive
 from evidence.body_fields import ManifestError
 from evidence.entries import Boot, Event, Shutdown, body_of
+from evidence.layout import PUBKEY
 from evidence.manifest import SegmentManifest
 from evidence.receipt import ReceiptError, check_receipt
 from evidence.seal import Entry
@@ -60,8 +63,9 @@ def collect_device(
         return round(scenario_time(wall, offsets, wall0), 3)
 
     try:
-        report = verify_dir(data, data / PUBKEY if (data / PUBKEY).exists() else None)
-    except EvidenceDirError as err:
+        pin = read_public_key(data / PUBKEY) if (data / PUBKEY).exists() else None
+        report = verify_archive(DeviceDirectory(data), pin)
+    except ArchiveError as err:
         facts.verify_ok = False
         facts.problems.append({"code": "unreadable", "where": str(data), "message": str(err)})
         return facts
@@ -187,7 +191,7 @@ def _stored_at(
     data: Path, device: str, sha256: str, agency_key: nacl.signing.VerifyKey | None
 ) -> float | None:
     """When the store stored this blob, from its receipt — only if the receipt verifies."""
-    receipt = stored_receipt(data, sha256)
+    receipt = DeviceDirectory(data).stored_receipt(sha256)
     if agency_key is None or receipt is None:
         return None
     try:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent.evidence_dir import PUBKEY
 from agent.session import MarkerType
 from common.settings import DeviceConfig
+from evidence.layout import PUBKEY
 from simulator.device import SimDevice
 
 

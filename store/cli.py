@@ -1,8 +1,9 @@
 """``unbroken store run|report|explain|send|commands|lay-out|migrate``: the agency store's
 commands.
 
-(``unbroken store export`` is registered by :mod:`unbroken.cli`: it verifies and muxes
-with the device side's tools, which the store does not import.)"""
+(``unbroken store export`` is registered by :mod:`unbroken.cli`; it reads the store's
+holdings as a :class:`store.archive.StoreArchive` and exports with
+:mod:`common.archive.export`, as ``unbroken export`` does a device's directory.)"""
 
 from __future__ import annotations
 

@@ -1,9 +1,8 @@
-"""What the store holds of one device, laid out as an evidence directory, so that the same
-tools (``unbroken verify``, ``unbroken export``) run on it as on the device's own.
-
-The store keeps each chain entry exactly as the device signed and sent it (the same
-canonical bytes the device writes to ``chain/``), the media content-addressed by SHA-256
-(:mod:`store.blobs`), and a signed receipt per stored segment. The layout::
+"""What the store holds of one device, laid out as an evidence directory, for a verifier
+outside the agency (``unbroken verify`` on the copy, or any tool that reads the layout
+of docs/evidence-format.md). ``unbroken store export`` needs no such copy: it reads the
+store's holdings directly (:class:`store.archive.StoreArchive`); this lays out the same
+reading. The layout::
 
     DEST/chain/0000000001.json        each entry the store accepted, its exact bytes
     DEST/segments/<session>/...       the blobs of the sessions asked for, at the names
@@ -14,10 +13,6 @@ canonical bytes the device writes to ``chain/``), the media content-addressed by
     DEST/receipts/<sha256>.json       laid out, its receipt: verification counts it as
                                       held at the agency, not lost
 
-Entries on a second branch of a fork (``forks``) are not laid out: the store report
-names the fork. Written statements added at the agency are not chain entries either:
-:func:`store.statements.statements_of` gives them.
-
 Example::
 
     pin = lay_out_device(config, "bwc-1", Path("/tmp/view"), sessions={"3f2a..."})
@@ -26,23 +21,20 @@ Example::
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-from collections.abc import Collection, Sequence
-from pathlib import Path, PurePosixPath
+from collections.abc import Collection
+from pathlib import Path
 from typing import Any
 
-import nacl.exceptions
-import nacl.signing
-
+from common.archive.archive import ArchiveError
 from common.progress import Progress
-from provisioning.agency_directory import PUBLIC, REGISTRY
-from provisioning.registry import RegisteredKey
-from store.blobs import BlobStore, FileBlobs
+from evidence.layout import AGENCY_PUB, CHAIN, KEYS, LEGACY_RECEIPTS, PUBKEY, SEGMENTS, key_name
+from evidence.seal import Entry
+from store.archive import StoreArchive, store_archive
+from store.blobs import BlobStore
 from store.config import StoreConfig
 from store.db import Database
-from store.directory import RegistryDirectory
 
 LAYING_OUT = "laying out"  # the phase lay_out reports (common.progress)
 
@@ -59,89 +51,58 @@ def lay_out_device(
     link: bool = False,
     progress: Progress | None = None,
 ) -> Path:
-    """:func:`lay_out` with what the store's configuration names: its database and blobs,
-    the agency's registry and key."""
-    keys = RegistryDirectory(config.agency / REGISTRY).device_keys(device)
-    try:
-        agency_key = nacl.signing.VerifyKey(
-            bytes.fromhex((config.agency / PUBLIC).read_text(encoding="ascii").strip())
-        )
-    except (OSError, ValueError, nacl.exceptions.CryptoError):
-        agency_key = None  # without it, segments not laid out count as missing
+    """:func:`lay_out` of what the store's configuration names."""
     db = Database.connect(config.database)
     try:
-        blobs = FileBlobs(config.blobs)
-        return lay_out(db, blobs, device, keys, agency_key, dest, sessions, link, progress)
+        try:
+            archive = store_archive(config, db, device)
+        except ArchiveError as e:
+            raise ViewError(str(e)) from None
+        return lay_out(archive, dest, sessions, link, progress)
     finally:
         db.close()
 
 
 def lay_out(
-    db: Database,
-    blobs: BlobStore,
-    device: str,
-    keys: Sequence[RegisteredKey],
-    agency_key: nacl.signing.VerifyKey | None,
+    archive: StoreArchive,
     dest: Path,
     sessions: Collection[str] | None = None,
     link: bool = False,
     progress: Progress | None = None,
 ) -> Path:
-    """Lay out ``device``'s evidence in ``dest`` (new, or empty); the media of
+    """Lay out the device's evidence in ``dest`` (new, or empty); the media of
     ``sessions`` only (None: all). ``link``: links to the blobs (read-only, as they are)
-    rather than copies where the blob store can, for a view that is read and removed.
-    ``progress`` hears of each chain entry laid out (LAYING_OUT). Returns the file of the
-    key registered first, to pin."""
-    if not keys:
-        raise ViewError(f"the agency registry has no key for device {device!r}")
-    rows = db.query("select seq, entry from entries where device = ? order by seq", (device,))
-    if not rows:
-        raise ViewError(f"the store holds no evidence of device {device!r}")
+    rather than copies where the blob store can. ``progress`` hears of each chain entry
+    laid out (LAYING_OUT). Returns the file of the key registered first, to pin."""
+    entries = archive.entries()
     dest.mkdir(parents=True, exist_ok=True)
     if any(dest.iterdir()):
         raise ViewError(f"{dest} is not empty")
-    for sub in ("chain", "segments", "keys", "receipts", "provision"):
+    for sub in (CHAIN, SEGMENTS, KEYS, LEGACY_RECEIPTS, "provision"):
         (dest / sub).mkdir()
-    by_age = sorted(keys, key=lambda k: k.valid_from)
-    for k in by_age:
-        (dest / "keys" / f"{k.key_id}.pub").write_text(bytes(k.verify_key).hex() + "\n")
-    (dest / "device.pub").write_text(bytes(by_age[-1].verify_key).hex() + "\n")
-    if agency_key is not None:
-        (dest / "provision" / "agency.pub").write_text(bytes(agency_key).hex() + "\n")
-    receipts = {
-        r["sha256"]: r["receipt"]
-        for r in db.query("select sha256, receipt from receipts where device = ?", (device,))
-    }
-    for n, row in enumerate(rows, 1):
+    for k in archive.keys:
+        (dest / key_name(k.key_id)).write_text(bytes(k.verify_key).hex() + "\n")
+    (dest / PUBKEY).write_text(bytes(archive.newest_key()).hex() + "\n")
+    if (agency := archive.agency_key()) is not None:
+        (dest / AGENCY_PUB).write_text(bytes(agency).hex() + "\n")
+    for n, (name, e) in enumerate(entries, 1):
         if progress:
-            progress(LAYING_OUT, n - 1, len(rows))
-        text = str(row["entry"])
-        (dest / "chain" / f"{int(row['seq']):010d}.json").write_bytes(text.encode())
-        payload = json.loads(text)["payload"]
-        if payload["kind"] != "segment":
+            progress(LAYING_OUT, n - 1, len(entries))
+        if not isinstance(e, Entry):
+            continue  # the store keeps only entries that read
+        (dest / name).write_bytes(e.to_json())
+        if e.kind != "segment":
             continue
-        sha, file = str(payload["body"].get("sha256")), payload["body"].get("file")
-        wanted = sessions is None or payload["session"] in sessions
-        target = _inside(dest, file)
-        if wanted and target is not None and blobs.has(sha):
-            _place(blobs, sha, target, link)
-        elif sha in receipts and blobs.has(sha):
-            (dest / "receipts" / f"{sha}.json").write_text(receipts[sha])
+        sha, file = str(e.body.get("sha256")), e.body.get("file")
+        wanted = sessions is None or e.session in sessions
+        inside = isinstance(file, str) and archive.unsafe(file) is None
+        if wanted and inside and archive.holds(str(file), sha):
+            _place(archive.blobs, sha, dest / str(file), link)
+        elif (receipt := archive.stored_receipt(sha)) is not None:
+            (dest / LEGACY_RECEIPTS / f"{sha}.json").write_bytes(receipt)
     if progress:
-        progress(LAYING_OUT, len(rows), len(rows))
-    return dest / "keys" / f"{by_age[0].key_id}.pub"
-
-
-def _inside(dest: Path, file: object) -> Path | None:
-    """Where a manifest's file goes, or None if its name would leave ``segments/`` (a
-    manifest is the device's word: the verifier names such a file, the store never
-    writes outside the view)."""
-    if not isinstance(file, str):
-        return None
-    parts = PurePosixPath(file).parts
-    if len(parts) < 2 or parts[0] != "segments" or ".." in parts:
-        return None  # an absolute name starts with "/"
-    return dest.joinpath(*parts)
+        progress(LAYING_OUT, len(entries), len(entries))
+    return dest / key_name(archive.keys[0].key_id)
 
 
 def _place(blobs: BlobStore, sha256: str, target: Path, link: bool) -> None:

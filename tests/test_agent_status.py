@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from agent.evidence_dir import verify_dir
 from agent.status_text import ago, format_status, size
+from common.archive.device_directory import DeviceDirectory, read_public_key
+from common.archive.verify import verify_archive
 from simulator.powercut import start_agent
 
 NOW = 1_796_000_000.0
@@ -202,7 +203,9 @@ def test_status_of_a_running_then_stopped_agent(tmp_path: Path) -> None:
     doc = json.loads(status(data, "--json"))
     assert doc["running"] is False and doc["agent"]["state"] != "recording"
     assert "agent    not running; status of " in status(data)
-    assert verify_dir(data, data / "device.pub").ok  # the status file is not evidence
+    assert verify_archive(
+        DeviceDirectory(data), read_public_key(data / "device.pub")
+    ).ok  # the status file is not evidence
 
 
 @pytest.mark.slow

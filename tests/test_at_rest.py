@@ -14,9 +14,10 @@ import nacl.public
 import pytest
 
 from agent.at_rest import EvidenceKeyError
-from agent.evidence_dir import load_chain, verify_dir
-from agent.media import plain_media, probe
 from agent.recorder import Recorder
+from common.archive.device_directory import DeviceDirectory, load_chain
+from common.archive.media import plain_media, probe_file
+from common.archive.verify import verify_archive
 from common.room_settings import Room
 from common.settings import DeviceConfig, StorageLimits
 from device.clock import SimClock
@@ -83,10 +84,10 @@ def test_the_agency_decrypts_and_plays_the_same_footage(card: Path) -> None:
         assert enc["key"] == key_id(key.public_key)
         plain = plain_media(card / e.body["file"], key)
         assert _decodes(plain)
-        facts = probe(card / e.body["file"], key)
+        facts = probe_file(card / e.body["file"], key)
         assert facts.decoded and facts.video_frames == e.body["media"]["video"]["frames"]
         assert facts.plain_sha256 == enc["plain_sha256"] and len(plain) == enc["plain_size"]
-    report = verify_dir(card, None, evidence_key=key)
+    report = verify_archive(DeviceDirectory(card), None, evidence_key=key)
     assert report.ok, report.problems[:3]
     assert not [n for n in report.notices if n.code == "not_decoded"]
     # The spooled footage too (the one being written decrypts up to its last fragment).
@@ -96,7 +97,7 @@ def test_the_agency_decrypts_and_plays_the_same_footage(card: Path) -> None:
 
 
 def test_the_card_verifies_without_any_agency_key(card: Path) -> None:
-    report = verify_dir(card, None)
+    report = verify_archive(DeviceDirectory(card), None)
     assert report.ok, report.problems[:3]
     [notice] = [n for n in report.notices if n.code == "not_decoded"]
     assert f"{len(_segments(card))} segments are encrypted" in notice.message
@@ -106,7 +107,7 @@ def test_another_agencys_key_does_not_open_the_footage(card: Path) -> None:
     e = _segments(card)[0]
     with pytest.raises(EncryptionError, match="not to this key"):
         plain_media(card / e.body["file"], AGENCY)
-    report = verify_dir(card, None, evidence_key=AGENCY)
+    report = verify_archive(DeviceDirectory(card), None, evidence_key=AGENCY)
     assert {p.code for p in report.problems} == {"undecodable"}
 
 
@@ -122,7 +123,7 @@ def test_a_room_encrypts_every_track(tmp_path: Path) -> None:
     assert {e.body["track"] for e in segments} == set(dev.config.tracks)
     for e in segments:
         assert not _decodes((tmp_path / "room" / e.body["file"]).read_bytes())
-    assert verify_dir(tmp_path / "room", None).ok
+    assert verify_archive(DeviceDirectory(tmp_path / "room"), None).ok
 
 
 def test_encryption_off_is_said_in_every_manifest_and_by_verify(tmp_path: Path) -> None:
@@ -137,7 +138,7 @@ def test_encryption_off_is_said_in_every_manifest_and_by_verify(tmp_path: Path) 
     assert not (tmp_path / "bench.agency-evidence.key").exists(), "no key made for nothing"
     segments = _segments(tmp_path / "bench")
     assert segments and all(e.body["encryption"] == {"scheme": "none"} for e in segments)
-    report = verify_dir(tmp_path / "bench", None)
+    report = verify_archive(DeviceDirectory(tmp_path / "bench"), None)
     assert report.ok
     [notice] = [n for n in report.notices if n.code == "in_the_clear"]
     assert "2 segments stored unencrypted" in notice.message

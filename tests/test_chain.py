@@ -10,8 +10,8 @@ import nacl.signing
 import pytest
 
 from agent.chain import ChainWriter, open_chain
-from agent.evidence_dir import load_chain
 from agent.journal import Journal
+from common.archive.device_directory import load_chain
 from device.clock import SimClock
 from evidence.entries import Boot, Event, KeyRotation, Shutdown
 from evidence.seal import Entry, Moment, check_signature

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.evidence_dir import load_chain, verify_dir
+from common.archive.device_directory import DeviceDirectory, load_chain, read_public_key
+from common.archive.verify import verify_archive
 from common.settings import Continuity, DeviceConfig, StorageLimits
 from device.clock import SimClock
 from evidence.seal import Entry
@@ -30,7 +31,7 @@ def _device(root: Path, clock: SimClock | None = None, **continuity: object) -> 
 
 
 def _gaps(root: Path) -> list[dict]:
-    report = verify_dir(root, root / "device.pub")
+    report = verify_archive(DeviceDirectory(root), read_public_key(root / "device.pub"))
     assert report.ok, report.problems
     (s,) = report.sessions
     return s.gaps

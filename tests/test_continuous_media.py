@@ -11,7 +11,7 @@ import av
 import numpy as np
 import pytest
 
-from agent.evidence_dir import load_chain
+from common.archive.device_directory import load_chain
 from evidence.seal import Entry
 from simulator.session import record_session
 from tests.fixtures.config import small_config

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from agent.evidence_dir import load_chain
+from common.archive.device_directory import load_chain
 from common.settings import Controls as ControlsConfig
 from device.controls import Settled
 from evidence.seal import Entry

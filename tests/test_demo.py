@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.evidence_dir import PUBKEY, verify_dir
+from common.archive.device_directory import DeviceDirectory, read_public_key
+from common.archive.verify import verify_archive
+from evidence.layout import PUBKEY
 from simulator.demo import DEVICE, MARKER, ROOM_DEVICE, WorkdirRefused, prepare_workdir
 from unbroken.cli import main
 
@@ -72,7 +74,9 @@ def test_a_clean_demo_twice_in_its_own_directory(
     reports = {}
     for device in (DEVICE, ROOM_DEVICE):
         data = workdir / "devices" / device
-        reports[device] = report = verify_dir(data, data / PUBKEY, strict=True)
+        reports[device] = report = verify_archive(
+            DeviceDirectory(data), read_public_key(data / PUBKEY), strict=True
+        )
         assert report.ok and not [n for n in report.notices if n.code == "clock_backwards"]
     (body,) = reports[DEVICE].sessions
     (room,) = reports[ROOM_DEVICE].sessions
@@ -83,7 +87,7 @@ def test_a_clean_demo_twice_in_its_own_directory(
     old_session = body.id
     assert main(["demo", "--workdir", str(workdir)]) == 0
     assert "Demo complete" in capsys.readouterr().out
-    (again,) = verify_dir(workdir / "devices" / DEVICE, None).sessions
+    (again,) = verify_archive(DeviceDirectory(workdir / "devices" / DEVICE), None).sessions
     assert again.id != old_session and (workdir / MARKER).is_file()
 
 

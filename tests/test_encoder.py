@@ -9,7 +9,6 @@ from pathlib import Path
 import av
 import pytest
 
-from agent.evidence_dir import load_chain, verify_dir
 from agent.media import (
     HARDWARE_H264,
     SOFTWARE_H264,
@@ -17,6 +16,8 @@ from agent.media import (
     automatic_encoder,
     configured_encoder,
 )
+from common.archive.device_directory import DeviceDirectory, load_chain
+from common.archive.verify import verify_archive
 from common.recording_settings import Recording
 from evidence.seal import Entry
 from simulator.device import SimDevice
@@ -83,4 +84,4 @@ def test_a_recording_on_a_missing_hardware_encoder_seals_the_fallback(
     assert events[0].body["reason"]
     assert any("h264_v4l2m2m failed to open" in r.getMessage() for r in caplog.records)
     assert sum(e.kind == "segment" for e in entries) == 2
-    assert verify_dir(dev.recorder.root, None).ok
+    assert verify_archive(DeviceDirectory(dev.recorder.root), None).ok

@@ -12,8 +12,8 @@ import nacl.signing
 import pytest
 
 from agent.enrolment import rotate_key
-from agent.evidence_dir import load_chain
 from agent.statement import seal_statement
+from common.archive.device_directory import load_chain
 from common.settings import Continuity, DeviceConfig, StorageLimits
 from common.statements import Attestation, PinCredentials, officer_credentials
 from evidence.body_fields import ManifestError

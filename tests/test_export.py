@@ -23,7 +23,14 @@ import numpy as np
 import pytest
 
 from agent import assignment
-from agent.evidence_dir import load_chain
+from common.archive.device_directory import DeviceDirectory, load_chain
+from common.archive.export import (
+    EXPORTING,
+    SUMMARY,
+    ExportResult,
+    export_session,
+)
+from common.archive.export_reading import read_evidence_key
 from common.progress import VERIFYING
 from common.recording_settings import Recording
 from common.room_settings import Room
@@ -52,13 +59,6 @@ from tests.fixtures.room import SMALL
 from tests.fixtures.store import upload
 from tests.fixtures.tone import tone_breaks
 from unbroken.cli import main
-from unbroken.export import (
-    EXPORTING,
-    SUMMARY,
-    ExportResult,
-    export_session,
-)
-from unbroken.export_reading import read_evidence_key
 
 FPS, RATE, SECONDS = 15, 48000, 60
 
@@ -143,7 +143,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def minute(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ExportResult]:
     root = tmp_path_factory.mktemp("minute") / "dev"
     record_session(root, _clear(small_config(width=320, height=180, prebuffer_seconds=0)), SECONDS)
-    return root, export_session(root, None, root.parent / "export")
+    return root, export_session(DeviceDirectory(root), None, root.parent / "export")
 
 
 def test_a_minute_plays_in_ffprobe_as_long_as_the_session(
@@ -305,7 +305,7 @@ def test_an_interruption_is_in_the_summary_with_its_cause_and_explanation(
     dev.run(4)
     dev.recorder.close_session()
     dev.stop()
-    result = export_session(dev.recorder.root, None, tmp_path / "out")
+    result = export_session(DeviceDirectory(dev.recorder.root), None, tmp_path / "out")
     summary = _summary(result)
     (gap,) = summary["interruptions"]
     assert (gap["cause"], gap["affects"], gap["explanation"]) == ("camera", ["video"], "voice")
@@ -333,7 +333,7 @@ def test_a_power_cut_leaves_a_hole_only_where_the_evidence_has_one(tmp_path: Pat
     again.run(4)
     again.recorder.close_session()
     again.stop()
-    result = export_session(root, None, tmp_path / "out")
+    result = export_session(DeviceDirectory(root), None, tmp_path / "out")
     summary = _summary(result)
     assert [g["cause"] for g in summary["interruptions"]] == ["power_loss"]
     rows = summary["tracks"]["main"]["segments"]
@@ -359,7 +359,7 @@ def test_a_change_of_encoder_settings_goes_on_in_a_second_file(tmp_path: Path) -
     headers (a lower level), which one MP4 track cannot hold."""
     cfg = small_config(width=320, height=180, prebuffer_seconds=0)
     root = record_as_the_disk_fills(tmp_path / "d", cfg, encrypt=False)
-    result = export_session(root, None, tmp_path / "out")
+    result = export_session(DeviceDirectory(root), None, tmp_path / "out")
     track = _summary(result)["tracks"]["main"]
     first, second = (tmp_path / "out" / f["file"] for f in track["files"])
     assert second.name == f"{result.session}-main-part2.mp4"
@@ -387,7 +387,7 @@ def test_a_room_exports_one_file_per_track(tmp_path: Path) -> None:
     dev.recorder.close_session()
     dev.run(0.1)
     dev.stop()
-    result = export_session(dev.recorder.root, None, tmp_path / "out")
+    result = export_session(DeviceDirectory(dev.recorder.root), None, tmp_path / "out")
     summary = _summary(result)
     tracks = ["subject", "room", "pip"]
     assert sorted(summary["tracks"]) == sorted(tracks)
@@ -461,7 +461,9 @@ def test_every_phase_of_an_export_is_reported(recorded: Path, tmp_path: Path) ->
     """Progress covers the whole export, not only the copying: verifying, each segment
     exported, the custody summary."""
     seen: list[tuple[str, int, int | None]] = []
-    export_session(recorded, None, tmp_path / "out", progress=lambda *step: seen.append(step))
+    export_session(
+        DeviceDirectory(recorded), None, tmp_path / "out", progress=lambda *step: seen.append(step)
+    )
     assert list(dict.fromkeys(phase for phase, _, _ in seen)) == [VERIFYING, EXPORTING, SUMMARY]
     n = len(_segments(recorded))
     assert [(d, t) for phase, d, t in seen if phase == EXPORTING] == [
@@ -576,13 +578,15 @@ def test_what_the_store_holds_exports_the_same_media(
 
         # the footage is encrypted to the agency's evidence key, which the store uses
         key = read_evidence_key(site.agency.root / "private" / "evidence.key")
-        from_device = export_session(data, sid, tmp_path / "device", evidence_key=key)
+        from_device = export_session(
+            DeviceDirectory(data), sid, tmp_path / "device", evidence_key=key
+        )
         out = tmp_path / "store"
         args = ["store", "export", "--config", str(config_path), "--device", "bwc-0007"]
         assert main([*args, "--session", sid, "--out", str(out), "--progress"]) == 0
         err = capsys.readouterr().err  # asked for: progress as lines on a stderr not a terminal
         phases = [line.split(":")[0] for line in err.splitlines()]
-        assert list(dict.fromkeys(phases)) == ["laying out", VERIFYING, EXPORTING, SUMMARY]
+        assert list(dict.fromkeys(phases)) == [VERIFYING, EXPORTING, SUMMARY]  # nothing laid out
         (mp4,) = out.glob("*.mp4")
         assert mp4.read_bytes() == _mp4s(from_device)[0].read_bytes()
         assert sorted(p.name for p in out.iterdir()) == sorted(f.name for f in from_device.files)

@@ -22,9 +22,10 @@ import nacl.signing
 import pytest
 
 from agent import enrolment, provisioned
-from agent.evidence_dir import load_chain, verify_dir
 from agent.keys import key_store, load_or_create_key
 from common import pki
+from common.archive.device_directory import DeviceDirectory, load_chain, read_public_key
+from common.archive.verify import verify_archive
 from common.requests import check_request
 from device.keystore import TpmKeyStore
 from evidence import protocol as p
@@ -217,7 +218,7 @@ def test_enrol_record_rotate_restart_and_connect(tpm: Swtpm, tmp_path: Path) -> 
 
     # the recorder unseals the key and seals its entries with it
     record_session(dev, small_config(prebuffer_seconds=1), 1)
-    report = verify_dir(dev, dev / "device.pub")
+    report = verify_archive(DeviceDirectory(dev), read_public_key(dev / "device.pub"))
     assert report.ok, report.problems
 
     # rotation: the new key is sealed too, and the old sealed blob is gone
@@ -232,7 +233,9 @@ def test_enrol_record_rotate_restart_and_connect(tpm: Swtpm, tmp_path: Path) -> 
     ok(f"provision rotate {rot} --agency {agency}")
     record_session(dev, small_config(prebuffer_seconds=1), 1)
     first_id = key_id(nacl.signing.VerifyKey(bytes.fromhex(first)))
-    report = verify_dir(dev, dev / "keys" / f"{first_id}.pub")  # across the rotation
+    report = verify_archive(
+        DeviceDirectory(dev), read_public_key(dev / "keys" / f"{first_id}.pub")
+    )  # across the rotation
     assert report.ok, report.problems
     assert len(report.sessions) == 2
 

@@ -257,7 +257,7 @@ TYPES = {
 
 
 def test_every_body_the_recorder_sealed_is_its_type_to_the_byte(recorded: Any) -> None:
-    from agent.evidence_dir import load_chain
+    from common.archive.device_directory import load_chain
     from evidence.seal import Entry
 
     kinds = set()

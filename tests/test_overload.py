@@ -23,9 +23,10 @@ import pytest
 from pydantic import ValidationError
 
 from agent.capture import Capture
-from agent.evidence_dir import load_chain, verify_dir
 from agent.loop import Pacer
 from agent.overload import LoadGovernor, time_lost
+from common.archive.device_directory import DeviceDirectory, load_chain, read_public_key
+from common.archive.verify import verify_archive
 from common.recording_settings import LoadStep, Overload
 from device.clock import SimClock
 from evidence.seal import Entry
@@ -199,7 +200,7 @@ def _entries(root: Path) -> list[Entry]:
 
 
 def _verified_gaps(root: Path) -> list[dict]:
-    report = verify_dir(root, root / "device.pub")
+    report = verify_archive(DeviceDirectory(root), read_public_key(root / "device.pub"))
     assert report.ok, report.problems  # no silent_gap among them
     (s,) = report.sessions
     return s.gaps

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.evidence_dir import load_chain, verify_dir
-from agent.media import hash_file
+from common.archive.device_directory import DeviceDirectory, load_chain, read_public_key
+from common.archive.media import hash_file
+from common.archive.verify import verify_archive
 from evidence.seal import Entry
 from simulator.powercut import cut, footage_lost, start_agent
 
@@ -56,7 +57,7 @@ def test_random_power_cuts_keep_every_invariant(tmp_path: Path) -> None:
     last.send_signal(signal.SIGTERM)
     assert last.wait(timeout=30) == 0
 
-    report = verify_dir(data, data / "device.pub")
+    report = verify_archive(DeviceDirectory(data), read_public_key(data / "device.pub"))
     assert report.ok, report.problems[:5]  # includes: no silent gap, chain intact
     (session,) = report.sessions
     assert session.state == "closed"
@@ -89,7 +90,7 @@ def test_power_cuts_in_an_interview_room_keep_every_track(tmp_path: Path) -> Non
     time.sleep(1.5)
     last.send_signal(signal.SIGTERM)
     assert last.wait(timeout=30) == 0
-    report = verify_dir(data, data / "device.pub")
+    report = verify_archive(DeviceDirectory(data), read_public_key(data / "device.pub"))
     assert report.ok, report.problems[:5]
     (session,) = report.sessions
     assert set(session.tracks) == {"subject", "room", "pip"}

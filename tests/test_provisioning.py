@@ -22,8 +22,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent import assignment, enrolment, provisioned
 from agent.config import assigned_badges, device_config
-from agent.evidence_dir import load_chain, verify_dir
 from common import pki
+from common.archive.device_directory import DeviceDirectory, load_chain, read_public_key
+from common.archive.verify import verify_archive
 from common.bundle import Broker, DeviceFacts, check_bundle, make_bundle
 from common.commands import check_command, make_command
 from common.identity import Identity
@@ -355,7 +356,7 @@ def test_enrolment_end_to_end(
     assert entries[0].kind == "install"  # provenance starts at enrolment
     assert entries[0].body["bundle_sha256"] == hashlib.sha256(bundle.read_bytes()).hexdigest()
     assert entries[0].body["device_id"] == did
-    assert verify_dir(dev, None).ok
+    assert verify_archive(DeviceDirectory(dev), None).ok
     broker = provisioned.broker_settings(dev)
     assert (broker.host, broker.port) == ("127.0.0.1", 8883)
 
@@ -516,7 +517,7 @@ def test_assignment_reaches_the_device_and_the_manifests(
     assert entry.body["badges"] == ["012345", "067890"] and entry.body["unit"] == "Traffic"
 
     record_session(dev, small_config(prebuffer_seconds=1), 1)  # badges from the assignment
-    report = verify_dir(dev, None)
+    report = verify_archive(DeviceDirectory(dev), None)
     assert report.ok, report.problems
     assert report.sessions[0].badges == ["012345", "067890"]
 
@@ -736,7 +737,9 @@ def test_rotation_keeps_old_footage_verifiable(
     rotation = next(e for e in entries if e.kind == "key_rotation")
     assert rotation.payload["key"] == old_id and rotation.body["new_key_id"] == new_id
     assert entries[-1].payload["key"] == new_id
-    report = verify_dir(dev, dev / "keys" / f"{old_id}.pub")  # pinned to the first key
+    report = verify_archive(
+        DeviceDirectory(dev), read_public_key(dev / "keys" / f"{old_id}.pub")
+    )  # pinned to the first key
     assert report.ok, report.problems
     assert len(report.sessions) == 2
 

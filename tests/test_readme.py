@@ -36,11 +36,11 @@ from pathlib import Path
 import pytest
 
 from agent.config import ASSIGNMENT, DEVICE_TOML
-from agent.evidence_dir import CHAIN, KEYS, PRIVATE, PUBKEY, SEGMENTS, SPOOL
 from agent.identity import IDENTITY
 from agent.provisioned import PROVISION
 from agent.status_file import STATUS
 from common.settings import DeviceConfig, Sync
+from evidence.layout import CHAIN, KEYS, PRIVATE, PUBKEY, SEGMENTS, SPOOL
 from evidence.protocol import WHOLE_LIMIT
 from evidence.seal import KINDS
 from provisioning.broker_config import render_acl

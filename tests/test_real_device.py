@@ -17,9 +17,10 @@ import av
 import numpy as np
 import pytest
 
-from agent.evidence_dir import load_chain, verify_dir
 from agent.journal import SyncLedger
-from agent.media import plain_media
+from common.archive.device_directory import DeviceDirectory, load_chain, read_public_key
+from common.archive.media import plain_media
+from common.archive.verify import verify_archive
 from evidence.encryption import key_id
 from evidence.seal import Entry
 from simulator.mosquitto import free_port
@@ -75,7 +76,7 @@ def test_a_body_recorder_on_real_backends_records_seals_and_syncs(tmp_path: Path
     finally:
         rtsp.stop()
         site.close()
-    report = verify_dir(data, data / "device.pub")
+    report = verify_archive(DeviceDirectory(data), read_public_key(data / "device.pub"))
     assert report.ok, report.problems[:3]
     segments = [e for _, e in load_chain(data) if isinstance(e, Entry) and e.kind == "segment"]
     assert len(segments) >= 3
@@ -142,7 +143,7 @@ def test_a_room_on_two_network_cameras_interrupts_only_the_track_that_failed(
         subject.stop()
         room.stop()
         site.close()
-    report = verify_dir(data, data / "device.pub")
+    report = verify_archive(DeviceDirectory(data), read_public_key(data / "device.pub"))
     assert report.ok, report.problems[:3]
     (session,) = report.sessions
     cameras = [g for g in session.gaps if g["cause"] == "camera"]

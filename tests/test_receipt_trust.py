@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.evidence_dir import load_chain
 from agent.journal import SyncLedger
 from agent.sync import Uploader
+from common.archive.device_directory import load_chain
 from common.settings import Sync
 from device.clock import SimClock
 from evidence import protocol as p

@@ -14,7 +14,8 @@ import av
 import pytest
 
 import simulator.session
-from agent.evidence_dir import load_chain, verify_dir
+from common.archive.device_directory import DeviceDirectory, load_chain, read_public_key
+from common.archive.verify import verify_archive
 from evidence.custody import custody_summary
 from evidence.seal import Entry
 from simulator.device import SimDevice
@@ -77,7 +78,7 @@ def _segments(root: Path) -> list[Entry]:
 
 
 def test_recorded_session_verifies(recorded: Path, capsys: object) -> None:
-    report = verify_dir(recorded, recorded / "device.pub")
+    report = verify_archive(DeviceDirectory(recorded), read_public_key(recorded / "device.pub"))
     assert report.ok, report.problems
     (s,) = report.sessions
     assert s.state == "closed" and s.badges == ["012345"]
@@ -143,7 +144,7 @@ def test_the_close_counts_every_segment_sealed_before_it(recorded: Path) -> None
     assert close.seq > segments[-1].seq
     assert close.body["segments"] == len(segments) >= (PREBUFFER + SECONDS) // SEGMENT
     assert close.body["tracks"] == {"main": len(segments)}
-    report = verify_dir(recorded, recorded / "device.pub")
+    report = verify_archive(DeviceDirectory(recorded), read_public_key(recorded / "device.pub"))
     assert report.ok, report.problems
     summary = custody_summary(entries, report, str(close.session), {}, 0.0).as_dict()
     assert summary["close_counts"]["agrees"] and summary["verification"]["ok"]
@@ -203,4 +204,4 @@ def test_in_real_time_segments_are_closed_and_sealed_off_the_frame_loop(tmp_path
     assert segments[0].body["prebuffer_seconds"] > 0  # arrival is on record
     (close,) = [e for e in chain if e.kind == "session_close"]
     assert close.body["segments"] == len(segments), "the close counts what the sealer sealed"
-    assert verify_dir(dev.recorder.root, None).ok
+    assert verify_archive(DeviceDirectory(dev.recorder.root), None).ok

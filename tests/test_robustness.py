@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 
 from agent.config import load_config
-from agent.evidence_dir import SPOOL, verify_dir
-from agent.media import probe
 from agent.session import SessionError
+from common.archive.device_directory import DeviceDirectory, read_public_key
+from common.archive.media import probe_file
+from common.archive.verify import verify_archive
 from common.files import ConfigError
+from evidence.layout import SPOOL
 from simulator.device import SimDevice
 from tests.fixtures.config import small_config
 
@@ -31,7 +33,7 @@ def test_malformed_requests_do_not_interrupt_recording(tmp_path: Path) -> None:
     assert "unknown control event" in (rec.last_error or "")
     rec.close_session()
     dev.stop()
-    report = verify_dir(rec.root, rec.root / "device.pub")
+    report = verify_archive(DeviceDirectory(rec.root), read_public_key(rec.root / "device.pub"))
     assert report.ok
     assert report.sessions[0].duration == pytest.approx(2.0)
 
@@ -48,7 +50,7 @@ def test_camera_fault_does_not_stop_the_loop(tmp_path: Path) -> None:
     dev.run(1)
     dev.recorder.close_session()
     dev.stop()
-    assert verify_dir(dev.recorder.root, None).ok
+    assert verify_archive(DeviceDirectory(dev.recorder.root), None).ok
 
 
 def test_a_segment_cut_by_power_loss_decodes_to_its_last_fragment(tmp_path: Path) -> None:
@@ -61,7 +63,7 @@ def test_a_segment_cut_by_power_loss_decodes_to_its_last_fragment(tmp_path: Path
     shutil.copyfile(open_segment, snapshot)  # what a power cut would leave on disk
     dev.recorder.close_session()
     dev.stop()
-    facts = probe(snapshot)
+    facts = probe_file(snapshot)
     assert facts.video_frames >= 15, "the first 1 s fragment survives"
 
 

@@ -17,7 +17,6 @@ import pytest
 
 from agent import enrolment
 from agent.config import device_config
-from agent.evidence_dir import stored_receipt, verify_dir
 from agent.room import (
     NO_ROOM,
     CloseRoomSession,
@@ -30,6 +29,8 @@ from agent.room import (
     room_lacks,
 )
 from agent.run import make_uploader
+from common.archive.device_directory import DeviceDirectory
+from common.archive.verify import verify_archive
 from common.commands import make_command
 from common.recording_settings import Recording
 from common.room_settings import PictureInPicture, Room
@@ -169,7 +170,7 @@ def test_door_and_key_record_every_track_and_the_lamp_follows(room: SimDevice) -
             frames = sum(1 for _ in f.decode(video=0))
         assert frames == e.body["media"]["video"]["frames"]
         assert e.body["media"]["audio"]
-    assert verify_dir(room.recorder.root, None).ok
+    assert verify_archive(DeviceDirectory(room.recorder.root), None).ok
 
 
 def test_composite_track_shows_the_close_up_inset(room: SimDevice) -> None:
@@ -202,7 +203,7 @@ def test_a_camera_failing_mid_interview_interrupts_its_tracks_only(room: SimDevi
     gap = entries(rec.root, "interruption")[-1]
     assert gap.body["cause"] == "camera" and gap.body["tracks"] == ["subject", "pip"]
     assert entries(rec.root, "explanation")[-1].body["interruption"] == gap.body["id"]
-    report = verify_dir(rec.root, None)
+    report = verify_archive(DeviceDirectory(rec.root), None)
     assert report.ok, report.problems
     s = report.sessions[-1]
     assert [g["tracks"] for g in s.gaps] == [["subject", "pip"]]
@@ -220,7 +221,7 @@ def test_a_deleted_segment_of_one_track_is_caught(room: SimDevice, tmp_path: Pat
     shutil.copytree(rec.root, copy)
     victim = next(e for e in entries(copy, "segment") if e.body["track"] == "room")
     (copy / victim.body["file"]).unlink()
-    problems = {p.code for p in verify_dir(copy, None).problems}
+    problems = {p.code for p in verify_archive(DeviceDirectory(copy), None).problems}
     assert "missing_segment" in problems
 
 
@@ -302,11 +303,11 @@ def test_case_system_opens_and_closes_and_everything_reaches_the_agency(
     segs = entries(rs.data, "segment")
     assert {e.body["track"] for e in segs} == {"subject", "room", "pip"}
     for e in segs:  # every track's every segment is at the agency, receipted
-        receipt = stored_receipt(rs.data, e.body["sha256"]) or b""
+        receipt = DeviceDirectory(rs.data).stored_receipt(e.body["sha256"]) or b""
         check_receipt(
             receipt, rs.site.agency.verify_key, device="room-0101", sha256=e.body["sha256"]
         )
-    assert verify_dir(rs.data, None).ok
+    assert verify_archive(DeviceDirectory(rs.data), None).ok
 
 
 @pytest.mark.slow
@@ -391,7 +392,7 @@ def test_the_panel_firmware_opens_the_room_and_lights_its_lamp(
     opened = entries(rs.data, "session_open")[-1]
     assert opened.body["trigger"] == "door"
     assert {e.body["track"] for e in entries(rs.data, "segment")} == {"subject", "room", "pip"}
-    assert verify_dir(rs.data, None).ok
+    assert verify_archive(DeviceDirectory(rs.data), None).ok
 
 
 def _blinking(panel: Panel, pin: str) -> bool:

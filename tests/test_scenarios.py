@@ -481,9 +481,12 @@ def test_control_channel_drives_a_recording_device(
     finally:
         channel.close()
     assert not sock.exists()
-    from agent.evidence_dir import verify_dir
+    from common.archive.device_directory import DeviceDirectory, read_public_key
+    from common.archive.verify import verify_archive
 
-    report = verify_dir(dev.recorder.root, dev.recorder.root / "device.pub")
+    report = verify_archive(
+        DeviceDirectory(dev.recorder.root), read_public_key(dev.recorder.root / "device.pub")
+    )
     assert report.ok, report.problems
     (s,) = report.sessions
     assert s.id == sid and [g["cause"] for g in s.gaps] == ["camera", "storage_full"]

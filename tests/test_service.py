@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.evidence_dir import verify_dir
 from agent.service import ServiceNotifier
+from common.archive.device_directory import DeviceDirectory, read_public_key
+from common.archive.verify import verify_archive
 from simulator.powercut import agent_command, start_agent
 from tests.fixtures.system import need
 
@@ -139,7 +140,7 @@ def test_a_stalled_loop_stops_the_pings_and_its_restart_is_an_interruption(
     time.sleep(1.0)
     again.send_signal(signal.SIGTERM)
     assert again.wait(30) == 0
-    report = verify_dir(data, data / "device.pub")
+    report = verify_archive(DeviceDirectory(data), read_public_key(data / "device.pub"))
     assert report.ok, report.problems[:3]
     gaps = [g for s in report.sessions for g in s.gaps]
     assert [g["cause"] for g in gaps] == ["power_loss"], gaps

@@ -35,7 +35,7 @@ from typing import Any
 import nacl.signing
 import pytest
 
-from agent.evidence_dir import load_chain
+from common.archive.device_directory import load_chain
 from common.settings import Session
 from evidence.entries import Assignment, Event
 from evidence.seal import Entry, Moment, Sealer

@@ -9,7 +9,7 @@ from pathlib import Path
 import nacl.signing
 import pytest
 
-from agent.evidence_dir import load_chain
+from common.archive.device_directory import load_chain
 from evidence import protocol as p
 from evidence.blob_messages import BlobInit, Missing
 from evidence.messages import Ack

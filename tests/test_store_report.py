@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.evidence_dir import load_chain
+from common.archive.device_directory import load_chain
 from common.settings import StorageLimits
 from device.clock import SimClock
 from evidence.seal import Entry

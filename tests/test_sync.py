@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.evidence_dir import load_chain, stored_receipt
 from agent.journal import SyncLedger
 from agent.run import take_commands
 from agent.sync import backlog
+from common.archive.device_directory import DeviceDirectory, load_chain
 from common.settings import Sync
 from device.clock import SimClock
 from evidence import protocol as p
@@ -52,7 +52,7 @@ def _segments(data: Path) -> list[Entry]:
 def _receipts_verified(data: Path, site: LocalSite) -> int:
     n = 0
     for e in _segments(data):
-        r = stored_receipt(data, e.body["sha256"]) or b""
+        r = DeviceDirectory(data).stored_receipt(e.body["sha256"]) or b""
         payload = check_receipt(
             r, site.agency.verify_key, device=e.payload["device"], sha256=e.body["sha256"]
         )

@@ -9,7 +9,8 @@ import nacl.encoding
 import nacl.signing
 import pytest
 
-from agent.evidence_dir import load_chain, verify_dir
+from common.archive.device_directory import DeviceDirectory, load_chain, read_public_key
+from common.archive.verify import verify_archive
 from evidence.seal import Entry
 from simulator.session import record_session
 from tests.fixtures.config import small_config
@@ -17,7 +18,12 @@ from unbroken.cli import main
 
 
 def _codes(root: Path, pubkey: Path | None = None) -> set[str]:
-    return {p.code for p in verify_dir(root, pubkey or root / "device.pub").problems}
+    return {
+        p.code
+        for p in verify_archive(
+            DeviceDirectory(root), read_public_key(pubkey or root / "device.pub")
+        ).problems
+    }
 
 
 def _segment_entries(root: Path) -> list[tuple[Path, Entry]]:
@@ -128,4 +134,4 @@ def test_exit_code_and_named_problem_in_text_report(evidence: Path, capsys) -> N
 def test_copy_is_independent(recorded: Path, evidence: Path) -> None:
     # guard for the fixtures above: tampering with the copy leaves the original intact
     shutil.rmtree(evidence / "segments")
-    assert verify_dir(recorded, recorded / "device.pub").ok
+    assert verify_archive(DeviceDirectory(recorded), read_public_key(recorded / "device.pub")).ok

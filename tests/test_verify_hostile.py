@@ -15,7 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.evidence_dir import load_chain, verify_dir
+from common.archive.device_directory import DeviceDirectory, load_chain, read_public_key
+from common.archive.verify import verify_archive
 from evidence.body_fields import ManifestError
 from evidence.bounded_json import BoundedJSONError, loads
 from evidence.custody import custody_summary
@@ -28,7 +29,7 @@ from unbroken.cli import main
 
 def _problems(root: Path) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
-    for p in verify_dir(root, root / "device.pub").problems:
+    for p in verify_archive(DeviceDirectory(root), read_public_key(root / "device.pub")).problems:
         out.setdefault(p.code, []).append(f"{p.where}: {p.message}")
     return out
 
@@ -139,7 +140,7 @@ def test_fuzz_verify_on_a_damaged_chain_file(evidence: Path, content: bytes, nam
     kept = original.read_bytes() if original.exists() else None
     original.write_bytes(content)
     try:
-        report = verify_dir(evidence, evidence / "device.pub")
+        report = verify_archive(DeviceDirectory(evidence), read_public_key(evidence / "device.pub"))
         assert not report.ok
     finally:
         if kept is None:

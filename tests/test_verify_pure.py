@@ -194,3 +194,38 @@ def test_a_second_manifest_for_a_file_sealed_already_is_named() -> None:
         "sealed by entry 3 (chain/0000000003.json) and again by entry 5 (chain/0000000005.json)"
     )
     assert "resealed_file" not in _codes(*_chain(KEY, segments=3), KEY)
+
+
+def test_one_sessions_part_of_a_chain_is_checked_from_the_entry_before_it() -> None:
+    """A session's entries with the entry before its first: intact as the whole chain is;
+    without that entry, or with its link broken, named; another session's entries inside
+    the part are checked for their seal and link only."""
+    key = nacl.signing.SigningKey.generate()
+    entries, media = _chain(key)  # boot, then session s1 (seq 2..)
+    part = entries[:]  # the boot entry is the one before the session
+    report = verify_chain(_named(part), key.verify_key, media, first_seq=1, session="s1")
+    assert report.ok and [s.id for s in report.sessions] == ["s1"]
+    after_boot = entries[1:]
+    report = verify_chain(_named(after_boot), key.verify_key, media, first_seq=1, session="s1")
+    assert [p.code for p in report.problems] == ["sequence_gap"]
+    # read from the boot entry on: its own predecessor is not asked for
+    s = Sealer(key, "bwc-1", None)
+    longer = [s.seal("boot", {}, Moment(1_699_999_000.0 + i, 0, True)) for i in range(3)]
+    s2 = Sealer(key, "bwc-1", longer[-1])
+    other = s2.seal("marker", {"type": "x"}, Moment(1_700_000_000.0, 0.5, True), "elsewhere")
+    chain = [*longer, other]
+    s3 = Sealer(key, "bwc-1", other)
+    chain.append(
+        s3.seal("session_open", {"category": "penalty"}, Moment(1_700_000_001, 1, True), "s2")
+    )
+    chain.append(
+        Sealer(key, "bwc-1", chain[-1]).seal(
+            "session_close", {"segments": 0}, Moment(1_700_000_002, 2, True), "s2"
+        )
+    )
+    view = _named(chain[2:])  # from the entry before the one before s2's open
+    report = verify_chain(view, key.verify_key, {}, first_seq=3, session="s2")
+    assert report.ok, report.problems  # "elsewhere" is not open here: not s2's to judge
+    assert [s.id for s in report.sessions] == ["s2"]
+    whole = verify_chain(_named(chain), key.verify_key, {})
+    assert "foreign_session" in {p.code for p in whole.problems}

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import ImageFont
 
-from agent.media import decode_frames
 from agent.watermark import FontError, Watermark, find_font, watermark_fields
+from common.archive.media import decode_frames
 from common.settings import DeviceConfig, Labels
 from common.settings import Watermark as WatermarkConfig
 from device import yuv

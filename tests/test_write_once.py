@@ -23,14 +23,18 @@ from typing import Any
 import nacl.signing
 import pytest
 
-from agent.evidence_dir import load_chain
 from agent.keys import load_or_create_key
 from agent.provisioned import broker_settings
 from agent.uplink import Uplink
+from common.archive.device_directory import load_chain
+from common.archive.export import export_session
 from evidence import protocol as p
 from evidence.manifest import SegmentManifest
 from evidence.seal import Entry, Moment, Sealer, canonical
+from simulator.device import stand_in_agency_key
+from simulator.history import into_store, with_history
 from simulator.site import LocalSite
+from store.archive import StoreArchive
 from store.blobs import FileBlobs
 from store.db import Database
 from store.evidence_view import lay_out
@@ -116,7 +120,8 @@ def test_a_second_manifest_naming_a_sealed_file_is_refused(db: Database, tmp_pat
     # the store's view of the device, linked and copied: the first segment as it came
     for link in (True, False):
         view = tmp_path / f"view-{link}"
-        lay_out(db, ingest.blobs, DEV, directory.device_keys(DEV), None, view, link=link)
+        archive = StoreArchive(db, ingest.blobs, DEV, directory.device_keys(DEV), None)
+        lay_out(archive, view, link=link)
         assert (view / FILE).read_bytes() == FIRST
         assert _stored(tmp_path) == {_sha(FIRST): FIRST}
 
@@ -151,9 +156,45 @@ def test_a_view_never_writes_through_a_link_into_a_blob(db: Database, tmp_path: 
     assert before == {_sha(FIRST): FIRST, _sha(JUNK): JUNK}
     for link in (True, False):
         view = tmp_path / f"view-{link}"
-        lay_out(db, ingest.blobs, DEV, directory.device_keys(DEV), None, view, link=link)
+        archive = StoreArchive(db, ingest.blobs, DEV, directory.device_keys(DEV), None)
+        lay_out(archive, view, link=link)
         assert (view / FILE).read_bytes() == FIRST
         assert _stored(tmp_path) == before
+
+
+def test_an_export_of_a_session_with_a_repeated_file_leaves_every_blob_as_it_was(
+    db: Database, tmp_path: Path, recorded: Path
+) -> None:
+    """A recorded session in a store that also kept, past the judge as an older store did,
+    a later manifest of the session naming its first file with other bytes: exporting the
+    session (its problems accepted) reads the blobs and writes only the export."""
+    key = nacl.signing.SigningKey.generate()
+    entries = with_history(recorded, tmp_path / "dev", 0, key)
+    device = str(entries[0].payload["device"])
+    directory = Directory()
+    directory.add(device, key.verify_key)
+    ingest = Ingest(db, FileBlobs(tmp_path / "blobs"), directory, key, "store-t")
+    into_store(ingest, entries, tmp_path / "dev", NOW)
+    first = next(e for e in entries if e.kind == "segment")
+    again = Sealer(key, device, entries[-1]).seal(
+        "segment",
+        {**first.body, "sha256": _sha(JUNK), "size": len(JUNK)},
+        Moment(NOW, 1e6, True),
+        first.session,
+    )
+    (placed,) = ingest.blobs.put_many([(_sha(JUNK), JUNK)])
+    with db.transaction():
+        ingest.chain.record(device, again, NOW, (NOW, None))
+        ingest.uploads.receipted(device, again.seq, placed.sha256, len(JUNK), again.hash, "x", NOW)
+    before = _stored(tmp_path)
+    archive = StoreArchive(db, ingest.blobs, device, directory.device_keys(device), None)
+    out = tmp_path / "out"
+    agency = stand_in_agency_key(recorded)
+    result = export_session(archive, first.session, out, accept_problems=True, evidence_key=agency)
+    named = {(p["code"], p["where"]) for p in result.summary.doc["verification"]["problems"]}
+    assert ("foreign_session", f"entry {again.seq} (chain/{again.seq:010d}.json)") in named
+    assert _stored(tmp_path) == before  # every blob's SHA-256 its name, before and after
+    assert sorted(f.name for f in out.iterdir()) == sorted(f.name for f in result.files)
 
 
 # -- one failure domain per device ---------------------------------------------------------

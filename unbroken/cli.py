@@ -4,7 +4,8 @@
 - ``unbroken provision init-agency|enroll|assign|revoke|broker-config ...`` (the admin)
 - ``unbroken store run|report|explain|send|lay-out|export --config store.toml`` (the agency)
 - ``unbroken sim session --seconds N --data DIR [--badge B]`` (testers)
-- ``unbroken verify DIR [--pubkey FILE] [--evidence-key FILE] [--json] [--strict]`` (anyone)
+- ``unbroken verify DIR [--pubkey FILE] [--evidence-key FILE] [--session ID] [--decode]
+  [--json] [--strict]`` (anyone)
 - ``unbroken export DIR [--session ID] --out DIR [--evidence-key FILE] [--accept-problems]``
 
 What a user waits for (verify, export, store export, store lay-out) shows its progress on
@@ -99,8 +100,18 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         "--evidence-key",
         type=Path,
         metavar="FILE",
-        help="the agency's evidence key (hex): decrypt and decode every segment, and check "
+        help="the agency's evidence key (hex): decrypt every segment, and check "
         "what it decrypts to (without it, encrypted segments are checked by their framing)",
+    )
+    v.add_argument(
+        "--session",
+        help="this session only: its entries, the links at its edges and its segments",
+    )
+    v.add_argument(
+        "--decode",
+        action="store_true",
+        help="decode every picture and sound (slow); by default each segment is hashed and "
+        "its packets counted, which the sealed SHA-256 makes enough",
     )
     add_progress_options(v)
     v.set_defaults(func=cmd_verify)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from agent.at_rest import EvidenceKeyError
 from agent.config import load_config
-from agent.evidence_dir import EvidenceDirError
+from common.archive.archive import ArchiveError
 from common.cli import CliError
 from common.files import unwritable_dir
 
@@ -77,8 +77,8 @@ def cmd_agent_run(args: argparse.Namespace) -> int:
 
 
 def cmd_agent_explain(args: argparse.Namespace) -> int:
-    from agent.evidence_dir import read_public_key
     from agent.statement import seal_statement
+    from common.archive.device_directory import read_public_key
     from common.cli import badges_of, officers_pins
     from common.statements import PinCredentials, StatementError, pin_attestations
     from device.clock import SystemClock
@@ -105,7 +105,7 @@ def cmd_agent_explain(args: argparse.Namespace) -> int:
             creds,
             Moment(clock.wall(), clock.monotonic(), clock.synced()),
         )
-    except (StatementError, EvidenceDirError) as e:
+    except (StatementError, ArchiveError) as e:
         raise CliError(str(e)) from None
     print(f"written statement sealed as entry {entry.seq} for gap {args.gap}")
     return 0

@@ -1,6 +1,7 @@
-"""``unbroken verify``, ``unbroken export`` and ``unbroken store export``: what they do
-with an evidence directory (a device's, or one the store lays out) and the export options
-they share. The parser that routes to them is :mod:`unbroken.cli`."""
+"""``unbroken verify``, ``unbroken export`` and ``unbroken store export``: the archive they
+read (a device's directory, :class:`common.archive.device_directory.DeviceDirectory`, or
+the store's holdings, :class:`store.archive.StoreArchive`) and the export options they
+share. The parser that routes to them is :mod:`unbroken.cli`."""
 
 from __future__ import annotations
 
@@ -11,7 +12,15 @@ import sys
 import time
 from pathlib import Path
 
-from agent.evidence_dir import EvidenceDirError, load_chain, read_evidence_key, verify_dir
+import nacl.signing
+
+from common.archive.archive import Archive, ArchiveError
+from common.archive.device_directory import (
+    DeviceDirectory,
+    read_evidence_key,
+    read_public_key,
+)
+from common.archive.verify import verify_archive
 from common.cli import CliError, add_progress_options, progress_wanted
 from common.files import unwritable_dir
 from common.progress import Progress
@@ -40,18 +49,29 @@ def cmd_verify(args: argparse.Namespace) -> int:
     root = _evidence_dir(args.dir, "verify")
     wrong = None
     try:
+        archive = DeviceDirectory(root)
         key = read_evidence_key(args.evidence_key) if args.evidence_key else None
         if key is not None and (
-            wrong := wrong_evidence_key(load_chain(root), key_id(key.public_key))
+            wrong := wrong_evidence_key(archive.entries(), key_id(key.public_key))
         ):
             key = None  # the bytes, framing and counts are checked as without a key
+        pin = read_public_key(args.pubkey) if args.pubkey else None
+        if args.session is not None and args.session not in archive.sessions():
+            listing = ", ".join(archive.sessions()) or "none"
+            raise CliError(f"{root} holds no session {args.session!r}; its sessions: {listing}")
         with progress_shown(progress_wanted(args)) as progress:
             if progress:
                 progress("verifying", 0, None)
-            report = verify_dir(
-                root, args.pubkey, strict=args.strict, evidence_key=key, progress=progress
+            report = verify_archive(
+                archive,
+                pin,
+                strict=args.strict,
+                evidence_key=key,
+                progress=progress,
+                session=args.session,
+                decode=args.decode,
             )
-    except EvidenceDirError as e:
+    except ArchiveError as e:
         raise CliError(str(e)) from None
     if wrong:  # said once, not as every segment undecodable
         report.notices.insert(0, Problem("wrong_evidence_key", str(args.evidence_key), wrong))
@@ -66,20 +86,23 @@ def cmd_export(args: argparse.Namespace) -> int:
     from common.progress import progress_shown
 
     root = _evidence_dir(args.dir, "export")
+    try:
+        archive = DeviceDirectory(root)
+        pin = read_public_key(args.pubkey) if args.pubkey else None
+    except ArchiveError as e:
+        raise CliError(str(e)) from None
     with progress_shown(progress_wanted(args)) as progress:
-        return _export(root, args, progress, pubkey=args.pubkey, evidence_key=args.evidence_key)
+        return _export(archive, args, progress, pubkey=pin, evidence_key=args.evidence_key)
 
 
 def cmd_store_export(args: argparse.Namespace) -> int:
-    """The store's holdings laid out beside the output (hard links to the blobs where the
-    file system allows), exported as a device's directory would be, then removed."""
-    import shutil
-    import tempfile
-
+    """The store's holdings exported as they are read (its database and blobs): nothing
+    is laid out, nothing written but the export."""
     from common.progress import progress_shown
+    from store.archive import store_archive
     from store.config import load_store_config
     from store.db import Database
-    from store.evidence_view import ViewError, lay_out_device, log_access
+    from store.evidence_view import log_access
     from store.statements import statements_of
 
     config = load_store_config(args.config)
@@ -96,39 +119,35 @@ def cmd_store_export(args: argparse.Namespace) -> int:
     )
     if args.evidence_key is not None and not key.is_file():
         raise CliError(f"{key}: evidence key file not found")
-    view = Path(tempfile.mkdtemp(prefix=".unbroken-view-", dir=args.out))
+    db = Database.connect(config.database)
     try:
+        try:
+            archive = store_archive(config, db, args.device)
+        except ArchiveError as e:
+            raise CliError(str(e)) from None
+        statements = statements_of(db, args.device)
+        # Logged before the export runs (what is asked is who took footage out), saying
+        # what could happen: without the key nothing is decrypted.
+        detail = (
+            f"decrypted and exported to {args.out.resolve()}"
+            if key.is_file()
+            else f"export to {args.out.resolve()} asked for; no evidence key here"
+        )
+        log_access(db, args.who, "export", args.device, args.session, detail, time.time())
+        source = f"store {config.name} ({config.database}), device {args.device}"
         with progress_shown(progress_wanted(args)) as progress:
-            sessions = [args.session] if args.session else None
-            pin = lay_out_device(config, args.device, view, sessions, link=True, progress=progress)
-            db = Database.connect(config.database)
-            try:
-                statements = statements_of(db, args.device)
-                # Logged before the export runs (what is asked is who took footage out),
-                # saying what could happen: without the key nothing is decrypted.
-                detail = (
-                    f"decrypted and exported to {args.out.resolve()}"
-                    if key.is_file()
-                    else f"export to {args.out.resolve()} asked for; no evidence key here"
-                )
-                log_access(db, args.who, "export", args.device, args.session, detail, time.time())
-            finally:
-                db.close()
-            source = f"store {config.name} ({config.database}), device {args.device}"
             return _export(
-                view,
+                archive,
                 args,
                 progress,
-                pubkey=pin,
+                pubkey=None,  # the archive pins the key the agency registered first
                 source=source,
                 statements=statements,
                 evidence_key=key if key.is_file() else None,
                 no_key=no_key,
             )
-    except ViewError as e:
-        raise CliError(str(e)) from None
     finally:
-        shutil.rmtree(view, ignore_errors=True)
+        db.close()
 
 
 def _writable(path: Path) -> Path:
@@ -138,22 +157,23 @@ def _writable(path: Path) -> Path:
 
 
 def _export(
-    root: Path,
+    archive: Archive,
     args: argparse.Namespace,
     progress: Progress | None,
-    pubkey: Path | None,
+    pubkey: nacl.signing.VerifyKey | None,
     source: str | None = None,
     statements: dict[str, dict[str, object]] | None = None,
     evidence_key: Path | None = None,
     no_key: str | None = None,
 ) -> int:
-    from unbroken.export import export_session
-    from unbroken.export_reading import NO_KEY, ExportError, ExportRefused, read_evidence_key
+    from common.archive import export_reading
+    from common.archive.export import export_session
+    from common.archive.export_reading import NO_KEY, ExportError, ExportRefused
 
     try:
-        key = read_evidence_key(evidence_key) if evidence_key else None
+        key = export_reading.read_evidence_key(evidence_key) if evidence_key else None
         result = export_session(
-            root,
+            archive,
             args.session,
             args.out,
             pubkey=pubkey,

@@ -5,17 +5,19 @@ timestamps are set, where :mod:`evidence.splice` places each segment."""
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import av
 
+from common.archive.export_reading import ExportError, SegmentReader
 from evidence.custody_tracks import ExportedTrack, SealedSegment
 from evidence.splice import Placement, SegmentPackets, Splicer, gap_between
-from unbroken.export_reading import ExportError, SegmentReader
 
 Step = Callable[[], None]
 
@@ -32,6 +34,23 @@ class _NewHeaders(Exception):
     with other settings): one MP4 track cannot hold both, so a new file begins."""
 
 
+@dataclass
+class WrittenTrack:
+    r"""A track written beside its files (``.partial``): kept by :meth:`keep` once the
+    export is decided, or :meth:`abandon`\ ed, leaving nothing."""
+
+    track: ExportedTrack
+    parts: list[_Muxer]
+
+    def keep(self) -> None:
+        for m in self.parts:
+            os.replace(m.path, m.dest)
+
+    def abandon(self) -> None:
+        for m in self.parts:
+            m.path.unlink(missing_ok=True)
+
+
 def mux_track(
     reader: SegmentReader,
     segs: list[SealedSegment],
@@ -39,10 +58,10 @@ def mux_track(
     session: str,
     track: str,
     step: Step,
-) -> ExportedTrack:
+) -> WrittenTrack:
     """Every packet of the track's segments, in order, into its file (and a further part
-    where the codec headers change). Written beside and renamed once all is written, so a
-    failed export leaves no half file."""
+    where the codec headers change), each segment read once. Written beside its name, so
+    a failed or refused export leaves no file."""
     fps = round(segs[0].manifest.video.fps)
     done: list[tuple[_Muxer, float]] = []
     placed: dict[int, Placement] = {}
@@ -59,8 +78,8 @@ def mux_track(
         for s in segs:
             m = s.manifest
             media, why = reader.open(m.file)
-            if why is not None:
-                left_out[m.index] = why
+            if media is None:
+                left_out[m.index] = why or "not read"
                 prev = None
             else:
                 mux = mux or part()
@@ -69,7 +88,6 @@ def mux_track(
                 except _NewHeaders:
                     done.append((mux, mux.close()))
                     mux = part()
-                    media, _ = reader.open(m.file)
                     placed[m.index] = mux.add(media, m.file, True)
                 part_of[m.index] = len(done)
                 prev = m
@@ -80,11 +98,10 @@ def mux_track(
         for m_ in [*(d for d, _ in done), *([mux] if mux else [])]:
             m_.abandon()
         raise
-    for m_, _ in done:
-        os.replace(m_.path, m_.dest)
     files = [(m_.dest.name, duration) for m_, duration in done]
     rate = done[0][0].rate if done else 0
-    return ExportedTrack(files, placed, part_of, left_out, fps, rate)
+    exported = ExportedTrack(files, placed, part_of, left_out, fps, rate)
+    return WrittenTrack(exported, [m_ for m_, _ in done])
 
 
 class _Muxer:
@@ -100,10 +117,10 @@ class _Muxer:
         self.splicer: Splicer | None = None
         self.held: Any = None  # the newest audio packet, not yet muxed
 
-    def add(self, media: Any, path: str, gap_before: bool) -> Placement:
-        """Copy one segment's packets (``media``: its file or its decrypted MP4)."""
+    def add(self, media: bytes, path: str, gap_before: bool) -> Placement:
+        """Copy one segment's packets (``media``: its MP4, decrypted)."""
         try:
-            with av.open(media, "r", format="mp4") as c:
+            with av.open(io.BytesIO(media), "r", format="mp4") as c:
                 return self._copy(c, path, gap_before)
         except av.FFmpegError as e:
             raise ExportError(f"{path}: cannot be read as MP4: {e}") from None
