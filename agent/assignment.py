@@ -20,7 +20,7 @@ from typing import Any
 from agent.chain import ChainWriter, open_chain
 from agent.config import ASSIGNMENT
 from agent.enrolment import locked
-from agent.journal import Journal
+from agent.journal.chain_index import Journal
 from agent.provisioned import agency_key, read_device_key, read_identity
 from common.commands import SESSION_COMMANDS, AgencyCommand, AssignmentArgs, check_command
 from common.files import write_atomic

@@ -22,7 +22,7 @@ from typing import Any
 from agent.chain import ChainWriter
 from agent.continuity import Continuity
 from agent.fragments import read_sidecar, truncate_to_fragments
-from agent.journal import Journal
+from agent.journal.chain_index import Journal
 from agent.media import Sealed, WrittenSegment
 from agent.segments import Segmenter
 from agent.session import OpenSession

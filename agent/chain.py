@@ -7,7 +7,7 @@ power cut harmless (``docs/architecture.md``) is kept in one place:
 1. the segment file is fsynced by its writer (:mod:`agent.media`);
 2. :meth:`ChainWriter.place_segment` renames it into ``segments/`` and fsyncs the directory;
 3. :meth:`ChainWriter.seal` writes the entry file atomically, then
-4. the journal row (:meth:`agent.journal.Journal.append`).
+4. the journal row (:meth:`agent.journal.chain_index.Journal.append`).
 
 On the device a closed segment is sealed on the chain's own thread (``background``), so
 the frame loop never waits for those fsyncs: :meth:`ChainWriter.later` queues the work,
@@ -36,7 +36,7 @@ from typing import Any
 
 import nacl.signing
 
-from agent.journal import Journal
+from agent.journal.chain_index import Journal
 from common.files import fsync_dir
 from device.clock import Clock
 from evidence import signed

@@ -44,7 +44,7 @@ from agent.chain import open_chain
 from agent.config import DEVICE_TOML
 from agent.device_lock import LOCK
 from agent.identity import save_identity
-from agent.journal import Journal
+from agent.journal.chain_index import Journal
 from agent.keys import key_store, load_or_create_key
 from agent.provisioned import (
     PROVISION,

@@ -52,7 +52,7 @@ from agent.enrolment import finish_rotation
 from agent.frames import FrameRecorder
 from agent.identity import load_or_create_identity
 from agent.interruptions import InterruptionTracker
-from agent.journal import Journal
+from agent.journal.chain_index import Journal
 from agent.keys import load_or_create_key
 from agent.lifecycle import SessionLifecycle
 from agent.markers import position, typed_marker

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from nacl.public import PublicKey
 
-from agent.journal import SyncLedger
+from agent.journal.sync_ledger import SyncLedger
 from agent.loop import FrameLoop
 from agent.recorder import Recorder
 from agent.service import ServiceNotifier

@@ -327,8 +327,7 @@ class Segmenter:
         path.unlink(missing_ok=True)
         sidecar(path).unlink(missing_ok=True)
 
-    def clean_spool(self) -> None:
-        # Spooled footage outside any session is not evidence and may go.
+    def clean_spool(self) -> None:  # spooled footage outside any session is not evidence
         for p in self.spooled():
             self.discard(p)
 

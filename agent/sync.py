@@ -36,7 +36,7 @@ import nacl.signing
 
 from agent import sync_plan as plan
 from agent import sync_replies, sync_timing
-from agent.journal import SyncLedger
+from agent.journal.sync_ledger import SyncLedger
 from agent.sync_send import Sender
 from agent.uplink import BrokerSettings, RoomOf, Uplink
 from common.settings import Sync

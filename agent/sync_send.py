@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from agent import blob_transfer
-from agent.journal import SyncLedger
+from agent.journal.sync_ledger import SyncLedger
 from agent.sync_plan import Segment, SyncPlan
 from agent.sync_timing import Pacer
 from agent.uplink import Uplink

@@ -24,7 +24,8 @@ from typing import Any
 
 from agent.chain import ChainWriter
 from agent.identity import load_identity
-from agent.journal import Journal, SyncLedger
+from agent.journal.chain_index import Journal
+from agent.journal.sync_ledger import SyncLedger
 from agent.keys import load_or_create_key
 from common import pki, topics
 from common.mqtt import tls_client

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from agent.journal import sync_counts
+from agent.journal.sync_ledger import sync_counts
 from device.clock import JumpingClock
 from device.hardware import SimHardware
 from simulator.control import REPLY_TIMEOUT, NetworkSwitch, SimParts

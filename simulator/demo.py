@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agent import assignment
-from agent.journal import SyncLedger
+from agent.journal.sync_ledger import SyncLedger
 from agent.session import MarkerType
 from agent.sync import backlog as sync_backlog
 from common.archive.device_directory import DeviceDirectory, load_chain, read_public_key

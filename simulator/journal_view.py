@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from agent.journal import SyncLedger
+from agent.journal.sync_ledger import SyncLedger
 from agent.sync import backlog as sync_backlog
 from evidence.body_fields import ManifestError
 from evidence.entries import (

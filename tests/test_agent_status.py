@@ -245,7 +245,7 @@ def test_the_agent_logs_what_an_admin_needs(tmp_path: Path) -> None:
 def test_a_revoked_device_shows_the_stores_refusal_as_an_error(tmp_path: Path) -> None:
     """The issue's case: the broker still admits a revoked device (its CRL not yet
     reloaded) and the store refuses everything it sends; status says so, never "ok"."""
-    from agent.journal import SyncLedger
+    from agent.journal.sync_ledger import SyncLedger
     from agent.status_file import StatusFile
     from agent.sync import backlog
     from simulator.device import SimDevice

@@ -10,7 +10,7 @@ import nacl.signing
 import pytest
 
 from agent.chain import ChainWriter, open_chain
-from agent.journal import Journal
+from agent.journal.chain_index import Journal
 from common.archive.device_directory import load_chain
 from device.clock import SimClock
 from evidence.entries import Boot, Event, KeyRotation, Shutdown

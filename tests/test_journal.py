@@ -13,7 +13,8 @@ import nacl.signing
 import pytest
 
 from agent.chain import ChainWriter
-from agent.journal import Journal, SyncLedger
+from agent.journal.chain_index import Journal
+from agent.journal.sync_ledger import SyncLedger
 from device.clock import SimClock
 from evidence.body_fields import ManifestError
 from evidence.entries import Assignment, Boot, Config, Event
@@ -166,7 +167,7 @@ def test_a_body_the_recorder_asks_about_that_does_not_read_is_named_and_passed_o
     journal = chain.journal
     chain.seal_body(Interruption("g-1", "camera", ["video"], AT), "s1")
     bad = _malformed(chain, kind, body, "s1")
-    with caplog.at_level(logging.ERROR, logger="agent.journal"):
+    with caplog.at_level(logging.ERROR, logger="agent.journal.chain_index"):
         assert journal.interruption("g-1") == (Interruption("g-1", "camera", ["video"], AT), "s1")
         assert journal.interruption("g-3") is None  # every interruption read
         assert journal.open_interruption("s1") == "g-1"

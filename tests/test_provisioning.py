@@ -45,6 +45,7 @@ from store.db import Database
 from store.ingest import Ingest
 from tests.fixtures.admin import ok, refused
 from tests.fixtures.config import small_config
+from tests.fixtures.store import ack_of
 
 NOW = time.time()
 
@@ -675,7 +676,7 @@ def test_store_refuses_everything_received_after_revocation(
 
     def send(e: Entry) -> dict[str, object]:
         ((_, reply),) = ingest.handle(f"unbroken/d/{did}/entry", e.to_json(), time.time())
-        return dict(json.loads(reply))
+        return ack_of(reply).model_dump()
 
     assert send(entries[0])["ok"]
     ok(f"provision revoke {did} --agency {agency} --reason stolen")

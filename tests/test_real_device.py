@@ -17,7 +17,7 @@ import av
 import numpy as np
 import pytest
 
-from agent.journal import SyncLedger
+from agent.journal.sync_ledger import SyncLedger
 from common.archive.device_directory import DeviceDirectory, load_chain, read_public_key
 from common.archive.media import plain_media
 from common.archive.verify import verify_archive

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.journal import SyncLedger
+from agent.journal.sync_ledger import SyncLedger
 from agent.sync import Uploader
 from common.archive.device_directory import load_chain
 from common.settings import Sync

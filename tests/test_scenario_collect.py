@@ -9,7 +9,7 @@ from pathlib import Path
 import nacl.signing
 
 from agent.chain import ChainWriter
-from agent.journal import Journal
+from agent.journal.chain_index import Journal
 from device.clock import SimClock
 from evidence.entries import Boot, Event, Shutdown
 from evidence.seal import Moment, Sealer

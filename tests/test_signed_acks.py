@@ -11,7 +11,7 @@ from pathlib import Path
 import nacl.signing
 import pytest
 
-from agent.journal import SyncLedger
+from agent.journal.sync_ledger import SyncLedger
 from common.mqtt import tls_client
 from evidence import protocol as p
 from evidence.messages import Ack

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.journal import SyncLedger
+from agent.journal.sync_ledger import SyncLedger
 from agent.run import take_commands
 from agent.sync import backlog
 from common.archive.device_directory import DeviceDirectory, load_chain
