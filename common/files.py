@@ -9,10 +9,11 @@ Example::
 from __future__ import annotations
 
 import os
+import stat
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -85,3 +86,25 @@ def unwritable_dir(path: Path) -> str | None:
     except OSError as e:
         return e.strerror or str(e)
     return None
+
+
+def create_new(path: Path, mode: int = 0o644) -> BinaryIO:
+    """A new file at ``path``, open for reading and writing: never an existing one, and
+    never through a symbolic link there (one left in an output directory, dangling or not,
+    would have the write land on its target). FileExistsError if anything is there."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    return os.fdopen(fd, "w+b")
+
+
+def read_small(path: Path, cap: int, what: str) -> bytes:
+    """The bytes of a small regular file (a key), read no further than ``cap``: a device
+    or a huge file given where a key belongs is refused, never read whole. ConfigError
+    naming ``what`` and why; FileNotFoundError as such."""
+    with open(path, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{path}: not a regular file: not {what}")
+        data = f.read(cap + 1)
+    if len(data) > cap:
+        raise ConfigError(f"{path}: larger than {cap} bytes: not {what}")
+    return data

@@ -27,6 +27,7 @@ import nacl.public
 import nacl.signing
 
 from common.archive.archive import Archive, ArchiveError, Named
+from common.files import ConfigError, read_small
 from evidence.layout import (
     AGENCY_PUB,
     CHAIN,
@@ -212,21 +213,31 @@ def unsafe_path(root: Path, rel: str) -> str | None:
     return None
 
 
+KEY_FILE_BYTES = 4096  # a key file is 64 hex digits and a newline; nothing is read past this
+
+
 def read_public_key(path: Path) -> nacl.signing.VerifyKey:
+    what = "an Ed25519 public key (64 hex digits)"
     try:
-        text = path.read_text(encoding="ascii").strip()
+        text = read_small(path, KEY_FILE_BYTES, what).decode("ascii").strip()
         return nacl.signing.VerifyKey(bytes.fromhex(text))
     except FileNotFoundError:
         raise ArchiveError(f"{path}: public key file not found") from None
-    except (ValueError, UnicodeDecodeError, nacl.exceptions.CryptoError):
-        raise ArchiveError(f"{path}: not an Ed25519 public key (64 hex digits)") from None
+    except ConfigError as e:
+        raise ArchiveError(str(e)) from None
+    except (OSError, ValueError, UnicodeDecodeError, nacl.exceptions.CryptoError):
+        raise ArchiveError(f"{path}: not {what}") from None
 
 
 def read_evidence_key(path: Path) -> nacl.public.PrivateKey:
     """The agency's evidence key (X25519, hex): what decrypts footage."""
+    what = "an X25519 private key (64 hex digits)"
     try:
-        return nacl.public.PrivateKey(bytes.fromhex(path.read_text(encoding="ascii").strip()))
+        text = read_small(path, KEY_FILE_BYTES, what).decode("ascii").strip()
+        return nacl.public.PrivateKey(bytes.fromhex(text))
     except FileNotFoundError:
         raise ArchiveError(f"{path}: evidence key file not found") from None
-    except (ValueError, UnicodeDecodeError, nacl.exceptions.CryptoError):
-        raise ArchiveError(f"{path}: not an X25519 private key (64 hex digits)") from None
+    except ConfigError as e:
+        raise ArchiveError(str(e)) from None
+    except (OSError, ValueError, UnicodeDecodeError, nacl.exceptions.CryptoError):
+        raise ArchiveError(f"{path}: not {what}") from None

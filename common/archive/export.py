@@ -19,6 +19,8 @@ Example::
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -39,7 +41,7 @@ from common.archive.export_reading import (
 )
 from common.archive.stream_copy import WrittenTrack, mux_track
 from common.archive.verify import ChainView, chain_view, judge
-from common.files import unwritable_dir
+from common.files import create_new, unwritable_dir
 from common.progress import VERIFYING, Progress
 from evidence.custody import CustodySummary, blocking, custody_summary
 from evidence.custody_tracks import ExportedTrack, SealedSegment, session_segments
@@ -104,17 +106,23 @@ def export_session(
     old_parts = _parts(out, session, list(segments))
     _check_outputs(out, files + old_parts, force)
     reader = SegmentReader(archive, evidence_key, view.files)
-    written = _write(reader, segments, out, session, step)
+    # The tracks are written in a directory of the export's own (new, 0700), then moved to
+    # their names: nothing an output directory holds (a link, planted) is written through.
+    work = Path(tempfile.mkdtemp(prefix=".unbroken-export-", dir=out))
     try:
-        report = _verified(archive, view, reader, segments, session, accept_problems, no_key)
-    except BaseException:
+        written = _write(reader, segments, out, session, step, work)
+        try:
+            report = _verified(archive, view, reader, segments, session, accept_problems, no_key)
+        except BaseException:
+            for w in written.values():
+                w.abandon()
+            raise
+        for f in [*files, *old_parts]:  # replaced, or (a part an earlier export had) not left
+            f.unlink(missing_ok=True)
         for w in written.values():
-            w.abandon()
-        raise
-    for f in [*files, *old_parts]:  # replaced, or (a part an earlier export had) not left
-        f.unlink(missing_ok=True)
-    for w in written.values():
-        w.keep()
+            w.keep()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     exported = {track: w.track for track, w in written.items()}
     files = [out / name for t in exported.values() for name, _ in t.files] + files[-2:]
     step(SUMMARY, 0, 1)
@@ -132,8 +140,9 @@ def export_session(
     )
     json_path, text_path = files[-2], files[-1]
     doc = json.dumps(summary.as_dict(), indent=2, ensure_ascii=False) + "\n"
-    json_path.write_text(doc, encoding="utf-8")
-    text_path.write_text(summary.text(), encoding="utf-8")
+    for path, text in ((json_path, doc), (text_path, summary.text())):
+        with create_new(path) as out_file:  # removed above: what is there now is not followed
+            out_file.write(text.encode("utf-8"))
     step(SUMMARY, 1, 1)
     return ExportResult(session, files, summary, exported)
 
@@ -144,13 +153,14 @@ def _write(
     out: Path,
     session: str,
     step: Progress,
+    work: Path,
 ) -> dict[str, WrittenTrack]:
-    """Every track muxed beside its files, each segment read once."""
+    """Every track muxed in ``work``, each segment read once."""
     counted = _Counter(sum(len(s) for s in segments.values()), step)
     written: dict[str, WrittenTrack] = {}
     try:
         for track, segs in segments.items():
-            written[track] = mux_track(reader, segs, out, session, track, counted.step)
+            written[track] = mux_track(reader, segs, out, session, track, counted.step, work)
     except BaseException:
         for w in written.values():
             w.abandon()
@@ -200,7 +210,7 @@ class _Counter:
 def _check_outputs(out: Path, files: list[Path], force: bool) -> None:
     if why := unwritable_dir(out):
         raise ExportError(f"output directory {out} is not writable: {why}")
-    there = [f for f in files if f.exists()]
+    there = [f for f in files if f.exists() or f.is_symlink()]  # a dangling link too
     if there and not force:
         names = ", ".join(f.name for f in there)
         raise ExportError(f"{out} already holds {names}: not overwritten (--force replaces them)")

@@ -58,10 +58,12 @@ def mux_track(
     session: str,
     track: str,
     step: Step,
+    work: Path,
 ) -> WrittenTrack:
     """Every packet of the track's segments, in order, into its file (and a further part
-    where the codec headers change), each segment read once. Written beside its name, so
-    a failed or refused export leaves no file."""
+    where the codec headers change), each segment read once. Written in ``work`` (the
+    export's own new directory: nothing planted in ``out`` is written through) and moved
+    to its name in ``out`` once kept, so a failed or refused export leaves no file."""
     fps = round(segs[0].manifest.video.fps)
     done: list[tuple[_Muxer, float]] = []
     placed: dict[int, Placement] = {}
@@ -72,7 +74,7 @@ def mux_track(
 
     def part() -> _Muxer:
         name = _part_name(session, track, len(done) + 1)
-        return _Muxer(out / f".{name}.partial", out / name, fps)
+        return _Muxer(work / f"{name}.partial", out / name, fps)
 
     try:
         for s in segs:
