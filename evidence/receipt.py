@@ -109,11 +109,16 @@ def make_receipt(
         "stored_at": stored_at,
         "store": store,
     }
+    return signed.sign(signing_key, with_certificate(payload, certificate))
+
+
+def with_certificate(payload: dict[str, Any], certificate: bytes | None) -> dict[str, Any]:
+    """A store's statement carrying the agency's certificate for the key that signs it
+    (None: the agency key signs it itself), as :func:`certified_signer` checks it."""
     if certificate is not None:
         cert = json.loads(certificate)
-        payload["agency"] = cert["payload"]["agency"]
-        payload["certificate"] = cert
-    return signed.sign(signing_key, payload)
+        payload = {**payload, "agency": cert["payload"]["agency"], "certificate": cert}
+    return payload
 
 
 def check_receipt(

@@ -18,7 +18,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +27,7 @@ import nacl.signing
 from evidence import protocol as p
 from evidence import signed
 from evidence.messages import Ack
-from evidence.receipt import certified_signer
+from evidence.receipt import certified_signer, with_certificate
 from evidence.seal import key_id
 
 TYPE = "ack"
@@ -66,11 +65,7 @@ def sign_ack(
         "entry_hash": entry_hash,
         **ack.model_dump(),
     }
-    if certificate is not None:
-        cert = json.loads(certificate)
-        payload["agency"] = cert["payload"]["agency"]
-        payload["certificate"] = cert
-    return signed.sign(key, payload)
+    return signed.sign(key, with_certificate(payload, certificate))
 
 
 def open_ack(data: bytes, agency_key: nacl.signing.VerifyKey, *, device: str) -> OpenedAck:

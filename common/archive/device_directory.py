@@ -18,9 +18,9 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import nacl.exceptions
 import nacl.public
@@ -217,26 +217,25 @@ KEY_FILE_BYTES = 4096  # a key file is 64 hex digits and a newline; nothing is r
 
 
 def read_public_key(path: Path) -> nacl.signing.VerifyKey:
-    what = "an Ed25519 public key (64 hex digits)"
-    try:
-        text = read_small(path, KEY_FILE_BYTES, what).decode("ascii").strip()
-        return nacl.signing.VerifyKey(bytes.fromhex(text))
-    except FileNotFoundError:
-        raise ArchiveError(f"{path}: public key file not found") from None
-    except ConfigError as e:
-        raise ArchiveError(str(e)) from None
-    except (OSError, ValueError, UnicodeDecodeError, nacl.exceptions.CryptoError):
-        raise ArchiveError(f"{path}: not {what}") from None
+    """A device's (or the agency's) Ed25519 public key (hex)."""
+    return _read_key(path, "public key", "an Ed25519 public key", nacl.signing.VerifyKey)
 
 
 def read_evidence_key(path: Path) -> nacl.public.PrivateKey:
     """The agency's evidence key (X25519, hex): what decrypts footage."""
-    what = "an X25519 private key (64 hex digits)"
+    return _read_key(path, "evidence key", "an X25519 private key", nacl.public.PrivateKey)
+
+
+K = TypeVar("K")
+
+
+def _read_key(path: Path, name: str, what: str, make: Callable[[bytes], K]) -> K:
+    """A key file: 64 hex digits, read no further than :data:`KEY_FILE_BYTES`."""
+    what = f"{what} (64 hex digits)"
     try:
-        text = read_small(path, KEY_FILE_BYTES, what).decode("ascii").strip()
-        return nacl.public.PrivateKey(bytes.fromhex(text))
+        return make(bytes.fromhex(read_small(path, KEY_FILE_BYTES, what).decode("ascii").strip()))
     except FileNotFoundError:
-        raise ArchiveError(f"{path}: evidence key file not found") from None
+        raise ArchiveError(f"{path}: {name} file not found") from None
     except ConfigError as e:
         raise ArchiveError(str(e)) from None
     except (OSError, ValueError, UnicodeDecodeError, nacl.exceptions.CryptoError):
