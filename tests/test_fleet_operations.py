@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from importlib import resources
 from pathlib import Path
@@ -226,9 +227,12 @@ def test_the_broker_refuses_messages_larger_than_the_protocol_sends(tmp_path: Pa
         s = tmp_path / "store"
         store = tls_client("store-s", s / "ca.pem", s / "store.pem", s / "store.key")
         store.on_message = lambda _c, _u, m: got.append(len(m.payload))
+        subscribed = threading.Event()
+        store.on_subscribe = lambda *_: subscribed.set()
         assert probe(store, "127.0.0.1", port, 15, 10) is None
         store.subscribe("unbroken/d/#", qos=1)
         store.loop_start()
+        assert subscribed.wait(10)  # before the device publishes: else nothing to deliver to
         key = data / "private" / "tls.key"
         dev = tls_client(device_id, data / "provision" / "ca.pem", device, key)
         assert probe(dev, "127.0.0.1", port, 15, 10) is None
