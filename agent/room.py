@@ -158,6 +158,24 @@ def close_refusal(
     return None
 
 
+def open_refusal(open_session: str, open_case: str | None, case: str) -> str | None:
+    """Why a case system's open must not act on the session open now (None: it may name
+    it — a session opened at the panel, or its own case again). An open for case C never
+    relabels case B's running interview: it is refused, and its sender told.
+
+    Example::
+
+        open_refusal("s-1", "B-7", case="C-2")
+        # -> "session_open for case 'C-2': case 'B-7''s session s-1 is open: close it first"
+    """
+    if open_case is not None and open_case != case:
+        return (
+            f"session_open for case {case!r}: case {open_case!r}'s session {open_session} is "
+            "open: close it first"
+        )
+    return None
+
+
 def compose_pip(main: Image, inset: Image, divisor: int, corner: str, top: int = 0) -> Image:
     """The main picture with ``inset`` shrunk to 1/``divisor`` (every divisor-th sample of
     each plane: cheap enough for every frame) in a corner, framed by a white border; a new

@@ -23,6 +23,7 @@ from agent.room import (
     RoomAction,
     RoomTriggers,
     close_refusal,
+    open_refusal,
 )
 from agent.session import SessionError
 from common.commands import AgencyCommand, SessionArgs
@@ -78,7 +79,10 @@ class RoomControl:
             if args.badges:
                 self.life.badges = list(args.badges)
             if self.life.session is not None:  # opened at the panel: the case system names it
-                return self.chain.seal_body(Event.case_named(case), self.life.session.id)
+                sid = self.life.session.id
+                if why := open_refusal(sid, self._case_of(sid), args.case):
+                    raise SessionError(why)
+                return self.chain.seal_body(Event.case_named(case), sid)
         elif self.life.session is None:
             raise SessionError(f"session_close for case {args.case}: no session is open")
         else:
