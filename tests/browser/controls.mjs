@@ -67,7 +67,11 @@ try {
     .some((tr) => tr.textContent.includes(`clock_jump: ${a}`));
   const clock0 = await card.locator(".clock").textContent();
   await card.locator("button.clock-ahead").click();
-  await until("clock an hour ahead", jumped, "+3600");
+  // The jump is logged before the page's clock shows the new hour: wait for both.
+  const ahead = (c, a) => [...c.querySelectorAll("table.events tr.kind-interruption")]
+    .some((tr) => tr.textContent.includes(`clock_jump: ${a.jump}`)) &&
+    c.querySelector(".clock").textContent.slice(11, 13) !== a.hour;
+  await until("clock an hour ahead", ahead, {jump: "+3600", hour: clock0.slice(11, 13)});
   const clock1 = await card.locator(".clock").textContent();
   if (clock1.slice(11, 13) === clock0.slice(11, 13)) throw new Error(`clock ${clock0} -> ${clock1}`);
   await card.locator("button.clock-back").click();
