@@ -4,7 +4,10 @@ session open for case B, nor one it does not name."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from agent.room import close_refusal, open_refusal
 from device.clock import SimClock
@@ -31,56 +34,51 @@ def test_an_open_never_relabels_another_cases_interview() -> None:
     )
 
 
+@contextmanager
+def _room_recording_case_b(tmp_path: Path, device: str, room: str) -> Iterator[tuple[Any, ...]]:
+    """A room controller whose session the case system opened for case B-2, recording."""
+    with LocalSite(tmp_path / "site") as site:
+        data = site.provision_device(device, settings={"recording": SMALL}, room=room)
+        dev = SimDevice(data, device_config(data), clock=SimClock(wall_start=time.time()))
+        dev.start()
+        try:
+            dev.run(0.5)
+            rec = dev.recorder
+            rec.apply_command(site.session_command(device, "session_open", case="B-2"))
+            dev.run(0.5)
+            assert rec.session is not None
+            yield site, dev, data, rec.session.id
+        finally:
+            dev.stop()
+
+
 def test_a_second_open_is_refused_and_case_b_closes_as_its_own(tmp_path: Path) -> None:
     """The attack: a valid open for case C while case B's session records sealed a case
     change into B's session, and B's own close was then refused."""
-    with LocalSite(tmp_path / "site") as site:
-        data = site.provision_device("room-0104", settings={"recording": SMALL}, room="104")
-        dev = SimDevice(data, device_config(data), clock=SimClock(wall_start=time.time()))
-        dev.start()
-        try:
-            dev.run(0.5)
-            rec = dev.recorder
-            rec.apply_command(site.session_command("room-0104", "session_open", case="B-2"))
-            dev.run(0.5)
-            assert rec.session is not None
-            sid = rec.session.id
-            second = site.session_command("room-0104", "session_open", case="C-3")
-            assert rec.apply_command(second) is None
-            assert "case 'B-2''s session" in str(rec.last_error)
-            assert [e for e in entries(data, "event") if e.body.get("type") == "case"] == []
-            close_b = site.session_command("room-0104", "session_close", case="B-2", session=sid)
-            assert rec.apply_command(close_b) is not None
-            dev.run(0.2)
-            assert rec.session is None
-            assert [e.body["case"] for e in entries(data, "session_close")] == ["B-2"]
-        finally:
-            dev.stop()
+    with _room_recording_case_b(tmp_path, "room-0104", "104") as (site, dev, data, sid):
+        rec = dev.recorder
+        second = site.session_command("room-0104", "session_open", case="C-3")
+        assert rec.apply_command(second) is None
+        assert "case 'B-2''s session" in str(rec.last_error)
+        assert [e for e in entries(data, "event") if e.body.get("type") == "case"] == []
+        close_b = site.session_command("room-0104", "session_close", case="B-2", session=sid)
+        assert rec.apply_command(close_b) is not None
+        dev.run(0.2)
+        assert rec.session is None
+        assert [e.body["case"] for e in entries(data, "session_close")] == ["B-2"]
 
 
 def test_a_close_for_case_a_leaves_case_b_recording(tmp_path: Path) -> None:
-    with LocalSite(tmp_path / "site") as site:
-        settings = {"recording": SMALL}
-        data = site.provision_device("room-0103", settings=settings, room="103")
-        dev = SimDevice(data, device_config(data), clock=SimClock(wall_start=time.time()))
-        dev.start()
-        try:
-            dev.run(0.5)
-            rec = dev.recorder
-            rec.apply_command(site.session_command("room-0103", "session_open", case="B-2"))
-            dev.run(0.5)
-            assert rec.session is not None
-            sid = rec.session.id
-            close_a = site.session_command("room-0103", "session_close", case="A-1")
-            assert rec.apply_command(close_a) is None
-            assert "the open session is case 'B-2''s" in str(rec.last_error)
-            wrong = site.session_command("room-0103", "session_close", case="B-2", session="ab-1")
-            assert rec.apply_command(wrong) is None and rec.session is not None
-            assert rec.session.id == sid
-            close_b = site.session_command("room-0103", "session_close", case="B-2", session=sid)
-            assert rec.apply_command(close_b) is not None
-            dev.run(0.2)
-            assert rec.session is None
-            assert [e.body["case"] for e in entries(data, "session_close")] == ["B-2"]
-        finally:
-            dev.stop()
+    with _room_recording_case_b(tmp_path, "room-0103", "103") as (site, dev, data, sid):
+        rec = dev.recorder
+        close_a = site.session_command("room-0103", "session_close", case="A-1")
+        assert rec.apply_command(close_a) is None
+        assert "the open session is case 'B-2''s" in str(rec.last_error)
+        wrong = site.session_command("room-0103", "session_close", case="B-2", session="ab-1")
+        assert rec.apply_command(wrong) is None and rec.session is not None
+        assert rec.session.id == sid
+        close_b = site.session_command("room-0103", "session_close", case="B-2", session=sid)
+        assert rec.apply_command(close_b) is not None
+        dev.run(0.2)
+        assert rec.session is None
+        assert [e.body["case"] for e in entries(data, "session_close")] == ["B-2"]
